@@ -1,0 +1,263 @@
+"""invoke build: lock -> tree -> slim -> bytecode -> manifest -> zips -> build.json.
+
+Each set is built in a staging folder beside its final place and renamed into
+place only when its manifest is written, so an interrupted build never leaves a
+tree that looks complete. A set whose build key (lock, target, slim rules,
+bytecode interpreter, builder version) has not changed is not rebuilt.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.config import Config, TargetConfig
+from pipeline.errors import BuildError, InterpreterNotFound, PipelineError
+from pipeline.interpreters import Interpreter, find_python
+from pipeline.targets import Target
+
+from . import manifest as mf
+from .bytecode import BytecodeResult, compile_tree
+from .install import check_wheel_tags, install_native
+from .lock import LockFile, current_locks
+from .package import Artifact, make_zip
+from .slim import Rules, SlimReport, load_rules, slim
+
+BUILDER_VERSION = "1"  # bump when a change to the steps changes trees
+BUILD_JSON_VERSION = 1
+# Lambda: function + layers unzipped (lambda-facts.md, "Limits")
+LAMBDA_UNZIPPED_LIMIT = 262_144_000
+
+
+@dataclass(frozen=True)
+class SetBuild:
+    name: str
+    tree: Path
+    manifest: Path
+    content_hash: str
+    bytes: int
+    files: int
+    bytecode: dict
+    packages: tuple[tuple[str, int, int], ...]  # (package, bytes, files), largest first
+    slim: dict
+    rebuilt: bool
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    target: Target
+    builder: str
+    sets: dict[str, SetBuild]
+    layer_zip: Artifact | None
+    function_zip: Artifact
+    build_json: Path
+    warnings: tuple[str, ...]
+
+
+class Progress:
+    """Where a build reports its steps; tasks.py draws it with rich."""
+
+    def step(self, text: str) -> None:  # a new phase begins
+        pass
+
+    def line(self, text: str) -> None:  # a line of a tool's own progress output
+        pass
+
+
+def build_key(lock: LockFile, target: Target, rules: Rules, interpreter: Interpreter | None, builder: str) -> str:
+    doc = {
+        "builder_version": BUILDER_VERSION,
+        "builder": builder,
+        "lock": hashlib.sha256(lock.path.read_bytes()).hexdigest(),
+        "target": target.as_json(),
+        "slim_rules": rules.digest,
+        "bytecode_python": interpreter.version if interpreter else None,
+    }
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+
+
+def _existing(set_dir: Path, key: str) -> dict | None:
+    path = set_dir / "manifest.json"
+    if not (path.is_file() and (set_dir / "site-packages").is_dir()):
+        return None
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return doc if doc.get("build_key") == key else None
+
+
+def _swap_into_place(staging: Path, final: Path) -> None:
+    """Replace ``final`` by ``staging``: never a moment with a half tree there."""
+    old = None
+    if final.exists():
+        old = final.with_name(f".{final.name}.old-{os.getpid()}")
+        final.rename(old)
+    staging.rename(final)
+    if old:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _clean_leftovers(target_dir: Path) -> None:
+    """Staging folders of interrupted builds: never used, removed on the next run."""
+    for leftover in target_dir.glob(".*.partial-*"):
+        shutil.rmtree(leftover, ignore_errors=True)
+    for leftover in target_dir.glob(".*.old-*"):
+        shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _set_result(name: str, set_dir: Path, doc: dict, rebuilt: bool) -> SetBuild:
+    files = [mf.FileEntry(f["path"], f["size"], int(f["mode"], 8), f["sha256"]) for f in doc["files"]]
+    return SetBuild(
+        name=name,
+        tree=set_dir / "site-packages",
+        manifest=set_dir / "manifest.json",
+        content_hash=doc["content_hash"],
+        bytes=doc["totals"]["bytes"],
+        files=doc["totals"]["files"],
+        bytecode=doc["bytecode"],
+        packages=tuple(mf.package_sizes(set_dir / "site-packages", files)),
+        slim=doc["slim"],
+        rebuilt=rebuilt,
+    )
+
+
+def build_set(
+    name: str,
+    lock: LockFile,
+    target: Target,
+    target_dir: Path,
+    rules: Rules,
+    interpreter: Interpreter | None,
+    no_bytecode_reason: str | None,
+    progress: Progress,
+    force: bool = False,
+    builder: str = "native",
+) -> SetBuild:
+    set_dir = target_dir / name
+    key = build_key(lock, target, rules, interpreter, builder)
+    if not force and (doc := _existing(set_dir, key)):
+        progress.step(f"[{name}] up to date ({doc['content_hash'][:12]}), not rebuilt")
+        return _set_result(name, set_dir, doc, rebuilt=False)
+
+    staging = Path(tempfile.mkdtemp(prefix=f".{name}.partial-", dir=target_dir))
+    try:
+        tree = staging / "site-packages"
+        progress.step(f"[{name}] installing {len(lock.packages)} wheels for {target.describe()}")
+        install_native(lock, target, tree, on_line=progress.line)
+        check_wheel_tags(tree, target)
+
+        progress.step(f"[{name}] slimming")
+        report: SlimReport = slim(tree, rules, on_line=progress.line)
+        mf.normalize_modes(tree)
+
+        if interpreter:
+            progress.step(f"[{name}] compiling bytecode with CPython {interpreter.version} (unchecked-hash)")
+        bytecode: BytecodeResult = compile_tree(tree, interpreter, no_bytecode_reason, on_line=progress.line)
+        mf.normalize_modes(tree)
+
+        progress.step(f"[{name}] hashing files for the manifest")
+        files = mf.scan(tree)
+        doc = mf.manifest_doc(
+            set_name=name,
+            target=target.as_json(),
+            build_key=key,
+            files=files,
+            packages=mf.read_packages(tree, name),
+            bytecode=bytecode.as_json(),
+            slim=report.as_json(),
+            builder=builder,
+        )
+        mf.write_json(doc, staging / "manifest.json")  # last: marks the staging folder complete
+        _swap_into_place(staging, set_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return _set_result(name, set_dir, doc, rebuilt=True)
+
+
+def _bytecode_interpreter(target: Target) -> tuple[Interpreter | None, str | None]:
+    try:
+        return find_python(target.python), None
+    except InterpreterNotFound as exc:
+        return None, exc.render()
+
+
+def build(config: Config, target_name: str | None = None, *, force: bool = False, progress: Progress | None = None) -> BuildResult:
+    progress = progress or Progress()
+    tcfg: TargetConfig = config.target(target_name)
+    target = tcfg.target
+    if config.build.builder != "native":
+        raise BuildError(
+            f"builder {config.build.builder!r} is not available yet; this Hoist has the native builder",
+            where=f"{config.path.name}: build.builder",
+            fix='set builder = "native" (the Docker builder comes with its own issue)',
+        )
+    locks = current_locks(config, tcfg)
+    rules = load_rules()
+    interpreter, why_not = _bytecode_interpreter(target)
+    warnings = []
+    if interpreter is None:
+        warnings.append(f"no bytecode: {why_not}\n  the trees are built without .pyc and the manifests say so")
+
+    out = config.build.output
+    target_dir = out / target.name
+    target_dir.mkdir(parents=True, exist_ok=True)
+    _clean_leftovers(target_dir)
+
+    sets = {}
+    for name, lock in locks.items():
+        try:
+            sets[name] = build_set(name, lock, target, target_dir, rules, interpreter, why_not, progress, force=force)
+        except PipelineError:
+            raise
+        except OSError as exc:
+            raise BuildError(f"{exc}", where=f"set {name}, {target_dir}", fix="check free disk space and permissions of the output folder") from exc
+
+    layer_zip = None
+    if "layer" in sets:
+        progress.step("packaging the layer zip (python/...)")
+        layer_zip = make_zip(sets["layer"].tree, target_dir / "layer.zip", prefix="python/")
+    if not config.build.handler_dir.is_dir():
+        raise BuildError(f"handler folder {config.build.handler_dir} does not exist", where=f"{config.path.name}: build.handler_dir", fix="point handler_dir at the folder holding the Lambda handler")
+    progress.step("packaging the function zip")
+    function_zip = make_zip(config.build.handler_dir, target_dir / "function.zip")
+
+    unzipped = function_zip.unzipped_bytes + (layer_zip.unzipped_bytes if layer_zip else 0)
+    if unzipped > LAMBDA_UNZIPPED_LIMIT:
+        warnings.append(
+            f"function + layer unzip to {unzipped:,} bytes, over Lambda's {LAMBDA_UNZIPPED_LIMIT:,}: move packages from requirements/layer.in to requirements/efs.in"
+        )
+
+    build_json = out / "build.json"
+    doc = {
+        "version": BUILD_JSON_VERSION,
+        "target": target.as_json(),
+        "builder": config.build.builder,
+        "sets": {
+            name: {
+                "content_hash": s.content_hash,
+                "tree": str(s.tree.relative_to(config.root)) if s.tree.is_relative_to(config.root) else str(s.tree),
+                "manifest": str(s.manifest.relative_to(config.root)) if s.manifest.is_relative_to(config.root) else str(s.manifest),
+                "bytes": s.bytes,
+                "files": s.files,
+                "bytecode": s.bytecode["compiled"],
+                "bytecode_python": s.bytecode["python"],
+                "rebuilt": s.rebuilt,
+            }
+            for name, s in sets.items()
+        },
+        "artifacts": {
+            "function_zip": function_zip.as_json(config.root),
+            **({"layer_zip": layer_zip.as_json(config.root)} if layer_zip else {}),
+        },
+        "warnings": warnings,
+    }
+    mf.write_json(doc, build_json)
+    return BuildResult(target=target, builder=config.build.builder, sets=sets, layer_zip=layer_zip, function_zip=function_zip, build_json=build_json, warnings=tuple(warnings))
+
+

@@ -1,0 +1,339 @@
+"""invoke lock: resolve the dependency sets for the target platform.
+
+All sets are resolved together (one resolution, so a package never has two
+versions), then each resolved package is assigned to exactly one set: the
+``layer`` set gets what its own requirements need (a second resolution of the
+layer requirements constrained to the first one's versions), ``efs`` the rest.
+
+uv resolves for the target, not for this machine: ``--python-platform`` and
+``--python-version`` make it evaluate markers as the target would (pip's
+``--platform`` does not, which pulls x86_64 CUDA packages into an arm64 torch).
+The output is uv's PEP 751 lock, which names the one wheel per package that
+the target loads; we keep that wheel's URL and sha256, so installing needs no
+index and cannot pick another file.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import sys
+import tempfile
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote
+
+from packaging.markers import Marker
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name, parse_wheel_filename
+
+from pipeline import proc
+from pipeline.config import Config, TargetConfig
+from pipeline.errors import CommandError, LockError
+from pipeline.targets import Target
+
+LOCK_FORMAT = 1
+DOCKER_HINT = "build it in the Lambda base image with the Docker builder (`invoke build --builder docker`, the Docker builder issue), or pin a version that ships a wheel for this target"
+
+
+@dataclass(frozen=True)
+class LockedPackage:
+    name: str  # canonical
+    version: str
+    url: str
+    sha256: str
+    filename: str
+
+    @property
+    def tags(self) -> tuple[str, ...]:
+        return tuple(sorted(str(t) for t in parse_wheel_filename(self.filename)[3]))
+
+    def line(self) -> str:
+        return f"{self.name} @ {self.url} --hash=sha256:{self.sha256}"
+
+
+@dataclass(frozen=True)
+class LockFile:
+    path: Path
+    set_name: str
+    target: str
+    input_sha256: str
+    packages: tuple[LockedPackage, ...]
+
+
+@dataclass(frozen=True)
+class LockResult:
+    target: Target
+    locks: dict[str, LockFile]
+    resolved: bool  # False when the existing locks were already current
+
+
+# ---------------------------------------------------------------- inputs
+
+
+def pip_config_find_links(python: str = sys.executable) -> list[str]:
+    """find-links from pip's own configuration and environment, read now.
+
+    Machine paths (a local wheel folder) stay out of the repository this way.
+    """
+    try:
+        code, out = proc.run([python, "-m", "pip", "config", "list"], what="reading pip's configuration", check=False)
+    except CommandError:
+        return []
+    links: list[str] = []
+    for line in out.splitlines():
+        key, _, value = line.partition("=")
+        if key.strip().endswith(".find-links"):
+            for item in value.strip().strip("'\"").split():
+                if item not in links:
+                    links.append(item)
+    return links
+
+
+def find_links_for(config: Config, tcfg: TargetConfig) -> list[str]:
+    links = []
+    for item in config.find_links:
+        links.append(item if "://" in item else str((config.root / item).resolve()))
+    if tcfg.pip_config_find_links:
+        links += [x for x in pip_config_find_links() if x not in links]
+    return links
+
+
+def set_requirements(config: Config, tcfg: TargetConfig) -> dict[str, list[str]]:
+    """Each set's requirement lines for this target, minus the target's excludes."""
+    out = {}
+    for name, dset in config.sets.items():
+        out[name] = [line for line in dset.lines if canonicalize_name(Requirement(line).name) not in tcfg.exclude]
+    return out
+
+
+def input_fingerprint(config: Config, tcfg: TargetConfig, find_links: list[str]) -> str:
+    """What a lock depends on; a lock whose fingerprint differs is stale."""
+    doc = {
+        "format": LOCK_FORMAT,
+        "target": tcfg.target.as_json(),
+        "sets": set_requirements(config, tcfg),
+        "override": list(tcfg.override),
+        "exclude": list(tcfg.exclude),
+        "indexes": [[i.name, i.url, list(i.packages)] for i in config.indexes],
+        "find_links": find_links,
+        "only_binary": config.build.builder == "native",
+    }
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+
+
+# ---------------------------------------------------------------- lock files
+
+
+def read_lock(path: Path) -> LockFile:
+    if not path.is_file():
+        raise LockError(f"lock file {path} does not exist", where=str(path), fix="run `invoke lock` (with the same --target)")
+    header: dict[str, str] = {}
+    packages = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if line.startswith("# ") and ": " in line:
+            key, _, value = line[2:].partition(": ")
+            header[key] = value
+            continue
+        if not line.strip() or line.startswith("#"):
+            continue
+        m = re.fullmatch(r"(\S+) @ (\S+) --hash=sha256:([0-9a-f]{64})", line.strip())
+        if not m:
+            raise LockError(f"{path.name}:{number}: not a Hoist lock line: {line!r}", where=str(path), fix="do not edit locks by hand; run `invoke lock --force`")
+        name, url, digest = m.groups()
+        filename = url.rsplit("/", 1)[-1].split("#", 1)[0]
+        filename = unquote(filename)
+        _, version, _, _ = parse_wheel_filename(filename)
+        packages.append(LockedPackage(name=name, version=str(version), url=url, sha256=digest, filename=filename))
+    if header.get("hoist-lock-format") != str(LOCK_FORMAT):
+        raise LockError(f"{path} is not a Hoist lock (format {header.get('hoist-lock-format')!r})", where=str(path), fix="run `invoke lock --force`")
+    return LockFile(path=path, set_name=header.get("set", ""), target=header.get("target", ""), input_sha256=header.get("input-sha256", ""), packages=tuple(packages))
+
+
+def write_lock(path: Path, set_name: str, target: Target, fingerprint: str, packages: list[LockedPackage]) -> LockFile:
+    lines = [
+        f"# Hoist lock of dependency set {set_name!r} for {target.describe()}",
+        "# Generated by `invoke lock`; do not edit. One wheel per package, pinned by URL and sha256.",
+        f"# hoist-lock-format: {LOCK_FORMAT}",
+        f"# set: {set_name}",
+        f"# target: {target.name}",
+        f"# input-sha256: {fingerprint}",
+        "",
+    ]
+    packages = sorted(packages, key=lambda p: p.name)
+    for pkg in packages:
+        lines.append(f"# {pkg.name}=={pkg.version}")
+        lines.append(pkg.line())
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("\n".join(lines) + "\n")
+    tmp.replace(path)
+    return LockFile(path=path, set_name=set_name, target=target.name, input_sha256=fingerprint, packages=tuple(packages))
+
+
+# ---------------------------------------------------------------- resolution
+
+
+def _pyproject(deps: list[str], target: Target, indexes) -> str:
+    """A throwaway project: uv honours per-package indexes (sources) only for projects."""
+    lines = [
+        "[project]",
+        'name = "hoist-lock"',
+        'version = "0"',
+        f'requires-python = ">={target.python}"',
+        "dependencies = [" + ", ".join(json.dumps(d) for d in deps) + "]",
+        "",
+    ]
+    sources = {}
+    for index in indexes:
+        lines += ["[[tool.uv.index]]", f'name = "{index.name}"', f"url = {json.dumps(index.url)}"]
+        if index.packages:
+            lines.append("explicit = true")
+            for pkg in index.packages:
+                sources[pkg] = index.name
+        lines.append("")
+    if sources:
+        lines.append("[tool.uv.sources]")
+        lines += [f'{pkg} = {{ index = "{name}" }}' for pkg, name in sorted(sources.items())]
+    return "\n".join(lines) + "\n"
+
+
+def _compile(workdir: Path, deps: list[str], target: Target, config: Config, tcfg: TargetConfig, find_links: list[str], constraints: list[str], on_line) -> dict:
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "pyproject.toml").write_text(_pyproject(deps, target, config.indexes))
+    cmd = [proc.uv_bin(), "pip", "compile", "pyproject.toml", "--no-config", "--no-python-downloads", "--quiet", "--no-header", "-o", "pylock.toml", "--python-version", target.python]
+    if target.uv_python_platform:
+        cmd += ["--python-platform", target.uv_python_platform]
+    if config.build.builder == "native":
+        cmd += ["--only-binary", ":all:"]
+    for link in find_links:
+        cmd += ["--find-links", link]
+    if tcfg.override:
+        (workdir / "overrides.txt").write_text("\n".join(tcfg.override) + "\n")
+        cmd += ["--overrides", "overrides.txt"]
+    if constraints:
+        (workdir / "constraints.txt").write_text("\n".join(constraints) + "\n")
+        cmd += ["--constraints", "constraints.txt"]
+    try:
+        proc.run(cmd, what="uv pip compile", cwd=workdir, on_line=on_line)
+    except CommandError as exc:
+        raise _lock_failure(exc, target) from None
+    return tomllib.loads((workdir / "pylock.toml").read_text())
+
+
+def _lock_failure(exc: CommandError, target: Target) -> LockError:
+    text = exc.output_tail
+    names = sorted(set(re.findall(r"\b([A-Za-z0-9][A-Za-z0-9._-]*)(?:==\S+)? has no (?:usable )?wheels", text)))
+    names += sorted(set(re.findall(r"[Oo]nly (?:an? )?source distributions? (?:is|are) available for ([A-Za-z0-9._-]+)", text)) - set(names))
+    if names:
+        what = f"{', '.join(names)}: no wheel for {target.describe()} [platform {target.uv_python_platform or 'this machine'}, CPython {target.python}]"
+        fix = DOCKER_HINT
+    else:
+        what = f"could not resolve the dependency sets for {target.describe()}"
+        fix = "check the pins named in uv's output above against what the indexes offer for this target; " + DOCKER_HINT
+    return LockError(f"{what}\n  uv said:\n" + "\n".join("    " + line for line in text.splitlines()), where=f"target {target.name}", fix=fix)
+
+
+def _marker_env(target: Target) -> dict[str, str]:
+    major, minor = target.python_tuple
+    return {
+        "python_version": f"{major}.{minor}",
+        "python_full_version": f"{major}.{minor}.0",
+        "implementation_name": "cpython",
+        "platform_python_implementation": "CPython",
+        "sys_platform": "linux",
+        "os_name": "posix",
+        "platform_system": "Linux",
+        "platform_machine": target.machine,
+    }
+
+
+def pick_wheel(entry: dict, target: Target) -> LockedPackage:
+    """The best wheel of a pylock entry for the target, by tag preference."""
+    name = canonicalize_name(entry["name"])
+    ranks = {str(tag): i for i, tag in enumerate(target.supported_tags())}
+    best: tuple[int, dict, str] | None = None
+    filenames = []
+    for wheel in entry.get("wheels", []):
+        filename = wheel.get("name") or wheel["url"].rsplit("/", 1)[-1]
+        filename = unquote(filename)
+        filenames.append(filename)
+        rank = min((ranks[str(t)] for t in parse_wheel_filename(filename)[3] if str(t) in ranks), default=None)
+        if rank is not None and (best is None or rank < best[0]):
+            best = (rank, wheel, filename)
+    if best is None:
+        offered = ", ".join(filenames) or "only a source distribution"
+        raise LockError(
+            f"{name}=={entry.get('version')}: no wheel the target loads ({offered}); the native builder installs wheels only",
+            where=f"target {target.name} ({target.abi}, {target.platform_tags()[0]})",
+            fix=DOCKER_HINT,
+        )
+    _, wheel, filename = best
+    return LockedPackage(name=name, version=str(entry["version"]), url=wheel["url"], sha256=wheel["hashes"]["sha256"], filename=filename)
+
+
+def _packages_for_target(pylock: dict, target: Target) -> list[LockedPackage]:
+    env = _marker_env(target)
+    out = []
+    for entry in pylock.get("packages", []):
+        marker = entry.get("marker")
+        if marker and not Marker(marker).evaluate(env):
+            continue
+        out.append(pick_wheel(entry, target))
+    return out
+
+
+def lock(config: Config, target_name: str | None = None, *, force: bool = False, on_line=None) -> LockResult:
+    """Resolve every set for the target into ``requirements/<set>.<target>.lock``."""
+    tcfg = config.target(target_name)
+    target = tcfg.target
+    links = find_links_for(config, tcfg)
+    fingerprint = input_fingerprint(config, tcfg, links)
+    paths = {name: config.lock_path(name, target.name) for name in config.sets}
+
+    if not force and all(p.is_file() for p in paths.values()):
+        try:
+            current = {name: read_lock(p) for name, p in paths.items()}
+        except LockError:
+            current = None
+        if current and all(lf.input_sha256 == fingerprint for lf in current.values()):
+            return LockResult(target=target, locks=current, resolved=False)
+
+    reqs = set_requirements(config, tcfg)
+    everything = [line for lines in reqs.values() for line in lines]
+    with tempfile.TemporaryDirectory(prefix="hoist-lock-") as tmp:
+        union = _packages_for_target(_compile(Path(tmp) / "all", everything, target, config, tcfg, links, [], on_line), target)
+        layer_names: set[str] = set()
+        if reqs.get("layer"):
+            pins = [f"{p.name}=={p.version}" for p in union]
+            layer_only = _compile(Path(tmp) / "layer", reqs["layer"], target, config, tcfg, links, pins, on_line)
+            layer_names = {p.name for p in _packages_for_target(layer_only, target)}
+    assigned = {
+        "efs": [p for p in union if p.name not in layer_names],
+        "layer": [p for p in union if p.name in layer_names],
+    }
+    locks = {}
+    for name, path in paths.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        locks[name] = write_lock(path, name, target, fingerprint, assigned[name])
+    return LockResult(target=target, locks=locks, resolved=True)
+
+
+def current_locks(config: Config, tcfg: TargetConfig) -> dict[str, LockFile]:
+    """The target's locks, refusing stale ones (inputs changed since `invoke lock`)."""
+    fingerprint = input_fingerprint(config, tcfg, find_links_for(config, tcfg))
+    locks = {}
+    for name in config.sets:
+        path = config.lock_path(name, tcfg.target.name)
+        try:
+            lf = read_lock(path)
+        except LockError as exc:
+            raise LockError(exc.what, where=exc.where, fix=f"run `invoke lock --target {tcfg.target.name}`") from None
+        if lf.input_sha256 != fingerprint:
+            raise LockError(
+                f"{path.name} is stale: pipeline.toml or {config.sets[name].requirements.name} changed since it was written",
+                where=str(path.relative_to(config.root)) if path.is_relative_to(config.root) else str(path),
+                fix=f"run `invoke lock --target {tcfg.target.name}` and commit the new lock",
+            )
+        locks[name] = lf
+    return locks

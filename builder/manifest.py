@@ -1,0 +1,142 @@
+"""The manifest: what a tree holds, and the content hash that names it.
+
+The content hash covers every file's path, mode and sha256, nothing else (no
+times, no build paths), so two builds of the same lock give the same hash, and
+sync can name an EFS version by it.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+import stat
+from dataclasses import dataclass
+from email.parser import Parser
+from pathlib import Path
+
+from packaging.utils import canonicalize_name
+
+MANIFEST_VERSION = 1
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    path: str
+    size: int
+    mode: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class PackageEntry:
+    name: str
+    version: str
+    tags: tuple[str, ...]
+    set: str
+
+
+def normalize_modes(tree: Path) -> None:
+    """0755 for anything executable, 0644 otherwise, whatever the umask was."""
+    for root, dirs, files in os.walk(tree):
+        for d in dirs:
+            os.chmod(os.path.join(root, d), 0o755)
+        for f in files:
+            p = os.path.join(root, f)
+            if os.path.islink(p):
+                continue
+            mode = os.stat(p).st_mode
+            os.chmod(p, 0o755 if mode & 0o111 else 0o644)
+
+
+def _sha256(path: str) -> str:
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
+def scan(tree: Path) -> list[FileEntry]:
+    entries = []
+    for root, dirs, files in os.walk(tree):
+        dirs.sort()
+        for f in files:
+            p = os.path.join(root, f)
+            rel = os.path.relpath(p, tree).replace(os.sep, "/")
+            st = os.lstat(p)
+            if stat.S_ISLNK(st.st_mode):
+                target = os.readlink(p)
+                entries.append(FileEntry(rel, len(target), 0o120777, hashlib.sha256(target.encode()).hexdigest()))
+            else:
+                entries.append(FileEntry(rel, st.st_size, stat.S_IMODE(st.st_mode), _sha256(p)))
+    entries.sort(key=lambda e: e.path)
+    return entries
+
+
+def content_hash(files: list[FileEntry]) -> str:
+    h = hashlib.sha256()
+    for e in files:
+        h.update(f"{e.path}\0{e.mode:o}\0{e.sha256}\n".encode())
+    return h.hexdigest()
+
+
+def read_packages(tree: Path, set_name: str) -> list[PackageEntry]:
+    out = []
+    for dist_info in sorted(tree.glob("*.dist-info")):
+        meta = Parser().parsestr((dist_info / "METADATA").read_text(errors="replace"), headersonly=True)
+        wheel = dist_info / "WHEEL"
+        tags = Parser().parsestr(wheel.read_text()).get_all("Tag") if wheel.is_file() else []
+        out.append(PackageEntry(name=canonicalize_name(meta["Name"]), version=meta["Version"], tags=tuple(tags or ()), set=set_name))
+    return out
+
+
+def owners(tree: Path) -> dict[str, str]:
+    """path -> package, from each wheel's RECORD."""
+    owner = {}
+    for dist_info in sorted(tree.glob("*.dist-info")):
+        record = dist_info / "RECORD"
+        meta = Parser().parsestr((dist_info / "METADATA").read_text(errors="replace"), headersonly=True)
+        name = canonicalize_name(meta["Name"])
+        if record.is_file():
+            for row in csv.reader(io.StringIO(record.read_text())):
+                if row:
+                    owner[os.path.normpath(row[0]).replace(os.sep, "/")] = name
+    return owner
+
+
+def package_sizes(tree: Path, files: list[FileEntry]) -> list[tuple[str, int, int]]:
+    """(package, bytes, files), largest first; bytecode counts for its source's package."""
+    owner = owners(tree)
+    totals: dict[str, list[int]] = {}
+    for e in files:
+        path = e.path
+        if "/__pycache__/" in path or path.startswith("__pycache__/"):
+            folder, _, pyc = path.rpartition("__pycache__/")
+            path = folder + pyc.split(".", 1)[0] + ".py"
+        name = owner.get(path) or owner.get(path.split("/", 1)[0]) or "(not in any RECORD)"
+        t = totals.setdefault(name, [0, 0])
+        t[0] += e.size
+        t[1] += 1
+    return sorted(((n, b, c) for n, (b, c) in totals.items()), key=lambda x: (-x[1], x[0]))
+
+
+def manifest_doc(*, set_name: str, target: dict, build_key: str, files: list[FileEntry], packages: list[PackageEntry], bytecode: dict, slim: dict, builder: str) -> dict:
+    return {
+        "version": MANIFEST_VERSION,
+        "set": set_name,
+        "target": target,
+        "builder": builder,
+        "build_key": build_key,
+        "content_hash": content_hash(files),
+        "totals": {"bytes": sum(e.size for e in files), "files": len(files)},
+        "bytecode": bytecode,
+        "slim": slim,
+        "packages": [{"name": p.name, "version": p.version, "tags": list(p.tags), "set": p.set} for p in packages],
+        "files": [{"path": e.path, "size": e.size, "mode": f"{e.mode:o}", "sha256": e.sha256} for e in files],
+    }
+
+
+def write_json(doc: dict, path: Path) -> None:
+    """Write JSON through a temp file and a rename: never a half-written file."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(doc, indent=1, sort_keys=False) + "\n")
+    tmp.replace(path)

@@ -1,0 +1,67 @@
+"""Byte-for-byte reproducible zips: the layer and the function.
+
+Entries are sorted, every timestamp is 1980-01-01 (zip's epoch), modes are
+0644/0755, compression is fixed. The same input gives the same bytes, so an
+unchanged handler or layer is never uploaded again and never changes the
+function.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+FIXED_TIME = (1980, 1, 1, 0, 0, 0)
+SKIP_DIRS = {"__pycache__", ".pytest_cache", ".mypy_cache"}
+
+
+@dataclass(frozen=True)
+class Artifact:
+    path: Path
+    sha256: str
+    bytes: int
+    unzipped_bytes: int
+    entries: int
+
+    def as_json(self, root: Path) -> dict:
+        return {
+            "path": str(self.path.relative_to(root)) if self.path.is_relative_to(root) else str(self.path),
+            "sha256": self.sha256,
+            "bytes": self.bytes,
+            "unzipped_bytes": self.unzipped_bytes,
+            "entries": self.entries,
+        }
+
+
+def _files(source: Path, skip_dirs: set[str]) -> list[str]:
+    out = []
+    for root, dirs, files in os.walk(source):
+        dirs[:] = sorted(d for d in dirs if d not in skip_dirs)
+        for f in files:
+            out.append(os.path.relpath(os.path.join(root, f), source).replace(os.sep, "/"))
+    return sorted(out)
+
+
+def make_zip(source: Path, dest: Path, prefix: str = "", skip_dirs: set[str] | None = None) -> Artifact:
+    skip = SKIP_DIRS if skip_dirs is None else skip_dirs
+    tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
+    unzipped = 0
+    names = _files(source, skip)
+    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=6) as zf:
+        for rel in names:
+            path = source / rel
+            mode = 0o755 if os.stat(path).st_mode & 0o111 else 0o644
+            info = zipfile.ZipInfo(prefix + rel, date_time=FIXED_TIME)
+            info.create_system = 3  # unix, so external_attr carries the mode
+            info.external_attr = (stat.S_IFREG | mode) << 16
+            info.compress_type = zipfile.ZIP_DEFLATED
+            data = path.read_bytes()
+            unzipped += len(data)
+            zf.writestr(info, data, compress_type=zipfile.ZIP_DEFLATED, compresslevel=6)
+    tmp.replace(dest)
+    with open(dest, "rb") as fh:
+        digest = hashlib.file_digest(fh, "sha256").hexdigest()
+    return Artifact(path=dest, sha256=digest, bytes=dest.stat().st_size, unzipped_bytes=unzipped, entries=len(names))

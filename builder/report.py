@@ -1,0 +1,82 @@
+"""How build and lock results are shown: rich tables, kept out of the stages."""
+from __future__ import annotations
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from .build import BuildResult, Progress
+from .lock import LockResult
+
+
+def human(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if abs(n) < 1000 or unit == "GB":
+            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
+        n /= 1000
+    return str(n)
+
+
+class ConsoleProgress(Progress):
+    """Prints each step; tool output lines (downloads, strips) show dimmed."""
+
+    def __init__(self, console: Console, verbose: bool = False):
+        self.console = console
+        self.verbose = verbose
+
+    def step(self, text: str) -> None:
+        self.console.print(f"[bold cyan]==>[/] {escape(text)}")
+
+    def line(self, text: str) -> None:
+        text = text.strip()
+        if not text:
+            return
+        # uv's own progress (downloads) is always worth a line; the rest only when verbose
+        if self.verbose or text.startswith(("Downloading", "Downloaded", "Prepared", "Installed", "warning", "error")):
+            self.console.print(f"    [dim]{escape(text)}[/]", highlight=False)
+
+
+def print_lock(console: Console, result: LockResult) -> None:
+    verb = "resolved" if result.resolved else "already current (use --force to resolve again)"
+    console.print(f"[bold]lock[/] for {result.target.describe()}: {verb}")
+    table = Table("set", "package", "version", "wheel")
+    for name, lf in result.locks.items():
+        for p in lf.packages:
+            table.add_row(name, p.name, p.version, p.filename)
+    console.print(table)
+    for name, lf in result.locks.items():
+        console.print(f"  {name}: {lf.path} ({len(lf.packages)} packages)")
+
+
+def print_build(console: Console, result: BuildResult, top: int = 12) -> None:
+    for name, s in result.sets.items():
+        table = Table(title=f"{name}: {human(s.bytes)} in {s.files:,} files, content hash {s.content_hash[:16]}", title_justify="left")
+        table.add_column("package")
+        table.add_column("bytes", justify="right")
+        table.add_column("files", justify="right")
+        for pkg, b, n in s.packages[:top]:
+            table.add_row(pkg, human(b), f"{n:,}")
+        if len(s.packages) > top:
+            rest = s.packages[top:]
+            table.add_row(f"({len(rest)} more)", human(sum(x[1] for x in rest)), f"{sum(x[2] for x in rest):,}")
+        console.print(table)
+        slim = s.slim
+        removed = ", ".join(f"{r['name']} {r['files']:,} files/{human(r['bytes'])}" for r in slim["rules"] if r["files"])
+        strip = slim["strip"]
+        console.print(f"  slimmed: {removed or 'nothing'}; stripped {strip['files']} files ({human(strip['bytes'])})")
+        for path, why in strip["reverted"]:
+            console.print(f"  [yellow]not stripped[/] {path}: {why}")
+        for folder, importer in slim["guarded"]:
+            console.print(f"  kept {folder}: imported by {importer}")
+        bc = s.bytecode
+        if bc["compiled"]:
+            console.print(f"  bytecode: {bc['files']:,} .pyc by CPython {bc['python']} (unchecked-hash), {len(bc['failed'])} sources not compilable")
+        else:
+            console.print("  [yellow]bytecode: none[/] (see warning below)")
+        console.print(f"  {'built' if s.rebuilt else 'unchanged'}: {s.tree}")
+    for label, art in (("layer zip", result.layer_zip), ("function zip", result.function_zip)):
+        if art:
+            console.print(f"{label}: {art.path} {human(art.bytes)} (unzipped {human(art.unzipped_bytes)}), sha256 {art.sha256[:16]}")
+    for w in result.warnings:
+        console.print(f"[yellow]warning:[/] {w}")
+    console.print(f"summary: {result.build_json}")

@@ -1,0 +1,270 @@
+"""Slim a site-packages tree safely, package-aware.
+
+1. The rules in ``slim_rules.toml`` (data, not code) pick files nothing loads at
+   run time: test suites, headers, static archives, build files.
+2. The import guard: a kept module that imports something a rule picked keeps
+   it (the whole directory), so removal never breaks an import.
+3. Symbol tables are stripped from an allow-list of ELF files only, by
+   ``elfstrip`` (not ``strip``, which corrupts patchelf'd libraries), and every
+   stripped file must show the loader the same segments; otherwise the
+   original stays.
+"""
+from __future__ import annotations
+
+import ast
+import hashlib
+import os
+import re
+import struct
+import tomllib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+from . import elfstrip
+
+RULES_FILE = Path(__file__).with_name("slim_rules.toml")
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    why: str
+    dirs: tuple[str, ...] = ()
+    files: tuple[str, ...] = ()
+    keep: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class StripPolicy:
+    allow: tuple[str, ...]
+    never: tuple[str, ...]
+    why: str
+
+    def wants(self, rel: str) -> bool:
+        return matches(rel, self.allow) and not matches(rel, self.never)
+
+
+@dataclass(frozen=True)
+class Rules:
+    rules: tuple[Rule, ...]
+    strip: StripPolicy
+    digest: str  # sha256 of the rules file: part of the build key
+
+
+@dataclass(frozen=True)
+class RuleResult:
+    name: str
+    files: int
+    bytes: int
+
+
+@dataclass(frozen=True)
+class SlimReport:
+    removed: tuple[RuleResult, ...]
+    guarded: tuple[tuple[str, str], ...]  # (directory kept, importing file)
+    stripped: int
+    strip_bytes: int
+    strip_reverted: tuple[tuple[str, str], ...]  # (file, why the stripped copy was refused)
+
+    @property
+    def bytes_removed(self) -> int:
+        return sum(r.bytes for r in self.removed) + self.strip_bytes
+
+    @property
+    def files_removed(self) -> int:
+        return sum(r.files for r in self.removed)
+
+    def as_json(self) -> dict:
+        return {
+            "rules": [{"name": r.name, "files": r.files, "bytes": r.bytes} for r in self.removed],
+            "strip": {"files": self.stripped, "bytes": self.strip_bytes, "reverted": [list(x) for x in self.strip_reverted]},
+            "guarded": [list(x) for x in self.guarded],
+        }
+
+
+# ---------------------------------------------------------------- globs
+
+
+@cache
+def _glob_re(pattern: str) -> re.Pattern:
+    out = []
+    i = 0
+    while i < len(pattern):
+        if pattern.startswith("**/", i):
+            out.append("(?:.*/)?")
+            i += 3
+        elif pattern.startswith("**", i):
+            out.append(".*")
+            i += 2
+        elif pattern[i] == "*":
+            out.append("[^/]*")
+            i += 1
+        elif pattern[i] == "?":
+            out.append("[^/]")
+            i += 1
+        else:
+            out.append(re.escape(pattern[i]))
+            i += 1
+    return re.compile("".join(out) + r"\Z")
+
+
+def matches(rel: str, patterns: Iterable[str]) -> bool:
+    return any(_glob_re(p).match(rel) for p in patterns)
+
+
+def load_rules(path: Path = RULES_FILE) -> Rules:
+    data = path.read_bytes()
+    raw = tomllib.loads(data.decode())
+    rules = tuple(
+        Rule(name=r["name"], why=r["why"], dirs=tuple(r.get("dirs", ())), files=tuple(r.get("files", ())), keep=tuple(r.get("keep", ())))
+        for r in raw["rule"]
+    )
+    s = raw["strip"]
+    strip = StripPolicy(allow=tuple(s["allow"]), never=tuple(s["never"]), why=s["why"])
+    return Rules(rules=rules, strip=strip, digest=hashlib.sha256(data).hexdigest())
+
+
+# ---------------------------------------------------------------- selection
+
+
+def _walk(tree: Path) -> tuple[list[str], list[str]]:
+    files, dirs = [], []
+    for root, dirnames, filenames in os.walk(tree):
+        dirnames.sort()
+        rel_root = os.path.relpath(root, tree).replace(os.sep, "/")
+        prefix = "" if rel_root == "." else rel_root + "/"
+        dirs += [prefix + d for d in dirnames]
+        files += [prefix + f for f in sorted(filenames)]
+    return files, dirs
+
+
+def select(files: list[str], dirs: list[str], rules: Rules) -> dict[str, str]:
+    """file -> name of the first rule that removes it."""
+    picked: dict[str, str] = {}
+    for rule in rules.rules:
+        hit_dirs = [d + "/" for d in dirs if rule.dirs and matches(d, rule.dirs) and not matches(d, rule.keep)]
+        for f in files:
+            if f in picked or matches(f, rule.keep):
+                continue
+            if (rule.files and matches(f, rule.files)) or any(f.startswith(d) for d in hit_dirs):
+                picked[f] = rule.name
+    return picked
+
+
+def _module_name(rel: str) -> str | None:
+    """Dotted module for a .py or extension file path, or None."""
+    parts = rel.split("/")
+    last = parts[-1]
+    if last.endswith(".py"):
+        stem = last[:-3]
+    elif ".so" in last and last.endswith(".so"):
+        stem = last.split(".", 1)[0]
+    else:
+        return None
+    mods = parts[:-1] + ([] if stem == "__init__" else [stem])
+    return ".".join(mods) if mods and all(m.isidentifier() for m in mods) else None
+
+
+def _imports(rel: str, source: bytes) -> set[str]:
+    try:
+        tree = ast.parse(source, filename=rel)
+    except (SyntaxError, ValueError):
+        return set()
+    package = rel.split("/")[:-1]
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package[: len(package) - (node.level - 1)] if node.level > 1 else package
+                module = ".".join(base + ([node.module] if node.module else []))
+            else:
+                module = node.module or ""
+            names.add(module)
+            names.update(f"{module}.{a.name}" for a in node.names)
+    return names
+
+
+def guard_imports(tree: Path, files: list[str], picked: dict[str, str]) -> list[tuple[str, str]]:
+    """Un-pick what a kept module imports. Returns (kept directory, importer) pairs."""
+    guarded: list[tuple[str, str]] = []
+    while True:
+        removed_mods = {m: f for f in picked if (m := _module_name(f))}
+        if not removed_mods:
+            return guarded
+        # only files that mention a removed module's last name can import it
+        needles = re.compile(r"\b(" + "|".join(sorted({re.escape(m.rsplit(".", 1)[-1]) for m in removed_mods})) + r")\b")
+        rescued: dict[str, str] = {}
+        for f in files:
+            if f in picked or not f.endswith(".py"):
+                continue
+            source = (tree / f).read_bytes()
+            if not needles.search(source.decode("utf-8", "replace")):
+                continue
+            for name in _imports(f, source):
+                if name in removed_mods:
+                    rescued.setdefault(removed_mods[name], f)
+        if not rescued:
+            return guarded
+        for victim, importer in sorted(rescued.items()):
+            directory = victim.rsplit("/", 1)[0] if "/" in victim else ""
+            if (directory or victim, importer) not in guarded:
+                guarded.append((directory or victim, importer))
+            # the victim's folder, and the __init__.py of every package above it
+            parts = directory.split("/") if directory else []
+            inits = {"/".join(parts[:i] + ["__init__.py"]) for i in range(1, len(parts) + 1)}
+            for f in [x for x in picked if x == victim or x in inits or (directory and x.startswith(directory + "/"))]:
+                del picked[f]
+
+
+# ---------------------------------------------------------------- stripping
+
+
+def is_elf(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        return fh.read(4) == b"\x7fELF"
+
+
+# ---------------------------------------------------------------- the step
+
+
+def slim(tree: Path, rules: Rules | None = None, on_line=None) -> SlimReport:
+    rules = rules or load_rules()
+    files, dirs = _walk(tree)
+    picked = select(files, dirs, rules)
+    guarded = guard_imports(tree, files, picked)
+    per_rule: dict[str, list[int]] = {r.name: [0, 0] for r in rules.rules}
+    for rel, rule in sorted(picked.items()):
+        p = tree / rel
+        per_rule[rule][0] += 1
+        per_rule[rule][1] += p.lstat().st_size
+        p.unlink()
+    for d in sorted(dirs, key=lambda x: x.count("/"), reverse=True):
+        try:
+            (tree / d).rmdir()  # only empties
+        except OSError:
+            pass
+
+    stripped = saved_total = 0
+    reverted: list[tuple[str, str]] = []
+    for rel in files:
+        if rel in picked or not rules.strip.wants(rel):
+            continue
+        p = tree / rel
+        if p.is_symlink() or not p.is_file() or not is_elf(p):
+            continue
+        if on_line:
+            on_line(f"strip {rel}")
+        try:
+            saved = elfstrip.strip_file(p)
+        except (ValueError, OSError, struct.error) as exc:
+            reverted.append((rel, f"{exc}; original kept"))
+            continue
+        if saved:
+            stripped += 1
+            saved_total += saved
+    removed = tuple(RuleResult(name, n, b) for name, (n, b) in per_rule.items())
+    return SlimReport(removed=removed, guarded=tuple(guarded), stripped=stripped, strip_bytes=saved_total, strip_reverted=tuple(reverted))

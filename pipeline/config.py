@@ -1,0 +1,310 @@
+"""Load and check pipeline.toml, the one file that describes a deployment.
+
+Everything is checked here, before any download: a bad key fails with the key,
+what was found, what is allowed and how to fix it.
+"""
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
+
+from .errors import ConfigError
+from .targets import Target, facts, lambda_target, local_target
+
+# Lambda's own pattern for FileSystemConfigs.LocalMountPath (lambda-facts.md)
+MOUNT_PATH_RE = re.compile(r"^/mnt/[a-zA-Z0-9-_.]+$")
+FUNCTION_NAME_RE = re.compile(r"^[a-zA-Z0-9-_]{1,64}$")
+INDEX_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+SET_NAMES = ("efs", "layer")
+
+
+@dataclass(frozen=True)
+class Index:
+    """A package index besides PyPI. With ``packages`` it serves only those."""
+
+    name: str
+    url: str
+    packages: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class DependencySet:
+    name: str  # "efs" | "layer"
+    requirements: Path  # the .in file
+    lines: tuple[str, ...]  # its requirement lines, comments stripped
+
+    def names(self) -> set[str]:
+        return {canonicalize_name(Requirement(line).name) for line in self.lines}
+
+
+@dataclass(frozen=True)
+class TargetConfig:
+    target: Target
+    override: tuple[str, ...] = ()  # pins replacing the .in ones for this target
+    exclude: tuple[str, ...] = ()  # packages this target leaves out
+    pip_config_find_links: bool = False  # add find-links from pip's own configuration
+
+
+@dataclass(frozen=True)
+class EfsConfig:
+    file_system_name: str
+    mount_path: str
+    root: str  # directory inside the file system holding envs/ and models/
+
+
+@dataclass(frozen=True)
+class FunctionConfig:
+    name: str
+    memory_mb: int
+    timeout_s: int
+    handler: str
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    builder: str
+    output: Path
+    handler_dir: Path
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path
+    root: Path
+    default_target: str
+    targets: dict[str, TargetConfig]
+    sets: dict[str, DependencySet]
+    indexes: tuple[Index, ...]
+    find_links: tuple[str, ...]
+    efs: EfsConfig
+    function: FunctionConfig
+    api_name: str
+    build: BuildConfig
+    raw: dict = field(repr=False, default_factory=dict)
+
+    def target(self, name: str | None = None) -> TargetConfig:
+        name = name or self.default_target
+        if name not in self.targets:
+            raise ConfigError(
+                f"no target named {name!r}; defined: {', '.join(sorted(self.targets))}",
+                where=f"{self.path.name}: --target",
+                fix=f"pass --target with one of those names, or add [targets.{name}] to {self.path.name}",
+            )
+        return self.targets[name]
+
+    def lock_path(self, set_name: str, target_name: str) -> Path:
+        return self.root / "requirements" / f"{set_name}.{target_name}.lock"
+
+
+def _where(path: Path, key: str) -> str:
+    return f"{path.name}: {key}"
+
+
+def _get(table: dict, key: str, typ, path: Path, prefix: str, default=None, required=False):
+    full = f"{prefix}.{key}" if prefix else key
+    if key not in table:
+        if required:
+            raise ConfigError(f"missing key {full!r}", where=_where(path, full), fix=f"add {key} = ... under [{prefix}]")
+        return default
+    value = table[key]
+    if not isinstance(value, typ) or (typ is int and isinstance(value, bool)):
+        name = typ.__name__ if isinstance(typ, type) else "/".join(t.__name__ for t in typ)
+        raise ConfigError(f"{full} must be a {name}, found {value!r}", where=_where(path, full), fix=f"set {full} to a {name}")
+    return value
+
+
+def read_requirements(path: Path, key: str, config_path: Path) -> tuple[str, ...]:
+    """Requirement lines of a .in file; options belong in pipeline.toml, not here."""
+    if not path.is_file():
+        raise ConfigError(
+            f"requirements file {path} does not exist",
+            where=_where(config_path, key),
+            fix=f"create {path} with one requirement per line (e.g. 'torch==2.9.1'), or point {key} at an existing file",
+        )
+    lines = []
+    for number, raw in enumerate(path.read_text().splitlines(), 1):
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        if line.startswith("-"):
+            raise ConfigError(
+                f"{path.name}:{number}: option line {line!r} is not supported in a dependency set",
+                where=_where(config_path, key),
+                fix="declare indexes and find-links in pipeline.toml ([[index]], find_links) so every set and target uses them",
+            )
+        try:
+            Requirement(line)
+        except InvalidRequirement as exc:
+            raise ConfigError(
+                f"{path.name}:{number}: {line!r} is not a valid requirement ({exc})",
+                where=_where(config_path, key),
+                fix="write it as a PEP 508 requirement, e.g. 'torch==2.9.1'",
+            ) from None
+        lines.append(line)
+    return tuple(lines)
+
+
+def _parse_target(name: str, table: dict, path: Path) -> TargetConfig:
+    prefix = f"targets.{name}"
+    runtimes = facts()["runtimes"]
+    arches = facts()["architectures"]
+    kind = _get(table, "kind", str, path, prefix, default="lambda")
+    if kind == "lambda":
+        runtime = _get(table, "runtime", str, path, prefix, required=True)
+        if runtime not in runtimes:
+            raise ConfigError(
+                f"unknown runtime {runtime!r}; Lambda's Python runtimes are {', '.join(runtimes)}",
+                where=_where(path, f"{prefix}.runtime"),
+                fix='set runtime = "python3.13" (or another listed runtime)',
+            )
+        arch = _get(table, "arch", str, path, prefix, required=True)
+        if arch not in arches:
+            raise ConfigError(
+                f"unknown architecture {arch!r}; Lambda offers {', '.join(arches)}",
+                where=_where(path, f"{prefix}.arch"),
+                fix='set arch = "arm64" or arch = "x86_64"',
+            )
+        target = lambda_target(name, runtime, arch)
+    elif kind == "local":
+        python = _get(table, "python", str, path, prefix)
+        if python is not None and not re.fullmatch(r"3\.\d+", python):
+            raise ConfigError(f"python must look like '3.11', found {python!r}", where=_where(path, f"{prefix}.python"), fix='set python = "3.11"')
+        target = local_target(name, python)
+    else:
+        raise ConfigError(f"unknown target kind {kind!r}", where=_where(path, f"{prefix}.kind"), fix='set kind = "lambda" or kind = "local"')
+    override = _get(table, "override", list, path, prefix, default=[])
+    for line in override:
+        try:
+            Requirement(line)
+        except (InvalidRequirement, TypeError):
+            raise ConfigError(f"override {line!r} is not a requirement", where=_where(path, f"{prefix}.override"), fix='write pins such as "torch==2.13.0+cpu"') from None
+    exclude = _get(table, "exclude", list, path, prefix, default=[])
+    return TargetConfig(
+        target=target,
+        override=tuple(override),
+        exclude=tuple(canonicalize_name(x) for x in exclude),
+        pip_config_find_links=_get(table, "pip_config_find_links", bool, path, prefix, default=False),
+    )
+
+
+def _parse_indexes(raw: list, path: Path) -> tuple[Index, ...]:
+    indexes = []
+    for i, table in enumerate(raw):
+        prefix = f"index[{i}]"
+        name = _get(table, "name", str, path, prefix, required=True)
+        if not INDEX_NAME_RE.match(name):
+            raise ConfigError(f"index name {name!r} must be lower-case letters, digits and dashes", where=_where(path, f"{prefix}.name"), fix='e.g. name = "pytorch-cpu"')
+        url = _get(table, "url", str, path, prefix, required=True)
+        if not re.match(r"^(https?|file)://", url):
+            raise ConfigError(f"index url {url!r} must start with https://, http:// or file://", where=_where(path, f"{prefix}.url"), fix='e.g. url = "https://download.pytorch.org/whl/cpu"')
+        packages = tuple(canonicalize_name(p) for p in _get(table, "packages", list, path, prefix, default=[]))
+        indexes.append(Index(name=name, url=url, packages=packages))
+    return tuple(indexes)
+
+
+def load(path: str | Path = "pipeline.toml") -> Config:
+    path = Path(path).resolve()
+    if not path.is_file():
+        raise ConfigError(f"{path} does not exist", where=str(path), fix="run from the project folder, or pass --config PATH")
+    try:
+        raw = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"not valid TOML: {exc}", where=path.name, fix="fix the syntax at the line shown") from None
+    root = path.parent
+
+    version = _get(raw, "version", int, path, "", default=1)
+    if version != 1:
+        raise ConfigError(f"config version {version} is not supported (this Hoist reads version 1)", where=_where(path, "version"), fix="set version = 1")
+
+    targets_raw = _get(raw, "targets", dict, path, "", required=True)
+    targets = {name: _parse_target(name, table, path) for name, table in targets_raw.items()}
+    default_target = _get(raw, "default_target", str, path, "", default=next(iter(targets), ""))
+    if default_target not in targets:
+        raise ConfigError(f"default_target {default_target!r} is not defined", where=_where(path, "default_target"), fix=f"use one of {', '.join(targets)}")
+
+    sets_raw = _get(raw, "sets", dict, path, "", required=True)
+    sets: dict[str, DependencySet] = {}
+    for name, table in sets_raw.items():
+        if name not in SET_NAMES:
+            raise ConfigError(
+                f"unknown dependency set {name!r}; sets are 'efs' (heavy, mounted from EFS) and 'layer' (light, a Lambda layer)",
+                where=_where(path, f"sets.{name}"),
+                fix="rename the table to [sets.efs] or [sets.layer]",
+            )
+        req = root / _get(table, "requirements", str, path, f"sets.{name}", default=f"requirements/{name}.in")
+        sets[name] = DependencySet(name=name, requirements=req, lines=read_requirements(req, f"sets.{name}.requirements", path))
+    if "efs" not in sets:
+        raise ConfigError("no [sets.efs]: the heavy packages need a set", where=_where(path, "sets"), fix='add [sets.efs] with requirements = "requirements/efs.in"')
+    if len(sets) == 2:
+        both = sets["efs"].names() & sets["layer"].names()
+        if both:
+            raise ConfigError(
+                f"{', '.join(sorted(both))} pinned in both sets ({sets['efs'].requirements.name} and {sets['layer'].requirements.name}); each package lands in exactly one set",
+                where=_where(path, "sets"),
+                fix="remove the line from one of the two .in files (a package the other set needs is found there on sys.path)",
+            )
+
+    indexes = _parse_indexes(_get(raw, "index", list, path, "", default=[]), path)
+    find_links = tuple(_get(raw, "find_links", list, path, "", default=[]))
+
+    efs_raw = _get(raw, "efs", dict, path, "", required=True)
+    mount = _get(efs_raw, "mount_path", str, path, "efs", required=True)
+    if not MOUNT_PATH_RE.match(mount):
+        raise ConfigError(
+            f"mount path {mount!r} does not match Lambda's pattern ^/mnt/[a-zA-Z0-9-_.]+$",
+            where=_where(path, "efs.mount_path"),
+            fix='use a single directory under /mnt, e.g. mount_path = "/mnt/hoist"',
+        )
+    efs = EfsConfig(
+        file_system_name=_get(efs_raw, "file_system_name", str, path, "efs", required=True),
+        mount_path=mount,
+        root=_get(efs_raw, "root", str, path, "efs", default="/hoist"),
+    )
+    if not efs.root.startswith("/"):
+        raise ConfigError(f"efs.root {efs.root!r} must be absolute inside the file system", where=_where(path, "efs.root"), fix='e.g. root = "/hoist"')
+
+    fn_raw = _get(raw, "function", dict, path, "", required=True)
+    fn_name = _get(fn_raw, "name", str, path, "function", required=True)
+    if not FUNCTION_NAME_RE.match(fn_name):
+        raise ConfigError(f"function name {fn_name!r} must be 1-64 letters, digits, - or _", where=_where(path, "function.name"), fix='e.g. name = "hoist-classifier"')
+    memory = _get(fn_raw, "memory_mb", int, path, "function", default=3008)
+    if not 128 <= memory <= 10240:
+        raise ConfigError(f"memory_mb {memory} is outside Lambda's 128-10240 MB", where=_where(path, "function.memory_mb"), fix="pick a value from 128 to 10240")
+    timeout = _get(fn_raw, "timeout_s", int, path, "function", default=60)
+    if not 1 <= timeout <= 900:
+        raise ConfigError(f"timeout_s {timeout} is outside Lambda's 1-900 s", where=_where(path, "function.timeout_s"), fix="pick a value from 1 to 900")
+    function = FunctionConfig(name=fn_name, memory_mb=memory, timeout_s=timeout, handler=_get(fn_raw, "handler", str, path, "function", default="app.handler"))
+
+    api_raw = _get(raw, "api", dict, path, "", required=True)
+    api_name = _get(api_raw, "name", str, path, "api", required=True)
+    if not 1 <= len(api_name) <= 128:
+        raise ConfigError(f"api name {api_name!r} must be 1-128 characters", where=_where(path, "api.name"), fix='e.g. name = "hoist-api"')
+
+    build_raw = _get(raw, "build", dict, path, "", default={})
+    builder = _get(build_raw, "builder", str, path, "build", default="native")
+    if builder not in ("native", "docker", "auto"):
+        raise ConfigError(f"unknown builder {builder!r}", where=_where(path, "build.builder"), fix='set builder = "native" (docker and auto come with the Docker builder)')
+    build = BuildConfig(
+        builder=builder,
+        output=root / _get(build_raw, "output", str, path, "build", default="dist"),
+        handler_dir=root / _get(build_raw, "handler_dir", str, path, "build", default="handler"),
+    )
+    return Config(
+        path=path,
+        root=root,
+        default_target=default_target,
+        targets=targets,
+        sets=sets,
+        indexes=indexes,
+        find_links=find_links,
+        efs=efs,
+        function=function,
+        api_name=api_name,
+        build=build,
+        raw=raw,
+    )

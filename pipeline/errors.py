@@ -1,0 +1,57 @@
+"""One error family for the pipeline.
+
+Every message says *where* (stage and file/key), *what* (observed against
+expected) and the *fix* (a command or flag). tasks.py turns these into
+``invoke.Exit`` so users see the message without a traceback.
+"""
+from __future__ import annotations
+
+
+class PipelineError(Exception):
+    """Base of every error a user can act on."""
+
+    stage = "pipeline"
+
+    def __init__(self, what: str, *, where: str | None = None, fix: str | None = None):
+        self.what = what
+        self.where = where
+        self.fix = fix
+        super().__init__(self.render())
+
+    def render(self) -> str:
+        head = f"{self.stage}"
+        if self.where:
+            head += f" ({self.where})"
+        text = f"{head}: {self.what}"
+        if self.fix:
+            text += f"\n  fix: {self.fix}"
+        return text
+
+
+class ConfigError(PipelineError):
+    stage = "config"
+
+
+class LockError(PipelineError):
+    stage = "lock"
+
+
+class BuildError(PipelineError):
+    stage = "build"
+
+
+class InterpreterNotFound(PipelineError):
+    stage = "interpreter"
+
+
+class CommandError(PipelineError):
+    """A subprocess we depend on failed; carries the tail of its output."""
+
+    stage = "command"
+
+    def __init__(self, what: str, *, output_tail: str = "", returncode: int | None = None, **kw):
+        self.output_tail = output_tail
+        self.returncode = returncode
+        if output_tail:
+            what = f"{what}\n  last output:\n" + "\n".join("    " + line for line in output_tail.splitlines())
+        super().__init__(what, **kw)

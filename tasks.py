@@ -1,0 +1,115 @@
+"""Hoist: run PyTorch models on AWS Lambda with the heavy packages on EFS.
+
+Tasks only parse options, call one stage function and print its result.
+"""
+from __future__ import annotations
+
+import sys
+
+from invoke import Collection, Exit, task
+from rich.console import Console
+
+from pipeline import config as config_mod
+from pipeline.errors import PipelineError
+
+# logs (CI, pipes) get wide lines instead of rich's 80-column default
+console = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
+
+CONFIG_HELP = "pipeline file (default: pipeline.toml)"
+TARGET_HELP = "target from pipeline.toml [targets.*] (default: default_target)"
+
+
+def _load(path):
+    return config_mod.load(path or "pipeline.toml")
+
+
+def _fail(err: PipelineError):
+    raise Exit(f"error: {err}", code=1)
+
+
+@task(help={"config": CONFIG_HELP, "target": TARGET_HELP, "force": "resolve again even if the locks are current"})
+def lock(c, config=None, target=None, force=False):
+    """Resolve the dependency sets for the target into hash-pinned locks."""
+    from builder.lock import lock as do_lock
+    from builder.report import print_lock
+
+    try:
+        cfg = _load(config)
+        console.print(f"[bold cyan]==>[/] resolving {', '.join(cfg.sets)} for {cfg.target(target).target.describe()}")
+        result = do_lock(cfg, target, force=force)
+    except PipelineError as err:
+        _fail(err)
+    print_lock(console, result)
+
+
+@task(help={"config": CONFIG_HELP, "target": TARGET_HELP, "force": "rebuild even if a set's lock and inputs are unchanged", "verbose": "show every line the tools print"})
+def build(c, config=None, target=None, force=False, verbose=False):
+    """Install the locks into slim, precompiled trees; write manifests, zips, dist/build.json."""
+    from builder.build import build as do_build
+    from builder.report import ConsoleProgress, print_build
+
+    try:
+        result = do_build(_load(config), target, force=force, progress=ConsoleProgress(console, verbose))
+    except PipelineError as err:
+        _fail(err)
+    print_build(console, result)
+
+
+def _not_yet(what: str, issue: str):
+    raise Exit(f"error: `invoke {what}` is not built yet ({issue}); nothing was done.", code=2)
+
+
+@task
+def validate(c):
+    """Check a tree for Lambda (ELF, glibc, libraries, ABI, size) - not built yet."""
+    _not_yet("validate", "the validate issue")
+
+
+@task(name="sync-efs")
+def sync_efs(c):
+    """Put a built tree on EFS as a new immutable version - not built yet."""
+    _not_yet("sync-efs", "the EFS sync issue")
+
+
+@task
+def deploy(c):
+    """Ship handler, layer and HTTP API with CloudFormation - not built yet."""
+    _not_yet("deploy", "the deploy issue")
+
+
+@task
+def serve(c):
+    """Serve the handler locally behind an API Gateway emulator - not built yet."""
+    _not_yet("serve", "the handler issue")
+
+
+@task(help={"name": "benchmark to run: build", "config": CONFIG_HELP, "target": TARGET_HELP, "runs": "timed runs of each side (median is reported)"})
+def bench(c, name, config=None, target=None, runs=1):
+    """Run a benchmark; print a table and write bench/results/<name>.json."""
+    from bench import registry
+
+    if name not in registry.BENCHMARKS:
+        raise Exit(f"error: no benchmark {name!r}; available: {', '.join(registry.BENCHMARKS)}", code=1)
+    try:
+        registry.BENCHMARKS[name](_load(config), target=target, runs=int(runs), console=console, command=" ".join(["invoke", *sys.argv[1:]]))
+    except PipelineError as err:
+        _fail(err)
+
+
+@task(help={"markers": "pytest -m expression (default: all tests)", "k": "pytest -k expression", "verbose": "pytest -v"})
+def test(c, markers="", k="", verbose=False):
+    """Run the test suite (all markers: docker, sshd, moto, network, slow)."""
+    args = [sys.executable, "-m", "pytest", "-ra"]
+    if markers:
+        args += ["-m", markers]
+    if k:
+        args += ["-k", k]
+    if verbose:
+        args.append("-v")
+    result = c.run(" ".join(f"'{a}'" for a in args), pty=False, warn=True, env={"PYTHONDONTWRITEBYTECODE": "1"})
+    if result.exited != 0:
+        raise Exit(code=result.exited)
+
+
+ns = Collection(lock, build, validate, sync_efs, deploy, serve, bench, test)
+ns.configure({"run": {"echo": True}})
