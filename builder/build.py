@@ -27,7 +27,7 @@ from .lock import LockFile, current_locks
 from .package import Artifact, make_zip
 from .slim import Rules, SlimReport, load_rules, slim
 
-BUILDER_VERSION = "1"  # bump when a change to the steps changes trees
+BUILDER_VERSION = "2"  # bump when a change to the steps changes trees
 BUILD_JSON_VERSION = 1
 # Lambda: function + layers unzipped (lambda-facts.md, "Limits")
 LAMBDA_UNZIPPED_LIMIT = 262_144_000
@@ -221,7 +221,7 @@ def build(config: Config, target_name: str | None = None, *, force: bool = False
     layer_zip = None
     if "layer" in sets:
         progress.step("packaging the layer zip (python/...)")
-        layer_zip = make_zip(sets["layer"].tree, target_dir / "layer.zip", prefix="python/")
+        layer_zip = make_zip(sets["layer"].tree, target_dir / "layer.zip", prefix="python/", skip_dirs=set())
     if not config.build.handler_dir.is_dir():
         raise BuildError(f"handler folder {config.build.handler_dir} does not exist", where=f"{config.path.name}: build.handler_dir", fix="point handler_dir at the folder holding the Lambda handler")
     progress.step("packaging the function zip")

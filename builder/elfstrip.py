@@ -107,10 +107,13 @@ def strip_bytes(original: bytes) -> bytes:
         return original
     names = [elf.section_name(shdrs, sh) for sh in shdrs]
     phdrs = elf.phdrs()
+    sh_table = (elf.get("shoff"), elf.get("shoff") + elf.get("shnum") * elf.get("shentsize"))
+    if any(p["offset"] < sh_table[1] and sh_table[0] < p["offset"] + p["filesz"] for p in phdrs if p["filesz"]):
+        return original  # newer patchelf maps the section headers: editing them would change a segment
 
     occupied = [(0, 0x40 if elf.lay.is64 else 0x34)]
     occupied.append((elf.get("phoff"), elf.get("phoff") + elf.get("phnum") * elf.get("phentsize")))
-    occupied.append((elf.get("shoff"), elf.get("shoff") + elf.get("shnum") * elf.get("shentsize")))
+    occupied.append(sh_table)
     occupied += [(p["offset"], p["offset"] + p["filesz"]) for p in phdrs if p["filesz"]]
     victims = []
     for sh, name in zip(shdrs, names):

@@ -40,6 +40,8 @@ def install_native(lock: LockFile, target: Target, dest: Path, on_line=None) -> 
             where=str(lock.path),
             fix="if a download failed, check the network or the index named in the lock and run again; if a hash differs, the index changed the file: `invoke lock --force`",
         ) from None
+    # uv's lock file for concurrent installs into the same target: not content
+    (dest / ".lock").unlink(missing_ok=True)
 
 
 def wheel_tags(dist_info: Path) -> list[str]:

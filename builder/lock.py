@@ -118,6 +118,7 @@ def input_fingerprint(config: Config, tcfg: TargetConfig, find_links: list[str])
         "exclude": list(tcfg.exclude),
         "indexes": [[i.name, i.url, list(i.packages)] for i in config.indexes],
         "find_links": find_links,
+        "no_index": config.no_index,
         "only_binary": config.build.builder == "native",
     }
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
@@ -208,6 +209,8 @@ def _compile(workdir: Path, deps: list[str], target: Target, config: Config, tcf
         cmd += ["--only-binary", ":all:"]
     for link in find_links:
         cmd += ["--find-links", link]
+    if config.no_index:
+        cmd.append("--no-index")
     if tcfg.override:
         (workdir / "overrides.txt").write_text("\n".join(tcfg.override) + "\n")
         cmd += ["--overrides", "overrides.txt"]

@@ -81,6 +81,7 @@ class Config:
     sets: dict[str, DependencySet]
     indexes: tuple[Index, ...]
     find_links: tuple[str, ...]
+    no_index: bool  # True: only find_links and [[index]], never PyPI
     efs: EfsConfig
     function: FunctionConfig
     api_name: str
@@ -251,6 +252,7 @@ def load(path: str | Path = "pipeline.toml") -> Config:
 
     indexes = _parse_indexes(_get(raw, "index", list, path, "", default=[]), path)
     find_links = tuple(_get(raw, "find_links", list, path, "", default=[]))
+    no_index = _get(raw, "no_index", bool, path, "", default=False)
 
     efs_raw = _get(raw, "efs", dict, path, "", required=True)
     mount = _get(efs_raw, "mount_path", str, path, "efs", required=True)
@@ -302,6 +304,7 @@ def load(path: str | Path = "pipeline.toml") -> Config:
         sets=sets,
         indexes=indexes,
         find_links=find_links,
+        no_index=no_index,
         efs=efs,
         function=function,
         api_name=api_name,

@@ -1,0 +1,95 @@
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.wheels import compile_extension, local_abi, make_wheel
+
+REPO = Path(__file__).resolve().parent.parent
+
+PIPELINE = """\
+version = 1
+default_target = "local"
+no_index = true
+find_links = [{find_links}]
+
+[targets.local]
+kind = "local"
+python = "{python}"
+
+[targets.arm]
+kind = "lambda"
+runtime = "python3.13"
+arch = "arm64"
+
+[sets.efs]
+requirements = "requirements/efs.in"
+
+[sets.layer]
+requirements = "requirements/layer.in"
+
+[build]
+output = "dist"
+handler_dir = "handler"
+
+[efs]
+file_system_name = "test-fs"
+mount_path = "/mnt/test"
+
+[function]
+name = "test-fn"
+
+[api]
+name = "test-api"
+"""
+
+
+@pytest.fixture(scope="session")
+def wheelhouse(tmp_path_factory) -> Path:
+    """Wheels these tests resolve against, built here: no index, no network."""
+    house = tmp_path_factory.mktemp("wheelhouse")
+    abi = local_abi()
+    ext_name = "_fast" + __import__("sysconfig").get_config_var("EXT_SUFFIX")
+    make_wheel(house, "nativepkg", "1.0", f"{abi}-{abi}-manylinux_2_17_x86_64", {
+        "nativepkg/__init__.py": "from ._fast import hypot2\nfrom . import helpers\n",
+        "nativepkg/helpers.py": "def double(x):\n    return 2 * x\n",
+        f"nativepkg/{ext_name}": compile_extension(tmp_path_factory.mktemp("ext")),
+        "nativepkg/include/nativepkg.h": "int nothing;\n",
+        "nativepkg/tests/__init__.py": "",
+        "nativepkg/tests/test_fast.py": "def test_it():\n    pass\n",
+    }, requires=["purepkg"])
+    make_wheel(house, "purepkg", "2.0", "py3-none-any", {
+        "purepkg/__init__.py": "from purepkg.util.tests.fixtures import DATA\n",
+        "purepkg/util/__init__.py": "",
+        "purepkg/util/tests/__init__.py": "",
+        "purepkg/util/tests/fixtures.py": "DATA = 7\n",
+        "purepkg/core.pyi": "x: int\n",
+    })
+    make_wheel(house, "layerpkg", "0.5", "py3-none-any", {"layerpkg/__init__.py": "VALUE = 'layer'\n"})
+    make_wheel(house, "armonly", "1.0", "cp313-cp313-manylinux_2_28_aarch64", {"armonly/__init__.py": ""})
+    (house / "sdistonly-1.0.tar.gz").write_bytes(b"")  # an sdist and nothing else
+    return house
+
+
+@pytest.fixture
+def project(tmp_path, wheelhouse) -> Path:
+    """A pipeline project in tmp_path: local target, the wheelhouse, no index."""
+    (tmp_path / "requirements").mkdir()
+    (tmp_path / "requirements" / "efs.in").write_text("nativepkg==1.0\n")
+    (tmp_path / "requirements" / "layer.in").write_text("layerpkg\n")
+    (tmp_path / "handler").mkdir()
+    (tmp_path / "handler" / "app.py").write_text("def handler(event, context):\n    return {}\n")
+    write_pipeline(tmp_path, wheelhouse)
+    return tmp_path
+
+
+def write_pipeline(root: Path, wheelhouse: Path, replace: dict[str, str] | None = None) -> Path:
+    text = PIPELINE.format(find_links=f'"{wheelhouse}"', python="{}.{}".format(*sys.version_info[:2]))
+    for old, new in (replace or {}).items():
+        assert old in text, old
+        text = text.replace(old, new)
+    path = root / "pipeline.toml"
+    path.write_text(text)
+    return path

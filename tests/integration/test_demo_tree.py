@@ -1,0 +1,126 @@
+"""The shipped demo for real: torch 2.9.1 + torchvision for python3.13 on arm64, built on this x86_64 machine.
+
+No aarch64 interpreter runs here, so "nothing torch needs was removed" is
+checked statically against the same wheels installed without slimming:
+imports of kept modules, DT_NEEDED of kept libraries, the loader's view of
+every stripped library, every top-level module.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+from elftools.elf.dynamic import DynamicSection
+from elftools.elf.elffile import ELFFile
+
+from builder import elfstrip, slim
+from builder.build import build
+from builder.install import install_native
+from builder.lock import current_locks, lock
+from pipeline import config
+from tests.conftest import REPO
+
+pytestmark = [pytest.mark.network, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    root = tmp_path_factory.mktemp("demo")
+    shutil.copy(REPO / "pipeline.toml", root)
+    shutil.copytree(REPO / "requirements", root / "requirements")
+    shutil.copytree(REPO / "handler", root / "handler")
+    cfg = config.load(root / "pipeline.toml")
+    result = build(cfg)
+    raw = root / "raw"
+    install_native(current_locks(cfg, cfg.target())["efs"], cfg.target().target, raw)
+    return cfg, result, raw
+
+
+def _files(tree):
+    return {os.path.relpath(os.path.join(d, f), tree) for d, _, fs in os.walk(tree) for f in fs}
+
+
+def test_lock_for_arm64_from_x86_64_takes_the_cpu_aarch64_torch(tmp_path):
+    shutil.copy(REPO / "pipeline.toml", tmp_path)
+    shutil.copytree(REPO / "requirements", tmp_path / "requirements")
+    result = lock(config.load(tmp_path / "pipeline.toml"), force=True)
+    efs = {p.name: p for p in result.locks["efs"].packages}
+    assert efs["torch"].filename == "torch-2.9.1-cp313-cp313-manylinux_2_28_aarch64.whl"
+    assert efs["torchvision"].filename == "torchvision-0.24.1-cp313-cp313-manylinux_2_28_aarch64.whl"
+    assert not [n for n in efs if n.startswith(("nvidia", "triton", "cuda"))]  # markers evaluated for aarch64
+    assert {p.name for p in result.locks["layer"].packages} == {"pillow"}
+
+
+def test_kept_modules_import_nothing_that_was_removed(demo):
+    _, result, raw = demo
+    tree = result.sets["efs"].tree
+    kept = _files(tree)
+    removed_modules = {m for f in _files(raw) - kept if (m := slim._module_name(f))}
+    assert removed_modules  # the rules did remove test modules
+    offenders = []
+    for f in kept:
+        if f.endswith(".py"):
+            hits = slim._imports(f, (tree / f).read_text(errors="replace")) & removed_modules
+            offenders += [(f, h) for h in hits]
+    assert offenders == []
+
+
+def test_every_top_level_module_and_torch_runtime_file_survives(demo):
+    _, result, raw = demo
+    tree = result.sets["efs"].tree
+    top = lambda t: {p.name for p in t.iterdir() if (p / "__init__.py").exists() or p.suffix == ".py" or ".so" in p.name}
+    assert top(raw) == top(tree)
+    shm = tree / "torch" / "bin" / "torch_shm_manager"
+    assert shm.is_file() and os.access(shm, os.X_OK)
+    for needed in ("torch/testing/__init__.py", "torch/_C.cpython-313-aarch64-linux-gnu.so", "torchvision/_C.so", "torch/lib/libtorch_cpu.so"):
+        assert (tree / needed).exists(), needed
+
+
+def test_no_library_needs_a_file_that_was_removed(demo):
+    _, result, raw = demo
+    tree = result.sets["efs"].tree
+    kept_names = {os.path.basename(f) for f in _files(tree)}
+    raw_names = {os.path.basename(f) for f in _files(raw)}
+    missing = []
+    for f in _files(tree):
+        path = tree / f
+        if not path.is_file() or not slim.is_elf(path):
+            continue
+        with open(path, "rb") as fh:
+            elf = ELFFile(fh)
+            assert elf["e_machine"] == "EM_AARCH64", f
+            for section in elf.iter_sections():
+                if isinstance(section, DynamicSection):
+                    for tag in section.iter_tags("DT_NEEDED"):
+                        if tag.needed in raw_names and tag.needed not in kept_names:
+                            missing.append((f, tag.needed))
+    assert missing == []
+
+
+def test_stripped_libraries_map_the_same_and_torch_lost_its_symbols(demo):
+    _, result, raw = demo
+    tree = result.sets["efs"].tree
+    rules = slim.load_rules()
+    stripped = 0
+    for f in sorted(_files(tree)):
+        if rules.strip.wants(f) and slim.is_elf(tree / f):
+            before, after = (raw / f).read_bytes(), (tree / f).read_bytes()
+            assert elfstrip.same_image(before, after), f
+            stripped += len(after) < len(before)
+    assert stripped >= 5
+    cpu = "torch/lib/libtorch_cpu.so"
+    assert (raw / cpu).stat().st_size - (tree / cpu).stat().st_size > 50_000_000  # its symbol table
+    # Pillow is in the layer and never stripped
+    layer = result.sets["layer"].tree
+    assert result.sets["layer"].slim["strip"]["files"] == 0 and (layer / "PIL").is_dir()
+
+
+def test_bytecode_is_for_python_3_13_and_unchecked(demo):
+    _, result, _ = demo
+    tree = result.sets["efs"].tree
+    pyc = tree / "torch" / "__pycache__" / "__init__.cpython-313.pyc"
+    assert int.from_bytes(pyc.read_bytes()[4:8], "little") == 0b01
+    assert result.sets["efs"].bytecode["python"].startswith("3.13.")
+    # 3.13's magic number: the tree's .pyc are for the target's Python, not this machine's 3.11
+    assert pyc.read_bytes()[:2] == (3571).to_bytes(2, "little")

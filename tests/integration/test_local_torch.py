@@ -1,0 +1,53 @@
+"""The `local` target: this machine's torch (2.13.0+cpu, CPython 3.11, found through
+pip's own find-links), slimmed and stripped, really imports and computes.
+
+This is the run-time proof for the stripping that test_demo_tree checks
+statically on aarch64: the same code cut the symbol tables of libtorch_cpu.so.
+"""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import zipfile
+
+import pytest
+
+from builder.build import build
+from builder.lock import lock, pip_config_find_links
+from pipeline import config
+from pipeline.interpreters import find_python
+from tests.conftest import REPO
+
+pytestmark = [pytest.mark.network, pytest.mark.slow]
+
+
+def test_local_torch_tree_imports_after_slimming_and_stripping(tmp_path):
+    links = pip_config_find_links()
+    assert links, "pip's configuration names no find-links; the local target's torch 2.13.0+cpu comes from there on this machine"
+    shutil.copy(REPO / "pipeline.toml", tmp_path)
+    shutil.copytree(REPO / "requirements", tmp_path / "requirements", ignore=shutil.ignore_patterns("*.local.lock"))
+    shutil.copytree(REPO / "handler", tmp_path / "handler")
+    cfg = config.load(tmp_path / "pipeline.toml")
+    locked = lock(cfg, "local")
+    torch_lock = next(p for p in locked.locks["efs"].packages if p.name == "torch")
+    assert torch_lock.version == "2.13.0+cpu" and "torchvision" not in {p.name for p in locked.locks["efs"].packages}
+    result = build(cfg, "local")
+    efs, layer = result.sets["efs"].tree, result.sets["layer"].tree
+
+    assert result.sets["efs"].slim["strip"]["bytes"] > 10_000_000
+    wheel = torch_lock.url.removeprefix("file://")
+    with zipfile.ZipFile(wheel.replace("%2B", "+")) as zf:
+        raw_size = zf.getinfo("torch/lib/libtorch_cpu.so").file_size
+    assert (efs / "torch" / "lib" / "libtorch_cpu.so").stat().st_size < raw_size
+    assert not (efs / "torch" / "include").exists()
+
+    code = (
+        "import sys; sys.path[:0] = [%r, %r]\n"
+        "import torch, PIL.Image\n"
+        "x = torch.arange(6.0).reshape(2, 3)\n"
+        "print(torch.__version__, float((x @ x.T).sum()), torch.__file__.startswith(%r), PIL.Image.new('L', (2, 2)).size)\n"
+    ) % (str(layer), str(efs), str(efs))
+    out = subprocess.run([find_python(cfg.target("local").target.python).path, "-I", "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    version, total, from_tree, size = out.stdout.split(maxsplit=3)
+    assert version == "2.13.0+cpu" and float(total) == 83.0 and from_tree == "True" and size.strip() == "(2, 2)"

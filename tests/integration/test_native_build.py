@@ -1,0 +1,180 @@
+"""lock + build end to end on wheels built by the tests (no network)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import zipfile
+
+import pytest
+
+from builder import build as build_mod
+from builder.build import build
+from builder.lock import lock, read_lock
+from pipeline import config
+from pipeline.errors import BuildError, LockError
+from tests.conftest import write_pipeline
+
+
+def _build(project, target=None, **kw):
+    cfg = config.load(project / "pipeline.toml")
+    lock(cfg, target)
+    return cfg, build(cfg, target, **kw)
+
+
+def _run_in_tree(tree, code):
+    return subprocess.run([sys.executable, "-I", "-c", f"import sys; sys.path.insert(0, {str(tree)!r}); {code}"], capture_output=True, text=True)
+
+
+def test_sets_are_resolved_together_and_split(project):
+    cfg = config.load(project / "pipeline.toml")
+    result = lock(cfg)
+    efs = {p.name: p for p in result.locks["efs"].packages}
+    layer = {p.name for p in result.locks["layer"].packages}
+    assert set(efs) == {"nativepkg", "purepkg"} and layer == {"layerpkg"}  # purepkg came in as a dependency
+    assert all(len(p.sha256) == 64 for p in efs.values())
+    again = lock(cfg)
+    assert not again.resolved  # inputs unchanged: the locks stand
+    (project / "requirements" / "layer.in").write_text("layerpkg\npurepkg\n")
+    cfg = config.load(project / "pipeline.toml")
+    result = lock(cfg)
+    assert result.resolved
+    # purepkg is needed by both sets now: it lands in the layer (always on sys.path), once
+    assert {p.name for p in result.locks["layer"].packages} == {"layerpkg", "purepkg"}
+    assert {p.name for p in result.locks["efs"].packages} == {"nativepkg"}
+
+
+def test_build_makes_an_importable_slim_precompiled_tree(project):
+    cfg, result = _build(project)
+    efs = result.sets["efs"]
+    tree = efs.tree
+    # the extension module really loads and runs from the tree
+    out = _run_in_tree(tree, "import nativepkg; print(nativepkg.hypot2(3, 4), nativepkg.helpers.double(2))")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["5.0", "4"]
+    # slimmed: tests and headers gone, imported tests folder kept
+    assert not (tree / "nativepkg" / "tests").exists() and not (tree / "nativepkg" / "include").exists()
+    assert (tree / "purepkg" / "util" / "tests" / "fixtures.py").exists()
+    # bytecode for the target version, hash-based and unchecked (PEP 552 flags == 0b01)
+    tag = "cpython-{}{}".format(*sys.version_info[:2])
+    pyc = tree / "nativepkg" / "__pycache__" / f"__init__.{tag}.pyc"
+    assert int.from_bytes(pyc.read_bytes()[4:8], "little") == 0b01
+    # manifest
+    doc = json.loads(efs.manifest.read_text())
+    assert doc["version"] == 1 and doc["set"] == "efs" and doc["content_hash"] == efs.content_hash
+    assert {p["name"] for p in doc["packages"]} == {"nativepkg", "purepkg"}
+    assert all(p["set"] == "efs" and p["tags"] for p in doc["packages"])
+    paths = {f["path"]: f for f in doc["files"]}
+    assert pyc.relative_to(tree).as_posix() in paths
+    assert doc["totals"] == {"bytes": sum(f["size"] for f in doc["files"]), "files": len(doc["files"])}
+    assert doc["bytecode"]["compiled"] and doc["bytecode"]["invalidation_mode"] == "unchecked-hash"
+    assert {r["name"]: r["files"] for r in doc["slim"]["rules"]}["tests"] == 2
+    # build.json for later stages
+    summary = json.loads((project / "dist" / "build.json").read_text())
+    assert summary["sets"]["efs"]["content_hash"] == efs.content_hash and summary["sets"]["efs"]["bytecode"] is True
+    assert summary["artifacts"]["layer_zip"]["sha256"] == result.layer_zip.sha256
+    with zipfile.ZipFile(result.layer_zip.path) as zf:
+        names = zf.namelist()
+    assert "python/layerpkg/__init__.py" in names and any(n.startswith("python/layerpkg/__pycache__/") for n in names)
+    with zipfile.ZipFile(result.function_zip.path) as zf:
+        assert zf.namelist() == ["app.py"]
+
+
+def test_two_builds_are_byte_identical_and_unchanged_locks_skip(project):
+    cfg, first = _build(project)
+    files_one = {p.relative_to(first.sets["efs"].tree): p.read_bytes() for p in first.sets["efs"].tree.rglob("*") if p.is_file()}
+    layer_one = first.layer_zip.path.read_bytes()
+    skipped = build(cfg)
+    assert not skipped.sets["efs"].rebuilt and skipped.sets["efs"].content_hash == first.sets["efs"].content_hash
+    forced = build(cfg, force=True)
+    assert forced.sets["efs"].rebuilt
+    files_two = {p.relative_to(forced.sets["efs"].tree): p.read_bytes() for p in forced.sets["efs"].tree.rglob("*") if p.is_file()}
+    assert forced.sets["efs"].content_hash == first.sets["efs"].content_hash
+    assert files_two == files_one
+    assert forced.layer_zip.path.read_bytes() == layer_one
+
+
+def test_interrupted_build_leaves_the_previous_tree_and_nothing_that_looks_complete(project, monkeypatch):
+    cfg, first = _build(project)
+    before = first.sets["efs"].content_hash
+
+    def boom(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(build_mod, "compile_tree", boom)
+    with pytest.raises(KeyboardInterrupt):
+        build(cfg, force=True)
+    target_dir = project / "dist" / "local"
+    assert sorted(p.name for p in target_dir.iterdir() if p.name.startswith(".")) == []
+    doc = json.loads((target_dir / "efs" / "manifest.json").read_text())
+    assert doc["content_hash"] == before
+
+
+def test_stale_lock_is_refused_with_the_command_to_fix_it(project):
+    cfg, _ = _build(project)
+    (project / "requirements" / "efs.in").write_text("nativepkg>=1.0\n")
+    with pytest.raises(LockError, match="stale") as err:
+        build(config.load(project / "pipeline.toml"))
+    assert "invoke lock --target local" in str(err.value)
+
+
+def test_no_wheel_for_the_target_names_package_target_and_docker(project, wheelhouse):
+    (project / "requirements" / "efs.in").write_text("armonly==1.0\n")
+    with pytest.raises(LockError) as err:
+        lock(config.load(project / "pipeline.toml"))
+    text = str(err.value)
+    assert "armonly" in text and "local" in text and "--builder docker" in text
+    (project / "requirements" / "efs.in").write_text("sdistonly==1.0\n")
+    with pytest.raises(LockError) as err:
+        lock(config.load(project / "pipeline.toml"))
+    assert "sdistonly" in str(err.value) and "--builder docker" in str(err.value)
+
+
+def test_cross_target_arm64_lock_and_build_on_this_machine(project):
+    """An aarch64 CPython 3.13 tree built here: wheels chosen for the target, bytecode by 3.13."""
+    (project / "requirements" / "efs.in").write_text("armonly==1.0\npurepkg\n")
+    cfg = config.load(project / "pipeline.toml")
+    result = lock(cfg, "arm")
+    assert {p.filename for p in result.locks["efs"].packages} == {"armonly-1.0-cp313-cp313-manylinux_2_28_aarch64.whl", "purepkg-2.0-py3-none-any.whl"}
+    built = build(cfg, "arm")
+    tree = built.sets["efs"].tree
+    assert (tree / "armonly" / "__init__.py").exists()
+    assert built.sets["efs"].bytecode["python"].startswith("3.13.")
+    assert (tree / "purepkg" / "__pycache__" / "__init__.cpython-313.pyc").exists()
+
+
+def test_wheel_tags_are_checked_after_install(project, tmp_path):
+    """A lock edited to carry a wheel the target cannot load is caught after install."""
+    cfg, _ = _build(project)
+    lf = read_lock(cfg.lock_path("efs", "local"))
+    tree = tmp_path / "t"
+    (tree / "x-1.0.dist-info").mkdir(parents=True)
+    (tree / "x-1.0.dist-info" / "WHEEL").write_text("Wheel-Version: 1.0\nTag: cp313-cp313-manylinux_2_28_aarch64\n")
+    from builder.install import check_wheel_tags
+
+    with pytest.raises(BuildError, match="x-1.0.dist-info: cp313-cp313-manylinux_2_28_aarch64"):
+        check_wheel_tags(tree, cfg.target().target)
+    assert lf.packages
+
+
+def test_no_interpreter_means_no_bytecode_said_clearly(project, monkeypatch):
+    from pipeline.errors import InterpreterNotFound
+
+    def none(version):
+        raise InterpreterNotFound(f"no working CPython {version} found", fix="install it")
+
+    monkeypatch.setattr(build_mod, "find_python", none)
+    cfg, result = _build(project)
+    assert result.sets["efs"].bytecode["compiled"] is False
+    assert "no working CPython" in result.sets["efs"].bytecode["reason"]
+    assert any("no bytecode" in w for w in result.warnings)
+    assert not list(result.sets["efs"].tree.rglob("*.pyc"))
+    summary = json.loads((project / "dist" / "build.json").read_text())
+    assert summary["sets"]["efs"]["bytecode"] is False
+
+
+def test_unknown_builder_fails_before_installing(project, wheelhouse):
+    write_pipeline(project, wheelhouse, {'output = "dist"': 'output = "dist"\nbuilder = "docker"'})
+    cfg = config.load(project / "pipeline.toml")
+    with pytest.raises(BuildError, match="native builder"):
+        build(cfg)

@@ -1,0 +1,66 @@
+"""Finding the target's CPython: shims that fail are rejected with a reason, never trusted."""
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+
+from pipeline import interpreters
+from pipeline.errors import InterpreterNotFound
+
+HERE = "{}.{}".format(*sys.version_info[:2])
+
+
+def _script(folder, name, body):
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    path.write_text("#!/bin/sh\n" + body + "\n")
+    path.chmod(0o755)
+    return path
+
+
+@pytest.fixture
+def isolated(monkeypatch, tmp_path):
+    """PATH holds only what the test puts there; no pyenv, no uv to fall back on."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    monkeypatch.setenv("PATH", str(bin_dir))
+    monkeypatch.setattr(interpreters, "_uv_candidate", lambda version, search: None)
+    for key in list(os.environ):
+        if key.startswith("HOIST_PYTHON"):
+            monkeypatch.delenv(key)
+    return bin_dir
+
+
+def test_a_failing_shim_is_skipped_for_a_working_interpreter(isolated):
+    _script(isolated, f"python{HERE}", f"echo 'pyenv: python{HERE}: command not found' >&2; exit 127")
+    _script(isolated, "python3", f'exec "{sys.executable}" "$@"')
+    found = interpreters.find_python(HERE)
+    assert found.version.startswith(HERE + ".") and os.path.samefile(found.path, sys.executable)
+
+
+def test_nothing_found_lists_every_candidate_and_the_fix(isolated):
+    _script(isolated, "python3.13", "echo 'pyenv: python3.13: command not found' >&2; exit 127")
+    _script(isolated, "python3", f'exec "{sys.executable}" "$@"')
+    with pytest.raises(InterpreterNotFound) as err:
+        interpreters.find_python("3.13")
+    text = str(err.value)
+    assert "exit 127: pyenv: python3.13: command not found" in text
+    assert f"is Python {HERE}" in text and "not 3.13" in text
+    assert "pyenv: not on PATH" in text
+    assert "HOIST_PYTHON3_13" in text and "fix:" in text
+
+
+def test_environment_override_wins(isolated, monkeypatch):
+    monkeypatch.setenv("HOIST_PYTHON" + HERE.replace(".", "_"), sys.executable)
+    found = interpreters.find_python(HERE)
+    assert found.found_by.startswith("HOIST_PYTHON")
+
+
+def test_pyenv_versions_are_asked_by_prefix(isolated, tmp_path):
+    prefix = tmp_path / "versions" / "9.99.1"
+    _script(prefix / "bin", "python9.99", "echo 9.99.1; echo " + str(prefix / "bin" / "python9.99"))
+    _script(isolated, "pyenv", f'case "$1" in versions) echo 3.11.7; echo 9.99.1; echo 9.99.1t;; prefix) echo "{prefix}";; esac')
+    found = interpreters.find_python("9.99")
+    assert found.found_by == "pyenv prefix" and found.version == "9.99.1"

@@ -1,0 +1,41 @@
+"""The command line: every pipeline task is listed; unfinished ones say so and fail."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+
+
+def invoke(*args, cwd=REPO):
+    return subprocess.run([sys.executable, "-m", "invoke", *args], cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+def test_list_shows_every_stage_with_help():
+    out = invoke("--list").stdout
+    for name in ("lock", "build", "validate", "sync-efs", "deploy", "serve", "bench", "test"):
+        assert f"  {name} " in out, name
+    help_text = invoke("--help", "build").stdout
+    assert "--force" in help_text and "--target" in help_text and "rebuild even if" in help_text
+
+
+@pytest.mark.parametrize("task", ["validate", "sync-efs", "deploy", "serve"])
+def test_unbuilt_tasks_fail_loudly(task):
+    result = invoke(task)
+    assert result.returncode != 0
+    assert "not built yet" in result.stderr + result.stdout and "nothing was done" in result.stderr + result.stdout
+
+
+def test_user_errors_exit_1_with_the_message_and_no_traceback(project):
+    (project / "pipeline.toml").write_text((project / "pipeline.toml").read_text().replace('mount_path = "/mnt/test"', 'mount_path = "/efs"'))
+    result = invoke("-r", str(REPO), "build", "--config", str(project / "pipeline.toml"))
+    assert result.returncode == 1
+    assert "efs.mount_path" in result.stderr and "fix:" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_unknown_benchmark_is_named():
+    result = invoke("bench", "nope")
+    assert result.returncode == 1 and "no benchmark 'nope'" in result.stderr
