@@ -1,2 +1,147 @@
-def run(*a, **k):
-    raise NotImplementedError
+"""`invoke bench build`: Hoist's tree against a naive install of the same locks.
+
+Naive is what `pip install --target` on a machine of the target platform
+gives: every file of every wheel, bytecode compiled by the target Python in
+its default (timestamp) mode, nothing removed. For a foreign target (the arm64
+demo on x86_64) uv's ``--python-platform`` install plus ``compileall`` stands
+in for it. Both sides install the same hash-pinned wheels from a warm uv cache,
+in the same run, on the same machine.
+
+Goals (the foundation issue): Hoist's tree at most 70% of the naive bytes and
+55% of the naive file count, with every top-level module intact.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from builder.build import build
+from builder.install import install_native
+from builder.lock import current_locks
+from pipeline import proc
+from pipeline.config import Config
+from pipeline.interpreters import find_python
+
+RESULTS = Path(__file__).with_name("results")
+GOALS = {"bytes": 0.70, "files": 0.55}
+
+
+def tree_size(*trees: Path) -> tuple[int, int]:
+    total = count = 0
+    for tree in trees:
+        for root, _, files in os.walk(tree):
+            for f in files:
+                total += os.lstat(os.path.join(root, f)).st_size
+                count += 1
+    return total, count
+
+
+def top_level(*trees: Path) -> set[str]:
+    names = set()
+    for tree in trees:
+        for p in tree.iterdir():
+            if (p / "__init__.py").exists() or p.suffix == ".py" or (p.is_file() and ".so" in p.name):
+                names.add(p.name.split(".", 1)[0])
+    return names
+
+
+def naive(cfg: Config, target_name: str | None, dest: Path) -> float:
+    tcfg = cfg.target(target_name)
+    started = time.perf_counter()
+    for lf in current_locks(cfg, tcfg).values():
+        install_native(lf, tcfg.target, dest)
+    python = find_python(tcfg.target.python)
+    proc.run([python.path, "-m", "compileall", "-q", "-j", "0", str(dest)], what="compileall (naive)", check=False)
+    return time.perf_counter() - started
+
+
+def hoist(cfg: Config, target_name: str | None, out: Path) -> tuple[float, list[Path]]:
+    local = dataclasses.replace(cfg, build=dataclasses.replace(cfg.build, output=out))
+    started = time.perf_counter()
+    result = build(local, target_name, force=True)
+    return time.perf_counter() - started, [s.tree for s in result.sets.values()]
+
+
+def _import_check(cfg: Config, target_name: str | None, trees: list[Path], modules: set[str]) -> str:
+    """On a target this machine can run, import every top-level module for real."""
+    target = cfg.target(target_name).target
+    if target.kind != "local":
+        return "static (foreign target): every top-level module present"
+    python = find_python(target.python)
+    code = "import importlib, sys\nsys.path[:0] = %r\nbad = []\nfor m in %r:\n    try: importlib.import_module(m)\n    except Exception as e: bad.append(f'{m}: {e}')\nprint('\\n'.join(bad))" % ([str(t) for t in trees], sorted(modules - {"_distutils_hack", "isympy", "distutils-precedence"}))
+    out = subprocess.run([python.path, "-I", "-c", code], capture_output=True, text=True, timeout=600)
+    failures = out.stdout.strip()
+    return "imported every top-level module" if out.returncode == 0 and not failures else f"import failures: {failures or out.stderr[-500:]}"
+
+
+def run(cfg: Config, *, target: str | None = None, runs: int = 1, console: Console | None = None, command: str = "invoke bench build") -> dict:
+    console = console or Console()
+    tcfg = cfg.target(target)
+    samples = {"naive": [], "hoist": []}
+    sizes = {}
+    with tempfile.TemporaryDirectory(prefix="hoist-bench-", dir=cfg.root) as tmp:
+        work = Path(tmp)
+        console.print("[bold cyan]==>[/] warming uv's cache with the locked wheels (not timed)")
+        naive(cfg, target, work / "warm")
+        shutil.rmtree(work / "warm")
+        for i in range(runs):
+            console.print(f"[bold cyan]==>[/] run {i + 1}/{runs}: naive install + compileall")
+            naive_dir = work / f"naive-{i}"
+            samples["naive"].append(naive(cfg, target, naive_dir))
+            console.print(f"[bold cyan]==>[/] run {i + 1}/{runs}: invoke build --force")
+            seconds, trees = hoist(cfg, target, work / f"hoist-{i}")
+            samples["hoist"].append(seconds)
+            sizes = {"naive": tree_size(naive_dir), "hoist": tree_size(*trees)}
+            modules = {"naive": top_level(naive_dir), "hoist": top_level(*trees)}
+            if i < runs - 1:
+                shutil.rmtree(naive_dir)
+        imports = _import_check(cfg, target, trees, modules["hoist"])
+        missing = sorted(modules["naive"] - modules["hoist"])
+
+    figures = {
+        side: {"bytes": sizes[side][0], "files": sizes[side][1], "seconds": round(statistics.median(samples[side]), 2), "seconds_all": [round(s, 2) for s in samples[side]]}
+        for side in ("naive", "hoist")
+    }
+    ratios = {k: round(figures["hoist"][k] / figures["naive"][k], 4) for k in ("bytes", "files", "seconds")}
+    met = {k: ratios[k] <= GOALS[k] for k in GOALS} | {"imports": not missing and not imports.startswith("import failures")}
+    doc = {
+        "benchmark": "build",
+        "version": 1,
+        "command": command,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "machine": {"platform": platform.platform(), "machine": platform.machine(), "cpus": os.cpu_count(), "python": platform.python_version()},
+        "target": tcfg.target.as_json(),
+        "runs": runs,
+        "baseline": "naive: uv install --target of the same locks (+ --python-platform for a foreign target), then compileall by the target Python; nothing removed",
+        "figures": figures,
+        "ratios": ratios,
+        "goals": {"bytes_max": GOALS["bytes"], "files_max": GOALS["files"], "met": met},
+        "top_level_missing": missing,
+        "imports": imports,
+    }
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "build.json").write_text(json.dumps(doc, indent=1) + "\n")
+
+    table = Table(title=f"build: {tcfg.target.describe()}, median of {runs} run(s)", title_justify="left")
+    for col in ("", "naive", "hoist", "hoist / naive", "goal"):
+        table.add_column(col, justify="right" if col else "left")
+    mb = lambda b: f"{b / 1e6:,.1f} MB"
+    table.add_row("tree bytes", mb(figures["naive"]["bytes"]), mb(figures["hoist"]["bytes"]), f"{ratios['bytes']:.1%}", f"<= {GOALS['bytes']:.0%} {'ok' if met['bytes'] else 'MISSED'}")
+    table.add_row("files", f"{figures['naive']['files']:,}", f"{figures['hoist']['files']:,}", f"{ratios['files']:.1%}", f"<= {GOALS['files']:.0%} {'ok' if met['files'] else 'MISSED'}")
+    table.add_row("wall time", f"{figures['naive']['seconds']:.1f} s", f"{figures['hoist']['seconds']:.1f} s", f"{ratios['seconds']:.2f}x", "")
+    console.print(table)
+    console.print(f"top-level modules: {'all present' if not missing else 'MISSING ' + ', '.join(missing)}; {imports}")
+    console.print(f"written: {RESULTS / 'build.json'}")
+    return doc
