@@ -29,6 +29,8 @@ from rich.table import Table
 
 from builder.build import build
 from builder.install import install_native
+from builder.manifest import top_level_modules
+from builder.report import human
 from builder.lock import current_locks
 from pipeline import proc
 from pipeline.config import Config
@@ -46,15 +48,6 @@ def tree_size(*trees: Path) -> tuple[int, int]:
                 total += os.lstat(os.path.join(root, f)).st_size
                 count += 1
     return total, count
-
-
-def top_level(*trees: Path) -> set[str]:
-    names = set()
-    for tree in trees:
-        for p in tree.iterdir():
-            if (p / "__init__.py").exists() or p.suffix == ".py" or (p.is_file() and ".so" in p.name):
-                names.add(p.name.split(".", 1)[0])
-    return names
 
 
 def naive(cfg: Config, target_name: str | None, dest: Path) -> float:
@@ -104,7 +97,7 @@ def run(cfg: Config, *, target: str | None = None, runs: int = 1, console: Conso
             seconds, trees = hoist(cfg, target, work / f"hoist-{i}")
             samples["hoist"].append(seconds)
             sizes = {"naive": tree_size(naive_dir), "hoist": tree_size(*trees)}
-            modules = {"naive": top_level(naive_dir), "hoist": top_level(*trees)}
+            modules = {"naive": top_level_modules(naive_dir), "hoist": top_level_modules(*trees)}
             if i < runs - 1:
                 shutil.rmtree(naive_dir)
         imports = _import_check(cfg, target, trees, modules["hoist"])
@@ -137,8 +130,7 @@ def run(cfg: Config, *, target: str | None = None, runs: int = 1, console: Conso
     table = Table(title=f"build: {tcfg.target.describe()}, median of {runs} run(s)", title_justify="left")
     for col in ("", "naive", "hoist", "hoist / naive", "goal"):
         table.add_column(col, justify="right" if col else "left")
-    mb = lambda b: f"{b / 1e6:,.1f} MB"
-    table.add_row("tree bytes", mb(figures["naive"]["bytes"]), mb(figures["hoist"]["bytes"]), f"{ratios['bytes']:.1%}", f"<= {GOALS['bytes']:.0%} {'ok' if met['bytes'] else 'MISSED'}")
+    table.add_row("tree bytes", human(figures["naive"]["bytes"]), human(figures["hoist"]["bytes"]), f"{ratios['bytes']:.1%}", f"<= {GOALS['bytes']:.0%} {'ok' if met['bytes'] else 'MISSED'}")
     table.add_row("files", f"{figures['naive']['files']:,}", f"{figures['hoist']['files']:,}", f"{ratios['files']:.1%}", f"<= {GOALS['files']:.0%} {'ok' if met['files'] else 'MISSED'}")
     table.add_row("wall time", f"{figures['naive']['seconds']:.1f} s", f"{figures['hoist']['seconds']:.1f} s", f"{ratios['seconds']:.2f}x", "")
     console.print(table)

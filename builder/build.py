@@ -7,6 +7,8 @@ bytecode interpreter, builder version) has not changed is not rebuilt.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -16,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.config import Config, TargetConfig
-from pipeline.errors import BuildError, InterpreterNotFound, PipelineError
+from pipeline.errors import BuildError, InterpreterNotFound
 from pipeline.interpreters import Interpreter, find_python
 from pipeline.targets import Target
 
@@ -110,6 +112,21 @@ def _clean_leftovers(target_dir: Path) -> None:
         shutil.rmtree(leftover, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def _exclusive(target_dir: Path, target: Target):
+    """One build per target folder at a time: a second one would remove the first one's staging folders."""
+    with open(target_dir / ".hoist-build.lock", "w") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise BuildError(
+                f"another build of target {target.name} is running in {target_dir}",
+                where=str(target_dir),
+                fix="wait for it to finish, or build into another output folder (build.output in pipeline.toml)",
+            ) from None
+        yield
+
+
 def _set_result(name: str, set_dir: Path, doc: dict, rebuilt: bool) -> SetBuild:
     files = [mf.FileEntry(f["path"], f["size"], int(f["mode"], 8), f["sha256"]) for f in doc["files"]]
     return SetBuild(
@@ -197,6 +214,8 @@ def build(config: Config, target_name: str | None = None, *, force: bool = False
             where=f"{config.path.name}: build.builder",
             fix='set builder = "native" (the Docker builder comes with its own issue)',
         )
+    if not config.build.handler_dir.is_dir():
+        raise BuildError(f"handler folder {config.build.handler_dir} does not exist", where=f"{config.path.name}: build.handler_dir", fix="point handler_dir at the folder holding the Lambda handler")
     locks = current_locks(config, tcfg)
     rules = load_rules()
     interpreter, why_not = _bytecode_interpreter(target)
@@ -207,25 +226,21 @@ def build(config: Config, target_name: str | None = None, *, force: bool = False
     out = config.build.output
     target_dir = out / target.name
     target_dir.mkdir(parents=True, exist_ok=True)
-    _clean_leftovers(target_dir)
+    with _exclusive(target_dir, target):
+        _clean_leftovers(target_dir)
+        sets = {}
+        for name, lock in locks.items():
+            try:
+                sets[name] = build_set(name, lock, target, target_dir, rules, interpreter, why_not, progress, force=force)
+            except OSError as exc:
+                raise BuildError(f"{exc}", where=f"set {name}, {target_dir}", fix="check free disk space and permissions of the output folder") from exc
 
-    sets = {}
-    for name, lock in locks.items():
-        try:
-            sets[name] = build_set(name, lock, target, target_dir, rules, interpreter, why_not, progress, force=force)
-        except PipelineError:
-            raise
-        except OSError as exc:
-            raise BuildError(f"{exc}", where=f"set {name}, {target_dir}", fix="check free disk space and permissions of the output folder") from exc
-
-    layer_zip = None
-    if "layer" in sets:
-        progress.step("packaging the layer zip (python/...)")
-        layer_zip = make_zip(sets["layer"].tree, target_dir / "layer.zip", prefix="python/", skip_dirs=set())
-    if not config.build.handler_dir.is_dir():
-        raise BuildError(f"handler folder {config.build.handler_dir} does not exist", where=f"{config.path.name}: build.handler_dir", fix="point handler_dir at the folder holding the Lambda handler")
-    progress.step("packaging the function zip")
-    function_zip = make_zip(config.build.handler_dir, target_dir / "function.zip")
+        layer_zip = None
+        if "layer" in sets:
+            progress.step("packaging the layer zip (python/...)")
+            layer_zip = make_zip(sets["layer"].tree, target_dir / "layer.zip", prefix="python/", skip_dirs=set())
+        progress.step("packaging the function zip")
+        function_zip = make_zip(config.build.handler_dir, target_dir / "function.zip")
 
     unzipped = function_zip.unzipped_bytes + (layer_zip.unzipped_bytes if layer_zip else 0)
     if unzipped > LAMBDA_UNZIPPED_LIMIT:

@@ -119,6 +119,16 @@ def package_sizes(tree: Path, files: list[FileEntry]) -> list[tuple[str, int, in
     return sorted(((n, b, c) for n, (b, c) in totals.items()), key=lambda x: (-x[1], x[0]))
 
 
+def top_level_modules(*trees: Path) -> set[str]:
+    """Importable top-level names of trees: packages, modules, extension modules."""
+    names = set()
+    for tree in trees:
+        for p in tree.iterdir():
+            if (p / "__init__.py").exists() or p.suffix == ".py" or (p.is_file() and ".so" in p.name):
+                names.add(p.name.split(".", 1)[0])
+    return names
+
+
 def manifest_doc(*, set_name: str, target: dict, build_key: str, files: list[FileEntry], packages: list[PackageEntry], bytecode: dict, slim: dict, builder: str) -> dict:
     return {
         "version": MANIFEST_VERSION,

@@ -17,6 +17,7 @@ from elftools.elf.elffile import ELFFile
 from builder import elfstrip, slim
 from builder.build import build
 from builder.install import install_native
+from builder.manifest import top_level_modules
 from builder.lock import current_locks, lock
 from pipeline import config
 from tests.conftest import REPO
@@ -69,8 +70,7 @@ def test_kept_modules_import_nothing_that_was_removed(demo):
 def test_every_top_level_module_and_torch_runtime_file_survives(demo):
     _, result, raw = demo
     tree = result.sets["efs"].tree
-    top = lambda t: {p.name for p in t.iterdir() if (p / "__init__.py").exists() or p.suffix == ".py" or ".so" in p.name}
-    assert top(raw) == top(tree)
+    assert top_level_modules(raw) == top_level_modules(tree)
     shm = tree / "torch" / "bin" / "torch_shm_manager"
     assert shm.is_file() and os.access(shm, os.X_OK)
     for needed in ("torch/testing/__init__.py", "torch/_C.cpython-313-aarch64-linux-gnu.so", "torchvision/_C.so", "torch/lib/libtorch_cpu.so"):

@@ -105,7 +105,7 @@ def test_interrupted_build_leaves_the_previous_tree_and_nothing_that_looks_compl
     with pytest.raises(KeyboardInterrupt):
         build(cfg, force=True)
     target_dir = project / "dist" / "local"
-    assert sorted(p.name for p in target_dir.iterdir() if p.name.startswith(".")) == []
+    assert sorted(p.name for p in target_dir.iterdir() if p.name.startswith(".")) == [".hoist-build.lock"]  # no staging folder left
     doc = json.loads((target_dir / "efs" / "manifest.json").read_text())
     assert doc["content_hash"] == before
 
@@ -178,3 +178,41 @@ def test_unknown_builder_fails_before_installing(project, wheelhouse):
     cfg = config.load(project / "pipeline.toml")
     with pytest.raises(BuildError, match="native builder"):
         build(cfg)
+
+
+def test_unresolvable_pin_names_the_package_and_the_target(project):
+    (project / "requirements" / "efs.in").write_text("nativepkg==9.9\n")
+    with pytest.raises(LockError) as err:
+        lock(config.load(project / "pipeline.toml"))
+    text = str(err.value)
+    assert "nativepkg" in text and "9.9" in text and "target local" in text and "fix:" in text
+
+
+def test_a_second_concurrent_build_of_the_same_target_is_refused(project):
+    import fcntl
+
+    cfg = config.load(project / "pipeline.toml")
+    lock(cfg)
+    target_dir = project / "dist" / "local"
+    target_dir.mkdir(parents=True)
+    with open(target_dir / ".hoist-build.lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        with pytest.raises(BuildError, match="another build of target local is running"):
+            build(cfg)
+    assert build(cfg).sets["efs"].rebuilt
+
+
+def test_command_line_lock_and_build_print_the_size_report(project):
+    from tests.unit.test_tasks import invoke
+
+    cfg_path = str(project / "pipeline.toml")
+    locked = invoke("lock", "--config", cfg_path)
+    assert locked.returncode == 0, locked.stderr
+    assert "nativepkg" in locked.stdout and "efs.local.lock" in locked.stdout
+    built = invoke("build", "--config", cfg_path)
+    assert built.returncode == 0, built.stderr
+    out = built.stdout
+    assert "[efs] installing 2 wheels" in out and "[efs] slimming" in out and "compiling bytecode" in out
+    assert "content hash" in out and "nativepkg" in out and "summary:" in out and "tests 2 files" in out
+    again = invoke("build", "--config", cfg_path)
+    assert "up to date" in again.stdout
