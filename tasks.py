@@ -4,6 +4,7 @@ Tasks only parse options, call one stage function and print its result.
 """
 from __future__ import annotations
 
+import shlex
 import sys
 
 from invoke import Collection, Exit, task
@@ -106,7 +107,7 @@ def test(c, markers="", k="", verbose=False):
         args += ["-k", k]
     if verbose:
         args.append("-v")
-    result = c.run(" ".join(f"'{a}'" for a in args), pty=False, warn=True, env={"PYTHONDONTWRITEBYTECODE": "1"})
+    result = c.run(shlex.join(args), pty=False, warn=True, env={"PYTHONDONTWRITEBYTECODE": "1"})
     if result.exited != 0:
         raise Exit(code=result.exited)
 

@@ -75,7 +75,7 @@ def build_key(lock: LockFile, target: Target, rules: Rules, interpreter: Interpr
         "builder_version": BUILDER_VERSION,
         "builder": builder,
         "lock": hashlib.sha256(lock.path.read_bytes()).hexdigest(),
-        "target": target.as_json(),
+        "target": target.identity(),
         "slim_rules": rules.digest,
         "bytecode_python": interpreter.version if interpreter else None,
     }

@@ -112,7 +112,7 @@ def input_fingerprint(config: Config, tcfg: TargetConfig, find_links: list[str])
     """What a lock depends on; a lock whose fingerprint differs is stale."""
     doc = {
         "format": LOCK_FORMAT,
-        "target": tcfg.target.as_json(),
+        "target": tcfg.target.identity(),
         "sets": set_requirements(config, tcfg),
         "override": list(tcfg.override),
         "exclude": list(tcfg.exclude),

@@ -39,7 +39,7 @@ class Search:
             last = (out.stderr.strip().splitlines() or ["no output"])[-1]
             self.tried.append((f"{candidate} ({found_by})", f"exit {out.returncode}: {last}"))
             return None
-        full, executable = out.stdout.split()[:2]
+        full, executable = (out.stdout.splitlines() + ["", ""])[:2]
         if ".".join(full.split(".")[:2]) != self.version:
             self.tried.append((f"{candidate} ({found_by})", f"is Python {full}, not {self.version}"))
             return None

@@ -104,6 +104,10 @@ class Target:
             return f"{self.name} (this machine: CPython {self.python}, {self.machine}, glibc {self.glibc})"
         return f"{self.name} ({self.runtime} on {self.arch}, {self.os_name}, glibc {self.glibc})"
 
+    def identity(self) -> dict:
+        """What a lock or a tree depends on (not the display name of this machine's OS)."""
+        return {"kind": self.kind, "runtime": self.runtime, "arch": self.arch, "python": self.python, "machine": self.machine, "glibc": self.glibc}
+
     def as_json(self) -> dict:
         return {
             "name": self.name,
