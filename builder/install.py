@@ -6,12 +6,10 @@ tags the target loads: the tree never holds a wheel the target cannot load.
 """
 from __future__ import annotations
 
-from email.parser import Parser
 from pathlib import Path
 
-from packaging.tags import Tag, parse_tag
-
 from pipeline import proc
+from pipeline.dists import unloadable
 from pipeline.errors import BuildError, CommandError
 from pipeline.targets import Target
 
@@ -44,22 +42,9 @@ def install_native(lock: LockFile, target: Target, dest: Path, on_line=None) -> 
     (dest / ".lock").unlink(missing_ok=True)
 
 
-def wheel_tags(dist_info: Path) -> list[str]:
-    wheel = dist_info / "WHEEL"
-    if not wheel.is_file():
-        return []
-    meta = Parser().parsestr(wheel.read_text())
-    return meta.get_all("Tag") or []
-
-
 def check_wheel_tags(tree: Path, target: Target) -> None:
     """Fail if any installed wheel's tags do not include one the target loads."""
-    supported: set[Tag] = set(target.supported_tags())
-    bad = []
-    for dist_info in sorted(tree.glob("*.dist-info")):
-        tags = wheel_tags(dist_info)
-        if tags and not any(t in supported for tag in tags for t in parse_tag(tag)):
-            bad.append(f"{dist_info.name}: {', '.join(tags)}")
+    bad = [f"{d.dist_info.name}: {', '.join(d.tags)}" for d in unloadable(tree, target)]
     if bad:
         raise BuildError(
             f"wheels the target cannot load: {'; '.join(bad)}",

@@ -6,17 +6,14 @@ sync can name an EFS version by it.
 """
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import json
 import os
 import stat
 from dataclasses import dataclass
-from email.parser import Parser
 from pathlib import Path
 
-from packaging.utils import canonicalize_name
+from pipeline.dists import dists, owner_of, owners
 
 MANIFEST_VERSION = 1
 
@@ -80,27 +77,7 @@ def content_hash(files: list[FileEntry]) -> str:
 
 
 def read_packages(tree: Path, set_name: str) -> list[PackageEntry]:
-    out = []
-    for dist_info in sorted(tree.glob("*.dist-info")):
-        meta = Parser().parsestr((dist_info / "METADATA").read_text(errors="replace"), headersonly=True)
-        wheel = dist_info / "WHEEL"
-        tags = Parser().parsestr(wheel.read_text()).get_all("Tag") if wheel.is_file() else []
-        out.append(PackageEntry(name=canonicalize_name(meta["Name"]), version=meta["Version"], tags=tuple(tags or ()), set=set_name))
-    return out
-
-
-def owners(tree: Path) -> dict[str, str]:
-    """path -> package, from each wheel's RECORD."""
-    owner = {}
-    for dist_info in sorted(tree.glob("*.dist-info")):
-        record = dist_info / "RECORD"
-        meta = Parser().parsestr((dist_info / "METADATA").read_text(errors="replace"), headersonly=True)
-        name = canonicalize_name(meta["Name"])
-        if record.is_file():
-            for row in csv.reader(io.StringIO(record.read_text())):
-                if row:
-                    owner[os.path.normpath(row[0]).replace(os.sep, "/")] = name
-    return owner
+    return [PackageEntry(name=d.name, version=d.version, tags=d.tags, set=set_name) for d in dists(tree)]
 
 
 def package_sizes(tree: Path, files: list[FileEntry]) -> list[tuple[str, int, int]]:
@@ -108,11 +85,7 @@ def package_sizes(tree: Path, files: list[FileEntry]) -> list[tuple[str, int, in
     owner = owners(tree)
     totals: dict[str, list[int]] = {}
     for e in files:
-        path = e.path
-        if "/__pycache__/" in path or path.startswith("__pycache__/"):
-            folder, _, pyc = path.rpartition("__pycache__/")
-            path = folder + pyc.split(".", 1)[0] + ".py"
-        name = owner.get(path) or owner.get(path.split("/", 1)[0]) or "(not in any RECORD)"
+        name = owner_of(owner, e.path) or "(not in any RECORD)"
         t = totals.setdefault(name, [0, 0])
         t[0] += e.size
         t[1] += 1

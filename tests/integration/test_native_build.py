@@ -149,6 +149,7 @@ def test_wheel_tags_are_checked_after_install(project, tmp_path):
     lf = read_lock(cfg.lock_path("efs", "local"))
     tree = tmp_path / "t"
     (tree / "x-1.0.dist-info").mkdir(parents=True)
+    (tree / "x-1.0.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: x\nVersion: 1.0\n")
     (tree / "x-1.0.dist-info" / "WHEEL").write_text("Wheel-Version: 1.0\nTag: cp313-cp313-manylinux_2_28_aarch64\n")
     from builder.install import check_wheel_tags
 

@@ -1,0 +1,65 @@
+"""What a site-packages tree says about its distributions (*.dist-info)."""
+from __future__ import annotations
+
+import csv
+import io
+import os
+from dataclasses import dataclass
+from email.parser import Parser
+from pathlib import Path
+
+from packaging.tags import parse_tag
+from packaging.utils import canonicalize_name
+
+from .targets import Target
+
+
+@dataclass(frozen=True)
+class Dist:
+    name: str  # canonical
+    version: str
+    tags: tuple[str, ...]
+    dist_info: Path
+
+
+def _headers(path: Path):
+    return Parser().parsestr(path.read_text(errors="replace"), headersonly=True)
+
+
+def dists(tree: Path) -> list[Dist]:
+    out = []
+    for dist_info in sorted(tree.glob("*.dist-info")):
+        meta = dist_info / "METADATA"
+        if not meta.is_file():
+            continue
+        headers = _headers(meta)
+        wheel = dist_info / "WHEEL"
+        tags = tuple(_headers(wheel).get_all("Tag") or ()) if wheel.is_file() else ()
+        out.append(Dist(name=canonicalize_name(headers["Name"]), version=headers["Version"], tags=tags, dist_info=dist_info))
+    return out
+
+
+def owners(tree: Path) -> dict[str, str]:
+    """path (relative, '/') -> distribution name, from each RECORD."""
+    owner = {}
+    for dist in dists(tree):
+        record = dist.dist_info / "RECORD"
+        if record.is_file():
+            for row in csv.reader(io.StringIO(record.read_text(errors="replace"))):
+                if row:
+                    owner[os.path.normpath(row[0]).replace(os.sep, "/")] = dist.name
+    return owner
+
+
+def owner_of(owner: dict[str, str], path: str) -> str | None:
+    """The distribution a file came from; bytecode belongs to its source's."""
+    if "__pycache__/" in path:
+        folder, _, pyc = path.rpartition("__pycache__/")
+        path = folder + pyc.split(".", 1)[0] + ".py"
+    return owner.get(path) or owner.get(path.split("/", 1)[0])
+
+
+def unloadable(tree: Path, target: Target) -> list[Dist]:
+    """Distributions none of whose wheel tags the target loads."""
+    supported = set(target.supported_tags())
+    return [d for d in dists(tree) if d.tags and not any(t in supported for tag in d.tags for t in parse_tag(tag))]
