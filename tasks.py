@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import shlex
 import sys
+from pathlib import Path
 
 from invoke import Collection, Exit, task
 from rich.console import Console
@@ -60,10 +61,37 @@ def _not_yet(what: str, issue: str):
     raise Exit(f"error: `invoke {what}` is not built yet ({issue}); nothing was done.", code=2)
 
 
-@task
-def validate(c):
-    """Check a tree for Lambda (ELF, glibc, libraries, ABI, size) - not built yet."""
-    _not_yet("validate", "the validate issue")
+@task(
+    help={
+        "config": CONFIG_HELP,
+        "target": TARGET_HELP + "; validates its last build (dist/build.json)",
+        "tree": "validate this folder instead of the last build (any site-packages tree)",
+        "runtime": "with --tree: Lambda runtime, e.g. python3.13",
+        "arch": "with --tree: x86_64 or arm64",
+        "layer": "with --tree: the folder is a layer, so it counts toward the 250 MB limit",
+        "json": "also write the report as JSON to this path (for CI)",
+    }
+)
+def validate(c, config=None, target=None, tree=None, runtime=None, arch=None, layer=False, json=None):
+    """Check trees for Lambda: ELF arch, glibc, libraries, CPython ABI, sizes, CUDA."""
+    from validate.report import print_report
+    from validate.stage import from_build, from_tree
+
+    try:
+        if tree:
+            if not (runtime and arch):
+                raise Exit("error: --tree needs --runtime and --arch (e.g. --runtime python3.13 --arch arm64)", code=1)
+            report = from_tree(Path(tree), runtime, arch, layer=layer)
+        else:
+            report = from_build(_load(config), target)
+    except PipelineError as err:
+        _fail(err)
+    print_report(console, report)
+    if json:
+        report.write_json(Path(json))
+        console.print(f"report: {json}")
+    if not report.ok:
+        raise Exit(code=1)
 
 
 @task(name="sync-efs")

@@ -40,6 +40,12 @@ class BuildError(PipelineError):
     stage = "build"
 
 
+class ValidationError(PipelineError):
+    """validate could not run (no build, bad options); findings are not errors of this kind."""
+
+    stage = "validate"
+
+
 class InterpreterNotFound(PipelineError):
     stage = "interpreter"
 

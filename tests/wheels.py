@@ -71,13 +71,13 @@ def compile_extension(workdir: Path) -> bytes:
     return out.read_bytes()
 
 
-def compile_library(workdir: Path, name: str = "libdemo.so", filler: int = 0) -> Path:
+def compile_library(workdir: Path, name: str = "libdemo.so", filler: int = 0, source: str = LIB_C) -> Path:
     """A small shared library; ``filler`` extra functions grow its symbol table
     and debug info past a page, as in real libraries."""
     workdir.mkdir(parents=True, exist_ok=True)
-    src = workdir / "demo.c"
+    src = workdir / (name + ".c")
     extra = "".join(f"int filler_function_with_a_rather_long_name_number_{i}(int x) {{ return x + {i}; }}\n" for i in range(filler))
-    src.write_text(LIB_C + extra)
+    src.write_text(source + extra)
     out = workdir / name
     subprocess.run(["gcc", "-shared", "-fPIC", "-g", "-O0", str(src), "-o", str(out)], check=True)
     return out

@@ -124,3 +124,14 @@ def test_bytecode_is_for_python_3_13_and_unchecked(demo):
     assert result.sets["efs"].bytecode["python"].startswith("3.13.")
     # 3.13's magic number: the tree's .pyc are for the target's Python, not this machine's 3.11
     assert pyc.read_bytes()[:2] == (3571).to_bytes(2, "little")
+
+
+def test_the_built_demo_validates(demo):
+    from validate.stage import from_build
+
+    cfg, result, _ = demo
+    report = from_build(cfg)
+    assert report.ok, [f.as_json() for f in report.errors]
+    assert {t.name for t in report.trees} == {"efs", "layer"}
+    assert report.sizes["function_and_layers_unzipped"] == result.layer_zip.unzipped_bytes + result.function_zip.unzipped_bytes
+    assert report.smoke["run"] is False  # never a claimed pass for what did not run

@@ -21,7 +21,7 @@ def test_list_shows_every_stage_with_help():
     assert "--force" in help_text and "--target" in help_text and "rebuild even if" in help_text
 
 
-@pytest.mark.parametrize("task", ["validate", "sync-efs", "deploy", "serve"])
+@pytest.mark.parametrize("task", ["sync-efs", "deploy", "serve"])
 def test_unbuilt_tasks_fail_loudly(task):
     result = invoke(task)
     assert result.returncode != 0
@@ -39,3 +39,33 @@ def test_user_errors_exit_1_with_the_message_and_no_traceback(project):
 def test_unknown_benchmark_is_named():
     result = invoke("bench", "nope")
     assert result.returncode == 1 and "no benchmark 'nope'" in result.stderr
+
+
+def test_validate_exit_codes_and_json(tmp_path):
+    from tests.wheels import compile_library
+
+    good = tmp_path / "good"
+    (good / "pkg").mkdir(parents=True)
+    (good / "pkg" / "__init__.py").write_text("")
+    ok = invoke("validate", "--tree", str(good), "--runtime", "python3.13", "--arch", "arm64", "--json", str(tmp_path / "ok.json"))
+    assert ok.returncode == 0, ok.stderr
+    assert "static checks passed" in ok.stdout and "smoke test not run" in ok.stdout
+
+    bad = tmp_path / "bad"
+    lib = compile_library(tmp_path / "b")
+    (bad / "pkg").mkdir(parents=True)
+    (bad / "pkg" / "libdemo.so").write_bytes(lib.read_bytes())
+    failed = invoke("validate", "--tree", str(bad), "--runtime", "python3.13", "--arch", "arm64", "--json", str(tmp_path / "bad.json"))
+    assert failed.returncode == 1
+    assert "elf-machine" in failed.stdout and "FAILED" in failed.stdout
+    import json
+
+    assert json.loads((tmp_path / "bad.json").read_text())["ok"] is False
+
+    missing = invoke("validate", "--tree", str(bad))
+    assert missing.returncode == 1 and "--tree needs --runtime and --arch" in missing.stderr
+
+
+def test_validate_without_a_build_says_to_build(project):
+    result = invoke("validate", "--config", str(project / "pipeline.toml"))
+    assert result.returncode == 1 and "invoke build --target local" in result.stderr

@@ -1,0 +1,158 @@
+"""Static validation against real failing trees: each classic Lambda failure,
+compiled or assembled here, is caught with its file, package, rule and fix."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sysconfig
+
+import pytest
+
+from pipeline.targets import lambda_target
+from tests.wheels import compile_extension, compile_library, make_wheel
+from validate import checks
+from validate.stage import from_tree
+
+X86_313 = lambda_target("t", "python3.13", "x86_64")
+X86_311 = lambda_target("t", "python3.11", "x86_64")
+X86_312 = lambda_target("t", "python3.12", "x86_64")
+ARM_313 = lambda_target("t", "python3.13", "arm64")
+
+NEEDS_GLIBC_236 = "#include <stdlib.h>\nunsigned int pick(void) { return arc4random(); }\n"  # arc4random: GLIBC_2.36
+NEEDS_GLIBC_227 = "#define _GNU_SOURCE\n#include <sys/mman.h>\nint anon(void) { return memfd_create(\"x\", 0); }\n"  # memfd_create: GLIBC_2.27
+
+
+def _package(tree, name, files):
+    """Lay files out as an installed distribution, with a RECORD naming them."""
+    for rel, data in files.items():
+        p = tree / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(data)
+    info = tree / f"{name}-1.0.dist-info"
+    info.mkdir(parents=True, exist_ok=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
+    (info / "RECORD").write_text("".join(f"{rel},,\n" for rel in files))
+    return tree
+
+
+def _rules(report, severity="error"):
+    return [(f.rule, f.file.split(":", 1)[1], f.package) for f in report.findings if f.severity == severity]
+
+
+def test_newer_glibc_symbol_than_the_runtime_has(tmp_path):
+    lib = compile_library(tmp_path / "b", "libnew.so", source=NEEDS_GLIBC_236)
+    tree = _package(tmp_path / "t", "newlib", {"newlib/libnew.so": lib.read_bytes()})
+    report = checks.validate({"efs": tree}, X86_313)
+    assert _rules(report) == [("symbol-versions", "newlib/libnew.so", "newlib")]
+    f = report.errors[0]
+    assert "GLIBC_2.36" in f.message and "GLIBC_2.34" in f.message and "manylinux_2_34" in f.fix
+
+
+def test_glibc_2_27_fails_on_al2_and_passes_on_al2023(tmp_path):
+    lib = compile_library(tmp_path / "b", "libmemfd.so", source=NEEDS_GLIBC_227)
+    tree = _package(tmp_path / "t", "memfd", {"memfd/libmemfd.so": lib.read_bytes()})
+    al2 = checks.validate({"efs": tree}, X86_311)
+    assert [r[0] for r in _rules(al2)] == ["symbol-versions"] and "python3.12+" in al2.errors[0].fix
+    assert checks.validate({"efs": tree}, X86_312).ok
+
+
+def test_x86_64_library_in_an_arm64_tree(tmp_path):
+    lib = compile_library(tmp_path / "b")
+    tree = _package(tmp_path / "t", "fast", {"fast/libdemo.so": lib.read_bytes()})
+    report = checks.validate({"efs": tree}, ARM_313)
+    assert _rules(report) == [("elf-machine", "fast/libdemo.so", "fast")]
+    assert "EM_X86_64" in report.errors[0].message and "EM_AARCH64" in report.errors[0].message
+
+
+def test_libgl_is_named_with_the_headless_fix(tmp_path):
+    lib = compile_library(tmp_path / "b", "cv2.abi3.so")
+    subprocess.run([shutil.which("patchelf"), "--add-needed", "libGL.so.1", "--add-needed", "libmissing.so.3", str(lib)], check=True)
+    tree = _package(tmp_path / "t", "opencv-python", {"cv2/cv2.abi3.so": lib.read_bytes()})
+    report = checks.validate({"efs": tree}, X86_313)
+    by_lib = {f.message.split()[1].rstrip(","): f for f in report.errors}
+    assert set(by_lib) == {"libGL.so.1", "libmissing.so.3"}
+    assert "opencv-python-headless" in by_lib["libGL.so.1"].fix and by_lib["libGL.so.1"].package == "opencv-python"
+    assert "auditwheel" in by_lib["libmissing.so.3"].fix
+
+
+def test_libraries_resolve_through_origin_rpath_and_libs_folders(tmp_path):
+    dep = compile_library(tmp_path / "b", "libdep-1a2b3c.so.1")
+    user = compile_library(tmp_path / "b2", "_core.abi3.so")
+    subprocess.run([shutil.which("patchelf"), "--add-needed", "libdep-1a2b3c.so.1", "--set-rpath", "$ORIGIN/../pkg.libs", str(user)], check=True)
+    tree = _package(tmp_path / "t", "pkg", {"pkg/_core.abi3.so": user.read_bytes(), "pkg.libs/libdep-1a2b3c.so.1": dep.read_bytes()})
+    assert checks.validate({"efs": tree}, X86_313).ok
+    (tree / "pkg.libs" / "libdep-1a2b3c.so.1").unlink()
+    assert [r[0] for r in _rules(checks.validate({"efs": tree}, X86_313))] == ["needed-libraries"]
+
+
+def test_extension_for_another_cpython(tmp_path):
+    ext = compile_extension(tmp_path / "b")  # for this machine's CPython (3.11)
+    suffix = sysconfig.get_config_var("EXT_SUFFIX")
+    tree = _package(tmp_path / "t", "fastmod", {f"fastmod/_fast{suffix}": ext})
+    report = checks.validate({"efs": tree}, X86_313)
+    assert [r[0] for r in _rules(report)] == ["python-abi"]
+    assert "CPython 3.11" in report.errors[0].message
+
+
+def test_wheel_tags_against_the_target(tmp_path):
+    house = tmp_path / "house"
+    whl = make_wheel(house, "tagged", "1.0", "cp313-cp313-manylinux_2_28_aarch64", {"tagged/__init__.py": ""})
+    import zipfile
+
+    with zipfile.ZipFile(whl) as zf:
+        zf.extractall(tmp_path / "t")
+    assert [r[0] for r in _rules(checks.validate({"efs": tmp_path / "t"}, X86_313))] == ["wheel-tags"]
+    assert checks.validate({"efs": tmp_path / "t"}, ARM_313).ok
+
+
+def test_layer_over_the_unzipped_limit(tmp_path):
+    tree = _package(tmp_path / "layer", "big", {"big/__init__.py": b""})
+    with open(tree / "big" / "weights.bin", "wb") as fh:
+        fh.truncate(checks.UNZIPPED_LIMIT + 1)  # sparse: the size counts, the disk is not used
+    report = from_tree(tree, "python3.13", "x86_64", layer=True)
+    assert [f.rule for f in report.errors] == ["size"]
+    assert "more than 262,144,000" in report.errors[0].message and "requirements/efs.in" in report.errors[0].fix
+    assert report.sizes["function_and_layers_unzipped"] > checks.UNZIPPED_LIMIT
+    as_efs = from_tree(tree, "python3.13", "x86_64")
+    assert as_efs.ok and as_efs.sizes["efs"][0]["usd_per_month"] == round((checks.UNZIPPED_LIMIT + 1) / 2**30 * 0.30, 2)
+
+
+def test_cuda_libraries_and_nvidia_packages(tmp_path):
+    lib = compile_library(tmp_path / "b", "libcudart.so.12")
+    tree = _package(tmp_path / "t", "torch", {"torch/lib/libcudart.so.12": lib.read_bytes(), "torch/__init__.py": b""})
+    _package(tree, "nvidia-cublas-cu12", {"nvidia/cublas/__init__.py": b""})
+    report = checks.validate({"efs": tree}, X86_313)
+    gpu = [(f.file.split(":", 1)[1], f.package) for f in report.errors if f.rule == "gpu-bloat"]
+    assert ("torch/lib/libcudart.so.12", "torch") in gpu and any(p == "nvidia-cublas-cu12" for _, p in gpu)
+    assert all("download.pytorch.org/whl/cpu" in f.fix for f in report.errors if f.rule == "gpu-bloat")
+
+
+def test_every_problem_is_reported_in_one_run_and_as_versioned_json(tmp_path):
+    arm_ext = compile_extension(tmp_path / "b")
+    lib = compile_library(tmp_path / "b2", "libcudart.so.11")
+    tree = _package(tmp_path / "t", "mixed", {"mixed/_fast.cpython-311-x86_64-linux-gnu.so": arm_ext, "mixed/libcudart.so.11": lib.read_bytes()})
+    report = checks.validate({"efs": tree}, ARM_313)
+    rules = {f.rule for f in report.errors}
+    assert {"elf-machine", "python-abi", "gpu-bloat"} <= rules
+    report.write_json(tmp_path / "report.json")
+    doc = json.loads((tmp_path / "report.json").read_text())
+    assert doc["version"] == 1 and doc["ok"] is False and doc["counts"]["error"] == len(report.errors)
+    assert {"severity", "rule", "file", "package", "message", "fix"} == set(doc["findings"][0])
+
+
+@pytest.mark.parametrize(("runtime", "arch", "fix"), [("python3.8", "x86_64", "--runtime python3.13"), ("python3.13", "aarch64", "--arch arm64")])
+def test_bad_options_name_the_fix(tmp_path, runtime, arch, fix):
+    from pipeline.errors import ValidationError
+
+    with pytest.raises(ValidationError, match="unknown") as err:
+        from_tree(tmp_path, runtime, arch)
+    assert fix in str(err.value)
+
+
+def test_libraries_data_is_consistent():
+    data = checks.libraries()
+    present = set(data["present"]["common"]) | set(data["present"]["al2"]) | set(data["present"]["al2023"])
+    assert not present & set(data["absent"])  # a library is either in the base image or not
+    assert {"libGL.so.1", "libX11.so.6", "libglib-2.0.so.0"} <= set(data["absent"])
+    assert all(fix for fix in data["absent"].values())

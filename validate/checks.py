@@ -1,0 +1,278 @@
+"""Static checks of a tree against a Lambda target. Every finding is collected
+before the verdict, so one run shows every problem.
+
+Rules (the ``rule`` of each finding):
+  elf-machine        every shared object and executable is for the target's CPU
+  symbol-versions    GLIBC_/GLIBCXX_/CXXABI_ versions needed are within the runtime's ceilings
+  needed-libraries   every DT_NEEDED library is in the tree or in the Lambda base image
+  python-abi         extension modules are for the target's CPython and architecture
+  wheel-tags         every *.dist-info/WHEEL has a tag the target loads
+  gpu-bloat          no CUDA libraries or nvidia-* distributions (Lambda has no GPU)
+  size               function + layers fit Lambda's limits; the EFS tree's size and cost
+  unreadable-elf     an ELF file pyelftools cannot parse
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+
+from pipeline.dists import dists, owner_of, owners, unloadable
+from pipeline.targets import Target, facts
+
+from . import elf
+
+LIBRARIES_FILE = Path(__file__).with_name("libraries.json")
+REPORT_VERSION = 1
+# lambda-facts.md, "Limits" and "EFS for Lambda"
+UNZIPPED_LIMIT = 262_144_000
+ZIPPED_DIRECT_UPLOAD = 50 * 1024 * 1024
+EFS_STANDARD_USD_PER_GB_MONTH = 0.30
+CPU_INDEX_FIX = (
+    "use CPU-only builds: for x86_64 take torch from the PyTorch CPU index ([[index]] url = "
+    '"https://download.pytorch.org/whl/cpu", packages = ["torch", "torchvision"] in pipeline.toml, pins like torch==2.9.1+cpu); '
+    "PyPI's aarch64 torch up to 2.9.1 is already CPU-only"
+)
+
+
+@dataclass(frozen=True)
+class Finding:
+    severity: str  # "error" | "warning" | "info"
+    rule: str
+    file: str | None
+    package: str | None
+    message: str
+    fix: str | None = None
+
+    def as_json(self) -> dict:
+        return {"severity": self.severity, "rule": self.rule, "file": self.file, "package": self.package, "message": self.message, "fix": self.fix}
+
+
+@dataclass(frozen=True)
+class TreeStats:
+    name: str  # "efs" | "layer" | the folder's name
+    path: str
+    bytes: int
+    files: int
+    elf_files: int
+
+
+@dataclass(frozen=True)
+class ValidationReport:
+    target: Target
+    trees: tuple[TreeStats, ...]
+    findings: tuple[Finding, ...]
+    sizes: dict = field(default_factory=dict)
+    smoke: dict = field(default_factory=dict)
+
+    @property
+    def errors(self) -> list[Finding]:
+        return [f for f in self.findings if f.severity == "error"]
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def as_json(self) -> dict:
+        return {
+            "version": REPORT_VERSION,
+            "target": self.target.as_json(),
+            "ok": self.ok,
+            "counts": {s: sum(1 for f in self.findings if f.severity == s) for s in ("error", "warning", "info")},
+            "trees": [t.__dict__ for t in self.trees],
+            "sizes": self.sizes,
+            "smoke": self.smoke,
+            "findings": [f.as_json() for f in self.findings],
+        }
+
+    def write_json(self, path: Path) -> None:
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(json.dumps(self.as_json(), indent=1) + "\n")
+        tmp.replace(path)
+
+
+@cache
+def libraries() -> dict:
+    return json.loads(LIBRARIES_FILE.read_text())
+
+
+def _glob(pattern: str) -> re.Pattern:
+    return re.compile(re.escape(pattern).replace(r"\*", ".*") + r"\Z")
+
+
+def _ceilings(target: Target) -> dict[str, tuple[int, ...]]:
+    if target.kind == "local":
+        return {"GLIBC": tuple(int(x) for x in target.glibc.split("."))}
+    os_facts = facts()["os"][facts()["runtimes"][target.runtime]["os"]]
+    return {k.upper(): tuple(int(x) for x in os_facts[k].split(".")) for k in ("glibc", "glibcxx", "cxxabi")}
+
+
+def _v(version: tuple[int, ...]) -> str:
+    return ".".join(map(str, version))
+
+
+def base_image_libraries(target: Target) -> set[str]:
+    libs = libraries()["present"]
+    if target.kind == "local":
+        return set(libs["common"]) | set(libs["al2"]) | set(libs["al2023"])
+    os_key = facts()["runtimes"][target.runtime]["os"]
+    return set(libs["common"]) | set(libs[os_key])
+
+
+class _Checker:
+    def __init__(self, target: Target):
+        self.target = target
+        self.findings: list[Finding] = []
+        self.ceilings = _ceilings(target)
+        self.expected_machine = facts()["architectures"][target.arch]["elf_machine"] if target.arch else {"x86_64": "EM_X86_64", "aarch64": "EM_AARCH64"}.get(target.machine)
+
+    def add(self, severity, rule, file, package, message, fix=None):
+        self.findings.append(Finding(severity, rule, file, package, message, fix))
+
+    # ------------------------------------------------------------ per tree
+
+    def tree(self, name: str, tree: Path, infos: list[elf.ElfInfo], broken: list[tuple[str, str]], all_sonames: set[str]) -> TreeStats:
+        owner = owners(tree)
+        for rel, why in broken:
+            self.add("error", "unreadable-elf", f"{name}:{rel}", owner_of(owner, rel), f"not a readable ELF file: {why}", "reinstall the package; the file may be truncated")
+        present = {p.relative_to(tree).as_posix() for p in tree.rglob("*") if p.is_file() or p.is_symlink()}
+        base = base_image_libraries(self.target)
+        absent = libraries()["absent"]
+        for info in infos:
+            pkg = owner_of(owner, info.path)
+            where = f"{name}:{info.path}"
+            self._machine(info, where, pkg)
+            resolved_in_tree = self._needed(info, where, pkg, tree, present, all_sonames, base, absent)
+            self._versions(info, where, pkg, resolved_in_tree)
+        self._abi(name, present, owner)
+        self._wheels(name, tree)
+        self._gpu(name, present, owner, tree)
+        total = sum((tree / p).lstat().st_size for p in present)
+        return TreeStats(name=name, path=str(tree), bytes=total, files=len(present), elf_files=len(infos))
+
+    def _machine(self, info, where, pkg):
+        if self.expected_machine and info.machine != self.expected_machine:
+            self.add(
+                "error", "elf-machine", where, pkg,
+                f"built for {info.machine}, the target runs {self.expected_machine} ({self.target.describe()}); loading it fails with 'wrong ELF class' or 'cannot open shared object file'",
+                f"install {pkg or 'the package'} for the target architecture: `invoke lock --force` then `invoke build`, or pass --arch matching the tree",
+            )
+
+    def _needed(self, info, where, pkg, tree, present, all_sonames, base, absent) -> set[str]:
+        folder = Path(info.path).parent
+        search = [folder]
+        for rpath in info.rpaths:
+            if rpath.startswith("$ORIGIN") or rpath.startswith("${ORIGIN}"):
+                rel = rpath.replace("${ORIGIN}", "$ORIGIN").replace("$ORIGIN", str(folder), 1)
+                search.append(Path(rel))
+        in_tree = set()
+        for lib in info.needed:
+            if any(os.path.normpath(d / lib) in present for d in search):
+                in_tree.add(lib)
+                continue
+            if lib in all_sonames:
+                in_tree.add(lib)  # loaded by its own package first (torchvision needs torch's libc10.so)
+                continue
+            if lib in base:
+                continue
+            if lib in absent:
+                self.add("error", "needed-libraries", where, pkg, f"needs {lib}, which the Lambda base image does not have (manylinux allows it, Lambda lacks it)", absent[lib])
+            else:
+                self.add(
+                    "error", "needed-libraries", where, pkg,
+                    f"needs {lib}, found neither in the tree (RPATH/RUNPATH {', '.join(info.rpaths) or 'none'}, same folder, *.libs) nor in the Lambda base image",
+                    f"ship {lib} inside the wheel (auditwheel repair puts it in <package>.libs/) or in a layer's lib/ folder; or use a build of {pkg or 'the package'} that does not need it",
+                )
+        return in_tree
+
+    def _versions(self, info, where, pkg, in_tree):
+        for (family, library), version in sorted(info.versions.items()):
+            ceiling = self.ceilings.get(family)
+            if ceiling is None or library in in_tree:
+                continue  # no ceiling known, or the tree brings its own copy of that library
+            if version > ceiling:
+                self.add(
+                    "error", "symbol-versions", where, pkg,
+                    f"needs {family}_{_v(version)} from {library}; {self.target.describe()} provides up to {family}_{_v(ceiling)}: the import fails with \"version `{family}_{_v(version)}' not found\"",
+                    f"use a wheel of {pkg or 'the package'} built for manylinux_{'_'.join(map(str, self.ceilings['GLIBC'][:2]))} or older, "
+                    + ("or a newer runtime (python3.12+ runs on glibc 2.34)" if self.ceilings["GLIBC"] < (2, 34) else "or build it in the Lambda base image (Docker builder)"),
+                )
+
+    def _abi(self, name, present, owner):
+        tag = "cpython-{}{}".format(*self.target.python_tuple)
+        arch = self.target.machine
+        pattern = re.compile(r"\.cpython-(\d+)t?-([a-z0-9_]+)-linux-gnu\.so$")
+        for rel in sorted(present):
+            m = pattern.search(rel)
+            if not m:
+                continue
+            version, mod_arch = m.groups()
+            if f"cpython-{version}" != tag or mod_arch != arch:
+                self.add(
+                    "error", "python-abi", f"{name}:{rel}", owner_of(owner, rel),
+                    f"extension module for CPython {version[0]}.{version[1:]} on {mod_arch}; the target imports cpython-{tag[8:]}-{arch} (or abi3) modules only",
+                    "install the package for the target's Python version and architecture: `invoke lock --force` then `invoke build`",
+                )
+
+    def _wheels(self, name, tree):
+        for dist in unloadable(tree, self.target):
+            self.add(
+                "error", "wheel-tags", f"{name}:{dist.dist_info.name}/WHEEL", dist.name,
+                f"wheel tags {', '.join(dist.tags)} are not loadable by {self.target.describe()} ({self.target.abi}, up to {self.target.platform_tags()[0]})",
+                "re-lock for this target (`invoke lock --force`), or build the package in the Lambda base image",
+            )
+
+    def _gpu(self, name, present, owner, tree):
+        gpu = libraries()["gpu"]
+        lib_res = [_glob(p) for p in gpu["libraries"]]
+        seen: set[str] = set()
+        for rel in sorted(present):
+            base = rel.rsplit("/", 1)[-1]
+            if any(r.match(base) for r in lib_res):
+                pkg = owner_of(owner, rel)
+                seen.add(pkg or rel)
+                self.add("error", "gpu-bloat", f"{name}:{rel}", pkg, f"CUDA library {base} ({(tree / rel).lstat().st_size:,} bytes): Lambda has no GPU", CPU_INDEX_FIX)
+        dist_res = [_glob(p) for p in gpu["distributions"]]
+        for dist in dists(tree):
+            if dist.name not in seen and any(r.match(dist.name) for r in dist_res):
+                self.add("error", "gpu-bloat", f"{name}:{dist.dist_info.name}", dist.name, f"{dist.name} {dist.version} is a GPU package: Lambda has no GPU", CPU_INDEX_FIX)
+
+
+def _sizes(checker: _Checker, stats: list[TreeStats], layer_set: str | None, zips: dict[str, dict]) -> dict:
+    out: dict = {}
+    efs = [s for s in stats if s.name != layer_set]
+    for s in efs:
+        gb = s.bytes / 2**30
+        out.setdefault("efs", []).append({"tree": s.name, "bytes": s.bytes, "files": s.files, "usd_per_month": round(gb * EFS_STANDARD_USD_PER_GB_MONTH, 2)})
+        checker.add("info", "size", s.name, None, f"EFS tree {s.name}: {s.bytes / 1e6:,.1f} MB in {s.files:,} files, about ${gb * EFS_STANDARD_USD_PER_GB_MONTH:,.2f}/month in EFS Standard (no size limit; does not count toward the 250 MB)")
+    unzipped = sum(z["unzipped_bytes"] for z in zips.values())
+    if layer_set and not zips:
+        unzipped = sum(s.bytes for s in stats if s.name == layer_set)
+    if layer_set or zips:
+        out["function_and_layers_unzipped"] = unzipped
+        out["limit_unzipped"] = UNZIPPED_LIMIT
+        if unzipped > UNZIPPED_LIMIT:
+            checker.add(
+                "error", "size", ", ".join(zips) or layer_set, None,
+                f"function + layers unzip to {unzipped:,} bytes; Lambda refuses more than {UNZIPPED_LIMIT:,} ('Unzipped size must be smaller than 262144000 bytes')",
+                "move the heaviest packages from requirements/layer.in to requirements/efs.in (EFS does not count), then `invoke lock` and `invoke build`",
+            )
+    for label, z in zips.items():
+        if z["bytes"] > ZIPPED_DIRECT_UPLOAD:
+            checker.add("warning", "size", label, None, f"{label} is {z['bytes']:,} bytes zipped, over the 50 MB direct-upload limit", "upload it through S3 (the deploy stage does this)")
+    return out
+
+
+def validate(trees: dict[str, Path], target: Target, *, layer_set: str | None = None, zips: dict[str, dict] | None = None) -> ValidationReport:
+    """Check every tree for ``target``; ``layer_set`` names the tree that counts toward the 250 MB."""
+    checker = _Checker(target)
+    scanned = {name: elf.scan(tree) for name, tree in trees.items()}
+    sonames = {info.soname or info.path.rsplit("/", 1)[-1] for infos, _ in scanned.values() for info in infos}
+    stats = [checker.tree(name, tree, *scanned[name], sonames) for name, tree in trees.items()]
+    sizes = _sizes(checker, stats, layer_set, zips or {})
+    order = {"error": 0, "warning": 1, "info": 2}
+    findings = sorted(checker.findings, key=lambda f: (order[f.severity], f.rule, f.file or ""))
+    return ValidationReport(target=target, trees=tuple(stats), findings=tuple(findings), sizes=sizes)
