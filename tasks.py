@@ -70,10 +70,12 @@ def _not_yet(what: str, issue: str):
         "arch": "with --tree: x86_64 or arm64",
         "layer": "with --tree: the folder is a layer, so it counts toward the 250 MB limit",
         "json": "also write the report as JSON to this path (for CI)",
+        "smoke": "smoke test level: auto (1 when this machine runs the target, else 2), 1 (local interpreter), 2 (Lambda base image in Docker), none",
+        "image": "level 2: the base image (default public.ecr.aws/lambda/python:<ver>-<arch>)",
     }
 )
-def validate(c, config=None, target=None, tree=None, runtime=None, arch=None, layer=False, json=None):
-    """Check trees for Lambda: ELF arch, glibc, libraries, CPython ABI, sizes, CUDA."""
+def validate(c, config=None, target=None, tree=None, runtime=None, arch=None, layer=False, json=None, smoke=None, image=None):
+    """Check trees for Lambda (ELF, glibc, libraries, ABI, sizes, CUDA), then smoke-test them."""
     from validate.report import print_report
     from validate.stage import from_build, from_tree
 
@@ -81,9 +83,9 @@ def validate(c, config=None, target=None, tree=None, runtime=None, arch=None, la
         if tree:
             if not (runtime and arch):
                 raise Exit("error: --tree needs --runtime and --arch (e.g. --runtime python3.13 --arch arm64)", code=1)
-            report = from_tree(Path(tree), runtime, arch, layer=layer)
+            report = from_tree(Path(tree), runtime, arch, layer=layer, smoke_level=smoke or "none", image=image)
         else:
-            report = from_build(_load(config), target)
+            report = from_build(_load(config), target, smoke_level=smoke or "auto", image=image)
     except PipelineError as err:
         _fail(err)
     print_report(console, report)

@@ -24,6 +24,15 @@ def print_report(console: Console, report: ValidationReport, show_info: bool = T
     smoke = report.smoke or {}
     if not smoke.get("run"):
         console.print(f"  [yellow]smoke test not run:[/] {escape(smoke.get('why', 'not requested'))}")
+    else:
+        where = f"CPython {smoke.get('python')}" if smoke["level"] == 1 else f"image {smoke.get('image')}"
+        verdict = "[green]passed[/]" if smoke.get("ok") else "[bold red]failed[/]"
+        console.print(f"  smoke test level {smoke['level']} ({escape(where)}): {verdict}, imported {len(smoke.get('modules', []))} modules, init {smoke.get('init_ms')} ms")
+        if smoke.get("report"):
+            console.print(f"    {escape(smoke['report'])}")
+        for skipped in smoke.get("skipped_levels", []):
+            console.print(f"    level {skipped['level']} not run: {escape(skipped['why'])}")
     counts = {s: sum(1 for f in report.findings if f.severity == s) for s in ("error", "warning", "info")}
-    verdict = "[bold green]static checks passed[/]" if report.ok else "[bold red]FAILED[/]"
+    passed = "passed (static checks and smoke test)" if smoke.get("run") else "static checks passed; smoke test not run"
+    verdict = f"[bold green]{passed}[/]" if report.ok else "[bold red]FAILED[/]"
     console.print(f"{verdict}: {counts['error']} errors, {counts['warning']} warnings, {counts['info']} notes")

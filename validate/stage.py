@@ -1,8 +1,8 @@
 """What `invoke validate` checks: the last build of a target, or any folder.
 
-The static checks always run. The smoke test through the real runtime client
-(validate issue, second half) is not built yet; the report says so instead of
-claiming a pass it did not run.
+The static checks always run. The smoke test (validate/smoke.py) runs after
+them when they pass, at the level asked for; when it cannot run, the report
+says why instead of claiming a pass.
 """
 from __future__ import annotations
 
@@ -15,11 +15,19 @@ from pipeline.errors import ValidationError
 from pipeline.targets import facts, lambda_target
 
 from .checks import ValidationReport, validate
+from .smoke import SmokeInputs, smoke
 
-SMOKE_NOT_RUN = {"run": False, "why": "the import and invoke smoke test through awslambdaric is not built yet; only the static checks ran"}
+DEFAULT_CACHE = Path(".hoist-cache")
 
 
-def from_build(config: Config, target_name: str | None = None) -> ValidationReport:
+def _with_smoke(report: ValidationReport, inputs: SmokeInputs, level: str, image: str | None) -> ValidationReport:
+    if level != "none" and not report.ok:
+        return dataclasses.replace(report, smoke={"run": False, "why": "not run: the static checks found errors, fix those first"})
+    result, findings = smoke(inputs, report.target, level, image)
+    return dataclasses.replace(report, findings=report.findings + tuple(findings), smoke=result)
+
+
+def from_build(config: Config, target_name: str | None = None, *, smoke_level: str = "auto", image: str | None = None) -> ValidationReport:
     """Validate the trees and zips `invoke build` wrote for the target (dist/build.json)."""
     tcfg = config.target(target_name)
     path = config.build.output / "build.json"
@@ -37,11 +45,17 @@ def from_build(config: Config, target_name: str | None = None) -> ValidationRepo
         if not tree.is_dir():
             raise ValidationError(f"tree of set {name} is missing: {tree}", where=str(path), fix=f"run `invoke build --target {tcfg.target.name}` again")
     zips = {name.replace("_", " "): a for name, a in doc.get("artifacts", {}).items()}
-    report = validate(trees, tcfg.target, layer_set="layer" if "layer" in trees else None, zips=zips)
-    return dataclasses.replace(report, smoke=SMOKE_NOT_RUN)
+    layer_set = "layer" if "layer" in trees else None
+    report = validate(trees, tcfg.target, layer_set=layer_set, zips=zips)
+    inputs = SmokeInputs(
+        handler_dir=config.build.handler_dir, handler=config.function.handler, trees=trees, layer_set=layer_set,
+        mount_path=config.efs.mount_path, function_name=config.function.name, memory_mb=config.function.memory_mb,
+        timeout_s=config.function.timeout_s, cache=config.root / DEFAULT_CACHE,
+    )
+    return _with_smoke(report, inputs, smoke_level, image)
 
 
-def from_tree(tree: Path, runtime: str, arch: str, *, layer: bool = False) -> ValidationReport:
+def from_tree(tree: Path, runtime: str, arch: str, *, layer: bool = False, smoke_level: str = "none", image: str | None = None) -> ValidationReport:
     """Validate any site-packages folder, built by Hoist or not."""
     if runtime not in facts()["runtimes"]:
         raise ValidationError(f"unknown runtime {runtime!r}; known: {', '.join(facts()['runtimes'])}", where="--runtime", fix="pass e.g. --runtime python3.13")
@@ -53,4 +67,8 @@ def from_tree(tree: Path, runtime: str, arch: str, *, layer: bool = False) -> Va
     target = lambda_target(f"{runtime}-{arch}", runtime, arch)
     name = "layer" if layer else tree.name
     report = validate({name: tree}, target, layer_set=name if layer else None)
-    return dataclasses.replace(report, smoke=SMOKE_NOT_RUN)
+    inputs = SmokeInputs(
+        handler_dir=None, handler="app.handler", trees={name: tree.resolve()}, layer_set=name if layer else None,
+        mount_path="/mnt/efs", function_name="hoist-validate", memory_mb=3008, timeout_s=120, cache=DEFAULT_CACHE.resolve(),
+    )
+    return _with_smoke(report, inputs, smoke_level, image)

@@ -1,0 +1,191 @@
+"""One Lambda execution environment, locally: the real ``awslambdaric`` client
+running the handler, fed by the Runtime API emulator.
+
+Two ways to run it: a local interpreter of the target Python (level 1), or a
+container of the Lambda base image (level 2, see ``docker_command``). Either
+way the function sees Lambda's layout: the handler folder as the task root
+first on sys.path, the layer where /opt/python is, the EFS tree where the
+handler is told it is, and the reserved environment variables.
+"""
+from __future__ import annotations
+
+import math
+import subprocess
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+
+from .emulator import RuntimeAPI
+
+RIC_VERSION = "4.2.2"  # awslambdaric, the client Lambda's own Python images run
+
+
+@dataclass(frozen=True)
+class FunctionSpec:
+    name: str
+    runtime: str  # "python3.13"
+    handler: str  # "hoist_smoke.handler"
+    memory_mb: int
+    timeout_s: int
+    efs_env: str = "HOIST_EFS_TREE"  # the variable naming the EFS tree to the handler
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Paths as the function process sees them."""
+
+    task_root: str  # /var/task
+    layer: str | None  # /opt/python
+    efs_tree: str | None  # <mount path>/... on Lambda
+    runtime_dir: str  # where awslambdaric is importable from
+
+
+@dataclass(frozen=True)
+class InvokeReport:
+    request_id: str
+    status: str  # ok | error | timeout | crashed
+    payload: bytes
+    error: dict | None
+    duration_ms: float | None
+    init_ms: float | None
+    memory_mb: int
+    max_memory_mb: int | None
+
+    @property
+    def billed_ms(self) -> int | None:
+        return None if self.duration_ms is None else max(1, math.ceil(self.duration_ms))
+
+    def report_line(self) -> str:
+        """Lambda's REPORT line."""
+        parts = [f"REPORT RequestId: {self.request_id}"]
+        if self.duration_ms is not None:
+            parts += [f"Duration: {self.duration_ms:.2f} ms", f"Billed Duration: {self.billed_ms} ms"]
+        parts.append(f"Memory Size: {self.memory_mb} MB")
+        if self.max_memory_mb is not None:
+            parts.append(f"Max Memory Used: {self.max_memory_mb} MB")
+        if self.init_ms is not None:
+            parts.append(f"Init Duration: {self.init_ms:.2f} ms")
+        if self.status != "ok":
+            parts.append(f"Status: {self.status}")
+        return "\t".join(parts)
+
+
+def lambda_environment(spec: FunctionSpec, layout: Layout, api_address: str) -> dict[str, str]:
+    """The variables Lambda sets (lambda-facts.md, reserved variables and base image)."""
+    version = spec.runtime.removeprefix("python")
+    path = [layout.task_root] + ([layout.layer] if layout.layer else []) + [layout.runtime_dir]
+    env = {
+        "AWS_LAMBDA_RUNTIME_API": api_address,
+        "_HANDLER": spec.handler,
+        "LAMBDA_TASK_ROOT": layout.task_root,
+        "LAMBDA_RUNTIME_DIR": layout.runtime_dir,
+        "AWS_LAMBDA_FUNCTION_NAME": spec.name,
+        "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(spec.memory_mb),
+        "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{spec.name}",
+        "AWS_LAMBDA_LOG_STREAM_NAME": time.strftime("%Y/%m/%d/[$LATEST]") + "hoistsmoke",
+        "AWS_LAMBDA_INITIALIZATION_TYPE": "on-demand",
+        "AWS_EXECUTION_ENV": f"AWS_Lambda_python{version}",
+        "AWS_REGION": "us-east-1",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "LANG": "en_US.UTF-8",
+        "TZ": ":UTC",
+        "PYTHONPATH": ":".join(path),
+        "PYTHONNOUSERSITE": "1",
+    }
+    if layout.efs_tree:
+        env[spec.efs_env] = layout.efs_tree
+    return env
+
+
+class FunctionProcess:
+    """Start the runtime client with ``command``, deliver events, report like Lambda."""
+
+    def __init__(self, command: list[str], env: dict[str, str], api: RuntimeAPI, spec: FunctionSpec, pid_for_memory: bool = True):
+        self.command = command
+        self.env = env
+        self.api = api
+        self.spec = spec
+        self.pid_for_memory = pid_for_memory
+        self.proc: subprocess.Popen | None = None
+        self.started_at = 0.0
+        self.output: deque[str] = deque(maxlen=200)
+        self._reader: threading.Thread | None = None
+
+    def start(self) -> None:
+        self.started_at = time.monotonic()
+        self.proc = subprocess.Popen(self.command, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace")
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc and self.proc.stdout
+        for line in self.proc.stdout:
+            self.output.append(line.rstrip("\n"))
+
+    def wait_ready(self, limit_s: float) -> tuple[str, float | None]:
+        """Wait for init: ("ready", ms), ("init-error", ms), ("crashed", None) or ("timeout", None)."""
+        deadline = time.monotonic() + limit_s
+        while time.monotonic() < deadline:
+            if self.api.first_next.is_set():
+                return "ready", (self.api.first_next_at - self.started_at) * 1000
+            if self.api.init_error_event.is_set():
+                return "init-error", (time.monotonic() - self.started_at) * 1000
+            if self.proc and self.proc.poll() is not None:
+                return ("init-error", None) if self.api.init_error_event.wait(0.5) else ("crashed", None)
+            time.sleep(0.02)
+        return "timeout", None
+
+    def _max_memory_mb(self) -> int | None:
+        if not self.pid_for_memory or not self.proc:
+            return None
+        try:
+            for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    return math.ceil(int(line.split()[1]) / 1024)
+        except OSError:
+            return None
+        return None
+
+    def invoke(self, event: bytes, init_ms: float | None = None) -> InvokeReport:
+        inv = self.api.submit(event, self.spec.timeout_s)
+        deadline = time.monotonic() + self.spec.timeout_s
+        while not inv.done.wait(0.05):
+            if self.proc and self.proc.poll() is not None:
+                inv.status = "crashed"
+                inv.error = {"errorType": "Runtime.ExitError", "errorMessage": f"the runtime exited with code {self.proc.returncode} during the invocation"}
+                break
+            if time.monotonic() > deadline:
+                inv.status = "timeout"
+                inv.error = {"errorType": "Sandbox.Timedout", "errorMessage": f"Task timed out after {self.spec.timeout_s:.2f} seconds"}
+                inv.finished_at = time.monotonic()
+                self.stop()
+                break
+        return InvokeReport(
+            request_id=inv.request_id,
+            status=inv.status,
+            payload=inv.payload,
+            error=inv.error,
+            duration_ms=inv.duration_ms,
+            init_ms=init_ms,
+            memory_mb=self.spec.memory_mb,
+            max_memory_mb=self._max_memory_mb(),
+        )
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def log_tail(self, lines: int = 30) -> str:
+        return "\n".join(list(self.output)[-lines:])
+
+
+def local_command(python: str, handler: str) -> list[str]:
+    return [python, "-s", "-m", "awslambdaric", handler]

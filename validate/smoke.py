@@ -1,0 +1,260 @@
+"""The smoke test: import every top-level module of each set, then invoke the
+handler with a real API Gateway event, through the real ``awslambdaric`` client
+and the Runtime API emulator (runtime/).
+
+Level 1 runs a local interpreter of the target's Python version, when this
+machine has the target's CPU. Level 2 runs a container of the Lambda base
+image (foreign CPUs through qemu binfmt). A level that cannot run says why and
+what to install; nothing is reported as passed that did not run.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from builder.manifest import top_level_modules
+from pipeline import proc
+from pipeline.errors import CommandError, InterpreterNotFound
+from pipeline.interpreters import find_python
+from pipeline.targets import Target, facts
+from runtime.emulator import RuntimeAPI
+from runtime.function import RIC_VERSION, FunctionProcess, FunctionSpec, Layout, lambda_environment, local_command
+
+from .checks import Finding
+
+EVENT = Path(__file__).resolve().parent.parent / "runtime" / "events" / "http_api_health.json"
+# not meant to be imported: setuptools' import hook and a console script module
+SKIP_MODULES = {"_distutils_hack", "isympy", "distutils-precedence"}
+WRAPPER = "hoist_smoke"
+WRAPPER_SOURCE = '''\
+"""Written by `invoke validate`: import every top-level module, then call the real handler."""
+import importlib
+import json
+import os
+import time
+
+_module, _, _function = os.environ["HOIST_REAL_HANDLER"].rpartition(".")
+_real = getattr(importlib.import_module(_module), _function)  # the handler puts the EFS tree on sys.path
+IMPORT_MS = {}
+_failed = {}
+for _name in json.loads(os.environ["HOIST_SMOKE_MODULES"]):
+    _t = time.perf_counter()
+    try:
+        importlib.import_module(_name)
+    except BaseException as exc:  # noqa: BLE001 - every failure is reported, not only the first
+        _failed[_name] = f"{type(exc).__name__}: {exc}"
+    IMPORT_MS[_name] = round((time.perf_counter() - _t) * 1000, 1)
+if _failed:
+    raise ImportError("HOIST_IMPORT_FAILURES " + json.dumps(_failed))
+
+
+def handler(event, context):
+    return {"hoist_smoke": {"import_ms": IMPORT_MS}, "handler_result": _real(event, context)}
+'''
+
+
+@dataclass(frozen=True)
+class SmokeInputs:
+    handler_dir: Path | None  # None: a plain handler (validating a folder on its own)
+    handler: str  # "app.handler"
+    trees: dict[str, Path]
+    layer_set: str | None
+    mount_path: str
+    function_name: str
+    memory_mb: int
+    timeout_s: int
+    cache: Path  # where awslambdaric is installed per Python version and CPU
+
+
+def modules_of(trees: dict[str, Path]) -> list[str]:
+    return sorted(top_level_modules(*trees.values()) - SKIP_MODULES)
+
+
+def runtime_client(target: Target, cache: Path) -> Path:
+    """awslambdaric for the target's Python and CPU, installed once into the cache."""
+    dest = cache / f"awslambdaric-{RIC_VERSION}" / f"{target.python}-{target.machine}"
+    if (dest / "awslambdaric").is_dir():
+        return dest
+    tmp = dest.with_name(dest.name + f".partial-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    cmd = [proc.uv_bin(), "pip", "install", "--no-config", "--no-python-downloads", "--quiet", "--target", str(tmp),
+           "--python-version", target.python, "--only-binary", ":all:", f"awslambdaric=={RIC_VERSION}"]
+    if target.uv_python_platform:
+        cmd += ["--python-platform", target.uv_python_platform]
+    proc.run(cmd, what=f"installing awslambdaric {RIC_VERSION} for CPython {target.python} on {target.machine}", fix="the first smoke test needs PyPI; run it once with network access")
+    (tmp / ".lock").unlink(missing_ok=True)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp.rename(dest)
+    return dest
+
+
+PLAIN_HANDLER = "def handler(event, context):\n    return {'statusCode': 200, 'body': 'ok'}\n"
+
+
+def _task_root(inputs: SmokeInputs, workdir: Path) -> Path:
+    task = workdir / "task"
+    if inputs.handler_dir:
+        shutil.copytree(inputs.handler_dir, task, ignore=shutil.ignore_patterns("__pycache__"))
+    else:  # a tree checked on its own: a handler that only answers
+        task.mkdir()
+        (task / "app.py").write_text(PLAIN_HANDLER)
+    (task / f"{WRAPPER}.py").write_text(WRAPPER_SOURCE)
+    return task
+
+
+def _spec(inputs: SmokeInputs, target: Target) -> FunctionSpec:
+    runtime = target.runtime or f"python{target.python}"
+    return FunctionSpec(name=inputs.function_name, runtime=runtime, handler=f"{WRAPPER}.handler", memory_mb=inputs.memory_mb, timeout_s=inputs.timeout_s)
+
+
+def _env_extra(inputs: SmokeInputs) -> dict[str, str]:
+    return {"HOIST_REAL_HANDLER": inputs.handler, "HOIST_SMOKE_MODULES": json.dumps(modules_of(inputs.trees))}
+
+
+def _layer_and_efs(inputs: SmokeInputs) -> tuple[Path | None, Path | None]:
+    layer = inputs.trees.get(inputs.layer_set) if inputs.layer_set else None
+    efs = next((t for name, t in inputs.trees.items() if name != inputs.layer_set), None)
+    return layer, efs
+
+
+def _exercise(fn: FunctionProcess, inputs: SmokeInputs, level: int) -> tuple[dict, list[Finding]]:
+    """Init, then one invoke; findings for whatever failed."""
+    findings: list[Finding] = []
+    where = f"smoke level {level}"
+    fn.start()
+    try:
+        state, init_ms = fn.wait_ready(inputs.timeout_s + 60)
+        result = {"run": True, "level": level, "init_ms": round(init_ms, 1) if init_ms else None, "modules": modules_of(inputs.trees)}
+        if state != "ready":
+            err = fn.api.init_error or {}
+            message = err.get("errorMessage", "")
+            failed = {}
+            if "HOIST_IMPORT_FAILURES " in message:
+                failed = json.loads(message.split("HOIST_IMPORT_FAILURES ", 1)[1])
+            for module, why in failed.items():
+                findings.append(Finding("error", "smoke-import", where, module, f"`import {module}` failed in the runtime: {why}", "run `invoke validate` static checks for the file named; rebuild with `invoke build --force`"))
+            if not failed:
+                what = {"init-error": f"init failed: {err.get('errorType', '')}: {message}", "crashed": f"the runtime exited during init (code {fn.proc.returncode if fn.proc else '?'})", "timeout": "init did not finish in time"}[state]
+                findings.append(Finding("error", "smoke-init", where, None, what, "see the log tail in the JSON report; check the handler setting and the static findings"))
+            result.update(ok=False, state=state, error=err or None, log_tail=fn.log_tail())
+            return result, findings
+        report = fn.invoke(EVENT.read_bytes(), init_ms=init_ms)
+        result.update(ok=report.status == "ok", report=report.report_line(), status=report.status, error=report.error)
+        if report.status == "ok":
+            payload = json.loads(report.payload or b"null")
+            result["import_ms"] = (payload or {}).get("hoist_smoke", {}).get("import_ms")
+            result["handler_result"] = (payload or {}).get("handler_result")
+        else:
+            findings.append(Finding("error", "smoke-invoke", where, None, f"the handler {inputs.handler} failed on a GET /health event: {report.error}", "see the log tail in the JSON report"))
+            result["log_tail"] = fn.log_tail()
+        return result, findings
+    finally:
+        fn.stop()
+
+
+def level1(inputs: SmokeInputs, target: Target) -> tuple[dict, list[Finding]]:
+    if target.machine != platform.machine():
+        return {"run": False, "level": 1, "why": f"the target runs on {target.machine}, this machine is {platform.machine()}; level 1 runs only on the target's CPU (level 2 runs foreign CPUs in Docker through qemu)"}, []
+    try:
+        python = find_python(target.python)
+    except InterpreterNotFound as exc:
+        return {"run": False, "level": 1, "why": f"no CPython {target.python} here: {exc.render()}"}, []
+    ric = runtime_client(target, inputs.cache)
+    layer, efs = _layer_and_efs(inputs)
+    spec = _spec(inputs, target)
+    with tempfile.TemporaryDirectory(prefix="hoist-smoke-") as tmp, RuntimeAPI() as api:
+        task = _task_root(inputs, Path(tmp))
+        layout = Layout(task_root=str(task), layer=str(layer) if layer else None, efs_tree=str(efs) if efs else None, runtime_dir=str(ric))
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **lambda_environment(spec, layout, api.address), **_env_extra(inputs)}
+        fn = FunctionProcess(local_command(python.path, spec.handler), env, api, spec)
+        result, findings = _exercise(fn, inputs, 1)
+        result["python"] = python.version
+        return result, findings
+
+
+def default_image(target: Target) -> str:
+    data = facts()
+    return data["base_image"].format(python=target.python, arch_suffix=data["base_image_arch_suffix"][target.arch or "x86_64"])
+
+
+def _docker_ready(image: str, docker_platform: str, target: Target) -> str | None:
+    """Why level 2 cannot run, or None."""
+    docker = shutil.which("docker")
+    if not docker:
+        return "no docker command: install Docker (apt-get install docker.io) and start its daemon"
+    info = subprocess.run([docker, "version", "--format", "{{.Server.Os}}/{{.Server.Arch}}"], capture_output=True, text=True)
+    if info.returncode != 0:
+        return f"the Docker daemon does not answer ({(info.stderr.strip().splitlines() or ['no output'])[-1]}): start it (dockerd) and run again"
+    if target.machine != platform.machine() and not Path(f"/proc/sys/fs/binfmt_misc/qemu-{target.machine}").exists():
+        return f"{target.machine} containers need qemu binfmt on this {platform.machine()} machine: apt-get install qemu-user-static binfmt-support"
+    present = subprocess.run([docker, "image", "inspect", "--format", "{{.Os}}/{{.Architecture}}", image], capture_output=True, text=True)
+    if present.returncode != 0:
+        pulled = subprocess.run([docker, "pull", "--platform", docker_platform, image], capture_output=True, text=True)
+        if pulled.returncode != 0:
+            return f"image {image} is not here and could not be pulled ({(pulled.stderr.strip().splitlines() or ['no output'])[-1]}): pull it where a registry is reachable, or pass --image"
+    return None
+
+
+class DockerFunction(FunctionProcess):
+    def __init__(self, *args, container: str, **kw):
+        super().__init__(*args, pid_for_memory=False, **kw)
+        self.container = container
+
+    def stop(self) -> None:
+        subprocess.run([shutil.which("docker") or "docker", "rm", "-f", self.container], capture_output=True)
+        super().stop()
+
+
+def level2(inputs: SmokeInputs, target: Target, image: str | None = None) -> tuple[dict, list[Finding]]:
+    image = image or default_image(target)
+    docker_platform = "linux/arm64" if target.machine == "aarch64" else "linux/amd64"
+    why = _docker_ready(image, docker_platform, target)
+    if why:
+        return {"run": False, "level": 2, "image": image, "why": why}, []
+    ric = runtime_client(target, inputs.cache)
+    layer, efs = _layer_and_efs(inputs)
+    spec = _spec(inputs, target)
+    with tempfile.TemporaryDirectory(prefix="hoist-smoke-") as tmp, RuntimeAPI() as api:
+        task = _task_root(inputs, Path(tmp))
+        layout = Layout(task_root="/var/task", layer="/opt/python" if layer else None, efs_tree=inputs.mount_path if efs else None, runtime_dir="/opt/hoist-runtime")
+        env = {**lambda_environment(spec, layout, api.address), **_env_extra(inputs)}
+        name = f"hoist-smoke-{uuid.uuid4().hex[:12]}"
+        cmd = [shutil.which("docker") or "docker", "run", "--rm", "--name", name, "--network", "host", "--platform", docker_platform,
+               "--memory", f"{spec.memory_mb}m", "--entrypoint", f"/var/lang/bin/python{target.python}",
+               "-v", f"{task}:/var/task:ro", "-v", f"{ric}:/opt/hoist-runtime:ro"]
+        if layer:
+            cmd += ["-v", f"{layer}:/opt/python:ro"]
+        if efs:
+            cmd += ["-v", f"{efs}:{inputs.mount_path}:ro"]
+        for key, value in env.items():
+            cmd += ["-e", f"{key}={value}"]
+        cmd += [image, "-s", "-m", "awslambdaric", spec.handler]
+        fn = DockerFunction(cmd, {**os.environ}, api, spec, container=name)
+        result, findings = _exercise(fn, inputs, 2)
+        result["image"] = image
+        return result, findings
+
+
+def smoke(inputs: SmokeInputs, target: Target, level: str = "auto", image: str | None = None) -> tuple[dict, list[Finding]]:
+    """Run the smoke test at ``level`` ("1", "2", "auto": 1 if it can run, else 2; "none": skip)."""
+    if level == "none":
+        return {"run": False, "why": "skipped (--smoke none)"}, []
+    attempts = []
+    try:
+        for lvl in (["1", "2"] if level == "auto" else [level]):
+            result, findings = level1(inputs, target) if lvl == "1" else level2(inputs, target, image)
+            if result["run"]:
+                result["skipped_levels"] = attempts
+                return result, findings
+            attempts.append(result)
+    except CommandError as exc:
+        return {"run": False, "why": exc.render(), "skipped_levels": attempts}, []
+    why = "; ".join(f"level {a['level']}: {a['why']}" for a in attempts)
+    return {"run": False, "why": why, "skipped_levels": attempts}, []
