@@ -125,18 +125,19 @@ class RuntimeAPI:
                     inv = api.invocations.get(parts[2])
                     if inv is None:
                         return self._reply(400, b'{"errorMessage":"unknown request id","errorType":"InvalidRequestID"}')
+                    # record before replying: whoever waits on done sees the outcome
                     if parts[3] == "response" and len(body) > MAX_RESPONSE_BYTES:
                         inv.status, inv.error = "error", {"errorType": "Function.ResponseSizeTooLarge", "errorMessage": f"response payload of {len(body):,} bytes is over the 6 MB limit"}
-                        self._reply(413, b'{"errorMessage":"payload too large","errorType":"RequestEntityTooLarge"}')
+                        code, reply = 413, b'{"errorMessage":"payload too large","errorType":"RequestEntityTooLarge"}'
                     elif parts[3] == "response":
                         inv.status, inv.payload = "ok", body
-                        self._reply(202, b'{"status":"OK"}')
+                        code, reply = 202, b'{"status":"OK"}'
                     else:
                         inv.status, inv.error = "error", _error(body, self.headers)
-                        self._reply(202, b'{"status":"OK"}')
+                        code, reply = 202, b'{"status":"OK"}'
                     inv.finished_at = time.monotonic()
                     inv.done.set()
-                    return None
+                    return self._reply(code, reply)
                 return self._reply(404, b'{"errorMessage":"not found"}')
 
         return Handler

@@ -47,6 +47,18 @@ name = "test-api"
 
 
 @pytest.fixture(scope="session")
+def docker_daemon(tmp_path_factory):
+    """A Docker daemon answering on the default socket: started here when none runs."""
+    from tests.docker_support import start_daemon
+
+    proc = start_daemon(tmp_path_factory.mktemp("dockerd") / "dockerd.log")
+    yield
+    if proc is not None:
+        proc.terminate()
+        proc.wait(60)
+
+
+@pytest.fixture(scope="session")
 def wheelhouse(tmp_path_factory) -> Path:
     """Wheels these tests resolve against, built here: no index, no network."""
     house = tmp_path_factory.mktemp("wheelhouse")
@@ -68,6 +80,8 @@ def wheelhouse(tmp_path_factory) -> Path:
         "purepkg/core.pyi": "x: int\n",
     })
     make_wheel(house, "layerpkg", "0.5", "py3-none-any", {"layerpkg/__init__.py": "VALUE = 'layer'\n"})
+    # imports fine where its undeclared dependency happens to be installed, nowhere else
+    make_wheel(house, "brokenpkg", "1.0", "py3-none-any", {"brokenpkg/__init__.py": "import undeclared_dependency_xyz\n"})
     make_wheel(house, "armonly", "1.0", "cp313-cp313-manylinux_2_28_aarch64", {"armonly/__init__.py": ""})
     (house / "sdistonly-1.0.tar.gz").write_bytes(b"")  # an sdist and nothing else
     return house
@@ -80,7 +94,7 @@ def project(tmp_path, wheelhouse) -> Path:
     (tmp_path / "requirements" / "efs.in").write_text("nativepkg==1.0\n")
     (tmp_path / "requirements" / "layer.in").write_text("layerpkg\n")
     (tmp_path / "handler").mkdir()
-    (tmp_path / "handler" / "app.py").write_text("def handler(event, context):\n    return {}\n")
+    (tmp_path / "handler" / "app.py").write_text((REPO / "handler" / "app.py").read_text())
     write_pipeline(tmp_path, wheelhouse)
     return tmp_path
 

@@ -1,0 +1,108 @@
+"""The smoke test through the real awslambdaric client: level 1 with this
+machine's pyenv interpreters, level 2 in a stand-in Lambda image under a real
+Docker daemon. Needs PyPI once, for awslambdaric."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from builder.build import build
+from builder.lock import lock
+from pipeline import config
+from pipeline.interpreters import find_python
+from tests.conftest import write_pipeline
+from validate.smoke import runtime_client
+from validate.stage import from_build
+
+pytestmark = [pytest.mark.network]
+
+PY312 = '[targets.py312]\nkind = "lambda"\nruntime = "python3.12"\narch = "x86_64"\n\n[sets.efs]'
+
+
+def _built(project, target=None):
+    cfg = config.load(project / "pipeline.toml")
+    lock(cfg, target)
+    build(cfg, target)
+    return cfg
+
+
+def _body(report):
+    return json.loads(report.smoke["handler_result"]["body"])
+
+
+def test_level1_imports_every_module_and_invokes_the_handler(project):
+    (project / "requirements" / "efs.in").write_text("nativepkg==1.0\n")
+    cfg = _built(project)
+    report = from_build(cfg, smoke_level="1")
+    assert report.ok, [f.as_json() for f in report.errors]
+    smoke = report.smoke
+    assert smoke["run"] and smoke["level"] == 1 and smoke["ok"] and smoke["status"] == "ok"
+    assert {"nativepkg", "purepkg", "layerpkg"} <= set(smoke["modules"]) and set(smoke["import_ms"]) == set(smoke["modules"])
+    body = _body(report)
+    assert body["efs_tree"] == str(project / "dist" / "local" / "efs" / "site-packages") and body["on_path"] is True
+    assert smoke["report"].startswith("REPORT RequestId: ") and "Init Duration: " in smoke["report"] and "Memory Size: 3008 MB" in smoke["report"]
+
+
+def test_an_import_that_only_worked_on_a_laptop_is_caught(project):
+    (project / "requirements" / "efs.in").write_text("brokenpkg==1.0\n")
+    cfg = _built(project)
+    report = from_build(cfg, smoke_level="1")
+    assert [(f.rule, f.package) for f in report.errors] == [("smoke-import", "brokenpkg")]
+    assert "undeclared_dependency_xyz" in report.errors[0].message
+    assert report.smoke["run"] and not report.smoke["ok"]
+
+
+def test_handler_errors_and_timeouts_are_reported(project, wheelhouse):
+    app = project / "handler" / "app.py"
+    setup = app.read_text()  # keeps the EFS tree on sys.path; the handler below replaces the real one
+    app.write_text(setup + "\n\ndef handler(event, context):\n    raise ValueError('bad event')\n")
+    cfg = _built(project)
+    report = from_build(cfg, smoke_level="1")
+    assert [f.rule for f in report.errors] == ["smoke-invoke"] and "bad event" in report.errors[0].message
+
+    app.write_text(setup + "\n\ndef handler(event, context):\n    time.sleep(30)\n")
+    write_pipeline(project, wheelhouse, {'name = "test-fn"': 'name = "test-fn"\ntimeout_s = 2'})
+    report = from_build(config.load(project / "pipeline.toml"), smoke_level="1")
+    assert report.smoke["status"] == "timeout" and "Task timed out after 2.00 seconds" in report.errors[0].message
+
+
+def test_level1_runs_a_pyenv_interpreter_of_the_runtime(project, wheelhouse):
+    write_pipeline(project, wheelhouse, {"[sets.efs]": PY312})
+    (project / "requirements" / "efs.in").write_text("purepkg\n")
+    cfg = _built(project, "py312")
+    report = from_build(cfg, "py312", smoke_level="1")
+    assert report.ok and report.smoke["run"] and report.smoke["python"].startswith("3.12.")
+
+
+def test_a_level_that_cannot_run_says_why_and_never_passes(project, monkeypatch):
+    (project / "requirements" / "efs.in").write_text("purepkg\n")
+    cfg = _built(project, "arm")
+    monkeypatch.setenv("PATH", "/nonexistent")  # no docker command either
+    report = from_build(cfg, "arm", smoke_level="auto")
+    assert report.ok  # static checks pass
+    smoke = report.smoke
+    assert smoke["run"] is False
+    whys = {a["level"]: a["why"] for a in smoke["skipped_levels"]}
+    assert "aarch64" in whys[1] and "x86_64" in whys[1]
+    assert "install Docker" in whys[2]
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_level2_runs_in_a_lambda_image_under_docker(project, wheelhouse, docker_daemon, tmp_path):
+    from tests.docker_support import standin_image
+
+    write_pipeline(project, wheelhouse, {"[sets.efs]": PY312})
+    (project / "requirements" / "efs.in").write_text("purepkg\n")
+    cfg = _built(project, "py312")
+    python = find_python("3.12")
+    ric = runtime_client(cfg.target("py312").target, project / ".hoist-cache")
+    prefix = Path(python.path).resolve().parent.parent
+    image = standin_image(prefix, "3.12", sorted(ric.rglob("*.so")), tmp_path)
+    report = from_build(cfg, "py312", smoke_level="2", image=image)
+    assert report.ok, [f.as_json() for f in report.errors] + [report.smoke.get("log_tail")]
+    assert report.smoke["level"] == 2 and report.smoke["image"] == image and report.smoke["ok"]
+    body = _body(report)
+    assert body["efs_tree"] == "/mnt/test" and body["on_path"] is True  # the tree at the configured mount path

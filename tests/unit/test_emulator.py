@@ -1,0 +1,76 @@
+"""The Runtime API emulator speaks the contract of lambda-facts.md, checked over HTTP."""
+from __future__ import annotations
+
+import json
+import threading
+import urllib.error
+import urllib.request
+
+from runtime.emulator import MAX_RESPONSE_BYTES, RuntimeAPI
+from runtime.function import FunctionSpec, InvokeReport, Layout, lambda_environment
+
+
+def _call(api, method, path, body=None, headers=None):
+    req = urllib.request.Request(f"http://{api.address}/2018-06-01{path}", data=body, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status, dict(resp.headers), resp.read()
+    except urllib.error.HTTPError as err:
+        return err.code, dict(err.headers), err.read()
+
+
+def test_next_delivers_the_event_with_lambdas_headers_and_response_completes_it():
+    with RuntimeAPI() as api:
+        inv = api.submit(b'{"x": 1}', timeout_s=30)
+        status, headers, body = _call(api, "GET", "/runtime/invocation/next")
+        assert status == 200 and body == b'{"x": 1}'
+        assert headers["Lambda-Runtime-Aws-Request-Id"] == inv.request_id
+        assert int(headers["Lambda-Runtime-Deadline-Ms"]) == inv.deadline_ms
+        assert headers["Lambda-Runtime-Invoked-Function-Arn"].startswith("arn:aws:lambda:")
+        assert headers["Lambda-Runtime-Trace-Id"].startswith("Root=1-")
+        status, _, _ = _call(api, "POST", f"/runtime/invocation/{inv.request_id}/response", b'{"ok": true}')
+        assert status == 202 and inv.done.is_set() and inv.status == "ok" and inv.payload == b'{"ok": true}'
+        assert inv.duration_ms is not None and inv.duration_ms >= 0
+
+
+def test_next_long_polls_until_an_invocation_arrives():
+    with RuntimeAPI() as api:
+        got = {}
+        t = threading.Thread(target=lambda: got.update(result=_call(api, "GET", "/runtime/invocation/next")))
+        t.start()
+        t.join(0.3)
+        assert t.is_alive()  # still waiting: nothing was invoked
+        api.submit(b"{}", 30)
+        t.join(10)
+        assert got["result"][0] == 200
+
+
+def test_errors_and_oversized_responses():
+    with RuntimeAPI() as api:
+        inv = api.submit(b"{}", 30)
+        _call(api, "GET", "/runtime/invocation/next")
+        body = json.dumps({"errorMessage": "boom", "errorType": "ValueError", "stackTrace": []}).encode()
+        status, _, _ = _call(api, "POST", f"/runtime/invocation/{inv.request_id}/error", body, {"Lambda-Runtime-Function-Error-Type": "Unhandled"})
+        assert status == 202 and inv.status == "error" and inv.error["errorType"] == "ValueError"
+
+        big = api.submit(b"{}", 30)
+        _call(api, "GET", "/runtime/invocation/next")
+        status, _, _ = _call(api, "POST", f"/runtime/invocation/{big.request_id}/response", b"x" * (MAX_RESPONSE_BYTES + 1))
+        assert status == 413 and big.status == "error" and "6 MB" in big.error["errorMessage"]
+
+        status, _, _ = _call(api, "POST", "/runtime/invocation/no-such-id/response", b"{}")
+        assert status == 400
+
+        status, _, _ = _call(api, "POST", "/runtime/init/error", b'{"errorMessage": "bad import", "errorType": "Runtime.ImportModuleError"}')
+        assert status == 202 and api.init_error["errorType"] == "Runtime.ImportModuleError"
+
+
+def test_environment_and_report_line_follow_lambda():
+    spec = FunctionSpec(name="fn", runtime="python3.13", handler="app.handler", memory_mb=1769, timeout_s=30)
+    env = lambda_environment(spec, Layout("/var/task", "/opt/python", "/mnt/hoist/envs/abc", "/var/runtime"), "127.0.0.1:9001")
+    assert env["AWS_EXECUTION_ENV"] == "AWS_Lambda_python3.13" and env["AWS_LAMBDA_FUNCTION_MEMORY_SIZE"] == "1769"
+    assert env["PYTHONPATH"].split(":") == ["/var/task", "/opt/python", "/var/runtime"]
+    assert env["HOIST_EFS_TREE"] == "/mnt/hoist/envs/abc" and env["_HANDLER"] == "app.handler"
+    assert "AWS_LAMBDA_MAX_CONCURRENCY" not in env  # it switches awslambdaric's mode
+    line = InvokeReport("id-1", "ok", b"", None, 12.3, 450.0, 1769, 80).report_line()
+    assert line.split("\t") == ["REPORT RequestId: id-1", "Duration: 12.30 ms", "Billed Duration: 13 ms", "Memory Size: 1769 MB", "Max Memory Used: 80 MB", "Init Duration: 450.00 ms"]
