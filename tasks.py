@@ -44,14 +44,22 @@ def lock(c, config=None, target=None, force=False):
     print_lock(console, result)
 
 
-@task(help={"config": CONFIG_HELP, "target": TARGET_HELP, "force": "rebuild even if a set's lock and inputs are unchanged", "verbose": "show every line the tools print"})
-def build(c, config=None, target=None, force=False, verbose=False):
+@task(
+    help={
+        "config": CONFIG_HELP,
+        "target": TARGET_HELP,
+        "force": "rebuild even if a set's lock and inputs are unchanged",
+        "verbose": "show every line the tools print",
+        "builder": "native (cross-platform wheels), docker (in the Lambda base image) or auto (docker when usable); default: build.builder",
+    }
+)
+def build(c, config=None, target=None, force=False, verbose=False, builder=None):
     """Install the locks into slim, precompiled trees; write manifests, zips, dist/build.json."""
     from builder.build import build as do_build
     from builder.report import ConsoleProgress, print_build
 
     try:
-        result = do_build(_load(config), target, force=force, progress=ConsoleProgress(console, verbose))
+        result = do_build(_load(config), target, force=force, progress=ConsoleProgress(console, verbose), builder=builder)
     except PipelineError as err:
         _fail(err)
     print_build(console, result)

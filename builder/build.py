@@ -23,13 +23,14 @@ from pipeline.interpreters import Interpreter, find_python
 from pipeline.targets import Target
 
 from . import manifest as mf
+from . import metadata
 from .bytecode import BytecodeResult, compile_tree
 from .install import check_wheel_tags, install_native
 from .lock import LockFile, current_locks
 from .package import Artifact, make_zip
 from .slim import Rules, SlimReport, load_rules, slim
 
-BUILDER_VERSION = "2"  # bump when a change to the steps changes trees
+BUILDER_VERSION = "3"  # bump when a change to the steps changes trees
 BUILD_JSON_VERSION = 1
 # Lambda: function + layers unzipped (lambda-facts.md, "Limits")
 LAMBDA_UNZIPPED_LIMIT = 262_144_000
@@ -70,14 +71,41 @@ class Progress:
         pass
 
 
-def build_key(lock: LockFile, target: Target, rules: Rules, interpreter: Interpreter | None, builder: str) -> str:
+class NativeInstaller:
+    """Cross-platform wheels with uv; bytecode by a local interpreter of the target version."""
+
+    name = "native"
+    built_on_target = False
+
+    def __init__(self, interpreter: Interpreter | None, why_not: str | None):
+        self.interpreter = interpreter
+        self.why_not = why_not
+
+    @property
+    def identity(self) -> str:
+        return f"native:{self.interpreter.version if self.interpreter else None}"
+
+    def install(self, lock: LockFile, target: Target, dest: Path, on_line=None) -> None:
+        sdists = [p.filename for p in lock.packages if p.is_sdist]
+        if sdists:
+            raise BuildError(
+                f"{', '.join(sdists)}: source distributions; the native builder installs wheels only",
+                where=str(lock.path),
+                fix="build with the Docker builder (`invoke build --builder docker`), which compiles them in the Lambda base image",
+            )
+        install_native(lock, target, dest, on_line=on_line)
+
+    def bytecode(self, tree: Path, on_line=None) -> BytecodeResult:
+        return compile_tree(tree, self.interpreter, self.why_not, on_line=on_line)
+
+
+def build_key(lock: LockFile, target: Target, rules: Rules, installer) -> str:
     doc = {
         "builder_version": BUILDER_VERSION,
-        "builder": builder,
+        "installer": installer.identity,
         "lock": hashlib.sha256(lock.path.read_bytes()).hexdigest(),
         "target": target.identity(),
         "slim_rules": rules.digest,
-        "bytecode_python": interpreter.version if interpreter else None,
     }
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
@@ -143,20 +171,9 @@ def _set_result(name: str, set_dir: Path, doc: dict, rebuilt: bool) -> SetBuild:
     )
 
 
-def build_set(
-    name: str,
-    lock: LockFile,
-    target: Target,
-    target_dir: Path,
-    rules: Rules,
-    interpreter: Interpreter | None,
-    no_bytecode_reason: str | None,
-    progress: Progress,
-    force: bool = False,
-    builder: str = "native",
-) -> SetBuild:
+def build_set(name: str, lock: LockFile, target: Target, target_dir: Path, rules: Rules, installer, progress: Progress, force: bool = False) -> SetBuild:
     set_dir = target_dir / name
-    key = build_key(lock, target, rules, interpreter, builder)
+    key = build_key(lock, target, rules, installer)
     if not force and (doc := _existing(set_dir, key)):
         progress.step(f"[{name}] up to date ({doc['content_hash'][:12]}), not rebuilt")
         return _set_result(name, set_dir, doc, rebuilt=False)
@@ -164,17 +181,17 @@ def build_set(
     staging = Path(tempfile.mkdtemp(prefix=f".{name}.partial-", dir=target_dir))
     try:
         tree = staging / "site-packages"
-        progress.step(f"[{name}] installing {len(lock.packages)} wheels for {target.describe()}")
-        install_native(lock, target, tree, on_line=progress.line)
-        check_wheel_tags(tree, target)
+        progress.step(f"[{name}] installing {len(lock.packages)} packages for {target.describe()} ({installer.name} builder)")
+        installer.install(lock, target, tree, on_line=progress.line)
+        check_wheel_tags(tree, target, installer.built_on_target)
 
         progress.step(f"[{name}] slimming")
         report: SlimReport = slim(tree, rules, on_line=progress.line)
         mf.normalize_modes(tree)
 
-        if interpreter:
-            progress.step(f"[{name}] compiling bytecode with CPython {interpreter.version} (unchecked-hash)")
-        bytecode: BytecodeResult = compile_tree(tree, interpreter, no_bytecode_reason, on_line=progress.line)
+        progress.step(f"[{name}] compiling bytecode (unchecked-hash)")
+        bytecode: BytecodeResult = installer.bytecode(tree, on_line=progress.line)
+        metadata.canonicalize(tree)
         mf.normalize_modes(tree)
 
         progress.step(f"[{name}] hashing files for the manifest")
@@ -187,7 +204,7 @@ def build_set(
             packages=mf.read_packages(tree, name),
             bytecode=bytecode.as_json(),
             slim=report.as_json(),
-            builder=builder,
+            builder=installer.name,
         )
         mf.write_json(doc, staging / "manifest.json")  # last: marks the staging folder complete
         _swap_into_place(staging, set_dir)
@@ -204,24 +221,41 @@ def _bytecode_interpreter(target: Target) -> tuple[Interpreter | None, str | Non
         return None, exc.render()
 
 
-def build(config: Config, target_name: str | None = None, *, force: bool = False, progress: Progress | None = None) -> BuildResult:
+def choose_installer(config: Config, target: Target, builder: str, progress: Progress):
+    """The installer for ``builder`` ("native", "docker" or "auto"), and why it was chosen."""
+    interpreter, why_not = _bytecode_interpreter(target) if builder != "docker" else (None, None)
+    if builder in ("docker", "auto"):
+        from .docker import DockerInstaller, DockerUnavailable
+
+        docker = DockerInstaller(target=target, base_image=config.build.base_image or target.base_image(), cache_dir=config.root / ".hoist-cache" / "pip-docker" / target.machine)
+        try:
+            progress.step(f"preparing the builder image FROM {docker.base_image} ({target.docker_platform})")
+            docker.prepare(on_line=progress.line)
+            return docker, f"docker: {docker.tag} FROM {docker.base_image}"
+        except DockerUnavailable as exc:
+            if builder == "docker":
+                raise
+            reason = f"native (Docker not usable: {exc.what.splitlines()[0]})"
+            progress.step(f"builder auto: {reason}")
+            return NativeInstaller(interpreter, why_not), reason
+    return NativeInstaller(interpreter, why_not), "native"
+
+
+def build(config: Config, target_name: str | None = None, *, force: bool = False, progress: Progress | None = None, builder: str | None = None) -> BuildResult:
     progress = progress or Progress()
     tcfg: TargetConfig = config.target(target_name)
     target = tcfg.target
-    if config.build.builder != "native":
-        raise BuildError(
-            f"builder {config.build.builder!r} is not available yet; this Hoist has the native builder",
-            where=f"{config.path.name}: build.builder",
-            fix='set builder = "native" (the Docker builder comes with its own issue)',
-        )
+    builder = builder or config.build.builder
+    if builder not in ("native", "docker", "auto"):
+        raise BuildError(f"unknown builder {builder!r}", where="--builder", fix="use native, docker or auto")
     if not config.build.handler_dir.is_dir():
         raise BuildError(f"handler folder {config.build.handler_dir} does not exist", where=f"{config.path.name}: build.handler_dir", fix="point handler_dir at the folder holding the Lambda handler")
     locks = current_locks(config, tcfg)
     rules = load_rules()
-    interpreter, why_not = _bytecode_interpreter(target)
+    installer, chosen = choose_installer(config, target, builder, progress)
     warnings = []
-    if interpreter is None:
-        warnings.append(f"no bytecode: {why_not}\n  the trees are built without .pyc and the manifests say so")
+    if isinstance(installer, NativeInstaller) and installer.interpreter is None:
+        warnings.append(f"no bytecode: {installer.why_not}\n  the trees are built without .pyc and the manifests say so")
 
     out = config.build.output
     target_dir = out / target.name
@@ -231,7 +265,7 @@ def build(config: Config, target_name: str | None = None, *, force: bool = False
         sets = {}
         for name, lock in locks.items():
             try:
-                sets[name] = build_set(name, lock, target, target_dir, rules, interpreter, why_not, progress, force=force)
+                sets[name] = build_set(name, lock, target, target_dir, rules, installer, progress, force=force)
             except OSError as exc:
                 raise BuildError(f"{exc}", where=f"set {name}, {target_dir}", fix="check free disk space and permissions of the output folder") from exc
 
@@ -252,7 +286,8 @@ def build(config: Config, target_name: str | None = None, *, force: bool = False
     doc = {
         "version": BUILD_JSON_VERSION,
         "target": target.as_json(),
-        "builder": config.build.builder,
+        "builder": installer.name,
+        "builder_detail": chosen,
         "sets": {
             name: {
                 "content_hash": s.content_hash,
@@ -273,6 +308,6 @@ def build(config: Config, target_name: str | None = None, *, force: bool = False
         "warnings": warnings,
     }
     mf.write_json(doc, build_json)
-    return BuildResult(target=target, builder=config.build.builder, sets=sets, layer_zip=layer_zip, function_zip=function_zip, build_json=build_json, warnings=tuple(warnings))
+    return BuildResult(target=target, builder=installer.name, sets=sets, layer_zip=layer_zip, function_zip=function_zip, build_json=build_json, warnings=tuple(warnings))
 
 

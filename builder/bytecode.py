@@ -16,7 +16,7 @@ from pathlib import Path
 from pipeline import proc
 from pipeline.interpreters import Interpreter
 
-_ERROR = re.compile(r"^\*\*\* Error compiling '(.+)'")
+_ERROR = re.compile(r"\*\*\* Error compiling '(.+?)'")
 
 
 @dataclass(frozen=True)
@@ -52,11 +52,16 @@ def compile_tree(tree: Path, interpreter: Interpreter | None, reason: str | None
     ]
     # PYTHONHASHSEED fixes the order of frozenset constants: byte-identical .pyc
     _, out = proc.run(cmd, what="compileall", env={"PYTHONHASHSEED": "0"}, on_line=on_line, check=False)
+    written = sum(1 for _ in tree.rglob(f"*.{tag}.pyc"))
+    return BytecodeResult(compiled=True, python=interpreter.version, files=written, failed=parse_failures(out, str(tree)))
+
+
+def parse_failures(output: str, root: str) -> tuple[str, ...]:
+    """Sources compileall could not compile, relative to the tree."""
     failed = []
-    for line in out.splitlines():
-        m = _ERROR.match(line)
+    for line in output.splitlines():
+        m = _ERROR.search(line)
         if m:
             path = m.group(1)
-            failed.append(path[len(str(tree)) + 1 :] if path.startswith(str(tree)) else path)
-    written = sum(1 for _ in tree.rglob(f"*.{tag}.pyc"))
-    return BytecodeResult(compiled=True, python=interpreter.version, files=written, failed=tuple(sorted(failed)))
+            failed.append(path[len(root) + 1 :] if path.startswith(root) else path)
+    return tuple(sorted(failed))

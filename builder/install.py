@@ -42,9 +42,9 @@ def install_native(lock: LockFile, target: Target, dest: Path, on_line=None) -> 
     (dest / ".lock").unlink(missing_ok=True)
 
 
-def check_wheel_tags(tree: Path, target: Target) -> None:
+def check_wheel_tags(tree: Path, target: Target, built_on_target: bool = False) -> None:
     """Fail if any installed wheel's tags do not include one the target loads."""
-    bad = [f"{d.dist_info.name}: {', '.join(d.tags)}" for d in unloadable(tree, target)]
+    bad = [f"{d.dist_info.name}: {', '.join(d.tags)}" for d in unloadable(tree, target, built_on_target)]
     if bad:
         raise BuildError(
             f"wheels the target cannot load: {'; '.join(bad)}",

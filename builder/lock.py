@@ -26,7 +26,7 @@ from urllib.parse import unquote
 
 from packaging.markers import Marker
 from packaging.requirements import Requirement
-from packaging.utils import canonicalize_name, parse_wheel_filename
+from packaging.utils import canonicalize_name, parse_sdist_filename, parse_wheel_filename
 
 from pipeline import proc
 from pipeline.config import Config, TargetConfig
@@ -46,8 +46,12 @@ class LockedPackage:
     filename: str
 
     @property
+    def is_sdist(self) -> bool:
+        return not self.filename.endswith(".whl")
+
+    @property
     def tags(self) -> tuple[str, ...]:
-        return tuple(sorted(str(t) for t in parse_wheel_filename(self.filename)[3]))
+        return () if self.is_sdist else tuple(sorted(str(t) for t in parse_wheel_filename(self.filename)[3]))
 
     def line(self) -> str:
         return f"{self.name} @ {self.url} --hash=sha256:{self.sha256}"
@@ -145,7 +149,7 @@ def read_lock(path: Path) -> LockFile:
         name, url, digest = m.groups()
         filename = url.rsplit("/", 1)[-1].split("#", 1)[0]
         filename = unquote(filename)
-        _, version, _, _ = parse_wheel_filename(filename)
+        version = parse_wheel_filename(filename)[1] if filename.endswith(".whl") else parse_sdist_filename(filename)[1]
         packages.append(LockedPackage(name=name, version=str(version), url=url, sha256=digest, filename=filename))
     if header.get("hoist-lock-format") != str(LOCK_FORMAT):
         raise LockError(f"{path} is not a Hoist lock (format {header.get('hoist-lock-format')!r})", where=str(path), fix="run `invoke lock --force`")
@@ -251,8 +255,9 @@ def _marker_env(target: Target) -> dict[str, str]:
     }
 
 
-def pick_wheel(entry: dict, target: Target) -> LockedPackage:
-    """The best wheel of a pylock entry for the target, by tag preference."""
+def pick_wheel(entry: dict, target: Target, allow_sdist: bool = False) -> LockedPackage:
+    """The best wheel of a pylock entry for the target, by tag preference; the
+    source distribution when no wheel fits and the builder compiles (Docker)."""
     name = canonicalize_name(entry["name"])
     ranks = {str(tag): i for i, tag in enumerate(target.supported_tags())}
     best: tuple[int, dict, str] | None = None
@@ -264,6 +269,10 @@ def pick_wheel(entry: dict, target: Target) -> LockedPackage:
         rank = min((ranks[str(t)] for t in parse_wheel_filename(filename)[3] if str(t) in ranks), default=None)
         if rank is not None and (best is None or rank < best[0]):
             best = (rank, wheel, filename)
+    sdist = entry.get("sdist")
+    if best is None and allow_sdist and sdist and sdist.get("url"):
+        filename = unquote(sdist.get("name") or sdist["url"].rsplit("/", 1)[-1])
+        return LockedPackage(name=name, version=str(entry["version"]), url=sdist["url"], sha256=sdist["hashes"]["sha256"], filename=filename)
     if best is None:
         offered = ", ".join(filenames) or "only a source distribution"
         raise LockError(
@@ -275,14 +284,14 @@ def pick_wheel(entry: dict, target: Target) -> LockedPackage:
     return LockedPackage(name=name, version=str(entry["version"]), url=wheel["url"], sha256=wheel["hashes"]["sha256"], filename=filename)
 
 
-def _packages_for_target(pylock: dict, target: Target) -> list[LockedPackage]:
+def _packages_for_target(pylock: dict, target: Target, allow_sdist: bool = False) -> list[LockedPackage]:
     env = _marker_env(target)
     out = []
     for entry in pylock.get("packages", []):
         marker = entry.get("marker")
         if marker and not Marker(marker).evaluate(env):
             continue
-        out.append(pick_wheel(entry, target))
+        out.append(pick_wheel(entry, target, allow_sdist))
     return out
 
 
@@ -305,12 +314,13 @@ def lock(config: Config, target_name: str | None = None, *, force: bool = False,
     reqs = set_requirements(config, tcfg)
     everything = [line for lines in reqs.values() for line in lines]
     with tempfile.TemporaryDirectory(prefix="hoist-lock-") as tmp:
-        union = _packages_for_target(_compile(Path(tmp) / "all", everything, target, config, tcfg, links, [], on_line), target)
+        sdists = config.build.builder != "native"  # the Docker builder compiles them in the Lambda image
+        union = _packages_for_target(_compile(Path(tmp) / "all", everything, target, config, tcfg, links, [], on_line), target, sdists)
         layer_names: set[str] = set()
         if reqs.get("layer"):
             pins = [f"{p.name}=={p.version}" for p in union]
             layer_only = _compile(Path(tmp) / "layer", reqs["layer"], target, config, tcfg, links, pins, on_line)
-            layer_names = {p.name for p in _packages_for_target(layer_only, target)}
+            layer_names = {p.name for p in _packages_for_target(layer_only, target, sdists)}
     assigned = {
         "efs": [p for p in union if p.name not in layer_names],
         "layer": [p for p in union if p.name in layer_names],

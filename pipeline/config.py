@@ -14,7 +14,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
 from .errors import ConfigError
-from .targets import Target, facts, lambda_target, local_target
+from .targets import Target, facts, image_ref_problem, lambda_target, local_target
 
 # Lambda's own pattern for FileSystemConfigs.LocalMountPath (lambda-facts.md)
 MOUNT_PATH_RE = re.compile(r"^/mnt/[a-zA-Z0-9-_.]+$")
@@ -70,6 +70,7 @@ class BuildConfig:
     builder: str
     output: Path
     handler_dir: Path
+    base_image: str | None = None  # Docker builder: the Lambda base image (default: the runtime's)
 
 
 @dataclass(frozen=True)
@@ -290,11 +291,15 @@ def load(path: str | Path = "pipeline.toml") -> Config:
     build_raw = _get(raw, "build", dict, path, "", default={})
     builder = _get(build_raw, "builder", str, path, "build", default="native")
     if builder not in ("native", "docker", "auto"):
-        raise ConfigError(f"unknown builder {builder!r}", where=_where(path, "build.builder"), fix='set builder = "native" (docker and auto come with the Docker builder)')
+        raise ConfigError(f"unknown builder {builder!r}", where=_where(path, "build.builder"), fix='set builder = "native", "docker" or "auto"')
+    base_image = _get(build_raw, "base_image", str, path, "build")
+    if base_image is not None and (problem := image_ref_problem(base_image)):
+        raise ConfigError(problem, where=_where(path, "build.base_image"), fix="use a versioned tag such as public.ecr.aws/lambda/python:3.13-arm64, or its @sha256 digest")
     build = BuildConfig(
         builder=builder,
         output=root / _get(build_raw, "output", str, path, "build", default="dist"),
         handler_dir=root / _get(build_raw, "handler_dir", str, path, "build", default="handler"),
+        base_image=base_image,
     )
     return Config(
         path=path,

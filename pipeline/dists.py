@@ -59,7 +59,7 @@ def owner_of(owner: dict[str, str], path: str) -> str | None:
     return owner.get(path) or owner.get(path.split("/", 1)[0])
 
 
-def unloadable(tree: Path, target: Target) -> list[Dist]:
+def unloadable(tree: Path, target: Target, built_on_target: bool = False) -> list[Dist]:
     """Distributions none of whose wheel tags the target loads."""
-    supported = set(target.supported_tags())
+    supported = set(target.supported_tags(built_on_target))
     return [d for d in dists(tree) if d.tags and not any(t in supported for tag in d.tags for t in parse_tag(tag))]

@@ -90,14 +90,29 @@ class Target:
                 plats.append(f"{alias[0]}_{self.machine}")
         return plats
 
-    def supported_tags(self) -> list[tags.Tag]:
-        """Every wheel tag the target's CPython can load, in preference order."""
+    def supported_tags(self, built_on_target: bool = False) -> list[tags.Tag]:
+        """Every wheel tag the target's CPython can load, in preference order.
+
+        ``built_on_target``: wheels built inside the target's own image (the
+        Docker builder compiling an sdist) are tagged linux_<machine> and load.
+        """
         plats = self.platform_tags()
+        if built_on_target and f"linux_{self.machine}" not in plats:
+            plats = plats + [f"linux_{self.machine}"]
         version = self.python_tuple
         return [
             *tags.cpython_tags(version, abis=[self.abi], platforms=plats),
             *tags.compatible_tags(version, interpreter=self.abi, platforms=plats),
         ]
+
+    def base_image(self) -> str:
+        """The Lambda base image of this runtime and architecture (a tag, never latest)."""
+        data = facts()
+        return data["base_image"].format(python=self.python, arch_suffix=data["base_image_arch_suffix"][self.arch or "x86_64"])
+
+    @property
+    def docker_platform(self) -> str:
+        return {"x86_64": "linux/amd64", "aarch64": "linux/arm64"}.get(self.machine, f"linux/{self.machine}")
 
     def describe(self) -> str:
         if self.kind == "local":
@@ -152,3 +167,13 @@ def local_target(name: str, python: str | None = None) -> Target:
         glibc=version,
         os_name=platform.platform(terse=True),
     )
+
+
+def image_ref_problem(ref: str) -> str | None:
+    """Why a container image reference is not pinned (no tag, or `latest`), or None."""
+    name = ref.split("@", 1)[0]
+    last = name.rsplit("/", 1)[-1]
+    tag = last.rsplit(":", 1)[1] if ":" in last else None
+    if "@sha256:" in ref or (tag and tag != "latest"):
+        return None
+    return f"image {ref!r} is not pinned (no tag, or `latest`)"

@@ -52,32 +52,98 @@ def _needed_libs(files: list[Path]) -> set[Path]:
     return libs
 
 
-def standin_image(python_prefix: Path, version: str, extra_elves: list[Path], workdir: Path) -> str:
-    """Build (once) and return the tag of an image with CPython ``version`` at /var/lang."""
-    key = hashlib.sha256(f"{python_prefix}|{version}|{sorted(map(str, extra_elves))}".encode()).hexdigest()[:12]
+TOOLCHAIN = ["dash", "coreutils", "gcc", "libc6-dev", "ca-certificates"]
+
+
+def _installed(pkg: str) -> bool:
+    out = subprocess.run(["dpkg-query", "-W", "-f=${Status}", pkg], capture_output=True, text=True)
+    return out.returncode == 0 and "install ok installed" in out.stdout
+
+
+def _closure(roots: list[str]) -> set[str]:
+    """Installed Debian packages the roots depend on, recursively."""
+    seen: set[str] = set()
+    todo = list(roots)
+    while todo:
+        pkg = todo.pop()
+        if pkg in seen or not _installed(pkg):
+            continue
+        seen.add(pkg)
+        deps = subprocess.run(["dpkg-query", "-W", "-f=${Depends},${Pre-Depends}", pkg], capture_output=True, text=True).stdout
+        for group in deps.split(","):
+            for alt in group.split("|"):
+                name = alt.strip().split(" ")[0].split(":")[0]
+                if name and _installed(name):
+                    todo.append(name)
+                    break
+    return seen
+
+
+def _inside(root: Path, dest: Path) -> bool:
+    """Never write through a symlink to outside the root file system (an absolute
+    link copied from this machine would point at this machine's own files)."""
+    return not dest.is_symlink() and not dest.exists() and dest.parent.resolve().is_relative_to(root.resolve())
+
+
+def _put(root: Path, src: Path, dest: Path) -> None:
+    real_parent = dest.parent.resolve()  # follows links made relative below, even dangling ones
+    if not real_parent.is_relative_to(root.resolve()):
+        return
+    real_parent.mkdir(parents=True, exist_ok=True)
+    if not _inside(root, dest):
+        return
+    if src.is_symlink():
+        link = os.readlink(src)
+        if os.path.isabs(link):  # keep it inside the image: make it relative to the root
+            link = os.path.relpath(root / link.lstrip("/"), dest.parent)
+        os.symlink(link, dest)
+    else:
+        shutil.copy2(src, dest)
+
+
+def _copy_packages(root: Path, packages: set[str]) -> None:
+    for pkg in sorted(packages):
+        listed = subprocess.run(["dpkg", "-L", pkg], capture_output=True, text=True).stdout.split("\n")
+        for path in listed:
+            src = Path(path)
+            if not path or (src.is_dir() and not src.is_symlink()) or not (src.exists() or src.is_symlink()):
+                continue
+            _put(root, src, root / path.lstrip("/"))
+
+
+def standin_image(python_prefix: Path, version: str, extra_elves: list[Path], workdir: Path, toolchain: bool = False) -> str:
+    """Build (once) and return the tag of an image with CPython ``version`` at
+    /var/lang; with ``toolchain``, also /bin/sh and gcc (for building sdists)."""
+    key = hashlib.sha256(f"{python_prefix}|{version}|{sorted(map(str, extra_elves))}|{toolchain}".encode()).hexdigest()[:12]
     tag = f"hoist-test/lambda-python:{version}-x86_64-{key}"
     if subprocess.run(["docker", "image", "inspect", tag], capture_output=True).returncode == 0:
         return tag
     root = workdir / "rootfs"
+    if toolchain:
+        _copy_packages(root, _closure(TOOLCHAIN))
+        for certs in ("/etc/ssl/certs", "/usr/lib/ssl"):
+            for src in sorted(Path(certs).rglob("*")) if Path(certs).is_dir() else ():
+                if src.is_file() or src.is_symlink():
+                    _put(root, src, root / str(src).lstrip("/"))
     shutil.copytree(python_prefix, root / "var" / "lang", symlinks=True, ignore=shutil.ignore_patterns("test", "tests", "idlelib", "tkinter", "__pycache__", "*.a"))
     elves = [root / "var" / "lang" / "bin" / f"python{version}", *(root / "var" / "lang" / "lib" / f"python{version}" / "lib-dynload").glob("*.so"), *extra_elves]
     for lib in _needed_libs(elves):
-        real = lib.resolve()
         for dest_dir in (root / "lib64", root / "usr" / "lib64"):
-            dest_dir.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(real, dest_dir / lib.name)
-    (root / "tmp").mkdir()
+            _put(root, lib.resolve(), dest_dir / lib.name)
+    (root / "tmp").mkdir(exist_ok=True)
     (root / "tmp").chmod(0o1777)
     for d in ("var/task", "var/runtime", "opt", "mnt", "etc"):
         (root / d).mkdir(parents=True, exist_ok=True)
     (root / "etc" / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
+    if toolchain and _inside(root, root / "bin" / "sh"):
+        os.symlink("dash", root / "bin" / "sh")
     tar_path = workdir / "rootfs.tar"
     with tarfile.open(tar_path, "w") as tar:
         tar.add(root, arcname=".")
     subprocess.run(
         ["docker", "import",
          "--change", "ENV LD_LIBRARY_PATH=/var/lang/lib:/lib64:/usr/lib64:/var/runtime:/var/runtime/lib:/var/task:/var/task/lib:/opt/lib",
-         "--change", "ENV PATH=/var/lang/bin:/usr/local/bin:/usr/bin/:/bin:/opt/bin",
+         "--change", "ENV PATH=/var/lang/bin:/usr/local/bin:/usr/bin/:/bin:/opt/bin:/usr/sbin:/sbin",
          "--change", "ENV LANG=en_US.UTF-8",
          "--change", "WORKDIR /var/task",
          str(tar_path), tag],

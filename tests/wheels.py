@@ -85,3 +85,41 @@ def compile_library(workdir: Path, name: str = "libdemo.so", filler: int = 0, so
 
 def local_abi() -> str:
     return "cp{}{}".format(*sys.version_info[:2])
+
+
+def make_sdist(folder: Path, name: str, version: str, files: dict[str, str]) -> Path:
+    """A source distribution (PEP 625 name) built by setuptools from setup.py."""
+    import io
+    import tarfile
+
+    folder.mkdir(parents=True, exist_ok=True)
+    base = f"{name.replace('-', '_')}-{version}"
+    contents = {
+        "PKG-INFO": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
+        "pyproject.toml": '[build-system]\nrequires = ["setuptools>=61"]\nbuild-backend = "setuptools.build_meta"\n',
+        **files,
+    }
+    path = folder / f"{base}.tar.gz"
+    with tarfile.open(path, "w:gz") as tar:
+        for rel, text in sorted(contents.items()):
+            data = text.encode()
+            info = tarfile.TarInfo(f"{base}/{rel}")
+            info.size, info.mtime, info.mode = len(data), 1577836800, 0o644
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+CEXT_SETUP = """\
+from setuptools import Extension, setup
+
+setup(name="{name}", version="{version}", packages=["{pkg}"], ext_modules=[Extension("{pkg}._speed", ["{pkg}/_speed.c"])])
+"""
+
+CEXT_SOURCE = r"""
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+static PyObject *triple(PyObject *self, PyObject *args) { long x; if (!PyArg_ParseTuple(args, "l", &x)) return NULL; return PyLong_FromLong(3 * x); }
+static PyMethodDef methods[] = {{"triple", triple, METH_VARARGS, "3x"}, {NULL, NULL, 0, NULL}};
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_speed", NULL, -1, methods};
+PyMODINIT_FUNC PyInit__speed(void) { return PyModule_Create(&module); }
+"""

@@ -123,8 +123,9 @@ def base_image_libraries(target: Target) -> set[str]:
 
 
 class _Checker:
-    def __init__(self, target: Target):
+    def __init__(self, target: Target, built_on_target: bool = False):
         self.target = target
+        self.built_on_target = built_on_target
         self.findings: list[Finding] = []
         self.ceilings = _ceilings(target)
         self.expected_machine = facts()["architectures"][target.arch]["elf_machine"] if target.arch else {"x86_64": "EM_X86_64", "aarch64": "EM_AARCH64"}.get(target.machine)
@@ -218,7 +219,7 @@ class _Checker:
                 )
 
     def _wheels(self, name, tree):
-        for dist in unloadable(tree, self.target):
+        for dist in unloadable(tree, self.target, self.built_on_target):
             self.add(
                 "error", "wheel-tags", f"{name}:{dist.dist_info.name}/WHEEL", dist.name,
                 f"wheel tags {', '.join(dist.tags)} are not loadable by {self.target.describe()} ({self.target.abi}, up to {self.target.platform_tags()[0]})",
@@ -266,9 +267,13 @@ def _sizes(checker: _Checker, stats: list[TreeStats], layer_set: str | None, zip
     return out
 
 
-def validate(trees: dict[str, Path], target: Target, *, layer_set: str | None = None, zips: dict[str, dict] | None = None) -> ValidationReport:
-    """Check every tree for ``target``; ``layer_set`` names the tree that counts toward the 250 MB."""
-    checker = _Checker(target)
+def validate(trees: dict[str, Path], target: Target, *, layer_set: str | None = None, zips: dict[str, dict] | None = None, built_on_target: bool = False) -> ValidationReport:
+    """Check every tree for ``target``; ``layer_set`` names the tree that counts toward the 250 MB.
+
+    ``built_on_target``: the Docker builder compiled sdists in the Lambda image,
+    so their ``linux_<machine>`` wheel tags are fine.
+    """
+    checker = _Checker(target, built_on_target)
     scanned = {name: elf.scan(tree) for name, tree in trees.items()}
     sonames = {info.soname or info.path.rsplit("/", 1)[-1] for infos, _ in scanned.values() for info in infos}
     stats = [checker.tree(name, tree, *scanned[name], sonames) for name, tree in trees.items()]

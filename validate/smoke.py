@@ -23,7 +23,7 @@ from builder.manifest import top_level_modules
 from pipeline import proc
 from pipeline.errors import CommandError, InterpreterNotFound
 from pipeline.interpreters import find_python
-from pipeline.targets import Target, facts
+from pipeline.targets import Target
 from runtime.emulator import RuntimeAPI
 from runtime.function import RIC_VERSION, FunctionProcess, FunctionSpec, Layout, lambda_environment, local_command
 
@@ -179,11 +179,6 @@ def level1(inputs: SmokeInputs, target: Target) -> tuple[dict, list[Finding]]:
         return result, findings
 
 
-def default_image(target: Target) -> str:
-    data = facts()
-    return data["base_image"].format(python=target.python, arch_suffix=data["base_image_arch_suffix"][target.arch or "x86_64"])
-
-
 def _docker_ready(image: str, docker_platform: str, target: Target) -> str | None:
     """Why level 2 cannot run, or None."""
     docker = shutil.which("docker")
@@ -213,8 +208,8 @@ class DockerFunction(FunctionProcess):
 
 
 def level2(inputs: SmokeInputs, target: Target, image: str | None = None) -> tuple[dict, list[Finding]]:
-    image = image or default_image(target)
-    docker_platform = "linux/arm64" if target.machine == "aarch64" else "linux/amd64"
+    image = image or target.base_image()
+    docker_platform = target.docker_platform
     why = _docker_ready(image, docker_platform, target)
     if why:
         return {"run": False, "level": 2, "image": image, "why": why}, []

@@ -46,7 +46,7 @@ def from_build(config: Config, target_name: str | None = None, *, smoke_level: s
             raise ValidationError(f"tree of set {name} is missing: {tree}", where=str(path), fix=f"run `invoke build --target {tcfg.target.name}` again")
     zips = {name.replace("_", " "): a for name, a in doc.get("artifacts", {}).items()}
     layer_set = "layer" if "layer" in trees else None
-    report = validate(trees, tcfg.target, layer_set=layer_set, zips=zips)
+    report = validate(trees, tcfg.target, layer_set=layer_set, zips=zips, built_on_target=doc.get("builder") == "docker")
     inputs = SmokeInputs(
         handler_dir=config.build.handler_dir, handler=config.function.handler, trees=trees, layer_set=layer_set,
         mount_path=config.efs.mount_path, function_name=config.function.name, memory_mb=config.function.memory_mb,

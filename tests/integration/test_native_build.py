@@ -13,7 +13,6 @@ from builder.build import build
 from builder.lock import lock, read_lock
 from pipeline import config
 from pipeline.errors import BuildError, LockError
-from tests.conftest import write_pipeline
 
 
 def _build(project, target=None, **kw):
@@ -174,11 +173,18 @@ def test_no_interpreter_means_no_bytecode_said_clearly(project, monkeypatch):
     assert summary["sets"]["efs"]["bytecode"] is False
 
 
-def test_unknown_builder_fails_before_installing(project, wheelhouse):
-    write_pipeline(project, wheelhouse, {'output = "dist"': 'output = "dist"\nbuilder = "docker"'})
+def test_docker_builder_without_a_daemon_says_how_to_start_one(project, monkeypatch):
+    from builder.docker import DockerUnavailable
+
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
     cfg = config.load(project / "pipeline.toml")
-    with pytest.raises(BuildError, match="native builder"):
-        build(cfg)
+    lock(cfg)
+    with pytest.raises(DockerUnavailable) as err:
+        build(cfg, builder="docker")
+    assert "no Docker daemon answers" in str(err.value) and "dockerd" in str(err.value)
+    fallback = build(cfg, builder="auto")  # auto falls back to native and says why
+    assert fallback.builder == "native"
+    assert json.loads((project / "dist" / "build.json").read_text())["builder_detail"].startswith("native (Docker not usable: no Docker daemon")
 
 
 def test_unresolvable_pin_names_the_package_and_the_target(project):
@@ -213,7 +219,7 @@ def test_command_line_lock_and_build_print_the_size_report(project):
     built = invoke("build", "--config", cfg_path)
     assert built.returncode == 0, built.stderr
     out = built.stdout
-    assert "[efs] installing 2 wheels" in out and "[efs] slimming" in out and "compiling bytecode" in out
+    assert "[efs] installing 2 packages" in out and "[efs] slimming" in out and "compiling bytecode" in out
     assert "content hash" in out and "nativepkg" in out and "summary:" in out and "tests 2 files" in out
     again = invoke("build", "--config", cfg_path)
     assert "up to date" in again.stdout

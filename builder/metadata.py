@@ -1,0 +1,61 @@
+"""Canonical install metadata: the same tree whichever installer wrote it.
+
+uv and pip leave their own traces in each *.dist-info (INSTALLER, REQUESTED,
+direct_url.json in their own formatting, RECORD in their own order), and the
+RECORD of a slimmed tree lists files that are gone. This step drops the
+installer's traces and rewrites RECORD from what the tree really holds
+(PEP 376/627: RECORD lists the installed files with their hashes), so the
+native and Docker builders give the same content hash for the same wheels,
+and `importlib.metadata.files()` tells the truth after slimming.
+"""
+from __future__ import annotations
+
+import base64
+import csv
+import hashlib
+import io
+import os
+from pathlib import Path
+
+from pipeline.dists import dists
+
+INSTALLER_TRACES = ("INSTALLER", "REQUESTED", "direct_url.json", "uv_cache.json")
+
+
+def _record_hash(path: Path) -> str:
+    with open(path, "rb") as fh:
+        digest = hashlib.file_digest(fh, "sha256").digest()
+    return "sha256=" + base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+def canonicalize(tree: Path) -> int:
+    """Rewrite every distribution's metadata; returns how many were rewritten."""
+    count = 0
+    for dist in dists(tree):
+        info = dist.dist_info
+        for name in INSTALLER_TRACES:
+            (info / name).unlink(missing_ok=True)
+        record = info / "RECORD"
+        listed: set[str] = set()
+        if record.is_file():
+            for row in csv.reader(io.StringIO(record.read_text(errors="replace"))):
+                if row:
+                    listed.add(os.path.normpath(row[0]).replace(os.sep, "/"))
+        kept = {p for p in listed if (tree / p).is_file() and not p.startswith("..")}
+        for p in list(kept):  # bytecode compiled for a listed source belongs to it too
+            if p.endswith(".py"):
+                folder, _, name = p.rpartition("/")
+                cache = tree / folder / "__pycache__" if folder else tree / "__pycache__"
+                for pyc in cache.glob(name[:-3] + ".*.pyc") if cache.is_dir() else ():
+                    kept.add(pyc.relative_to(tree).as_posix())
+        rel_record = record.relative_to(tree).as_posix()
+        kept.discard(rel_record)
+        kept |= {f.relative_to(tree).as_posix() for f in info.iterdir() if f.is_file() and f.name != "RECORD"}
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        for p in sorted(kept):
+            writer.writerow([p, _record_hash(tree / p), (tree / p).stat().st_size])
+        writer.writerow([rel_record, "", ""])
+        record.write_text(out.getvalue())
+        count += 1
+    return count
