@@ -104,10 +104,69 @@ def validate(c, config=None, target=None, tree=None, runtime=None, arch=None, la
         raise Exit(code=1)
 
 
-@task(name="sync-efs")
-def sync_efs(c):
-    """Put a built tree on EFS as a new immutable version - not built yet."""
-    _not_yet("sync-efs", "the EFS sync issue")
+@task(
+    name="sync-efs",
+    help={
+        "config": CONFIG_HELP,
+        "target": TARGET_HELP + "; syncs the EFS set of its last build",
+        "method": "local, bastion or datasync (default: sync.method)",
+        "dry_run": "show the plan, transfer nothing",
+    },
+)
+def sync_efs(c, config=None, target=None, method=None, dry_run=False):
+    """Put the built EFS tree on EFS as a new immutable, verified version."""
+    from sync import stage
+
+    try:
+        cfg = _load(config)
+        plan, remote = stage.plan(cfg, target, method)
+        console.print(f"[bold]sync-efs[/] {plan.version[:16]} ({plan.files:,} files, {plan.bytes / 1e6:,.1f} MB) -> {plan.where}:{plan.dest}")
+        console.print(f"  action: {plan.action}" + (f"; unchanged files become hard links to {plan.link_dest}" if plan.link_dest and plan.action != "up-to-date" else ""))
+        if dry_run or plan.action == "up-to-date":
+            return
+        result = stage.apply(plan, remote, cfg, on_line=_progress_line)
+    except PipelineError as err:
+        _fail(err)
+    console.print(f"published {plan.dest}: {result.bytes_sent / 1e6:,.2f} MB sent in {result.seconds:.1f} s, verified against the manifest"
+                  + (f" ({result.repaired} files repaired by checksum)" if result.repaired else ""))
+
+
+def _progress_line(line: str):
+    if "%" in line or "retrying" in line or "differ" in line:
+        console.print(f"    [dim]{line}[/]", highlight=False)
+
+
+@task(
+    name="efs-gc",
+    help={
+        "config": CONFIG_HELP,
+        "keep": "newest complete versions to keep (default: sync.keep)",
+        "protect": "comma-separated version hashes (or prefixes) to keep, e.g. the deployed one",
+        "method": "local or bastion (default: sync.method)",
+        "yes": "remove without asking",
+        "dry_run": "show what would be removed, remove nothing",
+    },
+)
+def efs_gc(c, config=None, keep=None, protect="", method=None, yes=False, dry_run=False):
+    """Remove EFS versions that are neither recent nor protected (shows them first)."""
+    from sync import stage
+
+    try:
+        cfg = _load(config)
+        plan, remote = stage.gc_plan(cfg, int(keep) if keep else None, {p.strip() for p in protect.split(",") if p.strip()}, method)
+        for v in plan.keep:
+            console.print(f"  keep    {v.name[:16]} {'complete' if v.complete else 'being written'}")
+        for v in plan.remove:
+            console.print(f"  [red]remove[/]  {v.name[:16]} {'complete' if v.complete else 'unfinished, stale'}")
+        if not plan.remove or dry_run:
+            console.print("nothing to remove" if not plan.remove else "dry run: nothing removed")
+            return
+        if not yes and input(f"remove {len(plan.remove)} version(s) from {plan.where}:{plan.base}? [y/N] ").strip().lower() != "y":
+            raise Exit("nothing removed", code=1)
+        removed = stage.gc_apply(plan, remote)
+    except PipelineError as err:
+        _fail(err)
+    console.print(f"removed {len(removed)} version(s)")
 
 
 @task
@@ -150,5 +209,5 @@ def test(c, markers="", k="", verbose=False):
         raise Exit(code=result.exited)
 
 
-ns = Collection(lock, build, validate, sync_efs, deploy, serve, bench, test)
+ns = Collection(lock, build, validate, sync_efs, efs_gc, deploy, serve, bench, test)
 ns.configure({"run": {"echo": True}})

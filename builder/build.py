@@ -30,7 +30,7 @@ from .lock import LockFile, current_locks
 from .package import Artifact, make_zip
 from .slim import Rules, SlimReport, load_rules, slim
 
-BUILDER_VERSION = "3"  # bump when a change to the steps changes trees
+BUILDER_VERSION = "4"  # bump when a change to the steps changes trees
 BUILD_JSON_VERSION = 1
 # Lambda: function + layers unzipped (lambda-facts.md, "Limits")
 LAMBDA_UNZIPPED_LIMIT = 262_144_000
@@ -196,6 +196,7 @@ def build_set(name: str, lock: LockFile, target: Target, target_dir: Path, rules
 
         progress.step(f"[{name}] hashing files for the manifest")
         files = mf.scan(tree)
+        mf.stamp_mtimes(tree, files)
         doc = mf.manifest_doc(
             set_name=name,
             target=target.as_json(),

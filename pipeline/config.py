@@ -5,6 +5,7 @@ what was found, what is allowed and how to fix it.
 """
 from __future__ import annotations
 
+import os
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -74,6 +75,40 @@ class BuildConfig:
 
 
 @dataclass(frozen=True)
+class BastionConfig:
+    host: str
+    user: str
+    port: int
+    identity_file: str
+    known_hosts: str
+    efs_path: str  # where the bastion mounts the file system
+
+
+@dataclass(frozen=True)
+class DataSyncConfig:
+    bucket: str
+    prefix: str
+    region: str
+    file_system_arn: str
+    subnet_arn: str
+    security_group_arns: tuple[str, ...]
+    s3_role_arn: str
+    access_point_arn: str | None = None
+    file_system_role_arn: str | None = None
+
+
+@dataclass(frozen=True)
+class SyncConfig:
+    method: str  # local | bastion | datasync
+    keep: int  # newest versions efs-gc keeps
+    local_path: Path  # the folder standing in for the mount (method local)
+    stale_lock_s: int
+    bwlimit_kbps: int = 0  # rsync --bwlimit; 0: no limit
+    bastion: BastionConfig | None = None
+    datasync: DataSyncConfig | None = None
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     root: Path
@@ -87,6 +122,7 @@ class Config:
     function: FunctionConfig
     api_name: str
     build: BuildConfig
+    sync: SyncConfig | None = None
     raw: dict = field(repr=False, default_factory=dict)
 
     def target(self, name: str | None = None) -> TargetConfig:
@@ -301,7 +337,9 @@ def load(path: str | Path = "pipeline.toml") -> Config:
         handler_dir=root / _get(build_raw, "handler_dir", str, path, "build", default="handler"),
         base_image=base_image,
     )
+    sync = _parse_sync(_get(raw, "sync", dict, path, "", default={}), path, root)
     return Config(
+        sync=sync,
         path=path,
         root=root,
         default_target=default_target,
@@ -315,4 +353,56 @@ def load(path: str | Path = "pipeline.toml") -> Config:
         api_name=api_name,
         build=build,
         raw=raw,
+    )
+
+
+SYNC_METHODS = ("local", "bastion", "datasync")
+
+
+def _parse_sync(raw: dict, path: Path, root: Path) -> SyncConfig:
+    method = _get(raw, "method", str, path, "sync", default="local")
+    if method not in SYNC_METHODS:
+        raise ConfigError(f"unknown sync method {method!r}", where=_where(path, "sync.method"), fix='set method = "local", "bastion" or "datasync"')
+    keep = _get(raw, "keep", int, path, "sync", default=3)
+    if keep < 1:
+        raise ConfigError(f"sync.keep must be at least 1, found {keep}", where=_where(path, "sync.keep"), fix="keep = 3 keeps the three newest versions")
+    local_raw = _get(raw, "local", dict, path, "sync", default={})
+    bastion = None
+    if "bastion" in raw or method == "bastion":
+        b = _get(raw, "bastion", dict, path, "sync", required=method == "bastion") or {}
+        pre = "sync.bastion"
+        efs_path = _get(b, "efs_path", str, path, pre, required=True)
+        if not efs_path.startswith("/"):
+            raise ConfigError(f"efs_path {efs_path!r} must be absolute on the bastion", where=_where(path, f"{pre}.efs_path"), fix='e.g. efs_path = "/mnt/efs"')
+        bastion = BastionConfig(
+            host=_get(b, "host", str, path, pre, required=True),
+            user=_get(b, "user", str, path, pre, required=True),
+            port=_get(b, "port", int, path, pre, default=22),
+            identity_file=os.path.expanduser(_get(b, "identity_file", str, path, pre, required=True)),
+            known_hosts=os.path.expanduser(_get(b, "known_hosts", str, path, pre, default="~/.ssh/known_hosts")),
+            efs_path=efs_path,
+        )
+    datasync = None
+    if "datasync" in raw or method == "datasync":
+        d = _get(raw, "datasync", dict, path, "sync", required=method == "datasync") or {}
+        pre = "sync.datasync"
+        datasync = DataSyncConfig(
+            bucket=_get(d, "bucket", str, path, pre, required=True),
+            prefix=_get(d, "prefix", str, path, pre, default="hoist-staging").strip("/"),
+            region=_get(d, "region", str, path, pre, required=True),
+            file_system_arn=_get(d, "file_system_arn", str, path, pre, required=True),
+            subnet_arn=_get(d, "subnet_arn", str, path, pre, required=True),
+            security_group_arns=tuple(_get(d, "security_group_arns", list, path, pre, required=True)),
+            s3_role_arn=_get(d, "s3_role_arn", str, path, pre, required=True),
+            access_point_arn=_get(d, "access_point_arn", str, path, pre),
+            file_system_role_arn=_get(d, "file_system_role_arn", str, path, pre),
+        )
+    return SyncConfig(
+        method=method,
+        keep=keep,
+        local_path=root / _get(local_raw, "path", str, path, "sync.local", default=".hoist-efs"),
+        stale_lock_s=_get(raw, "stale_lock_s", int, path, "sync", default=3600),
+        bwlimit_kbps=_get(raw, "bwlimit_kbps", int, path, "sync", default=0),
+        bastion=bastion,
+        datasync=datasync,
     )

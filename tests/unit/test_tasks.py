@@ -15,13 +15,13 @@ def invoke(*args, cwd=REPO):
 
 def test_list_shows_every_stage_with_help():
     out = invoke("--list").stdout
-    for name in ("lock", "build", "validate", "sync-efs", "deploy", "serve", "bench", "test"):
+    for name in ("lock", "build", "validate", "sync-efs", "efs-gc", "deploy", "serve", "bench", "test"):
         assert f"  {name} " in out, name
     help_text = invoke("--help", "build").stdout
     assert "--force" in help_text and "--target" in help_text and "rebuild even if" in help_text
 
 
-@pytest.mark.parametrize("task", ["sync-efs", "deploy", "serve"])
+@pytest.mark.parametrize("task", ["deploy", "serve"])
 def test_unbuilt_tasks_fail_loudly(task):
     result = invoke(task)
     assert result.returncode != 0

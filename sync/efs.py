@@ -1,0 +1,262 @@
+"""Immutable, content-addressed versions on EFS: plan, then apply.
+
+Layout under ``<mount>/<efs root>/``::
+
+    envs/<content hash>/site-packages/...   the tree
+    envs/<content hash>/manifest.json       its manifest
+    envs/<content hash>/.hoist-complete     written last, after verification
+    envs/.<content hash>.lock/              held while a sync writes that version
+    models/<hash>/...                       model artifacts, the same scheme
+
+A version without the marker is never used; the next sync resumes it. A
+version with the marker is never written again; rollback is pointing the
+function back to one that is still there (the deploy's job).
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shlex
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .shell import Remote, SyncError
+
+MARKER = ".hoist-complete"
+KINDS = ("envs", "models")
+
+
+@dataclass(frozen=True)
+class Version:
+    name: str
+    complete: bool
+    completed_at: int | None  # marker mtime (epoch seconds)
+    lock_age_s: int | None  # None: not locked
+
+
+@dataclass(frozen=True)
+class SyncPlan:
+    kind: str
+    version: str
+    source: Path  # the local tree
+    manifest: Path
+    base: str  # remote folder holding the versions of this kind
+    action: str  # up-to-date | transfer | resume
+    link_dest: str | None  # a complete version whose identical files become hard links
+    files: int
+    bytes: int
+    where: str
+
+    @property
+    def dest(self) -> str:
+        return f"{self.base}/{self.version}"
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    plan: SyncPlan
+    bytes_sent: int
+    seconds: float
+    repaired: int  # files a checksum pass had to fix
+
+
+@dataclass(frozen=True)
+class GcPlan:
+    base: str
+    remove: tuple[Version, ...]
+    keep: tuple[Version, ...]
+    where: str
+
+
+def _q(path: str) -> str:
+    return shlex.quote(path)
+
+
+def list_versions(remote: Remote, base: str) -> list[Version]:
+    script = f"""
+cd {_q(base)} 2>/dev/null || exit 0
+now=$(date +%s)
+for d in * .*.lock; do
+  case "$d" in '*'|'.*.lock'|.trash-*) continue;; esac
+  if [ -d "$d" ] && [ "${{d#.}}" = "$d" ]; then
+    m=0; t=""; [ -f "$d/{MARKER}" ] && m=1 && t=$(stat -c %Y "$d/{MARKER}")
+    l=""; [ -d ".$d.lock" ] && l=$(( now - $(stat -c %Y ".$d.lock") ))
+    echo "v|$d|$m|$t|$l"
+  elif [ -d "$d" ]; then
+    v=${{d#.}}; v=${{v%.lock}}; [ -d "$v" ] || echo "v|$v|0||$(( now - $(stat -c %Y "$d") ))"
+  fi
+done
+"""
+    out = remote.run(script).stdout
+    versions = []
+    for line in out.splitlines():
+        if not line.startswith("v|"):
+            continue
+        _, name, marker, at, lock = line.split("|")
+        versions.append(Version(name=name, complete=marker == "1", completed_at=int(at) if at else None, lock_age_s=int(lock) if lock else None))
+    return sorted(versions, key=lambda v: v.name)
+
+
+def plan_sync(remote: Remote, efs_root: str, tree: Path, manifest_path: Path, kind: str = "envs") -> SyncPlan:
+    if kind not in KINDS:
+        raise SyncError(f"unknown kind {kind!r}", fix=f"use one of {KINDS}")
+    if not manifest_path.is_file() or not tree.is_dir():
+        raise SyncError(f"no built tree at {tree} (or no manifest)", where=str(tree), fix="run `invoke build` first")
+    doc = json.loads(manifest_path.read_text())
+    version = doc["content_hash"]
+    base = f"{efs_root.rstrip('/')}/{kind}"
+    versions = {v.name: v for v in list_versions(remote, base)}
+    current = versions.get(version)
+    if current and current.complete:
+        action = "up-to-date"
+    elif current:
+        action = "resume"
+    else:
+        action = "transfer"
+    done = sorted((v for v in versions.values() if v.complete and v.name != version), key=lambda v: v.completed_at or 0)
+    link_dest = f"{base}/{done[-1].name}/site-packages" if done else None
+    return SyncPlan(kind=kind, version=version, source=tree, manifest=manifest_path, base=base, action=action, link_dest=link_dest,
+                    files=doc["totals"]["files"], bytes=doc["totals"]["bytes"], where=remote.label)
+
+
+def _acquire(remote: Remote, plan: SyncPlan, stale_s: int) -> str:
+    owner = f"{platform.node()}:{os.getpid()}:{int(time.time())}"
+    lock = f"{plan.base}/.{plan.version}.lock"
+    script = f"""
+mkdir -p {_q(plan.base)} || exit 3
+if mkdir {_q(lock)} 2>/dev/null; then echo {_q(owner)} > {_q(lock)}/owner; echo acquired; exit 0; fi
+age=$(( $(date +%s) - $(stat -c %Y {_q(lock)}) ))
+if [ "$age" -gt {int(stale_s)} ]; then
+  rm -rf {_q(lock)} && mkdir {_q(lock)} && echo {_q(owner)} > {_q(lock)}/owner && echo "acquired stale $age" && exit 0
+fi
+echo "held $age $(cat {_q(lock)}/owner 2>/dev/null)"
+"""
+    out = remote.run(script).stdout.strip().splitlines()[-1]
+    if out.startswith("held"):
+        _, age, *who = out.split()
+        raise SyncError(
+            f"another sync of version {plan.version[:12]} holds {lock} (for {age} s, by {' '.join(who) or 'unknown'})",
+            where=plan.where,
+            fix=f"wait for it; a lock older than {stale_s} s is taken over as stale (sync.stale_lock_s)",
+        )
+    return lock
+
+
+def _remote_checksums(remote: Remote, dest: str) -> dict[str, tuple[str, str]]:
+    """path -> (sha256, octal mode) of every file of the version's tree, computed on the EFS side."""
+    script = f"""
+cd {_q(dest)}/site-packages || exit 4
+find . -type f ! -path './.rsync-partial/*' -printf '%m %P\\n'
+echo ---
+find . -type f ! -path './.rsync-partial/*' -print0 | xargs -0 -r sha256sum
+"""
+    out = remote.run(script).stdout
+    modes_part, _, sums_part = out.partition("---\n")
+    modes = {}
+    for line in modes_part.splitlines():
+        mode, _, path = line.partition(" ")
+        modes[path] = mode
+    found = {}
+    for line in sums_part.splitlines():
+        digest, _, path = line.partition("  ")
+        path = path.removeprefix("./")
+        found[path] = (digest, modes.get(path, "?"))
+    return found
+
+
+def verify(remote: Remote, plan: SyncPlan) -> list[str]:
+    """Differences between the version on EFS and the manifest (empty: identical)."""
+    doc = json.loads(plan.manifest.read_text())
+    want = {f["path"]: (f["sha256"], f"{int(f['mode'], 8) & 0o777:o}") for f in doc["files"]}
+    have = _remote_checksums(remote, plan.dest)
+    problems = []
+    for path, (digest, mode) in sorted(want.items()):
+        got = have.get(path)
+        if got is None:
+            problems.append(f"missing {path}")
+        elif got[0] != digest:
+            problems.append(f"content differs: {path}")
+        elif got[1] != mode:
+            problems.append(f"mode {got[1]} instead of {mode}: {path}")
+    problems += [f"not in the manifest: {p}" for p in sorted(set(have) - set(want))]
+    return problems
+
+
+def _stats_bytes(output: str) -> int:
+    for line in output.splitlines():
+        if line.strip().startswith("Total bytes sent:"):
+            return int(line.split(":", 1)[1].strip().replace(",", "").split()[0])
+    return 0
+
+
+def _rsync_tree(remote: Remote, plan: SyncPlan, on_line, checksum: bool = False) -> int:
+    remote.run(f"mkdir -p {_q(plan.dest)}/site-packages")  # not --mkpath: AL2 bastions have rsync 3.1
+    args = ["-a", "--no-owner", "--no-group", "--delete", "--partial", "--partial-dir=.rsync-partial", "--omit-dir-times",
+            "--stats", "--info=progress2"]
+    if checksum:
+        args.append("--checksum")
+    if plan.link_dest:
+        args.append(f"--link-dest={plan.link_dest}")
+    sent = _stats_bytes(remote.rsync(args + [f"{plan.source}/", remote.path_arg(f"{plan.dest}/site-packages/")], on_line))
+    sent += _stats_bytes(remote.rsync(["-a", "--no-owner", "--no-group", "--stats", str(plan.manifest), remote.path_arg(f"{plan.dest}/manifest.json")], on_line))
+    return sent
+
+
+def apply_sync(plan: SyncPlan, remote: Remote, *, stale_lock_s: int = 3600, on_line=None) -> SyncResult:
+    started = time.monotonic()
+    if plan.action == "up-to-date":
+        return SyncResult(plan=plan, bytes_sent=0, seconds=0.0, repaired=0)
+    lock = _acquire(remote, plan, stale_lock_s)
+    try:
+        # a sync that waited on the lock may find the version finished meanwhile
+        if any(v.name == plan.version and v.complete for v in list_versions(remote, plan.base)):
+            return SyncResult(plan=plan, bytes_sent=0, seconds=time.monotonic() - started, repaired=0)
+        sent = _rsync_tree(remote, plan, on_line)
+        problems = verify(remote, plan)
+        repaired = 0
+        if problems:  # same size and time but other bytes, or a damaged file: compare contents
+            repaired = len(problems)
+            if on_line:
+                on_line(f"{len(problems)} files differ from the manifest; transferring them by checksum")
+            sent += _rsync_tree(remote, plan, on_line, checksum=True)
+            problems = verify(remote, plan)
+        if problems:
+            raise SyncError(
+                f"version {plan.version[:12]} on EFS does not match its manifest ({len(problems)} problems): " + "; ".join(problems[:5]),
+                where=f"{plan.where}:{plan.dest}",
+                fix="run sync-efs again; if it persists, check the EFS side (disk full, permissions)",
+            )
+        marker = json.dumps({"content_hash": plan.version, "files": plan.files, "bytes": plan.bytes, "completed_at": int(time.time()), "by": platform.node()})
+        remote.run(f"cat > {_q(plan.dest)}/{MARKER}.tmp && mv {_q(plan.dest)}/{MARKER}.tmp {_q(plan.dest)}/{MARKER}", stdin=marker)
+        return SyncResult(plan=plan, bytes_sent=sent, seconds=time.monotonic() - started, repaired=repaired)
+    finally:
+        remote.run(f"rm -rf {_q(lock)}", check=False)
+
+
+def plan_gc(remote: Remote, efs_root: str, keep: int, protect: set[str], stale_lock_s: int = 3600, kind: str = "envs") -> GcPlan:
+    """Versions neither among the newest ``keep`` nor protected (deployed); stale unfinished ones."""
+    base = f"{efs_root.rstrip('/')}/{kind}"
+    versions = list_versions(remote, base)
+    complete = sorted((v for v in versions if v.complete), key=lambda v: v.completed_at or 0, reverse=True)
+    kept = {v.name for v in complete[:keep]} | {v.name for v in versions if any(p and v.name.startswith(p) for p in protect)}
+    remove = []
+    for v in versions:
+        if v.name in kept:
+            continue
+        if v.complete or v.lock_age_s is None or v.lock_age_s > stale_lock_s:
+            remove.append(v)
+        else:
+            kept.add(v.name)  # being written right now
+    return GcPlan(base=base, remove=tuple(remove), keep=tuple(v for v in versions if v.name in kept), where=remote.label)
+
+
+def apply_gc(plan: GcPlan, remote: Remote) -> list[str]:
+    removed = []
+    for v in plan.remove:
+        # renamed first: a half-deleted version is never mistaken for one
+        trash = f"{plan.base}/.trash-{v.name}-{os.getpid()}"
+        remote.run(f"mv {_q(plan.base)}/{_q(v.name)} {_q(trash)} 2>/dev/null; rm -rf {_q(trash)} {_q(plan.base)}/.{_q(v.name)}.lock")
+        removed.append(v.name)
+    return removed

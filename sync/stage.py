@@ -1,0 +1,56 @@
+"""What the sync tasks call: which tree, which transport, which folder on EFS."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pipeline.config import Config
+
+from .efs import GcPlan, SyncPlan, apply_gc, apply_sync, plan_gc, plan_sync
+from .shell import Remote, SyncError
+
+
+def remote_for(config: Config, method: str | None = None) -> tuple[Remote, str]:
+    """The transport and the folder on EFS that holds envs/ and models/."""
+    sync = config.sync
+    method = method or sync.method
+    root = config.efs.root.strip("/")
+    if method == "local":
+        return Remote(bwlimit_kbps=sync.bwlimit_kbps), str((sync.local_path / root).resolve())
+    if method == "bastion":
+        if not sync.bastion:
+            raise SyncError("sync method bastion needs [sync.bastion] in pipeline.toml", where="sync.bastion", fix="add host, user, identity_file, known_hosts and efs_path")
+        return Remote(bastion=sync.bastion, bwlimit_kbps=sync.bwlimit_kbps), f"{sync.bastion.efs_path.rstrip('/')}/{root}"
+    raise SyncError(f"method {method!r} has no shell transport", where="sync.method", fix="use local or bastion here; datasync goes through sync.datasync")
+
+
+def built_tree(config: Config, target_name: str | None) -> tuple[Path, Path]:
+    """The EFS set's tree and manifest from the last build of the target."""
+    tcfg = config.target(target_name)
+    summary = config.build.output / "build.json"
+    if not summary.is_file():
+        raise SyncError(f"{summary} does not exist: nothing has been built", where=str(summary), fix=f"run `invoke build --target {tcfg.target.name}`")
+    doc = json.loads(summary.read_text())
+    if doc["target"]["name"] != tcfg.target.name or "efs" not in doc["sets"]:
+        raise SyncError(f"the last build is for target {doc['target']['name']!r}, not {tcfg.target.name!r}", where=str(summary), fix=f"run `invoke build --target {tcfg.target.name}`")
+    s = doc["sets"]["efs"]
+    return config.root / s["tree"], config.root / s["manifest"]
+
+
+def plan(config: Config, target_name: str | None = None, method: str | None = None) -> tuple[SyncPlan, Remote]:
+    remote, root = remote_for(config, method)
+    tree, manifest = built_tree(config, target_name)
+    return plan_sync(remote, root, tree, manifest), remote
+
+
+def apply(plan_: SyncPlan, remote: Remote, config: Config, on_line=None):
+    return apply_sync(plan_, remote, stale_lock_s=config.sync.stale_lock_s, on_line=on_line)
+
+
+def gc_plan(config: Config, keep: int | None = None, protect: set[str] | None = None, method: str | None = None) -> tuple[GcPlan, Remote]:
+    remote, root = remote_for(config, method)
+    return plan_gc(remote, root, keep or config.sync.keep, protect or set(), config.sync.stale_lock_s), remote
+
+
+def gc_apply(plan_: GcPlan, remote: Remote) -> list[str]:
+    return apply_gc(plan_, remote)

@@ -1,0 +1,195 @@
+"""sync-efs against a folder (local) and a real sshd + rsync on 127.0.0.1 (bastion):
+immutable versions, hard links to the previous version, verification before the
+marker, resume after a kill, locks, host keys, and garbage collection."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from builder.build import build
+from builder.lock import lock
+from pipeline import config
+from sync import stage
+from sync.efs import MARKER, list_versions, verify
+from sync.shell import SyncError
+from tests.conftest import REPO, write_pipeline
+from tests.wheels import make_wheel
+
+
+@pytest.fixture(scope="module")
+def sshd(tmp_path_factory):
+    from tests.sshd_support import start_sshd
+
+    server = start_sshd(tmp_path_factory.mktemp("sshd"))
+    yield server
+    server.proc.terminate()
+    server.proc.wait(10)
+
+
+@pytest.fixture(scope="module")
+def bigwheels(tmp_path_factory):
+    """Incompressible payloads, so transfers take measurable time and bytes."""
+    house = tmp_path_factory.mktemp("bigwheels")
+    make_wheel(house, "bigpkg", "1.0", "py3-none-any", {"bigpkg/__init__.py": "", **{f"bigpkg/blob{i}.bin": os.urandom(6_000_000) for i in range(4)}})
+    make_wheel(house, "smallpkg", "1.0", "py3-none-any", {"smallpkg/__init__.py": "X = 1\n", "smallpkg/data.bin": os.urandom(200_000)})
+    return house
+
+
+def _configure(project, wheelhouse, bigwheels, method, sshd=None, extra=""):
+    sync = f'[sync]\nmethod = "{method}"\nstale_lock_s = 600\n{extra}\n[sync.local]\npath = "efs-mount"\n'
+    if sshd:
+        sync += (f'\n[sync.bastion]\nhost = "127.0.0.1"\nuser = "{sshd.user}"\nport = {sshd.port}\n'
+                 f'identity_file = "{sshd.identity_file}"\nknown_hosts = "{sshd.known_hosts}"\nefs_path = "{project / "bastion-efs"}"\n')
+    write_pipeline(project, wheelhouse, {"[efs]": sync + "\n[efs]", f'find_links = ["{wheelhouse}"]': f'find_links = ["{wheelhouse}", "{bigwheels}"]'})
+
+
+def _build(project, requirements):
+    (project / "requirements" / "efs.in").write_text(requirements)
+    cfg = config.load(project / "pipeline.toml")
+    lock(cfg)
+    build(cfg)
+    return cfg
+
+
+def _efs_base(project, method):
+    return project / ("efs-mount" if method == "local" else "bastion-efs") / "hoist" / "envs"
+
+
+@pytest.fixture(params=["local", pytest.param("bastion", marks=pytest.mark.sshd)])
+def method(request):
+    return request.param
+
+
+@pytest.fixture
+def setup(request, method, project, wheelhouse, bigwheels):
+    server = request.getfixturevalue("sshd") if method == "bastion" else None
+    _configure(project, wheelhouse, bigwheels, method, server)
+    return project, method, server
+
+
+def test_sync_publishes_a_verified_immutable_version_and_links_unchanged_files(setup):
+    project, method, _ = setup
+    cfg = _build(project, "nativepkg==1.0\nbigpkg==1.0\n")
+    plan, remote = stage.plan(cfg)
+    assert plan.action == "transfer" and plan.link_dest is None
+    first = stage.apply(plan, remote, cfg)
+    base = _efs_base(project, method)
+    v1 = base / first.plan.version
+    assert (v1 / MARKER).is_file() and json.loads((v1 / MARKER).read_text())["content_hash"] == first.plan.version
+    assert verify(remote, first.plan) == []
+    assert first.bytes_sent > 24_000_000  # the blobs went over
+
+    again, remote = stage.plan(cfg)
+    assert again.action == "up-to-date" and stage.apply(again, remote, cfg).bytes_sent == 0
+
+    cfg = _build(project, "nativepkg==1.0\nbigpkg==1.0\nsmallpkg==1.0\n")
+    plan2, remote = stage.plan(cfg)
+    assert plan2.action == "transfer" and plan2.link_dest == f"{base}/{first.plan.version}/site-packages"
+    second = stage.apply(plan2, remote, cfg)
+    v2 = base / second.plan.version
+    assert second.bytes_sent < 1_000_000  # smallpkg and metadata, not the blobs again
+    blob1, blob2 = v1 / "site-packages/bigpkg/blob0.bin", v2 / "site-packages/bigpkg/blob0.bin"
+    assert blob1.stat().st_ino == blob2.stat().st_ino  # a hard link to the previous version
+    assert (v1 / MARKER).is_file() and not (v1 / "site-packages/smallpkg").exists()  # the old version is untouched
+
+
+def test_a_killed_sync_leaves_no_marker_and_resumes(setup, wheelhouse, bigwheels):
+    project, method, server = setup
+    _configure(project, wheelhouse, bigwheels, method, server, extra="bwlimit_kbps = 4000")
+    cfg = _build(project, "bigpkg==1.0\n")
+    plan, _ = stage.plan(cfg)
+    dest = _efs_base(project, method) / plan.version
+    proc = subprocess.Popen([sys.executable, "-m", "invoke", "-r", str(REPO), "sync-efs", "--config", str(project / "pipeline.toml")], start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while time.time() < deadline and not list((dest / "site-packages").rglob("*")) + list(dest.rglob(".rsync-partial/*")):
+        time.sleep(0.1)
+    time.sleep(1.5)
+    os.killpg(proc.pid, signal.SIGKILL)  # the task, its rsync and ssh
+    proc.wait()
+    assert dest.is_dir() and not (dest / MARKER).exists()
+    versions = list_versions(stage.remote_for(cfg)[0], str(dest.parent))
+    assert [v.complete for v in versions if v.name == plan.version] == [False]
+
+    _configure(project, wheelhouse, bigwheels, method, server)  # no bandwidth limit now
+    cfg = config.load(project / "pipeline.toml")
+    resumed, remote = stage.plan(cfg)
+    assert resumed.action == "resume"
+    # the killed run's lock is younger than stale_lock_s: take it over as the operator would, by waiting it out
+    subprocess.run(["rm", "-rf", str(dest.parent / f".{plan.version}.lock")], check=True)
+    result = stage.apply(resumed, remote, cfg)
+    assert (dest / MARKER).is_file() and verify(remote, resumed) == []
+    assert result.bytes_sent < 24_000_000  # what had arrived was not sent again
+
+
+def test_two_syncs_of_one_version_do_not_corrupt_it(setup, wheelhouse, bigwheels):
+    project, method, server = setup
+    _configure(project, wheelhouse, bigwheels, method, server, extra="bwlimit_kbps = 8000")
+    cfg = _build(project, "bigpkg==1.0\n")
+    outcomes = []
+
+    def run():
+        try:
+            plan, remote = stage.plan(cfg)
+            outcomes.append(("ok", stage.apply(plan, remote, cfg)))
+        except SyncError as exc:
+            outcomes.append(("error", exc))
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for t in threads:
+        t.start()
+        time.sleep(0.3)
+    for t in threads:
+        t.join(120)
+    kinds = sorted(k for k, _ in outcomes)
+    assert kinds in (["error", "ok"], ["ok", "ok"])
+    for kind, value in outcomes:
+        if kind == "error":
+            assert "another sync of version" in str(value) and "holds" in str(value)
+    plan, remote = stage.plan(cfg)
+    assert plan.action == "up-to-date" and verify(remote, plan) == []
+
+
+def test_gc_keeps_the_newest_and_the_protected(setup):
+    project, method, _ = setup
+    made = []
+    for reqs in ("smallpkg==1.0\n", "smallpkg==1.0\nnativepkg==1.0\n", "nativepkg==1.0\n"):
+        cfg = _build(project, reqs)
+        plan, remote = stage.plan(cfg)
+        made.append(stage.apply(plan, remote, cfg).plan.version)
+        time.sleep(1.1)  # completion times order the versions
+    gc, remote = stage.gc_plan(cfg, keep=1, protect={made[0][:12]})
+    assert {v.name for v in gc.remove} == {made[1]}
+    assert {v.name for v in gc.keep} == {made[0], made[2]}
+    assert stage.gc_apply(gc, remote) == [made[1]]
+    base = _efs_base(project, method)
+    assert not (base / made[1]).exists() and (base / made[0] / MARKER).exists() and (base / made[2] / MARKER).exists()
+    assert not [p for p in base.iterdir() if p.name.startswith(".trash-")]
+
+
+@pytest.mark.sshd
+def test_host_key_mismatch_and_unknown_host_are_clear_errors(project, wheelhouse, bigwheels, sshd, tmp_path):
+    _configure(project, wheelhouse, bigwheels, "bastion", sshd)
+    _build(project, "smallpkg==1.0\n")
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "other")], check=True)
+    other = (tmp_path / "other.pub").read_text().split()
+    wrong = tmp_path / "known_hosts"
+    wrong.write_text(f"[127.0.0.1]:{sshd.port} {other[0]} {other[1]}\n")
+    text = (project / "pipeline.toml").read_text().replace(f'known_hosts = "{sshd.known_hosts}"', f'known_hosts = "{wrong}"')
+    (project / "pipeline.toml").write_text(text)
+    with pytest.raises(SyncError) as err:
+        stage.plan(config.load(project / "pipeline.toml"))
+    assert "host key does not match" in str(err.value) and str(wrong) in str(err.value)
+
+    (project / "pipeline.toml").write_text(text.replace('host = "127.0.0.1"', 'host = "no-such-host.invalid"'))
+    with pytest.raises(SyncError) as err:
+        stage.plan(config.load(project / "pipeline.toml"))
+    assert "unknown host" in str(err.value) and "sync.bastion.host" in str(err.value)
+    assert not (project / "bastion-efs").exists() or not list((project / "bastion-efs").rglob(MARKER))
