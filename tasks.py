@@ -119,6 +119,15 @@ def sync_efs(c, config=None, target=None, method=None, dry_run=False):
 
     try:
         cfg = _load(config)
+        if (method or cfg.sync.method) == "datasync":
+            plan, aws = stage.datasync_plan(cfg, target)
+            console.print(f"[bold]sync-efs[/] {plan.version[:16]} through DataSync: {plan.where}")
+            console.print(f"  action: {plan.action}; upload {len(plan.upload):,} files ({plan.upload_bytes / 1e6:,.1f} MB), copy {len(plan.copy):,} inside S3, {plan.present:,} already staged")
+            if dry_run or plan.action == "up-to-date":
+                return
+            done = stage.datasync_apply(plan, aws, cfg, on_line=lambda line: console.print(f"    [dim]{line}[/]", highlight=False))
+            console.print(f"published {plan.efs_dir}: {done['bytes'] / 1e6:,.2f} MB uploaded, verified by DataSync, marker written")
+            return
         plan, remote = stage.plan(cfg, target, method)
         console.print(f"[bold]sync-efs[/] {plan.version[:16]} ({plan.files:,} files, {plan.bytes / 1e6:,.1f} MB) -> {plan.where}:{plan.dest}")
         console.print(f"  action: {plan.action}" + (f"; unchanged files become hard links to {plan.link_dest}" if plan.link_dest and plan.action != "up-to-date" else ""))

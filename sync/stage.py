@@ -54,3 +54,20 @@ def gc_plan(config: Config, keep: int | None = None, protect: set[str] | None = 
 
 def gc_apply(plan_: GcPlan, remote: Remote) -> list[str]:
     return apply_gc(plan_, remote)
+
+
+def datasync_plan(config: Config, target_name: str | None = None, aws=None):
+    """Plan a DataSync sync of the built EFS tree; ``aws`` replaces the boto3 clients (tests)."""
+    from .datasync import clients, plan_datasync
+
+    if not config.sync.datasync:
+        raise SyncError("sync method datasync needs [sync.datasync] in pipeline.toml", where="sync.datasync", fix="add bucket, region, file_system_arn, subnet_arn, security_group_arns and s3_role_arn")
+    tree, manifest = built_tree(config, target_name)
+    c = aws or clients(config.sync.datasync)
+    return plan_datasync(c, config.sync.datasync, config.efs.root, tree, manifest), c
+
+
+def datasync_apply(plan_, c, config: Config, on_line=None, poll_s: float = 5.0) -> dict:
+    from .datasync import apply_datasync
+
+    return apply_datasync(plan_, c, config.sync.datasync, poll_s=poll_s, on_line=on_line)
