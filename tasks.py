@@ -130,7 +130,7 @@ def sync_efs(c, config=None, target=None, method=None, dry_run=False):
             return
         plan, remote = stage.plan(cfg, target, method)
         console.print(f"[bold]sync-efs[/] {plan.version[:16]} ({plan.files:,} files, {plan.bytes / 1e6:,.1f} MB) -> {plan.where}:{plan.dest}")
-        console.print(f"  action: {plan.action}" + (f"; unchanged files become hard links to {plan.link_dest}" if plan.link_dest and plan.action != "up-to-date" else ""))
+        console.print(f"  action: {plan.action}" + (f"; unchanged files become hard links into {len(plan.link_dests)} earlier version(s)" if plan.link_dests and plan.action != "up-to-date" else ""))
         if dry_run or plan.action == "up-to-date":
             return
         result = stage.apply(plan, remote, cfg, on_line=_progress_line)

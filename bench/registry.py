@@ -1,6 +1,6 @@
 """`invoke bench <name>`: every benchmark by name."""
 from __future__ import annotations
 
-from . import build_size
+from . import build_size, sync_efs
 
-BENCHMARKS = {"build": build_size.run}
+BENCHMARKS = {"build": build_size.run, "sync": sync_efs.run}

@@ -26,6 +26,7 @@ from .shell import Remote, SyncError
 
 MARKER = ".hoist-complete"
 KINDS = ("envs", "models")
+MAX_LINK_DESTS = 5
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,7 @@ class SyncPlan:
     manifest: Path
     base: str  # remote folder holding the versions of this kind
     action: str  # up-to-date | transfer | resume
-    link_dest: str | None  # a complete version whose identical files become hard links
+    link_dests: tuple[str, ...]  # complete versions, newest first, whose identical files become hard links
     files: int
     bytes: int
     where: str
@@ -115,9 +116,10 @@ def plan_sync(remote: Remote, efs_root: str, tree: Path, manifest_path: Path, ki
         action = "resume"
     else:
         action = "transfer"
-    done = sorted((v for v in versions.values() if v.complete and v.name != version), key=lambda v: v.completed_at or 0)
-    link_dest = f"{base}/{done[-1].name}/site-packages" if done else None
-    return SyncPlan(kind=kind, version=version, source=tree, manifest=manifest_path, base=base, action=action, link_dest=link_dest,
+    done = sorted((v for v in versions.values() if v.complete and v.name != version), key=lambda v: v.completed_at or 0, reverse=True)
+    # rsync takes up to 20 --link-dest folders; the newest few cover upgrades and rollbacks
+    link_dests = tuple(f"{base}/{v.name}/site-packages" for v in done[:MAX_LINK_DESTS])
+    return SyncPlan(kind=kind, version=version, source=tree, manifest=manifest_path, base=base, action=action, link_dests=link_dests,
                     files=doc["totals"]["files"], bytes=doc["totals"]["bytes"], where=remote.label)
 
 
@@ -197,8 +199,7 @@ def _rsync_tree(remote: Remote, plan: SyncPlan, on_line, checksum: bool = False)
             "--stats", "--info=progress2"]
     if checksum:
         args.append("--checksum")
-    if plan.link_dest:
-        args.append(f"--link-dest={plan.link_dest}")
+    args += [f"--link-dest={d}" for d in plan.link_dests]
     sent = _stats_bytes(remote.rsync(args + [f"{plan.source}/", remote.path_arg(f"{plan.dest}/site-packages/")], on_line))
     sent += _stats_bytes(remote.rsync(["-a", "--no-owner", "--no-group", "--stats", str(plan.manifest), remote.path_arg(f"{plan.dest}/manifest.json")], on_line))
     return sent

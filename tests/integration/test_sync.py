@@ -78,7 +78,7 @@ def test_sync_publishes_a_verified_immutable_version_and_links_unchanged_files(s
     project, method, _ = setup
     cfg = _build(project, "nativepkg==1.0\nbigpkg==1.0\n")
     plan, remote = stage.plan(cfg)
-    assert plan.action == "transfer" and plan.link_dest is None
+    assert plan.action == "transfer" and plan.link_dests == ()
     first = stage.apply(plan, remote, cfg)
     base = _efs_base(project, method)
     v1 = base / first.plan.version
@@ -91,7 +91,7 @@ def test_sync_publishes_a_verified_immutable_version_and_links_unchanged_files(s
 
     cfg = _build(project, "nativepkg==1.0\nbigpkg==1.0\nsmallpkg==1.0\n")
     plan2, remote = stage.plan(cfg)
-    assert plan2.action == "transfer" and plan2.link_dest == f"{base}/{first.plan.version}/site-packages"
+    assert plan2.action == "transfer" and plan2.link_dests == (f"{base}/{first.plan.version}/site-packages",)
     second = stage.apply(plan2, remote, cfg)
     v2 = base / second.plan.version
     assert second.bytes_sent < 1_000_000  # smallpkg and metadata, not the blobs again
