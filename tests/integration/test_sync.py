@@ -193,3 +193,17 @@ def test_host_key_mismatch_and_unknown_host_are_clear_errors(project, wheelhouse
         stage.plan(config.load(project / "pipeline.toml"))
     assert "unknown host" in str(err.value) and "sync.bastion.host" in str(err.value)
     assert not (project / "bastion-efs").exists() or not list((project / "bastion-efs").rglob(MARKER))
+
+
+def test_a_lock_on_one_version_does_not_stop_another(setup):
+    project, method, _ = setup
+    cfg = _build(project, "smallpkg==1.0\n")
+    base = _efs_base(project, method)
+    busy = base / ".0000000000000000000000000000000000000000000000000000000000000000.lock"
+    busy.mkdir(parents=True)
+    (busy / "owner").write_text("elsewhere:1:0\n")
+    plan, remote = stage.plan(cfg)
+    result = stage.apply(plan, remote, cfg)
+    assert (base / result.plan.version / MARKER).is_file() and busy.is_dir()  # the other version's lock is left alone
+    held = base / f".{result.plan.version}.lock"
+    assert not held.exists()  # released after the sync
