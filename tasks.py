@@ -184,13 +184,29 @@ def deploy(c):
     _not_yet("deploy", "the deploy issue")
 
 
-@task
-def serve(c):
-    """Serve the handler locally behind an API Gateway emulator - not built yet."""
-    _not_yet("serve", "the handler issue")
+@task(help={"config": CONFIG_HELP, "target": "target whose tree to serve (default: the default target if it runs here, else `local`)", "port": "port on 127.0.0.1 (default 8000; 0 picks a free one)"})
+def serve(c, config=None, target=None, port=8000):
+    """Serve the handler locally behind an API Gateway emulator (Ctrl-C stops)."""
+    import time
+
+    from runtime.serve import start
+
+    try:
+        server = start(_load(config), target, int(port), on_line=lambda line: console.print(f"    [dim]{line}[/]", highlight=False))
+    except PipelineError as err:
+        _fail(err)
+    console.print(f"serving on [bold]{server.url}[/]: POST /classify (image/png, image/jpeg or JSON), GET /health, and a page at /")
+    try:
+        while server.function.proc.poll() is None:
+            time.sleep(0.5)
+        raise Exit(f"error: the handler process exited:\n{server.function.log_tail()}", code=1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
 
 
-@task(help={"name": "benchmark to run: build", "config": CONFIG_HELP, "target": TARGET_HELP, "runs": "timed runs of each side (median is reported)"})
+@task(help={"name": "benchmark to run: build, sync or serve", "config": CONFIG_HELP, "target": TARGET_HELP, "runs": "timed runs of each side (median is reported)"})
 def bench(c, name, config=None, target=None, runs=1):
     """Run a benchmark; print a table and write bench/results/<name>.json."""
     from bench import registry
@@ -203,9 +219,28 @@ def bench(c, name, config=None, target=None, runs=1):
         _fail(err)
 
 
-@task(help={"markers": "pytest -m expression (default: all tests)", "k": "pytest -k expression", "verbose": "pytest -v"})
-def test(c, markers="", k="", verbose=False):
+# what the component tests start themselves, by the command that shows it is there
+SYSTEM_PACKAGES = {"dockerd": "docker.io", "sshd": "openssh-server", "rsync": "rsync", "chromium": "chromium", "chromedriver": "chromium-driver", "gcc": "gcc"}
+
+
+def _missing_system_packages() -> list[str]:
+    import shutil
+
+    return sorted({pkg for cmd, pkg in SYSTEM_PACKAGES.items() if not (shutil.which(cmd) or Path("/usr/sbin", cmd).exists())})
+
+
+@task(help={"markers": "pytest -m expression (default: all tests)", "k": "pytest -k expression", "verbose": "pytest -v",
+            "no_system": "do not apt-get install the system packages the component tests need"})
+def test(c, markers="", k="", verbose=False, no_system=False):
     """Run the test suite (all markers: docker, sshd, moto, network, slow)."""
+    import os
+
+    missing = [] if no_system else _missing_system_packages()
+    if missing:
+        if os.geteuid() != 0 or not Path("/usr/bin/apt-get").exists():
+            raise Exit(f"error: the component tests need {' '.join(missing)}: install them (apt-get install {' '.join(missing)}) or pass --no-system and -m to deselect", code=1)
+        console.print(f"[bold cyan]==>[/] installing what the component tests start: {' '.join(missing)}")
+        c.run("apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq " + " ".join(missing) + " >/dev/null", pty=False)
     args = [sys.executable, "-m", "pytest", "-ra"]
     if markers:
         args += ["-m", markers]

@@ -10,12 +10,17 @@ handler is told it is, and the reserved environment variables.
 from __future__ import annotations
 
 import math
+import os
+import shutil
 import subprocess
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
+
+from pipeline import proc
+from pipeline.targets import Target
 
 from .emulator import RuntimeAPI
 
@@ -189,3 +194,21 @@ class FunctionProcess:
 
 def local_command(python: str, handler: str) -> list[str]:
     return [python, "-s", "-m", "awslambdaric", handler]
+
+
+def runtime_client(target: Target, cache: Path) -> Path:
+    """awslambdaric for the target's Python and CPU, installed once into the cache."""
+    dest = cache / f"awslambdaric-{RIC_VERSION}" / f"{target.python}-{target.machine}"
+    if (dest / "awslambdaric").is_dir():
+        return dest
+    tmp = dest.with_name(dest.name + f".partial-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    cmd = [proc.uv_bin(), "pip", "install", "--no-config", "--no-python-downloads", "--quiet", "--target", str(tmp),
+           "--python-version", target.python, "--only-binary", ":all:", f"awslambdaric=={RIC_VERSION}"]
+    if target.uv_python_platform:
+        cmd += ["--python-platform", target.uv_python_platform]
+    proc.run(cmd, what=f"installing awslambdaric {RIC_VERSION} for CPython {target.python} on {target.machine}", fix="the first smoke test needs PyPI; run it once with network access")
+    (tmp / ".lock").unlink(missing_ok=True)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp.rename(dest)
+    return dest

@@ -20,12 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from builder.manifest import top_level_modules
-from pipeline import proc
 from pipeline.errors import CommandError, InterpreterNotFound
 from pipeline.interpreters import find_python
 from pipeline.targets import Target
 from runtime.emulator import RuntimeAPI
-from runtime.function import RIC_VERSION, FunctionProcess, FunctionSpec, Layout, lambda_environment, local_command
+from runtime.function import FunctionProcess, FunctionSpec, Layout, lambda_environment, local_command, runtime_client
 
 from .checks import Finding
 
@@ -75,24 +74,6 @@ class SmokeInputs:
 
 def modules_of(trees: dict[str, Path]) -> list[str]:
     return sorted(top_level_modules(*trees.values()) - SKIP_MODULES)
-
-
-def runtime_client(target: Target, cache: Path) -> Path:
-    """awslambdaric for the target's Python and CPU, installed once into the cache."""
-    dest = cache / f"awslambdaric-{RIC_VERSION}" / f"{target.python}-{target.machine}"
-    if (dest / "awslambdaric").is_dir():
-        return dest
-    tmp = dest.with_name(dest.name + f".partial-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    cmd = [proc.uv_bin(), "pip", "install", "--no-config", "--no-python-downloads", "--quiet", "--target", str(tmp),
-           "--python-version", target.python, "--only-binary", ":all:", f"awslambdaric=={RIC_VERSION}"]
-    if target.uv_python_platform:
-        cmd += ["--python-platform", target.uv_python_platform]
-    proc.run(cmd, what=f"installing awslambdaric {RIC_VERSION} for CPython {target.python} on {target.machine}", fix="the first smoke test needs PyPI; run it once with network access")
-    (tmp / ".lock").unlink(missing_ok=True)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp.rename(dest)
-    return dest
 
 
 PLAIN_HANDLER = "def handler(event, context):\n    return {'statusCode': 200, 'body': 'ok'}\n"

@@ -13,7 +13,7 @@ from builder.lock import lock
 from pipeline import config
 from pipeline.interpreters import find_python
 from tests.conftest import write_pipeline
-from validate.smoke import runtime_client
+from runtime.function import runtime_client
 from validate.stage import from_build
 
 pytestmark = [pytest.mark.network]

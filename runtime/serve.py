@@ -1,0 +1,143 @@
+"""invoke serve: the handler behind a local API Gateway.
+
+An HTTP request on 127.0.0.1 becomes an HTTP API event, goes through the
+Runtime API emulator to the real awslambdaric running the handler (one
+execution environment, one request at a time, as Lambda does), and the proxy
+response goes back. The EFS tree comes from the local sync folder (synced
+first, as a version), the model from the model artifacts folder.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import threading
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+from pipeline.config import Config
+from pipeline.errors import PipelineError
+from pipeline.interpreters import find_python
+from sync.efs import apply_sync, plan_sync
+from sync.shell import Remote
+
+from .emulator import RuntimeAPI
+from .function import FunctionProcess, FunctionSpec, Layout, lambda_environment, local_command, runtime_client
+from .gateway import http_api_event, http_response
+
+PAGE = Path(__file__).with_name("static") / "index.html"
+
+
+class ServeError(PipelineError):
+    stage = "serve"
+
+
+def pick_target(config: Config, name: str | None):
+    """The target to serve: the one asked for, else the default if it runs here, else `local`."""
+    if name:
+        tcfg = config.target(name)
+    else:
+        tcfg = config.target()
+        if tcfg.target.machine != platform.machine() and any(t.target.kind == "local" for t in config.targets.values()):
+            tcfg = next(t for t in config.targets.values() if t.target.kind == "local")
+    if tcfg.target.machine != platform.machine():
+        raise ServeError(
+            f"target {tcfg.target.name} runs on {tcfg.target.machine}; this machine is {platform.machine()}, so its tree cannot run here",
+            where=f"--target {tcfg.target.name}",
+            fix="serve a tree for this machine (`invoke lock --target local && invoke build --target local && invoke serve --target local`), "
+            "or check the tree in the Lambda image under Docker with `invoke validate --smoke 2`",
+        )
+    return tcfg
+
+
+@dataclass
+class Server:
+    url: str
+    httpd: ThreadingHTTPServer
+    function: FunctionProcess
+    api: RuntimeAPI
+    efs_tree: str
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.function.stop()
+        self.api.__exit__(None, None, None)
+
+
+def start(config: Config, target_name: str | None = None, port: int = 0, on_line=None) -> Server:
+    tcfg = pick_target(config, target_name)
+    target = tcfg.target
+    set_dir = config.build.output / target.name
+    efs = set_dir / "efs"
+    if not (efs / "manifest.json").is_file():
+        raise ServeError(f"no build of target {target.name} in {set_dir}", where=str(set_dir),
+                         fix=f"invoke lock --target {target.name} && invoke build --target {target.name}")
+    local_root = str((config.sync.local_path / config.efs.root.strip("/")).resolve())
+    remote = Remote()
+    plan = plan_sync(remote, local_root, efs / "site-packages", efs / "manifest.json")
+    apply_sync(plan, remote, stale_lock_s=config.sync.stale_lock_s)
+    efs_tree = f"{plan.dest}/site-packages"
+    layer = set_dir / "layer" / "site-packages"
+    model_dir = config.root / "model" / "artifacts"
+
+    python = find_python(target.python)
+    ric = runtime_client(target, config.root / ".hoist-cache")
+    spec = FunctionSpec(name=config.function.name, runtime=target.runtime or f"python{target.python}", handler=config.function.handler,
+                        memory_mb=config.function.memory_mb, timeout_s=config.function.timeout_s)
+    api = RuntimeAPI().__enter__()
+    layout = Layout(task_root=str(config.build.handler_dir.resolve()), layer=str(layer) if layer.is_dir() else None, efs_tree=efs_tree, runtime_dir=str(ric))
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **lambda_environment(spec, layout, api.address), "HOIST_MODEL_DIR": str(model_dir)}
+    function = FunctionProcess(local_command(python.path, spec.handler), env, api, spec)
+    function.start()
+    state, init_ms = function.wait_ready(spec.timeout_s + 120)
+    if state != "ready":
+        function.stop()
+        api.__exit__(None, None, None)
+        raise ServeError(f"the handler did not start ({state}): {api.init_error or ''}\n{function.log_tail()}", where=config.function.handler,
+                         fix="run `invoke validate --target " + target.name + "` to see what the tree lacks")
+    if on_line:
+        on_line(f"handler ready: init {init_ms:.0f} ms, CPython {python.version}, EFS tree {efs_tree}")
+    lock = threading.Lock()
+
+    class Gateway(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True  # headers and body go out as separate writes: no 40 ms delayed-ACK stalls
+
+        def log_message(self, fmt, *args):
+            if on_line:
+                on_line(fmt % args)
+
+        def _send(self, code, headers, body):
+            self.send_response(code)
+            for k, v in headers.items():
+                self.send_header(k, v)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def _invoke(self, method):
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0)) if method == "POST" else b""
+            event = http_api_event(method, self.path, dict(self.headers), body, self.client_address[0])
+            with lock:  # one execution environment: one request at a time
+                report = function.invoke(json.dumps(event).encode())
+            if report.status != "ok":
+                return self._send(502 if report.status != "timeout" else 504, {"content-type": "application/json"},
+                                  json.dumps({"message": "Internal Server Error", "status": report.status, "error": report.error}).encode())
+            code, headers, data = http_response(report.payload)
+            return self._send(code, headers, data)
+
+        def do_GET(self):
+            if self.path in ("/", "/index.html"):
+                return self._send(200, {"content-type": "text/html; charset=utf-8"}, PAGE.read_bytes())
+            return self._invoke("GET")
+
+        def do_POST(self):
+            return self._invoke("POST")
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", port), Gateway)
+    httpd.daemon_threads = True
+    threading.Thread(target=httpd.serve_forever, daemon=True, name="gateway").start()
+    host, bound = httpd.server_address[:2]
+    return Server(url=f"http://{host}:{bound}", httpd=httpd, function=function, api=api, efs_tree=efs_tree)

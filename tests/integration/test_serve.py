@@ -1,0 +1,144 @@
+"""invoke serve end to end: HTTP -> API Gateway event -> Runtime API emulator ->
+the real awslambdaric -> the handler with the EFS tree from the local sync
+folder and the demo model. The local target's tree (torch 2.13.0+cpu from
+pip's find-links) is built first."""
+from __future__ import annotations
+
+import base64
+import io
+import json
+import shutil
+import urllib.error
+import urllib.request
+
+import pytest
+from PIL import Image
+
+from builder.build import build
+from builder.lock import lock
+from pipeline import config
+from tests.conftest import REPO
+from tests.digits import held_out, render
+
+pytestmark = [pytest.mark.network, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    from runtime.serve import start
+
+    root = tmp_path_factory.mktemp("serve")
+    shutil.copy(REPO / "pipeline.toml", root)
+    shutil.copytree(REPO / "requirements", root / "requirements", ignore=shutil.ignore_patterns("*.local.lock"))
+    shutil.copytree(REPO / "handler", root / "handler")
+    shutil.copytree(REPO / "model", root / "model")
+    cfg = config.load(root / "pipeline.toml")
+    lock(cfg, "local")
+    build(cfg, "local")
+    srv = start(cfg, port=0)  # the default target (arm64) cannot run here: serve picks `local` and says so
+    yield srv
+    srv.stop()
+
+
+def _post(server, body: bytes, ctype: str | None, path="/classify"):
+    req = urllib.request.Request(server.url + path, data=body, method="POST", headers={"Content-Type": ctype} if ctype else {})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+def _health(server):
+    with urllib.request.urlopen(server.url + "/health", timeout=30) as resp:
+        return resp.status, json.loads(resp.read())
+
+
+def test_held_out_digits_through_http_match_the_models_accuracy(server):
+    expected = json.loads((REPO / "model" / "artifacts" / "metrics.json").read_text())["held_out_accuracy"]
+    images, labels = held_out()
+    for fmt, ctype, tolerance in (("PNG", "image/png", 0.005), ("JPEG", "image/jpeg", 0.02)):
+        right = 0
+        for image, label in zip(images, labels):
+            status, doc = _post(server, render(image, fmt), ctype)
+            assert status == 200, doc
+            right += doc["predictions"][0]["label"] == str(label)
+        accuracy = right / len(labels)
+        assert abs(accuracy - expected) <= tolerance, (fmt, accuracy, expected)
+    status, doc = _post(server, json.dumps({"image": base64.b64encode(render(images[0])).decode()}).encode(), "application/json")
+    assert status == 200 and doc["predictions"][0]["label"] == str(labels[0]) and doc["model"] == {"id": "hoist-digits", "version": "1"}
+    assert set(doc["timings_ms"]) == {"preprocess", "inference", "total"} and doc["request_id"]
+
+
+def _png(size, color=0):
+    out = io.BytesIO()
+    Image.new("L", size, color).save(out, "PNG")
+    return out.getvalue()
+
+
+def _gif():
+    out = io.BytesIO()
+    Image.new("L", (8, 8)).save(out, "GIF")
+    return out.getvalue()
+
+
+BAD = [
+    ("no body", b"", "image/png", 400, "missing_body"),
+    ("text", b"hello", "text/plain", 415, "unsupported_content_type"),
+    ("not an image", b"\x89PNG but not really" * 10, "image/png", 400, "not_an_image"),
+    ("truncated", None, "image/png", 400, "truncated_image"),
+    ("gif", None, "image/gif", 415, "unsupported_content_type"),
+    ("gif as png", None, "image/png", 415, "unsupported_image_format"),
+    ("bad base64", json.dumps({"image": "!!not base64!!"}).encode(), "application/json", 400, "invalid_base64"),
+    ("image not a string", json.dumps({"image": 42}).encode(), "application/json", 400, "invalid_base64"),
+    ("broken json", b"{", "application/json", 400, "invalid_json"),
+    ("json list", b"[1, 2]", "application/json", 400, "invalid_json"),
+    ("json without image", b"{}", "application/json", 400, "missing_image"),
+    ("s3 not allowed", json.dumps({"s3": {"bucket": "other", "key": "secret.png"}}).encode(), "application/json", 403, "s3_key_not_allowed"),
+    ("s3 malformed", json.dumps({"s3": "s3://x/y"}).encode(), "application/json", 400, "invalid_s3_reference"),
+    ("decompression bomb", None, "image/png", 413, "image_too_large"),
+    ("near the 6 MB cap", b"\0" * 5_600_000, "image/png", 413, "payload_too_large"),
+]
+
+
+@pytest.mark.parametrize(("name", "body", "ctype", "status", "code"), BAD, ids=[b[0] for b in BAD])
+def test_bad_requests_get_a_4xx_and_the_server_stays_healthy(server, name, body, ctype, status, code):
+    if name == "truncated":
+        body = render(held_out()[0][0])[:60]
+    elif name.startswith("gif"):
+        body = _gif()
+    elif name == "decompression bomb":
+        body = _png((5000, 5000))  # 25 million pixels in a few kB
+    got, doc = _post(server, body, ctype)
+    assert (got, doc["error"]) == (status, code), doc
+    assert doc["message"] and doc["request_id"]
+    assert _health(server)[0] == 200
+    ok, _ = _post(server, render(held_out()[0][1]), "image/png")
+    assert ok == 200
+
+
+def test_init_wires_the_efs_tree_from_the_sync_folder_through_the_real_client(server):
+    status, doc = _health(server)
+    assert status == 200 and doc["on_path"] is True
+    assert "/envs/" in doc["efs_tree"] and doc["efs_tree"] == server.efs_tree and doc["efs_tree"].endswith("/site-packages")
+    init = [json.loads(line) for line in server.function.output if line.startswith('{"hoist": "init"')]
+    assert init and {"path_setup_ms", "import_torch_ms", "model_load_ms"} <= set(init[0])
+
+
+def test_the_web_page_classifies_an_upload_in_a_real_browser(server, tmp_path):
+    from tests.browser import chrome
+
+    image = tmp_path / "digit.png"
+    images, labels = held_out()
+    image.write_bytes(render(images[3], scale=16))
+    with chrome() as driver:
+        from selenium.webdriver.common.by import By
+        from selenium.webdriver.support import expected_conditions as ec
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        driver.get(server.url + "/")
+        driver.find_element(By.ID, "file").send_keys(str(image))
+        driver.find_element(By.ID, "send").click()
+        WebDriverWait(driver, 30).until(ec.presence_of_element_located((By.CSS_SELECTOR, "li.prediction")))
+        first = driver.find_elements(By.CSS_SELECTOR, "li.prediction")[0].text
+    assert first.startswith(f"{labels[3]}: ")

@@ -1,0 +1,99 @@
+"""The handler's request handling, in process: event shapes, errors, S3 references
+(against moto's server), and a 500 that leaves the next request working."""
+from __future__ import annotations
+
+import base64
+import importlib.util
+import json
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+
+
+@pytest.fixture
+def app(monkeypatch):
+    monkeypatch.delenv("HOIST_MODEL_DIR", raising=False)
+    monkeypatch.delenv("HOIST_MODEL_S3", raising=False)
+    spec = importlib.util.spec_from_file_location("hoist_handler_under_test", REPO / "handler" / "app.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    seen = []
+
+    def fake_classify(data):
+        seen.append(data)
+        return {"predictions": [{"label": "7", "probability": 1.0}], "model": {"id": "m", "version": "1"}, "timings_ms": {}}
+
+    monkeypatch.setattr(module, "classify", fake_classify)
+    module.STATE["model"] = {"meta": {"model": "m"}}
+    module.seen = seen
+    return module
+
+
+class Ctx:
+    aws_request_id = "req-1"
+
+
+def test_http_api_rest_and_direct_invokes(app):
+    data = b"\x89PNG fake"
+    v2 = {"version": "2.0", "requestContext": {"http": {"method": "POST", "path": "/classify"}}, "rawPath": "/classify",
+          "headers": {"Content-Type": "image/png"}, "body": base64.b64encode(data).decode(), "isBase64Encoded": True}
+    r = app.handler(v2, Ctx())
+    assert r["statusCode"] == 200 and json.loads(r["body"])["request_id"] == "req-1" and app.seen[-1] == data
+    rest = {"httpMethod": "POST", "path": "/classify", "headers": {"content-type": "application/json"}, "body": json.dumps({"image": base64.b64encode(data).decode()}), "isBase64Encoded": False}
+    assert app.handler(rest, Ctx())["statusCode"] == 200 and app.seen[-1] == data
+    direct = app.handler({"image": base64.b64encode(data).decode()}, Ctx())
+    assert direct["predictions"][0]["label"] == "7" and "statusCode" not in direct
+    bad = app.handler({"image": "%%%"}, Ctx())
+    assert bad["statusCode"] == 400 and bad["error"] == "invalid_base64"
+    assert app.handler("not an object", Ctx())["error"] == "invalid_event"
+
+
+def test_unexpected_failure_is_a_500_with_the_request_id_and_the_next_request_works(app, monkeypatch, capsys):
+    def boom(data):
+        raise RuntimeError("model exploded")
+
+    monkeypatch.setattr(app, "classify", boom)
+    r = app.handler({"image": base64.b64encode(b"x").decode()}, Ctx())
+    assert r["statusCode"] == 500 and r["error"] == "internal_error" and r["request_id"] == "req-1"
+    assert "model exploded" in capsys.readouterr().out  # the traceback is logged, not returned
+    monkeypatch.setattr(app, "classify", lambda data: {"predictions": [], "model": {}, "timings_ms": {}})
+    assert "predictions" in app.handler({"image": base64.b64encode(b"x").decode()}, Ctx())
+
+
+def test_no_model_configured_is_a_503_and_health_still_answers(app):
+    app.STATE["model"] = None
+    r = app.handler({"image": base64.b64encode(b"x").decode()}, Ctx())
+    assert r["statusCode"] == 503 and r["error"] == "model_not_configured"
+    health = app.handler({"version": "2.0", "requestContext": {"http": {"method": "GET", "path": "/health"}}, "rawPath": "/health"}, Ctx())
+    assert health["statusCode"] == 200 and json.loads(health["body"])["status"] == "ok"
+
+
+@pytest.mark.moto
+def test_s3_references_inside_the_allowed_prefix_only(app, monkeypatch):
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        for k, v in {"AWS_ENDPOINT_URL": f"http://{host}:{port}", "AWS_ACCESS_KEY_ID": "t", "AWS_SECRET_ACCESS_KEY": "t", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+            monkeypatch.setenv(k, v)
+        monkeypatch.setenv("HOIST_INPUT_S3_PREFIX", "s3://inputs-bucket/uploads/")
+        monkeypatch.setenv("HOIST_OUTPUT_S3", "s3://inputs-bucket/results/")
+        s3 = boto3.client("s3", region_name="us-east-1")
+        s3.create_bucket(Bucket="inputs-bucket")
+        s3.put_object(Bucket="inputs-bucket", Key="uploads/seven.png", Body=b"png bytes")
+        ok = app.handler({"s3": {"bucket": "inputs-bucket", "key": "uploads/seven.png"}}, Ctx())
+        assert ok["predictions"][0]["label"] == "7" and app.seen[-1] == b"png bytes"
+        stored = json.loads(s3.get_object(Bucket="inputs-bucket", Key="results/req-1.json")["Body"].read())
+        assert stored["request_id"] == "req-1"  # the result is kept in S3, keyed by request id
+        missing = app.handler({"s3": {"bucket": "inputs-bucket", "key": "uploads/nothing.png"}}, Ctx())
+        assert (missing["statusCode"], missing["error"]) == (404, "s3_object_not_found")
+        outside = app.handler({"s3": {"bucket": "inputs-bucket", "key": "uploads/../secrets/a.png"}}, Ctx())
+        assert (outside["statusCode"], outside["error"]) == (403, "s3_key_not_allowed")
+    finally:
+        server.stop()
+        sys.modules.pop("hoist_handler_under_test", None)
