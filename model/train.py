@@ -11,10 +11,12 @@ held-out accuracy. Run it with torch importable, e.g. the local target's tree:
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import random
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -58,6 +60,23 @@ def normalise(images: np.ndarray) -> torch.Tensor:
     return (x - PREPROCESS["mean"][0]) / PREPROCESS["std"][0]
 
 
+def strip_debug_info(path: Path) -> None:
+    """Make the TorchScript archive reproducible: drop the *.debug_pkl records
+    (they hold the absolute paths of torch's own sources on the training
+    machine, so the file would differ by where torch is installed, and leak
+    that path; loading does not need them), and derive the archive's random
+    serialization_id from its content."""
+    with zipfile.ZipFile(path) as src:
+        records = [(info.filename, src.read(info.filename)) for info in src.infolist() if not info.filename.endswith(".debug_pkl")]
+    digest = hashlib.sha256(b"".join(data for name, data in records if not name.endswith("serialization_id"))).hexdigest()
+    records = [(name, str(int(digest, 16))[:40].encode() if name.endswith(".data/serialization_id") else data) for name, data in records]
+    tmp = path.with_suffix(".tmp")
+    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as dst:
+        for name, data in records:
+            dst.writestr(zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0)), data)
+    tmp.replace(path)
+
+
 def train(out: Path, epochs: int = 60) -> dict:
     random.seed(SEED)
     np.random.seed(SEED)
@@ -85,6 +104,7 @@ def train(out: Path, epochs: int = 60) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     scripted = torch.jit.script(model)
     scripted.save(str(out / "model.pt"))
+    strip_debug_info(out / "model.pt")
     (out / "labels.json").write_text(json.dumps([str(d) for d in range(10)]) + "\n")
     (out / "preprocess.json").write_text(json.dumps(PREPROCESS, indent=1) + "\n")
     metrics = {"model": "hoist-digits", "version": "1", "held_out_accuracy": round(accuracy, 4), "test_size": len(y_test), "seed": SEED, "torch": torch.__version__}

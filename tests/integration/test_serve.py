@@ -142,3 +142,17 @@ def test_the_web_page_classifies_an_upload_in_a_real_browser(server, tmp_path):
         WebDriverWait(driver, 30).until(ec.presence_of_element_located((By.CSS_SELECTOR, "li.prediction")))
         first = driver.find_elements(By.CSS_SELECTOR, "li.prediction")[0].text
     assert first.startswith(f"{labels[3]}: ")
+
+
+def test_training_regenerates_the_committed_artifacts_byte_for_byte(server, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "artifacts"
+    env = {**os.environ, "PYTHONPATH": server.efs_tree}  # torch from the local target's tree, scikit-learn from the tooling
+    run = subprocess.run([sys.executable, str(REPO / "model" / "train.py"), "--out", str(out)], env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "held-out accuracy 0.98" in run.stdout
+    for name in ("model.pt", "labels.json", "preprocess.json", "metrics.json"):
+        assert (out / name).read_bytes() == (REPO / "model" / "artifacts" / name).read_bytes(), name
