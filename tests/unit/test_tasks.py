@@ -21,7 +21,7 @@ def test_list_shows_every_stage_with_help():
     assert "--force" in help_text and "--target" in help_text and "rebuild even if" in help_text
 
 
-@pytest.mark.parametrize("task", ["deploy", "serve"])
+@pytest.mark.parametrize("task", ["deploy"])
 def test_unbuilt_tasks_fail_loudly(task):
     result = invoke(task)
     assert result.returncode != 0
@@ -69,3 +69,12 @@ def test_validate_exit_codes_and_json(tmp_path):
 def test_validate_without_a_build_says_to_build(project):
     result = invoke("validate", "--config", str(project / "pipeline.toml"))
     assert result.returncode == 1 and "invoke build --target local" in result.stderr
+
+
+def test_serve_explains_a_target_that_cannot_run_here(project):
+    import platform
+
+    foreign = "arm" if platform.machine() == "x86_64" else "local"
+    result = invoke("serve", "--config", str(project / "pipeline.toml"), "--target", foreign, "--port", "0")
+    assert result.returncode == 1
+    assert "cannot run here" in result.stderr and "--target local" in result.stderr and "--smoke 2" in result.stderr
