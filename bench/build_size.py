@@ -13,10 +13,7 @@ Goals (the foundation issue): Hoist's tree at most 70% of the naive bytes and
 from __future__ import annotations
 
 import dataclasses
-import datetime
-import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -36,7 +33,8 @@ from pipeline import proc
 from pipeline.config import Config
 from pipeline.interpreters import find_python
 
-RESULTS = Path(__file__).with_name("results")
+from . import record
+
 GOALS = {"bytes": 0.70, "files": 0.55}
 
 
@@ -109,23 +107,17 @@ def run(cfg: Config, *, target: str | None = None, runs: int = 1, console: Conso
     }
     ratios = {k: round(figures["hoist"][k] / figures["naive"][k], 4) for k in ("bytes", "files", "seconds")}
     met = {k: ratios[k] <= GOALS[k] for k in GOALS} | {"imports": not missing and not imports.startswith("import failures")}
-    doc = {
-        "benchmark": "build",
-        "version": 1,
-        "command": command,
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"platform": platform.platform(), "machine": platform.machine(), "cpus": os.cpu_count(), "python": platform.python_version()},
-        "target": tcfg.target.as_json(),
-        "runs": runs,
-        "baseline": "naive: uv install --target of the same locks (+ --python-platform for a foreign target), then compileall by the target Python; nothing removed",
-        "figures": figures,
-        "ratios": ratios,
-        "goals": {"bytes_max": GOALS["bytes"], "files_max": GOALS["files"], "met": met},
-        "top_level_missing": missing,
-        "imports": imports,
-    }
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "build.json").write_text(json.dumps(doc, indent=1) + "\n")
+    doc, written = record.write(
+        "build", command,
+        target=tcfg.target.as_json(),
+        runs=runs,
+        baseline="naive: uv install --target of the same locks (+ --python-platform for a foreign target), then compileall by the target Python; nothing removed",
+        figures=figures,
+        ratios=ratios,
+        goals={"bytes_max": GOALS["bytes"], "files_max": GOALS["files"], "met": met},
+        top_level_missing=missing,
+        imports=imports,
+    )
 
     table = Table(title=f"build: {tcfg.target.describe()}, median of {runs} run(s)", title_justify="left")
     for col in ("", "naive", "hoist", "hoist / naive", "goal"):
@@ -135,5 +127,5 @@ def run(cfg: Config, *, target: str | None = None, runs: int = 1, console: Conso
     table.add_row("wall time", f"{figures['naive']['seconds']:.1f} s", f"{figures['hoist']['seconds']:.1f} s", f"{ratios['seconds']:.2f}x", "")
     console.print(table)
     console.print(f"top-level modules: {'all present' if not missing else 'MISSING ' + ', '.join(missing)}; {imports}")
-    console.print(f"written: {RESULTS / 'build.json'}")
+    console.print(f"written: {written}")
     return doc

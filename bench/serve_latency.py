@@ -8,10 +8,7 @@ Goal (handler issue): handler overhead under 5 ms median.
 """
 from __future__ import annotations
 
-import datetime
 import json
-import os
-import platform
 import statistics
 import subprocess
 import time
@@ -24,7 +21,7 @@ from pipeline.config import Config
 from pipeline.interpreters import find_python
 from runtime.serve import start
 
-from .build_size import RESULTS
+from . import record
 
 DIRECT = r"""
 import json, sys, time
@@ -83,19 +80,13 @@ def run(cfg: Config, *, target: str | None = None, runs: int = 1, console: Conso
         "direct_model_ms": {"median": round(statistics.median(direct), 3), "p99": round(_pct(direct, 0.99), 3), "calls": n},
     }
     overhead = fig["endpoint_ms"]["median"] - fig["direct_model_ms"]["median"]
-    doc = {
-        "benchmark": "serve",
-        "version": 1,
-        "command": command,
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"platform": platform.platform(), "machine": platform.machine(), "cpus": os.cpu_count(), "python": platform.python_version()},
-        "figures": fig,
-        "ratios": {"endpoint_vs_direct_median": round(fig["endpoint_ms"]["median"] / fig["direct_model_ms"]["median"], 2)},
-        "overhead_ms_median": round(overhead, 3),
-        "goals": {"overhead_under_5_ms_median": overhead < 5.0},
-    }
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "serve.json").write_text(json.dumps(doc, indent=1) + "\n")
+    doc, written = record.write(
+        "serve", command,
+        figures=fig,
+        ratios={"endpoint_vs_direct_median": round(fig["endpoint_ms"]["median"] / fig["direct_model_ms"]["median"], 2)},
+        overhead_ms_median=round(overhead, 3),
+        goals={"overhead_under_5_ms_median": overhead < 5.0},
+    )
     table = Table(title=f"serve: warm latency, {n} requests", title_justify="left")
     for col in ("", "median ms", "p99 ms"):
         table.add_column(col, justify="right" if col else "left")
@@ -103,5 +94,5 @@ def run(cfg: Config, *, target: str | None = None, runs: int = 1, console: Conso
     table.add_row("local endpoint (HTTP -> handler)", f"{fig['endpoint_ms']['median']:.3f}", f"{fig['endpoint_ms']['p99']:.3f}")
     console.print(table)
     console.print(f"overhead {overhead:.2f} ms median ({doc['ratios']['endpoint_vs_direct_median']}x); goal < 5 ms: {'met' if doc['goals']['overhead_under_5_ms_median'] else 'MISSED'}")
-    console.print(f"written: {RESULTS / 'serve.json'}")
+    console.print(f"written: {written}")
     return doc

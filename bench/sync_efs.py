@@ -15,10 +15,7 @@ that package's bytes (checked on numpy; the small package shows the overhead).
 """
 from __future__ import annotations
 
-import datetime
 import json
-import os
-import platform
 import shutil
 import subprocess
 import tempfile
@@ -35,7 +32,8 @@ from pipeline.config import Config
 from sync.efs import apply_sync, plan_sync
 from sync.shell import Remote
 
-from .build_size import RESULTS, naive, tree_size
+from . import record
+from .build_size import naive, tree_size
 
 CHANGED_PACKAGES = ("numpy", "filelock")  # the first is checked against the goal
 
@@ -94,27 +92,21 @@ def run(cfg: Config, *, target: str | None = None, runs: int = 1, console: Conso
                                  "ratio": round(done.bytes_sent / changed_bytes, 3), "overhead_bytes": done.bytes_sent - changed_bytes}
         naive_bytes, naive_files = tree_size(work / "naive")
 
-    doc = {
-        "benchmark": "sync",
-        "version": 1,
-        "command": command,
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"platform": platform.platform(), "machine": platform.machine(), "cpus": os.cpu_count(), "python": platform.python_version()},
-        "transport": "local (rsync into a folder; the bastion runs the same rsync over ssh)",
-        "figures": {
+    doc, written = record.write(
+        "sync", command,
+        transport="local (rsync into a folder; the bastion runs the same rsync over ssh)",
+        figures={
             "plain_rsync_naive": {"seconds": round(plain_s, 2), "bytes_sent": plain_bytes, "tree_bytes": naive_bytes, "files": naive_files},
             "first_sync": {"seconds": round(first.seconds, 2), "bytes_sent": first.bytes_sent, "tree_bytes": efs.bytes, "files": efs.files},
             "unchanged_resync": {"seconds": round(again.seconds, 2), "bytes_sent": again.bytes_sent, "action": again_plan.action},
             "one_package_changed": variants,
         },
-        "ratios": {
+        ratios={
             "first_sync_time_vs_plain_rsync": round(first.seconds / plain_s, 3),
             "changed_bytes_sent_vs_package_bytes": {p: v["ratio"] for p, v in variants.items()},
         },
-        "goals": {"unchanged_under_1_MB": again.bytes_sent < 1_000_000, "changed_at_most_1.1x": variants[CHANGED_PACKAGES[0]]["ratio"] <= 1.1},
-    }
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "sync.json").write_text(json.dumps(doc, indent=1) + "\n")
+        goals={"unchanged_under_1_MB": again.bytes_sent < 1_000_000, "changed_at_most_1.1x": variants[CHANGED_PACKAGES[0]]["ratio"] <= 1.1},
+    )
 
     table = Table(title="sync: demo tree, local transport", title_justify="left")
     for col in ("", "seconds", "bytes sent", "note"):
@@ -126,6 +118,6 @@ def run(cfg: Config, *, target: str | None = None, runs: int = 1, console: Conso
         goal = f"; goal <= 1.1x {'ok' if v['ratio'] <= 1.1 else 'MISSED'}" if i == 0 else f"; fixed cost of a version {human(v['overhead_bytes'])}"
         table.add_row(f"sync-efs, {package} changed", f"{v['seconds']:.1f}", human(v["bytes_sent"]), f"{v['ratio']:.2f}x its {human(v['package_bytes'])}{goal}")
     console.print(table)
-    console.print(f"written: {RESULTS / 'sync.json'}")
+    console.print(f"written: {written}")
     return doc
 

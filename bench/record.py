@@ -1,0 +1,26 @@
+"""What every benchmark writes: bench/results/<name>.json with its figures,
+ratios, the machine and the command (one layout for all of them)."""
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+from pathlib import Path
+
+RESULTS = Path(__file__).with_name("results")
+
+
+def write(name: str, command: str, **fields) -> tuple[dict, Path]:
+    doc = {
+        "benchmark": name,
+        "version": 1,
+        "command": command,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "machine": {"platform": platform.platform(), "machine": platform.machine(), "cpus": os.cpu_count(), "python": platform.python_version()},
+        **fields,
+    }
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(doc, indent=1) + "\n")
+    return doc, path
