@@ -215,6 +215,7 @@ def apply_sync(plan: SyncPlan, remote: Remote, *, stale_lock_s: int = 3600, on_l
         if any(v.name == plan.version and v.complete for v in list_versions(remote, plan.base)):
             return SyncResult(plan=plan, bytes_sent=0, seconds=time.monotonic() - started, repaired=0)
         sent = _rsync_tree(remote, plan, on_line)
+        remote.run(f"touch {_q(lock)}")  # still ours: a long transfer must not look stale to another sync
         problems = verify(remote, plan)
         repaired = 0
         if problems:  # same size and time but other bytes, or a damaged file: compare contents
