@@ -206,7 +206,7 @@ def serve(c, config=None, target=None, port=8000):
         server.stop()
 
 
-@task(help={"name": "benchmark to run: build, sync or serve", "config": CONFIG_HELP, "target": TARGET_HELP, "runs": "timed runs of each side (median is reported)"})
+@task(help={"name": "benchmark to run: build, sync, serve or coldstart", "config": CONFIG_HELP, "target": TARGET_HELP, "runs": "timed runs of each side (median is reported)"})
 def bench(c, name, config=None, target=None, runs=1):
     """Run a benchmark; print a table and write bench/results/<name>.json."""
     from bench import registry
@@ -224,9 +224,13 @@ SYSTEM_PACKAGES = {"dockerd": "docker.io", "sshd": "openssh-server", "rsync": "r
 
 
 def _missing_system_packages() -> list[str]:
+    import ctypes.util
     import shutil
 
-    return sorted({pkg for cmd, pkg in SYSTEM_PACKAGES.items() if not (shutil.which(cmd) or Path("/usr/sbin", cmd).exists())})
+    missing = {pkg for cmd, pkg in SYSTEM_PACKAGES.items() if not (shutil.which(cmd) or Path("/usr/sbin", cmd).exists())}
+    if not ctypes.util.find_library("fuse"):  # fusepy (the cold-start instrument) loads libfuse.so.2
+        missing.add("libfuse2")
+    return sorted(missing)
 
 
 @task(help={"markers": "pytest -m expression (default: all tests)", "k": "pytest -k expression", "verbose": "pytest -v",

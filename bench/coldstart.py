@@ -1,0 +1,166 @@
+"""`invoke bench coldstart`: the handler's init (trees on sys.path, import
+torch and PIL, load the demo model) in a fresh process, with the EFS tree
+behind bench/latencyfs.py (a FUSE mount adding a round trip per operation and
+a throughput cap, mounted fresh for every run).
+
+Compared, on this machine's interpreter and platform (the `local` target):
+- seed: a plain `uv pip install --target` tree of the same locks, no bytecode,
+  everything on EFS, `sys.path.insert(0, tree)`;
+- hoist: the built EFS tree as the handler loads it (appended to sys.path),
+  the layer on local disk as Lambda extracts it under /opt;
+- limit: the Hoist trees from local disk.
+Goals (cold start issue): hoist at least 4x faster than seed at 1 ms, and
+hoist at 1 ms at most 1.3x hoist at 0 ms.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from builder.build import build
+from builder.install import install_native
+from builder.lock import current_locks
+from pipeline.config import Config
+from pipeline.interpreters import find_python
+
+from . import record
+
+CHILD = r"""
+import json, sys, time
+t0 = time.perf_counter()
+how, tree, layer, model = sys.argv[1:5]
+if layer != "-":
+    sys.path.insert(0, layer)
+if how == "insert":
+    sys.path.insert(0, tree)
+else:
+    sys.path.append(tree)
+import torch, PIL.Image
+try:
+    import torchvision
+    vision = True
+except ImportError:
+    vision = False
+net = torch.jit.load(model)
+print(json.dumps({"seconds": time.perf_counter() - t0, "torchvision": vision}))
+"""
+LATENCYFS = Path(__file__).with_name("latencyfs.py")
+
+
+def _mounted(source: Path, latency_ms: float, mbps: float, work: Path):
+    """Start a fresh latency mount of ``source``; returns (mountpoint, process, stats file)."""
+    mnt = Path(tempfile.mkdtemp(prefix="mnt-", dir=work))
+    stats = work / f"stats-{mnt.name}.json"
+    proc = subprocess.Popen([sys.executable, str(LATENCYFS), str(source), str(mnt), "--latency-ms", str(latency_ms), "--mbps", str(mbps), "--stats", str(stats)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 20
+    while not os.path.ismount(mnt):
+        if proc.poll() is not None or time.time() > deadline:
+            raise RuntimeError(f"latencyfs did not mount: {proc.stderr.read().decode()[-800:] if proc.stderr else ''} (needs /dev/fuse and libfuse2)")
+        time.sleep(0.05)
+    return mnt, proc, stats
+
+
+def _unmount(mnt: Path, proc: subprocess.Popen) -> None:
+    subprocess.run(["umount", str(mnt)], capture_output=True)
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    shutil.rmtree(mnt, ignore_errors=True)
+
+
+def _one(python: str, how: str, tree: Path, layer: Path | None, model: Path, latency_ms: float | None, mbps: float, work: Path) -> dict:
+    mnt = proc = stats = None
+    source = tree
+    if latency_ms is not None:
+        mnt, proc, stats = _mounted(tree, latency_ms, mbps, work)
+        source = mnt
+    try:
+        subprocess.run(["sync"], check=False)
+        out = subprocess.run([python, "-I", "-c", CHILD, how, str(source), str(layer) if layer else "-", str(model)], capture_output=True, text=True, timeout=900)
+        if out.returncode != 0:
+            raise RuntimeError(f"cold init failed ({how}, {tree}): {out.stderr[-1500:]}")
+        result = json.loads(out.stdout.strip().splitlines()[-1])
+    finally:
+        if mnt is not None:
+            _unmount(mnt, proc)
+    if stats is not None and stats.exists():
+        result.update(json.loads(stats.read_text()))
+    return result
+
+
+def run(cfg: Config, *, target: str | None = None, runs: int = 3, console: Console | None = None, command: str = "invoke bench coldstart") -> dict:
+    console = console or Console()
+    runs = max(1, runs)
+    target = target or "local"
+    tcfg = cfg.target(target)
+    console.print(f"[bold cyan]==>[/] invoke build --target {target} (reused when current)")
+    built = build(cfg, target)
+    efs, layer = built.sets["efs"].tree, built.sets["layer"].tree if "layer" in built.sets else None
+    model = cfg.root / "model" / "artifacts" / "model.pt"
+    python = find_python(tcfg.target.python).path
+    with tempfile.TemporaryDirectory(prefix="hoist-bench-coldstart-", dir=cfg.root) as tmp:
+        work = Path(tmp)
+        console.print("[bold cyan]==>[/] the seed's tree: every locked wheel with `--target`, no bytecode")
+        seed = work / "seed"
+        for lf in current_locks(cfg, tcfg).values():
+            install_native(lf, tcfg.target, seed)
+        cases = {
+            "seed_1ms": ("insert", seed, None, 1.0),
+            "seed_0ms": ("insert", seed, None, 0.0),
+            "hoist_1ms": ("append", efs, layer, 1.0),
+            "hoist_0ms": ("append", efs, layer, 0.0),
+            "limit_local_disk": ("append", efs, layer, None),
+        }
+        samples: dict[str, list[dict]] = {name: [] for name in cases}
+        for i in range(runs):
+            for name, (how, tree, lay, latency) in cases.items():
+                console.print(f"[bold cyan]==>[/] run {i + 1}/{runs}: {name}")
+                samples[name].append(_one(python, how, tree, lay, model, latency, 300.0, work))
+    figures = {}
+    for name, rows in samples.items():
+        figures[name] = {
+            "seconds_median": round(statistics.median(r["seconds"] for r in rows), 3),
+            "seconds_all": [round(r["seconds"], 3) for r in rows],
+            "ops": rows[-1].get("ops"),
+            "total_ops": rows[-1].get("total_ops"),
+            "bytes_read": rows[-1].get("bytes_read"),
+            "torchvision": rows[-1]["torchvision"],
+        }
+    med = {k: v["seconds_median"] for k, v in figures.items()}
+    ratios = {
+        "speedup_vs_baseline": round(med["seed_1ms"] / med["hoist_1ms"], 2),
+        "latency_penalty": round(med["hoist_1ms"] / med["hoist_0ms"], 2),
+        "seed_latency_penalty": round(med["seed_1ms"] / med["seed_0ms"], 2),
+        "hoist_1ms_vs_local_disk": round(med["hoist_1ms"] / med["limit_local_disk"], 2),
+    }
+    doc, written = record.write(
+        "coldstart", command,
+        instrument="bench/latencyfs.py: FUSE passthrough, fixed latency per metadata operation and read, 300 MB/s, NFS-like caching after a fresh mount",
+        target=tcfg.target.as_json(),
+        runs=runs,
+        figures=figures,
+        ratios=ratios,
+        goals={"speedup_at_least_4x": ratios["speedup_vs_baseline"] >= 4, "latency_penalty_at_most_1.3x": ratios["latency_penalty"] <= 1.3},
+    )
+    table = Table(title=f"coldstart: init (path, import torch + PIL, load the model), median of {runs}", title_justify="left")
+    for col in ("", "seconds", "fs operations", "bytes read"):
+        table.add_column(col, justify="right" if col else "left")
+    for name, f in figures.items():
+        table.add_row(name, f"{f['seconds_median']:.2f}", f"{f['total_ops']:,}" if f["total_ops"] is not None else "-", f"{f['bytes_read'] / 1e6:,.1f} MB" if f["bytes_read"] is not None else "-")
+    console.print(table)
+    console.print(f"speedup vs seed at 1 ms: {ratios['speedup_vs_baseline']}x (goal >= 4x: {'met' if doc['goals']['speedup_at_least_4x'] else 'MISSED'}); "
+                  f"latency penalty {ratios['latency_penalty']}x (goal <= 1.3x: {'met' if doc['goals']['latency_penalty_at_most_1.3x'] else 'MISSED'}); seed's penalty {ratios['seed_latency_penalty']}x")
+    console.print(f"written: {written}")
+    return doc
