@@ -107,3 +107,17 @@ def write_pipeline(root: Path, wheelhouse: Path, replace: dict[str, str] | None 
     path = root / "pipeline.toml"
     path.write_text(text)
     return path
+
+
+def lock_and_build(project: Path, efs_requirements: str | None = None, target: str | None = None):
+    """Write the EFS set's requirements (when given), then lock and build the project; its config."""
+    from builder.build import build
+    from builder.lock import lock
+    from pipeline import config
+
+    if efs_requirements is not None:
+        (project / "requirements" / "efs.in").write_text(efs_requirements)
+    cfg = config.load(project / "pipeline.toml")
+    lock(cfg, target)
+    build(cfg, target)
+    return cfg

@@ -11,13 +11,10 @@ import json
 import pytest
 from botocore.stub import Stubber
 
-from builder.build import build
-from builder.lock import lock
-from pipeline import config
 from sync import stage
 from sync.datasync import Clients
 from sync.shell import SyncError
-from tests.conftest import write_pipeline
+from tests.conftest import lock_and_build, write_pipeline
 
 pytestmark = [pytest.mark.moto]
 
@@ -73,11 +70,7 @@ def _project(project, wheelhouse, reqs):
     sync = (f'[sync]\nmethod = "datasync"\n\n[sync.datasync]\nbucket = "{BUCKET}"\nprefix = "{project.name}/hoist-staging"\nregion = "us-east-1"\n'
             f'file_system_arn = "{FS}"\naccess_point_arn = "{AP}"\nsubnet_arn = "{SUBNET}"\nsecurity_group_arns = ["{SG}"]\ns3_role_arn = "{ROLE}"\n\n[efs]')
     write_pipeline(project, wheelhouse, {"[efs]": sync})
-    (project / "requirements" / "efs.in").write_text(reqs)
-    cfg = config.load(project / "pipeline.toml")
-    lock(cfg)
-    build(cfg)
-    return cfg
+    return lock_and_build(project, reqs)
 
 
 def _objects(aws, prefix):

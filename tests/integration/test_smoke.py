@@ -8,11 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from builder.build import build
-from builder.lock import lock
 from pipeline import config
 from pipeline.interpreters import find_python
-from tests.conftest import write_pipeline
+from tests.conftest import lock_and_build, write_pipeline
 from runtime.function import runtime_client
 from validate.stage import from_build
 
@@ -22,10 +20,7 @@ PY312 = '[targets.py312]\nkind = "lambda"\nruntime = "python3.12"\narch = "x86_6
 
 
 def _built(project, target=None):
-    cfg = config.load(project / "pipeline.toml")
-    lock(cfg, target)
-    build(cfg, target)
-    return cfg
+    return lock_and_build(project, target=target)
 
 
 def _body(report):

@@ -13,13 +13,11 @@ import time
 
 import pytest
 
-from builder.build import build
-from builder.lock import lock
 from pipeline import config
 from sync import stage
 from sync.efs import MARKER, list_versions, verify
 from sync.shell import SyncError
-from tests.conftest import REPO, write_pipeline
+from tests.conftest import REPO, lock_and_build, write_pipeline
 from tests.wheels import make_wheel
 
 
@@ -50,14 +48,6 @@ def _configure(project, wheelhouse, bigwheels, method, sshd=None, extra=""):
     write_pipeline(project, wheelhouse, {"[efs]": sync + "\n[efs]", f'find_links = ["{wheelhouse}"]': f'find_links = ["{wheelhouse}", "{bigwheels}"]'})
 
 
-def _build(project, requirements):
-    (project / "requirements" / "efs.in").write_text(requirements)
-    cfg = config.load(project / "pipeline.toml")
-    lock(cfg)
-    build(cfg)
-    return cfg
-
-
 def _efs_base(project, method):
     return project / ("efs-mount" if method == "local" else "bastion-efs") / "hoist" / "envs"
 
@@ -76,7 +66,7 @@ def setup(request, method, project, wheelhouse, bigwheels):
 
 def test_sync_publishes_a_verified_immutable_version_and_links_unchanged_files(setup):
     project, method, _ = setup
-    cfg = _build(project, "nativepkg==1.0\nbigpkg==1.0\n")
+    cfg = lock_and_build(project, "nativepkg==1.0\nbigpkg==1.0\n")
     plan, remote = stage.plan(cfg)
     assert plan.action == "transfer" and plan.link_dests == ()
     first = stage.apply(plan, remote, cfg)
@@ -89,7 +79,7 @@ def test_sync_publishes_a_verified_immutable_version_and_links_unchanged_files(s
     again, remote = stage.plan(cfg)
     assert again.action == "up-to-date" and stage.apply(again, remote, cfg).bytes_sent == 0
 
-    cfg = _build(project, "nativepkg==1.0\nbigpkg==1.0\nsmallpkg==1.0\n")
+    cfg = lock_and_build(project, "nativepkg==1.0\nbigpkg==1.0\nsmallpkg==1.0\n")
     plan2, remote = stage.plan(cfg)
     assert plan2.action == "transfer" and plan2.link_dests == (f"{base}/{first.plan.version}/site-packages",)
     second = stage.apply(plan2, remote, cfg)
@@ -103,7 +93,7 @@ def test_sync_publishes_a_verified_immutable_version_and_links_unchanged_files(s
 def test_a_killed_sync_leaves_no_marker_and_resumes(setup, wheelhouse, bigwheels):
     project, method, server = setup
     _configure(project, wheelhouse, bigwheels, method, server, extra="bwlimit_kbps = 4000")
-    cfg = _build(project, "bigpkg==1.0\n")
+    cfg = lock_and_build(project, "bigpkg==1.0\n")
     plan, _ = stage.plan(cfg)
     dest = _efs_base(project, method) / plan.version
     proc = subprocess.Popen([sys.executable, "-m", "invoke", "-r", str(REPO), "sync-efs", "--config", str(project / "pipeline.toml")], start_new_session=True,
@@ -132,7 +122,7 @@ def test_a_killed_sync_leaves_no_marker_and_resumes(setup, wheelhouse, bigwheels
 def test_two_syncs_of_one_version_do_not_corrupt_it(setup, wheelhouse, bigwheels):
     project, method, server = setup
     _configure(project, wheelhouse, bigwheels, method, server, extra="bwlimit_kbps = 8000")
-    cfg = _build(project, "bigpkg==1.0\n")
+    cfg = lock_and_build(project, "bigpkg==1.0\n")
     outcomes = []
 
     def run():
@@ -161,7 +151,7 @@ def test_gc_keeps_the_newest_and_the_protected(setup):
     project, method, _ = setup
     made = []
     for reqs in ("smallpkg==1.0\n", "smallpkg==1.0\nnativepkg==1.0\n", "nativepkg==1.0\n"):
-        cfg = _build(project, reqs)
+        cfg = lock_and_build(project, reqs)
         plan, remote = stage.plan(cfg)
         made.append(stage.apply(plan, remote, cfg).plan.version)
         time.sleep(1.1)  # completion times order the versions
@@ -177,7 +167,7 @@ def test_gc_keeps_the_newest_and_the_protected(setup):
 @pytest.mark.sshd
 def test_host_key_mismatch_and_unknown_host_are_clear_errors(project, wheelhouse, bigwheels, sshd, tmp_path):
     _configure(project, wheelhouse, bigwheels, "bastion", sshd)
-    _build(project, "smallpkg==1.0\n")
+    lock_and_build(project, "smallpkg==1.0\n")
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "other")], check=True)
     other = (tmp_path / "other.pub").read_text().split()
     wrong = tmp_path / "known_hosts"
@@ -197,7 +187,7 @@ def test_host_key_mismatch_and_unknown_host_are_clear_errors(project, wheelhouse
 
 def test_a_lock_on_one_version_does_not_stop_another(setup):
     project, method, _ = setup
-    cfg = _build(project, "smallpkg==1.0\n")
+    cfg = lock_and_build(project, "smallpkg==1.0\n")
     base = _efs_base(project, method)
     busy = base / ".0000000000000000000000000000000000000000000000000000000000000000.lock"
     busy.mkdir(parents=True)
