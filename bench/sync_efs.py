@@ -26,6 +26,7 @@ from rich.console import Console
 from rich.table import Table
 
 from builder import manifest as mf
+from builder.archives import write_archives
 from builder.build import build
 from builder.report import human
 from pipeline.config import Config
@@ -49,7 +50,9 @@ def _variant(tree: Path, manifest: Path, work: Path, package: str) -> tuple[Path
             changed += path.stat().st_size
     files = mf.scan(new_tree)
     mf.stamp_mtimes(new_tree, files)
+    index = write_archives(new_tree, new_tree.parent / "archives")  # as the build writes them beside the tree
     doc = json.loads(manifest.read_text())
+    doc["archives"] = [{k: a[k] for k in ("name", "sha256", "bytes")} for a in index["archives"]]
     doc.update(content_hash=mf.content_hash(files), files=[{"path": e.path, "size": e.size, "mode": f"{e.mode:o}", "sha256": e.sha256} for e in files],
                totals={"bytes": sum(e.size for e in files), "files": len(files)})
     new_manifest = work / f"variant-{package}" / "manifest.json"

@@ -24,13 +24,14 @@ from pipeline.targets import Target
 
 from . import manifest as mf
 from . import metadata
+from .archives import write_archives
 from .bytecode import BytecodeResult, compile_tree
 from .install import check_wheel_tags, install_native
 from .lock import LockFile, current_locks
 from .package import Artifact, make_zip
 from .slim import Rules, SlimReport, load_rules, slim
 
-BUILDER_VERSION = "4"  # bump when a change to the steps changes trees
+BUILDER_VERSION = "5"  # bump when a change to the steps changes trees
 BUILD_JSON_VERSION = 1
 # Lambda: function + layers unzipped (lambda-facts.md, "Limits")
 LAMBDA_UNZIPPED_LIMIT = 262_144_000
@@ -112,7 +113,7 @@ def build_key(lock: LockFile, target: Target, rules: Rules, installer) -> str:
 
 def _existing(set_dir: Path, key: str) -> dict | None:
     path = set_dir / "manifest.json"
-    if not (path.is_file() and (set_dir / "site-packages").is_dir()):
+    if not (path.is_file() and (set_dir / "site-packages").is_dir() and (set_dir.name != "efs" or (set_dir / "archives" / "index.json").is_file())):
         return None
     try:
         doc = json.loads(path.read_text())
@@ -197,6 +198,10 @@ def build_set(name: str, lock: LockFile, target: Target, target_dir: Path, rules
         progress.step(f"[{name}] hashing files for the manifest")
         files = mf.scan(tree)
         mf.stamp_mtimes(tree, files)
+        index = {"archives": []}
+        if name == "efs":  # the layer is unzipped by Lambda onto local disk: nothing to hydrate
+            progress.step(f"[{name}] writing per-package archives for a fast cold start")
+            index = write_archives(tree, staging / "archives")
         doc = mf.manifest_doc(
             set_name=name,
             target=target.as_json(),
@@ -207,6 +212,7 @@ def build_set(name: str, lock: LockFile, target: Target, target_dir: Path, rules
             slim=report.as_json(),
             builder=installer.name,
         )
+        doc["archives"] = [{k: a[k] for k in ("name", "sha256", "bytes")} for a in index["archives"]]
         mf.write_json(doc, staging / "manifest.json")  # last: marks the staging folder complete
         _swap_into_place(staging, set_dir)
     except BaseException:

@@ -183,6 +183,10 @@ def verify(remote: Remote, plan: SyncPlan) -> list[str]:
         elif got[1] != mode:
             problems.append(f"mode {got[1]} instead of {mode}: {path}")
     problems += [f"not in the manifest: {p}" for p in sorted(set(have) - set(want))]
+    if doc.get("archives"):
+        out = remote.run(f"cd {_q(plan.dest)}/archives && sha256sum {' '.join(_q(a['name']) for a in doc['archives'])}", check=False).stdout
+        got = {line.split("  ", 1)[1]: line.split()[0] for line in out.splitlines() if "  " in line}
+        problems += [f"archive differs or is missing: {a['name']}" for a in doc["archives"] if got.get(a["name"]) != a["sha256"]]
     return problems
 
 
@@ -201,6 +205,11 @@ def _rsync_tree(remote: Remote, plan: SyncPlan, on_line, checksum: bool = False)
         args.append("--checksum")
     args += [f"--link-dest={d}" for d in plan.link_dests]
     sent = _stats_bytes(remote.rsync(args + [f"{plan.source}/", remote.path_arg(f"{plan.dest}/site-packages/")], on_line))
+    archives = plan.source.parent / "archives"
+    if archives.is_dir():  # unchanged archives keep their names: hard links too
+        remote.run(f"mkdir -p {_q(plan.dest)}/archives")
+        arch_args = [a for a in args if not a.startswith("--link-dest=")] + [f"--link-dest={d.rsplit('/', 1)[0]}/archives" for d in plan.link_dests]
+        sent += _stats_bytes(remote.rsync(arch_args + [f"{archives}/", remote.path_arg(f"{plan.dest}/archives/")], on_line))
     sent += _stats_bytes(remote.rsync(["-a", "--no-owner", "--no-group", "--stats", str(plan.manifest), remote.path_arg(f"{plan.dest}/manifest.json")], on_line))
     return sent
 

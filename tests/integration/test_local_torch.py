@@ -6,6 +6,7 @@ statically on aarch64: the same code cut the symbol tables of libtorch_cpu.so.
 """
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import zipfile
@@ -51,3 +52,44 @@ def test_local_torch_tree_imports_after_slimming_and_stripping(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     version, total, from_tree, size = out.stdout.split(maxsplit=3)
     assert version == "2.13.0+cpu" and float(total) == 83.0 and from_tree == "True" and size.strip() == "(2, 2)"
+
+
+def test_a_hydrated_tree_keeps_sources_scripting_tracebacks_and_metadata(tmp_path):
+    """The cold-start path (archives unpacked to /tmp, libraries linked to EFS)
+    must keep what torch and users rely on."""
+    import importlib.util
+
+    shutil.copy(REPO / "pipeline.toml", tmp_path)
+    shutil.copytree(REPO / "requirements", tmp_path / "requirements", ignore=shutil.ignore_patterns("*.local.lock"))
+    shutil.copytree(REPO / "handler", tmp_path / "handler")
+    cfg = config.load(tmp_path / "pipeline.toml")
+    lock(cfg, "local")
+    tree = build(cfg, "local").sets["efs"].tree
+    spec = importlib.util.spec_from_file_location("hoist_handler_local", REPO / "handler" / "app.py")
+    app = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(app)
+    local = app.hydrate(str(tree), str(tmp_path / "hydrated"))
+    assert local and os.path.islink(os.path.join(local, "torch", "lib", "libtorch_cpu.so"))
+    code = (
+        "import sys, inspect, traceback, importlib.metadata\n"
+        "sys.path.append(%r)\n"
+        "import torch\n"
+        "assert torch.__file__.startswith(%r), torch.__file__\n"
+        "src = inspect.getsource(torch.nn.Linear.forward)\n"
+        "assert 'def forward' in src\n"
+        "@torch.jit.script\n"
+        "def twice(x: torch.Tensor) -> torch.Tensor:\n"
+        "    return x * 2\n"
+        "assert float(twice(torch.ones(1))[0]) == 2.0\n"
+        "try:\n"
+        "    torch.nn.functional.softmax(None, dim=0)\n"
+        "except Exception:\n"
+        "    text = traceback.format_exc()\n"
+        "assert 'functional.py' in text and 'softmax' in text, text\n"
+        "print(importlib.metadata.version('torch'))\n"
+    ) % (local, local)
+    script = tmp_path / "check.py"  # a file: TorchScript reads the scripted function's source
+    script.write_text(code)
+    out = subprocess.run([find_python("3.11").path, "-I", str(script)], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.strip() == "2.13.0+cpu"
