@@ -106,10 +106,14 @@ def hydrate(tree, dest_root="/tmp/hoist-env"):
     index_path = os.path.join(version_dir, "archives", "index.json")
     if not os.path.exists(index_path):
         return None
-    local = os.path.join(dest_root, os.path.basename(version_dir))
+    import hashlib
+
+    raw_index = open(index_path, "rb").read()
+    # named by content: another version (or another build folder) never reuses it
+    local = os.path.join(dest_root, hashlib.sha256(raw_index).hexdigest()[:16])
     if os.path.exists(os.path.join(local, ".complete")):
         return local
-    index = json.load(open(index_path))
+    index = json.loads(raw_index)
     # warm the page cache with the shared libraries in the background, while the
     # archives unpack and Python imports: the loader's page faults then find them
     # there instead of waiting one round trip each
@@ -137,15 +141,16 @@ def _init():
     phases = {}
     t = time.perf_counter()
     tree = os.environ.get("HOIST_EFS_TREE", "")
+    path = tree
     if tree and os.environ.get("HOIST_HYDRATE", "1") != "0":
         try:
-            tree = hydrate(tree, os.environ.get("HOIST_HYDRATE_DIR", "/tmp/hoist-env")) or tree
+            path = hydrate(tree, os.environ.get("HOIST_HYDRATE_DIR", "/tmp/hoist-env")) or tree
         except OSError as exc:  # /tmp full or EFS hiccup: import from EFS directly, slower but working
             _log("hydrate_failed", error=str(exc))
-    if tree and tree not in sys.path:
-        sys.path.append(tree)
+    if path and path not in sys.path:
+        sys.path.append(path)
     phases["path_setup_ms"] = round((time.perf_counter() - t) * 1000, 2)
-    state = {"tree": tree or None, "model": None, "error": None}
+    state = {"tree": tree or None, "path": path or None, "model": None, "error": None}
     source = os.environ.get("HOIST_MODEL_DIR") or os.environ.get("HOIST_MODEL_S3")
     if source:
         t = time.perf_counter()
@@ -166,7 +171,7 @@ def _init():
             "threads": vcpus,
         }
         phases["model_load_ms"] = round((time.perf_counter() - t) * 1000, 1)
-    _log("init", **phases, efs_tree=state["tree"], model=source)
+    _log("init", **phases, efs_tree=state["tree"], imported_from=state["path"], model=source)
     return state
 
 
@@ -364,8 +369,8 @@ def handler(event, context):
             raise BadRequest(400, "invalid_event", "the event must be a JSON object")
         if method == "GET" and path.rstrip("/").endswith("/health"):
             model = STATE["model"]
-            return _respond(event, 200, {"status": "ok", "efs_tree": STATE["tree"], "on_path": bool(STATE["tree"]) and STATE["tree"] in sys.path,
-                                         "model": model["meta"] if model else None})
+            return _respond(event, 200, {"status": "ok", "efs_tree": STATE["tree"], "imported_from": STATE["path"],
+                                         "on_path": bool(STATE["path"]) and STATE["path"] in sys.path, "model": model["meta"] if model else None})
         if STATE["model"] is None:
             raise BadRequest(503, "model_not_configured", "no model: set HOIST_MODEL_DIR or HOIST_MODEL_S3")
         t0 = time.perf_counter()

@@ -199,7 +199,8 @@ def level2(inputs: SmokeInputs, target: Target, image: str | None = None) -> tup
     spec = _spec(inputs, target)
     with tempfile.TemporaryDirectory(prefix="hoist-smoke-") as tmp, RuntimeAPI() as api:
         task = _task_root(inputs, Path(tmp))
-        layout = Layout(task_root="/var/task", layer="/opt/python" if layer else None, efs_tree=inputs.mount_path if efs else None, runtime_dir="/opt/hoist-runtime")
+        # the version folder at the mount path, as on EFS: archives beside site-packages get hydrated
+        layout = Layout(task_root="/var/task", layer="/opt/python" if layer else None, efs_tree=f"{inputs.mount_path}/{efs.name}" if efs else None, runtime_dir="/opt/hoist-runtime")
         env = {**lambda_environment(spec, layout, api.address), **_env_extra(inputs)}
         name = f"hoist-smoke-{uuid.uuid4().hex[:12]}"
         cmd = [shutil.which("docker") or "docker", "run", "--rm", "--name", name, "--network", "host", "--platform", docker_platform,
@@ -208,7 +209,7 @@ def level2(inputs: SmokeInputs, target: Target, image: str | None = None) -> tup
         if layer:
             cmd += ["-v", f"{layer}:/opt/python:ro"]
         if efs:
-            cmd += ["-v", f"{efs}:{inputs.mount_path}:ro"]
+            cmd += ["-v", f"{efs.parent}:{inputs.mount_path}:ro"]
         for key, value in env.items():
             cmd += ["-e", f"{key}={value}"]
         cmd += [image, "-s", "-m", "awslambdaric", spec.handler]

@@ -48,7 +48,8 @@ def test_archives_are_per_package_deterministic_and_leave_libraries_out(tmp_path
 def test_hydrate_unpacks_links_libraries_and_is_done_once(app, tmp_path):
     version, tree, _ = _version(tmp_path)
     local = app.hydrate(str(tree), str(tmp_path / "tmp"))
-    assert local == str(tmp_path / "tmp" / "abc123")
+    index_hash = __import__("hashlib").sha256((version / "archives" / "index.json").read_bytes()).hexdigest()[:16]
+    assert local == str(tmp_path / "tmp" / index_hash)  # named by content, not by the folder it came from
     assert open(os.path.join(local, "pkg", "sub", "mod.py")).read() == "VALUE = 42\n"
     assert os.stat(os.path.join(local, "pkg", "tool.sh")).st_mode & 0o777 == 0o755
     link = os.path.join(local, "pkg", "_native.so")
