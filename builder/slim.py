@@ -68,10 +68,6 @@ class SlimReport:
     strip_reverted: tuple[tuple[str, str], ...]  # (file, why the stripped copy was refused)
 
     @property
-    def bytes_removed(self) -> int:
-        return sum(r.bytes for r in self.removed) + self.strip_bytes
-
-    @property
     def files_removed(self) -> int:
         return sum(r.files for r in self.removed)
 
