@@ -109,6 +109,35 @@ class SyncConfig:
 
 
 @dataclass(frozen=True)
+class DeployConfig:
+    """Where and how `invoke deploy` puts the stack (the AWS side of pipeline.toml)."""
+
+    stack_name: str
+    region: str
+    artifact_bucket: str  # handler/layer zips and the model, under content-addressed keys
+    artifact_prefix: str
+    output_prefix: str  # the handler writes results under s3://<artifact_bucket>/<output_prefix>/
+    vpc_id: str
+    subnet_ids: tuple[str, ...]
+    route_table_ids: tuple[str, ...] = ()
+    s3_endpoint: bool = True  # Gateway endpoint on route_table_ids (off when the VPC already has one)
+    dynamodb_endpoint: bool = False
+    ephemeral_storage_mb: int = 2048  # /tmp: the hydrated tree lives there (lambda-facts.md, Limits)
+    log_retention_days: int = 14
+    posix_uid: int = 1000
+    posix_gid: int = 1000
+    file_system_id: str = ""  # an existing file system instead of the stack's own
+    access_point_id: str = ""
+    mount_target_security_group_id: str = ""  # existing mount targets' group: the stack adds NFS from the function
+    smoke_image: Path | None = None
+    smoke_expect: str = ""
+
+    @property
+    def creates_file_system(self) -> bool:
+        return not self.file_system_id
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     root: Path
@@ -123,6 +152,7 @@ class Config:
     api_name: str
     build: BuildConfig
     sync: SyncConfig | None = None
+    deploy: DeployConfig | None = None
     raw: dict = field(repr=False, default_factory=dict)
 
     def target(self, name: str | None = None) -> TargetConfig:
@@ -338,8 +368,10 @@ def load(path: str | Path = "pipeline.toml") -> Config:
         base_image=base_image,
     )
     sync = _parse_sync(_get(raw, "sync", dict, path, "", default={}), path, root)
+    deploy = _parse_deploy(raw["deploy"], path, root) if "deploy" in raw else None
     return Config(
         sync=sync,
+        deploy=deploy,
         path=path,
         root=root,
         default_target=default_target,
@@ -405,4 +437,81 @@ def _parse_sync(raw: dict, path: Path, root: Path) -> SyncConfig:
         bwlimit_kbps=_get(raw, "bwlimit_kbps", int, path, "sync", default=0),
         bastion=bastion,
         datasync=datasync,
+    )
+
+
+# AWS's id shapes, checked before any call so a typo fails here, not in a rollback
+AWS_ID_RE = {"vpc": re.compile(r"^vpc-[0-9a-f]{8,17}$"), "subnet": re.compile(r"^subnet-[0-9a-f]{8,17}$"), "rtb": re.compile(r"^rtb-[0-9a-f]{8,17}$"),
+             "fs": re.compile(r"^fs-[0-9a-f]{8,40}$"), "fsap": re.compile(r"^fsap-[0-9a-f]{8,40}$"), "sg": re.compile(r"^sg-[0-9a-f]{8,17}$")}
+STACK_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,127}$")
+BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+# Lambda's /tmp (EphemeralStorage) and CloudWatch Logs' allowed retention values
+LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653)
+
+
+def _parse_deploy(raw, path: Path, root: Path) -> DeployConfig:
+    pre = "deploy"
+    if not isinstance(raw, dict):
+        raise ConfigError(f"[deploy] must be a table, found {raw!r}", where=_where(path, pre), fix="write it as a [deploy] section")
+
+    def ids(key: str, kind: str, required: bool = False) -> tuple[str, ...]:
+        values = tuple(_get(raw, key, list, path, pre, default=[], required=required))
+        bad = [v for v in values if not (isinstance(v, str) and AWS_ID_RE[kind].match(v))]
+        if bad or (required and not values):
+            raise ConfigError(f"{pre}.{key} must list {kind}-... ids, found {list(values)!r}", where=_where(path, f"{pre}.{key}"), fix=f'e.g. {key} = ["{kind}-0123456789abcdef0"]')
+        return values
+
+    def one_id(key: str, kind: str, required: bool = False) -> str:
+        value = _get(raw, key, str, path, pre, default="", required=required)
+        if (value or required) and not AWS_ID_RE[kind].match(value):
+            raise ConfigError(f"{pre}.{key} {value!r} is not a {kind}-... id", where=_where(path, f"{pre}.{key}"), fix=f'e.g. {key} = "{kind}-0123456789abcdef0"')
+        return value
+
+    stack = _get(raw, "stack_name", str, path, pre, required=True)
+    if not STACK_NAME_RE.match(stack):
+        raise ConfigError(f"stack name {stack!r} must start with a letter and hold only letters, digits and -", where=_where(path, f"{pre}.stack_name"), fix='e.g. stack_name = "hoist-demo"')
+    bucket = _get(raw, "artifact_bucket", str, path, pre, required=True)
+    if not BUCKET_RE.match(bucket):
+        raise ConfigError(f"bucket name {bucket!r} is not a valid S3 bucket name", where=_where(path, f"{pre}.artifact_bucket"), fix="3-63 lowercase letters, digits, dots and hyphens")
+    subnets = ids("subnet_ids", "subnet", required=True)
+    tables = ids("route_table_ids", "rtb")
+    s3_endpoint = _get(raw, "s3_endpoint", bool, path, pre, default=True)
+    dynamodb_endpoint = _get(raw, "dynamodb_endpoint", bool, path, pre, default=False)
+    if (s3_endpoint or dynamodb_endpoint) and not tables:
+        raise ConfigError(
+            "a gateway endpoint (s3_endpoint/dynamodb_endpoint) needs the subnets' route tables",
+            where=_where(path, f"{pre}.route_table_ids"),
+            fix='list them (route_table_ids = ["rtb-..."]), or set s3_endpoint = false when the VPC already has an S3 endpoint',
+        )
+    storage = _get(raw, "ephemeral_storage_mb", int, path, pre, default=2048)
+    if not 512 <= storage <= 10240:
+        raise ConfigError(f"ephemeral_storage_mb {storage} is outside Lambda's 512-10240 MB", where=_where(path, f"{pre}.ephemeral_storage_mb"), fix="the hydrated tree lives in /tmp: 2048 fits the demo")
+    retention = _get(raw, "log_retention_days", int, path, pre, default=14)
+    if retention not in LOG_RETENTION_DAYS:
+        raise ConfigError(f"log_retention_days {retention} is not a value CloudWatch Logs accepts", where=_where(path, f"{pre}.log_retention_days"), fix=f"one of {', '.join(map(str, LOG_RETENTION_DAYS))}")
+    fs_id = one_id("file_system_id", "fs")
+    ap_id = one_id("access_point_id", "fsap")
+    if bool(fs_id) != bool(ap_id):
+        raise ConfigError("an existing file system needs both file_system_id and access_point_id", where=_where(path, pre), fix="set both, or neither to let the stack create them")
+    image = _get(raw, "smoke_image", str, path, pre, default="model/samples/digit.png")
+    return DeployConfig(
+        stack_name=stack,
+        region=_get(raw, "region", str, path, pre, required=True),
+        artifact_bucket=bucket,
+        artifact_prefix=_get(raw, "artifact_prefix", str, path, pre, default="hoist").strip("/"),
+        output_prefix=_get(raw, "output_prefix", str, path, pre, default="hoist/outputs").strip("/"),
+        vpc_id=one_id("vpc_id", "vpc", required=True),
+        subnet_ids=subnets,
+        route_table_ids=tables,
+        s3_endpoint=s3_endpoint,
+        dynamodb_endpoint=dynamodb_endpoint,
+        ephemeral_storage_mb=storage,
+        log_retention_days=retention,
+        posix_uid=_get(raw, "posix_uid", int, path, pre, default=1000),
+        posix_gid=_get(raw, "posix_gid", int, path, pre, default=1000),
+        file_system_id=fs_id,
+        access_point_id=ap_id,
+        mount_target_security_group_id=one_id("mount_target_security_group_id", "sg"),
+        smoke_image=root / image,
+        smoke_expect=_get(raw, "smoke_expect", str, path, pre, default="3"),
     )

@@ -61,3 +61,7 @@ class CommandError(PipelineError):
         if output_tail:
             what = f"{what}\n  last output:\n" + "\n".join("    " + line for line in output_tail.splitlines())
         super().__init__(what, **kw)
+
+
+class DeployError(PipelineError):
+    stage = "deploy"

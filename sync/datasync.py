@@ -26,17 +26,15 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pipeline import aws
 from pipeline.config import DataSyncConfig
 
 from .efs import MARKER
 from .shell import SyncError
 
 TERMINAL = {"SUCCESS", "ERROR"}
+# stage-specific fixes on top of pipeline.aws.ERRORS
 AWS_ERRORS = {
-    "ExpiredToken": ("the AWS credentials have expired", "refresh them (aws sso login, or new session credentials) and run again"),
-    "ExpiredTokenException": ("the AWS credentials have expired", "refresh them (aws sso login, or new session credentials) and run again"),
-    "InvalidClientTokenId": ("the AWS access key is not valid", "check AWS_PROFILE / AWS_ACCESS_KEY_ID"),
-    "UnrecognizedClientException": ("the AWS credentials are not valid", "check AWS_PROFILE / AWS_ACCESS_KEY_ID"),
     "AccessDenied": ("AWS refused the request", "grant the caller s3:PutObject/GetObject/ListBucket on the staging prefix and datasync:* on its tasks and locations"),
     "AccessDeniedException": ("AWS refused the request", "grant the caller datasync:CreateTask/StartTaskExecution/Describe* and iam:PassRole for the DataSync roles"),
     "NoSuchBucket": ("the staging bucket does not exist", "create it, or fix sync.datasync.bucket"),
@@ -78,24 +76,13 @@ class Clients:
 
 
 def clients(cfg: DataSyncConfig) -> Clients:
-    import boto3
-
-    session = boto3.session.Session(region_name=cfg.region)
-    return Clients(s3=session.client("s3"), datasync=session.client("datasync"))
+    sess = aws.session(cfg.region)
+    return Clients(s3=aws.client(sess, "s3"), datasync=aws.client(sess, "datasync"))
 
 
 def call(client, operation: str, **params):
     """One AWS call; AWS error codes become SyncErrors that say what to do."""
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    try:
-        return getattr(client, operation)(**params)
-    except ClientError as exc:
-        code = exc.response.get("Error", {}).get("Code", "")
-        what, fix = AWS_ERRORS.get(code, (f"AWS error {code}", "read the message; check the names and ARNs in [sync.datasync]"))
-        raise SyncError(f"{what}: {operation} said {exc.response.get('Error', {}).get('Message', code)}", where=f"{client.meta.service_model.service_name}:{operation}", fix=fix) from None
-    except BotoCoreError as exc:
-        raise SyncError(f"{operation} could not reach AWS: {exc}", where=client.meta.service_model.service_name, fix="check network access and the AWS region") from None
+    return aws.call(client, operation, error=SyncError, errors=AWS_ERRORS, default_fix="read the message; check the names and ARNs in [sync.datasync]", **params)
 
 
 def _digests(path: Path) -> tuple[str, str]:

@@ -1,0 +1,69 @@
+"""The one wrapper around boto3: sessions with botocore's retry modes, and AWS
+error codes turned into PipelineErrors that say what happened and what to do.
+
+Throttling and transient faults are retried by botocore itself ("standard"
+mode: exponential backoff with jitter, up to ``MAX_ATTEMPTS``), which is what
+AWS asks callers to do; everything that reaches ``call``'s handler has already
+been retried and is reported once, in words.
+"""
+from __future__ import annotations
+
+from .errors import PipelineError
+
+MAX_ATTEMPTS = 8
+
+# code -> (what happened, how to fix it); a stage may add or override entries
+ERRORS: dict[str, tuple[str, str]] = {
+    "ExpiredToken": ("the AWS credentials have expired", "refresh them (aws sso login, or new session credentials) and run again"),
+    "ExpiredTokenException": ("the AWS credentials have expired", "refresh them (aws sso login, or new session credentials) and run again"),
+    "RequestExpired": ("the AWS credentials have expired", "refresh them (aws sso login, or new session credentials) and run again"),
+    "InvalidClientTokenId": ("the AWS access key is not valid", "check AWS_PROFILE / AWS_ACCESS_KEY_ID"),
+    "UnrecognizedClientException": ("the AWS credentials are not valid", "check AWS_PROFILE / AWS_ACCESS_KEY_ID"),
+    "SignatureDoesNotMatch": ("the AWS secret key does not match the access key", "check AWS_SECRET_ACCESS_KEY / the profile's credentials"),
+    "AccessDenied": ("AWS refused the request (missing permission)", "grant the caller this action on this resource (see README, Deploy: the deployer's permissions)"),
+    "AccessDeniedException": ("AWS refused the request (missing permission)", "grant the caller this action on this resource (see README, Deploy: the deployer's permissions)"),
+    "UnauthorizedOperation": ("AWS refused the request (missing permission)", "grant the caller this action on this resource (see README, Deploy: the deployer's permissions)"),
+    "Throttling": ("AWS kept throttling the request after retries", "run again later, or raise AWS_MAX_ATTEMPTS"),
+    "ThrottlingException": ("AWS kept throttling the request after retries", "run again later, or raise AWS_MAX_ATTEMPTS"),
+    "TooManyRequestsException": ("AWS kept throttling the request after retries", "run again later, or raise AWS_MAX_ATTEMPTS"),
+    "NoSuchBucket": ("the bucket does not exist", "create it, or fix the bucket name in pipeline.toml"),
+    "PermanentRedirect": ("the bucket is in another region", "set the region of the bucket in pipeline.toml, or use a bucket in this region"),
+    "AuthorizationHeaderMalformed": ("the bucket is in another region", "set the region of the bucket in pipeline.toml, or use a bucket in this region"),
+}
+
+
+def session(region: str):
+    """A boto3 session for ``region``; endpoints and credentials come from the usual AWS environment."""
+    import boto3
+
+    return boto3.session.Session(region_name=region)
+
+
+def client(sess, service: str):
+    from botocore.config import Config as BotoConfig
+
+    return sess.client(service, config=BotoConfig(retries={"mode": "standard", "max_attempts": MAX_ATTEMPTS}, user_agent_extra="hoist"))
+
+
+def error_code(exc) -> str:
+    return exc.response.get("Error", {}).get("Code", "") or str(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
+
+
+def call(client_, operation: str, *, error: type[PipelineError], errors: dict[str, tuple[str, str]] | None = None, default_fix: str = "read AWS's message", **params):
+    """One AWS call. ``errors`` adds stage-specific (what, fix) pairs to ``ERRORS``."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    service = client_.meta.service_model.service_name
+    try:
+        return getattr(client_, operation)(**params)
+    except ClientError as exc:
+        code = error_code(exc)
+        table = {**ERRORS, **(errors or {})}
+        message = exc.response.get("Error", {}).get("Message") or code
+        if code == "301" or code == "PermanentRedirect":  # HeadBucket has no body: the region is in a header
+            where = exc.response.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("x-amz-bucket-region")
+            code, message = "PermanentRedirect", f"the bucket lives in {where or 'another region'}"
+        what, fix = table.get(code, (f"AWS error {code}", default_fix))
+        raise error(f"{what}: {operation} said {message}", where=f"{service}:{operation}", fix=fix) from None
+    except BotoCoreError as exc:
+        raise error(f"{operation} could not reach AWS: {exc}", where=service, fix="check network access, credentials (AWS_PROFILE) and the region") from None
