@@ -65,10 +65,6 @@ def build(c, config=None, target=None, force=False, verbose=False, builder=None)
     print_build(console, result)
 
 
-def _not_yet(what: str, issue: str):
-    raise Exit(f"error: `invoke {what}` is not built yet ({issue}); nothing was done.", code=2)
-
-
 @task(
     help={
         "config": CONFIG_HELP,
@@ -150,7 +146,7 @@ def _progress_line(line: str):
     help={
         "config": CONFIG_HELP,
         "keep": "newest complete versions to keep (default: sync.keep)",
-        "protect": "comma-separated version hashes (or prefixes) to keep, e.g. the deployed one",
+        "protect": "comma-separated version hashes (or prefixes) to keep; the last deploys' versions (dist/deploy.json) are always kept",
         "method": "local or bastion (default: sync.method)",
         "yes": "remove without asking",
         "dry_run": "show what would be removed, remove nothing",
@@ -162,7 +158,10 @@ def efs_gc(c, config=None, keep=None, protect="", method=None, yes=False, dry_ru
 
     try:
         cfg = _load(config)
-        plan, remote = stage.gc_plan(cfg, int(keep) if keep else None, {p.strip() for p in protect.split(",") if p.strip()}, method)
+        from deploy.stage import protected_versions
+
+        deployed = protected_versions(cfg)
+        plan, remote = stage.gc_plan(cfg, int(keep) if keep else None, {p.strip() for p in protect.split(",") if p.strip()} | deployed, method)
         for v in plan.keep:
             console.print(f"  keep    {v.name[:16]} {'complete' if v.complete else 'being written'}")
         for v in plan.remove:
@@ -178,10 +177,94 @@ def efs_gc(c, config=None, keep=None, protect="", method=None, yes=False, dry_ru
     console.print(f"removed {len(removed)} version(s)")
 
 
-@task
-def deploy(c):
-    """Ship handler, layer and HTTP API with CloudFormation - not built yet."""
-    _not_yet("deploy", "the deploy issue")
+def _confirm(question: str, yes: bool) -> None:
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise Exit("error: nothing done: this needs a confirmation and stdin is not a terminal; pass --yes (CI) or run it interactively", code=1)
+    if input(f"{question} [y/N] ").strip().lower() != "y":
+        raise Exit("nothing done", code=1)
+
+
+def _deployer(config, target):
+    from deploy import stage
+    from deploy.report import ConsoleProgress
+
+    cfg = _load(config)
+    return cfg, stage.Deployer(cfg, target, stage.clients(stage.deploy_config(cfg)), ConsoleProgress(console))
+
+
+@task(
+    help={
+        "config": CONFIG_HELP,
+        "target": TARGET_HELP,
+        "dry_run": "build, check and show the plan (uploads, EFS sync, stack changes); change nothing",
+        "yes": "apply without asking (CI)",
+        "storage_only": "create or update only the security groups, file system, mount targets, access point and endpoints (first deploy)",
+        "no_smoke": "skip the smoke test of the deployed API",
+    }
+)
+def deploy(c, config=None, target=None, dry_run=False, yes=False, storage_only=False, no_smoke=False):
+    """Upload, sync EFS, plan a CloudFormation change set, apply it, smoke-test the API."""
+    from deploy.report import print_plan, print_result
+
+    try:
+        cfg, deployer = _deployer(config, target)
+        plan = deployer.plan(storage_only=storage_only, dry_run=dry_run)
+        print_plan(console, plan)
+        if dry_run:
+            deployer.discard(plan)
+            console.print("dry run: the change set was discarded; nothing uploaded, synced or changed")
+            return
+        if not plan.change_set.empty:
+            try:
+                _confirm(f"apply {len(plan.change_set.changes)} change(s) to stack {plan.stack_name}?", yes)
+            except Exit:
+                deployer.discard(plan)
+                raise
+        result = deployer.apply(plan, smoke_test=not (no_smoke or storage_only))
+    except PipelineError as err:
+        _fail(err)
+    print_result(console, result)
+    if storage_only:
+        console.print("storage is in place: mount the file system where sync reaches it (README, Deploy), then `invoke deploy`")
+    if not result.ok:
+        raise Exit("error: the smoke test failed" + (f"; alias live is back on version {result.rolled_back_to}" if result.rolled_back_to else ""), code=1)
+
+
+@task(help={"config": CONFIG_HELP, "to": "version number to point the alias at (default: the one before the live one)", "yes": "roll back without asking"})
+def rollback(c, config=None, to=None, yes=False):
+    """Point the alias live back to the previous function version (its code and EFS version)."""
+    from deploy import stage
+
+    try:
+        cfg = _load(config)
+        clients = stage.clients(stage.deploy_config(cfg))
+        move = stage.plan_rollback(cfg, clients, to)
+        console.print(f"[bold]rollback[/] {move.function}: alias live {move.from_version} -> {move.to.version} (EFS version {move.to.efs_version[:16] or '?'}, {move.to.description})")
+        _confirm("move the alias?", yes)
+        stage.apply_rollback(cfg, clients, move)
+    except PipelineError as err:
+        _fail(err)
+    console.print(f"alias live now points at version {move.to.version}; the next `invoke deploy` moves it to the stack's version again")
+
+
+@task(help={"config": CONFIG_HELP, "yes": "delete without asking", "delete_data": "also delete the stack's EFS file system and everything on it"})
+def teardown(c, config=None, yes=False, delete_data=False):
+    """Delete the stack after showing what goes; the EFS data stays unless --delete-data."""
+    from deploy import stage
+    from deploy.report import ConsoleProgress, print_teardown
+
+    try:
+        cfg = _load(config)
+        clients = stage.clients(stage.deploy_config(cfg))
+        plan = stage.plan_teardown(cfg, clients, delete_data)
+        print_teardown(console, plan)
+        _confirm(f"delete stack {plan.stack}" + (" and its file system's data" if delete_data else "") + "?", yes)
+        done = stage.apply_teardown(cfg, clients, plan, ConsoleProgress(console))
+    except PipelineError as err:
+        _fail(err)
+    console.print("deleted: " + "; ".join(done))
 
 
 @task(help={"config": CONFIG_HELP, "target": "target whose tree to serve (default: the default target if it runs here, else `local`)", "port": "port on 127.0.0.1 (default 8000; 0 picks a free one)"})
@@ -257,5 +340,5 @@ def test(c, markers="", k="", verbose=False, no_system=False):
         raise Exit(code=result.exited)
 
 
-ns = Collection(lock, build, validate, sync_efs, efs_gc, deploy, serve, bench, test)
+ns = Collection(lock, build, validate, sync_efs, efs_gc, deploy, rollback, teardown, serve, bench, test)
 ns.configure({"run": {"echo": True}})

@@ -49,8 +49,10 @@ def error_code(exc) -> str:
     return exc.response.get("Error", {}).get("Code", "") or str(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
 
 
-def call(client_, operation: str, *, error: type[PipelineError], errors: dict[str, tuple[str, str]] | None = None, default_fix: str = "read AWS's message", **params):
-    """One AWS call. ``errors`` adds stage-specific (what, fix) pairs to ``ERRORS``."""
+def call(client_, operation: str, *, error: type[PipelineError], errors: dict[str, tuple[str, str]] | None = None, default_fix: str = "read AWS's message",
+         absent: tuple[str, ...] = (), **params):
+    """One AWS call. ``errors`` adds stage-specific (what, fix) pairs to ``ERRORS``;
+    an error whose code is in ``absent`` (e.g. "404" for HeadObject) returns None."""
     from botocore.exceptions import BotoCoreError, ClientError
 
     service = client_.meta.service_model.service_name
@@ -58,6 +60,8 @@ def call(client_, operation: str, *, error: type[PipelineError], errors: dict[st
         return getattr(client_, operation)(**params)
     except ClientError as exc:
         code = error_code(exc)
+        if code in absent:
+            return None
         table = {**ERRORS, **(errors or {})}
         message = exc.response.get("Error", {}).get("Message") or code
         if code == "301" or code == "PermanentRedirect":  # HeadBucket has no body: the region is in a header

@@ -129,6 +129,7 @@ class DeployConfig:
     file_system_id: str = ""  # an existing file system instead of the stack's own
     access_point_id: str = ""
     mount_target_security_group_id: str = ""  # existing mount targets' group: the stack adds NFS from the function
+    model_dir: Path | None = None  # model.pt, labels.json, preprocess.json: uploaded to <artifact_prefix>/models/<hash>/
     smoke_image: Path | None = None
     smoke_expect: str = ""
 
@@ -512,6 +513,7 @@ def _parse_deploy(raw, path: Path, root: Path) -> DeployConfig:
         file_system_id=fs_id,
         access_point_id=ap_id,
         mount_target_security_group_id=one_id("mount_target_security_group_id", "sg"),
+        model_dir=root / _get(raw, "model_dir", str, path, pre, default="model/artifacts"),
         smoke_image=root / image,
         smoke_expect=_get(raw, "smoke_expect", str, path, pre, default="3"),
     )

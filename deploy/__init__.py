@@ -1,0 +1,1 @@
+"""Deploy: the CloudFormation stack (template, lint, change sets), artifacts, smoke test, rollback."""

@@ -1,0 +1,90 @@
+"""Content-addressed uploads to the artifact bucket: plan, then upload what is missing.
+
+Keys are named by the SHA-256 of the bytes (``<prefix>/artifacts/<sha256>.zip``,
+``<prefix>/models/<hash>/<file>``): a key that exists already holds exactly
+these bytes, so it is never uploaded again, and an unchanged zip keeps the same
+key, so the template (and the function) do not change. S3 writes an object
+whole or not at all, so an interrupted upload leaves nothing that looks done.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline import aws
+from pipeline.errors import DeployError
+
+MODEL_FILES = ("model.pt", "labels.json", "preprocess.json", "metrics.json")  # what handler/app.py loads
+ERRORS = {"NoSuchBucket": ("the artifact bucket does not exist", "create it (aws s3 mb s3://<bucket> --region <region>), or fix deploy.artifact_bucket")}
+
+
+@dataclass(frozen=True)
+class Upload:
+    name: str  # what it is: function.zip, layer.zip, model/model.pt
+    path: Path
+    key: str
+    sha256: str
+    bytes: int
+    present: bool  # already in the bucket under this key
+
+
+@dataclass(frozen=True)
+class ArtifactPlan:
+    bucket: str
+    function_key: str
+    layer_key: str | None
+    model_prefix: str
+    uploads: tuple[Upload, ...]
+
+    @property
+    def missing(self) -> tuple[Upload, ...]:
+        return tuple(u for u in self.uploads if not u.present)
+
+
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
+def model_files(model_dir: Path) -> list[tuple[str, Path, str]]:
+    """(name, path, sha256) of the model's files; the model's hash names them all."""
+    files = [(name, model_dir / name) for name in MODEL_FILES if (model_dir / name).is_file()]
+    missing = [n for n in MODEL_FILES[:3] if not (model_dir / n).is_file()]
+    if missing:
+        raise DeployError(f"the model folder lacks {', '.join(missing)}", where=str(model_dir), fix="run `python model/train.py`, or set deploy.model_dir to a folder with model.pt, labels.json and preprocess.json")
+    return [(name, path, _sha256(path)) for name, path in files]
+
+
+def plan_artifacts(s3, bucket: str, prefix: str, function_zip: tuple[Path, str], layer_zip: tuple[Path, str] | None, model_dir: Path) -> ArtifactPlan:
+    """What goes where; reads the bucket (HeadObject), changes nothing."""
+    wanted = [("function.zip", function_zip[0], f"{prefix}/artifacts/{function_zip[1]}.zip", function_zip[1])]
+    if layer_zip:
+        wanted.append(("layer.zip", layer_zip[0], f"{prefix}/artifacts/{layer_zip[1]}.zip", layer_zip[1]))
+    files = model_files(model_dir)
+    model_hash = hashlib.sha256(json.dumps([(n, h) for n, _, h in files]).encode()).hexdigest()
+    model_prefix = f"{prefix}/models/{model_hash[:32]}"
+    wanted += [(f"model/{name}", path, f"{model_prefix}/{name}", digest) for name, path, digest in files]
+    uploads = []
+    for name, path, key, digest in wanted:
+        if not path.is_file():
+            raise DeployError(f"{path} does not exist", where=name, fix="run `invoke build`")
+        head = aws.call(s3, "head_object", error=DeployError, errors=ERRORS, absent=("404", "NoSuchKey"), Bucket=bucket, Key=key)
+        uploads.append(Upload(name=name, path=path, key=key, sha256=digest, bytes=path.stat().st_size, present=head is not None))
+    return ArtifactPlan(bucket=bucket, function_key=wanted[0][2], layer_key=wanted[1][2] if layer_zip else None, model_prefix=model_prefix, uploads=tuple(uploads))
+
+
+def upload(s3, plan: ArtifactPlan, on_line=None) -> list[Upload]:
+    """Upload what the bucket lacks; returns the uploads made."""
+    done = []
+    for u in plan.missing:
+        if on_line:
+            on_line(f"uploading {u.name} ({u.bytes / 1e6:,.1f} MB) to s3://{plan.bucket}/{u.key}")
+        # upload_file goes multipart for large files; S3 makes the object visible only when complete
+        try:
+            s3.upload_file(str(u.path), plan.bucket, u.key, ExtraArgs={"Metadata": {"sha256": u.sha256}})
+        except Exception as exc:  # boto3's S3Transfer wraps ClientErrors in its own exception
+            raise DeployError(f"uploading {u.name} to s3://{plan.bucket}/{u.key} failed: {exc}", where="s3:upload", fix="check the bucket, its region and s3:PutObject on the artifact prefix") from None
+        done.append(u)
+    return done

@@ -1,0 +1,88 @@
+"""How deploy plans and results are shown: rich tables, kept out of the stage."""
+from __future__ import annotations
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from builder.report import human
+
+from .stage import DeployPlan, DeployResult, Progress, TeardownPlan
+
+ACTION_STYLE = {"Add": "green", "Modify": "yellow", "Remove": "red", "Import": "cyan"}
+
+
+class ConsoleProgress(Progress):
+    def __init__(self, console: Console, verbose: bool = False):
+        self.console = console
+        self.verbose = verbose
+
+    def step(self, text: str) -> None:
+        self.console.print(f"[bold cyan]==>[/] {escape(text)}")
+
+    def line(self, text: str) -> None:
+        if text.strip():
+            self.console.print(f"    [dim]{escape(text.strip())}[/]")
+
+    def event(self, ev: dict) -> None:
+        status = ev.get("ResourceStatus", "")
+        style = "red" if "FAILED" in status or "ROLLBACK" in status else "green" if status.endswith("_COMPLETE") else "dim"
+        when = ev.get("Timestamp")
+        stamp = when.strftime("%H:%M:%S") if hasattr(when, "strftime") else ""
+        reason = f"  {ev['ResourceStatusReason']}" if ev.get("ResourceStatusReason") and style != "green" else ""
+        self.console.print(f"    {stamp} [{style}]{escape(status):<28}[/] {escape(ev.get('LogicalResourceId', ''))} ({escape(ev.get('ResourceType', ''))}){escape(reason)}")
+
+
+def print_plan(console: Console, plan: DeployPlan) -> None:
+    if plan.artifacts:
+        for u in plan.artifacts.uploads:
+            state = "in the bucket" if u.present else ("uploaded" if u.name in plan.uploaded else "to upload")
+            console.print(f"  {u.name:<22} {human(u.bytes):>9}  s3://{plan.artifacts.bucket}/{u.key}  [dim]{state}[/]")
+    if plan.sync:
+        s = plan.sync
+        verb = "synced" if s.done else ("up to date" if s.action == "up-to-date" else f"to sync ({s.action})")
+        console.print(f"  EFS version {s.version[:16]}  {s.files:,} files, {human(s.bytes)} via {s.method} -> {escape(s.where)}  [dim]{verb}[/]")
+    cs = plan.change_set
+    if cs.empty:
+        console.print(f"[bold]plan[/] for stack {plan.stack_name}: no changes")
+    else:
+        table = Table("action", "resource", "type", "replacement", "changes", title=f"plan for stack {plan.stack_name} ({cs.change_set_type})", title_justify="left")
+        for c in cs.changes:
+            style = "red" if c.replacement == "True" else ACTION_STYLE.get(c.action, "")
+            table.add_row(f"[{style}]{c.action}[/]" if style else c.action, c.logical_id, c.resource_type,
+                          f"[red]{c.replacement}[/]" if c.replacement == "True" else c.replacement, ", ".join(c.details))
+        console.print(table)
+    if plan.live_version:
+        console.print(f"  alias live is on version {plan.live_version} now; a failed smoke test points it back there")
+    for w in plan.warnings:
+        console.print(f"[yellow]warning:[/] {escape(w)}")
+    console.print(f"  template: {plan.template_path}")
+
+
+def print_result(console: Console, result: DeployResult) -> None:
+    outputs = result.state.outputs
+    for key in ("ApiUrl", "FunctionName", "FunctionVersion", "EfsVersion", "FileSystemId", "AccessPointArn"):
+        if key in outputs:
+            console.print(f"  {key:<16} {outputs[key]}")
+    for note in result.notes:
+        console.print(f"  note: {escape(note)}")
+    if result.smoke:
+        colour = "green" if result.smoke.ok else "red"
+        console.print(f"  smoke test: [{colour}]{'passed' if result.smoke.ok else 'FAILED'}[/] ({escape(result.smoke.message)}, {result.smoke.seconds:.1f} s)")
+    if result.rolled_back_to:
+        console.print(f"  [red]rolled back[/]: alias live points at version {result.rolled_back_to} again")
+    if result.record:
+        console.print(f"  record: {result.record}")
+
+
+def print_teardown(console: Console, plan: TeardownPlan) -> None:
+    table = Table("", "resource", "type", "physical id", title=f"teardown of stack {plan.stack} ({plan.state.status})", title_justify="left")
+    for logical, kind, physical in plan.removed:
+        table.add_row("[red]delete[/]", logical, kind, physical)
+    for logical, kind, physical in plan.retained:
+        if kind == "AWS::EFS::FileSystem":
+            what = "[red]delete (--delete-data)[/]" if plan.delete_data else "[green]keep[/] (its data; --delete-data removes it)"
+        else:
+            what = "[red]delete[/] (retained by the stack, removed after it)"
+        table.add_row(what, logical, kind, physical)
+    console.print(table)
