@@ -69,16 +69,10 @@ def _call(cfn, op: str, **params):
 
 
 def describe(cfn, name: str) -> StackState:
-    from botocore.exceptions import ClientError
-
-    try:
-        stacks = cfn.describe_stacks(StackName=name)["Stacks"]
-    except ClientError as exc:
-        if aws.error_code(exc) == "ValidationError" and "does not exist" in exc.response.get("Error", {}).get("Message", ""):
-            return StackState(name=name, status=None)
-        _call(cfn, "describe_stacks", StackName=name)  # translate the error
-        raise
-    s = stacks[0]
+    found = aws.call(cfn, "describe_stacks", error=DeployError, errors=ERRORS, absent=("ValidationError:does not exist",), StackName=name)
+    if found is None:
+        return StackState(name=name, status=None)
+    s = found["Stacks"][0]
     outputs = {o["OutputKey"]: o.get("OutputValue", "") for o in s.get("Outputs", [])}
     return StackState(name=name, status=s["StackStatus"], outputs=outputs, reason=s.get("StackStatusReason", ""))
 
@@ -95,7 +89,7 @@ def change_set_type(state: StackState) -> str:
     return "UPDATE"
 
 
-def plan(cfn, state: StackState, template_body: str, *, description: str = "", poll_s: float = 2.0, timeout_s: float = 600) -> ChangeSetPlan:
+def plan(cfn, state: StackState, template_body: str, *, description: str = "hoist deploy", poll_s: float = 2.0, timeout_s: float = 600) -> ChangeSetPlan:
     """Create a change set for ``template_body`` and read what it would do."""
     if len(template_body.encode()) > TEMPLATE_BODY_LIMIT:
         raise DeployError(f"the template is {len(template_body.encode()):,} bytes, over CloudFormation's {TEMPLATE_BODY_LIMIT:,} for a TemplateBody",
@@ -103,7 +97,7 @@ def plan(cfn, state: StackState, template_body: str, *, description: str = "", p
     kind = change_set_type(state)
     name = f"hoist-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
     created = _call(cfn, "create_change_set", StackName=state.name, ChangeSetName=name, ChangeSetType=kind, TemplateBody=template_body,
-                    Capabilities=CAPABILITIES, Description=description[:1024], Tags=[{"Key": "hoist:stack", "Value": state.name}])
+                    Capabilities=CAPABILITIES, Description=(description or "hoist deploy")[:1024], Tags=[{"Key": "hoist:stack", "Value": state.name}])
     cs_id = created["Id"]
     deadline = time.monotonic() + timeout_s
     while True:

@@ -8,8 +8,11 @@ been retried and is reported once, in words.
 """
 from __future__ import annotations
 
+import os
+
 from .errors import PipelineError
 
+# attempts per call, the first included; AWS_MAX_ATTEMPTS (botocore's own variable) overrides
 MAX_ATTEMPTS = 8
 
 # code -> (what happened, how to fix it); a stage may add or override entries
@@ -42,7 +45,8 @@ def session(region: str):
 def client(sess, service: str):
     from botocore.config import Config as BotoConfig
 
-    return sess.client(service, config=BotoConfig(retries={"mode": "standard", "max_attempts": MAX_ATTEMPTS}, user_agent_extra="hoist"))
+    attempts = int(os.environ.get("AWS_MAX_ATTEMPTS") or MAX_ATTEMPTS)
+    return sess.client(service, config=BotoConfig(retries={"mode": "standard", "total_max_attempts": attempts}, user_agent_extra="hoist"))
 
 
 def error_code(exc) -> str:
@@ -52,22 +56,25 @@ def error_code(exc) -> str:
 def call(client_, operation: str, *, error: type[PipelineError], errors: dict[str, tuple[str, str]] | None = None, default_fix: str = "read AWS's message",
          absent: tuple[str, ...] = (), **params):
     """One AWS call. ``errors`` adds stage-specific (what, fix) pairs to ``ERRORS``;
-    an error whose code is in ``absent`` (e.g. "404" for HeadObject) returns None."""
-    from botocore.exceptions import BotoCoreError, ClientError
+    an error matching an entry of ``absent`` returns None: "404" (HeadObject), or
+    "Code:text" when the code is shared ("ValidationError:does not exist")."""
+    from botocore.exceptions import BotoCoreError, ClientError, ParamValidationError
 
     service = client_.meta.service_model.service_name
     try:
         return getattr(client_, operation)(**params)
     except ClientError as exc:
         code = error_code(exc)
-        if code in absent:
+        message = exc.response.get("Error", {}).get("Message") or code
+        if any(code == c and text in message for c, _, text in (entry.partition(":") for entry in absent)):
             return None
         table = {**ERRORS, **(errors or {})}
-        message = exc.response.get("Error", {}).get("Message") or code
         if code == "301" or code == "PermanentRedirect":  # HeadBucket has no body: the region is in a header
             where = exc.response.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("x-amz-bucket-region")
             code, message = "PermanentRedirect", f"the bucket lives in {where or 'another region'}"
         what, fix = table.get(code, (f"AWS error {code}", default_fix))
         raise error(f"{what}: {operation} said {message}", where=f"{service}:{operation}", fix=fix) from None
+    except ParamValidationError as exc:
+        raise error(f"{operation} was called with invalid parameters: {exc}", where=service, fix="this is a Hoist bug: please report it with this message") from None
     except BotoCoreError as exc:
         raise error(f"{operation} could not reach AWS: {exc}", where=service, fix="check network access, credentials (AWS_PROFILE) and the region") from None
