@@ -17,7 +17,9 @@ from pipeline import aws
 from pipeline.errors import DeployError
 
 MODEL_FILES = ("model.pt", "labels.json", "preprocess.json", "metrics.json")  # what handler/app.py loads
-ERRORS = {"NoSuchBucket": ("the artifact bucket does not exist", "create it (aws s3 mb s3://<bucket> --region <region>), or fix deploy.artifact_bucket")}
+MISSING_BUCKET = ("the artifact bucket does not exist", "create it (aws s3 mb s3://<bucket> --region <deploy.region>), or fix deploy.artifact_bucket")
+ERRORS = {"NoSuchBucket": MISSING_BUCKET, "404": MISSING_BUCKET,
+          "403": ("AWS refused access to the artifact bucket", "grant the caller s3:ListBucket, s3:GetObject and s3:PutObject on it, or fix deploy.artifact_bucket")}
 
 
 @dataclass(frozen=True)
@@ -58,7 +60,9 @@ def model_files(model_dir: Path) -> list[tuple[str, Path, str]]:
 
 
 def plan_artifacts(s3, bucket: str, prefix: str, function_zip: tuple[Path, str], layer_zip: tuple[Path, str] | None, model_dir: Path) -> ArtifactPlan:
-    """What goes where; reads the bucket (HeadObject), changes nothing."""
+    """What goes where; reads the bucket (HeadBucket, HeadObject), changes nothing."""
+    # HeadBucket first: HeadObject answers a bare 404 for a missing bucket, and 301 names another region
+    aws.call(s3, "head_bucket", error=DeployError, errors=ERRORS, Bucket=bucket)
     wanted = [("function.zip", function_zip[0], f"{prefix}/artifacts/{function_zip[1]}.zip", function_zip[1])]
     if layer_zip:
         wanted.append(("layer.zip", layer_zip[0], f"{prefix}/artifacts/{layer_zip[1]}.zip", layer_zip[1]))

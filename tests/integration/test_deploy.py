@@ -1,0 +1,361 @@
+"""invoke deploy end to end, with moto's server for S3, Lambda and EFS and the Stubber for CloudFormation.
+
+moto's CloudFormation is not evidence that the template deploys (it skips API
+Gateway v2, aliases, FileSystemConfigs...), so the stack's answers are scripted
+(Stubber) while the uploads, the EFS sync (local folder), the alias moves and
+the file system deletion are real calls against moto's server and real files.
+The deployed API is a small HTTP server in the test standing in for API
+Gateway + the function: the smoke test and the rollback it triggers are what is
+under test.
+"""
+from __future__ import annotations
+
+import datetime
+import io
+import json
+import shutil
+import threading
+import zipfile
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from botocore.stub import ANY, Stubber
+
+from builder.build import build
+from builder.lock import lock
+from deploy import stage
+from pipeline import aws
+from pipeline.errors import DeployError
+from tests.conftest import REPO
+from tests.deploy_support import EXISTING_FS, deploy_project, load
+
+pytestmark = pytest.mark.moto
+
+REGION = "eu-west-1"
+BUCKET = "hoist-artifacts"
+NAME = "hoist-test"
+STACK_ARN = f"arn:aws:cloudformation:{REGION}:123456789012:stack/{NAME}/1"
+CS_ARN = f"arn:aws:cloudformation:{REGION}:123456789012:changeSet/hoist-x/1"
+T0 = datetime.datetime(2026, 11, 25, tzinfo=datetime.timezone.utc)
+
+
+@pytest.fixture(scope="module")
+def moto_server():
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def clients(moto_server, monkeypatch):
+    for key, value in {"AWS_ENDPOINT_URL": moto_server, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    sess = aws.session(REGION)
+    s3 = aws.client(sess, "s3")
+    for b in s3.list_buckets().get("Buckets", []):  # a fresh bucket for each test
+        for obj in s3.list_objects_v2(Bucket=b["Name"]).get("Contents", []):
+            s3.delete_object(Bucket=b["Name"], Key=obj["Key"])
+        s3.delete_bucket(Bucket=b["Name"])
+    s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})
+    cfn = aws.client(sess, "cloudformation")
+    with Stubber(cfn) as stub:
+        yield stage.Clients(s3=s3, cloudformation=cfn, lambda_=aws.client(sess, "lambda"), efs=aws.client(sess, "efs")), stub
+
+
+@pytest.fixture
+def project(tmp_path, wheelhouse):
+    deploy_project(tmp_path, wheelhouse, EXISTING_FS)
+    shutil.copytree(REPO / "model" / "artifacts", tmp_path / "model" / "artifacts")
+    shutil.copytree(REPO / "model" / "samples", tmp_path / "model" / "samples")
+    (tmp_path / "handler" / "app.py").write_text((REPO / "handler" / "app.py").read_text())
+    cfg = load(tmp_path)
+    lock(cfg, "arm")
+    return tmp_path
+
+
+class FakeApi:
+    """API Gateway + function for the smoke test: answers /health and /classify with ``label``."""
+
+    def __init__(self, label: str = "3", healthy: bool = True):
+        api = self
+        self.label, self.healthy, self.requests = label, healthy, []
+
+        class Handler(BaseHTTPRequestHandler):
+            def _send(self, status, doc):
+                body = json.dumps(doc).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_GET(self):  # noqa: N802
+                api.requests.append(("GET", self.path))
+                self._send(200, {"status": "ok", "on_path": True, "efs_tree": "/mnt/test/envs/x/site-packages"} if api.healthy else {"status": "broken"})
+
+            def do_POST(self):  # noqa: N802
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                api.requests.append(("POST", self.path, body[:8]))
+                self._send(200, {"predictions": [{"label": api.label, "probability": 0.9}]})
+
+            def log_message(self, *_):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def close(self):
+        self.server.shutdown()
+
+
+def stack_doc(status, outputs=None):
+    doc = {"StackName": NAME, "StackId": STACK_ARN, "CreationTime": T0, "StackStatus": status}
+    if outputs:
+        doc["Outputs"] = [{"OutputKey": k, "OutputValue": v} for k, v in outputs.items()]
+    return {"Stacks": [doc]}
+
+
+def expect_plan(stub, changes: bool):
+    """describe -> create change set -> describe it: an update with one change, or none."""
+    stub.add_response("describe_stacks", stack_doc("UPDATE_COMPLETE", {"FileSystemId": "fs-0123456789abcdef0"}), {"StackName": NAME})
+    stub.add_response("create_change_set", {"Id": CS_ARN, "StackId": STACK_ARN},
+                      {"StackName": NAME, "ChangeSetName": ANY, "ChangeSetType": "UPDATE", "TemplateBody": ANY, "Capabilities": ["CAPABILITY_IAM"], "Description": ANY, "Tags": ANY})
+    if changes:
+        rc = {"Action": "Modify", "LogicalResourceId": "Function", "ResourceType": "AWS::Lambda::Function", "Replacement": "False", "Details": []}
+        stub.add_response("describe_change_set", {"ChangeSetId": CS_ARN, "Status": "CREATE_COMPLETE", "Changes": [{"Type": "Resource", "ResourceChange": rc}]})
+    else:
+        stub.add_response("describe_change_set", {"ChangeSetId": CS_ARN, "Status": "FAILED", "StatusReason": "The submitted information didn't contain changes."})
+        stub.add_response("delete_change_set", {}, {"ChangeSetName": CS_ARN, "StackName": NAME})
+
+
+def expect_execute(stub, api_url, version):
+    stub.add_response("describe_stack_events", {"StackEvents": []})
+    stub.add_response("execute_change_set", {}, {"ChangeSetName": CS_ARN, "StackName": NAME})
+    ev = {"StackId": STACK_ARN, "EventId": "e1", "StackName": NAME, "LogicalResourceId": NAME, "ResourceType": "AWS::CloudFormation::Stack", "Timestamp": T0, "ResourceStatus": "UPDATE_COMPLETE"}
+    stub.add_response("describe_stack_events", {"StackEvents": [ev]})
+    stub.add_response("describe_stacks", stack_doc("UPDATE_COMPLETE", {"ApiUrl": api_url, "FunctionName": "test-fn", "FunctionVersion": version}))
+
+
+def lambda_function(lam, versions: int, live: str):
+    """The function a previous deploy left: ``versions`` published versions, alias live on ``live``."""
+    iam = aws.client(aws.session(REGION), "iam")
+    try:
+        role = iam.create_role(RoleName="hoist-test-role", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
+    except iam.exceptions.EntityAlreadyExistsException:
+        role = iam.get_role(RoleName="hoist-test-role")["Role"]["Arn"]
+    try:
+        lam.delete_function(FunctionName="test-fn")
+    except lam.exceptions.ResourceNotFoundException:
+        pass
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("app.py", "def handler(event, context):\n    return {}\n")
+    for i in range(1, versions + 1):
+        env = {"Variables": {"HOIST_EFS_VERSION": f"{i:064x}"}}
+        if i == 1:
+            lam.create_function(FunctionName="test-fn", Runtime="python3.13", Role=role, Handler="app.handler", Code={"ZipFile": buf.getvalue()}, Environment=env)
+        else:
+            lam.update_function_configuration(FunctionName="test-fn", Environment=env)
+        lam.publish_version(FunctionName="test-fn", Description=f"release {i}")
+    lam.create_alias(FunctionName="test-fn", Name="live", FunctionVersion=live)
+
+
+def keys(s3) -> set[str]:
+    return {o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET).get("Contents", [])}
+
+
+def test_deploy_uploads_syncs_applies_and_smoke_tests_then_an_unchanged_deploy_changes_nothing(project, clients):
+    c, stub = clients
+    cfg = load(project)
+    lambda_function(c.lambda_, versions=2, live="1")
+    api = FakeApi(label="3")
+    try:
+        expect_plan(stub, changes=True)
+        deployer = stage.Deployer(cfg, "arm", c, poll_s=0)
+        plan = deployer.plan()
+        # content-addressed uploads: handler zip, layer zip, the model's files
+        build_doc = json.loads((project / "dist" / "build.json").read_text())
+        fn_sha = build_doc["artifacts"]["function_zip"]["sha256"]
+        assert plan.release.function_key == f"hoist/artifacts/{fn_sha}.zip"
+        assert keys(c.s3) == {u.key for u in plan.artifacts.uploads} and len(keys(c.s3)) >= 5
+        assert set(plan.uploaded) >= {"function.zip", "layer.zip", "model/model.pt"}
+        # the EFS version is on the (local) file system, complete
+        efs_version = build_doc["sets"]["efs"]["content_hash"]
+        assert (project / ".hoist-efs" / "hoist" / "envs" / efs_version / ".hoist-complete").is_file()
+        template = json.loads(plan.template_path.read_text())
+        assert template["Resources"]["Function"]["Properties"]["Environment"]["Variables"]["HOIST_EFS_VERSION"] == efs_version
+        assert plan.live_version == "1" and [ch.logical_id for ch in plan.change_set.changes] == ["Function"]
+
+        c.lambda_.update_alias(FunctionName="test-fn", Name="live", FunctionVersion="2")  # what CloudFormation's update does
+        expect_execute(stub, api.url, "2")
+        result = deployer.apply(plan)
+        assert result.ok and result.smoke.label == "3" and result.rolled_back_to is None
+        assert ("GET", "/health") in api.requests and any(r[0] == "POST" and r[1] == "/classify" and r[2].startswith(b"\x89PNG") for r in api.requests)
+        record = json.loads((project / "dist" / "deploy.json").read_text())
+        assert record["efs_version"] == efs_version and record["outputs"]["FunctionVersion"] == "2" and record["smoke"]["ok"]
+        assert stage.protected_versions(cfg) == {efs_version}  # efs-gc keeps what is deployed
+
+        # the same inputs again: a rebuild gives the same zip bytes, so nothing is uploaded and the template is identical
+        zip_before = (project / "dist" / "arm" / "function.zip").read_bytes()
+        build(cfg, "arm", force=True)
+        assert (project / "dist" / "arm" / "function.zip").read_bytes() == zip_before
+        template_before = plan.template_path.read_bytes()
+        expect_plan(stub, changes=False)
+        again = deployer.plan()
+        assert again.uploaded == () and all(u.present for u in again.artifacts.uploads)
+        assert again.sync.action == "up-to-date" and again.change_set.empty
+        assert again.template_path.read_bytes() == template_before
+    finally:
+        api.close()
+
+
+def test_a_failed_smoke_test_points_the_alias_back_to_the_version_that_was_live(project, clients):
+    c, stub = clients
+    cfg = load(project)
+    lambda_function(c.lambda_, versions=2, live="1")
+    api = FakeApi(label="8")  # the new version answers, but wrongly
+    try:
+        expect_plan(stub, changes=True)
+        deployer = stage.Deployer(cfg, "arm", c, poll_s=0)
+        plan = deployer.plan()
+        c.lambda_.update_alias(FunctionName="test-fn", Name="live", FunctionVersion="2")
+        expect_execute(stub, api.url, "2")
+        result = deployer.apply(plan)
+    finally:
+        api.close()
+    assert not result.ok and "expected '3'" in result.smoke.message
+    assert result.rolled_back_to == "1"
+    assert c.lambda_.get_alias(FunctionName="test-fn", Name="live")["FunctionVersion"] == "1"
+    assert json.loads((project / "dist" / "deploy.json").read_text())["rolled_back_to"] == "1"
+
+
+def test_dry_run_uploads_nothing_syncs_nothing_and_discards_the_change_set(project, clients):
+    c, stub = clients
+    cfg = load(project)
+    lambda_function(c.lambda_, versions=1, live="1")
+    expect_plan(stub, changes=True)
+    stub.add_response("delete_change_set", {}, {"ChangeSetName": CS_ARN, "StackName": NAME})
+    deployer = stage.Deployer(cfg, "arm", c, poll_s=0)
+    plan = deployer.plan(dry_run=True)
+    assert keys(c.s3) == set() and all(not u.present for u in plan.artifacts.uploads)
+    assert plan.sync.action == "transfer" and not (project / ".hoist-efs" / "hoist" / "envs").exists()
+    deployer.discard(plan)
+    with pytest.raises(DeployError, match="dry-run"):
+        deployer.apply(plan)
+
+
+def test_a_stack_that_creates_its_file_system_asks_for_storage_first(tmp_path, wheelhouse, clients):
+    c, stub = clients
+    deploy_project(tmp_path, wheelhouse)
+    stub.add_client_error("describe_stacks", "ValidationError", f"Stack with id {NAME} does not exist")
+    with pytest.raises(DeployError) as err:
+        stage.Deployer(load(tmp_path), "arm", c).plan()
+    assert "--storage-only" in str(err.value) and "file_system_id" in str(err.value)
+
+
+def test_rollback_moves_the_alias_to_the_previous_version_or_the_one_asked(project, clients):
+    c, _ = clients
+    cfg = load(project)
+    lambda_function(c.lambda_, versions=3, live="3")
+    move = stage.plan_rollback(cfg, c)
+    assert (move.from_version, move.to.version, move.to.efs_version) == ("3", "2", f"{2:064x}")
+    stage.apply_rollback(cfg, c, move)
+    assert c.lambda_.get_alias(FunctionName="test-fn", Name="live")["FunctionVersion"] == "2"
+    stage.apply_rollback(cfg, c, stage.plan_rollback(cfg, c, to="1"))
+    assert c.lambda_.get_alias(FunctionName="test-fn", Name="live")["FunctionVersion"] == "1"
+    with pytest.raises(DeployError, match="nothing to roll back to"):
+        stage.plan_rollback(cfg, c)
+    with pytest.raises(DeployError, match="no version 9"):
+        stage.plan_rollback(cfg, c, to="9")
+
+
+def test_teardown_deletes_the_stack_keeps_the_data_unless_asked(tmp_path, wheelhouse, clients):
+    c, stub = clients
+    deploy_project(tmp_path, wheelhouse)
+    cfg = load(tmp_path)
+    fs = c.efs.create_file_system(CreationToken="hoist-teardown", Encrypted=True)["FileSystemId"]
+    c.efs.create_access_point(FileSystemId=fs)
+    layer = c.lambda_.publish_layer_version(LayerName="test-fn-deps", Content={"ZipFile": _zip()})["LayerVersionArn"]
+    resources = [("FileSystem", "AWS::EFS::FileSystem", fs), ("Layer", "AWS::Lambda::LayerVersion", layer), ("Function", "AWS::Lambda::Function", "test-fn"),
+                 ("FunctionVersionabc", "AWS::Lambda::Version", "arn:aws:lambda:eu-west-1:123456789012:function:test-fn:1")]
+    rows = [{"LogicalResourceId": lid, "ResourceType": kind, "PhysicalResourceId": pid, "LastUpdatedTimestamp": T0, "ResourceStatus": "CREATE_COMPLETE"} for lid, kind, pid in resources]
+    for delete_data in (False, True):
+        stub.add_response("describe_stacks", stack_doc("UPDATE_COMPLETE"), {"StackName": NAME})
+        stub.add_response("list_stack_resources", {"StackResourceSummaries": rows}, {"StackName": NAME})
+        plan = stage.plan_teardown(cfg, c, delete_data=delete_data)
+        assert [r[0] for r in plan.retained] == ["FileSystem", "Layer"] and plan.file_system_id == fs
+        assert {r[0] for r in plan.removed} == {"Function", "FunctionVersionabc"}
+        stub.add_response("describe_stack_events", {"StackEvents": []})
+        stub.add_response("delete_stack", {}, {"StackName": NAME})
+        stub.add_client_error("describe_stack_events", "ValidationError", f"Stack [{NAME}] does not exist")
+        stub.add_client_error("describe_stacks", "ValidationError", f"Stack with id {NAME} does not exist")
+        if delete_data:
+            layer = c.lambda_.publish_layer_version(LayerName="test-fn-deps", Content={"ZipFile": _zip()})["LayerVersionArn"]
+            plan = stage.TeardownPlan(**{**plan.__dict__, "retained": (("FileSystem", "AWS::EFS::FileSystem", fs), ("Layer", "AWS::Lambda::LayerVersion", layer))})
+        done = stage.apply_teardown(cfg, c, plan, poll_s=0)
+        file_systems = [f["FileSystemId"] for f in c.efs.describe_file_systems()["FileSystems"]]
+        assert any("layer version" in d for d in done)
+        if delete_data:
+            assert fs not in file_systems and any("its data is gone" in d for d in done)
+        else:
+            assert fs in file_systems and not any("file system" in d for d in done)
+    assert c.lambda_.list_layer_versions(LayerName="test-fn-deps")["LayerVersions"] == []
+
+
+def _zip() -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("python/x.py", "")
+    return buf.getvalue()
+
+
+def test_a_missing_artifact_bucket_is_one_clear_error(project, clients):
+    c, _ = clients
+    from deploy.artifacts import plan_artifacts
+
+    zip_path = project / "f.zip"
+    zip_path.write_bytes(_zip())
+    with pytest.raises(DeployError) as err:
+        plan_artifacts(c.s3, "no-such-hoist-bucket", "hoist", (zip_path, "0" * 64), None, project / "model" / "artifacts")
+    assert "does not exist" in str(err.value) and "deploy.artifact_bucket" in str(err.value)
+
+
+def test_a_bucket_in_another_region_is_named_with_its_region(monkeypatch, tmp_path):
+    """HeadBucket answers 301 with the bucket's region in a header (and no body)."""
+    from deploy.artifacts import plan_artifacts
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    s3 = aws.client(aws.session(REGION), "s3")
+    with Stubber(s3) as stub:
+        stub.add_client_error("head_bucket", "301", "", http_status_code=301, response_meta={"HTTPHeaders": {"x-amz-bucket-region": "us-west-2"}})
+        with pytest.raises(DeployError) as err:
+            plan_artifacts(s3, BUCKET, "hoist", (tmp_path / "f.zip", "0" * 64), None, tmp_path)
+    assert "another region" in str(err.value) and "us-west-2" in str(err.value) and "region" in str(err.value).split("fix:")[1]
+
+
+def test_the_smoke_test_waits_out_a_cold_start_then_fails_on_a_tree_that_is_not_on_the_path(monkeypatch, tmp_path):
+    """503/504 while the new version starts cold are retried with backoff; a health answer
+    that says the EFS tree is not importable fails without retrying."""
+    from deploy import smoke as smoke_mod
+
+    monkeypatch.setattr(smoke_mod.time, "sleep", lambda s: None)
+    image = tmp_path / "x.png"
+    image.write_bytes(b"\x89PNG fake")
+    answers = iter([(503, {"message": "Service Unavailable"}), (504, "timeout"), (200, {"status": "ok", "on_path": True}), (200, {"predictions": [{"label": "3"}]})])
+    monkeypatch.setattr(smoke_mod, "_request", lambda *a: next(answers))
+    lines = []
+    result = smoke_mod.smoke("https://api.example", image, "3", on_line=lines.append)
+    assert result.ok and len([ln for ln in lines if "retrying" in ln]) == 2
+    monkeypatch.setattr(smoke_mod, "_request", lambda *a: (200, {"status": "ok", "on_path": False, "efs_tree": "/mnt/test/envs/x/site-packages"}))
+    result = smoke_mod.smoke("https://api.example", image, "3")
+    assert not result.ok and "not on sys.path" in result.message
+    monkeypatch.setattr(smoke_mod, "_request", lambda *a: (502, "bad gateway"))
+    result = smoke_mod.smoke("https://api.example", image, "3", attempts=3)
+    assert not result.ok and "502" in result.message

