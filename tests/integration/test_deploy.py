@@ -24,6 +24,7 @@ from botocore.stub import ANY, Stubber
 from builder.build import build
 from builder.lock import lock
 from deploy import stage
+from deploy.report import print_plan, print_result
 from pipeline import aws
 from pipeline.errors import DeployError
 from tests.conftest import REPO
@@ -166,6 +167,14 @@ def lambda_function(lam, versions: int, live: str):
     lam.create_alias(FunctionName="test-fn", Name="live", FunctionVersion=live)
 
 
+def _shown(printer, obj) -> str:
+    from rich.console import Console
+
+    console = Console(record=True, width=250)
+    printer(console, obj)
+    return console.export_text()
+
+
 def keys(s3) -> set[str]:
     return {o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET).get("Contents", [])}
 
@@ -191,11 +200,15 @@ def test_deploy_uploads_syncs_applies_and_smoke_tests_then_an_unchanged_deploy_c
         template = json.loads(plan.template_path.read_text())
         assert template["Resources"]["Function"]["Properties"]["Environment"]["Variables"]["HOIST_EFS_VERSION"] == efs_version
         assert plan.live_version == "1" and [ch.logical_id for ch in plan.change_set.changes] == ["Function"]
+        shown = _shown(print_plan, plan)
+        assert "Modify" in shown and "AWS::Lambda::Function" in shown and f"hoist/artifacts/{fn_sha}.zip" in shown and "uploaded" in shown
 
         c.lambda_.update_alias(FunctionName="test-fn", Name="live", FunctionVersion="2")  # what CloudFormation's update does
         expect_execute(stub, api.url, "2")
         result = deployer.apply(plan)
         assert result.ok and result.smoke.label == "3" and result.rolled_back_to is None
+        shown = _shown(print_result, result)
+        assert "smoke test: passed" in shown and api.url in shown
         assert ("GET", "/health") in api.requests and any(r[0] == "POST" and r[1] == "/classify" and r[2].startswith(b"\x89PNG") for r in api.requests)
         record = json.loads((project / "dist" / "deploy.json").read_text())
         assert record["efs_version"] == efs_version and record["outputs"]["FunctionVersion"] == "2" and record["smoke"]["ok"]
