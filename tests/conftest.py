@@ -46,6 +46,18 @@ name = "test-api"
 """
 
 
+@pytest.fixture(scope="module")
+def moto_server():
+    """moto's server on 127.0.0.1, the AWS endpoint of the tests that set AWS_ENDPOINT_URL to it."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
 @pytest.fixture(scope="session")
 def docker_daemon(tmp_path_factory):
     """A Docker daemon answering on the default socket: started here when none runs."""

@@ -26,17 +26,6 @@ SG = "arn:aws:ec2:us-east-1:123456789012:security-group/sg-0123"
 ROLE = "arn:aws:iam::123456789012:role/hoist-datasync-s3"
 
 
-@pytest.fixture(scope="module")
-def moto_server():
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-
-
 @pytest.fixture
 def aws(moto_server, monkeypatch):
     import boto3

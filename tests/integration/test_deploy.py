@@ -40,17 +40,6 @@ CS_ARN = f"arn:aws:cloudformation:{REGION}:123456789012:changeSet/hoist-x/1"
 T0 = datetime.datetime(2026, 11, 25, tzinfo=datetime.timezone.utc)
 
 
-@pytest.fixture(scope="module")
-def moto_server():
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-
-
 @pytest.fixture
 def clients(moto_server, monkeypatch):
     for key, value in {"AWS_ENDPOINT_URL": moto_server, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}.items():
