@@ -58,15 +58,27 @@ def _read(path, workers, chunk=4 << 20):
     return bytes(buf)
 
 
-def _warm(path, chunk=4 << 20):
+def _warm(path, ranges=None, rest=False, chunk=4 << 20):
+    """Read ``ranges`` ([offset, length]; all of the file when None) into the page cache;
+    with ``rest``, read everything else of the file instead."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:
         return
     try:
-        offset = 0
-        while os.pread(fd, chunk, offset):
-            offset += chunk
+        if ranges is None:
+            ranges = [[0, 1 << 62]]
+        elif rest:
+            size, at, gaps = os.fstat(fd).st_size, 0, []
+            for offset, length in ranges:
+                if offset > at:
+                    gaps.append([at, offset - at])
+                at = max(at, offset + length)
+            ranges = gaps + ([[at, size - at]] if size > at else [])
+        for offset, length in ranges:
+            end = offset + length
+            while offset < end and os.pread(fd, min(chunk, end - offset), offset):
+                offset += chunk
     finally:
         os.close(fd)
 
@@ -116,18 +128,33 @@ def hydrate(tree, dest_root="/tmp/hoist-env"):
     index = json.loads(raw_index)
     # warm the page cache with the shared libraries in the background, while the
     # archives unpack and Python imports: the loader's page faults then find them
-    # there instead of waiting one round trip each
-    prefetch = ThreadPoolExecutor(16)
-    for rel in index["elf"]:
-        prefetch.submit(_warm, os.path.join(tree, rel))
-    prefetch.shutdown(wait=False)
+    # there instead of waiting one round trip each. First the ranges the loader
+    # reads (index "elf_ranges"), then the code. HOIST_PREFETCH: ordered (default),
+    # loader (those ranges only), all (whole files, in index order), none
+    how = os.environ.get("HOIST_PREFETCH", "ordered")
+    ranges = index.get("elf_ranges", {}) if how in ("ordered", "loader") else {}
+
+    def start_prefetch():
+        prefetch = ThreadPoolExecutor(16)
+        for rel in index["elf"] if how != "none" else ():
+            prefetch.submit(_warm, os.path.join(tree, rel), ranges.get(rel))
+        if how == "ordered" and ranges:
+            for rel in index["elf"]:
+                prefetch.submit(_warm, os.path.join(tree, rel), ranges.get(rel), True)
+        prefetch.shutdown(wait=False)
+
     staging = local + ".partial-%d" % os.getpid()
     os.makedirs(staging, exist_ok=True)
     with ThreadPoolExecutor(32) as io_pool, ThreadPoolExecutor(4) as cpu_pool:
         # largest first: the long archives start early; zlib and writes release the GIL
         names = sorted(index["archives"], key=lambda a: -a["bytes"])
         blobs = [io_pool.submit(_read, os.path.join(version_dir, "archives", a["name"]), io_pool) for a in names]
-        list(cpu_pool.map(lambda f: _unpack_into(f.result(), staging), blobs))
+        unpacked = [cpu_pool.submit(lambda f: _unpack_into(f.result(), staging), f) for f in blobs]
+        for f in blobs:  # the archives have the bandwidth first; the libraries take it while they unpack
+            f.result()
+        start_prefetch()
+        for f in unpacked:
+            f.result()
     for rel in index["elf"]:  # libraries stay on EFS: only the pages the loader touches travel
         link = os.path.join(staging, rel)
         os.makedirs(os.path.dirname(link), exist_ok=True)

@@ -70,3 +70,52 @@ def test_no_archives_means_the_tree_itself_and_bad_paths_are_refused(app, tmp_pa
     with pytest.raises(OSError, match="unsafe path"):
         app._unpack_into(evil, str(tmp_path / "out"))
     assert not (tmp_path / "escape").exists()
+
+
+def test_a_large_distribution_is_cut_into_archives_that_hydrate_whole(app, tmp_path):
+    """Several archives per distribution let the handler decompress on every CPU at once."""
+    version, tree, _ = _version(tmp_path)
+    index = write_archives(tree, version / "archives", chunk_bytes=16)
+    assert len(index["archives"]) >= 3 and {a["dist"] for a in index["archives"]} == {"pkg"}
+    assert sum(a["files"] for a in index["archives"]) == 5  # every non-ELF file, each in one archive
+    local = app.hydrate(str(tree), str(tmp_path / "tmp"))
+    assert open(os.path.join(local, "pkg", "sub", "mod.py")).read() == "VALUE = 42\n"
+    assert open(os.path.join(local, "pkg-1.0.dist-info", "METADATA")).read().startswith("Metadata-Version")
+
+
+def test_loader_ranges_cover_what_the_loader_reads_and_leave_the_code(tmp_path):
+    from elftools.elf.elffile import ELFFile
+
+    from builder.archives import loader_ranges
+    from tests.wheels import compile_library
+
+    lib = compile_library(tmp_path / "lib", filler=8000)  # a .text of some size
+    ranges = loader_ranges(lib)
+    covered = lambda off: any(start <= off < start + length for start, length in ranges)  # noqa: E731
+    with open(lib, "rb") as fh:
+        sections = {s.name: (s["sh_offset"], s["sh_size"]) for s in ELFFile(fh).iter_sections()}
+    assert ranges[0][0] == 0  # the ELF and program headers
+    for name in (".dynsym", ".dynstr", ".rela.dyn"):
+        assert covered(sections[name][0]), name
+    text_off, text_size = sections[".text"]
+    assert text_size > 64 << 10 and not covered(text_off + text_size // 2)
+    assert sum(length for _, length in ranges) < lib.stat().st_size
+    not_elf = tmp_path / "fake.so"
+    not_elf.write_bytes(b"\x7fELF" + b"\0" * 60)
+    assert loader_ranges(not_elf) == [[0, 64]]  # unreadable as ELF: read it whole
+
+
+def test_warm_reads_the_ranges_then_everything_else(app, tmp_path, monkeypatch):
+    path = tmp_path / "lib.so"
+    path.write_bytes(bytes(range(256)) * 64)  # 16 KB
+    reads = []
+    real = os.pread
+    monkeypatch.setattr(os, "pread", lambda fd, n, off: reads.append((off, n)) or real(fd, n, off))
+    app._warm(str(path), [[0, 100], [4096, 50]], chunk=1 << 20)
+    assert reads == [(0, 100), (4096, 50)]
+    reads.clear()
+    app._warm(str(path), [[0, 100], [4096, 50]], rest=True, chunk=1 << 20)
+    assert reads == [(100, 3996), (4146, 16384 - 4146)]
+    reads.clear()
+    app._warm(str(path), None, chunk=8192)
+    assert [off for off, _ in reads] == [0, 8192, 16384]  # the whole file, until a read comes back empty
