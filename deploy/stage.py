@@ -306,7 +306,8 @@ class TeardownPlan:
     file_system_id: str | None  # the stack's own file system (deleted only with delete_data)
 
 
-RETAINED_TYPES = {"AWS::EFS::FileSystem", "AWS::Lambda::LayerVersion", "AWS::Lambda::Version"}
+# DeletionPolicy Retain in the template; function versions go with the function regardless
+RETAINED_TYPES = {"AWS::EFS::FileSystem", "AWS::Lambda::LayerVersion"}
 
 
 def plan_teardown(config: Config, clients_: Clients, delete_data: bool = False) -> TeardownPlan:
@@ -316,7 +317,7 @@ def plan_teardown(config: Config, clients_: Clients, delete_data: bool = False) 
     if state.status is None:
         raise DeployError(f"stack {dcfg.stack_name} does not exist", where=f"stack {dcfg.stack_name}", fix="nothing to tear down; check deploy.stack_name and deploy.region")
     rows = [(r["LogicalResourceId"], r["ResourceType"], r.get("PhysicalResourceId", "")) for r in stack.resources(cfn, dcfg.stack_name)]
-    retained = tuple(r for r in rows if r[1] in RETAINED_TYPES and not (r[1] == "AWS::Lambda::Version"))
+    retained = tuple(r for r in rows if r[1] in RETAINED_TYPES)
     removed = tuple(r for r in rows if r not in retained)
     fs = next((r[2] for r in rows if r[1] == "AWS::EFS::FileSystem"), None)
     return TeardownPlan(stack=dcfg.stack_name, state=state, removed=removed, retained=retained, delete_data=delete_data, file_system_id=fs)
