@@ -5,6 +5,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from builder.report import ConsoleProgress as BuildConsoleProgress
 from builder.report import human
 
 from .stage import DeployPlan, DeployResult, Progress, TeardownPlan
@@ -12,17 +13,11 @@ from .stage import DeployPlan, DeployResult, Progress, TeardownPlan
 ACTION_STYLE = {"Add": "green", "Modify": "yellow", "Remove": "red", "Import": "cyan"}
 
 
-class ConsoleProgress(Progress):
-    def __init__(self, console: Console, verbose: bool = False):
-        self.console = console
-        self.verbose = verbose
+class ConsoleProgress(BuildConsoleProgress, Progress):
+    """The build's progress lines (every line shown), plus stack events as they come."""
 
-    def step(self, text: str) -> None:
-        self.console.print(f"[bold cyan]==>[/] {escape(text)}")
-
-    def line(self, text: str) -> None:
-        if text.strip():
-            self.console.print(f"    [dim]{escape(text.strip())}[/]")
+    def __init__(self, console: Console):
+        super().__init__(console, verbose=True)
 
     def event(self, ev: dict) -> None:
         status = ev.get("ResourceStatus", "")

@@ -175,7 +175,12 @@ def test_deploy_uploads_syncs_applies_and_smoke_tests_then_an_unchanged_deploy_c
     api = FakeApi(label="3")
     try:
         expect_plan(stub, changes=True)
-        deployer = stage.Deployer(cfg, "arm", c, poll_s=0)
+        from rich.console import Console
+
+        from deploy.report import ConsoleProgress
+
+        console = Console(record=True, width=250)
+        deployer = stage.Deployer(cfg, "arm", c, ConsoleProgress(console), poll_s=0)
         plan = deployer.plan()
         # content-addressed uploads: handler zip, layer zip, the model's files
         build_doc = json.loads((project / "dist" / "build.json").read_text())
@@ -198,6 +203,9 @@ def test_deploy_uploads_syncs_applies_and_smoke_tests_then_an_unchanged_deploy_c
         assert result.ok and result.smoke.label == "3" and result.rolled_back_to is None
         shown = _shown(print_result, result)
         assert "smoke test: passed" in shown and api.url in shown
+        progress = console.export_text()
+        for words in ("uploading function.zip", "syncing EFS version", "linting template.json", "creating a change set", "UPDATE_COMPLETE", "smoke test: http"):
+            assert words in progress, words
         assert ("GET", "/health") in api.requests and any(r[0] == "POST" and r[1] == "/classify" and r[2].startswith(b"\x89PNG") for r in api.requests)
         record = json.loads((project / "dist" / "deploy.json").read_text())
         assert record["efs_version"] == efs_version and record["outputs"]["FunctionVersion"] == "2" and record["smoke"]["ok"]
