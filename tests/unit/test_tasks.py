@@ -78,3 +78,19 @@ def test_serve_explains_a_target_that_cannot_run_here(project):
     result = invoke("serve", "--config", str(project / "pipeline.toml"), "--target", foreign, "--port", "0")
     assert result.returncode == 1
     assert "cannot run here" in result.stderr and "--target local" in result.stderr and "--smoke 2" in result.stderr
+
+
+def test_a_change_that_needs_confirmation_refuses_without_a_terminal_or_yes(monkeypatch):
+    """CI has no terminal: deploy, rollback and teardown must be given --yes, not hang on input()."""
+    import io
+
+    from invoke import Exit
+
+    monkeypatch.syspath_prepend(str(REPO))
+    import tasks
+
+    monkeypatch.setattr(sys, "stdin", io.StringIO("y\n"))
+    with pytest.raises(Exit) as err:
+        tasks._confirm("apply 3 change(s)?", yes=False)
+    assert "--yes" in str(err.value.message) and err.value.code == 1
+    tasks._confirm("apply 3 change(s)?", yes=True)  # no question asked
