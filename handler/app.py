@@ -121,8 +121,9 @@ def hydrate(tree, dest_root="/tmp/hoist-env"):
     import hashlib
 
     raw_index = open(index_path, "rb").read()
-    # named by content: another version (or another build folder) never reuses it
-    local = os.path.join(dest_root, hashlib.sha256(raw_index).hexdigest()[:16])
+    # named by content and by where the tree is: another version never reuses it, and
+    # neither does the same version at another path (its library links point into the tree)
+    local = os.path.join(dest_root, hashlib.sha256(raw_index + b"\0" + os.path.abspath(tree).encode()).hexdigest()[:16])
     if os.path.exists(os.path.join(local, ".complete")):
         return local
     index = json.loads(raw_index)

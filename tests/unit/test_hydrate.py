@@ -48,8 +48,8 @@ def test_archives_are_per_package_deterministic_and_leave_libraries_out(tmp_path
 def test_hydrate_unpacks_links_libraries_and_is_done_once(app, tmp_path):
     version, tree, _ = _version(tmp_path)
     local = app.hydrate(str(tree), str(tmp_path / "tmp"))
-    index_hash = __import__("hashlib").sha256((version / "archives" / "index.json").read_bytes()).hexdigest()[:16]
-    assert local == str(tmp_path / "tmp" / index_hash)  # named by content, not by the folder it came from
+    name = __import__("hashlib").sha256((version / "archives" / "index.json").read_bytes() + b"\0" + str(tree).encode()).hexdigest()[:16]
+    assert local == str(tmp_path / "tmp" / name)  # named by content and by the tree its links point into
     assert open(os.path.join(local, "pkg", "sub", "mod.py")).read() == "VALUE = 42\n"
     assert os.stat(os.path.join(local, "pkg", "tool.sh")).st_mode & 0o777 == 0o755
     link = os.path.join(local, "pkg", "_native.so")
@@ -119,3 +119,17 @@ def test_warm_reads_the_ranges_then_everything_else(app, tmp_path, monkeypatch):
     reads.clear()
     app._warm(str(path), None, chunk=8192)
     assert [off for off, _ in reads] == [0, 8192, 16384]  # the whole file, until a read comes back empty
+
+
+def test_the_same_version_at_another_path_is_hydrated_again_with_links_that_resolve(app, tmp_path):
+    """A tree moved (another EFS mount, a test's temporary copy) must not reuse links into the old place."""
+    import shutil
+
+    version, tree, _ = _version(tmp_path / "a")
+    first = app.hydrate(str(tree), str(tmp_path / "tmp"))
+    moved = tmp_path / "b" / "envs" / "abc123"
+    shutil.copytree(version, moved)
+    shutil.rmtree(tmp_path / "a")
+    second = app.hydrate(str(moved / "site-packages"), str(tmp_path / "tmp"))
+    assert second != first
+    assert os.path.exists(os.path.join(second, "pkg", "_native.so"))  # the link resolves into the tree that exists
