@@ -117,7 +117,7 @@ def _nfs_from_anywhere(r):
 
 
 def _inline_nfs_ingress(r):
-    r["MountTargetSecurityGroup"]["Properties"]["SecurityGroupIngress"] = [{"IpProtocol": "tcp", "FromPort": 2000, "ToPort": 2100, "CidrIp": "10.0.0.0/8"}]
+    r["MountTargetSecurityGroup"]["Properties"]["SecurityGroupIngress"] = [{"IpProtocol": "tcp", "FromPort": 2000, "ToPort": 2100, "CidrIp": "203.0.113.0/24"}]  # TEST-NET-3: a public documentation range
 
 
 def _unencrypted(r):
