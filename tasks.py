@@ -186,12 +186,12 @@ def _confirm(question: str, yes: bool) -> None:
         raise Exit("nothing done", code=1)
 
 
-def _deployer(config, target):
+def _with_aws(config):
+    """The config and the AWS clients of its [deploy] region (an error names a missing [deploy])."""
     from deploy import stage
-    from deploy.report import ConsoleProgress
 
     cfg = _load(config)
-    return cfg, stage.Deployer(cfg, target, stage.clients(stage.deploy_config(cfg)), ConsoleProgress(console))
+    return cfg, stage.clients(stage.deploy_config(cfg))
 
 
 @task(
@@ -206,10 +206,12 @@ def _deployer(config, target):
 )
 def deploy(c, config=None, target=None, dry_run=False, yes=False, storage_only=False, no_smoke=False):
     """Upload, sync EFS, plan a CloudFormation change set, apply it, smoke-test the API."""
-    from deploy.report import print_plan, print_result
+    from deploy.report import ConsoleProgress, print_plan, print_result
+    from deploy.stage import Deployer
 
     try:
-        cfg, deployer = _deployer(config, target)
+        cfg, clients = _with_aws(config)
+        deployer = Deployer(cfg, target, clients, ConsoleProgress(console))
         plan = deployer.plan(storage_only=storage_only, dry_run=dry_run)
         print_plan(console, plan)
         if dry_run:
@@ -238,8 +240,7 @@ def rollback(c, config=None, to=None, yes=False):
     from deploy import stage
 
     try:
-        cfg = _load(config)
-        clients = stage.clients(stage.deploy_config(cfg))
+        cfg, clients = _with_aws(config)
         move = stage.plan_rollback(cfg, clients, to)
         console.print(f"[bold]rollback[/] {move.function}: alias live {move.from_version} -> {move.to.version} (EFS version {move.to.efs_version[:16] or '?'}, {move.to.description})")
         _confirm("move the alias?", yes)
@@ -256,8 +257,7 @@ def teardown(c, config=None, yes=False, delete_data=False):
     from deploy.report import ConsoleProgress, print_teardown
 
     try:
-        cfg = _load(config)
-        clients = stage.clients(stage.deploy_config(cfg))
+        cfg, clients = _with_aws(config)
         plan = stage.plan_teardown(cfg, clients, delete_data)
         print_teardown(console, plan)
         _confirm(f"delete stack {plan.stack}" + (" and its file system's data" if delete_data else "") + "?", yes)

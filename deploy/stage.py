@@ -18,11 +18,13 @@ alias back to the version that was live before. Every AWS client is passed in
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from builder.build import Progress as BuildProgress
 from pipeline import aws
 from pipeline.config import Config, DeployConfig
 from pipeline.errors import DeployError
@@ -48,14 +50,11 @@ def clients(dcfg: DeployConfig) -> Clients:
     return Clients(*(aws.client(sess, s) for s in ("s3", "cloudformation", "lambda", "efs")))
 
 
-class Progress:
-    """What the deployer reports; the task prints it, tests collect it."""
+class Progress(BuildProgress):
+    """What the deployer reports: the build's steps and lines, and the stack's events."""
 
-    def step(self, text: str) -> None: ...
-
-    def line(self, text: str) -> None: ...
-
-    def event(self, ev: dict) -> None: ...
+    def event(self, ev: dict) -> None:
+        pass
 
 
 @dataclass(frozen=True)
@@ -166,20 +165,10 @@ class Deployer:
 
     def _build_and_validate(self) -> dict:
         from builder.build import build
-        from builder.report import Progress as BuildProgress
         from validate.stage import from_build
 
-        progress = self.progress
-
-        class Relay(BuildProgress):
-            def step(self, text):
-                progress.step(text)
-
-            def line(self, text):
-                progress.line(text)
-
         self.progress.step(f"building {self.tcfg.target.describe()} (reused when the locks are unchanged)")
-        result = build(self.config, self.tcfg.target.name, progress=Relay())
+        result = build(self.config, self.tcfg.target.name, progress=self.progress)
         self.progress.step("validating the trees (static checks)")
         report = from_build(self.config, self.tcfg.target.name, smoke_level="none")
         if not report.ok:
@@ -206,14 +195,14 @@ class Deployer:
             if not dry_run and dplan.action != "up-to-date":
                 self.progress.step(f"syncing EFS version {dplan.version[:16]} through DataSync")
                 sync_stage.datasync_apply(dplan, ds, self.config, on_line=self.progress.line)
-                summary = SyncSummary(**{**summary.__dict__, "done": True})
+                summary = dataclasses.replace(summary, done=True)
             return summary
         splan, remote = sync_stage.plan(self.config, target, method)
         summary = SyncSummary(method, splan.version, splan.action, splan.files, splan.bytes, f"{splan.where}:{splan.dest}")
         if not dry_run and splan.action != "up-to-date":
             self.progress.step(f"syncing EFS version {splan.version[:16]} ({splan.files:,} files) to {splan.where}")
             sync_stage.apply(splan, remote, self.config, on_line=self.progress.line)
-            summary = SyncSummary(**{**summary.__dict__, "done": True})
+            summary = dataclasses.replace(summary, done=True)
         return summary
 
     def discard(self, plan: DeployPlan) -> None:

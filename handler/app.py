@@ -136,8 +136,10 @@ def hydrate(tree, dest_root="/tmp/hoist-env"):
     ranges = index.get("elf_ranges", {}) if how in ("ordered", "loader") else {}
 
     def start_prefetch():
+        if how == "none":
+            return
         prefetch = ThreadPoolExecutor(16)
-        for rel in index["elf"] if how != "none" else ():
+        for rel in index["elf"]:
             prefetch.submit(_warm, os.path.join(tree, rel), ranges.get(rel))
         if how == "ordered" and ranges:
             for rel in index["elf"]:

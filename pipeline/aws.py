@@ -15,25 +15,21 @@ from .errors import PipelineError
 # attempts per call, the first included; AWS_MAX_ATTEMPTS (botocore's own variable) overrides
 MAX_ATTEMPTS = 8
 
-# code -> (what happened, how to fix it); a stage may add or override entries
+# what happened and how to fix it, for each group of AWS error codes; a stage may add or override codes
+_EXPIRED = ("the AWS credentials have expired", "refresh them (aws sso login, or new session credentials) and run again")
+_INVALID = ("the AWS credentials are not valid", "check AWS_PROFILE / AWS_ACCESS_KEY_ID")
+_DENIED = ("AWS refused the request (missing permission)", "grant the caller this action on this resource (see README, Deploy: the deployer's permissions)")
+_THROTTLED = ("AWS kept throttling the request after retries", "run again later, or raise AWS_MAX_ATTEMPTS")
+_OTHER_REGION = ("the bucket is in another region", "set the region of the bucket in pipeline.toml, or use a bucket in this region")
 ERRORS: dict[str, tuple[str, str]] = {
-    "ExpiredToken": ("the AWS credentials have expired", "refresh them (aws sso login, or new session credentials) and run again"),
-    "ExpiredTokenException": ("the AWS credentials have expired", "refresh them (aws sso login, or new session credentials) and run again"),
-    "RequestExpired": ("the AWS credentials have expired", "refresh them (aws sso login, or new session credentials) and run again"),
-    "InvalidClientTokenId": ("the AWS access key is not valid", "check AWS_PROFILE / AWS_ACCESS_KEY_ID"),
-    "UnrecognizedClientException": ("the AWS credentials are not valid", "check AWS_PROFILE / AWS_ACCESS_KEY_ID"),
+    **dict.fromkeys(("ExpiredToken", "ExpiredTokenException", "RequestExpired"), _EXPIRED),
+    **dict.fromkeys(("InvalidClientTokenId", "UnrecognizedClientException"), _INVALID),
     "SignatureDoesNotMatch": ("the AWS secret key does not match the access key", "check AWS_SECRET_ACCESS_KEY / the profile's credentials"),
-    "AccessDenied": ("AWS refused the request (missing permission)", "grant the caller this action on this resource (see README, Deploy: the deployer's permissions)"),
-    "AccessDeniedException": ("AWS refused the request (missing permission)", "grant the caller this action on this resource (see README, Deploy: the deployer's permissions)"),
-    "UnauthorizedOperation": ("AWS refused the request (missing permission)", "grant the caller this action on this resource (see README, Deploy: the deployer's permissions)"),
-    "Throttling": ("AWS kept throttling the request after retries", "run again later, or raise AWS_MAX_ATTEMPTS"),
-    "ThrottlingException": ("AWS kept throttling the request after retries", "run again later, or raise AWS_MAX_ATTEMPTS"),
-    "TooManyRequestsException": ("AWS kept throttling the request after retries", "run again later, or raise AWS_MAX_ATTEMPTS"),
+    **dict.fromkeys(("AccessDenied", "AccessDeniedException", "UnauthorizedOperation"), _DENIED),
+    **dict.fromkeys(("Throttling", "ThrottlingException", "TooManyRequestsException"), _THROTTLED),
     "NoSuchBucket": ("the bucket does not exist", "create it, or fix the bucket name in pipeline.toml"),
-    "PermanentRedirect": ("the bucket is in another region", "set the region of the bucket in pipeline.toml, or use a bucket in this region"),
-    "AuthorizationHeaderMalformed": ("the bucket is in another region", "set the region of the bucket in pipeline.toml, or use a bucket in this region"),
+    **dict.fromkeys(("PermanentRedirect", "AuthorizationHeaderMalformed"), _OTHER_REGION),
 }
-
 
 def session(region: str):
     """A boto3 session for ``region``; endpoints and credentials come from the usual AWS environment."""
