@@ -172,7 +172,7 @@ class Deployer:
         self.progress.step("validating the trees (static checks)")
         report = from_build(self.config, self.tcfg.target.name, smoke_level="none")
         if not report.ok:
-            raise DeployError("validation found errors:\n  " + "\n  ".join(f"{f.where}: {f.message}" for f in report.errors[:10]),
+            raise DeployError("validation found errors:\n  " + "\n  ".join(f"{f.rule} {f.file or f.package or '-'}: {f.message}" for f in report.errors[:10]),
                               where=f"target {self.tcfg.target.name}", fix=f"run `invoke validate --target {self.tcfg.target.name}` for the report, fix it, deploy again")
         return json.loads(result.build_json.read_text())
 

@@ -46,6 +46,42 @@ name = "test-api"
 """
 
 
+LOCAL_TORCH = "torch-2.13.0+cpu-cp311-cp311-"
+
+
+def local_torch_wheel() -> str | None:
+    """Where pip's configuration offers the local CPU torch wheel, or None.
+
+    This project's machines carry a torch==2.13.0+cpu wheel for CPython 3.11 on
+    x86_64 and name its folder in pip's configuration (find-links); GitHub's
+    hosted runners and most laptops do not. PyPI's x86_64 torch is a CUDA build
+    of several GB, so the tests that need a torch that imports here use that one."""
+    import platform
+
+    from builder.lock import pip_config_find_links
+
+    if platform.machine() != "x86_64" or sys.version_info[:2] != (3, 11):
+        return None
+    for link in pip_config_find_links():
+        folder = Path(link.removeprefix("file://"))
+        if folder.is_dir():
+            for wheel in folder.glob(LOCAL_TORCH + "*.whl"):
+                return str(wheel)
+    return None
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `local_torch` are skipped, with the reason, where the wheel is absent;
+    where it is there (this project's machines, so CI) they run."""
+    marked = [item for item in items if item.get_closest_marker("local_torch")]
+    if not marked or local_torch_wheel():
+        return
+    skip = pytest.mark.skip(reason="local_torch: pip's configuration offers no torch==2.13.0+cpu cp311 x86_64 wheel on this machine "
+                                   "(this project's machines have one; PyPI's x86_64 torch is a CUDA build)")
+    for item in marked:
+        item.add_marker(skip)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _hydrated_trees_are_removed_afterwards():
     """The handler hydrates into /tmp/hoist-env/<index and tree path>, as in Lambda; the

@@ -369,3 +369,25 @@ def test_the_smoke_test_waits_out_a_cold_start_then_fails_on_a_tree_that_is_not_
     monkeypatch.setattr(smoke_mod, "_request", lambda *a: (502, "bad gateway"))
     result = smoke_mod.smoke("https://api.example", image, "3", attempts=3)
     assert not result.ok and "502" in result.message
+
+
+def test_a_validation_error_during_deploy_is_one_clear_error_naming_rule_and_file(tmp_path, wheelhouse, clients):
+    """An x86_64 library smuggled into a py3-none-any wheel of the arm64 EFS set: deploy stops
+    before uploading or syncing anything, with validate's rule, the file and the fix."""
+    from tests.wheels import compile_library, make_wheel
+
+    c, stub = clients
+    extra = tmp_path / "extra-wheels"
+    make_wheel(extra, "smuggled", "1.0", "py3-none-any", {"smuggled/__init__.py": "", "smuggled/libfast.so": compile_library(tmp_path / "lib").read_bytes()})
+    deploy_project(tmp_path / "p", wheelhouse, EXISTING_FS, replace={f'"{wheelhouse}"': f'"{wheelhouse}", "{extra}"'})
+    (tmp_path / "p" / "requirements" / "efs.in").write_text("smuggled\n")
+    cfg = load(tmp_path / "p")
+    lock(cfg, "arm")
+    stub.add_response("describe_stacks", stack_doc("UPDATE_COMPLETE", {"FileSystemId": "fs-0123456789abcdef0"}), {"StackName": NAME})
+    with pytest.raises(DeployError) as err:
+        stage.Deployer(cfg, "arm", c, poll_s=0).plan()
+    text = str(err.value)
+    assert "validation found errors" in text and "elf-machine" in text and "smuggled/libfast.so" in text
+    assert "invoke validate --target arm" in text
+    assert keys(c.s3) == set()  # nothing uploaded
+    assert not (tmp_path / "p" / ".hoist-efs").exists()  # nothing synced

@@ -19,7 +19,7 @@ from pipeline import config
 from pipeline.interpreters import find_python
 from tests.conftest import REPO
 
-pytestmark = [pytest.mark.network, pytest.mark.slow]
+pytestmark = [pytest.mark.network, pytest.mark.slow, pytest.mark.local_torch]
 
 
 def test_local_torch_tree_imports_after_slimming_and_stripping(tmp_path):

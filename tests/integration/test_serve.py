@@ -20,7 +20,7 @@ from pipeline import config
 from tests.conftest import REPO
 from tests.digits import held_out, render
 
-pytestmark = [pytest.mark.network, pytest.mark.slow]
+pytestmark = [pytest.mark.network, pytest.mark.slow, pytest.mark.local_torch]
 
 
 @pytest.fixture(scope="module")
@@ -144,15 +144,59 @@ def test_the_web_page_classifies_an_upload_in_a_real_browser(server, tmp_path):
     assert first.startswith(f"{labels[3]}: ")
 
 
-def test_training_regenerates_the_committed_artifacts_byte_for_byte(server, tmp_path):
+ARTIFACTS = ("model.pt", "labels.json", "preprocess.json", "metrics.json")
+
+# loads a model folder with torch and prints what the contract is made of: the
+# architecture (TorchScript code, parameter names and shapes) and the held-out
+# accuracy measured here, on the same split train.py holds out
+_INSPECT = """
+import json, sys
+import torch
+from sklearn.datasets import load_digits
+from sklearn.model_selection import train_test_split
+sys.path.insert(0, sys.argv[2])
+from train import normalise
+model = torch.jit.load(sys.argv[1] + "/model.pt")
+digits = load_digits()
+_, x_test, _, y_test = train_test_split(digits.images, digits.target, test_size=0.25, random_state=0, stratify=digits.target)
+with torch.no_grad():
+    right = int((model(normalise(x_test)).argmax(1) == torch.tensor(y_test)).sum())
+print(json.dumps({"code": model.code, "params": {k: list(v.shape) for k, v in model.state_dict().items()}, "accuracy": right / len(y_test)}))
+"""
+
+
+def test_training_is_reproducible_on_one_machine_and_reaches_the_accuracy_on_any(server, tmp_path):
+    """Training is deterministic for one machine and one set of versions (fixed seeds, one
+    thread): two runs here give the same bytes. Across CPUs the float kernels differ by
+    instruction set, so the committed bytes are not the contract; the same architecture, the
+    same labels and preprocessing, and at least 97% held-out accuracy are."""
     import os
     import subprocess
     import sys
 
-    out = tmp_path / "artifacts"
     env = {**os.environ, "PYTHONPATH": server.efs_tree}  # torch from the local target's tree, scikit-learn from the tooling
-    run = subprocess.run([sys.executable, str(REPO / "model" / "train.py"), "--out", str(out)], env=env, capture_output=True, text=True, timeout=600)
-    assert run.returncode == 0, run.stderr[-2000:]
-    assert "held-out accuracy 0.98" in run.stdout
-    for name in ("model.pt", "labels.json", "preprocess.json", "metrics.json"):
-        assert (out / name).read_bytes() == (REPO / "model" / "artifacts" / name).read_bytes(), name
+    runs = [tmp_path / "first", tmp_path / "second"]
+    procs = [subprocess.Popen([sys.executable, str(REPO / "model" / "train.py"), "--out", str(out)], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for out in runs]
+    for p in procs:
+        stdout, stderr = p.communicate(timeout=500)
+        assert p.returncode == 0, stderr[-2000:]
+        assert "held-out accuracy" in stdout
+    for name in ARTIFACTS:
+        assert (runs[0] / name).read_bytes() == (runs[1] / name).read_bytes(), f"{name} differs between two runs on one machine"
+
+    committed = REPO / "model" / "artifacts"
+    for name in ("labels.json", "preprocess.json"):
+        assert (runs[0] / name).read_bytes() == (committed / name).read_bytes(), name
+    metrics, shipped = (json.loads((d / "metrics.json").read_text()) for d in (runs[0], committed))
+    assert {k: v for k, v in metrics.items() if k not in ("held_out_accuracy", "torch")} == {k: v for k, v in shipped.items() if k not in ("held_out_accuracy", "torch")}
+
+    def inspect(folder):
+        run = subprocess.run([sys.executable, "-c", _INSPECT, str(folder), str(REPO / "model")], env=env, capture_output=True, text=True, timeout=300)
+        assert run.returncode == 0, run.stderr[-2000:]
+        return json.loads(run.stdout)
+
+    new, old = inspect(runs[0]), inspect(committed)
+    assert new["code"] == old["code"] and new["params"] == old["params"]
+    assert new["accuracy"] >= 0.97 and old["accuracy"] >= 0.97, (new["accuracy"], old["accuracy"])
+    assert abs(new["accuracy"] - metrics["held_out_accuracy"]) < 1e-3  # train.py reports what the saved model does

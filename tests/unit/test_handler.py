@@ -71,15 +71,11 @@ def test_no_model_configured_is_a_503_and_health_still_answers(app):
 
 
 @pytest.mark.moto
-def test_s3_references_inside_the_allowed_prefix_only(app, monkeypatch):
+def test_s3_references_inside_the_allowed_prefix_only(app, monkeypatch, moto_server):
     import boto3
-    from moto.server import ThreadedMotoServer
 
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
     try:
-        host, port = server.get_host_and_port()
-        for k, v in {"AWS_ENDPOINT_URL": f"http://{host}:{port}", "AWS_ACCESS_KEY_ID": "t", "AWS_SECRET_ACCESS_KEY": "t", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        for k, v in {"AWS_ENDPOINT_URL": moto_server, "AWS_ACCESS_KEY_ID": "t", "AWS_SECRET_ACCESS_KEY": "t", "AWS_DEFAULT_REGION": "us-east-1"}.items():
             monkeypatch.setenv(k, v)
         monkeypatch.setenv("HOIST_INPUT_S3_PREFIX", "s3://inputs-bucket/uploads/")
         monkeypatch.setenv("HOIST_OUTPUT_S3", "s3://inputs-bucket/results/")
@@ -95,5 +91,4 @@ def test_s3_references_inside_the_allowed_prefix_only(app, monkeypatch):
         outside = app.handler({"s3": {"bucket": "inputs-bucket", "key": "uploads/../secrets/a.png"}}, Ctx())
         assert (outside["statusCode"], outside["error"]) == (403, "s3_key_not_allowed")
     finally:
-        server.stop()
         sys.modules.pop("hoist_handler_under_test", None)

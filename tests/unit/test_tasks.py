@@ -1,11 +1,18 @@
-"""The command line: every pipeline task is listed, with help; user errors are one message and exit 1."""
+"""The tasks: every pipeline task is listed with help; user errors are one message and exit 1.
+
+The tasks are called directly with invoke's MockContext (no shell runs); two tests keep
+the real command line end to end (the listing, and a user error's exit code and stderr).
+"""
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
 import pytest
+from invoke import Exit, MockContext, Result
 
+import tasks
 from tests.conftest import REPO
 
 
@@ -21,13 +28,6 @@ def test_list_shows_every_stage_with_help():
     assert "--force" in help_text and "--target" in help_text and "rebuild even if" in help_text
 
 
-@pytest.mark.parametrize("task", ["deploy", "rollback", "teardown"])
-def test_aws_tasks_without_a_deploy_section_say_what_to_add(task, project):
-    result = invoke("-r", str(REPO), task, "--config", str(project / "pipeline.toml"))
-    assert result.returncode == 1
-    assert "no [deploy] section" in result.stderr and "stack_name" in result.stderr and "Traceback" not in result.stderr
-
-
 def test_user_errors_exit_1_with_the_message_and_no_traceback(project):
     (project / "pipeline.toml").write_text((project / "pipeline.toml").read_text().replace('mount_path = "/mnt/test"', 'mount_path = "/efs"'))
     result = invoke("-r", str(REPO), "build", "--config", str(project / "pipeline.toml"))
@@ -36,61 +36,101 @@ def test_user_errors_exit_1_with_the_message_and_no_traceback(project):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("task", [tasks.deploy, tasks.rollback, tasks.teardown], ids=["deploy", "rollback", "teardown"])
+def test_aws_tasks_without_a_deploy_section_say_what_to_add(task, project):
+    with pytest.raises(Exit) as err:
+        task(MockContext(), config=str(project / "pipeline.toml"))
+    assert err.value.code == 1
+    assert "no [deploy] section" in str(err.value.message) and "stack_name" in str(err.value.message)
+
+
 def test_unknown_benchmark_is_named():
-    result = invoke("bench", "nope")
-    assert result.returncode == 1 and "no benchmark 'nope'" in result.stderr
+    with pytest.raises(Exit) as err:
+        tasks.bench(MockContext(), "nope")
+    assert err.value.code == 1 and "no benchmark 'nope'" in str(err.value.message)
 
 
-def test_validate_exit_codes_and_json(tmp_path):
+def test_validate_exit_codes_and_json(tmp_path, capsys):
     from tests.wheels import compile_library
 
     good = tmp_path / "good"
     (good / "pkg").mkdir(parents=True)
     (good / "pkg" / "__init__.py").write_text("")
-    ok = invoke("validate", "--tree", str(good), "--runtime", "python3.13", "--arch", "arm64", "--json", str(tmp_path / "ok.json"))
-    assert ok.returncode == 0, ok.stderr
-    assert "static checks passed" in ok.stdout and "smoke test not run" in ok.stdout
+    tasks.validate(MockContext(), tree=str(good), runtime="python3.13", arch="arm64", json=str(tmp_path / "ok.json"))
+    out = capsys.readouterr().out
+    assert "static checks passed" in out and "smoke test not run" in out
+    assert json.loads((tmp_path / "ok.json").read_text())["ok"] is True
 
     bad = tmp_path / "bad"
     lib = compile_library(tmp_path / "b")
     (bad / "pkg").mkdir(parents=True)
     (bad / "pkg" / "libdemo.so").write_bytes(lib.read_bytes())
-    failed = invoke("validate", "--tree", str(bad), "--runtime", "python3.13", "--arch", "arm64", "--json", str(tmp_path / "bad.json"))
-    assert failed.returncode == 1
-    assert "elf-machine" in failed.stdout and "FAILED" in failed.stdout
-    import json
-
+    with pytest.raises(Exit) as failed:
+        tasks.validate(MockContext(), tree=str(bad), runtime="python3.13", arch="arm64", json=str(tmp_path / "bad.json"))
+    out = capsys.readouterr().out
+    assert failed.value.code == 1
+    assert "elf-machine" in out and "FAILED" in out
     assert json.loads((tmp_path / "bad.json").read_text())["ok"] is False
 
-    missing = invoke("validate", "--tree", str(bad))
-    assert missing.returncode == 1 and "--tree needs --runtime and --arch" in missing.stderr
+    with pytest.raises(Exit) as missing:
+        tasks.validate(MockContext(), tree=str(bad))
+    assert missing.value.code == 1 and "--tree needs --runtime and --arch" in str(missing.value.message)
 
 
 def test_validate_without_a_build_says_to_build(project):
-    result = invoke("validate", "--config", str(project / "pipeline.toml"))
-    assert result.returncode == 1 and "invoke build --target local" in result.stderr
+    with pytest.raises(Exit) as err:
+        tasks.validate(MockContext(), config=str(project / "pipeline.toml"))
+    assert err.value.code == 1 and "invoke build --target local" in str(err.value.message)
 
 
 def test_serve_explains_a_target_that_cannot_run_here(project):
     import platform
 
     foreign = "arm" if platform.machine() == "x86_64" else "local"
-    result = invoke("serve", "--config", str(project / "pipeline.toml"), "--target", foreign, "--port", "0")
-    assert result.returncode == 1
-    assert "cannot run here" in result.stderr and "--target local" in result.stderr and "--smoke 2" in result.stderr
+    with pytest.raises(Exit) as err:
+        tasks.serve(MockContext(), config=str(project / "pipeline.toml"), target=foreign, port=0)
+    message = str(err.value.message)
+    assert err.value.code == 1
+    assert "cannot run here" in message and "--target local" in message and "--smoke 2" in message
 
 
 def test_a_change_that_needs_confirmation_refuses_without_a_terminal_or_yes(monkeypatch):
     """CI has no terminal: deploy, rollback and teardown must be given --yes, not hang on input()."""
     import io
 
-    from invoke import Exit
-
-    monkeypatch.syspath_prepend(str(REPO))
-    import tasks
-
     monkeypatch.setattr(sys, "stdin", io.StringIO("y\n"))
     with pytest.raises(Exit) as err:
         tasks._confirm("apply 3 change(s)?", yes=False)
     assert "--yes" in str(err.value.message) and err.value.code == 1
     tasks._confirm("apply 3 change(s)?", yes=True)  # no question asked
+
+
+def test_the_test_task_runs_ruff_mypy_and_pytest_with_coverage_and_the_slowest_tests(monkeypatch):
+    seen: list[str] = []
+
+    class Ctx(MockContext):
+        def run(self, command, **kw):
+            seen.append(command)
+            return Result(command=command, exited=0)
+
+    monkeypatch.setattr(tasks, "_missing_system_packages", lambda: [])
+    tasks.test(Ctx())
+    ruff, mypy, pytest_cmd = seen
+    assert "-m ruff check" in ruff and "-m mypy" in mypy
+    assert "-m pytest" in pytest_cmd and "--durations=10" in pytest_cmd
+    assert "--cov" in pytest_cmd and "--cov-fail-under=85" in pytest_cmd
+
+    seen.clear()
+    tasks.test(Ctx(), markers="not slow")
+    assert "-m 'not slow'" in seen[-1] and "--cov-fail-under" not in seen[-1]  # a subset is not held to the floor
+
+
+def test_the_test_task_fails_naming_every_step_that_failed(monkeypatch):
+    class Ctx(MockContext):
+        def run(self, command, **kw):
+            return Result(command=command, exited=1 if ("ruff" in command or "pytest" in command) else 0)
+
+    monkeypatch.setattr(tasks, "_missing_system_packages", lambda: [])
+    with pytest.raises(Exit) as err:
+        tasks.test(Ctx())
+    assert err.value.code == 1 and "ruff" in str(err.value.message) and "pytest" in str(err.value.message) and "mypy" not in str(err.value.message)
