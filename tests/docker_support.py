@@ -30,7 +30,8 @@ def start_daemon(log: Path) -> subprocess.Popen | None:
         return None
     if not shutil.which("dockerd") or not shutil.which("docker"):
         raise RuntimeError("docker is not installed: apt-get install docker.io (the docker-marked tests need a real daemon)")
-    proc = subprocess.Popen(DOCKERD, stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
+    with open(log, "w") as out:  # the daemon keeps its own copy of the descriptor
+        proc = subprocess.Popen(DOCKERD, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     for _ in range(120):
         if docker_answers():
             return proc

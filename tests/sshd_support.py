@@ -43,7 +43,8 @@ def start_sshd(workdir: Path) -> Sshd:
         "PubkeyAuthentication yes\nPermitRootLogin prohibit-password\nUsePAM no\nStrictModes no\nSubsystem sftp internal-sftp\n"
     )
     Path("/run/sshd").mkdir(exist_ok=True)  # privilege separation directory
-    proc = subprocess.Popen([sshd, "-D", "-e", "-f", str(workdir / "sshd_config")], stdout=open(workdir / "sshd.log", "w"), stderr=subprocess.STDOUT)
+    with open(workdir / "sshd.log", "w") as out:  # sshd keeps its own copy of the descriptor
+        proc = subprocess.Popen([sshd, "-D", "-e", "-f", str(workdir / "sshd_config")], stdout=out, stderr=subprocess.STDOUT)
     host_pub = (workdir / "host_key.pub").read_text().split()
     (workdir / "known_hosts").write_text(f"[127.0.0.1]:{port} {host_pub[0]} {host_pub[1]}\n")
     for _ in range(100):

@@ -10,6 +10,7 @@ under test.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
 import io
 import json
@@ -37,7 +38,7 @@ BUCKET = "hoist-artifacts"
 NAME = "hoist-test"
 STACK_ARN = f"arn:aws:cloudformation:{REGION}:123456789012:stack/{NAME}/1"
 CS_ARN = f"arn:aws:cloudformation:{REGION}:123456789012:changeSet/hoist-x/1"
-T0 = datetime.datetime(2026, 11, 25, tzinfo=datetime.timezone.utc)
+T0 = datetime.datetime(2026, 11, 25, tzinfo=datetime.UTC)
 
 
 @pytest.fixture
@@ -84,11 +85,11 @@ class FakeApi:
                 self.end_headers()
                 self.wfile.write(body)
 
-            def do_GET(self):  # noqa: N802
+            def do_GET(self):
                 api.requests.append(("GET", self.path))
                 self._send(200, {"status": "ok", "on_path": True, "efs_tree": "/mnt/test/envs/x/site-packages"} if api.healthy else {"status": "broken"})
 
-            def do_POST(self):  # noqa: N802
+            def do_POST(self):
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 api.requests.append(("POST", self.path, body[:8]))
                 self._send(200, {"predictions": [{"label": api.label, "probability": 0.9}]})
@@ -139,10 +140,8 @@ def lambda_function(lam, versions: int, live: str):
         role = iam.create_role(RoleName="hoist-test-role", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
     except iam.exceptions.EntityAlreadyExistsException:
         role = iam.get_role(RoleName="hoist-test-role")["Role"]["Arn"]
-    try:
+    with contextlib.suppress(lam.exceptions.ResourceNotFoundException):
         lam.delete_function(FunctionName="test-fn")
-    except lam.exceptions.ResourceNotFoundException:
-        pass
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
         zf.writestr("app.py", "def handler(event, context):\n    return {}\n")

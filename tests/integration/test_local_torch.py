@@ -43,11 +43,11 @@ def test_local_torch_tree_imports_after_slimming_and_stripping(tmp_path):
     assert not (efs / "torch" / "include").exists()
 
     code = (
-        "import sys; sys.path[:0] = [%r, %r]\n"
+        f"import sys; sys.path[:0] = [{str(layer)!r}, {str(efs)!r}]\n"
         "import torch, PIL.Image\n"
         "x = torch.arange(6.0).reshape(2, 3)\n"
-        "print(torch.__version__, float((x @ x.T).sum()), torch.__file__.startswith(%r), PIL.Image.new('L', (2, 2)).size)\n"
-    ) % (str(layer), str(efs), str(efs))
+        f"print(torch.__version__, float((x @ x.T).sum()), torch.__file__.startswith({str(efs)!r}), PIL.Image.new('L', (2, 2)).size)\n"
+    )
     out = subprocess.run([find_python(cfg.target("local").target.python).path, "-I", "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     version, total, from_tree, size = out.stdout.split(maxsplit=3)
@@ -72,9 +72,9 @@ def test_a_hydrated_tree_keeps_sources_scripting_tracebacks_and_metadata(tmp_pat
     assert local and os.path.islink(os.path.join(local, "torch", "lib", "libtorch_cpu.so"))
     code = (
         "import sys, inspect, traceback, importlib.metadata\n"
-        "sys.path.append(%r)\n"
+        f"sys.path.append({local!r})\n"
         "import torch\n"
-        "assert torch.__file__.startswith(%r), torch.__file__\n"
+        f"assert torch.__file__.startswith({local!r}), torch.__file__\n"
         "src = inspect.getsource(torch.nn.Linear.forward)\n"
         "assert 'def forward' in src\n"
         "@torch.jit.script\n"
@@ -87,7 +87,7 @@ def test_a_hydrated_tree_keeps_sources_scripting_tracebacks_and_metadata(tmp_pat
         "    text = traceback.format_exc()\n"
         "assert 'functional.py' in text and 'softmax' in text, text\n"
         "print(importlib.metadata.version('torch'))\n"
-    ) % (local, local)
+    )
     script = tmp_path / "check.py"  # a file: TorchScript reads the scripted function's source
     script.write_text(code)
     out = subprocess.run([find_python("3.11").path, "-I", str(script)], capture_output=True, text=True, timeout=600)

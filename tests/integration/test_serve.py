@@ -59,7 +59,7 @@ def test_held_out_digits_through_http_match_the_models_accuracy(server):
     images, labels = held_out()
     for fmt, ctype, tolerance in (("PNG", "image/png", 0.005), ("JPEG", "image/jpeg", 0.02)):
         right = 0
-        for image, label in zip(images, labels):
+        for image, label in zip(images, labels, strict=True):
             status, doc = _post(server, render(image, fmt), ctype)
             assert status == 200, doc
             right += doc["predictions"][0]["label"] == str(label)

@@ -10,8 +10,8 @@ import pytest
 
 from pipeline import config
 from pipeline.interpreters import find_python
-from tests.conftest import lock_and_build, write_pipeline
 from runtime.function import runtime_client
+from tests.conftest import lock_and_build, write_pipeline
 from validate.stage import from_build
 
 pytestmark = [pytest.mark.network]

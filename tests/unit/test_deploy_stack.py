@@ -19,7 +19,7 @@ from pipeline.errors import DeployError
 NAME = "hoist-test"
 CS_ARN = f"arn:aws:cloudformation:eu-west-1:123456789012:changeSet/hoist-x/{'1' * 8}"
 STACK_ARN = f"arn:aws:cloudformation:eu-west-1:123456789012:stack/{NAME}/{'2' * 8}"
-T0 = datetime.datetime(2026, 11, 25, 8, 0, tzinfo=datetime.timezone.utc)
+T0 = datetime.datetime(2026, 11, 25, 8, 0, tzinfo=datetime.UTC)
 
 
 @pytest.fixture

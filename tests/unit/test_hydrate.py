@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from pathlib import Path
 
 import pytest
 
@@ -50,7 +51,7 @@ def test_hydrate_unpacks_links_libraries_and_is_done_once(app, tmp_path):
     local = app.hydrate(str(tree), str(tmp_path / "tmp"))
     name = __import__("hashlib").sha256((version / "archives" / "index.json").read_bytes() + b"\0" + str(tree).encode()).hexdigest()[:16]
     assert local == str(tmp_path / "tmp" / name)  # named by content and by the tree its links point into
-    assert open(os.path.join(local, "pkg", "sub", "mod.py")).read() == "VALUE = 42\n"
+    assert Path(local, "pkg", "sub", "mod.py").read_text() == "VALUE = 42\n"
     assert os.stat(os.path.join(local, "pkg", "tool.sh")).st_mode & 0o777 == 0o755
     link = os.path.join(local, "pkg", "_native.so")
     assert os.path.islink(link) and os.readlink(link) == str(tree / "pkg" / "_native.so")
@@ -79,8 +80,8 @@ def test_a_large_distribution_is_cut_into_archives_that_hydrate_whole(app, tmp_p
     assert len(index["archives"]) >= 3 and {a["dist"] for a in index["archives"]} == {"pkg"}
     assert sum(a["files"] for a in index["archives"]) == 5  # every non-ELF file, each in one archive
     local = app.hydrate(str(tree), str(tmp_path / "tmp"))
-    assert open(os.path.join(local, "pkg", "sub", "mod.py")).read() == "VALUE = 42\n"
-    assert open(os.path.join(local, "pkg-1.0.dist-info", "METADATA")).read().startswith("Metadata-Version")
+    assert Path(local, "pkg", "sub", "mod.py").read_text() == "VALUE = 42\n"
+    assert Path(local, "pkg-1.0.dist-info", "METADATA").read_text().startswith("Metadata-Version")
 
 
 def test_loader_ranges_cover_what_the_loader_reads_and_leave_the_code(tmp_path):
