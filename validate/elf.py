@@ -37,6 +37,10 @@ def is_elf(path: Path) -> bool:
         return False
 
 
+# the dynamic tags whose value is a string, and the attribute pyelftools gives it
+_STRING_TAGS = {"DT_NEEDED": "needed", "DT_RPATH": "rpath", "DT_RUNPATH": "runpath", "DT_SONAME": "soname"}
+
+
 def read(path: Path, rel: str) -> ElfInfo:
     with open(path, "rb") as fh:
         elf = ELFFile(fh)
@@ -46,20 +50,21 @@ def read(path: Path, rel: str) -> ElfInfo:
             if isinstance(section, DynamicSection):
                 for tag in section.iter_tags():
                     kind = tag.entry.d_tag
+                    if kind not in _STRING_TAGS:
+                        continue
+                    value: str = getattr(tag, _STRING_TAGS[kind])  # pyelftools sets the string attributes per tag
                     if kind == "DT_NEEDED":
-                        needed.append(tag.needed)
-                    elif kind == "DT_RPATH":
-                        rpaths += tag.rpath.split(":")
-                    elif kind == "DT_RUNPATH":
-                        rpaths += tag.runpath.split(":")
-                    elif kind == "DT_SONAME":
-                        soname = tag.soname
+                        needed.append(value)
+                    elif kind in ("DT_RPATH", "DT_RUNPATH"):
+                        rpaths += value.split(":")
+                    else:
+                        soname = value
             elif isinstance(section, GNUVerNeedSection):
                 for verneed, auxes in section.iter_versions():
                     for aux in auxes:
                         m = _VERSION.match(aux.name)
                         if m:
-                            key = (m.group(1), verneed.name)
+                            key = (m.group(1), verneed.name or "")  # the library that defines the version
                             number = tuple(int(x) for x in m.group(2).split("."))
                             versions[key] = max(versions.get(key, number), number)
         return ElfInfo(
