@@ -1,4 +1,4 @@
-"""invoke build: lock -> tree -> slim -> bytecode -> manifest -> zips -> build.json.
+"""invoke build: lock -> tree -> slim -> bytecode -> manifest -> zips -> dist/<target>/build.json.
 
 Each set is built in a staging folder beside its final place and renamed into
 place only when its manifest is written, so an interrupted build never leaves a
@@ -289,7 +289,7 @@ def build(config: Config, target_name: str | None = None, *, force: bool = False
             f"function + layer unzip to {unzipped:,} bytes, over Lambda's {LAMBDA_UNZIPPED_LIMIT:,}: move packages from requirements/layer.in to requirements/efs.in"
         )
 
-    build_json = out / "build.json"
+    build_json = config.build_json(target.name)
     doc = {
         "version": BUILD_JSON_VERSION,
         "target": target.as_json(),

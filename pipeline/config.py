@@ -169,6 +169,10 @@ class Config:
     def lock_path(self, set_name: str, target_name: str) -> Path:
         return self.root / "requirements" / f"{set_name}.{target_name}.lock"
 
+    def build_json(self, target_name: str) -> Path:
+        """The build summary of one target: building one never touches another's."""
+        return self.build.output / target_name / "build.json"
+
 
 def _where(path: Path, key: str) -> str:
     return f"{path.name}: {key}"

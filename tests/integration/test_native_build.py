@@ -69,7 +69,7 @@ def test_build_makes_an_importable_slim_precompiled_tree(project):
     assert doc["bytecode"]["compiled"] and doc["bytecode"]["invalidation_mode"] == "unchecked-hash"
     assert {r["name"]: r["files"] for r in doc["slim"]["rules"]}["tests"] == 2
     # build.json for later stages
-    summary = json.loads((project / "dist" / "build.json").read_text())
+    summary = json.loads((project / "dist" / "local" / "build.json").read_text())
     assert summary["sets"]["efs"]["content_hash"] == efs.content_hash and summary["sets"]["efs"]["bytecode"] is True
     assert summary["artifacts"]["layer_zip"]["sha256"] == result.layer_zip.sha256
     with zipfile.ZipFile(result.layer_zip.path) as zf:
@@ -169,7 +169,7 @@ def test_no_interpreter_means_no_bytecode_said_clearly(project, monkeypatch):
     assert "no working CPython" in result.sets["efs"].bytecode["reason"]
     assert any("no bytecode" in w for w in result.warnings)
     assert not list(result.sets["efs"].tree.rglob("*.pyc"))
-    summary = json.loads((project / "dist" / "build.json").read_text())
+    summary = json.loads((project / "dist" / "local" / "build.json").read_text())
     assert summary["sets"]["efs"]["bytecode"] is False
 
 
@@ -184,7 +184,7 @@ def test_docker_builder_without_a_daemon_says_how_to_start_one(project, monkeypa
     assert "no Docker daemon answers" in str(err.value) and "dockerd" in str(err.value)
     fallback = build(cfg, builder="auto")  # auto falls back to native and says why
     assert fallback.builder == "native"
-    assert json.loads((project / "dist" / "build.json").read_text())["builder_detail"].startswith("native (Docker not usable: no Docker daemon")
+    assert json.loads((project / "dist" / "local" / "build.json").read_text())["builder_detail"].startswith("native (Docker not usable: no Docker daemon")
 
 
 def test_unresolvable_pin_names_the_package_and_the_target(project):
@@ -223,3 +223,23 @@ def test_command_line_lock_and_build_print_the_size_report(project):
     assert "content hash" in out and "nativepkg" in out and "summary:" in out and "tests 2 files" in out
     again = invoke("build", "--config", cfg_path)
     assert "up to date" in again.stdout
+
+
+def test_each_target_has_its_own_build_summary(project):
+    """Building one target never stops validate or sync of another (dist/<target>/build.json)."""
+    from sync.stage import built_tree
+    from validate.stage import from_build
+
+    (project / "requirements" / "efs.in").write_text("purepkg\n")
+    cfg = config.load(project / "pipeline.toml")
+    lock(cfg, "local")
+    local = build(cfg, "local")
+    lock(cfg, "arm")
+    arm = build(cfg, "arm")
+    assert local.build_json == project / "dist" / "local" / "build.json" and arm.build_json == project / "dist" / "arm" / "build.json"
+    assert not (project / "dist" / "build.json").exists()
+    assert json.loads(local.build_json.read_text())["target"]["name"] == "local"
+    # the arm build came last; the local one is still what validate and sync read for local
+    assert from_build(cfg, "local", smoke_level="none").ok
+    assert built_tree(cfg, "local")[0] == local.sets["efs"].tree
+    assert built_tree(cfg, "arm")[0] == arm.sets["efs"].tree
