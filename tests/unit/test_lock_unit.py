@@ -57,7 +57,7 @@ def test_lock_file_round_trip_and_refuses_edits(tmp_path):
 def test_pyproject_routes_packages_to_their_index():
     from pipeline.config import Index
 
-    text = lk._pyproject(["torch==2.9.1", "pillow"], ARM, (Index("pytorch-cpu", "https://download.pytorch.org/whl/cpu", ("torch",)),))
+    text = lk._pyproject(["torch==2.9.1", "pillow"], ARM, (Index(name="pytorch-cpu", url="https://download.pytorch.org/whl/cpu", packages=("torch",)),))
     assert 'requires-python = ">=3.13"' in text and "explicit = true" in text
     assert 'torch = { index = "pytorch-cpu" }' in text and "pillow = " not in text
 
