@@ -88,7 +88,7 @@ def naive(cfg: Config, target_name: str | None, dest: Path) -> float:
 
 
 def hoist(cfg: Config, target_name: str | None, out: Path) -> tuple[float, list[Path]]:
-    local = dataclasses.replace(cfg, build=dataclasses.replace(cfg.build, output=out))
+    local = dataclasses.replace(cfg, build=cfg.build.model_copy(update={"output": out}))
     started = time.perf_counter()
     result = build(local, target_name, force=True)
     return time.perf_counter() - started, [s.tree for s in result.sets.values()]
