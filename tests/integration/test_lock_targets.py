@@ -151,3 +151,10 @@ def test_no_wheel_for_the_target_offers_the_docker_builder_or_another_version(tm
     text = str(err.value)
     assert "imagekit: no wheel for x86 (python3.13 on x86_64" in text and "versions with one: 1.0" in text
     assert "--builder docker" in text and "or pin imagekit==1.0 in efs.in" in text
+
+
+def test_uv_takes_torch_backend_in_the_way_hoist_locks(tmp_path, indexes):
+    """--torch-backend goes with `uv pip compile` of the throwaway project (no network: nothing here is a torch package)."""
+    path = project(tmp_path, indexes[0], efs_in="imagekit\n", x86_extra='torch_backend = "cpu"')
+    result = lock(config.load(path), "x86")
+    assert [(p.name, p.version) for p in result.locks["efs"].packages] == [("imagekit", "1.0")]
