@@ -54,7 +54,7 @@ def lock(c, config=None, target=None, force=False):
     }
 )
 def build(c, config=None, target=None, force=False, verbose=False, builder=None):
-    """Install the locks into slim, precompiled trees; write manifests, zips, dist/build.json."""
+    """Install the locks into slim, precompiled trees; write manifests, zips, dist/<target>/build.json."""
     from builder.build import build as do_build
     from builder.report import ConsoleProgress, print_build
 
@@ -68,7 +68,7 @@ def build(c, config=None, target=None, force=False, verbose=False, builder=None)
 @task(
     help={
         "config": CONFIG_HELP,
-        "target": TARGET_HELP + "; validates its last build (dist/build.json)",
+        "target": TARGET_HELP + "; validates its last build (dist/<target>/build.json)",
         "tree": "validate this folder instead of the last build (any site-packages tree)",
         "runtime": "with --tree: Lambda runtime, e.g. python3.13",
         "arch": "with --tree: x86_64 or arm64",

@@ -1,4 +1,4 @@
-"""invoke build: lock -> tree -> slim -> bytecode -> manifest -> zips -> build.json.
+"""invoke build: lock -> tree -> slim -> bytecode -> manifest -> zips -> dist/<target>/build.json.
 
 Each set is built in a staging folder beside its final place and renamed into
 place only when its manifest is written, so an interrupted build never leaves a
@@ -221,16 +221,17 @@ def build_set(name: str, lock: LockFile, target: Target, target_dir: Path, rules
     return _set_result(name, set_dir, doc, rebuilt=True)
 
 
-def _bytecode_interpreter(target: Target) -> tuple[Interpreter | None, str | None]:
+def _bytecode_interpreter(target: Target, cache: Path | None = None) -> tuple[Interpreter | None, str | None]:
     try:
-        return find_python(target.python), None
+        return find_python(target.python, cache=cache), None
     except InterpreterNotFound as exc:
         return None, exc.render()
 
 
 def choose_installer(config: Config, target: Target, builder: str, progress: Progress):
     """The installer for ``builder`` ("native", "docker" or "auto"), and why it was chosen."""
-    interpreter, why_not = _bytecode_interpreter(target) if builder != "docker" else (None, None)
+    cache = config.root / ".hoist-cache" / "interpreters.json"  # found once, then trusted while the file is unchanged
+    interpreter, why_not = _bytecode_interpreter(target, cache) if builder != "docker" else (None, None)
     if builder in ("docker", "auto"):
         from .docker import DockerInstaller, DockerUnavailable
 
@@ -279,7 +280,8 @@ def build(config: Config, target_name: str | None = None, *, force: bool = False
         layer_zip = None
         if "layer" in sets:
             progress.step("packaging the layer zip (python/...)")
-            layer_zip = make_zip(sets["layer"].tree, target_dir / "layer.zip", prefix="python/", skip_dirs=set())
+            # the layer set's content hash covers every file, mode and byte: an unchanged set keeps its zip
+            layer_zip = make_zip(sets["layer"].tree, target_dir / "layer.zip", prefix="python/", skip_dirs=set(), key=sets["layer"].content_hash)
         progress.step("packaging the function zip")
         function_zip = make_zip(config.build.handler_dir, target_dir / "function.zip")
 
@@ -289,7 +291,7 @@ def build(config: Config, target_name: str | None = None, *, force: bool = False
             f"function + layer unzip to {unzipped:,} bytes, over Lambda's {LAMBDA_UNZIPPED_LIMIT:,}: move packages from requirements/layer.in to requirements/efs.in"
         )
 
-    build_json = out / "build.json"
+    build_json = config.build_json(target.name)
     doc = {
         "version": BUILD_JSON_VERSION,
         "target": target.as_json(),

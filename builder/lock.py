@@ -29,12 +29,18 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name, parse_sdist_filename, parse_wheel_filename
 
 from pipeline import proc
-from pipeline.config import Config, TargetConfig
+from pipeline.config import Config, Index, TargetConfig
 from pipeline.errors import CommandError, LockError
 from pipeline.targets import Target
 
+from .diagnose import DOCKER_HINT, PYPI, Source, diagnose
+
 LOCK_FORMAT = 1
-DOCKER_HINT = "build it in the Lambda base image with the Docker builder (`invoke build --builder docker`, the Docker builder issue), or pin a version that ships a wheel for this target"
+# Lambda has no GPU: CUDA libraries, triton and CUDA builds (a +cu/+rocm local version) only weigh
+GPU_NAME = re.compile(r"^(nvidia-.+|triton|pytorch-triton(-.+)?|cupy-cuda.+|jax-cuda.+)$")
+GPU_BUILD = re.compile(r"\+(cu\d+|rocm[\d.]+)")
+PYTORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
+TORCH_FAMILY = ("torch", "torchvision", "torchaudio")
 
 
 @dataclass(frozen=True)
@@ -82,7 +88,7 @@ def pip_config_find_links(python: str = sys.executable) -> list[str]:
     Machine paths (a local wheel folder) stay out of the repository this way.
     """
     try:
-        code, out = proc.run([python, "-m", "pip", "config", "list"], what="reading pip's configuration", check=False)
+        _code, out = proc.run([python, "-m", "pip", "config", "list"], what="reading pip's configuration", check=False)
     except CommandError:
         return []
     links: list[str] = []
@@ -96,12 +102,33 @@ def pip_config_find_links(python: str = sys.executable) -> list[str]:
 
 
 def find_links_for(config: Config, tcfg: TargetConfig) -> list[str]:
-    links = []
-    for item in config.find_links:
-        links.append(item if "://" in item else str((config.root / item).resolve()))
+    """The global find-links, then the target's own, then pip's (when the target asks)."""
+    links: list[str] = []
+    for item in (*config.find_links, *tcfg.find_links):
+        link = item if "://" in item else str((config.root / item).resolve())
+        if link not in links:
+            links.append(link)
     if tcfg.pip_config_find_links:
         links += [x for x in pip_config_find_links() if x not in links]
     return links
+
+
+def indexes_for(config: Config, tcfg: TargetConfig) -> tuple[Index, ...]:
+    """The global [[index]] tables, then the target's own [[targets.<name>.index]]."""
+    return config.indexes + tcfg.indexes
+
+
+def sources_for(config: Config, tcfg: TargetConfig, find_links: list[str]) -> list[Source]:
+    """Where this target's packages come from, as pipeline.toml names them (for error messages)."""
+    name = tcfg.target.name
+    out = [Source("index", i.url, f'[[index]] "{i.name}"') for i in config.indexes]
+    out += [Source("index", i.url, f'[[targets.{name}.index]] "{i.name}"') for i in tcfg.indexes]
+    if not config.no_index:
+        out.append(Source("index", PYPI, "PyPI"))
+    if tcfg.torch_backend:
+        out.append(Source("index", f"https://download.pytorch.org/whl/{tcfg.torch_backend}", f"the PyTorch {tcfg.torch_backend} index (torch_backend)"))
+    out += [Source("find-links", link, "find_links") for link in find_links]
+    return out
 
 
 def set_requirements(config: Config, tcfg: TargetConfig) -> dict[str, list[str]]:
@@ -120,11 +147,16 @@ def input_fingerprint(config: Config, tcfg: TargetConfig, find_links: list[str])
         "sets": set_requirements(config, tcfg),
         "override": list(tcfg.override),
         "exclude": list(tcfg.exclude),
-        "indexes": [[i.name, i.url, list(i.packages)] for i in config.indexes],
+        "indexes": [[i.name, i.url, list(i.packages)] for i in indexes_for(config, tcfg)],
         "find_links": find_links,
         "no_index": config.no_index,
         "only_binary": config.build.builder == "native",
     }
+    # keys only when set: a lock written before they existed stays current
+    if tcfg.torch_backend:
+        doc["torch_backend"] = tcfg.torch_backend
+    if tcfg.allow_gpu:
+        doc["allow_gpu"] = True
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
 
@@ -203,9 +235,8 @@ def _pyproject(deps: list[str], target: Target, indexes) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _compile(workdir: Path, deps: list[str], target: Target, config: Config, tcfg: TargetConfig, find_links: list[str], constraints: list[str], on_line) -> dict:
-    workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "pyproject.toml").write_text(_pyproject(deps, target, config.indexes))
+def compile_command(workdir: Path, target: Target, config: Config, tcfg: TargetConfig, find_links: list[str]) -> list[str]:
+    """The `uv pip compile` of the throwaway project in ``workdir``."""
     cmd = [proc.uv_bin(), "pip", "compile", "pyproject.toml", "--no-config", "--no-python-downloads", "--quiet", "--no-header", "-o", "pylock.toml", "--python-version", target.python]
     if target.uv_python_platform:
         cmd += ["--python-platform", target.uv_python_platform]
@@ -214,9 +245,27 @@ def _compile(workdir: Path, deps: list[str], target: Target, config: Config, tcf
     for link in find_links:
         cmd += ["--find-links", link]
     if config.no_index:
-        cmd.append("--no-index")
-    if tcfg.override:
-        (workdir / "overrides.txt").write_text("\n".join(tcfg.override) + "\n")
+        # an empty index instead of PyPI: uv's --no-index would drop the [[index]] tables too
+        empty = workdir / "no-index"
+        empty.mkdir(exist_ok=True)
+        cmd += ["--default-index", empty.as_uri()]
+    if tcfg.torch_backend:
+        # uv takes torch, torchvision... from the PyTorch index of this backend (CPU builds: no CUDA)
+        cmd += ["--torch-backend", tcfg.torch_backend]
+    return cmd
+
+
+def _compile(workdir: Path, deps: list[str], target: Target, config: Config, tcfg: TargetConfig, find_links: list[str], constraints: list[str], on_line) -> dict:
+    workdir.mkdir(parents=True, exist_ok=True)
+    # a pin of a direct requirement replaces it in place, so the package keeps its index
+    # (uv's --overrides drop [tool.uv.sources]); pins of indirect ones are overrides
+    pins = {canonicalize_name(Requirement(line).name): line for line in tcfg.override}
+    direct = {canonicalize_name(Requirement(d).name) for d in deps}
+    deps = [pins.get(canonicalize_name(Requirement(d).name), d) for d in deps]
+    (workdir / "pyproject.toml").write_text(_pyproject(deps, target, indexes_for(config, tcfg)))
+    cmd = compile_command(workdir, target, config, tcfg, find_links)
+    if overrides := [line for name, line in pins.items() if name not in direct]:
+        (workdir / "overrides.txt").write_text("\n".join(overrides) + "\n")
         cmd += ["--overrides", "overrides.txt"]
     if constraints:
         (workdir / "constraints.txt").write_text("\n".join(constraints) + "\n")
@@ -224,21 +273,47 @@ def _compile(workdir: Path, deps: list[str], target: Target, config: Config, tcf
     try:
         proc.run(cmd, what="uv pip compile", cwd=workdir, on_line=on_line)
     except CommandError as exc:
-        raise _lock_failure(exc, target) from None
+        raise _lock_failure(exc, config, tcfg, find_links) from None
     return tomllib.loads((workdir / "pylock.toml").read_text())
 
 
-def _lock_failure(exc: CommandError, target: Target) -> LockError:
+def _lock_failure(exc: CommandError, config: Config, tcfg: TargetConfig, find_links: list[str]) -> LockError:
+    """uv's failure with its cause named and the fix for that cause (builder/diagnose.py)."""
     text = exc.output_tail
-    names = sorted(set(re.findall(r"\b([A-Za-z0-9][A-Za-z0-9._-]*)(?:==\S+)? has no (?:usable )?wheels", text)))
-    names += sorted(set(re.findall(r"[Oo]nly (?:an? )?source distributions? (?:is|are) available for ([A-Za-z0-9._-]+)", text)) - set(names))
-    if names:
-        what = f"{', '.join(names)}: no wheel for {target.describe()} [platform {target.uv_python_platform or 'this machine'}, CPython {target.python}]"
-        fix = DOCKER_HINT
-    else:
-        what = f"could not resolve the dependency sets for {target.describe()}"
-        fix = "check the pins named in uv's output above against what the indexes offer for this target; " + DOCKER_HINT
-    return LockError(f"{what}\n  uv said:\n" + "\n".join("    " + line for line in text.splitlines()), where=f"target {target.name}", fix=fix)
+    target = tcfg.target
+    pins = ", ".join(d.requirements.name for d in config.sets.values()) + (f" or override of [targets.{target.name}]" if tcfg.override else "")
+    known = [Requirement(line).name for d in config.sets.values() for line in d.lines]
+    found = diagnose(text, target, sources_for(config, tcfg, find_links), pins, extra_names=known)
+    return LockError(f"{found.what}\n  uv said:\n" + "\n".join("    " + line for line in text.splitlines()), where=f"target {target.name}", fix=found.fix)
+
+
+def gpu_packages(packages: list[LockedPackage]) -> list[LockedPackage]:
+    """What a Lambda function cannot use: CUDA libraries, triton, CUDA/ROCm builds."""
+    return [p for p in packages if GPU_NAME.match(p.name) or GPU_BUILD.search(p.version)]
+
+
+def refuse_gpu(packages: list[LockedPackage], tcfg: TargetConfig) -> None:
+    """A Lambda lock holds no GPU package unless the target opts out (allow_gpu = true)."""
+    target = tcfg.target
+    gpu = gpu_packages(packages)
+    if target.kind != "lambda" or tcfg.allow_gpu or not gpu:
+        return
+    family = [p.name for p in packages if p.name in TORCH_FAMILY] or ["torch"]
+    pulled = ", ".join(f"{p.name}=={p.version}" for p in packages if p.name in TORCH_FAMILY)
+    name = target.name
+    raise LockError(
+        f"the resolution for {target.describe()} holds GPU packages: {', '.join(f'{p.name}=={p.version}' for p in gpu)}; "
+        f"Lambda has no GPU, so these CUDA builds and libraries (gigabytes) would only weigh"
+        + (f". They come with {pulled}: PyPI's Linux torch is a CUDA build (x86_64, and aarch64 since 2.10)" if pulled else ""),
+        where=f"target {name}",
+        fix=f"take {', '.join(family)} from the PyTorch CPU index for this target: add to pipeline.toml\n"
+        f"      [[targets.{name}.index]]\n"
+        f'      name = "pytorch-cpu"\n'
+        f'      url = "{PYTORCH_CPU_INDEX}"\n'
+        f"      packages = [{', '.join(json.dumps(n) for n in family)}]\n"
+        f"    (or torch_backend = \"cpu\" under [targets.{name}]: uv picks that index itself), then `invoke lock --target {name}`; "
+        f"to keep GPU packages anyway: allow_gpu = true under [targets.{name}]",
+    )
 
 
 def _marker_env(target: Target) -> dict[str, str]:
@@ -321,6 +396,7 @@ def lock(config: Config, target_name: str | None = None, *, force: bool = False,
             pins = [f"{p.name}=={p.version}" for p in union]
             layer_only = _compile(Path(tmp) / "layer", reqs["layer"], target, config, tcfg, links, pins, on_line)
             layer_names = {p.name for p in _packages_for_target(layer_only, target, sdists)}
+    refuse_gpu(union, tcfg)
     assigned = {
         "efs": [p for p in union if p.name not in layer_names],
         "layer": [p for p in union if p.name in layer_names],

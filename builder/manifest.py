@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import stat
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,6 +55,7 @@ def _sha256(path: str) -> str:
 
 def scan(tree: Path) -> list[FileEntry]:
     entries = []
+    regular: list[tuple[str, str, os.stat_result]] = []
     for root, dirs, files in os.walk(tree):
         dirs.sort()
         for f in files:
@@ -64,7 +66,11 @@ def scan(tree: Path) -> list[FileEntry]:
                 target = os.readlink(p)
                 entries.append(FileEntry(rel, len(target), 0o120777, hashlib.sha256(target.encode()).hexdigest()))
             else:
-                entries.append(FileEntry(rel, st.st_size, stat.S_IMODE(st.st_mode), _sha256(p)))
+                regular.append((p, rel, st))
+    # hashlib releases the GIL on large buffers: hash on every CPU
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        digests = pool.map(_sha256, [p for p, _, _ in regular], chunksize=64)
+        entries += [FileEntry(rel, st.st_size, stat.S_IMODE(st.st_mode), d) for (_, rel, st), d in zip(regular, digests, strict=True)]
     entries.sort(key=lambda e: e.path)
     return entries
 

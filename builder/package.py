@@ -8,6 +8,7 @@ function.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import stat
 import zipfile
@@ -45,8 +46,43 @@ def _files(source: Path, skip_dirs: set[str]) -> list[str]:
     return sorted(out)
 
 
-def make_zip(source: Path, dest: Path, prefix: str = "", skip_dirs: set[str] | None = None) -> Artifact:
+ZIP_FORMAT = 1  # bump when the layout above changes: a zip made by an older rule is made again
+
+
+def source_key(source: Path, skip_dirs: set[str] | None = None) -> str:
+    """What a zip of ``source`` depends on: each file's path, executable bit and content."""
     skip = SKIP_DIRS if skip_dirs is None else skip_dirs
+    digest = hashlib.sha256()
+    for rel in _files(source, skip):
+        path = source / rel
+        with open(path, "rb") as fh:
+            digest.update(f"{rel}\0{bool(os.stat(path).st_mode & 0o111)}\0{hashlib.file_digest(fh, 'sha256').hexdigest()}\n".encode())
+    return digest.hexdigest()
+
+
+def _stamp(dest: Path) -> Path:
+    return dest.with_name(f".{dest.name}.json")
+
+
+def _reusable(dest: Path, key: str) -> Artifact | None:
+    """The zip already at ``dest`` when it was made from the same input and is untouched since."""
+    try:
+        doc = json.loads(_stamp(dest).read_text())
+        st = dest.stat()
+    except (OSError, ValueError):
+        return None
+    if doc.get("key") != key or doc.get("format") != ZIP_FORMAT or doc.get("size") != st.st_size or doc.get("mtime_ns") != st.st_mtime_ns:
+        return None
+    a = doc["artifact"]
+    return Artifact(path=dest, sha256=a["sha256"], bytes=a["bytes"], unzipped_bytes=a["unzipped_bytes"], entries=a["entries"])
+
+
+def make_zip(source: Path, dest: Path, prefix: str = "", skip_dirs: set[str] | None = None, key: str | None = None) -> Artifact:
+    """Zip ``source`` into ``dest``; an unchanged input (``key``, by default the files' contents) reuses the zip there."""
+    skip = SKIP_DIRS if skip_dirs is None else skip_dirs
+    key = f"{prefix}\0{key or source_key(source, skip)}"
+    if reused := _reusable(dest, key):
+        return reused
     tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
     unzipped = 0
     names = _files(source, skip)
@@ -64,4 +100,11 @@ def make_zip(source: Path, dest: Path, prefix: str = "", skip_dirs: set[str] | N
     tmp.replace(dest)
     with open(dest, "rb") as fh:
         digest = hashlib.file_digest(fh, "sha256").hexdigest()
-    return Artifact(path=dest, sha256=digest, bytes=dest.stat().st_size, unzipped_bytes=unzipped, entries=len(names))
+    artifact = Artifact(path=dest, sha256=digest, bytes=dest.stat().st_size, unzipped_bytes=unzipped, entries=len(names))
+    st = dest.stat()
+    stamp = {"format": ZIP_FORMAT, "key": key, "size": st.st_size, "mtime_ns": st.st_mtime_ns,
+             "artifact": {"sha256": digest, "bytes": artifact.bytes, "unzipped_bytes": unzipped, "entries": len(names)}}
+    tmp_stamp = _stamp(dest).with_name(_stamp(dest).name + ".tmp")
+    tmp_stamp.write_text(json.dumps(stamp) + "\n")
+    tmp_stamp.replace(_stamp(dest))
+    return artifact

@@ -1,36 +1,376 @@
 """Load and check pipeline.toml, the one file that describes a deployment.
 
-Everything is checked here, before any download: a bad key fails with the key,
-what was found, what is allowed and how to fix it.
+The schema is declared once, below, as pydantic models: one class per TOML
+table, one annotated line per key (type, default, limits, an example). Unknown
+keys and tables are errors naming the closest known key (``memory`` under
+``[function]`` says ``memory_mb``). Everything is checked here, before any
+download; every problem found is reported at once, each with its key, what was
+found and the fix.
+
+Adding a key: add one line to the section's model, e.g. under ``DeployConfig``
+``alarm_email: Str = ""``, or with limits
+``retries: Int = Field(3, ge=0, le=10, description="0-10 retries", examples=[3])``.
+Readers get ``config.deploy.alarm_email``. A new table is a new model used as a
+field of its parent (``slim: SlimConfig = SlimConfig()`` in ``PipelineFile``),
+then copied onto ``Config`` in ``load``.
 """
 from __future__ import annotations
 
+import difflib
+import json
 import os
-import re
 import tomllib
+import types
+import typing
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
+from typing import Annotated, Any, Literal
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
+from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationInfo, field_validator, model_validator
+from pydantic import ValidationError as PydanticValidationError
+from pydantic_core import PydanticCustomError
 
 from .errors import ConfigError
 from .targets import Target, facts, image_ref_problem, lambda_target, local_target
 
+# TOML has real types: "2048" is not a number here, nor 1 a boolean
+Int = Annotated[int, Strict()]
+Str = Annotated[str, Strict()]
+Bool = Annotated[bool, Strict()]
+
 # Lambda's own pattern for FileSystemConfigs.LocalMountPath (lambda-facts.md)
-MOUNT_PATH_RE = re.compile(r"^/mnt/[a-zA-Z0-9-_.]+$")
-FUNCTION_NAME_RE = re.compile(r"^[a-zA-Z0-9-_]{1,64}$")
-INDEX_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+MOUNT_PATH_RE = r"^/mnt/[a-zA-Z0-9-_.]+$"
+FUNCTION_NAME_RE = r"^[a-zA-Z0-9-_]{1,64}$"
+INDEX_NAME_RE = r"^[a-z0-9][a-z0-9-]*$"
 SET_NAMES = ("efs", "layer")
+SYNC_METHODS = ("local", "bastion", "datasync")
+# AWS's id shapes, checked before any call so a typo fails here, not in a rollback
+AWS_ID_RE = {"vpc": r"vpc-[0-9a-f]{8,17}", "subnet": r"subnet-[0-9a-f]{8,17}", "rtb": r"rtb-[0-9a-f]{8,17}",
+             "fs": r"fs-[0-9a-f]{8,40}", "fsap": r"fsap-[0-9a-f]{8,40}", "sg": r"sg-[0-9a-f]{8,17}"}
+STACK_NAME_RE = r"^[A-Za-z][A-Za-z0-9-]{0,127}$"
+BUCKET_RE = r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
+# CloudWatch Logs' allowed retention values
+LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653)
 
 
-@dataclass(frozen=True)
-class Index:
+def _problem(what: str, fix: str) -> PydanticCustomError:
+    """A check's failure: the message and its fix travel to the error report."""
+    return PydanticCustomError("hoist", "{what}", {"what": what, "fix": fix})
+
+
+def _aws_id(kind: str, optional: bool = False) -> Any:
+    """An AWS id field; an optional one may be "" (not set)."""
+    extra: dict[str, Any] = {"default": ""} if optional else {}
+    pattern = f"^({AWS_ID_RE[kind]})?$" if optional else f"^{AWS_ID_RE[kind]}$"
+    return Field(pattern=pattern, description=f"a {kind}-... id", examples=[f"{kind}-0123456789abcdef0"], **extra)
+
+
+@cache
+def aws_regions() -> frozenset[str]:
+    """Every region botocore knows (its bundled endpoints file: offline)."""
+    import botocore.session
+
+    session = botocore.session.get_session()
+    return frozenset(r for p in session.get_available_partitions() for r in session.get_available_regions("lambda", partition_name=p))
+
+
+def _check_region(value: str) -> str:
+    if value not in aws_regions():
+        close = difflib.get_close_matches(value, sorted(aws_regions()), n=3, cutoff=0.6)
+        raise _problem(f"unknown AWS region {value!r}" + (f"; did you mean {' or '.join(map(repr, close))}?" if close else ""),
+                       f'set region = "{close[0] if close else "eu-west-1"}" (botocore lists {len(aws_regions())} regions)')
+    return value
+
+
+def _table() -> Any:
+    """An absent table: validated into its model like a written one (paths relative to the root)."""
+    return {}
+
+
+def _root(info: ValidationInfo) -> Path | None:
+    return info.context.get("root") if isinstance(info.context, dict) else None
+
+
+class Section(BaseModel):
+    """A TOML table: unknown keys are errors, values are immutable once loaded."""
+
+    # validate_default: defaults pass the same validators (paths become relative to pipeline.toml)
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+# ---------------------------------------------------------------- the schema
+
+
+class Index(Section):
     """A package index besides PyPI. With ``packages`` it serves only those."""
 
-    name: str
-    url: str
-    packages: tuple[str, ...] = ()
+    name: Str = Field(pattern=INDEX_NAME_RE, description="lower-case letters, digits and dashes", examples=["pytorch-cpu"])
+    url: Str = Field(pattern=r"^(https?|file)://", description="an https://, http:// or file:// address", examples=["https://download.pytorch.org/whl/cpu"])
+    packages: tuple[Str, ...] = ()
+
+    @field_validator("packages")
+    @classmethod
+    def _canonical(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(canonicalize_name(p) for p in value)
+
+
+def _requirements_list(value: tuple[str, ...]) -> tuple[str, ...]:
+    for line in value:
+        try:
+            Requirement(line)
+        except InvalidRequirement:
+            raise _problem(f"{line!r} is not a requirement", 'write pins such as "torch==2.13.0+cpu"') from None
+    return value
+
+
+class TargetSpec(Section):
+    kind: Literal["lambda", "local"] = Field("lambda", examples=["lambda"])
+    runtime: Str | None = None  # lambda: a Lambda Python runtime (runtimes.json)
+    arch: Str | None = None  # lambda: x86_64 | arm64
+    python: Str | None = Field(None, pattern=r"^3\.\d+$", description="a Python version", examples=["3.11"])  # local: default the running one
+    override: tuple[Str, ...] = ()  # pins replacing the .in ones for this target only
+    exclude: tuple[Str, ...] = ()  # packages this target leaves out
+    index: tuple[Index, ...] = ()  # indexes of this target only ([[targets.<name>.index]])
+    find_links: tuple[Str, ...] = ()  # wheel folders or pages of this target only
+    pip_config_find_links: Bool = False  # add find-links from pip's own configuration
+    torch_backend: Literal["cpu"] | None = Field(None, description="uv's --torch-backend; Lambda has no GPU", examples=["cpu"])
+    allow_gpu: Bool = False  # opt out of refusing nvidia-*, triton and CUDA builds in a Lambda lock
+
+    @field_validator("override")
+    @classmethod
+    def _override(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return _requirements_list(value)
+
+    @field_validator("exclude")
+    @classmethod
+    def _canonical(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(canonicalize_name(p) for p in value)
+
+    @field_validator("runtime")
+    @classmethod
+    def _runtime(cls, value: str | None) -> str | None:
+        runtimes = list(facts()["runtimes"])
+        if value is not None and value not in runtimes:
+            raise _problem(f"unknown runtime {value!r}; Lambda's Python runtimes are {', '.join(runtimes)}", 'set runtime = "python3.13" (or another listed runtime)')
+        return value
+
+    @field_validator("arch")
+    @classmethod
+    def _arch(cls, value: str | None) -> str | None:
+        arches = list(facts()["architectures"])
+        if value is not None and value not in arches:
+            raise _problem(f"unknown architecture {value!r}; Lambda offers {', '.join(arches)}", 'set arch = "arm64" or arch = "x86_64"')
+        return value
+
+    @model_validator(mode="after")
+    def _lambda_needs_runtime_and_arch(self) -> TargetSpec:
+        if self.kind == "lambda":
+            missing = [k for k in ("runtime", "arch") if getattr(self, k) is None]
+            if missing:
+                raise _problem(f"a Lambda target needs {' and '.join(missing)}", 'add runtime = "python3.13" and arch = "arm64" (or kind = "local" for this machine)')
+        elif self.runtime or self.arch:
+            raise _problem("runtime and arch describe Lambda targets; a local target is this machine", 'remove them, or set kind = "lambda"')
+        return self
+
+
+class SetSpec(Section):
+    requirements: Str | None = None  # default requirements/<set>.in
+
+
+class SetsSpec(Section):
+    efs: SetSpec = Field(description="the heavy packages, mounted from EFS", examples=[{"requirements": "requirements/efs.in"}])
+    layer: SetSpec | None = None
+
+
+class EfsConfig(Section):
+    file_system_name: Str
+    mount_path: Str = Field(pattern=MOUNT_PATH_RE, description="a single directory under /mnt (Lambda's pattern)", examples=["/mnt/hoist"])
+    root: Str = Field("/hoist", pattern=r"^/", description="absolute inside the file system", examples=["/hoist"])  # holds envs/ and models/
+
+
+class FunctionConfig(Section):
+    name: Str = Field(pattern=FUNCTION_NAME_RE, description="1-64 letters, digits, - or _", examples=["hoist-classifier"])
+    memory_mb: Int = Field(3008, ge=128, le=10240, description="Lambda's 128-10240 MB", examples=[3008])
+    timeout_s: Int = Field(60, ge=1, le=900, description="Lambda's 1-900 s", examples=[60])
+    handler: Str = "app.handler"
+
+
+class ApiConfig(Section):
+    name: Str = Field(min_length=1, max_length=128, description="1-128 characters", examples=["hoist-api"])
+
+
+class BuildConfig(Section):
+    builder: Literal["native", "docker", "auto"] = Field("native", examples=["native"])
+    output: Path = Path("dist")  # relative to pipeline.toml's folder
+    handler_dir: Path = Path("handler")
+    base_image: Str | None = None  # Docker builder: the Lambda base image (default: the runtime's)
+
+    @field_validator("output", "handler_dir")
+    @classmethod
+    def _under_root(cls, value: Path, info: ValidationInfo) -> Path:
+        root = _root(info)
+        return root / value if root else value
+
+    @field_validator("base_image")
+    @classmethod
+    def _pinned(cls, value: str | None) -> str | None:
+        if value is not None and (problem := image_ref_problem(value)):
+            raise _problem(problem, "use a versioned tag such as public.ecr.aws/lambda/python:3.13-arm64, or its @sha256 digest")
+        return value
+
+
+class BastionConfig(Section):
+    host: Str
+    user: Str
+    port: Int = Field(22, ge=1, le=65535, examples=[22])
+    identity_file: Str
+    known_hosts: Str = "~/.ssh/known_hosts"
+    efs_path: Str = Field(pattern=r"^/", description="absolute on the bastion", examples=["/mnt/efs"])  # where the bastion mounts the file system
+
+    @field_validator("identity_file", "known_hosts")
+    @classmethod
+    def _home(cls, value: str) -> str:
+        return os.path.expanduser(value)
+
+
+class DataSyncConfig(Section):
+    bucket: Str
+    prefix: Str = "hoist-staging"
+    region: Str
+    file_system_arn: Str
+    subnet_arn: Str
+    security_group_arns: tuple[Str, ...]
+    s3_role_arn: Str
+    access_point_arn: Str | None = None
+    file_system_role_arn: Str | None = None
+
+    @field_validator("region")
+    @classmethod
+    def _region(cls, value: str) -> str:
+        return _check_region(value)
+
+    @field_validator("prefix")
+    @classmethod
+    def _strip(cls, value: str) -> str:
+        return value.strip("/")
+
+
+class SyncLocal(Section):
+    path: Path = Path(".hoist-efs")  # the folder standing in for the mount (method local)
+
+    @field_validator("path")
+    @classmethod
+    def _under_root(cls, value: Path, info: ValidationInfo) -> Path:
+        root = _root(info)
+        return root / value if root else value
+
+
+class SyncConfig(Section):
+    method: Literal["local", "bastion", "datasync"] = Field("local", examples=["local"])
+    keep: Int = Field(3, ge=1, description="the newest versions efs-gc keeps, at least 1", examples=[3])
+    stale_lock_s: Int = Field(3600, ge=1, examples=[3600])
+    bwlimit_kbps: Int = Field(0, ge=0, description="rsync --bwlimit; 0: no limit", examples=[0])
+    local: SyncLocal = Field(default_factory=_table)
+    bastion: BastionConfig | None = None
+    datasync: DataSyncConfig | None = None
+
+    @property
+    def local_path(self) -> Path:
+        return self.local.path
+
+    @model_validator(mode="after")
+    def _method_has_its_table(self) -> SyncConfig:
+        if self.method == "bastion" and self.bastion is None:
+            raise _problem("sync method bastion needs [sync.bastion]", "add [sync.bastion] with host, user, identity_file and efs_path")
+        if self.method == "datasync" and self.datasync is None:
+            raise _problem("sync method datasync needs [sync.datasync]", "add [sync.datasync] with bucket, region, file_system_arn, subnet_arn, security_group_arns and s3_role_arn")
+        return self
+
+
+class DeployConfig(Section):
+    """Where and how `invoke deploy` puts the stack (the AWS side of pipeline.toml)."""
+
+    stack_name: Str = Field(pattern=STACK_NAME_RE, description="a letter, then letters, digits and -", examples=["hoist-demo"])
+    region: Str
+    artifact_bucket: Str = Field(pattern=BUCKET_RE, description="3-63 lowercase letters, digits, dots and hyphens", examples=["my-hoist-artifacts"])
+    artifact_prefix: Str = "hoist"  # handler/layer zips and the model, under content-addressed keys
+    output_prefix: Str = "hoist/outputs"  # the handler writes results under s3://<artifact_bucket>/<output_prefix>/
+    vpc_id: Str = _aws_id("vpc")
+    subnet_ids: tuple[Annotated[Str, _aws_id("subnet")], ...] = Field(min_length=1, description="at least one subnet-... id", examples=[["subnet-0123456789abcdef0"]])
+    route_table_ids: tuple[Annotated[Str, _aws_id("rtb")], ...] = ()
+    s3_endpoint: Bool = True  # Gateway endpoint on route_table_ids (off when the VPC already has one)
+    dynamodb_endpoint: Bool = False
+    ephemeral_storage_mb: Int = Field(2048, ge=512, le=10240, description="Lambda's 512-10240 MB; the hydrated tree lives in /tmp", examples=[2048])
+    log_retention_days: Int = Field(14, description="a value CloudWatch Logs accepts", examples=[14])
+    posix_uid: Int = 1000
+    posix_gid: Int = 1000
+    file_system_id: Str = _aws_id("fs", optional=True)  # an existing file system instead of the stack's own
+    access_point_id: Str = _aws_id("fsap", optional=True)
+    mount_target_security_group_id: Str = _aws_id("sg", optional=True)  # existing mount targets' group: the stack adds NFS from the function
+    model_dir: Path | None = Path("model/artifacts")  # model.pt, labels.json, preprocess.json: uploaded to <artifact_prefix>/models/<hash>/
+    smoke_image: Path | None = Path("model/samples/digit.png")
+    smoke_expect: Str = "3"
+
+    @field_validator("region")
+    @classmethod
+    def _region(cls, value: str) -> str:
+        return _check_region(value)
+
+    @field_validator("artifact_prefix", "output_prefix")
+    @classmethod
+    def _strip(cls, value: str) -> str:
+        return value.strip("/")
+
+    @field_validator("model_dir", "smoke_image")
+    @classmethod
+    def _under_root(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        root = _root(info)
+        return root / value if root and value is not None else value
+
+    @field_validator("log_retention_days")
+    @classmethod
+    def _retention(cls, value: int) -> int:
+        if value not in LOG_RETENTION_DAYS:
+            raise _problem(f"log_retention_days {value} is not a value CloudWatch Logs accepts", f"one of {', '.join(map(str, LOG_RETENTION_DAYS))}")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DeployConfig:
+        if (self.s3_endpoint or self.dynamodb_endpoint) and not self.route_table_ids:
+            raise _problem("a gateway endpoint (s3_endpoint/dynamodb_endpoint) needs the subnets' route tables in route_table_ids",
+                           'list them (route_table_ids = ["rtb-..."]), or set s3_endpoint = false when the VPC already has an S3 endpoint')
+        if bool(self.file_system_id) != bool(self.access_point_id):
+            raise _problem("an existing file system needs both file_system_id and access_point_id", "set both, or neither to let the stack create them")
+        return self
+
+    @property
+    def creates_file_system(self) -> bool:
+        return not self.file_system_id
+
+
+class PipelineFile(Section):
+    """pipeline.toml as a whole: every table it may hold."""
+
+    version: Literal[1] = Field(1, description="the config version this Hoist reads", examples=[1])
+    default_target: Str | None = None  # default: the first target
+    targets: dict[str, TargetSpec] = Field(min_length=1, description="at least one [targets.<name>] table",
+                                           examples=[{"lambda": {"kind": "lambda", "runtime": "python3.13", "arch": "arm64"}}])
+    sets: SetsSpec
+    index: tuple[Index, ...] = ()  # indexes every target uses
+    find_links: tuple[Str, ...] = ()
+    no_index: Bool = False  # True: only find_links and [[index]], never PyPI
+    efs: EfsConfig
+    function: FunctionConfig
+    api: ApiConfig
+    build: BuildConfig = Field(default_factory=_table)
+    sync: SyncConfig = Field(default_factory=_table)
+    deploy: DeployConfig | None = None
+
+
+# ---------------------------------------------------------------- what the stages read
 
 
 @dataclass(frozen=True)
@@ -49,93 +389,10 @@ class TargetConfig:
     override: tuple[str, ...] = ()  # pins replacing the .in ones for this target
     exclude: tuple[str, ...] = ()  # packages this target leaves out
     pip_config_find_links: bool = False  # add find-links from pip's own configuration
-
-
-@dataclass(frozen=True)
-class EfsConfig:
-    file_system_name: str
-    mount_path: str
-    root: str  # directory inside the file system holding envs/ and models/
-
-
-@dataclass(frozen=True)
-class FunctionConfig:
-    name: str
-    memory_mb: int
-    timeout_s: int
-    handler: str
-
-
-@dataclass(frozen=True)
-class BuildConfig:
-    builder: str
-    output: Path
-    handler_dir: Path
-    base_image: str | None = None  # Docker builder: the Lambda base image (default: the runtime's)
-
-
-@dataclass(frozen=True)
-class BastionConfig:
-    host: str
-    user: str
-    port: int
-    identity_file: str
-    known_hosts: str
-    efs_path: str  # where the bastion mounts the file system
-
-
-@dataclass(frozen=True)
-class DataSyncConfig:
-    bucket: str
-    prefix: str
-    region: str
-    file_system_arn: str
-    subnet_arn: str
-    security_group_arns: tuple[str, ...]
-    s3_role_arn: str
-    access_point_arn: str | None = None
-    file_system_role_arn: str | None = None
-
-
-@dataclass(frozen=True)
-class SyncConfig:
-    method: str  # local | bastion | datasync
-    keep: int  # newest versions efs-gc keeps
-    local_path: Path  # the folder standing in for the mount (method local)
-    stale_lock_s: int
-    bwlimit_kbps: int = 0  # rsync --bwlimit; 0: no limit
-    bastion: BastionConfig | None = None
-    datasync: DataSyncConfig | None = None
-
-
-@dataclass(frozen=True)
-class DeployConfig:
-    """Where and how `invoke deploy` puts the stack (the AWS side of pipeline.toml)."""
-
-    stack_name: str
-    region: str
-    artifact_bucket: str  # handler/layer zips and the model, under content-addressed keys
-    artifact_prefix: str
-    output_prefix: str  # the handler writes results under s3://<artifact_bucket>/<output_prefix>/
-    vpc_id: str
-    subnet_ids: tuple[str, ...]
-    route_table_ids: tuple[str, ...] = ()
-    s3_endpoint: bool = True  # Gateway endpoint on route_table_ids (off when the VPC already has one)
-    dynamodb_endpoint: bool = False
-    ephemeral_storage_mb: int = 2048  # /tmp: the hydrated tree lives there (lambda-facts.md, Limits)
-    log_retention_days: int = 14
-    posix_uid: int = 1000
-    posix_gid: int = 1000
-    file_system_id: str = ""  # an existing file system instead of the stack's own
-    access_point_id: str = ""
-    mount_target_security_group_id: str = ""  # existing mount targets' group: the stack adds NFS from the function
-    model_dir: Path | None = None  # model.pt, labels.json, preprocess.json: uploaded to <artifact_prefix>/models/<hash>/
-    smoke_image: Path | None = None
-    smoke_expect: str = ""
-
-    @property
-    def creates_file_system(self) -> bool:
-        return not self.file_system_id
+    indexes: tuple[Index, ...] = ()  # this target's own indexes (after the global ones)
+    find_links: tuple[str, ...] = ()  # this target's own find-links
+    torch_backend: str | None = None  # uv --torch-backend ("cpu")
+    allow_gpu: bool = False  # True: a Lambda lock may hold nvidia-*, triton, CUDA builds
 
 
 @dataclass(frozen=True)
@@ -152,7 +409,7 @@ class Config:
     function: FunctionConfig
     api_name: str
     build: BuildConfig
-    sync: SyncConfig | None = None
+    sync: SyncConfig
     deploy: DeployConfig | None = None
     raw: dict = field(repr=False, default_factory=dict)
 
@@ -169,30 +426,126 @@ class Config:
     def lock_path(self, set_name: str, target_name: str) -> Path:
         return self.root / "requirements" / f"{set_name}.{target_name}.lock"
 
+    def build_json(self, target_name: str) -> Path:
+        """The build summary of one target: building one never touches another's."""
+        return self.build.output / target_name / "build.json"
 
-def _where(path: Path, key: str) -> str:
-    return f"{path.name}: {key}"
+
+# ---------------------------------------------------------------- errors
 
 
-def _get(table: dict, key: str, typ, path: Path, prefix: str, default=None, required=False):
-    full = f"{prefix}.{key}" if prefix else key
-    if key not in table:
-        if required:
-            raise ConfigError(f"missing key {full!r}", where=_where(path, full), fix=f"add {key} = ... under [{prefix}]")
-        return default
-    value = table[key]
-    if not isinstance(value, typ) or (typ is int and isinstance(value, bool)):
-        name = typ.__name__ if isinstance(typ, type) else "/".join(t.__name__ for t in typ)
-        raise ConfigError(f"{full} must be a {name}, found {value!r}", where=_where(path, full), fix=f"set {full} to a {name}")
-    return value
+def _unwrap(annotation: Any) -> Any:
+    """The model or container inside Optional[...] / Annotated[...]."""
+    while True:
+        origin = typing.get_origin(annotation)
+        if origin is Annotated:
+            annotation = typing.get_args(annotation)[0]
+        elif origin in (typing.Union, types.UnionType):
+            args = [a for a in typing.get_args(annotation) if a is not type(None)]
+            if len(args) != 1:
+                return annotation
+            annotation = args[0]
+        else:
+            return annotation
+
+
+def _model_at(loc: tuple) -> type[BaseModel] | None:
+    """The model of the table at ``loc`` (() is the whole file), or None."""
+    current: Any = PipelineFile
+    for part in loc:
+        current = _unwrap(current)
+        if isinstance(current, type) and issubclass(current, BaseModel):
+            if part not in current.model_fields:
+                return None
+            current = current.model_fields[part].annotation
+        elif typing.get_origin(current) in (dict, tuple, list):
+            args = typing.get_args(current)
+            current = args[1] if typing.get_origin(current) is dict else args[0]
+        else:
+            return None
+    current = _unwrap(current)
+    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+
+
+def _key(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _toml(value: Any) -> str:
+    return json.dumps(value) if isinstance(value, str | int | float | bool | list | tuple) else str(value)
+
+
+@dataclass(frozen=True)
+class Problem:
+    key: str  # dotted, as written in pipeline.toml
+    what: str
+    fix: str
+    typo_of: str = ""  # an unknown key close to this known one (its dotted name)
+
+
+def _explain(error: Any) -> Problem:
+    """One pydantic error in pipeline.toml's words: the key, what is wrong, the fix."""
+    loc = tuple(p for p in error["loc"] if not (isinstance(p, str) and p.startswith(("function-", "lax-", "strict-"))))
+    key = _key(loc)
+    kind = error["type"]
+    if kind == "hoist":
+        return Problem(key, error["ctx"]["what"], error["ctx"]["fix"])
+    parent = loc[:-1]
+    if kind == "extra_forbidden":
+        name = str(loc[-1])
+        model = _model_at(parent)
+        known = list(model.model_fields) if model else []
+        table = f"[{_key(parent)}]" if parent else "the top level"
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+        if isinstance(error.get("input"), dict):
+            what = f"unknown table [{key}]" + (f"; did you mean [{_key((*parent, close[0]))}]?" if close else "")
+            fix = f"rename it to [{_key((*parent, close[0]))}]" if close else f"remove it; {table} holds: " + ", ".join(f"[{_key((*parent, k))}]" for k in known)
+        else:
+            what = f"unknown key {name!r} in {table}" + (f"; did you mean {close[0]!r}?" if close else "")
+            fix = f"rename it: {close[0]} = {_toml(error.get('input'))}" if close else f"remove it; {table} knows: {', '.join(known)}"
+        return Problem(key, what, fix, typo_of=_key((*parent, close[0])) if close else "")
+    # the field's own description and example make the fix (a list element: its list's)
+    field_loc = loc[:-1] if loc and isinstance(loc[-1], int) else loc
+    model = _model_at(field_loc[:-1]) if field_loc else None
+    info = model.model_fields.get(str(field_loc[-1])) if model and field_loc else None
+    example = info.examples[0] if info and info.examples else None
+    hint = info.description if info and info.description else ""
+    name = str(field_loc[-1]) if field_loc else key
+    if kind == "missing":
+        if isinstance(example, dict) or (info and _model_at(field_loc)):
+            return Problem(key, f"missing table [{key}]", f"add [{key}]" + (f" ({hint})" if hint else ""))
+        return Problem(key, f"missing key {key!r}", f"add {name} = {_toml(example) if example is not None else '...'} under [{_key(parent)}]")
+    found = error.get("input")
+    msg = error["msg"][0].lower() + error["msg"][1:]
+    what = f"{key} = {'a table' if isinstance(found, dict) else _toml(found)}: {msg}"
+    fix = f"set {key}" + (f" to {hint}" if hint else "") + (f", e.g. {name} = {_toml(example)}" if example is not None and not isinstance(example, dict) else "")
+    return Problem(key, what, fix)
+
+
+def _config_error(exc: PydanticValidationError, path: Path) -> ConfigError:
+    problems = [_explain(e) for e in exc.errors()]
+    # a misspelt required key also shows up as a missing one: say the typo once
+    typos = {p.typo_of for p in problems}
+    problems = [p for p in problems if not (p.what.startswith("missing") and p.key in typos)]
+    if len(problems) == 1:
+        return ConfigError(problems[0].what, where=f"{path.name}: {problems[0].key}", fix=problems[0].fix)
+    lines = "\n".join(f"  - {p.key}: {p.what}\n      fix: {p.fix}" for p in problems)
+    return ConfigError(f"{len(problems)} problems:\n{lines}", where=path.name, fix="correct each key as its fix says")
+
+
+# ---------------------------------------------------------------- loading
 
 
 def read_requirements(path: Path, key: str, config_path: Path) -> tuple[str, ...]:
     """Requirement lines of a .in file; options belong in pipeline.toml, not here."""
+    where = f"{config_path.name}: {key}"
     if not path.is_file():
         raise ConfigError(
             f"requirements file {path} does not exist",
-            where=_where(config_path, key),
+            where=where,
             fix=f"create {path} with one requirement per line (e.g. 'torch==2.9.1'), or point {key} at an existing file",
         )
     lines = []
@@ -203,77 +556,25 @@ def read_requirements(path: Path, key: str, config_path: Path) -> tuple[str, ...
         if line.startswith("-"):
             raise ConfigError(
                 f"{path.name}:{number}: option line {line!r} is not supported in a dependency set",
-                where=_where(config_path, key),
-                fix="declare indexes and find-links in pipeline.toml ([[index]], find_links) so every set and target uses them",
+                where=where,
+                fix="declare indexes and find-links in pipeline.toml ([[index]], find_links, or per target [[targets.<name>.index]]) so the locks record them",
             )
         try:
             Requirement(line)
         except InvalidRequirement as exc:
-            raise ConfigError(
-                f"{path.name}:{number}: {line!r} is not a valid requirement ({exc})",
-                where=_where(config_path, key),
-                fix="write it as a PEP 508 requirement, e.g. 'torch==2.9.1'",
-            ) from None
+            raise ConfigError(f"{path.name}:{number}: {line!r} is not a valid requirement ({exc})", where=where, fix="write it as a PEP 508 requirement, e.g. 'torch==2.9.1'") from None
         lines.append(line)
     return tuple(lines)
 
 
-def _parse_target(name: str, table: dict, path: Path) -> TargetConfig:
-    prefix = f"targets.{name}"
-    runtimes = facts()["runtimes"]
-    arches = facts()["architectures"]
-    kind = _get(table, "kind", str, path, prefix, default="lambda")
-    if kind == "lambda":
-        runtime = _get(table, "runtime", str, path, prefix, required=True)
-        if runtime not in runtimes:
-            raise ConfigError(
-                f"unknown runtime {runtime!r}; Lambda's Python runtimes are {', '.join(runtimes)}",
-                where=_where(path, f"{prefix}.runtime"),
-                fix='set runtime = "python3.13" (or another listed runtime)',
-            )
-        arch = _get(table, "arch", str, path, prefix, required=True)
-        if arch not in arches:
-            raise ConfigError(
-                f"unknown architecture {arch!r}; Lambda offers {', '.join(arches)}",
-                where=_where(path, f"{prefix}.arch"),
-                fix='set arch = "arm64" or arch = "x86_64"',
-            )
-        target = lambda_target(name, runtime, arch)
-    elif kind == "local":
-        python = _get(table, "python", str, path, prefix)
-        if python is not None and not re.fullmatch(r"3\.\d+", python):
-            raise ConfigError(f"python must look like '3.11', found {python!r}", where=_where(path, f"{prefix}.python"), fix='set python = "3.11"')
-        target = local_target(name, python)
+def _target(name: str, spec: TargetSpec) -> TargetConfig:
+    if spec.kind == "lambda":
+        assert spec.runtime and spec.arch  # checked by TargetSpec
+        target = lambda_target(name, spec.runtime, spec.arch)
     else:
-        raise ConfigError(f"unknown target kind {kind!r}", where=_where(path, f"{prefix}.kind"), fix='set kind = "lambda" or kind = "local"')
-    override = _get(table, "override", list, path, prefix, default=[])
-    for line in override:
-        try:
-            Requirement(line)
-        except (InvalidRequirement, TypeError):
-            raise ConfigError(f"override {line!r} is not a requirement", where=_where(path, f"{prefix}.override"), fix='write pins such as "torch==2.13.0+cpu"') from None
-    exclude = _get(table, "exclude", list, path, prefix, default=[])
-    return TargetConfig(
-        target=target,
-        override=tuple(override),
-        exclude=tuple(canonicalize_name(x) for x in exclude),
-        pip_config_find_links=_get(table, "pip_config_find_links", bool, path, prefix, default=False),
-    )
-
-
-def _parse_indexes(raw: list, path: Path) -> tuple[Index, ...]:
-    indexes = []
-    for i, table in enumerate(raw):
-        prefix = f"index[{i}]"
-        name = _get(table, "name", str, path, prefix, required=True)
-        if not INDEX_NAME_RE.match(name):
-            raise ConfigError(f"index name {name!r} must be lower-case letters, digits and dashes", where=_where(path, f"{prefix}.name"), fix='e.g. name = "pytorch-cpu"')
-        url = _get(table, "url", str, path, prefix, required=True)
-        if not re.match(r"^(https?|file)://", url):
-            raise ConfigError(f"index url {url!r} must start with https://, http:// or file://", where=_where(path, f"{prefix}.url"), fix='e.g. url = "https://download.pytorch.org/whl/cpu"')
-        packages = tuple(canonicalize_name(p) for p in _get(table, "packages", list, path, prefix, default=[]))
-        indexes.append(Index(name=name, url=url, packages=packages))
-    return tuple(indexes)
+        target = local_target(name, spec.python)
+    return TargetConfig(target=target, override=spec.override, exclude=spec.exclude, pip_config_find_links=spec.pip_config_find_links,
+                        indexes=spec.index, find_links=spec.find_links, torch_backend=spec.torch_backend, allow_gpu=spec.allow_gpu)
 
 
 def load(path: str | Path = "pipeline.toml") -> Config:
@@ -285,235 +586,47 @@ def load(path: str | Path = "pipeline.toml") -> Config:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"not valid TOML: {exc}", where=path.name, fix="fix the syntax at the line shown") from None
     root = path.parent
+    try:
+        doc = PipelineFile.model_validate(raw, context={"root": root})
+    except PydanticValidationError as exc:
+        raise _config_error(exc, path) from None
 
-    version = _get(raw, "version", int, path, "", default=1)
-    if version != 1:
-        raise ConfigError(f"config version {version} is not supported (this Hoist reads version 1)", where=_where(path, "version"), fix="set version = 1")
-
-    targets_raw = _get(raw, "targets", dict, path, "", required=True)
-    targets = {name: _parse_target(name, table, path) for name, table in targets_raw.items()}
-    default_target = _get(raw, "default_target", str, path, "", default=next(iter(targets), ""))
+    targets = {name: _target(name, spec) for name, spec in doc.targets.items()}
+    default_target = doc.default_target or next(iter(targets))
     if default_target not in targets:
-        raise ConfigError(f"default_target {default_target!r} is not defined", where=_where(path, "default_target"), fix=f"use one of {', '.join(targets)}")
+        close = difflib.get_close_matches(default_target, list(targets), n=1, cutoff=0.5) or list(targets)
+        raise ConfigError(f"default_target {default_target!r} is not defined; the targets are {', '.join(targets)}", where=f"{path.name}: default_target",
+                          fix=f'set default_target = "{close[0]}", or add [targets.{default_target}]')
 
-    sets_raw = _get(raw, "sets", dict, path, "", required=True)
     sets: dict[str, DependencySet] = {}
-    for name, table in sets_raw.items():
-        if name not in SET_NAMES:
-            raise ConfigError(
-                f"unknown dependency set {name!r}; sets are 'efs' (heavy, mounted from EFS) and 'layer' (light, a Lambda layer)",
-                where=_where(path, f"sets.{name}"),
-                fix="rename the table to [sets.efs] or [sets.layer]",
-            )
-        req = root / _get(table, "requirements", str, path, f"sets.{name}", default=f"requirements/{name}.in")
+    for name in SET_NAMES:
+        spec = getattr(doc.sets, name)
+        if spec is None:
+            continue
+        req = root / (spec.requirements or f"requirements/{name}.in")
         sets[name] = DependencySet(name=name, requirements=req, lines=read_requirements(req, f"sets.{name}.requirements", path))
-    if "efs" not in sets:
-        raise ConfigError("no [sets.efs]: the heavy packages need a set", where=_where(path, "sets"), fix='add [sets.efs] with requirements = "requirements/efs.in"')
     if len(sets) == 2:
         both = sets["efs"].names() & sets["layer"].names()
         if both:
             raise ConfigError(
                 f"{', '.join(sorted(both))} pinned in both sets ({sets['efs'].requirements.name} and {sets['layer'].requirements.name}); each package lands in exactly one set",
-                where=_where(path, "sets"),
+                where=f"{path.name}: sets",
                 fix="remove the line from one of the two .in files (a package the other set needs is found there on sys.path)",
             )
-
-    indexes = _parse_indexes(_get(raw, "index", list, path, "", default=[]), path)
-    find_links = tuple(_get(raw, "find_links", list, path, "", default=[]))
-    no_index = _get(raw, "no_index", bool, path, "", default=False)
-
-    efs_raw = _get(raw, "efs", dict, path, "", required=True)
-    mount = _get(efs_raw, "mount_path", str, path, "efs", required=True)
-    if not MOUNT_PATH_RE.match(mount):
-        raise ConfigError(
-            f"mount path {mount!r} does not match Lambda's pattern ^/mnt/[a-zA-Z0-9-_.]+$",
-            where=_where(path, "efs.mount_path"),
-            fix='use a single directory under /mnt, e.g. mount_path = "/mnt/hoist"',
-        )
-    efs = EfsConfig(
-        file_system_name=_get(efs_raw, "file_system_name", str, path, "efs", required=True),
-        mount_path=mount,
-        root=_get(efs_raw, "root", str, path, "efs", default="/hoist"),
-    )
-    if not efs.root.startswith("/"):
-        raise ConfigError(f"efs.root {efs.root!r} must be absolute inside the file system", where=_where(path, "efs.root"), fix='e.g. root = "/hoist"')
-
-    fn_raw = _get(raw, "function", dict, path, "", required=True)
-    fn_name = _get(fn_raw, "name", str, path, "function", required=True)
-    if not FUNCTION_NAME_RE.match(fn_name):
-        raise ConfigError(f"function name {fn_name!r} must be 1-64 letters, digits, - or _", where=_where(path, "function.name"), fix='e.g. name = "hoist-classifier"')
-    memory = _get(fn_raw, "memory_mb", int, path, "function", default=3008)
-    if not 128 <= memory <= 10240:
-        raise ConfigError(f"memory_mb {memory} is outside Lambda's 128-10240 MB", where=_where(path, "function.memory_mb"), fix="pick a value from 128 to 10240")
-    timeout = _get(fn_raw, "timeout_s", int, path, "function", default=60)
-    if not 1 <= timeout <= 900:
-        raise ConfigError(f"timeout_s {timeout} is outside Lambda's 1-900 s", where=_where(path, "function.timeout_s"), fix="pick a value from 1 to 900")
-    function = FunctionConfig(name=fn_name, memory_mb=memory, timeout_s=timeout, handler=_get(fn_raw, "handler", str, path, "function", default="app.handler"))
-
-    api_raw = _get(raw, "api", dict, path, "", required=True)
-    api_name = _get(api_raw, "name", str, path, "api", required=True)
-    if not 1 <= len(api_name) <= 128:
-        raise ConfigError(f"api name {api_name!r} must be 1-128 characters", where=_where(path, "api.name"), fix='e.g. name = "hoist-api"')
-
-    build_raw = _get(raw, "build", dict, path, "", default={})
-    builder = _get(build_raw, "builder", str, path, "build", default="native")
-    if builder not in ("native", "docker", "auto"):
-        raise ConfigError(f"unknown builder {builder!r}", where=_where(path, "build.builder"), fix='set builder = "native", "docker" or "auto"')
-    base_image = _get(build_raw, "base_image", str, path, "build")
-    if base_image is not None and (problem := image_ref_problem(base_image)):
-        raise ConfigError(problem, where=_where(path, "build.base_image"), fix="use a versioned tag such as public.ecr.aws/lambda/python:3.13-arm64, or its @sha256 digest")
-    build = BuildConfig(
-        builder=builder,
-        output=root / _get(build_raw, "output", str, path, "build", default="dist"),
-        handler_dir=root / _get(build_raw, "handler_dir", str, path, "build", default="handler"),
-        base_image=base_image,
-    )
-    sync = _parse_sync(_get(raw, "sync", dict, path, "", default={}), path, root)
-    deploy = _parse_deploy(raw["deploy"], path, root) if "deploy" in raw else None
     return Config(
-        sync=sync,
-        deploy=deploy,
         path=path,
         root=root,
         default_target=default_target,
         targets=targets,
         sets=sets,
-        indexes=indexes,
-        find_links=find_links,
-        no_index=no_index,
-        efs=efs,
-        function=function,
-        api_name=api_name,
-        build=build,
+        indexes=doc.index,
+        find_links=doc.find_links,
+        no_index=doc.no_index,
+        efs=doc.efs,
+        function=doc.function,
+        api_name=doc.api.name,
+        build=doc.build,
+        sync=doc.sync,
+        deploy=doc.deploy,
         raw=raw,
-    )
-
-
-SYNC_METHODS = ("local", "bastion", "datasync")
-
-
-def _parse_sync(raw: dict, path: Path, root: Path) -> SyncConfig:
-    method = _get(raw, "method", str, path, "sync", default="local")
-    if method not in SYNC_METHODS:
-        raise ConfigError(f"unknown sync method {method!r}", where=_where(path, "sync.method"), fix='set method = "local", "bastion" or "datasync"')
-    keep = _get(raw, "keep", int, path, "sync", default=3)
-    if keep < 1:
-        raise ConfigError(f"sync.keep must be at least 1, found {keep}", where=_where(path, "sync.keep"), fix="keep = 3 keeps the three newest versions")
-    local_raw = _get(raw, "local", dict, path, "sync", default={})
-    bastion = None
-    if "bastion" in raw or method == "bastion":
-        b = _get(raw, "bastion", dict, path, "sync", required=method == "bastion") or {}
-        pre = "sync.bastion"
-        efs_path = _get(b, "efs_path", str, path, pre, required=True)
-        if not efs_path.startswith("/"):
-            raise ConfigError(f"efs_path {efs_path!r} must be absolute on the bastion", where=_where(path, f"{pre}.efs_path"), fix='e.g. efs_path = "/mnt/efs"')
-        bastion = BastionConfig(
-            host=_get(b, "host", str, path, pre, required=True),
-            user=_get(b, "user", str, path, pre, required=True),
-            port=_get(b, "port", int, path, pre, default=22),
-            identity_file=os.path.expanduser(_get(b, "identity_file", str, path, pre, required=True)),
-            known_hosts=os.path.expanduser(_get(b, "known_hosts", str, path, pre, default="~/.ssh/known_hosts")),
-            efs_path=efs_path,
-        )
-    datasync = None
-    if "datasync" in raw or method == "datasync":
-        d = _get(raw, "datasync", dict, path, "sync", required=method == "datasync") or {}
-        pre = "sync.datasync"
-        datasync = DataSyncConfig(
-            bucket=_get(d, "bucket", str, path, pre, required=True),
-            prefix=_get(d, "prefix", str, path, pre, default="hoist-staging").strip("/"),
-            region=_get(d, "region", str, path, pre, required=True),
-            file_system_arn=_get(d, "file_system_arn", str, path, pre, required=True),
-            subnet_arn=_get(d, "subnet_arn", str, path, pre, required=True),
-            security_group_arns=tuple(_get(d, "security_group_arns", list, path, pre, required=True)),
-            s3_role_arn=_get(d, "s3_role_arn", str, path, pre, required=True),
-            access_point_arn=_get(d, "access_point_arn", str, path, pre),
-            file_system_role_arn=_get(d, "file_system_role_arn", str, path, pre),
-        )
-    return SyncConfig(
-        method=method,
-        keep=keep,
-        local_path=root / _get(local_raw, "path", str, path, "sync.local", default=".hoist-efs"),
-        stale_lock_s=_get(raw, "stale_lock_s", int, path, "sync", default=3600),
-        bwlimit_kbps=_get(raw, "bwlimit_kbps", int, path, "sync", default=0),
-        bastion=bastion,
-        datasync=datasync,
-    )
-
-
-# AWS's id shapes, checked before any call so a typo fails here, not in a rollback
-AWS_ID_RE = {"vpc": re.compile(r"^vpc-[0-9a-f]{8,17}$"), "subnet": re.compile(r"^subnet-[0-9a-f]{8,17}$"), "rtb": re.compile(r"^rtb-[0-9a-f]{8,17}$"),
-             "fs": re.compile(r"^fs-[0-9a-f]{8,40}$"), "fsap": re.compile(r"^fsap-[0-9a-f]{8,40}$"), "sg": re.compile(r"^sg-[0-9a-f]{8,17}$")}
-STACK_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,127}$")
-BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
-# Lambda's /tmp (EphemeralStorage) and CloudWatch Logs' allowed retention values
-LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653)
-
-
-def _parse_deploy(raw, path: Path, root: Path) -> DeployConfig:
-    pre = "deploy"
-    if not isinstance(raw, dict):
-        raise ConfigError(f"[deploy] must be a table, found {raw!r}", where=_where(path, pre), fix="write it as a [deploy] section")
-
-    def ids(key: str, kind: str, required: bool = False) -> tuple[str, ...]:
-        values = tuple(_get(raw, key, list, path, pre, default=[], required=required))
-        bad = [v for v in values if not (isinstance(v, str) and AWS_ID_RE[kind].match(v))]
-        if bad or (required and not values):
-            raise ConfigError(f"{pre}.{key} must list {kind}-... ids, found {list(values)!r}", where=_where(path, f"{pre}.{key}"), fix=f'e.g. {key} = ["{kind}-0123456789abcdef0"]')
-        return values
-
-    def one_id(key: str, kind: str, required: bool = False) -> str:
-        value = _get(raw, key, str, path, pre, default="", required=required)
-        if (value or required) and not AWS_ID_RE[kind].match(value):
-            raise ConfigError(f"{pre}.{key} {value!r} is not a {kind}-... id", where=_where(path, f"{pre}.{key}"), fix=f'e.g. {key} = "{kind}-0123456789abcdef0"')
-        return value
-
-    stack = _get(raw, "stack_name", str, path, pre, required=True)
-    if not STACK_NAME_RE.match(stack):
-        raise ConfigError(f"stack name {stack!r} must start with a letter and hold only letters, digits and -", where=_where(path, f"{pre}.stack_name"), fix='e.g. stack_name = "hoist-demo"')
-    bucket = _get(raw, "artifact_bucket", str, path, pre, required=True)
-    if not BUCKET_RE.match(bucket):
-        raise ConfigError(f"bucket name {bucket!r} is not a valid S3 bucket name", where=_where(path, f"{pre}.artifact_bucket"), fix="3-63 lowercase letters, digits, dots and hyphens")
-    subnets = ids("subnet_ids", "subnet", required=True)
-    tables = ids("route_table_ids", "rtb")
-    s3_endpoint = _get(raw, "s3_endpoint", bool, path, pre, default=True)
-    dynamodb_endpoint = _get(raw, "dynamodb_endpoint", bool, path, pre, default=False)
-    if (s3_endpoint or dynamodb_endpoint) and not tables:
-        raise ConfigError(
-            "a gateway endpoint (s3_endpoint/dynamodb_endpoint) needs the subnets' route tables",
-            where=_where(path, f"{pre}.route_table_ids"),
-            fix='list them (route_table_ids = ["rtb-..."]), or set s3_endpoint = false when the VPC already has an S3 endpoint',
-        )
-    storage = _get(raw, "ephemeral_storage_mb", int, path, pre, default=2048)
-    if not 512 <= storage <= 10240:
-        raise ConfigError(f"ephemeral_storage_mb {storage} is outside Lambda's 512-10240 MB", where=_where(path, f"{pre}.ephemeral_storage_mb"), fix="the hydrated tree lives in /tmp: 2048 fits the demo")
-    retention = _get(raw, "log_retention_days", int, path, pre, default=14)
-    if retention not in LOG_RETENTION_DAYS:
-        raise ConfigError(f"log_retention_days {retention} is not a value CloudWatch Logs accepts", where=_where(path, f"{pre}.log_retention_days"), fix=f"one of {', '.join(map(str, LOG_RETENTION_DAYS))}")
-    fs_id = one_id("file_system_id", "fs")
-    ap_id = one_id("access_point_id", "fsap")
-    if bool(fs_id) != bool(ap_id):
-        raise ConfigError("an existing file system needs both file_system_id and access_point_id", where=_where(path, pre), fix="set both, or neither to let the stack create them")
-    image = _get(raw, "smoke_image", str, path, pre, default="model/samples/digit.png")
-    return DeployConfig(
-        stack_name=stack,
-        region=_get(raw, "region", str, path, pre, required=True),
-        artifact_bucket=bucket,
-        artifact_prefix=_get(raw, "artifact_prefix", str, path, pre, default="hoist").strip("/"),
-        output_prefix=_get(raw, "output_prefix", str, path, pre, default="hoist/outputs").strip("/"),
-        vpc_id=one_id("vpc_id", "vpc", required=True),
-        subnet_ids=subnets,
-        route_table_ids=tables,
-        s3_endpoint=s3_endpoint,
-        dynamodb_endpoint=dynamodb_endpoint,
-        ephemeral_storage_mb=storage,
-        log_retention_days=retention,
-        posix_uid=_get(raw, "posix_uid", int, path, pre, default=1000),
-        posix_gid=_get(raw, "posix_gid", int, path, pre, default=1000),
-        file_system_id=fs_id,
-        access_point_id=ap_id,
-        mount_target_security_group_id=one_id("mount_target_security_group_id", "sg"),
-        model_dir=root / _get(raw, "model_dir", str, path, pre, default="model/artifacts"),
-        smoke_image=root / image,
-        smoke_expect=_get(raw, "smoke_expect", str, path, pre, default="3"),
     )

@@ -4,13 +4,21 @@ Shims lie: a pyenv shim named python3.13 exists even when pyenv has not
 selected 3.13 and fails when run. So every candidate is *run* and must report
 the right version; each rejected candidate is kept with its reason, and the
 error lists them all.
+
+Probing costs a few subprocesses (about a second); ``find_python(..., cache=)``
+remembers what it found with the interpreter file's identity (size, mtime,
+inode) and the search inputs (PATH, the override variable), and trusts it
+while all of them hold.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
 import subprocess
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 from .errors import InterpreterNotFound
 
@@ -86,8 +94,64 @@ def _uv_candidate(version: str, search: Search) -> str | None:
     return out.stdout.strip()
 
 
-def find_python(version: str) -> Interpreter:
-    """Find CPython ``version`` ("3.13"): $HOIST_PYTHON3_13, PATH, uv, pyenv, in that order."""
+def _identity(path: str) -> list[int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return [st.st_size, st.st_mtime_ns, st.st_ino]
+
+
+def _inputs(version: str) -> str:
+    """What the search depends on besides the files: where it looks."""
+    return hashlib.sha256(json.dumps([version, os.environ.get("PATH", ""), _env_override(version), os.environ.get("PYENV_VERSION")]).encode()).hexdigest()
+
+
+def _read_cache(cache: Path) -> dict:
+    try:
+        doc = json.loads(cache.read_text())
+    except (OSError, ValueError):
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
+def _cached(version: str, cache: Path) -> Interpreter | None:
+    entry = _read_cache(cache).get(version)
+    if not isinstance(entry, dict) or entry.get("inputs") != _inputs(version):
+        return None
+    found = entry.get("interpreter", {})
+    if not found.get("path") or _identity(found["path"]) != entry.get("identity"):
+        return None
+    return Interpreter(path=found["path"], version=found["version"], found_by=found["found_by"] + ", cached")
+
+
+def _remember(found: Interpreter, version: str, cache: Path) -> None:
+    doc = _read_cache(cache)
+    doc[version] = {"inputs": _inputs(version), "identity": _identity(found.path), "interpreter": asdict(found)}
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_name(f"{cache.name}.tmp-{os.getpid()}")
+        tmp.write_text(json.dumps(doc, indent=1) + "\n")
+        tmp.replace(cache)
+    except OSError:
+        pass  # a cache that cannot be written only costs the next probe
+
+
+def find_python(version: str, cache: Path | None = None) -> Interpreter:
+    """Find CPython ``version`` ("3.13"): $HOIST_PYTHON3_13, PATH, uv, pyenv, in that order.
+
+    ``cache``: a JSON file remembering the result while the interpreter file and
+    the search inputs are unchanged (no subprocess then).
+    """
+    if cache is not None and (hit := _cached(version, cache)):
+        return hit
+    found = _search(version)
+    if cache is not None:
+        _remember(found, version, cache)
+    return found
+
+
+def _search(version: str) -> Interpreter:
     search = Search(version)
     override = _env_override(version)
     if override:

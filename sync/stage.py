@@ -27,7 +27,7 @@ def remote_for(config: Config, method: str | None = None) -> tuple[Remote, str]:
 def built_tree(config: Config, target_name: str | None) -> tuple[Path, Path]:
     """The EFS set's tree and manifest from the last build of the target."""
     tcfg = config.target(target_name)
-    summary = config.build.output / "build.json"
+    summary = config.build_json(tcfg.target.name)
     if not summary.is_file():
         raise SyncError(f"{summary} does not exist: nothing has been built", where=str(summary), fix=f"run `invoke build --target {tcfg.target.name}`")
     doc = json.loads(summary.read_text())

@@ -28,9 +28,9 @@ def _with_smoke(report: ValidationReport, inputs: SmokeInputs, level: str, image
 
 
 def from_build(config: Config, target_name: str | None = None, *, smoke_level: str = "auto", image: str | None = None) -> ValidationReport:
-    """Validate the trees and zips `invoke build` wrote for the target (dist/build.json)."""
+    """Validate the trees and zips `invoke build` wrote for the target (dist/<target>/build.json)."""
     tcfg = config.target(target_name)
-    path = config.build.output / "build.json"
+    path = config.build_json(tcfg.target.name)
     if not path.is_file():
         raise ValidationError(f"{path} does not exist: nothing has been built", where=str(path), fix=f"run `invoke build --target {tcfg.target.name}` first, or validate any folder with --tree")
     doc = json.loads(path.read_text())

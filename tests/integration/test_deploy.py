@@ -182,7 +182,7 @@ def test_deploy_uploads_syncs_applies_and_smoke_tests_then_an_unchanged_deploy_c
         deployer = stage.Deployer(cfg, "arm", c, ConsoleProgress(console), poll_s=0)
         plan = deployer.plan()
         # content-addressed uploads: handler zip, layer zip, the model's files
-        build_doc = json.loads((project / "dist" / "build.json").read_text())
+        build_doc = json.loads((project / "dist" / "arm" / "build.json").read_text())
         fn_sha = build_doc["artifacts"]["function_zip"]["sha256"]
         assert plan.release.function_key == f"hoist/artifacts/{fn_sha}.zip"
         assert keys(c.s3) == {u.key for u in plan.artifacts.uploads} and len(keys(c.s3)) >= 5

@@ -69,7 +69,7 @@ def test_build_makes_an_importable_slim_precompiled_tree(project):
     assert doc["bytecode"]["compiled"] and doc["bytecode"]["invalidation_mode"] == "unchecked-hash"
     assert {r["name"]: r["files"] for r in doc["slim"]["rules"]}["tests"] == 2
     # build.json for later stages
-    summary = json.loads((project / "dist" / "build.json").read_text())
+    summary = json.loads((project / "dist" / "local" / "build.json").read_text())
     assert summary["sets"]["efs"]["content_hash"] == efs.content_hash and summary["sets"]["efs"]["bytecode"] is True
     assert summary["artifacts"]["layer_zip"]["sha256"] == result.layer_zip.sha256
     with zipfile.ZipFile(result.layer_zip.path) as zf:
@@ -79,12 +79,26 @@ def test_build_makes_an_importable_slim_precompiled_tree(project):
         assert zf.namelist() == ["app.py"]
 
 
-def test_two_builds_are_byte_identical_and_unchanged_locks_skip(project):
+def test_two_builds_are_byte_identical_and_unchanged_locks_skip(project, monkeypatch):
     cfg, first = _build(project)
     files_one = {p.relative_to(first.sets["efs"].tree): p.read_bytes() for p in first.sets["efs"].tree.rglob("*") if p.is_file()}
     layer_one = first.layer_zip.path.read_bytes()
+    zips = {a.path: a.path.stat().st_mtime_ns for a in (first.layer_zip, first.function_zip)}
+    # nothing changed: no install, no zip written again, no interpreter started
+    from builder import package
+    from pipeline import interpreters
+
+    monkeypatch.setattr(package.zipfile, "ZipFile", lambda *a, **k: pytest.fail("a zip was compressed again"))
+    monkeypatch.setattr(interpreters.subprocess, "run", lambda *a, **k: pytest.fail(f"an interpreter was probed: {a}"))
     skipped = build(cfg)
     assert not skipped.sets["efs"].rebuilt and skipped.sets["efs"].content_hash == first.sets["efs"].content_hash
+    assert {a.path: a.path.stat().st_mtime_ns for a in (skipped.layer_zip, skipped.function_zip)} == zips
+    assert (skipped.layer_zip.sha256, skipped.function_zip.sha256) == (first.layer_zip.sha256, first.function_zip.sha256)
+    monkeypatch.undo()
+    (project / "handler" / "app.py").write_text((project / "handler" / "app.py").read_text() + "\n# changed\n")
+    changed = build(cfg)
+    assert changed.function_zip.sha256 != first.function_zip.sha256 and changed.layer_zip.path.stat().st_mtime_ns == zips[first.layer_zip.path]
+    (project / "handler" / "app.py").write_text((project / "handler" / "app.py").read_text().replace("\n# changed\n", ""))
     forced = build(cfg, force=True)
     assert forced.sets["efs"].rebuilt
     files_two = {p.relative_to(forced.sets["efs"].tree): p.read_bytes() for p in forced.sets["efs"].tree.rglob("*") if p.is_file()}
@@ -104,7 +118,8 @@ def test_interrupted_build_leaves_the_previous_tree_and_nothing_that_looks_compl
     with pytest.raises(KeyboardInterrupt):
         build(cfg, force=True)
     target_dir = project / "dist" / "local"
-    assert sorted(p.name for p in target_dir.iterdir() if p.name.startswith(".")) == [".hoist-build.lock"]  # no staging folder left
+    # no staging folder left (the zips' stamps remember what each zip was made from)
+    assert sorted(p.name for p in target_dir.iterdir() if p.name.startswith(".")) == [".function.zip.json", ".hoist-build.lock", ".layer.zip.json"]
     doc = json.loads((target_dir / "efs" / "manifest.json").read_text())
     assert doc["content_hash"] == before
 
@@ -160,7 +175,7 @@ def test_wheel_tags_are_checked_after_install(project, tmp_path):
 def test_no_interpreter_means_no_bytecode_said_clearly(project, monkeypatch):
     from pipeline.errors import InterpreterNotFound
 
-    def none(version):
+    def none(version, cache=None):
         raise InterpreterNotFound(f"no working CPython {version} found", fix="install it")
 
     monkeypatch.setattr(build_mod, "find_python", none)
@@ -169,7 +184,7 @@ def test_no_interpreter_means_no_bytecode_said_clearly(project, monkeypatch):
     assert "no working CPython" in result.sets["efs"].bytecode["reason"]
     assert any("no bytecode" in w for w in result.warnings)
     assert not list(result.sets["efs"].tree.rglob("*.pyc"))
-    summary = json.loads((project / "dist" / "build.json").read_text())
+    summary = json.loads((project / "dist" / "local" / "build.json").read_text())
     assert summary["sets"]["efs"]["bytecode"] is False
 
 
@@ -184,7 +199,7 @@ def test_docker_builder_without_a_daemon_says_how_to_start_one(project, monkeypa
     assert "no Docker daemon answers" in str(err.value) and "dockerd" in str(err.value)
     fallback = build(cfg, builder="auto")  # auto falls back to native and says why
     assert fallback.builder == "native"
-    assert json.loads((project / "dist" / "build.json").read_text())["builder_detail"].startswith("native (Docker not usable: no Docker daemon")
+    assert json.loads((project / "dist" / "local" / "build.json").read_text())["builder_detail"].startswith("native (Docker not usable: no Docker daemon")
 
 
 def test_unresolvable_pin_names_the_package_and_the_target(project):
@@ -223,3 +238,23 @@ def test_command_line_lock_and_build_print_the_size_report(project):
     assert "content hash" in out and "nativepkg" in out and "summary:" in out and "tests 2 files" in out
     again = invoke("build", "--config", cfg_path)
     assert "up to date" in again.stdout
+
+
+def test_each_target_has_its_own_build_summary(project):
+    """Building one target never stops validate or sync of another (dist/<target>/build.json)."""
+    from sync.stage import built_tree
+    from validate.stage import from_build
+
+    (project / "requirements" / "efs.in").write_text("purepkg\n")
+    cfg = config.load(project / "pipeline.toml")
+    lock(cfg, "local")
+    local = build(cfg, "local")
+    lock(cfg, "arm")
+    arm = build(cfg, "arm")
+    assert local.build_json == project / "dist" / "local" / "build.json" and arm.build_json == project / "dist" / "arm" / "build.json"
+    assert not (project / "dist" / "build.json").exists()
+    assert json.loads(local.build_json.read_text())["target"]["name"] == "local"
+    # the arm build came last; the local one is still what validate and sync read for local
+    assert from_build(cfg, "local", smoke_level="none").ok
+    assert built_tree(cfg, "local")[0] == local.sets["efs"].tree
+    assert built_tree(cfg, "arm")[0] == arm.sets["efs"].tree

@@ -95,3 +95,87 @@ def test_config_errors_happen_before_any_download(project, wheelhouse, monkeypat
     path = write_pipeline(project, wheelhouse, {'runtime = "python3.13"': 'runtime = "python4.0"'})
     with pytest.raises(ConfigError):
         lock_mod.lock(config.load(path), "arm")
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "key", "said", "fix"),
+    [
+        ('name = "test-fn"', 'name = "test-fn"\nmemory = 2048', "function.memory", "did you mean 'memory_mb'", "memory_mb = 2048"),
+        ('runtime = "python3.13"', 'runtme = "python3.13"', "targets.arm.runtme", "did you mean 'runtime'", 'runtime = "python3.13"'),
+        ("[function]", "[fucntion]", "fucntion", "unknown table [fucntion]; did you mean [function]", "rename it to [function]"),
+        ('no_index = true', 'no_index = true\nfind_link = []', "find_link", "did you mean 'find_links'", "find_links = []"),
+        ('name = "test-fn"', 'name = "test-fn"\ncolour = "red"', "function.colour", "unknown key 'colour' in [function]", "memory_mb"),
+    ],
+)
+def test_unknown_keys_and_tables_name_the_closest_known_one(project, wheelhouse, old, new, key, said, fix):
+    path = write_pipeline(project, wheelhouse, {old: new})
+    with pytest.raises(ConfigError) as err:
+        config.load(path)
+    text = str(err.value)
+    assert f"pipeline.toml: {key})" in text and said in text and fix in text
+    assert "problems" not in text  # the typo is said once, not also as a missing key
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "key", "fix"),
+    [
+        ('name = "test-fn"', 'name = "test-fn"\nmemory_mb = "2048"', "function.memory_mb", "memory_mb = 3008"),  # a string is not a number
+        ('name = "test-fn"', 'name = "test-fn"\nmemory_mb = 20000', "function.memory_mb", "128-10240"),
+        ("no_index = true", "no_index = 1", "no_index", "no_index"),
+        ('arch = "arm64"', 'arch = "arm64"\ntorch_backend = "cu121"', "targets.arm.torch_backend", 'torch_backend = "cpu"'),
+        ('arch = "arm64"', 'arch = "arm64"\n[[targets.arm.index]]\nname = "cpu"\nurl = "ftp://x"', "targets.arm.index[0].url", "https://"),
+        ('kind = "local"', 'kind = "local"\narch = "arm64"', "targets.local", 'kind = "lambda"'),
+    ],
+)
+def test_values_are_checked_against_the_declared_schema(project, wheelhouse, old, new, key, fix):
+    path = write_pipeline(project, wheelhouse, {old: new})
+    with pytest.raises(ConfigError) as err:
+        config.load(path)
+    text = str(err.value)
+    assert f"pipeline.toml: {key})" in text and "fix:" in text and fix in text
+
+
+def test_every_problem_is_reported_at_once(project, wheelhouse):
+    path = write_pipeline(project, wheelhouse, {'name = "test-fn"': 'name = "test-fn"\nmemory = 2048\ntimeout_s = 0', 'arch = "arm64"': 'arch = "arm46"'})
+    with pytest.raises(ConfigError) as err:
+        config.load(path)
+    text = str(err.value)
+    assert "3 problems" in text and "memory_mb" in text and "function.timeout_s" in text and "targets.arm.arch" in text
+
+
+def test_region_is_checked_offline_against_botocore(tmp_path, wheelhouse):
+    from tests.deploy_support import deploy_project
+
+    deploy_project(tmp_path, wheelhouse)
+    path = tmp_path / "pipeline.toml"
+    assert config.load(path).deploy.region == "eu-west-1"
+    path.write_text(path.read_text().replace('region = "eu-west-1"', 'region = "eu-west1"'))
+    with pytest.raises(ConfigError) as err:
+        config.load(path)
+    text = str(err.value)
+    assert "deploy.region" in text and "unknown AWS region 'eu-west1'" in text and 'region = "eu-west-1"' in text
+
+
+def test_a_target_has_its_own_indexes_and_pins(project, wheelhouse):
+    path = write_pipeline(project, wheelhouse, {'arch = "arm64"': 'arch = "arm64"\noverride = ["purepkg==2.0"]\ntorch_backend = "cpu"\n'
+                                                '[[targets.arm.index]]\nname = "pytorch-cpu"\nurl = "https://download.pytorch.org/whl/cpu"\npackages = ["Torch"]'})
+    cfg = config.load(path)
+    arm, local = cfg.target("arm"), cfg.target("local")
+    assert arm.indexes[0].packages == ("torch",) and arm.override == ("purepkg==2.0",) and arm.torch_backend == "cpu" and not arm.allow_gpu
+    assert local.indexes == () and local.torch_backend is None and cfg.indexes == ()
+
+
+def test_paths_are_relative_to_the_config_even_when_left_out(project):
+    cfg = config.load(project / "pipeline.toml")
+    assert cfg.sync.local_path == project / ".hoist-efs" and cfg.build.output == project / "dist"
+    assert cfg.build_json("arm") == project / "dist" / "arm" / "build.json"
+
+
+def test_the_schema_is_data_every_table_forbids_unknown_keys():
+    """One declaration per key: each table is a model that rejects what it does not declare."""
+    from pydantic import BaseModel
+
+    models = [m for m in vars(config).values() if isinstance(m, type) and issubclass(m, BaseModel) and m is not config.Section and m.__module__ == config.__name__]
+    assert len(models) >= 12
+    assert all(m.model_config.get("extra") == "forbid" and m.model_config.get("frozen") for m in models)
+    assert config.FunctionConfig.model_fields["memory_mb"].default == 3008

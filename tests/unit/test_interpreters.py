@@ -64,3 +64,24 @@ def test_pyenv_versions_are_asked_by_prefix(isolated, tmp_path):
     _script(isolated, "pyenv", f'case "$1" in versions) echo 3.11.7; echo 9.99.1; echo 9.99.1t;; prefix) echo "{prefix}";; esac')
     found = interpreters.find_python("9.99")
     assert found.found_by == "pyenv prefix" and found.version == "9.99.1"
+
+
+def test_a_cached_identity_skips_the_probe_until_the_interpreter_or_the_search_changes(isolated, tmp_path, monkeypatch):
+    # a copy of an interpreter-shaped script we can change: it answers the probe like CPython HERE
+    fake = _script(tmp_path / "py", f"python{HERE}", f'echo "{HERE}.9"; echo "$0"')
+    monkeypatch.setenv("HOIST_PYTHON" + HERE.replace(".", "_"), str(fake))
+    cache = tmp_path / "cache" / "interpreters.json"
+    first = interpreters.find_python(HERE, cache=cache)
+    assert first.version == f"{HERE}.9" and cache.is_file()
+
+    runs = []
+    real_run = interpreters.subprocess.run
+    monkeypatch.setattr(interpreters.subprocess, "run", lambda *a, **k: runs.append(a) or real_run(*a, **k))
+    again = interpreters.find_python(HERE, cache=cache)
+    assert runs == [] and again.path == first.path and again.version == first.version and "cached" in again.found_by
+
+    fake.write_text(fake.read_text().replace(f"{HERE}.9", f"{HERE}.10"))  # the interpreter changed: probe again
+    assert interpreters.find_python(HERE, cache=cache).version == f"{HERE}.10" and len(runs) == 1
+    monkeypatch.setenv("PATH", str(isolated) + ":/nonexistent")  # where the search looks changed: probe again
+    interpreters.find_python(HERE, cache=cache)
+    assert len(runs) == 2

@@ -57,7 +57,7 @@ def test_lock_file_round_trip_and_refuses_edits(tmp_path):
 def test_pyproject_routes_packages_to_their_index():
     from pipeline.config import Index
 
-    text = lk._pyproject(["torch==2.9.1", "pillow"], ARM, (Index("pytorch-cpu", "https://download.pytorch.org/whl/cpu", ("torch",)),))
+    text = lk._pyproject(["torch==2.9.1", "pillow"], ARM, (Index(name="pytorch-cpu", url="https://download.pytorch.org/whl/cpu", packages=("torch",)),))
     assert 'requires-python = ">=3.13"' in text and "explicit = true" in text
     assert 'torch = { index = "pytorch-cpu" }' in text and "pillow = " not in text
 
@@ -74,3 +74,44 @@ def test_committed_locks_are_current_for_the_shipped_config():
     assert efs["torch"].version == "2.9.1" and efs["torch"].filename.endswith("manylinux_2_28_aarch64.whl")
     assert layer == {"pillow"} and not layer & efs.keys()
     assert not [n for n in efs if n.startswith(("nvidia", "triton", "cuda"))]
+
+
+def _pkg(name, version, tag="py3-none-any"):
+    filename = f"{name.replace('-', '_')}-{version}-{tag}.whl"
+    return lk.LockedPackage(name, version, f"https://files.example/{filename}", "0" * 64, filename)
+
+
+def _cfg(project, wheelhouse, arm_extra=""):
+    from pipeline import config
+    from tests.conftest import write_pipeline
+
+    return config.load(write_pipeline(project, wheelhouse, {'arch = "arm64"': 'arch = "arm64"\n' + arm_extra}))
+
+
+def test_gpu_packages_are_refused_for_lambda_only_and_allow_gpu_opts_out(project, wheelhouse):
+    cfg = _cfg(project, wheelhouse)
+    pkgs = [_pkg("torch", "2.10.0"), _pkg("nvidia-cudnn-cu12", "9.1"), _pkg("triton", "3.5.0"), _pkg("pillow", "11.0")]
+    assert [p.name for p in lk.gpu_packages(pkgs)] == ["nvidia-cudnn-cu12", "triton"]
+    assert [p.name for p in lk.gpu_packages([_pkg("torch", "2.5.1+cu121"), _pkg("torch", "2.5.1+cpu")])] == ["torch"]
+    with pytest.raises(LockError) as err:
+        lk.refuse_gpu(pkgs, cfg.target("arm"))
+    text = str(err.value)
+    assert "nvidia-cudnn-cu12==9.1, triton==3.5.0" in text and "They come with torch==2.10.0" in text and "[[targets.arm.index]]" in text
+    lk.refuse_gpu(pkgs, cfg.target("local"))  # this machine may have a GPU
+    lk.refuse_gpu(pkgs, _cfg(project, wheelhouse, "allow_gpu = true").target("arm"))
+
+
+def test_compile_command_uses_the_target_backend_and_never_pypi_under_no_index(project, wheelhouse, tmp_path):
+    cfg = _cfg(project, wheelhouse, 'torch_backend = "cpu"')
+    cmd = lk.compile_command(tmp_path, cfg.target("arm").target, cfg, cfg.target("arm"), [])
+    assert cmd[cmd.index("--torch-backend") + 1] == "cpu" and "--only-binary" in cmd
+    assert "--no-index" not in cmd and cmd[cmd.index("--default-index") + 1] == (tmp_path / "no-index").as_uri()  # explicit indexes stay usable
+    local = lk.compile_command(tmp_path, cfg.target("local").target, cfg, cfg.target("local"), [])
+    assert "--torch-backend" not in local and "--python-platform" not in local
+
+
+def test_a_target_s_own_settings_change_only_its_own_fingerprint(project, wheelhouse):
+    before = _cfg(project, wheelhouse)
+    after = _cfg(project, wheelhouse, 'override = ["purepkg==2.0"]\ntorch_backend = "cpu"\n[[targets.arm.index]]\nname = "cpu"\nurl = "https://download.pytorch.org/whl/cpu"')
+    fp = {name: [lk.input_fingerprint(c, c.target(name), lk.find_links_for(c, c.target(name))) for c in (before, after)] for name in ("arm", "local")}
+    assert fp["local"][0] == fp["local"][1] and fp["arm"][0] != fp["arm"][1]
