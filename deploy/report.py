@@ -31,14 +31,16 @@ class ConsoleProgress(BuildConsoleProgress, Progress):
 def print_plan(console: Console, plan: DeployPlan) -> None:
     if plan.artifacts:
         for u in plan.artifacts.uploads:
-            state = "in the bucket" if u.present else ("uploaded" if u.name in plan.uploaded else "to upload")
+            state = "in the bucket" if u.present else ("uploaded" if u.name in plan.uploaded else "to upload" if u.present is False else "to upload (bucket not checked)")
             console.print(f"  {u.name:<22} {human(u.bytes):>9}  s3://{plan.artifacts.bucket}/{u.key}  [dim]{state}[/]")
     if plan.sync:
         s = plan.sync
         verb = "synced" if s.done else ("up to date" if s.action == "up-to-date" else f"to sync ({s.action})")
         console.print(f"  EFS version {s.version[:16]}  {s.files:,} files, {human(s.bytes)} via {s.method} -> {escape(s.where)}  [dim]{verb}[/]")
     cs = plan.change_set
-    if cs.empty:
+    if cs.change_set_type == "offline":
+        console.print(f"[bold]plan[/] for stack {plan.stack_name}: no change set (no AWS credentials); the template is rendered and linted")
+    elif cs.empty:
         console.print(f"[bold]plan[/] for stack {plan.stack_name}: no changes")
     else:
         table = Table("action", "resource", "type", "replacement", "changes", title=f"plan for stack {plan.stack_name} ({cs.change_set_type})", title_justify="left")
@@ -52,6 +54,10 @@ def print_plan(console: Console, plan: DeployPlan) -> None:
     for w in plan.warnings:
         console.print(f"[yellow]warning:[/] {escape(w)}")
     console.print(f"  template: {plan.template_path}")
+    if plan.unchecked:
+        console.print("[yellow]not checked offline[/] (no AWS credentials):")
+        for item in plan.unchecked:
+            console.print(f"  - {escape(item)}")
 
 
 def print_result(console: Console, result: DeployResult) -> None:

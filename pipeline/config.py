@@ -64,6 +64,7 @@ class FunctionConfig:
     memory_mb: int
     timeout_s: int
     handler: str
+    reserved_concurrency: int | None = None  # caps concurrent environments (and so cold starts); None: unreserved
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,7 @@ class BastionConfig:
     identity_file: str
     known_hosts: str
     efs_path: str  # where the bastion mounts the file system
+    through_access_point: bool = True  # mounted through the writer access point: efs_path is efs.root (pipeline/layout.py)
 
 
 @dataclass(frozen=True)
@@ -126,6 +128,8 @@ class DeployConfig:
     log_retention_days: int = 14
     posix_uid: int = 1000
     posix_gid: int = 1000
+    writer_uid: int = 1001  # the writer access point's POSIX user: owns the versions; never the function's uid
+    writer_gid: int = 1001
     file_system_id: str = ""  # an existing file system instead of the stack's own
     access_point_id: str = ""
     mount_target_security_group_id: str = ""  # existing mount targets' group: the stack adds NFS from the function
@@ -154,6 +158,8 @@ class Config:
     build: BuildConfig
     sync: SyncConfig | None = None
     deploy: DeployConfig | None = None
+    api_rate_limit: float = 50.0  # HTTP API stage: steady requests per second
+    api_burst_limit: int = 100  # HTTP API stage: burst
     raw: dict = field(repr=False, default_factory=dict)
 
     def target(self, name: str | None = None) -> TargetConfig:
@@ -348,12 +354,22 @@ def load(path: str | Path = "pipeline.toml") -> Config:
     timeout = _get(fn_raw, "timeout_s", int, path, "function", default=60)
     if not 1 <= timeout <= 900:
         raise ConfigError(f"timeout_s {timeout} is outside Lambda's 1-900 s", where=_where(path, "function.timeout_s"), fix="pick a value from 1 to 900")
-    function = FunctionConfig(name=fn_name, memory_mb=memory, timeout_s=timeout, handler=_get(fn_raw, "handler", str, path, "function", default="app.handler"))
+    reserved = _get(fn_raw, "reserved_concurrency", int, path, "function")
+    if reserved is not None and not 1 <= reserved <= 10000:
+        raise ConfigError(f"reserved_concurrency {reserved} must be 1 or more (0 would stop every invocation)", where=_where(path, "function.reserved_concurrency"),
+                          fix="set a cap such as 20, or remove the key to leave the function unreserved")
+    function = FunctionConfig(name=fn_name, memory_mb=memory, timeout_s=timeout, handler=_get(fn_raw, "handler", str, path, "function", default="app.handler"),
+                              reserved_concurrency=reserved)
 
     api_raw = _get(raw, "api", dict, path, "", required=True)
     api_name = _get(api_raw, "name", str, path, "api", required=True)
     if not 1 <= len(api_name) <= 128:
         raise ConfigError(f"api name {api_name!r} must be 1-128 characters", where=_where(path, "api.name"), fix='e.g. name = "hoist-api"')
+    rate = _get(api_raw, "throttle_rate", (int, float), path, "api", default=50.0)
+    burst = _get(api_raw, "throttle_burst", int, path, "api", default=100)
+    if isinstance(rate, bool) or rate <= 0 or burst < 1:
+        raise ConfigError(f"api throttle_rate {rate!r} and throttle_burst {burst!r} must be positive", where=_where(path, "api.throttle_rate"),
+                          fix="e.g. throttle_rate = 50 (requests per second) and throttle_burst = 100")
 
     build_raw = _get(raw, "build", dict, path, "", default={})
     builder = _get(build_raw, "builder", str, path, "build", default="native")
@@ -385,6 +401,8 @@ def load(path: str | Path = "pipeline.toml") -> Config:
         function=function,
         api_name=api_name,
         build=build,
+        api_rate_limit=float(rate),
+        api_burst_limit=burst,
         raw=raw,
     )
 
@@ -414,6 +432,7 @@ def _parse_sync(raw: dict, path: Path, root: Path) -> SyncConfig:
             identity_file=os.path.expanduser(_get(b, "identity_file", str, path, pre, required=True)),
             known_hosts=os.path.expanduser(_get(b, "known_hosts", str, path, pre, default="~/.ssh/known_hosts")),
             efs_path=efs_path,
+            through_access_point=_get(b, "through_access_point", bool, path, pre, default=True),
         )
     datasync = None
     if "datasync" in raw or method == "datasync":
@@ -494,6 +513,17 @@ def _parse_deploy(raw, path: Path, root: Path) -> DeployConfig:
     ap_id = one_id("access_point_id", "fsap")
     if bool(fs_id) != bool(ap_id):
         raise ConfigError("an existing file system needs both file_system_id and access_point_id", where=_where(path, pre), fix="set both, or neither to let the stack create them")
+    if fs_id and not raw.get("mount_target_security_group_id"):
+        raise ConfigError("an existing file system needs its mount targets' security group, so the stack can open 2049 to the function and the writers",
+                          where=_where(path, f"{pre}.mount_target_security_group_id"), fix='set mount_target_security_group_id = "sg-..." (the group on its mount targets)')
+    uid, gid = _get(raw, "posix_uid", int, path, pre, default=1000), _get(raw, "posix_gid", int, path, pre, default=1000)
+    writer_uid, writer_gid = _get(raw, "writer_uid", int, path, pre, default=1001), _get(raw, "writer_gid", int, path, pre, default=1001)
+    for key, value in (("posix_uid", uid), ("posix_gid", gid), ("writer_uid", writer_uid), ("writer_gid", writer_gid)):
+        if not 1 <= value <= 4294967294:
+            raise ConfigError(f"{pre}.{key} {value} must be 1-4294967294 (0 is root)", where=_where(path, f"{pre}.{key}"), fix=f"e.g. {key} = 1001")
+    if writer_uid == uid:
+        raise ConfigError(f"writer_uid {writer_uid} equals posix_uid: the function would own its versions and could write them",
+                          where=_where(path, f"{pre}.writer_uid"), fix="give the writer its own uid, e.g. writer_uid = 1001 with posix_uid = 1000")
     image = _get(raw, "smoke_image", str, path, pre, default="model/samples/digit.png")
     return DeployConfig(
         stack_name=stack,
@@ -508,8 +538,10 @@ def _parse_deploy(raw, path: Path, root: Path) -> DeployConfig:
         dynamodb_endpoint=dynamodb_endpoint,
         ephemeral_storage_mb=storage,
         log_retention_days=retention,
-        posix_uid=_get(raw, "posix_uid", int, path, pre, default=1000),
-        posix_gid=_get(raw, "posix_gid", int, path, pre, default=1000),
+        posix_uid=uid,
+        posix_gid=gid,
+        writer_uid=writer_uid,
+        writer_gid=writer_gid,
         file_system_id=fs_id,
         access_point_id=ap_id,
         mount_target_security_group_id=one_id("mount_target_security_group_id", "sg"),

@@ -182,34 +182,41 @@ def test_deploy_uploads_syncs_applies_and_smoke_tests_then_an_unchanged_deploy_c
         console = Console(record=True, width=250)
         deployer = stage.Deployer(cfg, "arm", c, ConsoleProgress(console), poll_s=0)
         plan = deployer.plan()
-        # content-addressed uploads: handler zip, layer zip, the model's files
+        # planning changes nothing but the change set: no upload, no sync yet
         build_doc = json.loads((project / "dist" / "build.json").read_text())
         fn_sha = build_doc["artifacts"]["function_zip"]["sha256"]
-        assert plan.release.function_key == f"hoist/artifacts/{fn_sha}.zip"
-        assert keys(c.s3) == {u.key for u in plan.artifacts.uploads} and len(keys(c.s3)) >= 5
-        assert set(plan.uploaded) >= {"function.zip", "layer.zip", "model/model.pt"}
-        # the EFS version is on the (local) file system, complete
         efs_version = build_doc["sets"]["efs"]["content_hash"]
-        assert (project / ".hoist-efs" / "hoist" / "envs" / efs_version / ".hoist-complete").is_file()
+        marker = project / ".hoist-efs" / "hoist" / "envs" / efs_version / ".hoist-complete"
+        assert keys(c.s3) == set() and plan.uploaded == () and all(u.present is False for u in plan.artifacts.uploads)
+        assert plan.sync.action == "transfer" and not marker.exists() and plan.has_work
+        assert plan.release.function_key == f"hoist/artifacts/{fn_sha}.zip"
         template = json.loads(plan.template_path.read_text())
         assert template["Resources"]["Function"]["Properties"]["Environment"]["Variables"]["HOIST_EFS_VERSION"] == efs_version
         assert plan.live_version == "1" and [ch.logical_id for ch in plan.change_set.changes] == ["Function"]
         shown = _shown(print_plan, plan)
-        assert "Modify" in shown and "AWS::Lambda::Function" in shown and f"hoist/artifacts/{fn_sha}.zip" in shown and "uploaded" in shown
+        assert "Modify" in shown and "AWS::Lambda::Function" in shown and f"hoist/artifacts/{fn_sha}.zip" in shown and "to upload" in shown
 
         c.lambda_.update_alias(FunctionName="test-fn", Name="live", FunctionVersion="2")  # what CloudFormation's update does
         expect_execute(stub, api.url, "2")
         result = deployer.apply(plan)
+        # content-addressed uploads (handler zip, layer zip, the model's files) and the record of what is live
+        assert keys(c.s3) == {u.key for u in plan.artifacts.uploads} | {"hoist/deploy.json"} and len(keys(c.s3)) >= 6
+        assert set(result.plan.uploaded) >= {"function.zip", "layer.zip", "model/model.pt"}
+        assert marker.is_file() and result.plan.sync.done  # the EFS version is on the (local) file system, complete
         assert result.ok and result.smoke.label == "3" and result.rolled_back_to is None
         shown = _shown(print_result, result)
         assert "smoke test: passed" in shown and api.url in shown
         progress = console.export_text()
         for words in ("uploading function.zip", "syncing EFS version", "linting template.json", "creating a change set", "UPDATE_COMPLETE", "smoke test: http"):
             assert words in progress, words
+        assert progress.index("creating a change set") < progress.index("uploading function.zip") < progress.index("syncing EFS version") < progress.index("executing change set")
         assert ("GET", "/health") in api.requests and any(r[0] == "POST" and r[1] == "/classify" and r[2].startswith(b"\x89PNG") for r in api.requests)
         record = json.loads((project / "dist" / "deploy.json").read_text())
         assert record["efs_version"] == efs_version and record["outputs"]["FunctionVersion"] == "2" and record["smoke"]["ok"]
+        assert json.loads(c.s3.get_object(Bucket=BUCKET, Key="hoist/deploy.json")["Body"].read()) == record  # survives a CI run's dist/
         assert stage.protected_versions(cfg) == {efs_version}  # efs-gc keeps what is deployed
+        (project / "dist" / "deploy.json").unlink()  # a fresh CI checkout: the bucket's record still protects it
+        assert stage.protected_versions(cfg) == set() and stage.protected_versions(cfg, c.s3) == {efs_version}
 
         # the same inputs again: a rebuild gives the same zip bytes, so nothing is uploaded and the template is identical
         zip_before = (project / "dist" / "arm" / "function.zip").read_bytes()
@@ -219,7 +226,7 @@ def test_deploy_uploads_syncs_applies_and_smoke_tests_then_an_unchanged_deploy_c
         expect_plan(stub, changes=False)
         again = deployer.plan()
         assert again.uploaded == () and all(u.present for u in again.artifacts.uploads)
-        assert again.sync.action == "up-to-date" and again.change_set.empty
+        assert again.sync.action == "up-to-date" and again.change_set.empty and not again.has_work
         assert again.template_path.read_bytes() == template_before
     finally:
         api.close()
