@@ -112,6 +112,7 @@ def validate(c, config=None, target=None, tree=None, runtime=None, arch=None, la
 def sync_efs(c, config=None, target=None, method=None, dry_run=False):
     """Put the built EFS tree on EFS as a new immutable, verified version."""
     from sync import stage
+    from sync.shell import SyncInterrupted
 
     try:
         cfg = _load(config)
@@ -130,6 +131,8 @@ def sync_efs(c, config=None, target=None, method=None, dry_run=False):
         if dry_run or plan.action == "up-to-date":
             return
         result = stage.apply(plan, remote, cfg, on_line=_progress_line)
+    except SyncInterrupted as err:
+        raise Exit(f"error: {err}", code=128 + err.signum) from None
     except PipelineError as err:
         _fail(err)
     console.print(f"published {plan.dest}: {result.bytes_sent / 1e6:,.2f} MB sent in {result.seconds:.1f} s, verified against the manifest"

@@ -5,22 +5,25 @@ import json
 from pathlib import Path
 
 from pipeline.config import Config
+from pipeline.layout import root_dir
 
 from .efs import GcPlan, SyncPlan, apply_gc, apply_sync, plan_gc, plan_sync
 from .shell import Remote, SyncError
 
 
 def remote_for(config: Config, method: str | None = None) -> tuple[Remote, str]:
-    """The transport and the folder on EFS that holds envs/ and models/."""
+    """The transport and the folder on EFS that holds envs/ and models/, as that transport sees it
+    (pipeline/layout.py: through an access point, its root is the client's /)."""
     sync = config.sync
+    assert sync is not None
     method = method or sync.method
-    root = config.efs.root.strip("/")
-    if method == "local":
-        return Remote(bwlimit_kbps=sync.bwlimit_kbps), str((sync.local_path / root).resolve())
+    if method == "local":  # the folder stands in for the file system's root
+        return Remote(bwlimit_kbps=sync.bwlimit_kbps), root_dir(str(sync.local_path.resolve()), config.efs.root, through_access_point=False)
     if method == "bastion":
         if not sync.bastion:
             raise SyncError("sync method bastion needs [sync.bastion] in pipeline.toml", where="sync.bastion", fix="add host, user, identity_file, known_hosts and efs_path")
-        return Remote(bastion=sync.bastion, bwlimit_kbps=sync.bwlimit_kbps), f"{sync.bastion.efs_path.rstrip('/')}/{root}"
+        b = sync.bastion
+        return Remote(bastion=b, bwlimit_kbps=sync.bwlimit_kbps), root_dir(b.efs_path, config.efs.root, through_access_point=b.through_access_point)
     raise SyncError(f"method {method!r} has no shell transport", where="sync.method", fix="use local or bastion here; datasync goes through sync.datasync")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import signal
 import subprocess
 import sys
@@ -15,7 +16,7 @@ import pytest
 
 from pipeline import config
 from sync import stage
-from sync.efs import MARKER, list_versions, verify
+from sync.efs import MARKER, holder_gone, list_versions, verify
 from sync.shell import SyncError
 from tests.conftest import REPO, lock_and_build, write_pipeline
 from tests.wheels import make_wheel
@@ -49,7 +50,8 @@ def _configure(project, wheelhouse, bigwheels, method, sshd=None, extra=""):
 
 
 def _efs_base(project, method):
-    return project / ("efs-mount" if method == "local" else "bastion-efs") / "hoist" / "envs"
+    # the local folder stands in for the file system's root; the bastion mounts the writer access point, whose root is efs.root
+    return project / "efs-mount" / "hoist" / "envs" if method == "local" else project / "bastion-efs" / "envs"
 
 
 @pytest.fixture(params=["local", pytest.param("bastion", marks=pytest.mark.sshd)])
@@ -112,8 +114,9 @@ def test_a_killed_sync_leaves_no_marker_and_resumes(setup, wheelhouse, bigwheels
     cfg = config.load(project / "pipeline.toml")
     resumed, remote = stage.plan(cfg)
     assert resumed.action == "resume"
-    # the killed run's lock is younger than stale_lock_s: take it over as the operator would, by waiting it out
-    subprocess.run(["rm", "-rf", str(dest.parent / f".{plan.version}.lock")], check=True)
+    # SIGKILL leaves the lock behind; its holder ran on this host and is gone, so the rerun takes it over at once
+    lock = dest.parent / f".{plan.version}.lock"
+    assert lock.is_dir() and (lock / "owner").read_text().startswith(f"{platform.node()}:{proc.pid}:")
     result = stage.apply(resumed, remote, cfg)
     assert (dest / MARKER).is_file() and verify(remote, resumed) == []
     full = plan.bytes + sum(a["bytes"] for a in json.loads(plan.manifest.read_text()).get("archives", []))
@@ -198,3 +201,63 @@ def test_a_lock_on_one_version_does_not_stop_another(setup):
     assert (base / result.plan.version / MARKER).is_file() and busy.is_dir()  # the other version's lock is left alone
     held = base / f".{result.plan.version}.lock"
     assert not held.exists()  # released after the sync
+
+
+def _start_slow_sync(project, wheelhouse, bigwheels, method, server):
+    """`invoke sync-efs` of a 24 MB tree at 4 MB/s, as a new user runs it; returns once files arrive."""
+    _configure(project, wheelhouse, bigwheels, method, server, extra="bwlimit_kbps = 4000")
+    cfg = lock_and_build(project, "bigpkg==1.0\n")
+    plan, _ = stage.plan(cfg)
+    dest = _efs_base(project, method) / plan.version
+    proc = subprocess.Popen([sys.executable, "-m", "invoke", "-r", str(REPO), "sync-efs", "--config", str(project / "pipeline.toml")], start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 60
+    while time.time() < deadline and not list((dest / "site-packages").rglob("*")) + list(dest.rglob(".rsync-partial/*")):
+        time.sleep(0.1)
+    time.sleep(1.0)
+    assert proc.poll() is None, "the sync finished before it could be interrupted"
+    return cfg, plan, dest, proc
+
+
+def _group_gone(pgid: int, timeout: float = 15) -> bool:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=lambda s: s.name)
+@pytest.mark.parametrize("transport", ["local", pytest.param("bastion", marks=pytest.mark.sshd)])
+def test_an_interrupted_sync_releases_its_lock_and_the_next_run_completes_at_once(request, project, wheelhouse, bigwheels, transport, sig):
+    """Ctrl-C (SIGINT), a cancelled CI job or a container stop (SIGTERM), a closed terminal (SIGHUP): sent to the
+    task's process alone, which stops its rsync, releases the version's lock and says how to resume."""
+    server = request.getfixturevalue("sshd") if transport == "bastion" else None
+    cfg, plan, dest, proc = _start_slow_sync(project, wheelhouse, bigwheels, transport, server)
+    os.kill(proc.pid, sig)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode != 0 and f"interrupted by {sig.name}" in out and "run the same command again" in out, out
+    assert _group_gone(proc.pid), "rsync or ssh outlived the interrupted task"
+    assert not (dest.parent / f".{plan.version}.lock").exists() and not (dest / MARKER).exists()
+    _configure(project, wheelhouse, bigwheels, transport, server)
+    again = subprocess.run([sys.executable, "-m", "invoke", "-r", str(REPO), "sync-efs", "--config", str(project / "pipeline.toml")],
+                           capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "action: resume" in again.stdout and (dest / MARKER).is_file()
+    assert verify(stage.remote_for(config.load(project / "pipeline.toml"))[0], plan) == []
+
+
+def test_a_lock_is_taken_over_only_when_its_holder_is_provably_gone():
+    host = platform.node()
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    now = int(time.time())
+    assert holder_gone(f"{host}:{dead.pid}:{now}")  # this host, no such process
+    assert not holder_gone(f"other-host:{dead.pid}:{now}")  # another host: nothing can be proven from here
+    assert not holder_gone(f"{host}:{os.getppid()}:{now}")  # alive, started before the lock
+    assert holder_gone(f"{host}:{os.getppid()}:0")  # that pid started after the lock was taken: reused, not the holder
+    assert not holder_gone(f"{host}:{os.getpid()}:{now}")  # this process (another thread holds it)
+    assert not holder_gone("garbage")
