@@ -21,18 +21,23 @@ def client_root(efs_root: str, *, through_access_point: bool) -> str:
     return "/" if through_access_point else "/" + efs_root.strip("/")
 
 
+def _clean(path: str) -> str:
+    # normpath keeps a leading "//" (POSIX lets it mean something else): one slash is meant
+    norm = posixpath.normpath(path)
+    return "/" + norm.lstrip("/") if norm.startswith("/") else norm
+
+
 def root_dir(mount: str, efs_root: str, *, through_access_point: bool) -> str:
     """``<mount>/...``: the folder holding envs/ and models/ for a client that mounts at ``mount``."""
-    inside = client_root(efs_root, through_access_point=through_access_point).lstrip("/")
-    return posixpath.normpath(posixpath.join(mount, inside))
+    return _clean(posixpath.join(mount, client_root(efs_root, through_access_point=through_access_point).lstrip("/")))
 
 
 def kind_dir(mount: str, efs_root: str, kind: str = "envs", *, through_access_point: bool) -> str:
     """``<mount>/.../<kind>``: the folder holding every version of ``kind`` for a client that mounts at ``mount``."""
     if kind not in KINDS:
         raise ValueError(f"unknown kind {kind!r}")
-    return f"{root_dir(mount, efs_root, through_access_point=through_access_point)}/{kind}"
+    return _clean(posixpath.join(root_dir(mount, efs_root, through_access_point=through_access_point), kind))
 
 
 def version_dir(mount: str, efs_root: str, version: str, kind: str = "envs", *, through_access_point: bool) -> str:
-    return f"{kind_dir(mount, efs_root, kind, through_access_point=through_access_point)}/{version}"
+    return _clean(posixpath.join(kind_dir(mount, efs_root, kind, through_access_point=through_access_point), version))
