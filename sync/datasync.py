@@ -25,6 +25,7 @@ List calls go through boto3's paginators; ARNs take the partition of the region.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import hashlib
 import json
 import re
@@ -214,10 +215,8 @@ def _run_task(c: Clients, task: str, what: str, poll_s: float, on_line) -> dict:
         return _wait(c, execution, what, poll_s, on_line)
     except BaseException:
         # interrupted (or polling failed): stop the copy, so a rerun starts its own execution at once
-        try:
+        with contextlib.suppress(Exception):  # best effort: it may have ended meanwhile
             c.datasync.cancel_task_execution(TaskExecutionArn=execution)
-        except Exception:  # noqa: BLE001 - best effort: it may have ended meanwhile
-            pass
         raise
 
 
