@@ -170,7 +170,19 @@ if [ "$age" -gt {int(stale_s)} ]; then
 fi
 echo "held $age $(cat {_q(lock)}/owner 2>/dev/null)"
 """
-    out = remote.run(script).stdout.strip().splitlines()[-1]
+    ran = remote.run(script, check=False)
+    if ran.returncode == 3:
+        who = remote.bastion.user if remote.bastion else "this user"
+        raise SyncError(
+            f"{who} cannot create {plan.base}: {ran.stderr.strip() or 'permission denied'}",
+            where=plan.where,
+            fix="a new file system's root belongs to root (mode 755): mount it through the writer access point and set "
+                "sync.bastion.through_access_point = true (README, First deploy on AWS), or create the folder once: "
+                "sudo install -d -o <writer uid> -g <writer gid> <efs_path>/<efs.root>",
+        )
+    if ran.returncode != 0:
+        raise remote._error(ran.returncode, ran.stderr or ran.stdout, f"taking the lock on {remote.label}")
+    out = ran.stdout.strip().splitlines()[-1]
     if out.startswith("held"):
         _, age, *who = out.split()
         holder = " ".join(who)

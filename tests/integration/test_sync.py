@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -261,3 +262,81 @@ def test_a_lock_is_taken_over_only_when_its_holder_is_provably_gone():
     assert holder_gone(f"{host}:{os.getppid()}:0")  # that pid started after the lock was taken: reused, not the holder
     assert not holder_gone(f"{host}:{os.getpid()}:{now}")  # this process (another thread holds it)
     assert not holder_gone("garbage")
+
+
+WRITER_UID, FUNCTION_UID = 1001, 1000  # [deploy] writer_uid and posix_uid defaults: the two access points' POSIX users
+
+
+@pytest.fixture
+def efs_standin():
+    """A new EFS file system as AWS hands it over: its root owned by root, mode 755. Outside pytest's
+    0700 temporary folders, so other uids can reach it, as NFS clients of the real one can."""
+    import shutil
+    import tempfile
+
+    top = tempfile.mkdtemp(prefix="hoist-efs-")
+    os.chmod(top, 0o755)
+    fs_root = os.path.join(top, "fs")
+    os.mkdir(fs_root, 0o755)
+    os.chown(fs_root, 0, 0)
+    yield top, fs_root
+    shutil.rmtree(top, ignore_errors=True)
+
+
+def _as_uid(uid: int, script: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "sh", "-c", script], capture_output=True, text=True, check=False)
+
+
+@pytest.mark.sshd
+def test_bastion_as_a_non_root_writer_through_its_access_point_and_the_function_reads_only(project, wheelhouse, bigwheels, sshd, efs_standin):
+    """The documented set-up against the semantics EFS enforces: the bastion's user is not root, the file system's
+    root belongs to root (755), the writer access point presents <root>/hoist as the mount's / with the writer's
+    uid, and the function reads through its own access point as another uid."""
+    from tests.sshd_support import writer_account
+
+    top, fs_root = efs_standin
+    user = writer_account("hoist-writer", WRITER_UID, Path(top) / "home", (sshd.identity_file.with_suffix(".pub")).read_text())
+
+    # what the old README did: a non-root user writing under the file system's root
+    _configure(project, wheelhouse, bigwheels, "bastion", sshd)
+    text = (project / "pipeline.toml").read_text().replace(f'user = "{sshd.user}"', f'user = "{user}"')
+    (project / "pipeline.toml").write_text(text.replace(f'efs_path = "{project / "bastion-efs"}"', f'efs_path = "{fs_root}"\nthrough_access_point = false'))
+    cfg = lock_and_build(project, "nativepkg==1.0\nsmallpkg==1.0\n")
+    plan, remote = stage.plan(cfg)
+    with pytest.raises(SyncError) as err:
+        stage.apply(plan, remote, cfg)
+    assert f"{user} cannot create {fs_root}/hoist/envs" in str(err.value) and "Permission denied" in str(err.value)
+    assert "writer access point" in str(err.value) and os.listdir(fs_root) == []
+
+    # the documented set-up: the writer access point's CreationInfo makes <root>/hoist owned by the writer (755) on first
+    # mount, and the mount shows it as /; the stand-in mount is a link to that folder
+    ap_root = os.path.join(fs_root, "hoist")
+    os.mkdir(ap_root, 0o755)
+    os.chown(ap_root, WRITER_UID, WRITER_UID)
+    mount = os.path.join(top, "mnt-efs")
+    os.symlink(ap_root, mount)
+    (project / "pipeline.toml").write_text(text.replace(f'efs_path = "{project / "bastion-efs"}"', f'efs_path = "{mount}"'))
+    cfg = config.load(project / "pipeline.toml")
+    plan, remote = stage.plan(cfg)
+    assert plan.dest == f"{mount}/envs/{plan.version}"  # never <mount>/hoist/...: the access point's root is the client's /
+    stage.apply(plan, remote, cfg)
+    version = os.path.join(ap_root, "envs", plan.version)
+    assert os.path.isfile(os.path.join(version, MARKER)) and not os.path.exists(os.path.join(ap_root, "hoist"))
+    for path in [version, *(str(p) for p in Path(version).rglob("*"))]:
+        st = os.lstat(path)
+        assert st.st_uid == WRITER_UID and not st.st_mode & 0o022, path  # the writer owns it; group and others only read
+
+    # the function: its access point presents the same folder as /mnt/<name>, as uid 1000
+    tree = f"{ap_root}/envs/{plan.version}"
+    read = _as_uid(FUNCTION_UID, f"cd {tree}/site-packages && find . -type f -exec sha256sum {{}} + && ls ../archives")
+    assert read.returncode == 0, read.stderr
+    manifest = json.loads(plan.manifest.read_text())
+    sums = {line.split("  ", 1)[1].removeprefix("./"): line.split()[0] for line in read.stdout.splitlines() if "  " in line}
+    assert all(sums.get(f["path"]) == f["sha256"] for f in manifest["files"])
+    assert "index.json" in read.stdout
+    some_file = next(f["path"] for f in manifest["files"] if f["path"].endswith(".py"))
+    for attempt in (f"echo x >> {tree}/site-packages/{some_file}", f"touch {tree}/site-packages/new.py", f"mkdir {ap_root}/envs/other",
+                    f"rm -f {tree}/{MARKER}", f"touch {fs_root}/x"):
+        wrote = _as_uid(FUNCTION_UID, attempt)
+        assert wrote.returncode != 0 and "Permission denied" in wrote.stderr, attempt
+    assert verify(remote, plan) == []  # the version is as it was written
