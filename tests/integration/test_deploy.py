@@ -10,6 +10,7 @@ under test.
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import io
 import json
@@ -376,3 +377,71 @@ def test_the_smoke_test_waits_out_a_cold_start_then_fails_on_a_tree_that_is_not_
     monkeypatch.setattr(smoke_mod, "_request", lambda *a: (502, "bad gateway"))
     result = smoke_mod.smoke("https://api.example", image, "3", attempts=3)
     assert not result.ok and "502" in result.message
+
+
+def test_dry_run_without_any_aws_credentials_builds_validates_renders_lints_and_says_what_it_could_not_check(tmp_path, wheelhouse):
+    """A user previewing the stack offline: no credentials, no profile, no instance metadata, no endpoint."""
+    import os
+    import subprocess
+    import sys
+
+    deploy_project(tmp_path, wheelhouse)  # a stack that creates its own file system
+    shutil.copytree(REPO / "model" / "artifacts", tmp_path / "model" / "artifacts")
+    (tmp_path / "handler" / "app.py").write_text((REPO / "handler" / "app.py").read_text())
+    lock(load(tmp_path), "arm")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update({"AWS_CONFIG_FILE": str(tmp_path / "no-config"), "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "no-credentials"),
+                "AWS_EC2_METADATA_DISABLED": "true", "HOME": str(tmp_path)})
+    run = subprocess.run([sys.executable, "-m", "invoke", "-r", str(REPO), "deploy", "--dry-run", "--target", "arm", "--config", str(tmp_path / "pipeline.toml")],
+                         capture_output=True, text=True, env=env, timeout=600, check=False)
+    out = " ".join((run.stdout + run.stderr).split())  # rich wraps long lines
+    assert run.returncode == 0, out
+    for words in ("building", "validating the trees", "linting template.json", "function.zip", "layer.zip", "model/model.pt",
+                  "to upload (bucket not checked)", "EFS version", "not checked offline", "Availability Zones", "change set",
+                  "dry run: nothing uploaded, synced or changed"):
+        assert words in out, words
+    template = json.loads((tmp_path / "dist" / "arm" / "template.json").read_text())
+    assert template["Resources"]["FileSystem"]["Properties"]["FileSystemPolicy"]
+    from deploy import lint as deploy_lint
+
+    assert [str(f) for f in deploy_lint.lint(template, REGION)] == []
+    assert not (tmp_path / ".hoist-efs" / "hoist" / "envs").exists()  # nothing synced
+
+
+def test_a_full_deploy_without_credentials_is_one_clear_error(tmp_path, wheelhouse):
+    deploy_project(tmp_path, wheelhouse, EXISTING_FS)
+    with pytest.raises(DeployError) as err:
+        stage.Deployer(load(tmp_path), "arm", None).plan()
+    assert "no AWS credentials" in str(err.value) and "--dry-run" in str(err.value)
+
+
+def test_storage_only_refuses_to_remove_a_full_stack_s_function_and_api(tmp_path, wheelhouse, clients):
+    c, stub = clients
+    deploy_project(tmp_path, wheelhouse, EXISTING_FS)
+    stub.add_response("describe_stacks", stack_doc("UPDATE_COMPLETE", {"FunctionName": "test-fn", "ApiUrl": "https://x", "FileSystemId": "fs-0123456789abcdef0"}),
+                      {"StackName": NAME})
+    with pytest.raises(DeployError) as err:
+        stage.Deployer(load(tmp_path), "arm", c).plan(storage_only=True)
+    assert "would remove them" in str(err.value) and "invoke deploy" in str(err.value)
+    stub.assert_no_pending_responses()
+
+
+def test_a_validation_error_during_deploy_is_one_clear_error_and_nothing_is_changed(project, clients, monkeypatch):
+    import validate.stage as validate_stage
+    from validate.checks import Finding
+
+    c, stub = clients
+    real = validate_stage.from_build
+
+    def failing(*args, **kwargs):
+        report = real(*args, **kwargs)
+        bad = Finding(severity="error", rule="glibc", file="torch/lib/libtorch.so", package="torch", message="needs GLIBC_2.35, the runtime has 2.34")
+        return dataclasses.replace(report, findings=(*report.findings, bad))
+
+    monkeypatch.setattr(validate_stage, "from_build", failing)
+    stub.add_response("describe_stacks", stack_doc("UPDATE_COMPLETE", {"FileSystemId": "fs-0123456789abcdef0"}), {"StackName": NAME})
+    with pytest.raises(DeployError) as err:
+        stage.Deployer(load(project), "arm", c).plan()
+    text = str(err.value)
+    assert "validation found 1 error(s)" in text and "glibc torch/lib/libtorch.so: needs GLIBC_2.35" in text and "invoke validate --target arm" in text
+    assert keys(c.s3) == set()
