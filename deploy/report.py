@@ -39,7 +39,12 @@ def print_plan(console: Console, plan: DeployPlan) -> None:
         console.print(f"  EFS version {s.version[:16]}  {s.files:,} files, {human(s.bytes)} via {s.method} -> {escape(s.where)}  [dim]{verb}[/]")
     cs = plan.change_set
     if cs.change_set_type == "offline":
-        console.print(f"[bold]plan[/] for stack {plan.stack_name}: no change set (no AWS credentials); the template is rendered and linted")
+        import json
+
+        table = Table("resource", "type", title=f"template for stack {plan.stack_name}: rendered and linted; no change set (no AWS credentials)", title_justify="left")
+        for logical, resource in sorted(json.loads(plan.template_path.read_text())["Resources"].items()):
+            table.add_row(logical, resource["Type"])
+        console.print(table)
     elif cs.empty:
         console.print(f"[bold]plan[/] for stack {plan.stack_name}: no changes")
     else:
