@@ -20,6 +20,11 @@ it into the version folder on EFS, then copy the completion marker the same way.
    records completion, which the next plan reads. After success the tasks and
    locations are deleted; an interrupted run cancels its execution.
 
+A run holds ``<prefix>/locks/<hash>.lock`` in the staging bucket while it
+works (a conditional put: If-None-Match to take it, If-Match on the ETag it
+read to take over one whose holder is provably gone or that is older than
+``stale_lock_s``), as the shell methods hold their lock folder.
+
 List calls go through boto3's paginators; ARNs take the partition of the region.
 """
 from __future__ import annotations
@@ -37,7 +42,7 @@ from pipeline import aws
 from pipeline.config import DataSyncConfig
 from pipeline.layout import version_dir
 
-from .efs import MARKER
+from .efs import MARKER, holder_gone, lock_owner
 from .shell import SyncError, interruptible
 
 TERMINAL = {"SUCCESS", "ERROR"}
@@ -253,11 +258,47 @@ DATA_OPTIONS = {
 MARKER_OPTIONS = {**DATA_OPTIONS, "PreserveDeletedFiles": "PRESERVE", "VerifyMode": "ONLY_FILES_TRANSFERRED"}
 
 
-def apply_datasync(plan: DataSyncPlan, c: Clients, cfg: DataSyncConfig, *, poll_s: float = 5.0, on_line=None) -> dict:
+def lock_key(cfg: DataSyncConfig, version: str) -> str:
+    return f"{cfg.prefix}/locks/{version}.lock"
+
+
+def _acquire(c: Clients, cfg: DataSyncConfig, plan: DataSyncPlan, stale_s: int) -> str:
+    """Take the version's lock object; an existing one is taken over only when its holder is provably gone or it is stale."""
+    key, owner = lock_key(cfg, plan.version), lock_owner()
+    taken = aws.call(c.s3, "put_object", error=SyncError, errors=AWS_ERRORS, absent=("PreconditionFailed", "ConditionalRequestConflict"), Bucket=cfg.bucket, Key=key,
+                     Body=owner.encode(), IfNoneMatch="*")
+    if taken is not None:
+        return key
+    held = aws.call(c.s3, "get_object", error=SyncError, errors=AWS_ERRORS, absent=("NoSuchKey",), Bucket=cfg.bucket, Key=key)
+    if held is None:  # released meanwhile
+        return _acquire(c, cfg, plan, stale_s)
+    holder = held["Body"].read().decode(errors="replace").strip()
+    age = int(time.time() - held["LastModified"].timestamp())
+    if holder_gone(holder) or age > stale_s:
+        # If-Match on the ETag read: of two runs taking over at once, one put fails
+        if aws.call(c.s3, "put_object", error=SyncError, errors=AWS_ERRORS, absent=("PreconditionFailed", "ConditionalRequestConflict"), Bucket=cfg.bucket, Key=key,
+                    Body=owner.encode(), IfMatch=held["ETag"]) is not None:
+            return key
+    raise SyncError(
+        f"another sync of version {plan.version[:12]} holds s3://{cfg.bucket}/{key} (for {age} s, by {holder or 'unknown'})",
+        where=plan.where,
+        fix=f"wait for it (a lock whose process is gone from this host is taken over at once; one older than {stale_s} s is taken over as stale, "
+            "sync.stale_lock_s); if its holder ran elsewhere and is gone, delete that object",
+    )
+
+
+def apply_datasync(plan: DataSyncPlan, c: Clients, cfg: DataSyncConfig, *, poll_s: float = 5.0, on_line=None, stale_lock_s: int = 3600) -> dict:
     if plan.action == "up-to-date":
         return {"uploaded": 0, "copied": 0, "bytes": 0}
     with interruptible():
-        return _apply(plan, c, cfg, poll_s, on_line)
+        key = _acquire(c, cfg, plan, stale_lock_s)
+        try:
+            if _listing(c, cfg.bucket, plan.prefix + MARKER):  # another run finished it meanwhile
+                return {"uploaded": 0, "copied": 0, "bytes": 0}
+            return _apply(plan, c, cfg, poll_s, on_line)
+        finally:
+            with contextlib.suppress(SyncError):
+                call(c.s3, "delete_object", Bucket=cfg.bucket, Key=key)
 
 
 def _apply(plan: DataSyncPlan, c: Clients, cfg: DataSyncConfig, poll_s: float, on_line) -> dict:

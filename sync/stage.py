@@ -73,4 +73,4 @@ def datasync_plan(config: Config, target_name: str | None = None, aws=None):
 def datasync_apply(plan_, c, config: Config, on_line=None, poll_s: float = 5.0) -> dict:
     from .datasync import apply_datasync
 
-    return apply_datasync(plan_, c, config.sync.datasync, poll_s=poll_s, on_line=on_line)
+    return apply_datasync(plan_, c, config.sync.datasync, poll_s=poll_s, on_line=on_line, stale_lock_s=config.sync.stale_lock_s)

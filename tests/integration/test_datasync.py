@@ -9,7 +9,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import signal
+import time
 
 import pytest
 from botocore.stub import Stubber
@@ -139,6 +141,25 @@ def test_an_interrupted_run_cancels_its_execution(project, wheelhouse, aws, monk
     names = [name for name, _ in aws.calls]
     assert names[names.index("StartTaskExecution"):].count("CancelTaskExecution") == 1
     assert stage.datasync_plan(cfg, aws=aws)[0].action == "transfer"  # no marker
+    assert _objects(aws, f"{project.name}/hoist-staging/locks/") == {}  # the lock was released
+
+
+def test_a_lock_is_taken_over_at_once_only_when_its_holder_is_provably_gone(project, wheelhouse, aws):
+    import platform
+    import subprocess
+
+    cfg = _project(project, wheelhouse, "purepkg==2.0\n")
+    plan, c = stage.datasync_plan(cfg, aws=aws)
+    key = f"{project.name}/hoist-staging/locks/{plan.version}.lock"
+    aws.s3.put_object(Bucket=BUCKET, Key=key, Body=f"ci-runner-7:{os.getpid()}:{int(time.time())}".encode())
+    with pytest.raises(SyncError) as err:  # a holder on another host: nothing proves it gone
+        stage.datasync_apply(plan, c, cfg, poll_s=0)
+    assert "another sync of version" in str(err.value) and "ci-runner-7" in str(err.value) and "StartTaskExecution" not in [n for n, _ in aws.calls]
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    aws.s3.put_object(Bucket=BUCKET, Key=key, Body=f"{platform.node()}:{dead.pid}:{int(time.time())}".encode())  # killed on this host
+    stage.datasync_apply(plan, c, cfg, poll_s=0)
+    assert stage.datasync_plan(cfg, aws=aws)[0].action == "up-to-date" and _objects(aws, f"{project.name}/hoist-staging/locks/") == {}
 
 
 def test_list_calls_read_every_page_and_arns_take_the_region_s_partition(aws):
