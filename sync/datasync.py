@@ -274,11 +274,11 @@ def _acquire(c: Clients, cfg: DataSyncConfig, plan: DataSyncPlan, stale_s: int) 
         return _acquire(c, cfg, plan, stale_s)
     holder = held["Body"].read().decode(errors="replace").strip()
     age = int(time.time() - held["LastModified"].timestamp())
-    if holder_gone(holder) or age > stale_s:
-        # If-Match on the ETag read: of two runs taking over at once, one put fails
-        if aws.call(c.s3, "put_object", error=SyncError, errors=AWS_ERRORS, absent=("PreconditionFailed", "ConditionalRequestConflict"), Bucket=cfg.bucket, Key=key,
-                    Body=owner.encode(), IfMatch=held["ETag"]) is not None:
-            return key
+    # If-Match on the ETag read: of two runs taking over at once, one put fails
+    if (holder_gone(holder) or age > stale_s) and aws.call(
+            c.s3, "put_object", error=SyncError, errors=AWS_ERRORS, absent=("PreconditionFailed", "ConditionalRequestConflict"), Bucket=cfg.bucket, Key=key,
+            Body=owner.encode(), IfMatch=held["ETag"]) is not None:
+        return key
     raise SyncError(
         f"another sync of version {plan.version[:12]} holds s3://{cfg.bucket}/{key} (for {age} s, by {holder or 'unknown'})",
         where=plan.where,
