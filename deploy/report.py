@@ -23,7 +23,7 @@ class ConsoleProgress(BuildConsoleProgress, Progress):
         status = ev.get("ResourceStatus", "")
         style = "red" if "FAILED" in status or "ROLLBACK" in status else "green" if status.endswith("_COMPLETE") else "dim"
         when = ev.get("Timestamp")
-        stamp = when.strftime("%H:%M:%S") if hasattr(when, "strftime") else ""
+        stamp = when.strftime("%H:%M:%S") if when is not None and hasattr(when, "strftime") else ""
         reason = f"  {ev['ResourceStatusReason']}" if ev.get("ResourceStatusReason") and style != "green" else ""
         self.console.print(f"    {stamp} [{style}]{escape(status):<28}[/] {escape(ev.get('LogicalResourceId', ''))} ({escape(ev.get('ResourceType', ''))}){escape(reason)}")
 

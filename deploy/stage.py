@@ -36,6 +36,7 @@ from pipeline.errors import DeployError
 
 from . import alias, artifacts, lint, network, stack
 from .smoke import SmokeResult, smoke
+from .stack import StackState
 from .template import Release, dumps, render
 
 DEPLOY_JSON_VERSION = 1
@@ -245,11 +246,12 @@ class Deployer:
         arts = build_doc["artifacts"]
         fn = (root / arts["function_zip"]["path"], arts["function_zip"]["sha256"])
         layer = (root / arts["layer_zip"]["path"], arts["layer_zip"]["sha256"]) if "layer_zip" in arts else None
+        model_dir = self.dcfg.model_dir or self.config.root / "model" / "artifacts"  # config.load always sets it
         if self.aws is None:
             unchecked.append(f"which artifacts s3://{self.dcfg.artifact_bucket}/{self.dcfg.artifact_prefix}/ holds already (all are listed as to upload)")
-            return artifacts.plan_artifacts(None, self.dcfg.artifact_bucket, self.dcfg.artifact_prefix, fn, layer, self.dcfg.model_dir)
+            return artifacts.plan_artifacts(None, self.dcfg.artifact_bucket, self.dcfg.artifact_prefix, fn, layer, model_dir)
         self.progress.step(f"checking artifacts in s3://{self.dcfg.artifact_bucket}/{self.dcfg.artifact_prefix}/")
-        return artifacts.plan_artifacts(self.aws.s3, self.dcfg.artifact_bucket, self.dcfg.artifact_prefix, fn, layer, self.dcfg.model_dir)
+        return artifacts.plan_artifacts(self.aws.s3, self.dcfg.artifact_bucket, self.dcfg.artifact_prefix, fn, layer, model_dir)
 
     def _plan_sync(self, unchecked: list[str]) -> tuple[SyncSummary, tuple[Any, Any] | None]:
         """What the sync will do (reads the EFS side or the staging bucket; writes nothing)."""
@@ -313,6 +315,7 @@ class Deployer:
         rolled_back = None
         if smoke_test:
             self.progress.step(f"smoke test: {state.outputs.get('ApiUrl')}")
+            assert self.dcfg.smoke_image is not None  # config.load always sets it
             result = smoke(state.outputs["ApiUrl"], self.dcfg.smoke_image, self.dcfg.smoke_expect, on_line=self.progress.line)
             if not result.ok and plan.live_version and plan.live_version != stack_version:
                 self.progress.step(f"smoke test failed: pointing {alias.ALIAS} back to version {plan.live_version}")
@@ -391,7 +394,7 @@ def apply_rollback(config: Config, clients_: Clients, move: alias.AliasMove) -> 
 @dataclass(frozen=True)
 class TeardownPlan:
     stack: str
-    state: stack.StackState
+    state: StackState
     removed: tuple[tuple[str, str, str], ...]  # (logical id, type, physical id)
     retained: tuple[tuple[str, str, str], ...]
     delete_data: bool

@@ -37,6 +37,7 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from pipeline import aws
 from pipeline.config import DataSyncConfig
@@ -84,8 +85,8 @@ class DataSyncPlan:
 
 @dataclass
 class Clients:
-    s3: object
-    datasync: object
+    s3: Any
+    datasync: Any
     calls: list = field(default_factory=list)
 
 

@@ -245,8 +245,8 @@ def verify(remote: Remote, plan: SyncPlan) -> list[str]:
     problems += [f"not in the manifest: {p}" for p in sorted(set(have) - set(want))]
     if doc.get("archives"):
         out = remote.run(f"cd {_q(plan.dest)}/archives && sha256sum {' '.join(_q(a['name']) for a in doc['archives'])}", check=False).stdout
-        got = {line.split("  ", 1)[1]: line.split()[0] for line in out.splitlines() if "  " in line}
-        problems += [f"archive differs or is missing: {a['name']}" for a in doc["archives"] if got.get(a["name"]) != a["sha256"]]
+        archived = {line.split("  ", 1)[1]: line.split()[0] for line in out.splitlines() if "  " in line}
+        problems += [f"archive differs or is missing: {a['name']}" for a in doc["archives"] if archived.get(a["name"]) != a["sha256"]]
     return problems
 
 

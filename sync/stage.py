@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from pipeline.config import Config
+from pipeline.config import Config, SyncConfig
 from pipeline.layout import root_dir
 
 from .efs import GcPlan, SyncPlan, apply_gc, apply_sync, plan_gc, plan_sync
@@ -27,6 +27,11 @@ def remote_for(config: Config, method: str | None = None) -> tuple[Remote, str]:
     raise SyncError(f"method {method!r} has no shell transport", where="sync.method", fix="use local or bastion here; datasync goes through sync.datasync")
 
 
+def _sync(config: Config) -> SyncConfig:
+    assert config.sync is not None  # config.load always sets it
+    return config.sync
+
+
 def built_tree(config: Config, target_name: str | None) -> tuple[Path, Path]:
     """The EFS set's tree and manifest from the last build of the target."""
     tcfg = config.target(target_name)
@@ -47,12 +52,13 @@ def plan(config: Config, target_name: str | None = None, method: str | None = No
 
 
 def apply(plan_: SyncPlan, remote: Remote, config: Config, on_line=None):
-    return apply_sync(plan_, remote, stale_lock_s=config.sync.stale_lock_s, on_line=on_line)
+    return apply_sync(plan_, remote, stale_lock_s=_sync(config).stale_lock_s, on_line=on_line)
 
 
 def gc_plan(config: Config, keep: int | None = None, protect: set[str] | None = None, method: str | None = None) -> tuple[GcPlan, Remote]:
     remote, root = remote_for(config, method)
-    return plan_gc(remote, root, keep or config.sync.keep, protect or set(), config.sync.stale_lock_s), remote
+    sync = _sync(config)
+    return plan_gc(remote, root, keep or sync.keep, protect or set(), sync.stale_lock_s), remote
 
 
 def gc_apply(plan_: GcPlan, remote: Remote) -> list[str]:
@@ -63,14 +69,18 @@ def datasync_plan(config: Config, target_name: str | None = None, aws=None):
     """Plan a DataSync sync of the built EFS tree; ``aws`` replaces the boto3 clients (tests)."""
     from .datasync import clients, plan_datasync
 
-    if not config.sync.datasync:
+    if not _sync(config).datasync:
         raise SyncError("sync method datasync needs [sync.datasync] in pipeline.toml", where="sync.datasync", fix="add bucket, region, file_system_arn, subnet_arn, security_group_arns and s3_role_arn")
     tree, manifest = built_tree(config, target_name)
-    c = aws or clients(config.sync.datasync)
-    return plan_datasync(c, config.sync.datasync, config.efs.root, tree, manifest), c
+    dcfg = _sync(config).datasync
+    assert dcfg is not None
+    c = aws or clients(dcfg)
+    return plan_datasync(c, dcfg, config.efs.root, tree, manifest), c
 
 
 def datasync_apply(plan_, c, config: Config, on_line=None, poll_s: float = 5.0) -> dict:
     from .datasync import apply_datasync
 
-    return apply_datasync(plan_, c, config.sync.datasync, poll_s=poll_s, on_line=on_line, stale_lock_s=config.sync.stale_lock_s)
+    sync = _sync(config)
+    assert sync.datasync is not None
+    return apply_datasync(plan_, c, sync.datasync, poll_s=poll_s, on_line=on_line, stale_lock_s=sync.stale_lock_s)
