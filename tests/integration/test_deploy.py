@@ -299,6 +299,7 @@ def test_teardown_deletes_the_stack_keeps_the_data_unless_asked(tmp_path, wheelh
     cfg = load(tmp_path)
     fs = c.efs.create_file_system(CreationToken="hoist-teardown", Encrypted=True)["FileSystemId"]
     c.efs.create_access_point(FileSystemId=fs)
+    older = c.lambda_.publish_layer_version(LayerName="test-fn-deps", Content={"ZipFile": _zip()})["LayerVersionArn"]  # an earlier release's, retained
     layer = c.lambda_.publish_layer_version(LayerName="test-fn-deps", Content={"ZipFile": _zip()})["LayerVersionArn"]
     resources = [("FileSystem", "AWS::EFS::FileSystem", fs), ("Layer", "AWS::Lambda::LayerVersion", layer), ("Function", "AWS::Lambda::Function", "test-fn"),
                  ("FunctionVersionabc", "AWS::Lambda::Version", "arn:aws:lambda:eu-west-1:123456789012:function:test-fn:1")]
@@ -319,6 +320,8 @@ def test_teardown_deletes_the_stack_keeps_the_data_unless_asked(tmp_path, wheelh
         done = stage.apply_teardown(cfg, c, plan, poll_s=0)
         file_systems = [f["FileSystemId"] for f in c.efs.describe_file_systems()["FileSystems"]]
         assert any("layer version" in d for d in done)
+        if not delete_data:  # every release's layer version goes, not only the one the stack lists now
+            assert {d.removeprefix("layer version ") for d in done if d.startswith("layer version")} == {older, layer}
         if delete_data:
             assert fs not in file_systems and any("its data is gone" in d for d in done)
         else:
@@ -445,3 +448,25 @@ def test_a_validation_error_during_deploy_is_one_clear_error_and_nothing_is_chan
     text = str(err.value)
     assert "validation found 1 error(s)" in text and "glibc torch/lib/libtorch.so: needs GLIBC_2.35" in text and "invoke validate --target arm" in text
     assert keys(c.s3) == set()
+
+
+def test_planning_storage_reads_the_subnets_zones_from_ec2_one_mount_target_per_zone(tmp_path, wheelhouse, clients):
+    c, stub = clients
+    ec2 = aws.client(aws.session(REGION), "ec2")
+    vpc = ec2.create_vpc(CidrBlock="198.19.0.0/16")["Vpc"]["VpcId"]  # RFC 2544 benchmarking range, inside moto only
+    subnets = [ec2.create_subnet(VpcId=vpc, CidrBlock=f"198.19.{i}.0/24", AvailabilityZone=zone)["Subnet"]["SubnetId"]
+               for i, zone in enumerate(("eu-west-1b", "eu-west-1b", "eu-west-1c"))]
+    deploy_project(tmp_path, wheelhouse)
+    path = tmp_path / "pipeline.toml"
+    path.write_text(path.read_text().replace('vpc_id = "vpc-0123456789abcdef0"', f'vpc_id = "{vpc}"')
+                    .replace('subnet_ids = ["subnet-0123456789abcdef0", "subnet-0123456789abcdef1"]', f"subnet_ids = {json.dumps(subnets)}"))
+    stub.add_client_error("describe_stacks", "ValidationError", f"Stack with id {NAME} does not exist")
+    stub.add_response("create_change_set", {"Id": CS_ARN, "StackId": STACK_ARN},
+                      {"StackName": NAME, "ChangeSetName": ANY, "ChangeSetType": "CREATE", "TemplateBody": ANY, "Capabilities": ["CAPABILITY_IAM"], "Description": ANY, "Tags": ANY})
+    rc = {"Action": "Add", "LogicalResourceId": "FileSystem", "ResourceType": "AWS::EFS::FileSystem", "Details": []}
+    stub.add_response("describe_change_set", {"ChangeSetId": CS_ARN, "Status": "CREATE_COMPLETE", "Changes": [{"Type": "Resource", "ResourceChange": rc}]})
+    plan = stage.Deployer(load(tmp_path), "arm", dataclasses.replace(c, ec2=ec2), poll_s=0).plan(storage_only=True)
+    template = json.loads(plan.template_path.read_text())
+    targets = {k: r["Properties"]["SubnetId"] for k, r in template["Resources"].items() if r["Type"] == "AWS::EFS::MountTarget"}
+    assert targets == {"MountTargetEuWest1b": subnets[0], "MountTargetEuWest1c": subnets[2]} and plan.unchecked == ()
+    assert plan.change_set.change_set_type == "CREATE" and keys(c.s3) == set()
