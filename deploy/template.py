@@ -100,6 +100,10 @@ def _access_point(config: Config, dcfg: DeployConfig, uid: int, gid: int, name: 
     }
 
 
+# every grant needs a mount target and some access point (its POSIX user, its root): no client mounts the bare root
+THROUGH_AN_ACCESS_POINT = {"Bool": {"elasticfilesystem:AccessedViaMountTarget": "true"}, "Null": {"elasticfilesystem:AccessPointArn": "false"}}
+
+
 def file_system_policy() -> dict:
     """Without a policy EFS lets any client that reaches 2049 write (lambda-facts.md). Readers mount with their own
     IAM grant (the function's role: ClientMount through its access point only); only the sync role may write;
@@ -108,10 +112,9 @@ def file_system_policy() -> dict:
         "Version": "2012-10-17",
         "Statement": [
             {"Sid": "ReadersMountWithTheirOwnGrant", "Effect": "Allow", "Principal": {"AWS": sub("arn:${AWS::Partition}:iam::${AWS::AccountId}:root")},
-             "Action": ["elasticfilesystem:ClientMount"], "Condition": {"Bool": {"elasticfilesystem:AccessedViaMountTarget": "true"}}},
+             "Action": ["elasticfilesystem:ClientMount"], "Condition": THROUGH_AN_ACCESS_POINT},
             {"Sid": "OnlyTheSyncRoleWrites", "Effect": "Allow", "Principal": {"AWS": att("SyncRole", "Arn")},
-             "Action": ["elasticfilesystem:ClientMount", "elasticfilesystem:ClientWrite"],
-             "Condition": {"Bool": {"elasticfilesystem:AccessedViaMountTarget": "true"}}},
+             "Action": ["elasticfilesystem:ClientMount", "elasticfilesystem:ClientWrite"], "Condition": THROUGH_AN_ACCESS_POINT},
             {"Sid": "RefuseWithoutTls", "Effect": "Deny", "Principal": {"AWS": "*"}, "Action": "*", "Condition": {"Bool": {"aws:SecureTransport": "false"}}},
         ],
     }

@@ -209,6 +209,8 @@ def test_the_function_reads_as_its_own_uid_and_only_the_sync_role_writes(cfg):
     writers = [st for st in policy["Statement"] if st["Effect"] == "Allow" and "elasticfilesystem:ClientWrite" in st["Action"]]
     assert writers == [grants["OnlyTheSyncRoleWrites"]]
     assert grants["ReadersMountWithTheirOwnGrant"]["Action"] == ["elasticfilesystem:ClientMount"]
+    for st in (grants["ReadersMountWithTheirOwnGrant"], grants["OnlyTheSyncRoleWrites"]):  # only through an access point, never the bare root
+        assert st["Condition"]["Null"] == {"elasticfilesystem:AccessPointArn": "false"}
     deny = grants["RefuseWithoutTls"]
     assert deny["Effect"] == "Deny" and deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
     function_actions = {a for st in res["FunctionRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"] for a in st["Action"]}
