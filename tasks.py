@@ -226,7 +226,8 @@ def deploy(c, config=None, target=None, dry_run=False, yes=False, storage_only=F
     try:
         cfg = _load(config)
         dcfg = stage.deploy_config(cfg)
-        clients = stage.clients(dcfg) if not dry_run or stage.has_credentials(dcfg.region) else None
+        # no credentials: a dry run still builds, renders and lints; a real deploy stops with what to do
+        clients = stage.clients(dcfg) if stage.has_credentials(dcfg.region) else None
         deployer = Deployer(cfg, target, clients, ConsoleProgress(console), sync_method=sync_method)
         plan = deployer.plan(storage_only=storage_only, dry_run=dry_run)
         print_plan(console, plan)

@@ -170,12 +170,12 @@ class Deployer:
         target_dir = self.config.build.output / self.tcfg.target.name
         target_dir.mkdir(parents=True, exist_ok=True)
         template_path = target_dir / ("template-storage.json" if storage_only else "template.json")
+        if storage_only and ("FunctionName" in state.outputs or "ApiUrl" in state.outputs):
+            raise DeployError(
+                f"stack {self.dcfg.stack_name} holds the function and the API: a storage-only template would remove them",
+                where=f"stack {self.dcfg.stack_name}", fix="run `invoke deploy` (the full template keeps the storage as it is)")
         zones = self._zones(unchecked)
         if storage_only:
-            if "FunctionName" in state.outputs or "ApiUrl" in state.outputs:
-                raise DeployError(
-                    f"stack {self.dcfg.stack_name} holds the function and the API: a storage-only template would remove them",
-                    where=f"stack {self.dcfg.stack_name}", fix="run `invoke deploy` (the full template keeps the storage as it is)")
             template = render(self.config, None, storage_only=True, zones=zones)
             return self._change_set(state, template, template_path, storage_only=True, dry_run=dry_run, release=None, plan_=None, sync=None,
                                     live=None, unchecked=tuple(unchecked))
