@@ -179,16 +179,18 @@ class Deployer:
             template = render(self.config, None, storage_only=True, zones=zones)
             return self._change_set(state, template, template_path, storage_only=True, dry_run=dry_run, release=None, plan_=None, sync=None,
                                     live=None, unchecked=tuple(unchecked))
-        if self.dcfg.creates_file_system and "FileSystemId" not in state.outputs:
-            message = (f"stack {self.dcfg.stack_name} creates the EFS file system, and it does not exist yet: there is nowhere to sync the tree")
-            fix = ("run `invoke deploy --storage-only` first, set up the writers (README, First deploy on AWS), then `invoke deploy`; "
-                   "or set deploy.file_system_id/access_point_id")
-            if not self.offline:
-                raise DeployError(message, where=f"stack {self.dcfg.stack_name}", fix=fix)
-            unchecked.append("whether the file system exists (a stack that creates it needs `invoke deploy --storage-only` first)")
+        fs_missing = self.dcfg.creates_file_system and "FileSystemId" not in state.outputs
+        if fs_missing and not dry_run:
+            raise DeployError(f"stack {self.dcfg.stack_name} creates the EFS file system, and it does not exist yet: there is nowhere to sync the tree",
+                              where=f"stack {self.dcfg.stack_name}",
+                              fix="run `invoke deploy --storage-only` first, set up the writers (README, First deploy on AWS), then `invoke deploy`; "
+                                  "or set deploy.file_system_id/access_point_id")
+        if fs_missing:
+            unchecked.append("the EFS side: the stack's file system does not exist yet" + (" (or could not be read offline)" if self.offline else "")
+                             + ", so the sync is not planned; `invoke deploy --storage-only` creates it")
         build_doc = self._build_and_validate()
         plan_ = self._artifacts(build_doc, unchecked)
-        sync, job = self._plan_sync(unchecked)
+        sync, job = self._plan_sync(unchecked, reach=not fs_missing)
         target = self.tcfg.target
         release = Release(runtime=target.runtime or "", arch=target.arch or "", function_key=plan_.function_key, layer_key=plan_.layer_key,
                           efs_version=build_doc["sets"]["efs"]["content_hash"], model_prefix=plan_.model_prefix)
@@ -253,16 +255,19 @@ class Deployer:
         self.progress.step(f"checking artifacts in s3://{self.dcfg.artifact_bucket}/{self.dcfg.artifact_prefix}/")
         return artifacts.plan_artifacts(self.aws.s3, self.dcfg.artifact_bucket, self.dcfg.artifact_prefix, fn, layer, model_dir)
 
-    def _plan_sync(self, unchecked: list[str]) -> tuple[SyncSummary, tuple[Any, Any] | None]:
-        """What the sync will do (reads the EFS side or the staging bucket; writes nothing)."""
+    def _plan_sync(self, unchecked: list[str], reach: bool = True) -> tuple[SyncSummary, tuple[Any, Any] | None]:
+        """What the sync will do (reads the EFS side or the staging bucket; writes nothing). ``reach`` False: the
+        file system does not exist yet, so only the version is named."""
         from sync import stage as sync_stage
 
         method, target = self.sync_method, self.tcfg.target.name
-        if self.offline and method != "local":
+        if not reach or (self.offline and method != "local"):
             _, manifest = sync_stage.built_tree(self.config, target)
             doc = json.loads(manifest.read_text())
-            unchecked.append(f"whether EFS version {doc['content_hash'][:16]} is on the file system already ({method} is not reached offline)")
-            return SyncSummary(method, doc["content_hash"], "unknown", doc["totals"]["files"], doc["totals"]["bytes"], f"{method} (not reached offline)"), None
+            if reach:
+                unchecked.append(f"whether EFS version {doc['content_hash'][:16]} is on the file system already ({method} is not reached offline)")
+            why = "not reached offline" if reach else "no file system yet"
+            return SyncSummary(method, doc["content_hash"], "unknown", doc["totals"]["files"], doc["totals"]["bytes"], f"{method} ({why})"), None
         if method == "datasync":
             dplan, ds = sync_stage.datasync_plan(self.config, target)
             return SyncSummary(method, dplan.version, dplan.action, len(dplan.upload) + len(dplan.copy), dplan.upload_bytes, dplan.where), (dplan, ds)

@@ -255,6 +255,9 @@ DATA_OPTIONS = {
     "PosixPermissions": "PRESERVE",
     "Mtime": "PRESERVE",
     "Atime": "BEST_EFFORT",
+    # ownership is the writer access point's POSIX user, never copied from S3 (a non-root client cannot chown)
+    "Uid": "NONE",
+    "Gid": "NONE",
 }
 MARKER_OPTIONS = {**DATA_OPTIONS, "PreserveDeletedFiles": "PRESERVE", "VerifyMode": "ONLY_FILES_TRANSFERRED"}
 

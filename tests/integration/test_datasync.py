@@ -100,6 +100,7 @@ def test_stage_copy_verify_then_mark(project, wheelhouse, aws):
     data, marker = creates
     assert data["Name"] == f"hoist-{plan.version[:12]}" and data["Options"]["VerifyMode"] == "POINT_IN_TIME_CONSISTENT"  # DataSync verifies the copy
     assert data["Options"]["TransferMode"] == "CHANGED" and data["Options"]["PosixPermissions"] == "PRESERVE"
+    assert (data["Options"]["Uid"], data["Options"]["Gid"]) == ("NONE", "NONE")  # files belong to the writer access point's user
     assert marker["Options"]["PreserveDeletedFiles"] == "PRESERVE"  # the marker copy deletes nothing
     efs = [params for name, params in aws.calls if name == "CreateLocationEfs"][0]
     # through the writer access point, whose root is efs.root: the version is /envs/<hash> for DataSync, never /hoist/envs/<hash>
