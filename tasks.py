@@ -168,10 +168,11 @@ def efs_gc(c, config=None, keep=None, protect="", method=None, yes=False, dry_ru
             from deploy.stage import clients as deploy_clients
             from deploy.stage import has_credentials
 
-            if not has_credentials(cfg.deploy.region):
+            if has_credentials(cfg.deploy.region):
+                s3 = deploy_clients(cfg.deploy).s3
+            elif not protect:
                 raise Exit("error: efs-gc needs AWS credentials to read the deploy record in the artifact bucket (what is live); "
                            "set AWS_PROFILE, or pass --protect with the live versions", code=1)
-            s3 = deploy_clients(cfg.deploy).s3
         deployed = protected_versions(cfg, s3)
         plan, remote = stage.gc_plan(cfg, int(keep) if keep else None, {p.strip() for p in protect.split(",") if p.strip()} | deployed, method)
         for v in plan.keep:
