@@ -340,3 +340,18 @@ def test_bastion_as_a_non_root_writer_through_its_access_point_and_the_function_
         wrote = _as_uid(FUNCTION_UID, attempt)
         assert wrote.returncode != 0 and "Permission denied" in wrote.stderr, attempt
     assert verify(remote, plan) == []  # the version is as it was written
+
+
+def test_efs_gc_reads_what_is_live_or_refuses_without_credentials(project, wheelhouse, tmp_path):
+    """The record of a CI release lives in the artifact bucket: without credentials efs-gc cannot know what is live."""
+    from tests.deploy_support import DEPLOY
+
+    write_pipeline(project, wheelhouse)
+    (project / "pipeline.toml").write_text((project / "pipeline.toml").read_text() + DEPLOY)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update({"AWS_CONFIG_FILE": str(tmp_path / "none"), "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"), "AWS_EC2_METADATA_DISABLED": "true"})
+    base = [sys.executable, "-m", "invoke", "-r", str(REPO), "efs-gc", "--config", str(project / "pipeline.toml"), "--dry-run"]
+    refused = subprocess.run(base, capture_output=True, text=True, env=env, check=False)
+    assert refused.returncode == 1 and "needs AWS credentials" in refused.stderr and "--protect" in refused.stderr
+    named = subprocess.run([*base, "--protect", "0123456789ab"], capture_output=True, text=True, env=env, check=False)
+    assert named.returncode == 0 and "nothing to remove" in named.stdout, named.stderr
