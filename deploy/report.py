@@ -60,7 +60,7 @@ def print_plan(console: Console, plan: DeployPlan) -> None:
         console.print(f"[yellow]warning:[/] {escape(w)}")
     console.print(f"  template: {plan.template_path}")
     if plan.unchecked:
-        console.print("[yellow]not checked offline[/] (no AWS credentials):")
+        console.print("[yellow]not checked offline[/] (no AWS credentials):" if cs.change_set_type == "offline" else "[yellow]not checked[/]:")
         for item in plan.unchecked:
             console.print(f"  - {escape(item)}")
 
