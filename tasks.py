@@ -112,6 +112,7 @@ def validate(c, config=None, target=None, tree=None, runtime=None, arch=None, la
 def sync_efs(c, config=None, target=None, method=None, dry_run=False):
     """Put the built EFS tree on EFS as a new immutable, verified version."""
     from sync import stage
+    from sync.shell import SyncInterrupted
 
     try:
         cfg = _load(config)
@@ -130,6 +131,8 @@ def sync_efs(c, config=None, target=None, method=None, dry_run=False):
         if dry_run or plan.action == "up-to-date":
             return
         result = stage.apply(plan, remote, cfg, on_line=_progress_line)
+    except SyncInterrupted as err:
+        raise Exit(f"error: {err}", code=128 + err.signum) from None
     except PipelineError as err:
         _fail(err)
     console.print(f"published {plan.dest}: {result.bytes_sent / 1e6:,.2f} MB sent in {result.seconds:.1f} s, verified against the manifest"
@@ -146,7 +149,7 @@ def _progress_line(line: str):
     help={
         "config": CONFIG_HELP,
         "keep": "newest complete versions to keep (default: sync.keep)",
-        "protect": "comma-separated version hashes (or prefixes) to keep; the last deploys' versions (dist/deploy.json) are always kept",
+        "protect": "comma-separated version hashes (or prefixes) to keep; the last deploys' versions (dist/deploy.json and the bucket's record) are always kept",
         "method": "local or bastion (default: sync.method)",
         "yes": "remove without asking",
         "dry_run": "show what would be removed, remove nothing",
@@ -160,7 +163,17 @@ def efs_gc(c, config=None, keep=None, protect="", method=None, yes=False, dry_ru
         cfg = _load(config)
         from deploy.stage import protected_versions
 
-        deployed = protected_versions(cfg)
+        s3 = None
+        if cfg.deploy is not None:  # the record a CI release left in the artifact bucket protects its versions too
+            from deploy.stage import clients as deploy_clients
+            from deploy.stage import has_credentials
+
+            if has_credentials(cfg.deploy.region):
+                s3 = deploy_clients(cfg.deploy).s3
+            elif not protect:
+                raise Exit("error: efs-gc needs AWS credentials to read the deploy record in the artifact bucket (what is live); "
+                           "set AWS_PROFILE, or pass --protect with the live versions", code=1)
+        deployed = protected_versions(cfg, s3)
         plan, remote = stage.gc_plan(cfg, int(keep) if keep else None, {p.strip() for p in protect.split(",") if p.strip()} | deployed, method)
         for v in plan.keep:
             console.print(f"  keep    {v.name[:16]} {'complete' if v.complete else 'being written'}")
@@ -198,29 +211,34 @@ def _with_aws(config):
     help={
         "config": CONFIG_HELP,
         "target": TARGET_HELP,
-        "dry_run": "build, check and show the plan (uploads, EFS sync, stack changes); change nothing",
+        "dry_run": "build, validate, render, lint and show the plan (uploads, EFS sync, stack changes); change nothing. Works without AWS credentials",
         "yes": "apply without asking (CI)",
-        "storage_only": "create or update only the security groups, file system, mount targets, access point and endpoints (first deploy)",
+        "storage_only": "create or update only the security groups, file system, mount targets, access points, sync role and endpoints (first deploy)",
         "no_smoke": "skip the smoke test of the deployed API",
+        "sync_method": "local, bastion or datasync (default: sync.method); GitHub-hosted runners use datasync",
     }
 )
-def deploy(c, config=None, target=None, dry_run=False, yes=False, storage_only=False, no_smoke=False):
-    """Upload, sync EFS, plan a CloudFormation change set, apply it, smoke-test the API."""
+def deploy(c, config=None, target=None, dry_run=False, yes=False, storage_only=False, no_smoke=False, sync_method=None):
+    """Plan (build, validate, change set), confirm, then upload, sync EFS, apply and smoke-test."""
+    from deploy import stage
     from deploy.report import ConsoleProgress, print_plan, print_result
     from deploy.stage import Deployer
 
     try:
-        cfg, clients = _with_aws(config)
-        deployer = Deployer(cfg, target, clients, ConsoleProgress(console))
+        cfg = _load(config)
+        dcfg = stage.deploy_config(cfg)
+        # no credentials: a dry run still builds, renders and lints; a real deploy stops with what to do
+        clients = stage.clients(dcfg) if stage.has_credentials(dcfg.region) else None
+        deployer = Deployer(cfg, target, clients, ConsoleProgress(console), sync_method=sync_method)
         plan = deployer.plan(storage_only=storage_only, dry_run=dry_run)
         print_plan(console, plan)
         if dry_run:
             deployer.discard(plan)
-            console.print("dry run: the change set was discarded; nothing uploaded, synced or changed")
+            console.print("dry run: nothing uploaded, synced or changed" + ("; the change set was discarded" if clients else ""))
             return
-        if not plan.change_set.empty:
+        if plan.has_work:
             try:
-                _confirm(f"apply {len(plan.change_set.changes)} change(s) to stack {plan.stack_name}?", yes)
+                _confirm(f"upload, sync and apply {len(plan.change_set.changes)} change(s) to stack {plan.stack_name}?", yes)
             except Exit:
                 deployer.discard(plan)
                 raise
@@ -229,7 +247,7 @@ def deploy(c, config=None, target=None, dry_run=False, yes=False, storage_only=F
         _fail(err)
     print_result(console, result)
     if storage_only:
-        console.print("storage is in place: mount the file system where sync reaches it (README, Deploy), then `invoke deploy`")
+        console.print("storage is in place: set up the writers (README, First deploy on AWS), then `invoke deploy`")
     if not result.ok:
         raise Exit("error: the smoke test failed" + (f"; alias live is back on version {result.rolled_back_to}" if result.rolled_back_to else ""), code=1)
 

@@ -29,7 +29,7 @@ class Upload:
     key: str
     sha256: str
     bytes: int
-    present: bool  # already in the bucket under this key
+    present: bool | None  # already in the bucket under this key; None: not checked (a dry run without AWS)
 
 
 @dataclass(frozen=True)
@@ -60,9 +60,11 @@ def model_files(model_dir: Path) -> list[tuple[str, Path, str]]:
 
 
 def plan_artifacts(s3, bucket: str, prefix: str, function_zip: tuple[Path, str], layer_zip: tuple[Path, str] | None, model_dir: Path) -> ArtifactPlan:
-    """What goes where; reads the bucket (HeadBucket, HeadObject), changes nothing."""
+    """What goes where; reads the bucket (HeadBucket, HeadObject), changes nothing. With ``s3`` None
+    (no AWS credentials) nothing is read and every upload's presence is unknown."""
     # HeadBucket first: HeadObject answers a bare 404 for a missing bucket, and 301 names another region
-    aws.call(s3, "head_bucket", error=DeployError, errors=ERRORS, Bucket=bucket)
+    if s3 is not None:
+        aws.call(s3, "head_bucket", error=DeployError, errors=ERRORS, Bucket=bucket)
     wanted = [("function.zip", function_zip[0], f"{prefix}/artifacts/{function_zip[1]}.zip", function_zip[1])]
     if layer_zip:
         wanted.append(("layer.zip", layer_zip[0], f"{prefix}/artifacts/{layer_zip[1]}.zip", layer_zip[1]))
@@ -74,8 +76,11 @@ def plan_artifacts(s3, bucket: str, prefix: str, function_zip: tuple[Path, str],
     for name, path, key, digest in wanted:
         if not path.is_file():
             raise DeployError(f"{path} does not exist", where=name, fix="run `invoke build`")
-        head = aws.call(s3, "head_object", error=DeployError, errors=ERRORS, absent=("404", "NoSuchKey"), Bucket=bucket, Key=key)
-        uploads.append(Upload(name=name, path=path, key=key, sha256=digest, bytes=path.stat().st_size, present=head is not None))
+        if s3 is None:
+            present = None
+        else:
+            present = aws.call(s3, "head_object", error=DeployError, errors=ERRORS, absent=("404", "NoSuchKey"), Bucket=bucket, Key=key) is not None
+        uploads.append(Upload(name=name, path=path, key=key, sha256=digest, bytes=path.stat().st_size, present=present))
     return ArtifactPlan(bucket=bucket, function_key=wanted[0][2], layer_key=wanted[1][2] if layer_zip else None, model_prefix=model_prefix, uploads=tuple(uploads))
 
 

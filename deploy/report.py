@@ -23,7 +23,7 @@ class ConsoleProgress(BuildConsoleProgress, Progress):
         status = ev.get("ResourceStatus", "")
         style = "red" if "FAILED" in status or "ROLLBACK" in status else "green" if status.endswith("_COMPLETE") else "dim"
         when = ev.get("Timestamp")
-        stamp = when.strftime("%H:%M:%S") if hasattr(when, "strftime") else ""
+        stamp = when.strftime("%H:%M:%S") if when is not None and hasattr(when, "strftime") else ""
         reason = f"  {ev['ResourceStatusReason']}" if ev.get("ResourceStatusReason") and style != "green" else ""
         self.console.print(f"    {stamp} [{style}]{escape(status):<28}[/] {escape(ev.get('LogicalResourceId', ''))} ({escape(ev.get('ResourceType', ''))}){escape(reason)}")
 
@@ -31,14 +31,21 @@ class ConsoleProgress(BuildConsoleProgress, Progress):
 def print_plan(console: Console, plan: DeployPlan) -> None:
     if plan.artifacts:
         for u in plan.artifacts.uploads:
-            state = "in the bucket" if u.present else ("uploaded" if u.name in plan.uploaded else "to upload")
+            state = "in the bucket" if u.present else ("uploaded" if u.name in plan.uploaded else "to upload" if u.present is False else "to upload (bucket not checked)")
             console.print(f"  {u.name:<22} {human(u.bytes):>9}  s3://{plan.artifacts.bucket}/{u.key}  [dim]{state}[/]")
     if plan.sync:
         s = plan.sync
         verb = "synced" if s.done else ("up to date" if s.action == "up-to-date" else f"to sync ({s.action})")
         console.print(f"  EFS version {s.version[:16]}  {s.files:,} files, {human(s.bytes)} via {s.method} -> {escape(s.where)}  [dim]{verb}[/]")
     cs = plan.change_set
-    if cs.empty:
+    if cs.change_set_type == "offline":
+        import json
+
+        table = Table("resource", "type", title=f"template for stack {plan.stack_name}: rendered and linted; no change set (no AWS credentials)", title_justify="left")
+        for logical, resource in sorted(json.loads(plan.template_path.read_text())["Resources"].items()):
+            table.add_row(logical, resource["Type"])
+        console.print(table)
+    elif cs.empty:
         console.print(f"[bold]plan[/] for stack {plan.stack_name}: no changes")
     else:
         table = Table("action", "resource", "type", "replacement", "changes", title=f"plan for stack {plan.stack_name} ({cs.change_set_type})", title_justify="left")
@@ -52,6 +59,10 @@ def print_plan(console: Console, plan: DeployPlan) -> None:
     for w in plan.warnings:
         console.print(f"[yellow]warning:[/] {escape(w)}")
     console.print(f"  template: {plan.template_path}")
+    if plan.unchecked:
+        console.print("[yellow]not checked offline[/] (no AWS credentials):" if cs.change_set_type == "offline" else "[yellow]not checked[/]:")
+        for item in plan.unchecked:
+            console.print(f"  - {escape(item)}")
 
 
 def print_result(console: Console, result: DeployResult) -> None:

@@ -39,7 +39,8 @@ def _request(url: str, data: bytes | None, content_type: str | None, timeout_s: 
 
 
 def _retrying(url: str, data: bytes | None, content_type: str | None, attempts: int, timeout_s: float, on_line) -> tuple[int, dict | str]:
-    delay, status, body = 2.0, 0, ""
+    delay, status = 2.0, 0
+    body: dict | str = ""
     for attempt in range(1, attempts + 1):
         try:
             status, body = _request(url, data, content_type, timeout_s)

@@ -175,7 +175,7 @@ def _wait(cfn, name: str, since_event: str | None, on_event, poll_s: float, time
 
 def _new_events(cfn, name: str, seen: str | None) -> list[dict]:
     """Events newer than ``seen``, newest first (the order AWS returns them)."""
-    events = []
+    events: list[dict] = []
     for page in _event_pages(cfn, name):
         for ev in page:
             if ev["EventId"] == seen:

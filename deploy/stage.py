@@ -1,20 +1,24 @@
 """What `invoke deploy`, `invoke rollback` and `invoke teardown` call.
 
-``Deployer.plan`` reads like the recipe (docs/design.md, "Deploy"):
+Plan, confirm, apply (docs/design.md, "Deploy"). ``Deployer.plan`` changes
+nothing remote except creating the change set:
 
 1. build the target (a no-op when the locks and inputs are unchanged) and run
    validate's static checks on it;
-2. plan the content-addressed uploads (handler zip, layer zip, model) and
-   upload what the bucket lacks;
-3. sync the EFS tree as an immutable version (sync stage, configured method);
-4. render the template, lint it (cfn-lint + Hoist's rules), and create a change
-   set against the stack's current state.
+2. read which content-addressed artifacts (handler zip, layer zip, model) the
+   bucket lacks, and plan the EFS sync (which version, what is there already);
+3. read the subnets' Availability Zones (one mount target per zone), render
+   the template, lint it (cfn-lint + Hoist's rules), and create a change set
+   against the stack's current state.
 
-With ``dry_run`` steps 2 and 3 only report what they would do, and the change
-set is discarded after it is shown. ``Deployer.apply`` executes the change set,
-streams stack events, smoke-tests the API and, when that fails, points the
-alias back to the version that was live before. Every AWS client is passed in
-(``Clients``), so tests swap in stubs or moto's server.
+``Deployer.apply`` runs after the user confirmed (or ``--yes``): it uploads
+what is missing, syncs the EFS version, executes the change set, streams
+stack events, smoke-tests the API and, when that fails, points the alias back
+to the version that was live before; it records what is live in
+``dist/deploy.json`` and in the artifact bucket. A dry run without AWS
+credentials (``clients_`` None) still builds, validates, renders and lints;
+what it could not check is listed in the plan (``unchecked``). Every AWS
+client is passed in (``Clients``), so tests swap in stubs or moto's server.
 """
 from __future__ import annotations
 
@@ -23,31 +27,43 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from builder.build import Progress as BuildProgress
 from pipeline import aws
 from pipeline.config import Config, DeployConfig
 from pipeline.errors import DeployError
 
-from . import alias, artifacts, lint, stack
+from . import alias, artifacts, lint, network, stack
 from .smoke import SmokeResult, smoke
+from .stack import StackState
 from .template import Release, dumps, render
 
 DEPLOY_JSON_VERSION = 1
 HISTORY = 5  # EFS versions of the last deploys, protected from efs-gc
+RECORD_NAME = "deploy.json"  # dist/deploy.json and s3://<artifact_bucket>/<artifact_prefix>/deploy.json
 
 
 @dataclass(frozen=True)
 class Clients:
-    s3: object
-    cloudformation: object
-    lambda_: object
-    efs: object
+    s3: Any
+    cloudformation: Any
+    lambda_: Any
+    efs: Any
+    ec2: Any = None
 
 
 def clients(dcfg: DeployConfig) -> Clients:
     sess = aws.session(dcfg.region)
-    return Clients(*(aws.client(sess, s) for s in ("s3", "cloudformation", "lambda", "efs")))
+    return Clients(*(aws.client(sess, s) for s in ("s3", "cloudformation", "lambda", "efs", "ec2")))
+
+
+def has_credentials(region: str) -> bool:
+    """Whether boto3 finds credentials (environment, profile, SSO, instance role); nothing is called."""
+    try:
+        return aws.session(region).get_credentials() is not None
+    except Exception:  # a broken profile is "no credentials" for a dry run; a real deploy reports it on its first call
+        return False
 
 
 class Progress(BuildProgress):
@@ -61,7 +77,7 @@ class Progress(BuildProgress):
 class SyncSummary:
     method: str
     version: str
-    action: str  # up-to-date | transfer | resume | (datasync's actions)
+    action: str  # up-to-date | transfer | resume | unknown (not checked offline)
     files: int
     bytes: int
     where: str
@@ -83,6 +99,14 @@ class DeployPlan:
     change_set: stack.ChangeSetPlan
     template_path: Path
     warnings: tuple[str, ...] = ()
+    unchecked: tuple[str, ...] = ()  # what a dry run without AWS could not check
+    sync_job: tuple[Any, Any] | None = field(default=None, repr=False, compare=False)  # (sync plan, its transport) for apply
+
+    @property
+    def has_work(self) -> bool:
+        """Anything to do on apply: stack changes, missing uploads or an EFS version to sync."""
+        return (not self.change_set.empty or bool(self.artifacts and self.artifacts.missing)
+                or bool(self.sync and self.sync.action != "up-to-date"))
 
 
 @dataclass(frozen=True)
@@ -106,8 +130,12 @@ def deploy_config(config: Config) -> DeployConfig:
     return config.deploy
 
 
+OFFLINE = "offline"
+
+
 class Deployer:
-    def __init__(self, config: Config, target_name: str | None, clients_: Clients, progress: Progress | None = None, *, poll_s: float = 5.0):
+    def __init__(self, config: Config, target_name: str | None, clients_: Clients | None, progress: Progress | None = None, *, poll_s: float = 5.0,
+                 sync_method: str | None = None):
         self.config = config
         self.dcfg = deploy_config(config)
         self.tcfg = config.target(target_name)
@@ -116,40 +144,72 @@ class Deployer:
         self.aws = clients_
         self.progress = progress or Progress()
         self.poll_s = poll_s
+        assert config.sync is not None
+        self.sync_method = sync_method or config.sync.method
 
-    # -- plan ------------------------------------------------------------
+    @property
+    def offline(self) -> bool:
+        return self.aws is None
+
+    def _clients(self) -> Clients:
+        if self.aws is None:
+            raise DeployError("no AWS credentials were found", where="deploy", fix="set AWS_PROFILE (or run aws sso login / configure-aws-credentials), or preview with --dry-run")
+        return self.aws
+
+    # -- plan: reads, renders, lints, creates the change set; nothing else changes ---------------
     def plan(self, *, storage_only: bool = False, dry_run: bool = False) -> DeployPlan:
-        state = stack.describe(self.aws.cloudformation, self.dcfg.stack_name)
-        stack.change_set_type(state)  # a blocked stack fails here, before any work
+        if self.offline and not dry_run:
+            self._clients()
+        unchecked: list[str] = []
+        if self.aws is None:
+            state = stack.StackState(name=self.dcfg.stack_name, status=None)
+            unchecked.append(f"the state of stack {self.dcfg.stack_name} and its change set (CloudFormation)")
+        else:
+            state = stack.describe(self.aws.cloudformation, self.dcfg.stack_name)
+            stack.change_set_type(state)  # a blocked stack fails here, before any work
         target_dir = self.config.build.output / self.tcfg.target.name
         target_dir.mkdir(parents=True, exist_ok=True)
         template_path = target_dir / ("template-storage.json" if storage_only else "template.json")
-        if storage_only:
-            template = render(self.config, None, storage_only=True)
-            return self._change_set(state, template, template_path, storage_only=True, dry_run=dry_run, release=None, plan_=None, uploaded=(), sync=None, live=None)
-        if self.dcfg.creates_file_system and "FileSystemId" not in state.outputs:
+        if storage_only and ("FunctionName" in state.outputs or "ApiUrl" in state.outputs):
             raise DeployError(
-                f"stack {self.dcfg.stack_name} creates the EFS file system, and it does not exist yet: there is nowhere to sync the tree",
-                where=f"stack {self.dcfg.stack_name}",
-                fix="run `invoke deploy --storage-only` first, mount the new file system where sync reaches it "
-                    "(sync.bastion.efs_path, or sync.datasync.file_system_arn), then `invoke deploy`; or set deploy.file_system_id/access_point_id",
-            )
+                f"stack {self.dcfg.stack_name} holds the function and the API: a storage-only template would remove them",
+                where=f"stack {self.dcfg.stack_name}", fix="run `invoke deploy` (the full template keeps the storage as it is)")
+        zones = self._zones(unchecked)
+        if storage_only:
+            template = render(self.config, None, storage_only=True, zones=zones)
+            return self._change_set(state, template, template_path, storage_only=True, dry_run=dry_run, release=None, plan_=None, sync=None,
+                                    live=None, unchecked=tuple(unchecked))
+        fs_missing = self.dcfg.creates_file_system and "FileSystemId" not in state.outputs
+        if fs_missing and not dry_run:
+            raise DeployError(f"stack {self.dcfg.stack_name} creates the EFS file system, and it does not exist yet: there is nowhere to sync the tree",
+                              where=f"stack {self.dcfg.stack_name}",
+                              fix="run `invoke deploy --storage-only` first, set up the writers (README, First deploy on AWS), then `invoke deploy`; "
+                                  "or set deploy.file_system_id/access_point_id")
+        if fs_missing:
+            unchecked.append("the EFS side: the stack's file system does not exist yet" + (" (or could not be read offline)" if self.offline else "")
+                             + ", so the sync is not planned; `invoke deploy --storage-only` creates it")
         build_doc = self._build_and_validate()
-        plan_ = self._artifacts(build_doc)
-        uploaded = ()
-        if not dry_run:
-            self.progress.step(f"uploading {len(plan_.missing)} of {len(plan_.uploads)} artifacts to s3://{plan_.bucket}")
-            uploaded = tuple(u.name for u in artifacts.upload(self.aws.s3, plan_, on_line=self.progress.line))
-        sync = self._sync(dry_run)
+        plan_ = self._artifacts(build_doc, unchecked)
+        sync, job = self._plan_sync(unchecked, reach=not fs_missing)
         target = self.tcfg.target
-        release = Release(runtime=target.runtime, arch=target.arch, function_key=plan_.function_key, layer_key=plan_.layer_key,
+        release = Release(runtime=target.runtime or "", arch=target.arch or "", function_key=plan_.function_key, layer_key=plan_.layer_key,
                           efs_version=build_doc["sets"]["efs"]["content_hash"], model_prefix=plan_.model_prefix)
-        live = alias.current(self.aws.lambda_, self.config.function.name) if state.exists else None
-        template = render(self.config, release)
-        return self._change_set(state, template, template_path, storage_only=False, dry_run=dry_run, release=release, plan_=plan_,
-                                uploaded=uploaded, sync=sync, live=live, warnings=tuple(build_doc.get("warnings", ())))
+        live = alias.current(self.aws.lambda_, self.config.function.name) if self.aws is not None and state.exists else None
+        template = render(self.config, release, zones=zones)
+        return self._change_set(state, template, template_path, storage_only=False, dry_run=dry_run, release=release, plan_=plan_, sync=sync, live=live,
+                                warnings=tuple(build_doc.get("warnings", ())), unchecked=tuple(unchecked), sync_job=job)
 
-    def _change_set(self, state, template, template_path, *, storage_only, dry_run, release, plan_, uploaded, sync, live, warnings=()) -> DeployPlan:
+    def _zones(self, unchecked: list[str]) -> dict[str, str] | None:
+        if not self.dcfg.creates_file_system:
+            return None
+        if self.aws is None or self.aws.ec2 is None:
+            unchecked.append("the subnets' Availability Zones (EC2 DescribeSubnets): one mount target per subnet was assumed; "
+                             "two subnets in one zone get one mount target")
+            return None
+        self.progress.step(f"reading the Availability Zones of {len(self.dcfg.subnet_ids)} subnet(s)")
+        return network.subnet_zones(self.aws.ec2, self.dcfg.subnet_ids, self.dcfg.region)
+
+    def _change_set(self, state, template, template_path, *, storage_only, dry_run, release, plan_, sync, live, warnings=(), unchecked=(), sync_job=None) -> DeployPlan:
         body = dumps(template)
         tmp = template_path.with_name(template_path.name + ".tmp")
         tmp.write_text(body)
@@ -157,11 +217,15 @@ class Deployer:
         self.progress.step(f"linting {template_path.name} (cfn-lint + deploy/lint_rules)")
         findings = lint.check(template, self.dcfg.region, str(template_path.relative_to(self.config.root)) if template_path.is_relative_to(self.config.root) else str(template_path))
         warnings = warnings + tuple(f"cfn-lint {f}" for f in findings)
-        self.progress.step(f"creating a change set for stack {self.dcfg.stack_name} ({stack.change_set_type(state)})")
-        cs = stack.plan(self.aws.cloudformation, state, body, description=f"hoist deploy of {self.tcfg.target.name}" + (f", efs {release.efs_version[:16]}" if release else ""),
-                        poll_s=min(self.poll_s, 2.0))
+        if self.aws is None:
+            cs = stack.ChangeSetPlan(stack=self.dcfg.stack_name, change_set_type=OFFLINE, change_set_id=None, changes=())
+        else:
+            self.progress.step(f"creating a change set for stack {self.dcfg.stack_name} ({stack.change_set_type(state)})")
+            cs = stack.plan(self.aws.cloudformation, state, body, description=f"hoist deploy of {self.tcfg.target.name}" + (f", efs {release.efs_version[:16]}" if release else ""),
+                            poll_s=min(self.poll_s, 2.0))
         return DeployPlan(target=self.tcfg.target.name, stack_name=self.dcfg.stack_name, storage_only=storage_only, dry_run=dry_run, release=release,
-                          artifacts=plan_, uploaded=uploaded, sync=sync, before=state, live_version=live, change_set=cs, template_path=template_path, warnings=warnings)
+                          artifacts=plan_, uploaded=(), sync=sync, before=state, live_version=live, change_set=cs, template_path=template_path,
+                          warnings=warnings, unchecked=tuple(unchecked), sync_job=sync_job)
 
     def _build_and_validate(self) -> dict:
         from builder.build import build
@@ -172,47 +236,73 @@ class Deployer:
         self.progress.step("validating the trees (static checks)")
         report = from_build(self.config, self.tcfg.target.name, smoke_level="none")
         if not report.ok:
-            raise DeployError("validation found errors:\n  " + "\n  ".join(f"{f.rule} {f.file or f.package or '-'}: {f.message}" for f in report.errors[:10]),
+            shown = [f"{f.rule} {f.file or f.package or '(tree)'}: {f.message}" for f in report.errors[:10]]
+            more = len(report.errors) - len(shown)
+            raise DeployError(f"validation found {len(report.errors)} error(s); nothing was uploaded, synced or changed:\n  " + "\n  ".join(shown)
+                              + (f"\n  ... and {more} more" if more > 0 else ""),
                               where=f"target {self.tcfg.target.name}", fix=f"run `invoke validate --target {self.tcfg.target.name}` for the report, fix it, deploy again")
         return json.loads(result.build_json.read_text())
 
-    def _artifacts(self, build_doc: dict) -> artifacts.ArtifactPlan:
+    def _artifacts(self, build_doc: dict, unchecked: list[str]) -> artifacts.ArtifactPlan:
         root = self.config.root
         arts = build_doc["artifacts"]
         fn = (root / arts["function_zip"]["path"], arts["function_zip"]["sha256"])
         layer = (root / arts["layer_zip"]["path"], arts["layer_zip"]["sha256"]) if "layer_zip" in arts else None
+        model_dir = self.dcfg.model_dir or self.config.root / "model" / "artifacts"  # config.load always sets it
+        if self.aws is None:
+            unchecked.append(f"which artifacts s3://{self.dcfg.artifact_bucket}/{self.dcfg.artifact_prefix}/ holds already (all are listed as to upload)")
+            return artifacts.plan_artifacts(None, self.dcfg.artifact_bucket, self.dcfg.artifact_prefix, fn, layer, model_dir)
         self.progress.step(f"checking artifacts in s3://{self.dcfg.artifact_bucket}/{self.dcfg.artifact_prefix}/")
-        return artifacts.plan_artifacts(self.aws.s3, self.dcfg.artifact_bucket, self.dcfg.artifact_prefix, fn, layer, self.dcfg.model_dir)
+        return artifacts.plan_artifacts(self.aws.s3, self.dcfg.artifact_bucket, self.dcfg.artifact_prefix, fn, layer, model_dir)
 
-    def _sync(self, dry_run: bool) -> SyncSummary:
+    def _plan_sync(self, unchecked: list[str], reach: bool = True) -> tuple[SyncSummary, tuple[Any, Any] | None]:
+        """What the sync will do (reads the EFS side or the staging bucket; writes nothing). ``reach`` False: the
+        file system does not exist yet, so only the version is named."""
         from sync import stage as sync_stage
 
-        method = self.config.sync.method
-        target = self.tcfg.target.name
+        method, target = self.sync_method, self.tcfg.target.name
+        if not reach or (self.offline and method != "local"):
+            _, manifest = sync_stage.built_tree(self.config, target)
+            doc = json.loads(manifest.read_text())
+            if reach:
+                unchecked.append(f"whether EFS version {doc['content_hash'][:16]} is on the file system already ({method} is not reached offline)")
+            why = "not reached offline" if reach else "no file system yet"
+            return SyncSummary(method, doc["content_hash"], "unknown", doc["totals"]["files"], doc["totals"]["bytes"], f"{method} ({why})"), None
         if method == "datasync":
             dplan, ds = sync_stage.datasync_plan(self.config, target)
-            summary = SyncSummary(method, dplan.version, dplan.action, len(dplan.upload) + len(dplan.copy), dplan.upload_bytes, dplan.where)
-            if not dry_run and dplan.action != "up-to-date":
-                self.progress.step(f"syncing EFS version {dplan.version[:16]} through DataSync")
-                sync_stage.datasync_apply(dplan, ds, self.config, on_line=self.progress.line)
-                summary = dataclasses.replace(summary, done=True)
-            return summary
+            return SyncSummary(method, dplan.version, dplan.action, len(dplan.upload) + len(dplan.copy), dplan.upload_bytes, dplan.where), (dplan, ds)
         splan, remote = sync_stage.plan(self.config, target, method)
-        summary = SyncSummary(method, splan.version, splan.action, splan.files, splan.bytes, f"{splan.where}:{splan.dest}")
-        if not dry_run and splan.action != "up-to-date":
-            self.progress.step(f"syncing EFS version {splan.version[:16]} ({splan.files:,} files) to {splan.where}")
-            sync_stage.apply(splan, remote, self.config, on_line=self.progress.line)
-            summary = dataclasses.replace(summary, done=True)
-        return summary
+        return SyncSummary(method, splan.version, splan.action, splan.files, splan.bytes, f"{splan.where}:{splan.dest}"), (splan, remote)
+
+    def _apply_sync(self, plan: DeployPlan) -> SyncSummary | None:
+        from sync import stage as sync_stage
+
+        if plan.sync is None or plan.sync_job is None or plan.sync.action == "up-to-date":
+            return plan.sync
+        job_plan, transport = plan.sync_job
+        self.progress.step(f"syncing EFS version {plan.sync.version[:16]} ({plan.sync.files:,} files) via {plan.sync.method} to {plan.sync.where}")
+        if plan.sync.method == "datasync":
+            sync_stage.datasync_apply(job_plan, transport, self.config, on_line=self.progress.line)
+        else:
+            sync_stage.apply(job_plan, transport, self.config, on_line=self.progress.line)
+        return dataclasses.replace(plan.sync, done=True)
 
     def discard(self, plan: DeployPlan) -> None:
-        stack.discard(self.aws.cloudformation, plan.change_set)
+        if self.aws is not None:
+            stack.discard(self.aws.cloudformation, plan.change_set)
 
-    # -- apply -----------------------------------------------------------
+    # -- apply: after the user confirmed ------------------------------------------------------
     def apply(self, plan: DeployPlan, *, smoke_test: bool = True) -> DeployResult:
         if plan.dry_run:
             raise DeployError("a dry-run plan cannot be applied", where="deploy", fix="plan again without --dry-run")
-        cfn, lam = self.aws.cloudformation, self.aws.lambda_
+        c = self._clients()
+        cfn, lam = c.cloudformation, c.lambda_
+        if plan.artifacts and plan.artifacts.missing:
+            self.progress.step(f"uploading {len(plan.artifacts.missing)} of {len(plan.artifacts.uploads)} artifacts to s3://{plan.artifacts.bucket}")
+            uploaded = tuple(u.name for u in artifacts.upload(c.s3, plan.artifacts, on_line=self.progress.line))
+            plan = dataclasses.replace(plan, uploaded=uploaded)
+        # the version is on EFS, verified and marked, before the function points at it
+        plan = dataclasses.replace(plan, sync=self._apply_sync(plan))
         if plan.change_set.empty:
             self.progress.step(f"stack {plan.stack_name}: no changes")
         else:
@@ -230,6 +320,7 @@ class Deployer:
         rolled_back = None
         if smoke_test:
             self.progress.step(f"smoke test: {state.outputs.get('ApiUrl')}")
+            assert self.dcfg.smoke_image is not None  # config.load always sets it
             result = smoke(state.outputs["ApiUrl"], self.dcfg.smoke_image, self.dcfg.smoke_expect, on_line=self.progress.line)
             if not result.ok and plan.live_version and plan.live_version != stack_version:
                 self.progress.step(f"smoke test failed: pointing {alias.ALIAS} back to version {plan.live_version}")
@@ -239,10 +330,14 @@ class Deployer:
         return DeployResult(plan=plan, state=state, smoke=result, rolled_back_to=rolled_back, record=record, notes=tuple(notes))
 
     def _record(self, plan: DeployPlan, state: stack.StackState, result: SmokeResult | None, rolled_back: str | None) -> Path:
-        """dist/deploy.json: what is live, for CI, rollback and efs-gc (which keeps these versions)."""
-        path = self.config.build.output / "deploy.json"
-        old = json.loads(path.read_text()) if path.is_file() else {}
-        history = [plan.release.efs_version] + [v for v in old.get("efs_history", []) if v != plan.release.efs_version]
+        """What is live, for CI, rollback and efs-gc (which keeps these versions): dist/deploy.json, and the same
+        document in the artifact bucket, so a CI run (whose dist/ is gone) and the bastion read the same history."""
+        assert plan.release is not None and self.aws is not None
+        path = self.config.build.output / RECORD_NAME
+        old_local = json.loads(path.read_text()) if path.is_file() else {}
+        old_remote = read_remote_record(self.dcfg, self.aws.s3) or {}
+        earlier = [*old_remote.get("efs_history", []), *old_local.get("efs_history", [])]
+        history = [plan.release.efs_version] + [v for i, v in enumerate(earlier) if v != plan.release.efs_version and v not in earlier[:i]]
         doc = {
             "version": DEPLOY_JSON_VERSION,
             "stack": plan.stack_name,
@@ -257,18 +352,34 @@ class Deployer:
             "rolled_back_to": rolled_back,
             "efs_history": history[:HISTORY],
         }
+        body = json.dumps(doc, indent=1, sort_keys=True) + "\n"
         tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
+        tmp.write_text(body)
         tmp.replace(path)
+        aws.call(self.aws.s3, "put_object", error=DeployError, errors=artifacts.ERRORS, Bucket=self.dcfg.artifact_bucket, Key=record_key(self.dcfg),
+                 Body=body.encode(), ContentType="application/json")
         return path
 
 
-def protected_versions(config: Config) -> set[str]:
-    """EFS versions the recent deploys use (dist/deploy.json): efs-gc keeps them."""
-    path = config.build.output / "deploy.json"
-    if not path.is_file():
-        return set()
-    return set(json.loads(path.read_text()).get("efs_history", []))
+def record_key(dcfg: DeployConfig) -> str:
+    return f"{dcfg.artifact_prefix}/{RECORD_NAME}"
+
+
+def read_remote_record(dcfg: DeployConfig, s3) -> dict | None:
+    """The record in the artifact bucket; None when there is none yet."""
+    got = aws.call(s3, "get_object", error=DeployError, errors=artifacts.ERRORS, absent=("NoSuchKey", "404"), Bucket=dcfg.artifact_bucket, Key=record_key(dcfg))
+    return None if got is None else json.loads(got["Body"].read())
+
+
+def protected_versions(config: Config, s3=None) -> set[str]:
+    """EFS versions the recent deploys use: efs-gc keeps them. Read from dist/deploy.json and, given an S3
+    client, from the record in the artifact bucket (what a CI release wrote); a bucket that cannot be read
+    is an error, never "nothing is protected"."""
+    path = config.build.output / RECORD_NAME
+    found = set(json.loads(path.read_text()).get("efs_history", [])) if path.is_file() else set()
+    if s3 is not None and config.deploy is not None:
+        found |= set((read_remote_record(config.deploy, s3) or {}).get("efs_history", []))
+    return found
 
 
 # -- rollback and teardown -------------------------------------------------
@@ -288,7 +399,7 @@ def apply_rollback(config: Config, clients_: Clients, move: alias.AliasMove) -> 
 @dataclass(frozen=True)
 class TeardownPlan:
     stack: str
-    state: stack.StackState
+    state: StackState
     removed: tuple[tuple[str, str, str], ...]  # (logical id, type, physical id)
     retained: tuple[tuple[str, str, str], ...]
     delete_data: bool
@@ -312,17 +423,32 @@ def plan_teardown(config: Config, clients_: Clients, delete_data: bool = False) 
     return TeardownPlan(stack=dcfg.stack_name, state=state, removed=removed, retained=retained, delete_data=delete_data, file_system_id=fs)
 
 
+def layer_name(config: Config) -> str:
+    return f"{config.function.name}-deps"  # deploy/template.py names the layer so
+
+
+def layer_versions(lam, name: str) -> list[str]:
+    """Every version ARN of the stack's layer (paginated); none when the layer does not exist."""
+    out, marker = [], None
+    while True:
+        page = aws.call(lam, "list_layer_versions", error=DeployError, LayerName=name, **({"Marker": marker} if marker else {}))
+        out += [v["LayerVersionArn"] for v in page.get("LayerVersions", [])]
+        marker = page.get("NextMarker")
+        if not marker:
+            return out
+
+
 def apply_teardown(config: Config, clients_: Clients, plan: TeardownPlan, progress: Progress | None = None, poll_s: float = 5.0) -> list[str]:
     """Delete the stack; then the layer versions it retained, and with delete_data the file system."""
     progress = progress or Progress()
     progress.step(f"deleting stack {plan.stack}")
     stack.delete(clients_.cloudformation, plan.stack, on_event=progress.event, poll_s=poll_s)
     done = [f"stack {plan.stack}"]
-    for logical, kind, physical in plan.retained:
-        if kind == "AWS::Lambda::LayerVersion" and physical:
-            name, _, number = physical.rpartition(":")
-            aws.call(clients_.lambda_, "delete_layer_version", error=DeployError, LayerName=name, VersionNumber=int(number))
-            done.append(f"layer version {physical}")
+    # every release retained its layer version (rollbacks need them), not only the one the stack lists now
+    for arn in layer_versions(clients_.lambda_, layer_name(config)):
+        name, _, number = arn.rpartition(":")
+        aws.call(clients_.lambda_, "delete_layer_version", error=DeployError, LayerName=name, VersionNumber=int(number))
+        done.append(f"layer version {arn}")
     if plan.delete_data and plan.file_system_id:
         done += _delete_file_system(clients_.efs, plan.file_system_id, progress, poll_s)
     return done

@@ -19,6 +19,7 @@ import json
 from dataclasses import dataclass
 
 from pipeline.config import Config, DeployConfig
+from pipeline.layout import version_dir
 
 ALIAS = "live"
 # Lambda: the managed policy for ENIs in the VPC and CloudWatch Logs (lambda-facts.md, "EFS for Lambda")
@@ -37,8 +38,10 @@ class Release:
     efs_version: str  # content hash of the EFS tree (envs/<hash> on the file system)
     model_prefix: str  # S3 prefix of the model artifacts (<prefix>/models/<hash>/)
 
-    def fingerprint(self, extra: dict) -> str:
-        doc = {**self.__dict__, **extra}
+    def fingerprint(self, resources: dict) -> str:
+        """A hash of the release and of every property of the given resources (the function's and its layer's):
+        any change that updates $LATEST (environment, VPC, memory, layer...) also publishes a new version."""
+        doc = {**self.__dict__, "resources": resources}
         return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -54,14 +57,74 @@ def att(name: str, attr: str) -> dict:
     return {"Fn::GetAtt": [name, attr]}
 
 
-def mount_target_ids(dcfg: DeployConfig) -> list[str]:
-    return [f"MountTarget{i}" for i in range(len(dcfg.subnet_ids))] if dcfg.creates_file_system else []
+def _zone_id(zone: str) -> str:
+    return "MountTarget" + "".join(part.capitalize() for part in zone.replace("_", "-").split("-"))
 
 
-def _storage(config: Config, dcfg: DeployConfig) -> tuple[dict, dict, dict, dict]:
-    """Security groups, file system, mount targets, access point, endpoints; and the
-    file system id/ARN and access point ARN as template expressions."""
+def mount_targets(dcfg: DeployConfig, zones: dict[str, str] | None) -> dict[str, str]:
+    """logical id -> subnet: one mount target per Availability Zone (EFS allows no more).
+
+    ``zones`` maps each subnet to its zone (EC2 DescribeSubnets, read at plan
+    time); None (a dry run without AWS) assumes every subnet is in its own zone."""
+    if not dcfg.creates_file_system:
+        return {}
+    if zones is None:
+        return {f"MountTarget{i}": subnet for i, subnet in enumerate(dcfg.subnet_ids)}
+    chosen: dict[str, str] = {}
+    for subnet in dcfg.subnet_ids:  # the first subnet listed in a zone gets its mount target
+        chosen.setdefault(_zone_id(zones[subnet]), subnet)
+    return chosen
+
+
+def mount_target_ids(dcfg: DeployConfig, zones: dict[str, str] | None = None) -> list[str]:
+    return list(mount_targets(dcfg, zones))
+
+
+def _nfs_rule(kind: str, group, other_key: str, other, description: str) -> dict:
+    return {"Type": f"AWS::EC2::SecurityGroup{kind}",
+            "Properties": {"GroupId": group, "IpProtocol": "tcp", "FromPort": NFS_PORT, "ToPort": NFS_PORT, other_key: other, "Description": description}}
+
+
+def _access_point(config: Config, dcfg: DeployConfig, uid: int, gid: int, name: str) -> dict:
+    return {
+        "Type": "AWS::EFS::AccessPoint",
+        "Properties": {
+            "FileSystemId": ref("FileSystem"),
+            "PosixUser": {"Uid": str(uid), "Gid": str(gid)},
+            # both access points share the root and its CreationInfo: whichever mounts first creates it owned by the
+            # writer, mode 755, so the function (another uid) reads and never writes (lambda-facts.md, "EFS for Lambda")
+            "RootDirectory": {"Path": config.efs.root,
+                              "CreationInfo": {"OwnerUid": str(dcfg.writer_uid), "OwnerGid": str(dcfg.writer_gid), "Permissions": "755"}},
+            "AccessPointTags": [{"Key": "Name", "Value": name}],
+        },
+    }
+
+
+# every grant needs a mount target and some access point (its POSIX user, its root): no client mounts the bare root
+THROUGH_AN_ACCESS_POINT = {"Bool": {"elasticfilesystem:AccessedViaMountTarget": "true"}, "Null": {"elasticfilesystem:AccessPointArn": "false"}}
+
+
+def file_system_policy() -> dict:
+    """Without a policy EFS lets any client that reaches 2049 write (lambda-facts.md). Readers mount with their own
+    IAM grant (the function's role: ClientMount through its access point only); only the sync role may write;
+    clients without TLS are refused. The access points cannot be named here: they refer to the file system (a cycle)."""
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Sid": "ReadersMountWithTheirOwnGrant", "Effect": "Allow", "Principal": {"AWS": sub("arn:${AWS::Partition}:iam::${AWS::AccountId}:root")},
+             "Action": ["elasticfilesystem:ClientMount"], "Condition": THROUGH_AN_ACCESS_POINT},
+            {"Sid": "OnlyTheSyncRoleWrites", "Effect": "Allow", "Principal": {"AWS": att("SyncRole", "Arn")},
+             "Action": ["elasticfilesystem:ClientMount", "elasticfilesystem:ClientWrite"], "Condition": THROUGH_AN_ACCESS_POINT},
+            {"Sid": "RefuseWithoutTls", "Effect": "Deny", "Principal": {"AWS": "*"}, "Action": "*", "Condition": {"Bool": {"aws:SecureTransport": "false"}}},
+        ],
+    }
+
+
+def _storage(config: Config, dcfg: DeployConfig, zones: dict[str, str] | None) -> tuple[dict, dict | str, dict, dict]:
+    """Security groups, file system and its policy, mount targets, access points, the sync role, endpoints;
+    and the file system id/ARN and the function's access point ARN as template expressions."""
     name = config.function.name
+    fs_id: dict | str
     res: dict = {
         "FunctionSecurityGroup": {
             "Type": "AWS::EC2::SecurityGroup",
@@ -72,15 +135,32 @@ def _storage(config: Config, dcfg: DeployConfig) -> tuple[dict, dict, dict, dict
                 "SecurityGroupEgress": [{"IpProtocol": "tcp", "FromPort": 443, "ToPort": 443, "CidrIp": "0.0.0.0/0", "Description": "HTTPS to S3 and AWS APIs"}],
                 "Tags": [{"Key": "Name", "Value": f"{name}-function"}],
             },
-        }
+        },
+        # the writers' group: put the bastion in it, and name it in DataSync's EFS location (Ec2Config); every client
+        # that mounts needs its own path to 2049, and DataSync requires the mount targets' group to admit this one
+        "SyncSecurityGroup": {
+            "Type": "AWS::EC2::SecurityGroup",
+            "Properties": {"GroupDescription": f"{name}: EFS writers (bastion, DataSync), NFS to the mount targets", "VpcId": dcfg.vpc_id,
+                           "Tags": [{"Key": "Name", "Value": f"{name}-efs-writers"}]},
+        },
+        # the writers' identity: DataSync's FileSystemAccessRoleArn, and the bastion's instance profile
+        "SyncRole": {
+            "Type": "AWS::IAM::Role",
+            "Properties": {
+                "Description": f"{name}: writes EFS versions (file system policy grants ClientWrite to this role only)",
+                "AssumeRolePolicyDocument": {"Version": "2012-10-17", "Statement": [
+                    {"Effect": "Allow", "Principal": {"Service": ["datasync.amazonaws.com", "ec2.amazonaws.com"]}, "Action": "sts:AssumeRole"}]},
+            },
+        },
+        "SyncInstanceProfile": {"Type": "AWS::IAM::InstanceProfile", "Properties": {"Roles": [ref("SyncRole")]}},
     }
     if dcfg.creates_file_system:
         res["MountTargetSecurityGroup"] = {
             "Type": "AWS::EC2::SecurityGroup",
-            "Properties": {"GroupDescription": f"{name}: EFS mount targets, NFS from the function only", "VpcId": dcfg.vpc_id,
+            "Properties": {"GroupDescription": f"{name}: EFS mount targets, NFS from the function and the writers only", "VpcId": dcfg.vpc_id,
                            "Tags": [{"Key": "Name", "Value": f"{name}-efs"}]},
         }
-        mt_group = ref("MountTargetSecurityGroup")
+        mt_group: dict | str = ref("MountTargetSecurityGroup")
         res["FileSystem"] = {
             "Type": "AWS::EFS::FileSystem",
             # the trees outlive the stack: deleting it never deletes data (teardown --delete-data does)
@@ -91,49 +171,28 @@ def _storage(config: Config, dcfg: DeployConfig) -> tuple[dict, dict, dict, dict
                 # bursting credits run dry under a burst of cold starts on a small file system (lambda-facts.md)
                 "ThroughputMode": "elastic",
                 "PerformanceMode": "generalPurpose",
+                "FileSystemPolicy": file_system_policy(),
                 "FileSystemTags": [{"Key": "Name", "Value": config.efs.file_system_name}],
             },
         }
-        for i, subnet in enumerate(dcfg.subnet_ids):
-            res[f"MountTarget{i}"] = {
+        for logical, subnet in mount_targets(dcfg, zones).items():
+            res[logical] = {
                 "Type": "AWS::EFS::MountTarget",
                 "Properties": {"FileSystemId": ref("FileSystem"), "SubnetId": subnet, "SecurityGroups": [mt_group]},
             }
-        res["AccessPoint"] = {
-            "Type": "AWS::EFS::AccessPoint",
-            "Properties": {
-                "FileSystemId": ref("FileSystem"),
-                "PosixUser": {"Uid": str(dcfg.posix_uid), "Gid": str(dcfg.posix_gid)},
-                # without CreationInfo, mounting fails when the root folder does not exist yet
-                "RootDirectory": {"Path": config.efs.root, "CreationInfo": {"OwnerUid": str(dcfg.posix_uid), "OwnerGid": str(dcfg.posix_gid), "Permissions": "755"}},
-                "AccessPointTags": [{"Key": "Name", "Value": f"{name}-{config.efs.root.strip('/') or 'root'}"}],
-            },
-        }
+        root_name = config.efs.root.strip("/").replace("/", "-") or "root"
+        res["AccessPoint"] = _access_point(config, dcfg, dcfg.posix_uid, dcfg.posix_gid, f"{name}-{root_name}")
+        res["WriterAccessPoint"] = _access_point(config, dcfg, dcfg.writer_uid, dcfg.writer_gid, f"{name}-{root_name}-writer")
         fs_id, fs_arn, ap_arn = ref("FileSystem"), att("FileSystem", "Arn"), att("AccessPoint", "Arn")
     else:
-        mt_group = dcfg.mount_target_security_group_id or None
+        mt_group = dcfg.mount_target_security_group_id
         fs_id = dcfg.file_system_id
         fs_arn = sub(f"arn:${{AWS::Partition}}:elasticfilesystem:${{AWS::Region}}:${{AWS::AccountId}}:file-system/{dcfg.file_system_id}")
         ap_arn = sub(f"arn:${{AWS::Partition}}:elasticfilesystem:${{AWS::Region}}:${{AWS::AccountId}}:access-point/{dcfg.access_point_id}")
-    if mt_group:
-        # separate resources: inline rules referring to each other's groups would be a cycle
-        res["MountTargetIngress"] = {
-            "Type": "AWS::EC2::SecurityGroupIngress",
-            "Properties": {"GroupId": mt_group, "IpProtocol": "tcp", "FromPort": NFS_PORT, "ToPort": NFS_PORT,
-                           "SourceSecurityGroupId": ref("FunctionSecurityGroup"), "Description": "NFS from the function"},
-        }
-        res["FunctionNfsEgress"] = {
-            "Type": "AWS::EC2::SecurityGroupEgress",
-            "Properties": {"GroupId": ref("FunctionSecurityGroup"), "IpProtocol": "tcp", "FromPort": NFS_PORT, "ToPort": NFS_PORT,
-                           "DestinationSecurityGroupId": mt_group, "Description": "NFS to the EFS mount targets"},
-        }
-    else:
-        # existing mount targets whose group is not given: allow NFS out; their group must allow it in
-        res["FunctionNfsEgress"] = {
-            "Type": "AWS::EC2::SecurityGroupEgress",
-            "Properties": {"GroupId": ref("FunctionSecurityGroup"), "IpProtocol": "tcp", "FromPort": NFS_PORT, "ToPort": NFS_PORT,
-                           "CidrIp": "0.0.0.0/0", "Description": "NFS to the existing EFS mount targets"},
-        }
+    # separate resources: inline rules referring to each other's groups would be a cycle
+    res["MountTargetIngress"] = _nfs_rule("Ingress", mt_group, "SourceSecurityGroupId", ref("FunctionSecurityGroup"), "NFS from the function")
+    res["SyncIngress"] = _nfs_rule("Ingress", mt_group, "SourceSecurityGroupId", ref("SyncSecurityGroup"), "NFS from the writers (bastion, DataSync)")
+    res["FunctionNfsEgress"] = _nfs_rule("Egress", ref("FunctionSecurityGroup"), "DestinationSecurityGroupId", mt_group, "NFS to the EFS mount targets")
     # a function in a VPC reaches S3 only through an endpoint or a NAT (lambda-facts.md, "Networking")
     for flag, logical, service in ((dcfg.s3_endpoint, "S3Endpoint", "s3"), (dcfg.dynamodb_endpoint, "DynamoDBEndpoint", "dynamodb")):
         if flag:
@@ -149,16 +208,20 @@ def _s3_arn(bucket: str, prefix: str) -> dict:
     return sub(f"arn:${{AWS::Partition}}:s3:::{bucket}/{prefix.strip('/')}/*")
 
 
-def _function(config: Config, dcfg: DeployConfig, release: Release, fs_arn, ap_arn) -> tuple[dict, str]:
+ROUTES = (("Classify", "POST", "/classify"), ("Health", "GET", "/health"))
+
+
+def _function(config: Config, dcfg: DeployConfig, release: Release, fs_arn, ap_arn, zones: dict[str, str] | None) -> tuple[dict, str]:
     fn = config.function
-    efs_tree = f"{config.efs.mount_path.rstrip('/')}/envs/{release.efs_version}/site-packages"
+    # the function mounts its access point, whose root (efs.root) it sees as the mount path
+    efs_tree = version_dir(config.efs.mount_path, config.efs.root, release.efs_version, through_access_point=True) + "/site-packages"
     env = {
         "HOIST_EFS_TREE": efs_tree,
         "HOIST_EFS_VERSION": release.efs_version,
         "HOIST_MODEL_S3": f"s3://{dcfg.artifact_bucket}/{release.model_prefix.strip('/')}/",
         "HOIST_OUTPUT_S3": f"s3://{dcfg.artifact_bucket}/{dcfg.output_prefix}/",
     }
-    mount_targets = mount_target_ids(dcfg)
+    targets = mount_target_ids(dcfg, zones)
     res: dict = {
         "FunctionRole": {
             "Type": "AWS::IAM::Role",
@@ -219,10 +282,12 @@ def _function(config: Config, dcfg: DeployConfig, release: Release, fs_arn, ap_a
     }
     if layers:
         props["Layers"] = layers
+    if fn.reserved_concurrency is not None:
+        # a cap on environments is a cap on cold starts, each reading hundreds of MB from EFS (README, "Cost of a cold start")
+        props["ReservedConcurrentExecutions"] = fn.reserved_concurrency
     # the function cannot mount EFS before a mount target exists in its subnets
-    res["Function"] = {"Type": "AWS::Lambda::Function", "DependsOn": [*mount_targets, "FunctionNfsEgress"], "Properties": props}
-    version_id = "FunctionVersion" + release.fingerprint({"memory": fn.memory_mb, "timeout": fn.timeout_s, "handler": fn.handler,
-                                                          "storage": dcfg.ephemeral_storage_mb, "mount": config.efs.mount_path})
+    res["Function"] = {"Type": "AWS::Lambda::Function", "DependsOn": [*targets, "FunctionNfsEgress"], "Properties": props}
+    version_id = "FunctionVersion" + release.fingerprint({"Function": props, "Layer": res.get("Layer", {}).get("Properties")})
     res[version_id] = {
         "Type": "AWS::Lambda::Version",
         "DeletionPolicy": "Retain",  # rollback points the alias back at older versions
@@ -240,32 +305,44 @@ def _function(config: Config, dcfg: DeployConfig, release: Release, fs_arn, ap_a
         "Properties": {"ApiId": ref("HttpApi"), "IntegrationType": "AWS_PROXY", "IntegrationUri": ref("LiveAlias"),
                        "PayloadFormatVersion": "2.0", "TimeoutInMillis": 30000},
     }
-    for logical, key in (("ClassifyRoute", "POST /classify"), ("HealthRoute", "GET /health")):
-        res[logical] = {"Type": "AWS::ApiGatewayV2::Route",
-                        "Properties": {"ApiId": ref("HttpApi"), "RouteKey": key, "Target": sub("integrations/${Integration}")}}
-    res["ApiStage"] = {"Type": "AWS::ApiGatewayV2::Stage", "Properties": {"ApiId": ref("HttpApi"), "StageName": "$default", "AutoDeploy": True}}
-    res["InvokePermission"] = {
-        "Type": "AWS::Lambda::Permission",
-        "Properties": {"Action": "lambda:InvokeFunction", "FunctionName": ref("LiveAlias"), "Principal": "apigateway.amazonaws.com",
-                       "SourceArn": sub("arn:${AWS::Partition}:execute-api:${AWS::Region}:${AWS::AccountId}:${HttpApi}/*/*")},
-    }
+    for logical, method, path in ROUTES:
+        res[f"{logical}Route"] = {"Type": "AWS::ApiGatewayV2::Route",
+                                  "Properties": {"ApiId": ref("HttpApi"), "RouteKey": f"{method} {path}", "Target": sub("integrations/${Integration}")}}
+        # one permission per route: the API may call the alias on these routes only (its one stage, $default, is "*" here:
+        # the stage segment's form for $default is not verified, README "What is not verified")
+        res[f"{logical}Permission"] = {
+            "Type": "AWS::Lambda::Permission",
+            "Properties": {"Action": "lambda:InvokeFunction", "FunctionName": ref("LiveAlias"), "Principal": "apigateway.amazonaws.com",
+                           "SourceArn": sub(f"arn:${{AWS::Partition}}:execute-api:${{AWS::Region}}:${{AWS::AccountId}}:${{HttpApi}}/*/{method}{path}")},
+        }
+    res["ApiStage"] = {"Type": "AWS::ApiGatewayV2::Stage",
+                       "Properties": {"ApiId": ref("HttpApi"), "StageName": "$default", "AutoDeploy": True,
+                                      # a flood of requests becomes 429s, not a flood of cold starts
+                                      "DefaultRouteSettings": {"ThrottlingRateLimit": config.api_rate_limit, "ThrottlingBurstLimit": config.api_burst_limit}}}
     return res, version_id
 
 
-def render(config: Config, release: Release | None, *, storage_only: bool = False) -> dict:
-    """The stack's template. ``release`` may be None only with ``storage_only``."""
+def render(config: Config, release: Release | None, *, storage_only: bool = False, zones: dict[str, str] | None = None) -> dict:
+    """The stack's template. ``release`` may be None only with ``storage_only``; ``zones`` maps subnets to
+    Availability Zones (None: unknown, each subnet taken as its own zone)."""
     dcfg = config.deploy
     if dcfg is None:
         raise ValueError("render needs [deploy] in the config")
-    resources, fs_id, fs_arn, ap_arn = _storage(config, dcfg)
+    resources, fs_id, fs_arn, ap_arn = _storage(config, dcfg, zones)
     outputs = {
         "FileSystemId": {"Description": "EFS file system", "Value": fs_id},
         "AccessPointArn": {"Description": "EFS access point the function mounts", "Value": ap_arn},
+        "SyncSecurityGroupId": {"Description": "security group of the writers (bastion, DataSync)", "Value": ref("SyncSecurityGroup")},
+        "SyncRoleArn": {"Description": "role that writes EFS versions (DataSync FileSystemAccessRoleArn)", "Value": att("SyncRole", "Arn")},
+        "SyncInstanceProfileArn": {"Description": "bastion instance profile (mount with -o tls,iam)", "Value": att("SyncInstanceProfile", "Arn")},
     }
+    if dcfg.creates_file_system:
+        outputs["WriterAccessPointArn"] = {"Description": "access point the writers mount (bastion, DataSync)", "Value": att("WriterAccessPoint", "Arn")}
+        outputs["WriterAccessPointId"] = {"Description": "access point id for the bastion's mount (accesspoint=...)", "Value": ref("WriterAccessPoint")}
     if not storage_only:
         if release is None:
             raise ValueError("a full template needs a release")
-        function, version_id = _function(config, dcfg, release, fs_arn, ap_arn)
+        function, version_id = _function(config, dcfg, release, fs_arn, ap_arn, zones)
         resources.update(function)
         outputs.update({
             "ApiUrl": {"Description": "HTTP API", "Value": sub("https://${HttpApi}.execute-api.${AWS::Region}.${AWS::URLSuffix}")},

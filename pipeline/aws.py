@@ -59,18 +59,50 @@ def call(client_, operation: str, *, error: type[PipelineError], errors: dict[st
     service = client_.meta.service_model.service_name
     try:
         return getattr(client_, operation)(**params)
-    except ClientError as exc:
+    except (ClientError, ParamValidationError, BotoCoreError) as exc:
+        if isinstance(exc, ClientError) and _absent(exc, absent):
+            return None
+        raise _translate(exc, operation, service, error, errors, default_fix) from None
+
+
+def pages(client_, operation: str, key: str, *, error: type[PipelineError], errors: dict[str, tuple[str, str]] | None = None,
+          default_fix: str = "read AWS's message", **params):
+    """Every item under ``key`` of every page of a list call, through boto3's paginator; errors as in ``call``."""
+    from botocore.exceptions import BotoCoreError, ClientError, ParamValidationError
+
+    service = client_.meta.service_model.service_name
+    try:
+        for page in client_.get_paginator(operation).paginate(**params):
+            yield from page.get(key, [])
+    except (ClientError, ParamValidationError, BotoCoreError) as exc:
+        raise _translate(exc, operation, service, error, errors, default_fix) from None
+
+
+def partition(region: str) -> str:
+    """The ARN partition of a region: aws, aws-cn, aws-us-gov..."""
+    import boto3
+
+    return boto3.session.Session().get_partition_for_region(region)
+
+
+def _absent(exc, absent: tuple[str, ...]) -> bool:
+    code = error_code(exc)
+    message = exc.response.get("Error", {}).get("Message") or code
+    return any(code == c and text in message for c, _, text in (entry.partition(":") for entry in absent))
+
+
+def _translate(exc, operation: str, service: str, error: type[PipelineError], errors: dict[str, tuple[str, str]] | None, default_fix: str) -> PipelineError:
+    from botocore.exceptions import ClientError, ParamValidationError
+
+    if isinstance(exc, ClientError):
         code = error_code(exc)
         message = exc.response.get("Error", {}).get("Message") or code
-        if any(code == c and text in message for c, _, text in (entry.partition(":") for entry in absent)):
-            return None
         table = {**ERRORS, **(errors or {})}
         if code == "301" or code == "PermanentRedirect":  # HeadBucket has no body: the region is in a header
             where = exc.response.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("x-amz-bucket-region")
             code, message = "PermanentRedirect", f"the bucket lives in {where or 'another region'}"
         what, fix = table.get(code, (f"AWS error {code}", default_fix))
-        raise error(f"{what}: {operation} said {message}", where=f"{service}:{operation}", fix=fix) from None
-    except ParamValidationError as exc:
-        raise error(f"{operation} was called with invalid parameters: {exc}", where=service, fix="this is a Hoist bug: please report it with this message") from None
-    except BotoCoreError as exc:
-        raise error(f"{operation} could not reach AWS: {exc}", where=service, fix="check network access, credentials (AWS_PROFILE) and the region") from None
+        return error(f"{what}: {operation} said {message}", where=f"{service}:{operation}", fix=fix)
+    if isinstance(exc, ParamValidationError):
+        return error(f"{operation} was called with invalid parameters: {exc}", where=service, fix="this is a Hoist bug: please report it with this message")
+    return error(f"{operation} could not reach AWS: {exc}", where=service, fix="check network access, credentials (AWS_PROFILE) and the region")

@@ -196,10 +196,15 @@ class FunctionConfig(Section):
     memory_mb: Int = Field(3008, ge=128, le=10240, description="Lambda's 128-10240 MB", examples=[3008])
     timeout_s: Int = Field(60, ge=1, le=900, description="Lambda's 1-900 s", examples=[60])
     handler: Str = "app.handler"
+    # caps concurrent environments, and so the cold starts a flood of requests causes; None: unreserved
+    reserved_concurrency: Int | None = Field(None, ge=1, le=10000, description="1-10000 (0 would stop every invocation)", examples=[20])
 
 
 class ApiConfig(Section):
     name: Str = Field(min_length=1, max_length=128, description="1-128 characters", examples=["hoist-api"])
+    # the HTTP API stage's throttling (DefaultRouteSettings)
+    throttle_rate: Annotated[float, Strict()] | Int = Field(50.0, gt=0, description="steady requests per second, more than 0", examples=[50])
+    throttle_burst: Int = Field(100, ge=1, description="a burst of requests, at least 1", examples=[100])
 
 
 class BuildConfig(Section):
@@ -229,6 +234,7 @@ class BastionConfig(Section):
     identity_file: Str
     known_hosts: Str = "~/.ssh/known_hosts"
     efs_path: Str = Field(pattern=r"^/", description="absolute on the bastion", examples=["/mnt/efs"])  # where the bastion mounts the file system
+    through_access_point: Bool = True  # mounted through the writer access point: efs_path is efs.root (pipeline/layout.py)
 
     @field_validator("identity_file", "known_hosts")
     @classmethod
@@ -305,8 +311,11 @@ class DeployConfig(Section):
     dynamodb_endpoint: Bool = False
     ephemeral_storage_mb: Int = Field(2048, ge=512, le=10240, description="Lambda's 512-10240 MB; the hydrated tree lives in /tmp", examples=[2048])
     log_retention_days: Int = Field(14, description="a value CloudWatch Logs accepts", examples=[14])
-    posix_uid: Int = 1000
-    posix_gid: Int = 1000
+    # the function's access point's POSIX user, and the writer's, which owns the versions (never the function's uid)
+    posix_uid: Int = Field(1000, ge=1, le=4294967294, description="1-4294967294 (0 is root)", examples=[1000])
+    posix_gid: Int = Field(1000, ge=1, le=4294967294, description="1-4294967294 (0 is root)", examples=[1000])
+    writer_uid: Int = Field(1001, ge=1, le=4294967294, description="1-4294967294 (0 is root), not posix_uid", examples=[1001])
+    writer_gid: Int = Field(1001, ge=1, le=4294967294, description="1-4294967294 (0 is root)", examples=[1001])
     file_system_id: Str = _aws_id("fs", optional=True)  # an existing file system instead of the stack's own
     access_point_id: Str = _aws_id("fsap", optional=True)
     mount_target_security_group_id: Str = _aws_id("sg", optional=True)  # existing mount targets' group: the stack adds NFS from the function
@@ -344,6 +353,12 @@ class DeployConfig(Section):
                            'list them (route_table_ids = ["rtb-..."]), or set s3_endpoint = false when the VPC already has an S3 endpoint')
         if bool(self.file_system_id) != bool(self.access_point_id):
             raise _problem("an existing file system needs both file_system_id and access_point_id", "set both, or neither to let the stack create them")
+        if self.file_system_id and not self.mount_target_security_group_id:
+            raise _problem("an existing file system needs its mount targets' security group, so the stack can open 2049 to the function and the writers",
+                           'set mount_target_security_group_id = "sg-..." (the group on its mount targets)')
+        if self.writer_uid == self.posix_uid:
+            raise _problem(f"writer_uid {self.writer_uid} equals posix_uid: the function would own its versions and could write them",
+                           "give the writer its own uid, e.g. writer_uid = 1001 with posix_uid = 1000")
         return self
 
     @property
@@ -411,6 +426,8 @@ class Config:
     build: BuildConfig
     sync: SyncConfig
     deploy: DeployConfig | None = None
+    api_rate_limit: float = 50.0  # HTTP API stage: steady requests per second
+    api_burst_limit: int = 100  # HTTP API stage: burst
     raw: dict = field(repr=False, default_factory=dict)
 
     def target(self, name: str | None = None) -> TargetConfig:
@@ -628,5 +645,7 @@ def load(path: str | Path = "pipeline.toml") -> Config:
         build=doc.build,
         sync=doc.sync,
         deploy=doc.deploy,
+        api_rate_limit=float(doc.api.throttle_rate),
+        api_burst_limit=doc.api.throttle_burst,
         raw=raw,
     )

@@ -1,36 +1,50 @@
-"""The `datasync` transport: stage the tree in S3, let AWS DataSync copy it into
-the version folder on EFS, then copy the completion marker the same way.
+"""The `datasync` transport: stage the whole version in S3, let AWS DataSync copy
+it into the version folder on EFS, then copy the completion marker the same way.
 
-1. Only files the staging prefix does not hold yet are uploaded. Objects are
-   content-addressed through the manifest: a file already staged for this
-   version (same key, ETag = its MD5) is skipped; one staged for another
+1. The version is what the local and bastion methods publish: site-packages/,
+   archives/ (the cold start reads these) and manifest.json. Only files the
+   staging prefix does not hold yet are uploaded: a file already staged for
+   this version (same key, ETag = its MD5) is skipped; one staged for another
    version with the same content is copied inside S3 (no bytes from here).
 2. Every object carries DataSync's POSIX metadata (file-permissions,
    file-owner, file-group, file-mtime), so modes survive the copy: a plain
    upload would arrive without its executable bit (lambda-facts.md).
-3. A DataSync task from s3://bucket/<prefix>/envs/<hash>/ into
-   <efs root>/envs/<hash>/ (VerifyMode POINT_IN_TIME_CONSISTENT, TransferMode
-   CHANGED), created or reused by name with its locations; its execution is
-   polled until SUCCESS or ERROR.
-4. Only then the marker: a second task copies markers/<hash>/.hoist-complete
+3. Before any task runs, the staged listing is checked against the manifest
+   and the archive index (every key present, its MD5 as computed here).
+4. A DataSync task from s3://bucket/<prefix>/envs/<hash>/ into the version's
+   folder as DataSync sees it (pipeline/layout.py: through the writer access
+   point its root is ``/``), VerifyMode POINT_IN_TIME_CONSISTENT; its
+   execution is polled until SUCCESS or ERROR.
+5. Only then the marker: a second task copies markers/<hash>/.hoist-complete
    into the same folder without deleting anything, and the staging side
-   records completion, which the next plan reads.
+   records completion, which the next plan reads. After success the tasks and
+   locations are deleted; an interrupted run cancels its execution.
+
+A run holds ``<prefix>/locks/<hash>.lock`` in the staging bucket while it
+works (a conditional put: If-None-Match to take it, If-Match on the ETag it
+read to take over one whose holder is provably gone or that is older than
+``stale_lock_s``), as the shell methods hold their lock folder.
+
+List calls go through boto3's paginators; ARNs take the partition of the region.
 """
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import hashlib
 import json
 import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from pipeline import aws
 from pipeline.config import DataSyncConfig
+from pipeline.layout import version_dir
 
-from .efs import MARKER
-from .shell import SyncError
+from .efs import MARKER, holder_gone, lock_owner
+from .shell import SyncError, interruptible
 
 TERMINAL = {"SUCCESS", "ERROR"}
 # stage-specific fixes on top of pipeline.aws.ERRORS
@@ -43,7 +57,7 @@ AWS_ERRORS = {
 
 @dataclass(frozen=True)
 class StagedFile:
-    path: str
+    path: str  # under the version: site-packages/..., archives/...
     size: int
     mode: int
     md5: str
@@ -62,6 +76,7 @@ class DataSyncPlan:
     copy: tuple[tuple[StagedFile, str], ...] = ()  # (file, key already holding its content)
     present: int = 0
     where: str = ""
+    expected: tuple[tuple[str, str], ...] = ()  # (path under the version, md5) of every file the version holds
 
     @property
     def upload_bytes(self) -> int:
@@ -70,8 +85,8 @@ class DataSyncPlan:
 
 @dataclass
 class Clients:
-    s3: object
-    datasync: object
+    s3: Any
+    datasync: Any
     calls: list = field(default_factory=list)
 
 
@@ -95,39 +110,56 @@ def _digests(path: Path) -> tuple[str, str]:
 
 
 def _listing(c: Clients, bucket: str, prefix: str) -> dict[str, tuple[str, int]]:
-    out = {}
-    token = None
-    while True:
-        page = call(c.s3, "list_objects_v2", Bucket=bucket, Prefix=prefix, **({"ContinuationToken": token} if token else {}))
-        for obj in page.get("Contents", []):
-            out[obj["Key"]] = (obj["ETag"].strip('"'), obj["Size"])
-        if not page.get("IsTruncated"):
-            return out
-        token = page["NextContinuationToken"]
+    return {obj["Key"]: (obj["ETag"].strip('"'), obj["Size"])
+            for obj in aws.pages(c.s3, "list_objects_v2", "Contents", error=SyncError, errors=AWS_ERRORS, Bucket=bucket, Prefix=prefix)}
+
+
+def version_files(tree: Path, doc: dict) -> list[tuple[str, Path, int, int]]:
+    """(path under the version, local file, size, mode) of everything a version holds besides its manifest:
+    the tree's files and the archives folder (archives and index.json), as rsync publishes them."""
+    files = [(f"site-packages/{f['path']}", tree / f["path"], f["size"], int(f["mode"], 8)) for f in doc["files"]]
+    archives = tree.parent / "archives"
+    if archives.is_dir():
+        for path in sorted(p for p in archives.rglob("*") if p.is_file()):
+            files.append((f"archives/{path.relative_to(archives).as_posix()}", path, path.stat().st_size, 0o644))
+    return files
 
 
 def plan_datasync(c: Clients, cfg: DataSyncConfig, efs_root: str, tree: Path, manifest: Path) -> DataSyncPlan:
     doc = json.loads(manifest.read_text())
     version = doc["content_hash"]
     prefix = f"{cfg.prefix}/envs/{version}/"
-    efs_dir = f"{efs_root.rstrip('/')}/envs/{version}"
-    where = f"s3://{cfg.bucket}/{prefix} -> {cfg.file_system_arn}:{efs_dir}"
+    # DataSync mounts the writer access point when one is given: its root (efs.root) is DataSync's /
+    efs_dir = version_dir("/", efs_root, version, through_access_point=bool(cfg.access_point_arn))
+    where = f"s3://{cfg.bucket}/{prefix} -> {cfg.access_point_arn or cfg.file_system_arn}:{efs_dir}"
     staged = _listing(c, cfg.bucket, f"{cfg.prefix}/envs/")
     if prefix + MARKER in staged:
         return DataSyncPlan(version=version, tree=tree, manifest=manifest, prefix=prefix, efs_dir=efs_dir, action="up-to-date", where=where)
     by_content = {(etag, size): key for key, (etag, size) in staged.items() if "-" not in etag}
-    upload, copy, present = [], [], 0
-    for f in doc["files"]:
-        md5, sha = _digests(tree / f["path"])
-        item = StagedFile(path=f["path"], size=f["size"], mode=int(f["mode"], 8), md5=md5, sha256=sha)
-        key = prefix + "site-packages/" + f["path"]
+    upload, copy, present, expected = [], [], 0, []
+    for rel, path, size, mode in version_files(tree, doc):
+        md5, sha = _digests(path)
+        expected.append((rel, md5))
+        item = StagedFile(path=rel, size=size, mode=mode, md5=md5, sha256=sha)
+        key = prefix + rel
         if staged.get(key, ("", -1))[0] == md5:
             present += 1
-        elif (md5, f["size"]) in by_content:
-            copy.append((item, by_content[(md5, f["size"])]))
+        elif (md5, size) in by_content:
+            copy.append((item, by_content[(md5, size)]))
         else:
             upload.append(item)
-    return DataSyncPlan(version=version, tree=tree, manifest=manifest, prefix=prefix, efs_dir=efs_dir, action="transfer", upload=tuple(upload), copy=tuple(copy), present=present, where=where)
+    return DataSyncPlan(version=version, tree=tree, manifest=manifest, prefix=prefix, efs_dir=efs_dir, action="transfer", upload=tuple(upload), copy=tuple(copy),
+                        present=present, where=where, expected=tuple(expected))
+
+
+def verify_staged(c: Clients, cfg: DataSyncConfig, plan: DataSyncPlan) -> list[str]:
+    """Differences between the staged version and what it must hold (empty: every file staged, same MD5)."""
+    staged = _listing(c, cfg.bucket, plan.prefix)
+    problems = [f"not staged: {rel}" for rel, _ in plan.expected if plan.prefix + rel not in staged]
+    problems += [f"staged content differs: {rel}" for rel, md5 in plan.expected if plan.prefix + rel in staged and staged[plan.prefix + rel][0] != md5]
+    if plan.prefix + "manifest.json" not in staged:
+        problems.append("not staged: manifest.json")
+    return problems
 
 
 def posix_metadata(item: StagedFile) -> dict[str, str]:
@@ -146,8 +178,8 @@ def _slashes(text: str) -> str:
 
 
 def _find_or_create_location(c: Clients, scheme: str, uri_suffix: str, create) -> str:
-    """Reuse a location whose URI ends with the same path (AWS writes s3://bucket/dir/)."""
-    for loc in call(c.datasync, "list_locations").get("Locations", []):
+    """Reuse a location whose URI ends with the same path (AWS writes s3://bucket/dir/): one an interrupted run left."""
+    for loc in aws.pages(c.datasync, "list_locations", "Locations", error=SyncError, errors=AWS_ERRORS):
         uri = loc["LocationUri"]
         if uri.startswith(scheme + "://") and _slashes(uri).endswith(_slashes(uri_suffix)):
             return loc["LocationArn"]
@@ -155,9 +187,10 @@ def _find_or_create_location(c: Clients, scheme: str, uri_suffix: str, create) -
 
 
 def _s3_location(c: Clients, cfg: DataSyncConfig, prefix: str) -> str:
+    bucket_arn = f"arn:{aws.partition(cfg.region)}:s3:::{cfg.bucket}"
     return _find_or_create_location(
         c, "s3", f"{cfg.bucket}/{prefix}",
-        lambda: call(c.datasync, "create_location_s3", S3BucketArn=f"arn:aws:s3:::{cfg.bucket}", Subdirectory=f"/{prefix}", S3Config={"BucketAccessRoleArn": cfg.s3_role_arn}),
+        lambda: call(c.datasync, "create_location_s3", S3BucketArn=bucket_arn, Subdirectory=f"/{prefix}", S3Config={"BucketAccessRoleArn": cfg.s3_role_arn}),
     )
 
 
@@ -166,7 +199,7 @@ def _efs_location(c: Clients, cfg: DataSyncConfig, efs_dir: str) -> str:
         "EfsFilesystemArn": cfg.file_system_arn,
         "Subdirectory": efs_dir,
         "Ec2Config": {"SubnetArn": cfg.subnet_arn, "SecurityGroupArns": list(cfg.security_group_arns)},
-        "InTransitEncryption": "TLS1_2",
+        "InTransitEncryption": "TLS1_2",  # the file system policy refuses clients without TLS
     }
     if cfg.access_point_arn:
         params["AccessPointArn"] = cfg.access_point_arn
@@ -176,7 +209,7 @@ def _efs_location(c: Clients, cfg: DataSyncConfig, efs_dir: str) -> str:
 
 
 def _task(c: Clients, name: str, source: str, dest: str, options: dict) -> str:
-    for task in call(c.datasync, "list_tasks").get("Tasks", []):
+    for task in aws.pages(c.datasync, "list_tasks", "Tasks", error=SyncError, errors=AWS_ERRORS):
         if task.get("Name") == name:
             return task["TaskArn"]
     return call(c.datasync, "create_task", SourceLocationArn=source, DestinationLocationArn=dest, Name=name, Options=options)["TaskArn"]
@@ -184,6 +217,16 @@ def _task(c: Clients, name: str, source: str, dest: str, options: dict) -> str:
 
 def _run_task(c: Clients, task: str, what: str, poll_s: float, on_line) -> dict:
     execution = call(c.datasync, "start_task_execution", TaskArn=task)["TaskExecutionArn"]
+    try:
+        return _wait(c, execution, what, poll_s, on_line)
+    except BaseException:
+        # interrupted (or polling failed): stop the copy, so a rerun starts its own execution at once
+        with contextlib.suppress(Exception):  # best effort: it may have ended meanwhile
+            c.datasync.cancel_task_execution(TaskExecutionArn=execution)
+        raise
+
+
+def _wait(c: Clients, execution: str, what: str, poll_s: float, on_line) -> dict:
     last = None
     while True:
         state = call(c.datasync, "describe_task_execution", TaskExecutionArn=execution)
@@ -212,36 +255,94 @@ DATA_OPTIONS = {
     "PosixPermissions": "PRESERVE",
     "Mtime": "PRESERVE",
     "Atime": "BEST_EFFORT",
+    # ownership is the writer access point's POSIX user, never copied from S3 (a non-root client cannot chown)
+    "Uid": "NONE",
+    "Gid": "NONE",
 }
 MARKER_OPTIONS = {**DATA_OPTIONS, "PreserveDeletedFiles": "PRESERVE", "VerifyMode": "ONLY_FILES_TRANSFERRED"}
 
 
-def apply_datasync(plan: DataSyncPlan, c: Clients, cfg: DataSyncConfig, *, poll_s: float = 5.0, on_line=None) -> dict:
+def lock_key(cfg: DataSyncConfig, version: str) -> str:
+    return f"{cfg.prefix}/locks/{version}.lock"
+
+
+def _acquire(c: Clients, cfg: DataSyncConfig, plan: DataSyncPlan, stale_s: int) -> str:
+    """Take the version's lock object; an existing one is taken over only when its holder is provably gone or it is stale."""
+    key, owner = lock_key(cfg, plan.version), lock_owner()
+    taken = aws.call(c.s3, "put_object", error=SyncError, errors=AWS_ERRORS, absent=("PreconditionFailed", "ConditionalRequestConflict"), Bucket=cfg.bucket, Key=key,
+                     Body=owner.encode(), IfNoneMatch="*")
+    if taken is not None:
+        return key
+    held = aws.call(c.s3, "get_object", error=SyncError, errors=AWS_ERRORS, absent=("NoSuchKey",), Bucket=cfg.bucket, Key=key)
+    if held is None:  # released meanwhile
+        return _acquire(c, cfg, plan, stale_s)
+    holder = held["Body"].read().decode(errors="replace").strip()
+    age = int(time.time() - held["LastModified"].timestamp())
+    # If-Match on the ETag read: of two runs taking over at once, one put fails
+    if (holder_gone(holder) or age > stale_s) and aws.call(
+            c.s3, "put_object", error=SyncError, errors=AWS_ERRORS, absent=("PreconditionFailed", "ConditionalRequestConflict"), Bucket=cfg.bucket, Key=key,
+            Body=owner.encode(), IfMatch=held["ETag"]) is not None:
+        return key
+    raise SyncError(
+        f"another sync of version {plan.version[:12]} holds s3://{cfg.bucket}/{key} (for {age} s, by {holder or 'unknown'})",
+        where=plan.where,
+        fix=f"wait for it (a lock whose process is gone from this host is taken over at once; one older than {stale_s} s is taken over as stale, "
+            "sync.stale_lock_s); if its holder ran elsewhere and is gone, delete that object",
+    )
+
+
+def apply_datasync(plan: DataSyncPlan, c: Clients, cfg: DataSyncConfig, *, poll_s: float = 5.0, on_line=None, stale_lock_s: int = 3600) -> dict:
     if plan.action == "up-to-date":
         return {"uploaded": 0, "copied": 0, "bytes": 0}
+    with interruptible():
+        key = _acquire(c, cfg, plan, stale_lock_s)
+        try:
+            if _listing(c, cfg.bucket, plan.prefix + MARKER):  # another run finished it meanwhile
+                return {"uploaded": 0, "copied": 0, "bytes": 0}
+            return _apply(plan, c, cfg, poll_s, on_line)
+        finally:
+            with contextlib.suppress(SyncError):
+                call(c.s3, "delete_object", Bucket=cfg.bucket, Key=key)
+
+
+def _apply(plan: DataSyncPlan, c: Clients, cfg: DataSyncConfig, poll_s: float, on_line) -> dict:
+    source_of = {rel: path for rel, path, _, _ in version_files(plan.tree, json.loads(plan.manifest.read_text()))}
 
     def put(item: StagedFile):
-        with open(plan.tree / item.path, "rb") as fh:
-            call(c.s3, "put_object", Bucket=cfg.bucket, Key=plan.prefix + "site-packages/" + item.path, Body=fh, Metadata=posix_metadata(item))
+        with open(source_of[item.path], "rb") as fh:
+            call(c.s3, "put_object", Bucket=cfg.bucket, Key=plan.prefix + item.path, Body=fh, Metadata=posix_metadata(item))
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
         for i, _ in enumerate(pool.map(put, plan.upload), 1):
             if on_line and (i % 500 == 0 or i == len(plan.upload)):
                 on_line(f"uploaded {i:,} of {len(plan.upload):,} files")
     for item, source in plan.copy:
-        call(c.s3, "copy_object", Bucket=cfg.bucket, Key=plan.prefix + "site-packages/" + item.path, CopySource={"Bucket": cfg.bucket, "Key": source},
+        call(c.s3, "copy_object", Bucket=cfg.bucket, Key=plan.prefix + item.path, CopySource={"Bucket": cfg.bucket, "Key": source},
              MetadataDirective="REPLACE", Metadata=posix_metadata(item))
     call(c.s3, "put_object", Bucket=cfg.bucket, Key=plan.prefix + "manifest.json", Body=plan.manifest.read_bytes(),
          Metadata=posix_metadata(StagedFile("manifest.json", plan.manifest.stat().st_size, 0o644, "", "")))
+    problems = verify_staged(c, cfg, plan)
+    if problems:
+        raise SyncError(f"the staged version {plan.version[:12]} is incomplete ({len(problems)} problems): " + "; ".join(problems[:5]),
+                        where=f"s3://{cfg.bucket}/{plan.prefix}", fix="run sync-efs again (what is staged is kept); nothing was copied to EFS")
+    if on_line:
+        on_line(f"staged and checked {len(plan.expected):,} files (site-packages, archives) and the manifest")
 
     short = plan.version[:12]
-    data_task = _task(c, f"hoist-{short}", _s3_location(c, cfg, plan.prefix), _efs_location(c, cfg, plan.efs_dir), DATA_OPTIONS)
+    data_source, efs = _s3_location(c, cfg, plan.prefix), _efs_location(c, cfg, plan.efs_dir)
+    data_task = _task(c, f"hoist-{short}", data_source, efs, DATA_OPTIONS)
     _run_task(c, data_task, f"copy of {short}", poll_s, on_line)
 
     marker_prefix = f"{cfg.prefix}/markers/{plan.version}/"
     marker = json.dumps({"content_hash": plan.version, "completed_at": int(time.time()), "by": "datasync"}).encode()
     call(c.s3, "put_object", Bucket=cfg.bucket, Key=marker_prefix + MARKER, Body=marker, Metadata=posix_metadata(StagedFile(MARKER, len(marker), 0o644, "", "")))
-    marker_task = _task(c, f"hoist-marker-{short}", _s3_location(c, cfg, marker_prefix), _efs_location(c, cfg, plan.efs_dir), MARKER_OPTIONS)
+    marker_source = _s3_location(c, cfg, marker_prefix)
+    marker_task = _task(c, f"hoist-marker-{short}", marker_source, efs, MARKER_OPTIONS)
     _run_task(c, marker_task, f"marker of {short}", poll_s, on_line)
     call(c.s3, "put_object", Bucket=cfg.bucket, Key=plan.prefix + MARKER, Body=marker)  # what the next plan reads
-    return {"uploaded": len(plan.upload), "copied": len(plan.copy), "bytes": plan.upload_bytes}
+    # each version would leave two tasks and three locations behind: remove them once the version is complete
+    for task in (data_task, marker_task):
+        call(c.datasync, "delete_task", TaskArn=task)
+    for location in (data_source, marker_source, efs):
+        call(c.datasync, "delete_location", LocationArn=location)
+    return {"uploaded": len(plan.upload), "copied": len(plan.copy), "bytes": plan.upload_bytes, "removed": 5}

@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .shell import Remote, SyncError
+from .shell import Remote, SyncError, interruptible
 
 MARKER = ".hoist-complete"
 KINDS = ("envs", "models")
@@ -123,8 +123,43 @@ def plan_sync(remote: Remote, efs_root: str, tree: Path, manifest_path: Path, ki
                     files=doc["totals"]["files"], bytes=doc["totals"]["bytes"], where=remote.label)
 
 
+def lock_owner() -> str:
+    """Who holds a lock: ``host:pid:epoch`` of this process (the host is where the sync runs, not the EFS side)."""
+    return f"{platform.node()}:{os.getpid()}:{int(time.time())}"
+
+
+def _process_started(pid: int) -> float | None:
+    """When process ``pid`` of this machine started (epoch seconds); None when unknown (no /proc)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        boot = next(int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines() if line.startswith("btime "))
+        return boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, StopIteration, IndexError, ValueError):
+        return None
+
+
+def holder_gone(owner: str) -> bool:
+    """True only when the lock's holder provably no longer runs: it ran on this host, and no process has its
+    pid, or the process with that pid started after the lock was taken (the pid was reused)."""
+    host, _, rest = owner.strip().partition(":")
+    pid_text, _, since_text = rest.partition(":")
+    if host != platform.node() or not pid_text.isdigit():
+        return False
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return False  # this process: another thread of it holds the lock
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        pass  # it exists, as another user
+    started = _process_started(pid)
+    return started is not None and since_text.isdigit() and started > int(since_text) + 1
+
+
 def _acquire(remote: Remote, plan: SyncPlan, stale_s: int) -> str:
-    owner = f"{platform.node()}:{os.getpid()}:{int(time.time())}"
+    owner = lock_owner()
     lock = f"{plan.base}/.{plan.version}.lock"
     script = f"""
 mkdir -p {_q(plan.base)} || exit 3
@@ -135,13 +170,38 @@ if [ "$age" -gt {int(stale_s)} ]; then
 fi
 echo "held $age $(cat {_q(lock)}/owner 2>/dev/null)"
 """
-    out = remote.run(script).stdout.strip().splitlines()[-1]
+    ran = remote.run(script, check=False)
+    if ran.returncode == 3:
+        who = remote.bastion.user if remote.bastion else "this user"
+        raise SyncError(
+            f"{who} cannot create {plan.base}: {ran.stderr.strip() or 'permission denied'}",
+            where=plan.where,
+            fix="a new file system's root belongs to root (mode 755): mount it through the writer access point and set "
+                "sync.bastion.through_access_point = true (README, First deploy on AWS), or create the folder once: "
+                "sudo install -d -o <writer uid> -g <writer gid> <efs_path>/<efs.root>",
+        )
+    if ran.returncode != 0:
+        raise remote._error(ran.returncode, ran.stderr or ran.stdout, f"taking the lock on {remote.label}")
+    out = ran.stdout.strip().splitlines()[-1]
     if out.startswith("held"):
         _, age, *who = out.split()
+        holder = " ".join(who)
+        if holder and holder_gone(holder):
+            # rename, then make: of two runs taking over at once, one rename fails and that run finds the lock held
+            trash = f"{plan.base}/.trash-lock-{plan.version}-{os.getpid()}"
+            takeover = f"""
+[ "$(cat {_q(lock)}/owner 2>/dev/null)" = {_q(holder)} ] || {{ echo "held changed"; exit 0; }}
+mv {_q(lock)} {_q(trash)} 2>/dev/null || {{ echo "held raced"; exit 0; }}
+rm -rf {_q(trash)}
+mkdir {_q(lock)} 2>/dev/null && echo {_q(owner)} > {_q(lock)}/owner && echo "acquired gone" || echo "held raced"
+"""
+            if remote.run(takeover).stdout.strip().endswith("acquired gone"):
+                return lock
         raise SyncError(
-            f"another sync of version {plan.version[:12]} holds {lock} (for {age} s, by {' '.join(who) or 'unknown'})",
+            f"another sync of version {plan.version[:12]} holds {lock} (for {age} s, by {holder or 'unknown'})",
             where=plan.where,
-            fix=f"wait for it; a lock older than {stale_s} s is taken over as stale (sync.stale_lock_s)",
+            fix=f"wait for it (a lock whose process is gone from this host is taken over at once; one older than {stale_s} s is taken over as stale, "
+                "sync.stale_lock_s); if its holder ran elsewhere and is gone, remove the lock folder",
         )
     return lock
 
@@ -185,8 +245,8 @@ def verify(remote: Remote, plan: SyncPlan) -> list[str]:
     problems += [f"not in the manifest: {p}" for p in sorted(set(have) - set(want))]
     if doc.get("archives"):
         out = remote.run(f"cd {_q(plan.dest)}/archives && sha256sum {' '.join(_q(a['name']) for a in doc['archives'])}", check=False).stdout
-        got = {line.split("  ", 1)[1]: line.split()[0] for line in out.splitlines() if "  " in line}
-        problems += [f"archive differs or is missing: {a['name']}" for a in doc["archives"] if got.get(a["name"]) != a["sha256"]]
+        archived = {line.split("  ", 1)[1]: line.split()[0] for line in out.splitlines() if "  " in line}
+        problems += [f"archive differs or is missing: {a['name']}" for a in doc["archives"] if archived.get(a["name"]) != a["sha256"]]
     return problems
 
 
@@ -199,7 +259,8 @@ def _stats_bytes(output: str) -> int:
 
 def _rsync_tree(remote: Remote, plan: SyncPlan, on_line, checksum: bool = False) -> int:
     remote.run(f"mkdir -p {_q(plan.dest)}/site-packages")  # not --mkpath: AL2 bastions have rsync 3.1
-    args = ["-a", "--no-owner", "--no-group", "--delete", "--partial", "--partial-dir=.rsync-partial", "--omit-dir-times",
+    # files arrive owned by the writer (its access point's user); never writable by group or others, so the function reads only
+    args = ["-a", "--no-owner", "--no-group", "--chmod=go-w", "--delete", "--partial", "--partial-dir=.rsync-partial", "--omit-dir-times",
             "--stats", "--info=progress2"]
     if checksum:
         args.append("--checksum")
@@ -218,6 +279,11 @@ def apply_sync(plan: SyncPlan, remote: Remote, *, stale_lock_s: int = 3600, on_l
     started = time.monotonic()
     if plan.action == "up-to-date":
         return SyncResult(plan=plan, bytes_sent=0, seconds=0.0, repaired=0)
+    with interruptible():
+        return _locked_sync(plan, remote, stale_lock_s, on_line, started)
+
+
+def _locked_sync(plan: SyncPlan, remote: Remote, stale_lock_s: int, on_line, started: float) -> SyncResult:
     lock = _acquire(remote, plan, stale_lock_s)
     try:
         # a sync that waited on the lock may find the version finished meanwhile

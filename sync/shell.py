@@ -7,10 +7,13 @@ SSH always verifies the host key against a known_hosts file
 """
 from __future__ import annotations
 
+import contextlib
 import shlex
+import signal
 import subprocess
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from pipeline.config import BastionConfig
@@ -19,6 +22,44 @@ from pipeline.errors import PipelineError
 
 class SyncError(PipelineError):
     stage = "sync-efs"
+
+
+class SyncInterrupted(SyncError):
+    """A signal stopped the sync; what held the version (its lock, a DataSync execution) was released."""
+
+    def __init__(self, signum: int):
+        self.signum = signum
+        super().__init__(f"interrupted by {signal.Signals(signum).name}; the version's lock was released and nothing was marked complete",
+                         fix="run the same command again: it resumes the version at once, without sending again what arrived")
+
+
+# what a user (Ctrl-C), a cancelled CI job or a container stop (SIGTERM) and a closed terminal (SIGHUP) send;
+# SIGKILL cannot be caught: the next run takes over the lock of a holder that is provably gone (sync/efs.py)
+INTERRUPTIONS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+@contextlib.contextmanager
+def interruptible() -> Iterator[None]:
+    """Turn SIGINT, SIGTERM and SIGHUP into SyncInterrupted inside the block, so ``finally`` clauses release
+    what the sync holds. Python sets signal handlers in the main thread only; elsewhere this changes nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    seen: list[int] = []
+
+    def raise_interrupted(signum, _frame):
+        if seen:  # a second signal (CI sends SIGTERM again) must not cut short the release of the lock
+            return
+        seen.append(signum)
+        raise SyncInterrupted(signum)
+
+    previous = {sig: signal.signal(sig, raise_interrupted) for sig in INTERRUPTIONS}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 # rsync exit codes worth another try: socket/protocol I/O, timeouts, partial
@@ -106,12 +147,17 @@ class Remote:
             proc = subprocess.Popen(base + args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace")
             lines = []
             assert proc.stdout is not None
-            for raw in proc.stdout:
-                for line in raw.replace("\r", "\n").splitlines():
-                    lines.append(line)
-                    if on_line and line.strip():
-                        on_line(line.strip())
-            code = proc.wait()
+            try:
+                for raw in proc.stdout:
+                    for line in raw.replace("\r", "\n").splitlines():
+                        lines.append(line)
+                        if on_line and line.strip():
+                            on_line(line.strip())
+                code = proc.wait()
+            except BaseException:  # interrupted: stop rsync (and its ssh) before the lock is released
+                proc.kill()
+                proc.wait()
+                raise
             last = "\n".join(lines)
             if code == 0:
                 return last

@@ -4,24 +4,32 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from pipeline.config import Config
+from pipeline.config import Config, SyncConfig
+from pipeline.layout import root_dir
 
 from .efs import GcPlan, SyncPlan, apply_gc, apply_sync, plan_gc, plan_sync
 from .shell import Remote, SyncError
 
 
 def remote_for(config: Config, method: str | None = None) -> tuple[Remote, str]:
-    """The transport and the folder on EFS that holds envs/ and models/."""
+    """The transport and the folder on EFS that holds envs/ and models/, as that transport sees it
+    (pipeline/layout.py: through an access point, its root is the client's /)."""
     sync = config.sync
+    assert sync is not None
     method = method or sync.method
-    root = config.efs.root.strip("/")
-    if method == "local":
-        return Remote(bwlimit_kbps=sync.bwlimit_kbps), str((sync.local_path / root).resolve())
+    if method == "local":  # the folder stands in for the file system's root
+        return Remote(bwlimit_kbps=sync.bwlimit_kbps), root_dir(str(sync.local_path.resolve()), config.efs.root, through_access_point=False)
     if method == "bastion":
         if not sync.bastion:
             raise SyncError("sync method bastion needs [sync.bastion] in pipeline.toml", where="sync.bastion", fix="add host, user, identity_file, known_hosts and efs_path")
-        return Remote(bastion=sync.bastion, bwlimit_kbps=sync.bwlimit_kbps), f"{sync.bastion.efs_path.rstrip('/')}/{root}"
+        b = sync.bastion
+        return Remote(bastion=b, bwlimit_kbps=sync.bwlimit_kbps), root_dir(b.efs_path, config.efs.root, through_access_point=b.through_access_point)
     raise SyncError(f"method {method!r} has no shell transport", where="sync.method", fix="use local or bastion here; datasync goes through sync.datasync")
+
+
+def _sync(config: Config) -> SyncConfig:
+    assert config.sync is not None  # config.load always sets it
+    return config.sync
 
 
 def built_tree(config: Config, target_name: str | None) -> tuple[Path, Path]:
@@ -44,12 +52,13 @@ def plan(config: Config, target_name: str | None = None, method: str | None = No
 
 
 def apply(plan_: SyncPlan, remote: Remote, config: Config, on_line=None):
-    return apply_sync(plan_, remote, stale_lock_s=config.sync.stale_lock_s, on_line=on_line)
+    return apply_sync(plan_, remote, stale_lock_s=_sync(config).stale_lock_s, on_line=on_line)
 
 
 def gc_plan(config: Config, keep: int | None = None, protect: set[str] | None = None, method: str | None = None) -> tuple[GcPlan, Remote]:
     remote, root = remote_for(config, method)
-    return plan_gc(remote, root, keep or config.sync.keep, protect or set(), config.sync.stale_lock_s), remote
+    sync = _sync(config)
+    return plan_gc(remote, root, keep or sync.keep, protect or set(), sync.stale_lock_s), remote
 
 
 def gc_apply(plan_: GcPlan, remote: Remote) -> list[str]:
@@ -60,14 +69,18 @@ def datasync_plan(config: Config, target_name: str | None = None, aws=None):
     """Plan a DataSync sync of the built EFS tree; ``aws`` replaces the boto3 clients (tests)."""
     from .datasync import clients, plan_datasync
 
-    if not config.sync.datasync:
+    if not _sync(config).datasync:
         raise SyncError("sync method datasync needs [sync.datasync] in pipeline.toml", where="sync.datasync", fix="add bucket, region, file_system_arn, subnet_arn, security_group_arns and s3_role_arn")
     tree, manifest = built_tree(config, target_name)
-    c = aws or clients(config.sync.datasync)
-    return plan_datasync(c, config.sync.datasync, config.efs.root, tree, manifest), c
+    dcfg = _sync(config).datasync
+    assert dcfg is not None
+    c = aws or clients(dcfg)
+    return plan_datasync(c, dcfg, config.efs.root, tree, manifest), c
 
 
 def datasync_apply(plan_, c, config: Config, on_line=None, poll_s: float = 5.0) -> dict:
     from .datasync import apply_datasync
 
-    return apply_datasync(plan_, c, config.sync.datasync, poll_s=poll_s, on_line=on_line)
+    sync = _sync(config)
+    assert sync.datasync is not None
+    return apply_datasync(plan_, c, sync.datasync, poll_s=poll_s, on_line=on_line, stale_lock_s=sync.stale_lock_s)

@@ -2,6 +2,7 @@
 a non-default port, key authentication only."""
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -39,7 +40,8 @@ def start_sshd(workdir: Path) -> Sshd:
     port = _free_port()
     (workdir / "sshd_config").write_text(
         f"Port {port}\nListenAddress 127.0.0.1\nHostKey {workdir / 'host_key'}\nPidFile {workdir / 'sshd.pid'}\n"
-        f"AuthorizedKeysFile {workdir / 'authorized_keys'}\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
+        # the test's key for the user running the tests, and each user's own file (a non-root writer has its own home)
+        f"AuthorizedKeysFile {workdir / 'authorized_keys'} .ssh/authorized_keys\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
         "PubkeyAuthentication yes\nPermitRootLogin prohibit-password\nUsePAM no\nStrictModes no\nSubsystem sftp internal-sftp\n"
     )
     Path("/run/sshd").mkdir(exist_ok=True)  # privilege separation directory
@@ -58,3 +60,26 @@ def start_sshd(workdir: Path) -> Sshd:
     import getpass
 
     return Sshd(port=port, user=getpass.getuser(), identity_file=workdir / "user_key", known_hosts=workdir / "known_hosts", host_key_pub=" ".join(host_pub[:2]), proc=proc)
+
+
+def writer_account(name: str, uid: int, home: Path, public_key: str) -> str:
+    """A non-root login (the bastion's writer) with ``public_key`` authorized; created once, reused after."""
+    import pwd
+
+    try:
+        existing = pwd.getpwnam(name)
+        if existing.pw_uid != uid:
+            raise RuntimeError(f"user {name} exists with uid {existing.pw_uid}, not {uid}")
+        home = Path(existing.pw_dir)
+    except KeyError:
+        # '*' (no password) rather than '!' (locked): sshd without PAM refuses locked accounts even with a key
+        subprocess.run(["useradd", "-u", str(uid), "-U", "-M", "-d", str(home), "-s", "/bin/sh", "-p", "*", name], check=True)
+    ssh = home / ".ssh"
+    ssh.mkdir(parents=True, exist_ok=True)
+    (ssh / "authorized_keys").write_text(public_key)
+    for path in (home, ssh, ssh / "authorized_keys"):
+        os.chown(path, uid, uid)
+    home.chmod(0o755)
+    ssh.chmod(0o700)
+    (ssh / "authorized_keys").chmod(0o600)
+    return name

@@ -67,9 +67,11 @@ class IamNoWildcards(CloudFormationLintRule):
         return matches
 
 
-# E9002: NFS (2049) into the mount targets comes only from the function's security group.
+# E9002: NFS (2049) into the mount targets comes only from the function's group and the writers' group, port 2049 alone.
 
 NFS = 2049
+# the groups that may reach the mount targets: readers (the function) and writers (bastion, DataSync)
+NFS_CLIENTS = ("FunctionSecurityGroup", "SyncSecurityGroup")
 
 
 def _covers_nfs(rule: dict) -> bool:
@@ -81,29 +83,138 @@ def _covers_nfs(rule: dict) -> bool:
         return False
 
 
-class NfsFromFunctionOnly(CloudFormationLintRule):
+def _exactly_nfs(rule: dict) -> bool:
+    try:
+        return str(rule.get("IpProtocol")) in ("tcp", "6") and int(rule.get("FromPort", -1)) == NFS == int(rule.get("ToPort", -1))
+    except (TypeError, ValueError):
+        return False
+
+
+def _rules(cfn, kind: str) -> list[tuple[list, object, dict]]:
+    """(path, group it belongs to, rule) for every ingress or egress rule, inline or separate."""
+    key = "SecurityGroupIngress" if kind == "Ingress" else "SecurityGroupEgress"
+    out: list[tuple[list, object, dict]] = []
+    for name, res in resources(cfn, "AWS::EC2::SecurityGroup").items():
+        for i, rule in enumerate(props(res).get(key, []) or []):
+            if isinstance(rule, dict):
+                out.append((["Resources", name, "Properties", key, i], {"Ref": name}, rule))
+    for name, res in resources(cfn, f"AWS::EC2::SecurityGroup{kind}").items():
+        out.append((["Resources", name, "Properties"], props(res).get("GroupId"), props(res)))
+    return out
+
+
+class NfsFromClientsOnly(CloudFormationLintRule):
     id = "E9002"
-    shortdesc = "NFS ingress only from the function's security group"
-    description = "Ingress reaching port 2049 must name the function's security group as its source, never a CIDR or prefix list."
+    shortdesc = "NFS ingress only from the function's and the writers' security groups"
+    description = ("Ingress reaching port 2049 must be tcp 2049 alone, from {'Ref': 'FunctionSecurityGroup'} or {'Ref': 'SyncSecurityGroup'}; "
+                   "never a CIDR, a prefix list, another group or a wider port range.")
     source_url = "https://docs.aws.amazon.com/lambda/latest/dg/configuration-filesystem.html"
     tags = ["hoist", "ec2", "efs"]
 
     def match(self, cfn):
         matches = []
-        candidates = []
-        for name, res in resources(cfn, "AWS::EC2::SecurityGroup").items():
-            for i, rule in enumerate(props(res).get("SecurityGroupIngress", []) or []):
-                if isinstance(rule, dict):
-                    candidates.append((["Resources", name, "Properties", "SecurityGroupIngress", i], rule))
-        for name, res in resources(cfn, "AWS::EC2::SecurityGroupIngress").items():
-            candidates.append((["Resources", name, "Properties"], props(res)))
-        for path, rule in candidates:
+        allowed = [{"Ref": g} for g in NFS_CLIENTS]
+        for path, _, rule in _rules(cfn, "Ingress"):
             if not _covers_nfs(rule):
                 continue
-            if rule.get("SourceSecurityGroupId") != {"Ref": "FunctionSecurityGroup"}:
-                source = rule.get("CidrIp") or rule.get("CidrIpv6") or rule.get("SourcePrefixListId") or rule.get("SourceSecurityGroupId")
-                matches.append(RuleMatch(path, f"{path[1]}: NFS ingress from {source!r}; allow 2049 only from {{'Ref': 'FunctionSecurityGroup'}}"))
+            source = rule.get("SourceSecurityGroupId")
+            if source not in allowed:
+                shown = rule.get("CidrIp") or rule.get("CidrIpv6") or rule.get("SourcePrefixListId") or source
+                matches.append(RuleMatch(path, f"{path[1]}: NFS ingress from {shown!r}; allow 2049 only from {allowed[0]} or {allowed[1]}"))
+            elif not _exactly_nfs(rule):
+                matches.append(RuleMatch(path, f"{path[1]}: ingress from {source} opens more than tcp 2049; open exactly tcp 2049"))
         return matches
+
+
+# E9006: every client of the file system (the function reads, the writers write) has a path to 2049.
+
+def _egress_allows_nfs(cfn, group: str) -> bool:
+    inline = props(resources(cfn, "AWS::EC2::SecurityGroup").get(group, {})).get("SecurityGroupEgress")
+    if inline is None and not any(owner == {"Ref": group} for _, owner, _ in _rules(cfn, "Egress")):
+        return True  # no egress rule at all: AWS's default allows everything out
+    return any(owner == {"Ref": group} and _covers_nfs(rule) for _, owner, rule in _rules(cfn, "Egress"))
+
+
+class EveryClientReachesNfs(CloudFormationLintRule):
+    id = "E9006"
+    shortdesc = "The function and the writers reach the mount targets on 2049"
+    description = ("A bastion or DataSync's network interfaces in a group the mount targets do not admit cannot write the tree; "
+                   "the stack needs SyncSecurityGroup, and the mount targets' group must admit FunctionSecurityGroup and SyncSecurityGroup "
+                   "on 2049 while each allows 2049 out.")
+    source_url = "https://docs.aws.amazon.com/datasync/latest/userguide/create-efs-location.html"
+    tags = ["hoist", "ec2", "efs"]
+
+    def match(self, cfn):
+        if not resources(cfn, "AWS::EFS::MountTarget") and not any(
+                (props(r).get("FileSystemConfigs")) for r in resources(cfn, "AWS::Lambda::Function").values()):
+            return []
+        groups = resources(cfn, "AWS::EC2::SecurityGroup")
+        matches = []
+        targets: list = []
+        for res in resources(cfn, "AWS::EFS::MountTarget").values():
+            targets += [g for g in as_list(props(res).get("SecurityGroups", [])) if g not in targets]
+        for _, owner, rule in _rules(cfn, "Ingress"):
+            if _covers_nfs(rule) and owner not in targets:
+                targets.append(owner)
+        if not targets:
+            return [RuleMatch(["Resources"], "no security group admits 2049 into the mount targets: nothing can mount the file system")]
+        for client in NFS_CLIENTS:
+            if client not in groups:
+                matches.append(RuleMatch(["Resources"], f"no {client}: " + ("the function" if client.startswith("Function") else "the bastion and DataSync")
+                                         + " would have no security group with a path to 2049"))
+                continue
+            for target in targets:
+                if not any(owner == target and _covers_nfs(rule) and rule.get("SourceSecurityGroupId") == {"Ref": client}
+                           for _, owner, rule in _rules(cfn, "Ingress")):
+                    matches.append(RuleMatch(["Resources", client], f"{client}: the mount targets' group {target} does not admit it on 2049"))
+            if not _egress_allows_nfs(cfn, client):
+                matches.append(RuleMatch(["Resources", client], f"{client}: its egress rules do not allow 2049 out"))
+        return matches
+
+
+# E9007: the file system has a policy: writes only by a named principal, TLS required.
+
+class FileSystemPolicy(CloudFormationLintRule):
+    id = "E9007"
+    shortdesc = "EFS file system policy: TLS only, writes by a named principal"
+    description = ("Without a FileSystemPolicy EFS lets every client that reaches 2049 write. The policy must deny aws:SecureTransport false "
+                   "and grant ClientWrite (or ClientRootAccess) only to a principal named by a role's ARN, never '*' or the account.")
+    source_url = "https://docs.aws.amazon.com/efs/latest/ug/iam-access-control-nfs-efs.html"
+    tags = ["hoist", "efs", "iam"]
+
+    def match(self, cfn):
+        matches = []
+        roles = set(resources(cfn, "AWS::IAM::Role"))
+        for name, res in resources(cfn, "AWS::EFS::FileSystem").items():
+            path = ["Resources", name, "Properties", "FileSystemPolicy"]
+            policy = props(res).get("FileSystemPolicy")
+            if not isinstance(policy, dict):
+                matches.append(RuleMatch(path[:-1], f"{name}: no FileSystemPolicy: any client that reaches 2049 may write every version"))
+                continue
+            statements = [st for st in as_list(policy.get("Statement", [])) if isinstance(st, dict)]
+            if not any(st.get("Effect") == "Deny" and (st.get("Condition") or {}).get("Bool", {}).get("aws:SecureTransport") in ("false", False)
+                       for st in statements):
+                matches.append(RuleMatch(path, f"{name}: the policy must deny requests whose aws:SecureTransport is false"))
+            for j, st in enumerate(statements):
+                actions = [a for a in as_list(st.get("Action", [])) if isinstance(a, str)]
+                if st.get("Effect") != "Allow" or not any(a in ("*", "elasticfilesystem:*", "elasticfilesystem:ClientWrite", "elasticfilesystem:ClientRootAccess") for a in actions):
+                    continue
+                principal = st.get("Principal")
+                named = as_list(principal.get("AWS") if isinstance(principal, dict) else principal)
+                if not named or not all(_ref_target(p) in roles for p in named):
+                    matches.append(RuleMatch([*path, "Statement", j], f"{name}: statement {j} lets {named!r} write; grant ClientWrite to the sync role only"))
+        return matches
+
+
+def _ref_target(value) -> str | None:
+    """The logical id a GetAtt ...Arn names (a role of this stack), else None."""
+    if isinstance(value, dict):
+        att = value.get("Fn::GetAtt")
+        if isinstance(att, list) and len(att) == 2 and att[1] == "Arn":
+            return att[0]
+        if isinstance(att, str) and att.endswith(".Arn"):
+            return att.split(".")[0]
+    return None
 
 
 # E9003: the EFS file system is encrypted at rest.

@@ -6,15 +6,19 @@ the real parameters), and checks the staging bucket and the exact DataSync
 requests instead of files on EFS."""
 from __future__ import annotations
 
-import contextlib
+import dataclasses
+import hashlib
 import json
+import os
+import signal
+import time
 
 import pytest
 from botocore.stub import Stubber
 
 from sync import stage
 from sync.datasync import Clients
-from sync.shell import SyncError
+from sync.shell import SyncError, SyncInterrupted
 from tests.conftest import lock_and_build, write_pipeline
 
 pytestmark = [pytest.mark.moto]
@@ -36,8 +40,10 @@ def aws(moto_server, monkeypatch):
     monkeypatch.delenv("AWS_PROFILE", raising=False)
     session = boto3.session.Session(region_name="us-east-1")
     s3 = session.client("s3")
-    with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
+    try:
         s3.create_bucket(Bucket=BUCKET)
+    except s3.exceptions.BucketAlreadyOwnedByYou:
+        pass
     datasync = session.client("datasync")
     calls = []
     datasync.meta.events.register("before-call.datasync.*", lambda model, params, **_: calls.append((model.name, json.loads(params["body"] or b"{}"))))
@@ -70,32 +76,103 @@ def test_stage_copy_verify_then_mark(project, wheelhouse, aws):
     plan, c = stage.datasync_plan(cfg, aws=aws)
     assert plan.action == "transfer" and plan.present == 0 and not plan.copy
     manifest = json.loads(plan.manifest.read_text())
-    assert len(plan.upload) == manifest["totals"]["files"]
+    archives = sorted(p.name for p in (plan.tree.parent / "archives").iterdir())
+    assert "index.json" in archives and {a["name"] for a in manifest["archives"]} <= set(archives) and manifest["archives"]
+    # the whole version, as rsync publishes it: the tree and the archives the cold start reads
+    assert {f.path for f in plan.upload} == {f"site-packages/{f['path']}" for f in manifest["files"]} | {f"archives/{n}" for n in archives}
     done = stage.datasync_apply(plan, c, cfg, poll_s=0)
     assert done["uploaded"] == len(plan.upload)
 
-    staged = _objects(aws, f"{project.name}/hoist-staging/envs/{plan.version}/")
-    assert f"{project.name}/hoist-staging/envs/{plan.version}/.hoist-complete" in staged and f"{project.name}/hoist-staging/envs/{plan.version}/manifest.json" in staged
+    base = f"{project.name}/hoist-staging/envs/{plan.version}/"
+    staged = _objects(aws, base)
+    assert base + ".hoist-complete" in staged and base + "manifest.json" in staged
+    for archive in manifest["archives"]:  # staged with the bytes the manifest names
+        body = aws.s3.get_object(Bucket=BUCKET, Key=base + "archives/" + archive["name"])["Body"].read()
+        assert hashlib.sha256(body).hexdigest() == archive["sha256"]
+    assert base + "archives/index.json" in staged
     so = next(f for f in manifest["files"] if f["path"].endswith(".so"))
-    head = aws.s3.head_object(Bucket=BUCKET, Key=f"{project.name}/hoist-staging/envs/{plan.version}/site-packages/{so['path']}")
+    head = aws.s3.head_object(Bucket=BUCKET, Key=f"{base}site-packages/{so['path']}")
     assert head["Metadata"]["file-permissions"] == "100755" and head["Metadata"]["hoist-sha256"] == so["sha256"]  # the mode survives
 
     names = [name for name, _ in aws.calls]
-    assert names.count("StartTaskExecution") == 2  # the tree, then the marker
+    assert names.count("StartTaskExecution") == 2  # the tree (archives included), then the marker
     creates = [params for name, params in aws.calls if name == "CreateTask"]
     data, marker = creates
-    assert data["Name"] == f"hoist-{plan.version[:12]}" and data["Options"]["VerifyMode"] == "POINT_IN_TIME_CONSISTENT"
+    assert data["Name"] == f"hoist-{plan.version[:12]}" and data["Options"]["VerifyMode"] == "POINT_IN_TIME_CONSISTENT"  # DataSync verifies the copy
     assert data["Options"]["TransferMode"] == "CHANGED" and data["Options"]["PosixPermissions"] == "PRESERVE"
+    assert (data["Options"]["Uid"], data["Options"]["Gid"]) == ("NONE", "NONE")  # files belong to the writer access point's user
     assert marker["Options"]["PreserveDeletedFiles"] == "PRESERVE"  # the marker copy deletes nothing
-    efs = next(params for name, params in aws.calls if name == "CreateLocationEfs")
-    assert efs == {"EfsFilesystemArn": FS, "Subdirectory": f"/hoist/envs/{plan.version}", "Ec2Config": {"SubnetArn": SUBNET, "SecurityGroupArns": [SG]},
+    efs = [params for name, params in aws.calls if name == "CreateLocationEfs"][0]
+    # through the writer access point, whose root is efs.root: the version is /envs/<hash> for DataSync, never /hoist/envs/<hash>
+    assert efs == {"EfsFilesystemArn": FS, "Subdirectory": f"/envs/{plan.version}", "Ec2Config": {"SubnetArn": SUBNET, "SecurityGroupArns": [SG]},
                    "InTransitEncryption": "TLS1_2", "AccessPointArn": AP}
     s3_locations = [params for name, params in aws.calls if name == "CreateLocationS3"]
     assert [p["Subdirectory"] for p in s3_locations] == [f"/{project.name}/hoist-staging/envs/{plan.version}/", f"/{project.name}/hoist-staging/markers/{plan.version}/"]
+    assert {p["S3BucketArn"] for p in s3_locations} == {f"arn:aws:s3:::{BUCKET}"}
     assert names.index("StartTaskExecution") < names.index("CreateLocationS3", names.index("StartTaskExecution"))  # marker staged after the copy succeeded
+    # nothing left behind: both tasks and the three locations go after the marker arrived
+    last_start = len(names) - 1 - names[::-1].index("StartTaskExecution")
+    assert names[last_start:].count("DeleteTask") == 2 and names[last_start:].count("DeleteLocation") == 3
+    assert aws.datasync.list_tasks()["Tasks"] == [] or all(t["Name"] not in (data["Name"], marker["Name"]) for t in aws.datasync.list_tasks()["Tasks"])
 
     again, _ = stage.datasync_plan(cfg, aws=aws)
     assert again.action == "up-to-date"
+
+
+def test_a_version_not_fully_staged_starts_no_task(project, wheelhouse, aws):
+    cfg = _project(project, wheelhouse, "purepkg==2.0\n")
+    plan, c = stage.datasync_plan(cfg, aws=aws)
+    broken = dataclasses.replace(plan, expected=(*plan.expected, ("archives/lost-0000.hz", "0" * 32)))
+    with pytest.raises(SyncError) as err:
+        stage.datasync_apply(broken, c, cfg, poll_s=0)
+    assert "not staged: archives/lost-0000.hz" in str(err.value) and "nothing was copied to EFS" in str(err.value)
+    assert "StartTaskExecution" not in [name for name, _ in aws.calls]
+
+
+def test_an_interrupted_run_cancels_its_execution(project, wheelhouse, aws, monkeypatch):
+    cfg = _project(project, wheelhouse, "purepkg==2.0\n")
+    plan, c = stage.datasync_plan(cfg, aws=aws)
+
+    def interrupted(**params):
+        raise SyncInterrupted(signal.SIGTERM)
+
+    monkeypatch.setattr(aws.datasync, "describe_task_execution", interrupted)
+    with pytest.raises(SyncInterrupted):
+        stage.datasync_apply(plan, c, cfg, poll_s=0)
+    names = [name for name, _ in aws.calls]
+    assert names[names.index("StartTaskExecution"):].count("CancelTaskExecution") == 1
+    assert stage.datasync_plan(cfg, aws=aws)[0].action == "transfer"  # no marker
+    assert _objects(aws, f"{project.name}/hoist-staging/locks/") == {}  # the lock was released
+
+
+def test_a_lock_is_taken_over_at_once_only_when_its_holder_is_provably_gone(project, wheelhouse, aws):
+    import platform
+    import subprocess
+
+    cfg = _project(project, wheelhouse, "purepkg==2.0\n")
+    plan, c = stage.datasync_plan(cfg, aws=aws)
+    key = f"{project.name}/hoist-staging/locks/{plan.version}.lock"
+    aws.s3.put_object(Bucket=BUCKET, Key=key, Body=f"ci-runner-7:{os.getpid()}:{int(time.time())}".encode())
+    with pytest.raises(SyncError) as err:  # a holder on another host: nothing proves it gone
+        stage.datasync_apply(plan, c, cfg, poll_s=0)
+    assert "another sync of version" in str(err.value) and "ci-runner-7" in str(err.value) and "StartTaskExecution" not in [n for n, _ in aws.calls]
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    aws.s3.put_object(Bucket=BUCKET, Key=key, Body=f"{platform.node()}:{dead.pid}:{int(time.time())}".encode())  # killed on this host
+    stage.datasync_apply(plan, c, cfg, poll_s=0)
+    assert stage.datasync_plan(cfg, aws=aws)[0].action == "up-to-date" and _objects(aws, f"{project.name}/hoist-staging/locks/") == {}
+
+
+def test_list_calls_read_every_page_and_arns_take_the_region_s_partition(aws):
+    from pipeline import aws as aws_mod
+    from sync.datasync import _listing
+
+    with Stubber(aws.s3) as stub:
+        stub.add_response("list_objects_v2", {"IsTruncated": True, "NextContinuationToken": "t", "Contents": [{"Key": "p/a", "ETag": '"1"', "Size": 1}]})
+        stub.add_response("list_objects_v2", {"IsTruncated": False, "Contents": [{"Key": "p/b", "ETag": '"2"', "Size": 2}]},
+                          {"Bucket": BUCKET, "Prefix": "p/", "ContinuationToken": "t"})
+        assert _listing(aws, BUCKET, "p/") == {"p/a": ("1", 1), "p/b": ("2", 2)}
+    assert (aws_mod.partition("cn-north-1"), aws_mod.partition("us-gov-west-1"), aws_mod.partition("eu-west-1")) == ("aws-cn", "aws-us-gov", "aws")
 
 
 def test_a_new_version_uploads_only_new_content(project, wheelhouse, aws):
@@ -106,11 +183,13 @@ def test_a_new_version_uploads_only_new_content(project, wheelhouse, aws):
     cfg = _project(project, wheelhouse, "purepkg==2.0\nnativepkg==1.0\n")
     second, c = stage.datasync_plan(cfg, aws=aws)
     assert second.version != first.version
-    assert {item.path for item, _ in second.copy} <= old_paths and second.copy  # unchanged purepkg files: copied inside S3
-    assert {item.path for item in second.upload} == {f["path"] for f in json.loads(second.manifest.read_text())["files"]} - old_paths  # only nativepkg
+    tree_copies = {item.path.removeprefix("site-packages/") for item, _ in second.copy if item.path.startswith("site-packages/")}
+    assert tree_copies <= old_paths and tree_copies  # unchanged purepkg files: copied inside S3
+    new_tree = {f["path"] for f in json.loads(second.manifest.read_text())["files"]} - old_paths
+    assert {item.path.removeprefix("site-packages/") for item in second.upload if item.path.startswith("site-packages/")} == new_tree  # only nativepkg
     stage.datasync_apply(second, c, cfg, poll_s=0)
-    staged = _objects(aws, f"{project.name}/hoist-staging/envs/{second.version}/site-packages/")
-    assert len(staged) == len(second.upload) + len(second.copy)  # the whole tree is staged for the new version
+    staged = _objects(aws, f"{project.name}/hoist-staging/envs/{second.version}/")
+    assert len(staged) == len(second.upload) + len(second.copy) + 2  # the whole version (tree, archives), the manifest and the marker
 
 
 def test_a_failed_execution_names_it_and_marks_nothing(project, wheelhouse, aws, monkeypatch):

@@ -11,6 +11,7 @@ under test.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime
 import io
 import json
@@ -181,34 +182,41 @@ def test_deploy_uploads_syncs_applies_and_smoke_tests_then_an_unchanged_deploy_c
         console = Console(record=True, width=250)
         deployer = stage.Deployer(cfg, "arm", c, ConsoleProgress(console), poll_s=0)
         plan = deployer.plan()
-        # content-addressed uploads: handler zip, layer zip, the model's files
+        # planning changes nothing but the change set: no upload, no sync yet
         build_doc = json.loads((project / "dist" / "arm" / "build.json").read_text())
         fn_sha = build_doc["artifacts"]["function_zip"]["sha256"]
-        assert plan.release.function_key == f"hoist/artifacts/{fn_sha}.zip"
-        assert keys(c.s3) == {u.key for u in plan.artifacts.uploads} and len(keys(c.s3)) >= 5
-        assert set(plan.uploaded) >= {"function.zip", "layer.zip", "model/model.pt"}
-        # the EFS version is on the (local) file system, complete
         efs_version = build_doc["sets"]["efs"]["content_hash"]
-        assert (project / ".hoist-efs" / "hoist" / "envs" / efs_version / ".hoist-complete").is_file()
+        marker = project / ".hoist-efs" / "hoist" / "envs" / efs_version / ".hoist-complete"
+        assert keys(c.s3) == set() and plan.uploaded == () and all(u.present is False for u in plan.artifacts.uploads)
+        assert plan.sync.action == "transfer" and not marker.exists() and plan.has_work
+        assert plan.release.function_key == f"hoist/artifacts/{fn_sha}.zip"
         template = json.loads(plan.template_path.read_text())
         assert template["Resources"]["Function"]["Properties"]["Environment"]["Variables"]["HOIST_EFS_VERSION"] == efs_version
         assert plan.live_version == "1" and [ch.logical_id for ch in plan.change_set.changes] == ["Function"]
         shown = _shown(print_plan, plan)
-        assert "Modify" in shown and "AWS::Lambda::Function" in shown and f"hoist/artifacts/{fn_sha}.zip" in shown and "uploaded" in shown
+        assert "Modify" in shown and "AWS::Lambda::Function" in shown and f"hoist/artifacts/{fn_sha}.zip" in shown and "to upload" in shown
 
         c.lambda_.update_alias(FunctionName="test-fn", Name="live", FunctionVersion="2")  # what CloudFormation's update does
         expect_execute(stub, api.url, "2")
         result = deployer.apply(plan)
+        # content-addressed uploads (handler zip, layer zip, the model's files) and the record of what is live
+        assert keys(c.s3) == {u.key for u in plan.artifacts.uploads} | {"hoist/deploy.json"} and len(keys(c.s3)) >= 6
+        assert set(result.plan.uploaded) >= {"function.zip", "layer.zip", "model/model.pt"}
+        assert marker.is_file() and result.plan.sync.done  # the EFS version is on the (local) file system, complete
         assert result.ok and result.smoke.label == "3" and result.rolled_back_to is None
         shown = _shown(print_result, result)
         assert "smoke test: passed" in shown and api.url in shown
         progress = console.export_text()
         for words in ("uploading function.zip", "syncing EFS version", "linting template.json", "creating a change set", "UPDATE_COMPLETE", "smoke test: http"):
             assert words in progress, words
+        assert progress.index("creating a change set") < progress.index("uploading function.zip") < progress.index("syncing EFS version") < progress.index("executing change set")
         assert ("GET", "/health") in api.requests and any(r[0] == "POST" and r[1] == "/classify" and r[2].startswith(b"\x89PNG") for r in api.requests)
         record = json.loads((project / "dist" / "deploy.json").read_text())
         assert record["efs_version"] == efs_version and record["outputs"]["FunctionVersion"] == "2" and record["smoke"]["ok"]
+        assert json.loads(c.s3.get_object(Bucket=BUCKET, Key="hoist/deploy.json")["Body"].read()) == record  # survives a CI run's dist/
         assert stage.protected_versions(cfg) == {efs_version}  # efs-gc keeps what is deployed
+        (project / "dist" / "deploy.json").unlink()  # a fresh CI checkout: the bucket's record still protects it
+        assert stage.protected_versions(cfg) == set() and stage.protected_versions(cfg, c.s3) == {efs_version}
 
         # the same inputs again: a rebuild gives the same zip bytes, so nothing is uploaded and the template is identical
         zip_before = (project / "dist" / "arm" / "function.zip").read_bytes()
@@ -218,7 +226,7 @@ def test_deploy_uploads_syncs_applies_and_smoke_tests_then_an_unchanged_deploy_c
         expect_plan(stub, changes=False)
         again = deployer.plan()
         assert again.uploaded == () and all(u.present for u in again.artifacts.uploads)
-        assert again.sync.action == "up-to-date" and again.change_set.empty
+        assert again.sync.action == "up-to-date" and again.change_set.empty and not again.has_work
         assert again.template_path.read_bytes() == template_before
     finally:
         api.close()
@@ -290,6 +298,7 @@ def test_teardown_deletes_the_stack_keeps_the_data_unless_asked(tmp_path, wheelh
     cfg = load(tmp_path)
     fs = c.efs.create_file_system(CreationToken="hoist-teardown", Encrypted=True)["FileSystemId"]
     c.efs.create_access_point(FileSystemId=fs)
+    older = c.lambda_.publish_layer_version(LayerName="test-fn-deps", Content={"ZipFile": _zip()})["LayerVersionArn"]  # an earlier release's, retained
     layer = c.lambda_.publish_layer_version(LayerName="test-fn-deps", Content={"ZipFile": _zip()})["LayerVersionArn"]
     resources = [("FileSystem", "AWS::EFS::FileSystem", fs), ("Layer", "AWS::Lambda::LayerVersion", layer), ("Function", "AWS::Lambda::Function", "test-fn"),
                  ("FunctionVersionabc", "AWS::Lambda::Version", "arn:aws:lambda:eu-west-1:123456789012:function:test-fn:1")]
@@ -310,6 +319,8 @@ def test_teardown_deletes_the_stack_keeps_the_data_unless_asked(tmp_path, wheelh
         done = stage.apply_teardown(cfg, c, plan, poll_s=0)
         file_systems = [f["FileSystemId"] for f in c.efs.describe_file_systems()["FileSystems"]]
         assert any("layer version" in d for d in done)
+        if not delete_data:  # every release's layer version goes, not only the one the stack lists now
+            assert {d.removeprefix("layer version ") for d in done if d.startswith("layer version")} == {older, layer}
         if delete_data:
             assert fs not in file_systems and any("its data is gone" in d for d in done)
         else:
@@ -370,6 +381,96 @@ def test_the_smoke_test_waits_out_a_cold_start_then_fails_on_a_tree_that_is_not_
     assert not result.ok and "502" in result.message
 
 
+def test_dry_run_without_any_aws_credentials_builds_validates_renders_lints_and_says_what_it_could_not_check(tmp_path, wheelhouse):
+    """A user previewing the stack offline: no credentials, no profile, no instance metadata, no endpoint."""
+    import os
+    import subprocess
+    import sys
+
+    deploy_project(tmp_path, wheelhouse)  # a stack that creates its own file system
+    shutil.copytree(REPO / "model" / "artifacts", tmp_path / "model" / "artifacts")
+    (tmp_path / "handler" / "app.py").write_text((REPO / "handler" / "app.py").read_text())
+    lock(load(tmp_path), "arm")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update({"AWS_CONFIG_FILE": str(tmp_path / "no-config"), "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "no-credentials"),
+                "AWS_EC2_METADATA_DISABLED": "true", "HOME": str(tmp_path)})
+    run = subprocess.run([sys.executable, "-m", "invoke", "-r", str(REPO), "deploy", "--dry-run", "--target", "arm", "--config", str(tmp_path / "pipeline.toml")],
+                         capture_output=True, text=True, env=env, timeout=600, check=False)
+    out = " ".join((run.stdout + run.stderr).split())  # rich wraps long lines
+    assert run.returncode == 0, out
+    for words in ("building", "validating the trees", "linting template.json", "function.zip", "layer.zip", "model/model.pt",
+                  "to upload (bucket not checked)", "EFS version", "not checked offline", "Availability Zones", "change set",
+                  "dry run: nothing uploaded, synced or changed"):
+        assert words in out, words
+    template = json.loads((tmp_path / "dist" / "arm" / "template.json").read_text())
+    assert template["Resources"]["FileSystem"]["Properties"]["FileSystemPolicy"]
+    from deploy import lint as deploy_lint
+
+    assert [str(f) for f in deploy_lint.lint(template, REGION)] == []
+    assert not (tmp_path / ".hoist-efs" / "hoist" / "envs").exists()  # nothing synced
+
+
+def test_a_full_deploy_without_credentials_is_one_clear_error(tmp_path, wheelhouse):
+    deploy_project(tmp_path, wheelhouse, EXISTING_FS)
+    with pytest.raises(DeployError) as err:
+        stage.Deployer(load(tmp_path), "arm", None).plan()
+    assert "no AWS credentials" in str(err.value) and "--dry-run" in str(err.value)
+
+
+def test_storage_only_refuses_to_remove_a_full_stack_s_function_and_api(tmp_path, wheelhouse, clients):
+    c, stub = clients
+    deploy_project(tmp_path, wheelhouse, EXISTING_FS)
+    stub.add_response("describe_stacks", stack_doc("UPDATE_COMPLETE", {"FunctionName": "test-fn", "ApiUrl": "https://x", "FileSystemId": "fs-0123456789abcdef0"}),
+                      {"StackName": NAME})
+    with pytest.raises(DeployError) as err:
+        stage.Deployer(load(tmp_path), "arm", c).plan(storage_only=True)
+    assert "would remove them" in str(err.value) and "invoke deploy" in str(err.value)
+    stub.assert_no_pending_responses()
+
+
+def test_a_validation_error_during_deploy_is_one_clear_error_and_nothing_is_changed(project, clients, monkeypatch):
+    import validate.stage as validate_stage
+    from validate.checks import Finding
+
+    c, stub = clients
+    real = validate_stage.from_build
+
+    def failing(*args, **kwargs):
+        report = real(*args, **kwargs)
+        bad = Finding(severity="error", rule="glibc", file="torch/lib/libtorch.so", package="torch", message="needs GLIBC_2.35, the runtime has 2.34")
+        return dataclasses.replace(report, findings=(*report.findings, bad))
+
+    monkeypatch.setattr(validate_stage, "from_build", failing)
+    stub.add_response("describe_stacks", stack_doc("UPDATE_COMPLETE", {"FileSystemId": "fs-0123456789abcdef0"}), {"StackName": NAME})
+    with pytest.raises(DeployError) as err:
+        stage.Deployer(load(project), "arm", c).plan()
+    text = str(err.value)
+    assert "validation found 1 error(s)" in text and "glibc torch/lib/libtorch.so: needs GLIBC_2.35" in text and "invoke validate --target arm" in text
+    assert keys(c.s3) == set()
+
+
+def test_planning_storage_reads_the_subnets_zones_from_ec2_one_mount_target_per_zone(tmp_path, wheelhouse, clients):
+    c, stub = clients
+    ec2 = aws.client(aws.session(REGION), "ec2")
+    vpc = ec2.create_vpc(CidrBlock="198.19.0.0/16")["Vpc"]["VpcId"]  # RFC 2544 benchmarking range, inside moto only
+    subnets = [ec2.create_subnet(VpcId=vpc, CidrBlock=f"198.19.{i}.0/24", AvailabilityZone=zone)["Subnet"]["SubnetId"]
+               for i, zone in enumerate(("eu-west-1b", "eu-west-1b", "eu-west-1c"))]
+    deploy_project(tmp_path, wheelhouse)
+    path = tmp_path / "pipeline.toml"
+    path.write_text(path.read_text().replace('vpc_id = "vpc-0123456789abcdef0"', f'vpc_id = "{vpc}"')
+                    .replace('subnet_ids = ["subnet-0123456789abcdef0", "subnet-0123456789abcdef1"]', f"subnet_ids = {json.dumps(subnets)}"))
+    stub.add_client_error("describe_stacks", "ValidationError", f"Stack with id {NAME} does not exist")
+    stub.add_response("create_change_set", {"Id": CS_ARN, "StackId": STACK_ARN},
+                      {"StackName": NAME, "ChangeSetName": ANY, "ChangeSetType": "CREATE", "TemplateBody": ANY, "Capabilities": ["CAPABILITY_IAM"], "Description": ANY, "Tags": ANY})
+    rc = {"Action": "Add", "LogicalResourceId": "FileSystem", "ResourceType": "AWS::EFS::FileSystem", "Details": []}
+    stub.add_response("describe_change_set", {"ChangeSetId": CS_ARN, "Status": "CREATE_COMPLETE", "Changes": [{"Type": "Resource", "ResourceChange": rc}]})
+    plan = stage.Deployer(load(tmp_path), "arm", dataclasses.replace(c, ec2=ec2), poll_s=0).plan(storage_only=True)
+    template = json.loads(plan.template_path.read_text())
+    targets = {k: r["Properties"]["SubnetId"] for k, r in template["Resources"].items() if r["Type"] == "AWS::EFS::MountTarget"}
+    assert targets == {"MountTargetEuWest1b": subnets[0], "MountTargetEuWest1c": subnets[2]} and plan.unchecked == ()
+    assert plan.change_set.change_set_type == "CREATE" and keys(c.s3) == set()
+
+
 def test_a_validation_error_during_deploy_is_one_clear_error_naming_rule_and_file(tmp_path, wheelhouse, clients):
     """An x86_64 library smuggled into a py3-none-any wheel of the arm64 EFS set: deploy stops
     before uploading or syncing anything, with validate's rule, the file and the fix."""
@@ -386,7 +487,7 @@ def test_a_validation_error_during_deploy_is_one_clear_error_naming_rule_and_fil
     with pytest.raises(DeployError) as err:
         stage.Deployer(cfg, "arm", c, poll_s=0).plan()
     text = str(err.value)
-    assert "validation found errors" in text and "elf-machine" in text and "smuggled/libfast.so" in text
+    assert "validation found 1 error(s)" in text and "elf-machine" in text and "smuggled/libfast.so" in text
     assert "invoke validate --target arm" in text
     assert keys(c.s3) == set()  # nothing uploaded
     assert not (tmp_path / "p" / ".hoist-efs").exists()  # nothing synced

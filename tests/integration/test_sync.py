@@ -5,17 +5,19 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import signal
 import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
 from pipeline import config
 from sync import stage
-from sync.efs import MARKER, list_versions, verify
+from sync.efs import MARKER, holder_gone, list_versions, verify
 from sync.shell import SyncError
 from tests.conftest import REPO, lock_and_build, write_pipeline
 from tests.wheels import make_wheel
@@ -49,7 +51,8 @@ def _configure(project, wheelhouse, bigwheels, method, sshd=None, extra=""):
 
 
 def _efs_base(project, method):
-    return project / ("efs-mount" if method == "local" else "bastion-efs") / "hoist" / "envs"
+    # the local folder stands in for the file system's root; the bastion mounts the writer access point, whose root is efs.root
+    return project / "efs-mount" / "hoist" / "envs" if method == "local" else project / "bastion-efs" / "envs"
 
 
 @pytest.fixture(params=["local", pytest.param("bastion", marks=pytest.mark.sshd)])
@@ -112,8 +115,9 @@ def test_a_killed_sync_leaves_no_marker_and_resumes(setup, wheelhouse, bigwheels
     cfg = config.load(project / "pipeline.toml")
     resumed, remote = stage.plan(cfg)
     assert resumed.action == "resume"
-    # the killed run's lock is younger than stale_lock_s: take it over as the operator would, by waiting it out
-    subprocess.run(["rm", "-rf", str(dest.parent / f".{plan.version}.lock")], check=True)
+    # SIGKILL leaves the lock behind; its holder ran on this host and is gone, so the rerun takes it over at once
+    lock = dest.parent / f".{plan.version}.lock"
+    assert lock.is_dir() and (lock / "owner").read_text().startswith(f"{platform.node()}:{proc.pid}:")
     result = stage.apply(resumed, remote, cfg)
     assert (dest / MARKER).is_file() and verify(remote, resumed) == []
     full = plan.bytes + sum(a["bytes"] for a in json.loads(plan.manifest.read_text()).get("archives", []))
@@ -198,3 +202,156 @@ def test_a_lock_on_one_version_does_not_stop_another(setup):
     assert (base / result.plan.version / MARKER).is_file() and busy.is_dir()  # the other version's lock is left alone
     held = base / f".{result.plan.version}.lock"
     assert not held.exists()  # released after the sync
+
+
+def _start_slow_sync(project, wheelhouse, bigwheels, method, server):
+    """`invoke sync-efs` of a 24 MB tree at 4 MB/s, as a new user runs it; returns once files arrive."""
+    _configure(project, wheelhouse, bigwheels, method, server, extra="bwlimit_kbps = 4000")
+    cfg = lock_and_build(project, "bigpkg==1.0\n")
+    plan, _ = stage.plan(cfg)
+    dest = _efs_base(project, method) / plan.version
+    proc = subprocess.Popen([sys.executable, "-m", "invoke", "-r", str(REPO), "sync-efs", "--config", str(project / "pipeline.toml")], start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 60
+    while time.time() < deadline and not list((dest / "site-packages").rglob("*")) + list(dest.rglob(".rsync-partial/*")):
+        time.sleep(0.1)
+    time.sleep(1.0)
+    assert proc.poll() is None, "the sync finished before it could be interrupted"
+    return cfg, plan, dest, proc
+
+
+def _group_gone(pgid: int, timeout: float = 15) -> bool:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=lambda s: s.name)
+@pytest.mark.parametrize("transport", ["local", pytest.param("bastion", marks=pytest.mark.sshd)])
+def test_an_interrupted_sync_releases_its_lock_and_the_next_run_completes_at_once(request, project, wheelhouse, bigwheels, transport, sig):
+    """Ctrl-C (SIGINT), a cancelled CI job or a container stop (SIGTERM), a closed terminal (SIGHUP): sent to the
+    task's process alone, which stops its rsync, releases the version's lock and says how to resume."""
+    server = request.getfixturevalue("sshd") if transport == "bastion" else None
+    _, plan, dest, proc = _start_slow_sync(project, wheelhouse, bigwheels, transport, server)
+    os.kill(proc.pid, sig)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode != 0 and f"interrupted by {sig.name}" in out and "run the same command again" in out, out
+    assert _group_gone(proc.pid), "rsync or ssh outlived the interrupted task"
+    assert not (dest.parent / f".{plan.version}.lock").exists() and not (dest / MARKER).exists()
+    _configure(project, wheelhouse, bigwheels, transport, server)
+    again = subprocess.run([sys.executable, "-m", "invoke", "-r", str(REPO), "sync-efs", "--config", str(project / "pipeline.toml")],
+                           capture_output=True, text=True, timeout=300, check=False)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "action: resume" in again.stdout and (dest / MARKER).is_file()
+    assert verify(stage.remote_for(config.load(project / "pipeline.toml"))[0], plan) == []
+
+
+def test_a_lock_is_taken_over_only_when_its_holder_is_provably_gone():
+    host = platform.node()
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    now = int(time.time())
+    assert holder_gone(f"{host}:{dead.pid}:{now}")  # this host, no such process
+    assert not holder_gone(f"other-host:{dead.pid}:{now}")  # another host: nothing can be proven from here
+    assert not holder_gone(f"{host}:{os.getppid()}:{now}")  # alive, started before the lock
+    assert holder_gone(f"{host}:{os.getppid()}:0")  # that pid started after the lock was taken: reused, not the holder
+    assert not holder_gone(f"{host}:{os.getpid()}:{now}")  # this process (another thread holds it)
+    assert not holder_gone("garbage")
+
+
+WRITER_UID, FUNCTION_UID = 1001, 1000  # [deploy] writer_uid and posix_uid defaults: the two access points' POSIX users
+
+
+@pytest.fixture
+def efs_standin():
+    """A new EFS file system as AWS hands it over: its root owned by root, mode 755. Outside pytest's
+    0700 temporary folders, so other uids can reach it, as NFS clients of the real one can."""
+    import shutil
+    import tempfile
+
+    top = tempfile.mkdtemp(prefix="hoist-efs-")
+    os.chmod(top, 0o755)
+    fs_root = os.path.join(top, "fs")
+    os.mkdir(fs_root, 0o755)
+    os.chown(fs_root, 0, 0)
+    yield top, fs_root
+    shutil.rmtree(top, ignore_errors=True)
+
+
+def _as_uid(uid: int, script: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "sh", "-c", script], capture_output=True, text=True, check=False)
+
+
+@pytest.mark.sshd
+def test_bastion_as_a_non_root_writer_through_its_access_point_and_the_function_reads_only(project, wheelhouse, bigwheels, sshd, efs_standin):
+    """The documented set-up against the semantics EFS enforces: the bastion's user is not root, the file system's
+    root belongs to root (755), the writer access point presents <root>/hoist as the mount's / with the writer's
+    uid, and the function reads through its own access point as another uid."""
+    from tests.sshd_support import writer_account
+
+    top, fs_root = efs_standin
+    user = writer_account("hoist-writer", WRITER_UID, Path(top) / "home", (sshd.identity_file.with_suffix(".pub")).read_text())
+
+    # what the old README did: a non-root user writing under the file system's root
+    _configure(project, wheelhouse, bigwheels, "bastion", sshd)
+    text = (project / "pipeline.toml").read_text().replace(f'user = "{sshd.user}"', f'user = "{user}"')
+    (project / "pipeline.toml").write_text(text.replace(f'efs_path = "{project / "bastion-efs"}"', f'efs_path = "{fs_root}"\nthrough_access_point = false'))
+    cfg = lock_and_build(project, "nativepkg==1.0\nsmallpkg==1.0\n")
+    plan, remote = stage.plan(cfg)
+    with pytest.raises(SyncError) as err:
+        stage.apply(plan, remote, cfg)
+    assert f"{user} cannot create {fs_root}/hoist/envs" in str(err.value) and "Permission denied" in str(err.value)
+    assert "writer access point" in str(err.value) and os.listdir(fs_root) == []
+
+    # the documented set-up: the writer access point's CreationInfo makes <root>/hoist owned by the writer (755) on first
+    # mount, and the mount shows it as /; the stand-in mount is a link to that folder
+    ap_root = os.path.join(fs_root, "hoist")
+    os.mkdir(ap_root, 0o755)
+    os.chown(ap_root, WRITER_UID, WRITER_UID)
+    mount = os.path.join(top, "mnt-efs")
+    os.symlink(ap_root, mount)
+    (project / "pipeline.toml").write_text(text.replace(f'efs_path = "{project / "bastion-efs"}"', f'efs_path = "{mount}"'))
+    cfg = config.load(project / "pipeline.toml")
+    plan, remote = stage.plan(cfg)
+    assert plan.dest == f"{mount}/envs/{plan.version}"  # never <mount>/hoist/...: the access point's root is the client's /
+    stage.apply(plan, remote, cfg)
+    version = os.path.join(ap_root, "envs", plan.version)
+    assert os.path.isfile(os.path.join(version, MARKER)) and not os.path.exists(os.path.join(ap_root, "hoist"))
+    for path in [version, *(str(p) for p in Path(version).rglob("*"))]:
+        st = os.lstat(path)
+        assert st.st_uid == WRITER_UID and not st.st_mode & 0o022, path  # the writer owns it; group and others only read
+
+    # the function: its access point presents the same folder as /mnt/<name>, as uid 1000
+    tree = f"{ap_root}/envs/{plan.version}"
+    read = _as_uid(FUNCTION_UID, f"cd {tree}/site-packages && find . -type f -exec sha256sum {{}} + && ls ../archives")
+    assert read.returncode == 0, read.stderr
+    manifest = json.loads(plan.manifest.read_text())
+    sums = {line.split("  ", 1)[1].removeprefix("./"): line.split()[0] for line in read.stdout.splitlines() if "  " in line}
+    assert all(sums.get(f["path"]) == f["sha256"] for f in manifest["files"])
+    assert "index.json" in read.stdout
+    some_file = next(f["path"] for f in manifest["files"] if f["path"].endswith(".py"))
+    for attempt in (f"echo x >> {tree}/site-packages/{some_file}", f"touch {tree}/site-packages/new.py", f"mkdir {ap_root}/envs/other",
+                    f"rm -f {tree}/{MARKER}", f"touch {fs_root}/x"):
+        wrote = _as_uid(FUNCTION_UID, attempt)
+        assert wrote.returncode != 0 and "Permission denied" in wrote.stderr, attempt
+    assert verify(remote, plan) == []  # the version is as it was written
+
+
+def test_efs_gc_reads_what_is_live_or_refuses_without_credentials(project, wheelhouse, tmp_path):
+    """The record of a CI release lives in the artifact bucket: without credentials efs-gc cannot know what is live."""
+    from tests.deploy_support import DEPLOY
+
+    write_pipeline(project, wheelhouse)
+    (project / "pipeline.toml").write_text((project / "pipeline.toml").read_text() + DEPLOY)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update({"AWS_CONFIG_FILE": str(tmp_path / "none"), "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"), "AWS_EC2_METADATA_DISABLED": "true"})
+    base = [sys.executable, "-m", "invoke", "-r", str(REPO), "efs-gc", "--config", str(project / "pipeline.toml"), "--dry-run"]
+    refused = subprocess.run(base, capture_output=True, text=True, env=env, check=False)
+    assert refused.returncode == 1 and "needs AWS credentials" in refused.stderr and "--protect" in refused.stderr
+    named = subprocess.run([*base, "--protect", "0123456789ab"], capture_output=True, text=True, env=env, check=False)
+    assert named.returncode == 0 and "nothing to remove" in named.stdout, named.stderr

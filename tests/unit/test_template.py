@@ -192,3 +192,165 @@ def test_deploy_section_errors_name_the_key(tmp_path, wheelhouse, extra, replace
     with pytest.raises(ConfigError) as err:
         load(tmp_path)
     assert key in str(err.value) and "fix:" in str(err.value)
+
+
+# -- writers and readers: identities, network paths, the file system policy ---------------------------
+
+def test_the_function_reads_as_its_own_uid_and_only_the_sync_role_writes(cfg):
+    res = render(cfg, release())["Resources"]
+    reader, writer = res["AccessPoint"]["Properties"], res["WriterAccessPoint"]["Properties"]
+    assert reader["PosixUser"] == {"Uid": "1000", "Gid": "1000"} and writer["PosixUser"] == {"Uid": "1001", "Gid": "1001"}
+    # one root for both, created (whoever mounts first) owned by the writer, 755: the function reads, never writes
+    for ap in (reader, writer):
+        assert ap["RootDirectory"] == {"Path": "/hoist", "CreationInfo": {"OwnerUid": "1001", "OwnerGid": "1001", "Permissions": "755"}}
+    policy = res["FileSystem"]["Properties"]["FileSystemPolicy"]
+    grants = {st["Sid"]: st for st in policy["Statement"]}
+    assert grants["OnlyTheSyncRoleWrites"]["Principal"] == {"AWS": {"Fn::GetAtt": ["SyncRole", "Arn"]}}
+    writers = [st for st in policy["Statement"] if st["Effect"] == "Allow" and "elasticfilesystem:ClientWrite" in st["Action"]]
+    assert writers == [grants["OnlyTheSyncRoleWrites"]]
+    assert grants["ReadersMountWithTheirOwnGrant"]["Action"] == ["elasticfilesystem:ClientMount"]
+    for st in (grants["ReadersMountWithTheirOwnGrant"], grants["OnlyTheSyncRoleWrites"]):  # only through an access point, never the bare root
+        assert st["Condition"]["Null"] == {"elasticfilesystem:AccessPointArn": "false"}
+    deny = grants["RefuseWithoutTls"]
+    assert deny["Effect"] == "Deny" and deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+    function_actions = {a for st in res["FunctionRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"] for a in st["Action"]}
+    assert not {a for a in function_actions if a.startswith("elasticfilesystem:") and a != "elasticfilesystem:ClientMount"}
+    trust = res["SyncRole"]["Properties"]["AssumeRolePolicyDocument"]["Statement"][0]["Principal"]["Service"]
+    assert set(trust) == {"datasync.amazonaws.com", "ec2.amazonaws.com"} and res["SyncInstanceProfile"]["Properties"]["Roles"] == [{"Ref": "SyncRole"}]
+
+
+def test_every_writer_and_the_function_have_their_own_path_to_2049(cfg, existing_cfg):
+    for template in (render(cfg, release()), render(existing_cfg, release()), render(cfg, None, storage_only=True)):
+        res = template["Resources"]
+        sources = {(r["Properties"]["GroupId"] if isinstance(r["Properties"]["GroupId"], str) else r["Properties"]["GroupId"]["Ref"], r["Properties"]["SourceSecurityGroupId"]["Ref"])
+                   for r in res.values() if r["Type"] == "AWS::EC2::SecurityGroupIngress"}
+        target = "sg-0123456789abcdef0" if "FileSystem" not in res else "MountTargetSecurityGroup"
+        assert sources == {(target, "FunctionSecurityGroup"), (target, "SyncSecurityGroup")}
+        assert {"SyncSecurityGroupId", "SyncRoleArn", "SyncInstanceProfileArn"} <= set(template["Outputs"])
+
+
+def _no_sync_ingress(r):
+    del r["SyncIngress"]
+
+
+def _sync_group_without_nfs_out(r):
+    r["SyncSecurityGroup"]["Properties"]["SecurityGroupEgress"] = [{"IpProtocol": "tcp", "FromPort": 443, "ToPort": 443, "CidrIp": "0.0.0.0/0"}]
+
+
+def _sync_ingress_all_ports(r):
+    r["SyncIngress"]["Properties"].update({"IpProtocol": "-1", "FromPort": -1, "ToPort": -1})
+
+
+def _nfs_from_another_group(r):
+    r["SyncIngress"]["Properties"]["SourceSecurityGroupId"] = "sg-0fedcba9876543210"
+
+
+def _no_file_system_policy(r):
+    del r["FileSystem"]["Properties"]["FileSystemPolicy"]
+
+
+def _everyone_in_the_account_writes(r):
+    st = r["FileSystem"]["Properties"]["FileSystemPolicy"]["Statement"][1]
+    st["Principal"] = {"AWS": {"Fn::Sub": "arn:${AWS::Partition}:iam::${AWS::AccountId}:root"}}
+
+
+def _plain_nfs_allowed(r):
+    r["FileSystem"]["Properties"]["FileSystemPolicy"]["Statement"].pop()
+
+
+@pytest.mark.parametrize(
+    ("change", "rule"),
+    [(_no_sync_ingress, "E9006"), (_sync_group_without_nfs_out, "E9006"), (_sync_ingress_all_ports, "E9002"), (_nfs_from_another_group, "E9002"),
+     (_no_file_system_policy, "E9007"), (_everyone_in_the_account_writes, "E9007"), (_plain_nfs_allowed, "E9007")],
+)
+def test_the_writer_rules_catch_the_template_that_breaks_them(cfg, change, rule):
+    good = render(cfg, release())
+    assert rule not in rules_hit(good)
+    assert rule in rules_hit(_broken(good, change))
+
+
+def test_two_subnets_in_one_zone_share_a_mount_target(cfg):
+    zones = {"subnet-0123456789abcdef0": "eu-west-1a", "subnet-0123456789abcdef1": "eu-west-1a"}
+    t = render(cfg, release(), zones=zones)
+    targets = {k: r["Properties"]["SubnetId"] for k, r in t["Resources"].items() if r["Type"] == "AWS::EFS::MountTarget"}
+    assert targets == {"MountTargetEuWest1a": "subnet-0123456789abcdef0"}
+    assert t["Resources"]["Function"]["DependsOn"] == ["MountTargetEuWest1a", "FunctionNfsEgress"]
+    assert t["Resources"]["Function"]["Properties"]["VpcConfig"]["SubnetIds"] == list(zones)  # the function still uses both subnets
+    assert [str(f) for f in deploy_lint.lint(t, "eu-west-1")] == []
+
+
+def test_the_version_moves_with_every_function_property(tmp_path, wheelhouse, cfg):
+    def version_id(c) -> str:
+        return next(k for k, r in render(c, release())["Resources"].items() if r["Type"] == "AWS::Lambda::Version")
+
+    base = version_id(cfg)
+    for i, extra in enumerate(('output_prefix = "elsewhere"\n', "ephemeral_storage_mb = 4096\n", 'subnet_ids = ["subnet-0123456789abcdef0"]\n')):
+        deploy_project(tmp_path / str(i), wheelhouse, extra if "subnet_ids" not in extra else "")
+        if "subnet_ids" in extra:
+            path = tmp_path / str(i) / "pipeline.toml"
+            path.write_text(path.read_text().replace('subnet_ids = ["subnet-0123456789abcdef0", "subnet-0123456789abcdef1"]', extra.strip()))
+        assert version_id(load(tmp_path / str(i))) != base, extra
+    deploy_project(tmp_path / "rc", wheelhouse, replace={'name = "test-fn"': 'name = "test-fn"\nreserved_concurrency = 5'})
+    rc = load(tmp_path / "rc")
+    assert version_id(rc) != base and render(rc, release())["Resources"]["Function"]["Properties"]["ReservedConcurrentExecutions"] == 5
+    assert "ReservedConcurrentExecutions" not in render(cfg, release())["Resources"]["Function"]["Properties"]
+
+
+def test_the_api_may_invoke_the_alias_on_its_routes_only_and_is_throttled(tmp_path, wheelhouse, cfg):
+    res = render(cfg, release())["Resources"]
+    arns = sorted(r["Properties"]["SourceArn"]["Fn::Sub"].rsplit("}/", 1)[1] for r in res.values() if r["Type"] == "AWS::Lambda::Permission")
+    assert arns == ["*/GET/health", "*/POST/classify"]
+    assert res["ApiStage"]["Properties"]["DefaultRouteSettings"] == {"ThrottlingRateLimit": 50.0, "ThrottlingBurstLimit": 100}
+    deploy_project(tmp_path / "t", wheelhouse, replace={'name = "test-api"': 'name = "test-api"\nthrottle_rate = 5\nthrottle_burst = 10'})
+    settings = render(load(tmp_path / "t"), release())["Resources"]["ApiStage"]["Properties"]["DefaultRouteSettings"]
+    assert settings == {"ThrottlingRateLimit": 5.0, "ThrottlingBurstLimit": 10}
+
+
+@pytest.mark.parametrize(
+    ("extra", "replace", "key"),
+    [("writer_uid = 1000\n", {}, "writer_uid"), ("posix_uid = 0\n", {}, "posix_uid"),
+     ("", {'name = "test-fn"': 'name = "test-fn"\nreserved_concurrency = 0'}, "reserved_concurrency"),
+     ("", {'name = "test-api"': 'name = "test-api"\nthrottle_burst = 0'}, "api.throttle"),
+     ('file_system_id = "fs-0123456789abcdef0"\naccess_point_id = "fsap-0123456789abcdef0"\n', {}, "mount_target_security_group_id")],
+)
+def test_identity_and_limit_errors_name_the_key(tmp_path, wheelhouse, extra, replace, key):
+    deploy_project(tmp_path, wheelhouse, extra, replace)
+    with pytest.raises(ConfigError) as err:
+        load(tmp_path)
+    assert key in str(err.value) and "fix:" in str(err.value)
+
+
+@pytest.mark.moto
+def test_mount_targets_per_zone_from_ec2_and_a_clear_error_when_zones_cannot_be_read(tmp_path, wheelhouse, moto_server, monkeypatch):
+    from botocore.stub import Stubber
+
+    from deploy.network import subnet_zones
+    from pipeline import aws
+
+    for key, value in {"AWS_ENDPOINT_URL": moto_server, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    ec2 = aws.client(aws.session("eu-west-1"), "ec2")
+    vpc = ec2.create_vpc(CidrBlock="198.18.0.0/16")["Vpc"]["VpcId"]  # RFC 2544 benchmarking range, inside moto only
+    subnets = [ec2.create_subnet(VpcId=vpc, CidrBlock=f"198.18.{i}.0/24", AvailabilityZone=zone)["Subnet"]["SubnetId"]
+               for i, zone in enumerate(("eu-west-1a", "eu-west-1b", "eu-west-1a"))]
+    deploy_project(tmp_path / "p", wheelhouse)
+    path = tmp_path / "p" / "pipeline.toml"
+    path.write_text(path.read_text().replace('vpc_id = "vpc-0123456789abcdef0"', f'vpc_id = "{vpc}"')
+                    .replace('subnet_ids = ["subnet-0123456789abcdef0", "subnet-0123456789abcdef1"]', f"subnet_ids = {json.dumps(subnets)}"))
+    cfg = load(tmp_path / "p")
+    zones = subnet_zones(ec2, cfg.deploy.subnet_ids, "eu-west-1")
+    assert zones == dict(zip(subnets, ("eu-west-1a", "eu-west-1b", "eu-west-1a"), strict=True))
+    t = render(cfg, release(), zones=zones)
+    targets = {k: r["Properties"]["SubnetId"] for k, r in t["Resources"].items() if r["Type"] == "AWS::EFS::MountTarget"}
+    assert targets == {"MountTargetEuWest1a": subnets[0], "MountTargetEuWest1b": subnets[1]}
+    assert [str(f) for f in deploy_lint.lint(t, "eu-west-1")] == []
+
+    with pytest.raises(DeployError) as err:
+        subnet_zones(ec2, (subnets[0], "subnet-0123456789abcdef9"), "eu-west-1")
+    assert "Availability Zones" in str(err.value) and "deploy.subnet_ids" in str(err.value)
+    with Stubber(ec2) as stub:
+        stub.add_client_error("describe_subnets", "UnauthorizedOperation", "You are not authorized to perform this operation.")
+        with pytest.raises(DeployError) as err:
+            subnet_zones(ec2, tuple(subnets), "eu-west-1")
+    assert "one mount target per zone" in str(err.value) and "ec2:DescribeSubnets" in str(err.value).split("fix:")[1]
