@@ -7,8 +7,9 @@ it into the version folder on EFS, then copy the completion marker the same way.
    this version (same key, ETag = its MD5) is skipped; one staged for another
    version with the same content is copied inside S3 (no bytes from here).
 2. Every object carries DataSync's POSIX metadata (file-permissions,
-   file-owner, file-group, file-mtime), so modes survive the copy: a plain
-   upload would arrive without its executable bit (lambda-facts.md).
+   file-mtime), so modes survive the copy: a plain upload would arrive without
+   its executable bit (lambda-facts.md). No owner is staged: the task ignores
+   UID and GID, and files belong to the writer access point's POSIX user.
 3. Before any task runs, the staged listing is checked against the manifest
    and the archive index (every key present, its MD5 as computed here).
 4. A DataSync task from s3://bucket/<prefix>/envs/<hash>/ into the version's
@@ -17,8 +18,15 @@ it into the version folder on EFS, then copy the completion marker the same way.
    execution is polled until SUCCESS or ERROR.
 5. Only then the marker: a second task copies markers/<hash>/.hoist-complete
    into the same folder without deleting anything, and the staging side
-   records completion, which the next plan reads. After success the tasks and
-   locations are deleted; an interrupted run cancels its execution.
+   records completion, which the next plan reads.
+
+Each run creates its own locations and tasks and waits for each task to be
+AVAILABLE before starting it (an EFS task passes through CREATING, and on new
+mount targets UNAVAILABLE, first). It never reuses one it finds: a location's
+URI names neither its access point, role nor network, so a leftover could
+write as another user. Whatever the run created is deleted when it ends, as it
+ends (success, failure or interruption); an interrupted run cancels its
+execution first.
 
 A run holds ``<prefix>/locks/<hash>.lock`` in the staging bucket while it
 works (a conditional put: If-None-Match to take it, If-Match on the ETag it
@@ -33,7 +41,6 @@ import concurrent.futures
 import contextlib
 import hashlib
 import json
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -166,35 +173,43 @@ def posix_metadata(item: StagedFile) -> dict[str, str]:
     """DataSync's POSIX keys (verify the formats against a real task when one is at hand)."""
     return {
         "file-permissions": f"{0o100000 | item.mode:o}",
-        "file-owner": "0",
-        "file-group": "0",
         "file-mtime": f"{946684800}000000000ns",
         "hoist-sha256": item.sha256,
     }
 
 
-def _slashes(text: str) -> str:
-    return re.sub("/+", "/", text).rstrip("/")
+class Created:
+    """The locations and tasks one run made: all of them are deleted when the run ends."""
+
+    def __init__(self, c: Clients):
+        self.c = c
+        self.tasks: list[str] = []
+        self.locations: list[str] = []
+
+    def location(self, response: dict) -> str:
+        self.locations.append(response["LocationArn"])
+        return response["LocationArn"]
+
+    def remove(self, strict: bool) -> int:
+        """Delete tasks first (a location in use by a task cannot go), then locations."""
+        removed = 0
+        for what, arns, key in (("delete_task", self.tasks, "TaskArn"), ("delete_location", self.locations, "LocationArn")):
+            for arn in arns:
+                if strict:
+                    call(self.c.datasync, what, **{key: arn})
+                else:
+                    with contextlib.suppress(Exception):  # best effort on the way out of a failed run
+                        getattr(self.c.datasync, what)(**{key: arn})
+                removed += 1
+        return removed
 
 
-def _find_or_create_location(c: Clients, scheme: str, uri_suffix: str, create) -> str:
-    """Reuse a location whose URI ends with the same path (AWS writes s3://bucket/dir/): one an interrupted run left."""
-    for loc in aws.pages(c.datasync, "list_locations", "Locations", error=SyncError, errors=AWS_ERRORS):
-        uri = loc["LocationUri"]
-        if uri.startswith(scheme + "://") and _slashes(uri).endswith(_slashes(uri_suffix)):
-            return loc["LocationArn"]
-    return create()["LocationArn"]
-
-
-def _s3_location(c: Clients, cfg: DataSyncConfig, prefix: str) -> str:
+def _s3_location(c: Clients, made: Created, cfg: DataSyncConfig, prefix: str) -> str:
     bucket_arn = f"arn:{aws.partition(cfg.region)}:s3:::{cfg.bucket}"
-    return _find_or_create_location(
-        c, "s3", f"{cfg.bucket}/{prefix}",
-        lambda: call(c.datasync, "create_location_s3", S3BucketArn=bucket_arn, Subdirectory=f"/{prefix}", S3Config={"BucketAccessRoleArn": cfg.s3_role_arn}),
-    )
+    return made.location(call(c.datasync, "create_location_s3", S3BucketArn=bucket_arn, Subdirectory=f"/{prefix}", S3Config={"BucketAccessRoleArn": cfg.s3_role_arn}))
 
 
-def _efs_location(c: Clients, cfg: DataSyncConfig, efs_dir: str) -> str:
+def _efs_location(c: Clients, made: Created, cfg: DataSyncConfig, efs_dir: str) -> str:
     params = {
         "EfsFilesystemArn": cfg.file_system_arn,
         "Subdirectory": efs_dir,
@@ -205,14 +220,29 @@ def _efs_location(c: Clients, cfg: DataSyncConfig, efs_dir: str) -> str:
         params["AccessPointArn"] = cfg.access_point_arn
     if cfg.file_system_role_arn:
         params["FileSystemAccessRoleArn"] = cfg.file_system_role_arn
-    return _find_or_create_location(c, "efs", efs_dir, lambda: call(c.datasync, "create_location_efs", **params))
+    return made.location(call(c.datasync, "create_location_efs", **params))
 
 
-def _task(c: Clients, name: str, source: str, dest: str, options: dict) -> str:
-    for task in aws.pages(c.datasync, "list_tasks", "Tasks", error=SyncError, errors=AWS_ERRORS):
-        if task.get("Name") == name:
-            return task["TaskArn"]
-    return call(c.datasync, "create_task", SourceLocationArn=source, DestinationLocationArn=dest, Name=name, Options=options)["TaskArn"]
+# how long a new task may stay CREATING or UNAVAILABLE (new mount targets) before it is AVAILABLE
+TASK_READY_S = 600.0
+
+
+def _task(c: Clients, made: Created, name: str, source: str, dest: str, options: dict, poll_s: float) -> str:
+    task = call(c.datasync, "create_task", SourceLocationArn=source, DestinationLocationArn=dest, Name=name, Options=options)["TaskArn"]
+    made.tasks.append(task)
+    deadline = time.monotonic() + TASK_READY_S
+    while True:
+        state = call(c.datasync, "describe_task", TaskArn=task)
+        if state.get("Status", "AVAILABLE") == "AVAILABLE":
+            return task
+        if time.monotonic() > deadline:
+            raise SyncError(
+                f"DataSync task {name} is still {state.get('Status')} after {TASK_READY_S:.0f} s: {state.get('ErrorCode', '')} {state.get('ErrorDetail', '')}".rstrip(),
+                where=task,
+                fix="DataSync cannot mount the file system: check that the mount targets' security group admits sync.datasync.security_group_arns on "
+                    "tcp 2049, and that sync.datasync.subnet_arn is in a zone with a mount target; then run sync-efs again",
+            )
+        time.sleep(poll_s)
 
 
 def _run_task(c: Clients, task: str, what: str, poll_s: float, on_line) -> dict:
@@ -240,7 +270,8 @@ def _wait(c: Clients, execution: str, what: str, poll_s: float, on_line) -> dict
             raise SyncError(
                 f"DataSync {what} failed: execution {execution}: {result.get('ErrorCode', 'unknown')} {result.get('ErrorDetail', '')}".rstrip(),
                 where=execution,
-                fix="read the error detail (and the task's CloudWatch log); nothing was marked complete, run sync-efs again once it is fixed",
+                fix="the error code and detail above are what DataSync reports (the task has no log group); nothing was marked complete, "
+                    "run sync-efs again once it is fixed",
             )
         if status == "SUCCESS":
             return state
@@ -329,20 +360,22 @@ def _apply(plan: DataSyncPlan, c: Clients, cfg: DataSyncConfig, poll_s: float, o
         on_line(f"staged and checked {len(plan.expected):,} files (site-packages, archives) and the manifest")
 
     short = plan.version[:12]
-    data_source, efs = _s3_location(c, cfg, plan.prefix), _efs_location(c, cfg, plan.efs_dir)
-    data_task = _task(c, f"hoist-{short}", data_source, efs, DATA_OPTIONS)
-    _run_task(c, data_task, f"copy of {short}", poll_s, on_line)
+    made = Created(c)
+    try:
+        data_source, efs = _s3_location(c, made, cfg, plan.prefix), _efs_location(c, made, cfg, plan.efs_dir)
+        data_task = _task(c, made, f"hoist-{short}", data_source, efs, DATA_OPTIONS, poll_s)
+        _run_task(c, data_task, f"copy of {short}", poll_s, on_line)
 
-    marker_prefix = f"{cfg.prefix}/markers/{plan.version}/"
-    marker = json.dumps({"content_hash": plan.version, "completed_at": int(time.time()), "by": "datasync"}).encode()
-    call(c.s3, "put_object", Bucket=cfg.bucket, Key=marker_prefix + MARKER, Body=marker, Metadata=posix_metadata(StagedFile(MARKER, len(marker), 0o644, "", "")))
-    marker_source = _s3_location(c, cfg, marker_prefix)
-    marker_task = _task(c, f"hoist-marker-{short}", marker_source, efs, MARKER_OPTIONS)
-    _run_task(c, marker_task, f"marker of {short}", poll_s, on_line)
-    call(c.s3, "put_object", Bucket=cfg.bucket, Key=plan.prefix + MARKER, Body=marker)  # what the next plan reads
+        marker_prefix = f"{cfg.prefix}/markers/{plan.version}/"
+        marker = json.dumps({"content_hash": plan.version, "completed_at": int(time.time()), "by": "datasync"}).encode()
+        call(c.s3, "put_object", Bucket=cfg.bucket, Key=marker_prefix + MARKER, Body=marker, Metadata=posix_metadata(StagedFile(MARKER, len(marker), 0o644, "", "")))
+        marker_source = _s3_location(c, made, cfg, marker_prefix)
+        marker_task = _task(c, made, f"hoist-marker-{short}", marker_source, efs, MARKER_OPTIONS, poll_s)
+        _run_task(c, marker_task, f"marker of {short}", poll_s, on_line)
+        call(c.s3, "put_object", Bucket=cfg.bucket, Key=plan.prefix + MARKER, Body=marker)  # what the next plan reads
+    except BaseException:
+        made.remove(strict=False)
+        raise
     # each version would leave two tasks and three locations behind: remove them once the version is complete
-    for task in (data_task, marker_task):
-        call(c.datasync, "delete_task", TaskArn=task)
-    for location in (data_source, marker_source, efs):
-        call(c.datasync, "delete_location", LocationArn=location)
-    return {"uploaded": len(plan.upload), "copied": len(plan.copy), "bytes": plan.upload_bytes, "removed": 5}
+    removed = made.remove(strict=True)
+    return {"uploaded": len(plan.upload), "copied": len(plan.copy), "bytes": plan.upload_bytes, "removed": removed}

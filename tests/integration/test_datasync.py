@@ -93,9 +93,13 @@ def test_stage_copy_verify_then_mark(project, wheelhouse, aws):
     so = next(f for f in manifest["files"] if f["path"].endswith(".so"))
     head = aws.s3.head_object(Bucket=BUCKET, Key=f"{base}site-packages/{so['path']}")
     assert head["Metadata"]["file-permissions"] == "100755" and head["Metadata"]["hoist-sha256"] == so["sha256"]  # the mode survives
+    assert "file-owner" not in head["Metadata"] and "file-group" not in head["Metadata"]  # a non-root writer cannot chown: no owner staged
 
     names = [name for name, _ in aws.calls]
     assert names.count("StartTaskExecution") == 2  # the tree (archives included), then the marker
+    for i, name in enumerate(names):  # each task is seen AVAILABLE before it starts
+        if name == "StartTaskExecution":
+            assert names[i - 1] == "DescribeTask"
     creates = [params for name, params in aws.calls if name == "CreateTask"]
     data, marker = creates
     assert data["Name"] == f"hoist-{plan.version[:12]}" and data["Options"]["VerifyMode"] == "POINT_IN_TIME_CONSISTENT"  # DataSync verifies the copy
@@ -208,6 +212,26 @@ def test_a_failed_execution_names_it_and_marks_nothing(project, wheelhouse, aws,
     assert "execution arn:aws:datasync" in text and "SyncTaskErrorLocationNotAdded" in text and "mount target not reachable" in text
     assert f"{project.name}/hoist-staging/envs/{plan.version}/.hoist-complete" not in _objects(aws, f"{project.name}/hoist-staging/envs/")
     assert stage.datasync_plan(cfg, aws=aws)[0].action == "transfer"
+    names = [name for name, _ in aws.calls]
+    after = names[names.index("StartTaskExecution"):]
+    assert after.count("DeleteTask") == 1 and after.count("DeleteLocation") == 2  # what the failed run made is gone too
+
+
+def test_a_task_that_never_becomes_available_names_the_network_path(project, wheelhouse, aws, monkeypatch):
+    """DataSync cannot mount (no 2049 from its group, no mount target in its subnet's zone): the task stays UNAVAILABLE."""
+    from sync import datasync
+
+    cfg = _project(project, wheelhouse, "purepkg==2.0\n")
+    plan, c = stage.datasync_plan(cfg, aws=aws)
+    real = aws.datasync.describe_task
+    monkeypatch.setattr(datasync, "TASK_READY_S", 0.0)
+    monkeypatch.setattr(aws.datasync, "describe_task", lambda **params: {**real(**params), "Status": "UNAVAILABLE", "ErrorCode": "MountFailed"})
+    with pytest.raises(SyncError) as err:
+        stage.datasync_apply(plan, c, cfg, poll_s=0)
+    text = str(err.value)
+    assert "still UNAVAILABLE" in text and "MountFailed" in text and "tcp 2049" in text and "sync.datasync.subnet_arn" in text
+    names = [name for name, _ in aws.calls]
+    assert "StartTaskExecution" not in names and names.count("DeleteTask") == 1 and names.count("DeleteLocation") == 2
 
 
 def test_expired_credentials_say_so(project, wheelhouse, aws):
