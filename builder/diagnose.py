@@ -20,7 +20,6 @@ import difflib
 import json
 import re
 import subprocess
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from html.parser import HTMLParser
@@ -80,6 +79,8 @@ def _fetch(url: str) -> tuple[str, str] | None:
         path = Path(unquote(urlparse(url).path))
         index = path / "index.html" if path.is_dir() else path
         return ("text/html", index.read_text()) if index.is_file() else None
+    import urllib.request  # only when a lock failed: not on every build's start-up
+
     request = urllib.request.Request(url, headers={"Accept": "application/vnd.pypi.simple.v1+json, text/html;q=0.1"})
     try:
         with urllib.request.urlopen(request, timeout=LOOKUP_TIMEOUT_S) as response:
