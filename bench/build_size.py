@@ -25,15 +25,16 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
 from builder.build import build
 from builder.install import install_native
+from builder.lock import current_locks
 from builder.manifest import top_level_modules
 from builder.report import human
-from builder.lock import current_locks
 from pipeline import proc
 from pipeline.config import Config
 from pipeline.interpreters import find_python
@@ -100,8 +101,8 @@ def _import_check(cfg: Config, target_name: str | None, trees: list[Path], modul
     if target.kind != "local":
         return "static (foreign target): every top-level module present"
     python = find_python(target.python)
-    code = "import importlib, sys\nsys.path[:0] = %r\nbad = []\nfor m in %r:\n    try: importlib.import_module(m)\n    except Exception as e: bad.append(f'{m}: {e}')\nprint('\\n'.join(bad))" % ([str(t) for t in trees], sorted(modules - {"_distutils_hack", "isympy", "distutils-precedence"}))
-    out = subprocess.run([python.path, "-I", "-c", code], capture_output=True, text=True, timeout=600)
+    code = "import importlib, sys\nsys.path[:0] = {!r}\nbad = []\nfor m in {!r}:\n    try: importlib.import_module(m)\n    except Exception as e: bad.append(f'{{m}}: {{e}}')\nprint('\\n'.join(bad))".format([str(t) for t in trees], sorted(modules - {"_distutils_hack", "isympy", "distutils-precedence"}))
+    out = subprocess.run([python.path, "-I", "-c", code], capture_output=True, text=True, timeout=600, check=False)
     failures = out.stdout.strip()
     return "imported every top-level module" if out.returncode == 0 and not failures else f"import failures: {failures or out.stderr[-500:]}"
 
@@ -109,7 +110,7 @@ def _import_check(cfg: Config, target_name: str | None, trees: list[Path], modul
 def run(cfg: Config, *, target: str | None = None, runs: int = 1, console: Console | None = None, command: str = "invoke bench build") -> dict:
     console = console or Console()
     tcfg = cfg.target(target)
-    samples = {"naive": [], "hoist": []}
+    samples: dict[str, list[float]] = {"naive": [], "hoist": []}
     sizes = {}
     with tempfile.TemporaryDirectory(prefix="hoist-bench-", dir=cfg.root) as tmp:
         work = Path(tmp)
@@ -134,7 +135,7 @@ def run(cfg: Config, *, target: str | None = None, runs: int = 1, console: Conso
     console.print(f"[bold cyan]==>[/] {noop_runs} x `invoke --list` and a no-op `invoke build`, alternating")
     listing, building, rebuilt = noop(cfg, target, noop_runs)
 
-    figures = {
+    figures: dict[str, dict[str, Any]] = {
         side: {"bytes": sizes[side][0], "files": sizes[side][1], "seconds": round(statistics.median(samples[side]), 2), "seconds_all": [round(s, 2) for s in samples[side]]}
         for side in ("naive", "hoist")
     }

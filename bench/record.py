@@ -16,7 +16,7 @@ def write(name: str, command: str, **fields) -> tuple[dict, Path]:
         "benchmark": name,
         "version": 1,
         "command": command,
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "machine": {"platform": platform.platform(), "machine": platform.machine(), "cpus": os.cpu_count(), "python": platform.python_version()},
         **fields,
     }

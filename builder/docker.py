@@ -42,8 +42,9 @@ def _owner() -> tuple[int, int]:
 
 
 def _client():
-    import docker
     from docker.errors import DockerException
+
+    import docker
 
     try:
         client = docker.from_env(timeout=600)
@@ -90,8 +91,8 @@ class DockerInstaller:
 
     def prepare(self, on_line=None) -> None:
         """Daemon, qemu for a foreign CPU, the builder image: DockerUnavailable if any is missing."""
-        from docker.errors import BuildError as SdkBuildError
         from docker.errors import APIError, ImageNotFound
+        from docker.errors import BuildError as SdkBuildError
 
         check_base_image(self.base_image)
         client = _client()

@@ -75,7 +75,7 @@ class _Elf:
         out = []
         for i in range(count):
             vals = struct.unpack_from(self.lay.endian + fmt, self.data, base + i * size)
-            out.append(dict(zip(names, vals)) | {"_at": base + i * size})
+            out.append(dict(zip(names, vals, strict=False)) | {"_at": base + i * size})
         return out
 
     def phdrs(self) -> list[dict]:
@@ -116,7 +116,7 @@ def strip_bytes(original: bytes) -> bytes:
     occupied.append(sh_table)
     occupied += [(p["offset"], p["offset"] + p["filesz"]) for p in phdrs if p["filesz"]]
     victims = []
-    for sh, name in zip(shdrs, names):
+    for sh, name in zip(shdrs, names, strict=False):
         if sh["type"] == SHT_NOBITS or not sh["size"]:
             continue
         rng = (sh["offset"], sh["offset"] + sh["size"])
@@ -136,7 +136,7 @@ def strip_bytes(original: bytes) -> bytes:
         else:
             blocks.append([a, b])
 
-    for sh, (a, _) in victims:  # the sections stay listed, empty
+    for sh, _ in victims:  # the sections stay listed, empty
         sh["size"] = 0
         elf.write("shdr", sh)
 

@@ -39,7 +39,7 @@ class Search:
 
     def check(self, candidate: str, found_by: str, env: dict | None = None) -> Interpreter | None:
         try:
-            out = subprocess.run([candidate, "-I", "-c", PROBE], capture_output=True, text=True, timeout=30, env=env)
+            out = subprocess.run([candidate, "-I", "-c", PROBE], capture_output=True, text=True, timeout=30, env=env, check=False)
         except (OSError, subprocess.TimeoutExpired) as exc:
             self.tried.append((f"{candidate} ({found_by})", f"could not run: {exc}"))
             return None
@@ -64,7 +64,7 @@ def _pyenv_candidates(version: str, search: Search) -> list[str]:
         search.tried.append(("pyenv", "not on PATH"))
         return []
     try:
-        listed = subprocess.run([pyenv, "versions", "--bare", "--skip-aliases"], capture_output=True, text=True, timeout=30)
+        listed = subprocess.run([pyenv, "versions", "--bare", "--skip-aliases"], capture_output=True, text=True, timeout=30, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
         search.tried.append(("pyenv versions", str(exc)))
         return []
@@ -74,7 +74,7 @@ def _pyenv_candidates(version: str, search: Search) -> list[str]:
         search.tried.append(("pyenv", f"has no {version}.x installed"))
     found = []
     for v in matches:
-        prefix = subprocess.run([pyenv, "prefix", v], capture_output=True, text=True, timeout=30).stdout.strip()
+        prefix = subprocess.run([pyenv, "prefix", v], capture_output=True, text=True, timeout=30, check=False).stdout.strip()
         if prefix:
             found.append(os.path.join(prefix, "bin", f"python{version}"))
     return found
@@ -84,7 +84,7 @@ def _uv_candidate(version: str, search: Search) -> str | None:
     from .proc import uv_bin
 
     try:
-        out = subprocess.run([uv_bin(), "python", "find", "--no-python-downloads", version], capture_output=True, text=True, timeout=60)
+        out = subprocess.run([uv_bin(), "python", "find", "--no-python-downloads", version], capture_output=True, text=True, timeout=60, check=False)
     except Exception as exc:  # uv missing or broken: one more reason in the list
         search.tried.append(("uv python find", getattr(exc, "what", str(exc))))
         return None

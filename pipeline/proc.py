@@ -38,8 +38,8 @@ def run(
     except FileNotFoundError:
         raise CommandError(f"{what}: program {argv[0]!r} not found", where=where, fix=fix or f"install {argv[0]} (python3 -m pip install -r requirements/tooling.txt)") from None
     assert proc.stdout is not None
-    for line in proc.stdout:
-        line = line.rstrip("\n")
+    for raw in proc.stdout:
+        line = raw.rstrip("\n")
         lines.append(line)
         tail.append(line)
         if on_line:

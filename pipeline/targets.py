@@ -38,7 +38,7 @@ def _version_tuple(text: str) -> tuple[int, ...]:
 class Target:
     """A platform a tree is built for.
 
-    ``kind`` is ``lambda`` (a Lambda runtime × architecture) or ``local`` (the
+    ``kind`` is ``lambda`` (a Lambda runtime and architecture) or ``local`` (the
     machine running the pipeline, for `invoke serve` and the benchmarks).
     """
 

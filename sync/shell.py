@@ -112,12 +112,9 @@ class Remote:
 
     def run(self, script: str, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
         """A POSIX shell script on the EFS side; retried when the connection drops."""
-        if self.bastion:
-            argv = self.ssh_command() + [f"{self.bastion.user}@{self.bastion.host}", "sh -c " + shlex.quote(script)]
-        else:
-            argv = ["sh", "-c", script]
+        argv = self.ssh_command() + [f"{self.bastion.user}@{self.bastion.host}", "sh -c " + shlex.quote(script)] if self.bastion else ["sh", "-c", script]
         for attempt in range(self.retries + 1):
-            out = subprocess.run(argv, input=stdin, capture_output=True, text=True)
+            out = subprocess.run(argv, input=stdin, capture_output=True, text=True, check=False)
             if out.returncode != 255 or not self.bastion or _fatal(out.stderr, self.bastion.known_hosts) or attempt == self.retries:
                 break
             self.sleep(self.backoff_s * 2**attempt)

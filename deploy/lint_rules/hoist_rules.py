@@ -7,6 +7,7 @@ path, outside any package, so the rules and their helpers share this one file.
 from __future__ import annotations
 
 import re
+from typing import ClassVar
 
 from cfnlint.rules import CloudFormationLintRule, RuleMatch
 
@@ -45,7 +46,7 @@ class IamNoWildcards(CloudFormationLintRule):
     description = ("Inline policies grant named actions on named resources; the VPC access managed policy covers ENIs and logs. "
                    "A '*' action (or service:*) or a bare '*' resource fails.")
     source_url = "https://docs.aws.amazon.com/lambda/latest/dg/configuration-vpc.html"
-    tags = ["hoist", "iam"]
+    tags: ClassVar[list[str]] = ["hoist", "iam"]
 
     def match(self, cfn):
         matches = []
@@ -109,7 +110,7 @@ class NfsFromClientsOnly(CloudFormationLintRule):
     description = ("Ingress reaching port 2049 must be tcp 2049 alone, from {'Ref': 'FunctionSecurityGroup'} or {'Ref': 'SyncSecurityGroup'}; "
                    "never a CIDR, a prefix list, another group or a wider port range.")
     source_url = "https://docs.aws.amazon.com/lambda/latest/dg/configuration-filesystem.html"
-    tags = ["hoist", "ec2", "efs"]
+    tags: ClassVar[list[str]] = ["hoist", "ec2", "efs"]
 
     def match(self, cfn):
         matches = []
@@ -142,7 +143,7 @@ class EveryClientReachesNfs(CloudFormationLintRule):
                    "the stack needs SyncSecurityGroup, and the mount targets' group must admit FunctionSecurityGroup and SyncSecurityGroup "
                    "on 2049 while each allows 2049 out.")
     source_url = "https://docs.aws.amazon.com/datasync/latest/userguide/create-efs-location.html"
-    tags = ["hoist", "ec2", "efs"]
+    tags: ClassVar[list[str]] = ["hoist", "ec2", "efs"]
 
     def match(self, cfn):
         if not resources(cfn, "AWS::EFS::MountTarget") and not any(
@@ -180,7 +181,7 @@ class FileSystemPolicy(CloudFormationLintRule):
     description = ("Without a FileSystemPolicy EFS lets every client that reaches 2049 write. The policy must deny aws:SecureTransport false "
                    "and grant ClientWrite (or ClientRootAccess) only to a principal named by a role's ARN, never '*' or the account.")
     source_url = "https://docs.aws.amazon.com/efs/latest/ug/iam-access-control-nfs-efs.html"
-    tags = ["hoist", "efs", "iam"]
+    tags: ClassVar[list[str]] = ["hoist", "efs", "iam"]
 
     def match(self, cfn):
         matches = []
@@ -224,7 +225,7 @@ class EfsEncrypted(CloudFormationLintRule):
     shortdesc = "EFS encryption at rest"
     description = "AWS::EFS::FileSystem must set Encrypted: true (it cannot be turned on later without a new file system)."
     source_url = "https://docs.aws.amazon.com/efs/latest/ug/encryption-at-rest.html"
-    tags = ["hoist", "efs"]
+    tags: ClassVar[list[str]] = ["hoist", "efs"]
 
     def match(self, cfn):
         return [RuleMatch(["Resources", name, "Properties"], f"{name}: set Encrypted: true")
@@ -249,7 +250,7 @@ class FileSystemConfig(CloudFormationLintRule):
     shortdesc = "FileSystemConfigs use the access point and a /mnt path"
     description = "A function with FileSystemConfigs mounts an EFS access point (not the file system) at /mnt/<name>."
     source_url = "https://docs.aws.amazon.com/lambda/latest/dg/configuration-filesystem.html"
-    tags = ["hoist", "lambda", "efs"]
+    tags: ClassVar[list[str]] = ["hoist", "lambda", "efs"]
 
     def match(self, cfn):
         matches = []
@@ -281,7 +282,7 @@ class MountTargetsFirst(CloudFormationLintRule):
     description = ("CloudFormation creates resources in parallel; a function with FileSystemConfigs created before the mount targets "
                    "fails to mount. List every AWS::EFS::MountTarget in the function's DependsOn.")
     source_url = "https://docs.aws.amazon.com/AWSCloudFormation/latest/UserGuide/aws-resource-lambda-function.html"
-    tags = ["hoist", "lambda", "efs"]
+    tags: ClassVar[list[str]] = ["hoist", "lambda", "efs"]
 
     def match(self, cfn):
         matches = []

@@ -6,6 +6,7 @@ the real parameters), and checks the staging bucket and the exact DataSync
 requests instead of files on EFS."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -40,10 +41,8 @@ def aws(moto_server, monkeypatch):
     monkeypatch.delenv("AWS_PROFILE", raising=False)
     session = boto3.session.Session(region_name="us-east-1")
     s3 = session.client("s3")
-    try:
+    with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
         s3.create_bucket(Bucket=BUCKET)
-    except s3.exceptions.BucketAlreadyOwnedByYou:
-        pass
     datasync = session.client("datasync")
     calls = []
     datasync.meta.events.register("before-call.datasync.*", lambda model, params, **_: calls.append((model.name, json.loads(params["body"] or b"{}"))))
@@ -106,7 +105,7 @@ def test_stage_copy_verify_then_mark(project, wheelhouse, aws):
     assert data["Options"]["TransferMode"] == "CHANGED" and data["Options"]["PosixPermissions"] == "PRESERVE"
     assert (data["Options"]["Uid"], data["Options"]["Gid"]) == ("NONE", "NONE")  # files belong to the writer access point's user
     assert marker["Options"]["PreserveDeletedFiles"] == "PRESERVE"  # the marker copy deletes nothing
-    efs = [params for name, params in aws.calls if name == "CreateLocationEfs"][0]
+    efs = next(params for name, params in aws.calls if name == "CreateLocationEfs")
     # through the writer access point, whose root is efs.root: the version is /envs/<hash> for DataSync, never /hoist/envs/<hash>
     assert efs == {"EfsFilesystemArn": FS, "Subdirectory": f"/envs/{plan.version}", "Ec2Config": {"SubnetArn": SUBNET, "SecurityGroupArns": [SG]},
                    "InTransitEncryption": "TLS1_2", "AccessPointArn": AP}
