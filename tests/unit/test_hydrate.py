@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from pathlib import Path
 
 import pytest
 
@@ -13,11 +14,10 @@ from tests.conftest import REPO
 
 @pytest.fixture
 def app(monkeypatch):
+    """hoist_lambda.activate, the standard-library module any handler activates the tree with."""
     monkeypatch.delenv("HOIST_EFS_TREE", raising=False)
-    spec = importlib.util.spec_from_file_location("hoist_handler_hydrate", REPO / "handler" / "app.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    monkeypatch.syspath_prepend(str(REPO / "handler"))
+    return importlib.import_module("hoist_lambda.activate")
 
 
 def _version(tmp_path):
@@ -50,7 +50,7 @@ def test_hydrate_unpacks_links_libraries_and_is_done_once(app, tmp_path):
     local = app.hydrate(str(tree), str(tmp_path / "tmp"))
     name = __import__("hashlib").sha256((version / "archives" / "index.json").read_bytes() + b"\0" + str(tree).encode()).hexdigest()[:16]
     assert local == str(tmp_path / "tmp" / name)  # named by content and by the tree its links point into
-    assert open(os.path.join(local, "pkg", "sub", "mod.py")).read() == "VALUE = 42\n"
+    assert Path(local, "pkg", "sub", "mod.py").read_text() == "VALUE = 42\n"
     assert os.stat(os.path.join(local, "pkg", "tool.sh")).st_mode & 0o777 == 0o755
     link = os.path.join(local, "pkg", "_native.so")
     assert os.path.islink(link) and os.readlink(link) == str(tree / "pkg" / "_native.so")
@@ -68,7 +68,7 @@ def test_no_archives_means_the_tree_itself_and_bad_paths_are_refused(app, tmp_pa
 
     evil = zlib.compress(struct.pack("<I", 9) + b"../escape" + struct.pack("<IQ", 0o644, 1) + b"x")
     with pytest.raises(OSError, match="unsafe path"):
-        app._unpack_into(evil, str(tmp_path / "out"))
+        app.unpack_into(evil, str(tmp_path / "out"))
     assert not (tmp_path / "escape").exists()
 
 
@@ -79,8 +79,8 @@ def test_a_large_distribution_is_cut_into_archives_that_hydrate_whole(app, tmp_p
     assert len(index["archives"]) >= 3 and {a["dist"] for a in index["archives"]} == {"pkg"}
     assert sum(a["files"] for a in index["archives"]) == 5  # every non-ELF file, each in one archive
     local = app.hydrate(str(tree), str(tmp_path / "tmp"))
-    assert open(os.path.join(local, "pkg", "sub", "mod.py")).read() == "VALUE = 42\n"
-    assert open(os.path.join(local, "pkg-1.0.dist-info", "METADATA")).read().startswith("Metadata-Version")
+    assert Path(local, "pkg", "sub", "mod.py").read_text() == "VALUE = 42\n"
+    assert Path(local, "pkg-1.0.dist-info", "METADATA").read_text().startswith("Metadata-Version")
 
 
 def test_loader_ranges_cover_what_the_loader_reads_and_leave_the_code(tmp_path):
@@ -111,13 +111,13 @@ def test_warm_reads_the_ranges_then_everything_else(app, tmp_path, monkeypatch):
     reads = []
     real = os.pread
     monkeypatch.setattr(os, "pread", lambda fd, n, off: reads.append((off, n)) or real(fd, n, off))
-    app._warm(str(path), [[0, 100], [4096, 50]], chunk=1 << 20)
+    app.warm(str(path), [[0, 100], [4096, 50]], chunk=1 << 20)
     assert reads == [(0, 100), (4096, 50)]
     reads.clear()
-    app._warm(str(path), [[0, 100], [4096, 50]], rest=True, chunk=1 << 20)
+    app.warm(str(path), [[0, 100], [4096, 50]], rest=True, chunk=1 << 20)
     assert reads == [(100, 3996), (4146, 16384 - 4146)]
     reads.clear()
-    app._warm(str(path), None, chunk=8192)
+    app.warm(str(path), None, chunk=8192)
     assert [off for off, _ in reads] == [0, 8192, 16384]  # the whole file, until a read comes back empty
 
 
@@ -133,3 +133,73 @@ def test_the_same_version_at_another_path_is_hydrated_again_with_links_that_reso
     second = app.hydrate(str(moved / "site-packages"), str(tmp_path / "tmp"))
     assert second != first
     assert os.path.exists(os.path.join(second, "pkg", "_native.so"))  # the link resolves into the tree that exists
+
+
+def test_more_than_32_large_archives_hydrate_without_hanging(app, tmp_path, monkeypatch):
+    """Whole-archive reads wait on their chunk reads: in one shared pool, 32 archives in
+    flight would wait on chunks queued behind them and init would hang for good."""
+    import json
+    import random
+    import threading
+
+    from builder.archives import pack
+
+    version = tmp_path / "envs" / "big"
+    tree = version / "site-packages"
+    tree.mkdir(parents=True)
+    (version / "archives").mkdir()
+    rng = random.Random(7)
+    archives = []
+    for i in range(48):  # more archives than chunk readers; each is many chunks
+        (tree / f"pkg{i}").mkdir()
+        (tree / f"pkg{i}" / "data.bin").write_bytes(rng.randbytes(96 << 10))  # incompressible
+        blob = pack(tree, [f"pkg{i}/data.bin"])
+        (version / "archives" / f"pkg{i}.hz").write_bytes(blob)
+        archives.append({"name": f"pkg{i}.hz", "dist": f"pkg{i}", "bytes": len(blob), "sha256": "", "files": 1})
+    (version / "archives" / "index.json").write_text(json.dumps({"version": 1, "archives": archives, "elf": [], "elf_ranges": {}}))
+    monkeypatch.setattr(app, "CHUNK_WORKERS", 32)
+    import time
+
+    real_size = os.path.getsize
+    # a round trip per stat, as on EFS: every archive read is in flight before any chunk is queued,
+    # which made the shared-pool design hang every time (checked against the previous handler)
+    monkeypatch.setattr(os.path, "getsize", lambda p: time.sleep(0.05) or real_size(p))
+    result: list = []
+    worker = threading.Thread(target=lambda: result.append(app.hydrate(str(tree), str(tmp_path / "tmp"), chunk=4 << 10)), daemon=True)
+    worker.start()
+    worker.join(120)
+    assert not worker.is_alive(), "hydrate hung with 48 archives of 24 chunks each"
+    local = result[0]
+    for i in (0, 31, 47):
+        assert Path(local, f"pkg{i}", "data.bin").read_bytes() == (tree / f"pkg{i}" / "data.bin").read_bytes()
+
+
+def test_uncompressed_archives_hydrate_too(app, tmp_path):
+    """The benchmark's compression variants: an index may say its archives are stored as they are."""
+    import json
+    import zlib
+
+    version, tree, index = _version(tmp_path)
+    for a in index["archives"]:
+        path = version / "archives" / a["name"]
+        path.write_bytes(zlib.decompress(path.read_bytes()))
+    (version / "archives" / "index.json").write_text(json.dumps({**index, "compression": "none"}))
+    local = app.hydrate(str(tree), str(tmp_path / "tmp"))
+    assert Path(local, "pkg", "sub", "mod.py").read_text() == "VALUE = 42\n"
+
+
+def test_activate_appends_the_tree_after_the_runtime_once(app, tmp_path, monkeypatch):
+    import sys
+
+    _, tree, _ = _version(tmp_path)
+    monkeypatch.setattr(app, "_done", None)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.setenv("HOIST_EFS_TREE", str(tree))
+    monkeypatch.setenv("HOIST_HYDRATE_DIR", str(tmp_path / "tmp"))
+    first = app.activate()
+    assert first.hydrated and first.tree == str(tree) and sys.path[-1] == first.path and first.path.startswith(str(tmp_path / "tmp"))
+    assert app.activate() is first and sys.path.count(first.path) == 1  # once per execution environment
+    monkeypatch.setattr(app, "_done", None)
+    monkeypatch.setenv("HOIST_HYDRATE", "0")
+    plain = app.activate()
+    assert not plain.hydrated and plain.path == str(tree) and sys.path[-1] == str(tree)
