@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from builder.build import Progress as BuildProgress
-from pipeline import aws
+from pipeline import aws, modelfolder
 from pipeline.config import Config, DeployConfig
 from pipeline.errors import DeployError
 
@@ -127,6 +127,7 @@ class Deployer:
         if storage_only:
             template = render(self.config, None, storage_only=True)
             return self._change_set(state, template, template_path, storage_only=True, dry_run=dry_run, release=None, plan_=None, uploaded=(), sync=None, live=None)
+        self._smoke_sample()  # the model folder's contract (and its sample) before any work
         if self.dcfg.creates_file_system and "FileSystemId" not in state.outputs:
             raise DeployError(
                 f"stack {self.dcfg.stack_name} creates the EFS file system, and it does not exist yet: there is nowhere to sync the tree",
@@ -209,6 +210,17 @@ class Deployer:
         stack.discard(self.aws.cloudformation, plan.change_set)
 
     # -- apply -----------------------------------------------------------
+    def _smoke_sample(self) -> tuple[Path, str]:
+        """What the smoke test classifies and expects: [deploy] smoke_image/smoke_expect, else the model folder's sample.json."""
+        assert self.dcfg.model_dir is not None
+        found = modelfolder.sample(self.dcfg.model_dir)
+        if self.dcfg.smoke_image is not None:
+            return self.dcfg.smoke_image, self.dcfg.smoke_expect
+        if found is None:
+            raise DeployError("the model folder has no sample.json, so the smoke test has no image and label to check", where=str(self.dcfg.model_dir / "sample.json"),
+                              fix='add sample.json ({"image": "sample.jpg", "label": "<its label>"}) beside an image, or set [deploy] smoke_image and smoke_expect')
+        return found
+
     def apply(self, plan: DeployPlan, *, smoke_test: bool = True) -> DeployResult:
         if plan.dry_run:
             raise DeployError("a dry-run plan cannot be applied", where="deploy", fix="plan again without --dry-run")
@@ -230,7 +242,8 @@ class Deployer:
         rolled_back = None
         if smoke_test:
             self.progress.step(f"smoke test: {state.outputs.get('ApiUrl')}")
-            result = smoke(state.outputs["ApiUrl"], self.dcfg.smoke_image, self.dcfg.smoke_expect, on_line=self.progress.line)
+            image, expect = self._smoke_sample()
+            result = smoke(state.outputs["ApiUrl"], image, expect, on_line=self.progress.line)
             if not result.ok and plan.live_version and plan.live_version != stack_version:
                 self.progress.step(f"smoke test failed: pointing {alias.ALIAS} back to version {plan.live_version}")
                 alias.point(lam, function, plan.live_version)

@@ -154,6 +154,8 @@ class Config:
     build: BuildConfig
     sync: SyncConfig | None = None
     deploy: DeployConfig | None = None
+    model_dir: Path | None = None  # [model] dir: the model folder serve, validate and deploy use (None: model/artifacts under root)
+    model_dir_set: bool = False  # [model] dir given explicitly: a missing folder is an error at build
     raw: dict = field(repr=False, default_factory=dict)
 
     def target(self, name: str | None = None) -> TargetConfig:
@@ -369,8 +371,15 @@ def load(path: str | Path = "pipeline.toml") -> Config:
         base_image=base_image,
     )
     sync = _parse_sync(_get(raw, "sync", dict, path, "", default={}), path, root)
-    deploy = _parse_deploy(raw["deploy"], path, root) if "deploy" in raw else None
+    model_raw = _get(raw, "model", dict, path, "", default={})
+    for key in model_raw:
+        if key != "dir":
+            raise ConfigError(f"unknown key model.{key}", where=_where(path, f"model.{key}"), fix='[model] takes dir = "model/artifacts" (the folder with model.pt, labels.json, preprocess.json)')
+    model_dir = root / _get(model_raw, "dir", str, path, "model", default="model/artifacts")
+    deploy = _parse_deploy(raw["deploy"], path, root, model_dir) if "deploy" in raw else None
     return Config(
+        model_dir=model_dir,
+        model_dir_set="dir" in model_raw,
         sync=sync,
         deploy=deploy,
         path=path,
@@ -450,7 +459,7 @@ BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653)
 
 
-def _parse_deploy(raw, path: Path, root: Path) -> DeployConfig:
+def _parse_deploy(raw, path: Path, root: Path, model_dir: Path) -> DeployConfig:
     pre = "deploy"
     if not isinstance(raw, dict):
         raise ConfigError(f"[deploy] must be a table, found {raw!r}", where=_where(path, pre), fix="write it as a [deploy] section")
@@ -494,7 +503,14 @@ def _parse_deploy(raw, path: Path, root: Path) -> DeployConfig:
     ap_id = one_id("access_point_id", "fsap")
     if bool(fs_id) != bool(ap_id):
         raise ConfigError("an existing file system needs both file_system_id and access_point_id", where=_where(path, pre), fix="set both, or neither to let the stack create them")
-    image = _get(raw, "smoke_image", str, path, pre, default="model/samples/digit.png")
+    if "model_dir" in raw:
+        raise ConfigError("deploy.model_dir moved: one setting names the model folder for serve, validate and deploy", where=_where(path, f"{pre}.model_dir"),
+                          fix=f'remove it from [deploy] and write [model] dir = "{raw["model_dir"]}"')
+    image = _get(raw, "smoke_image", str, path, pre, default="")
+    expect = _get(raw, "smoke_expect", str, path, pre, default="")
+    if bool(image) != bool(expect):
+        raise ConfigError("smoke_image and smoke_expect go together", where=_where(path, f"{pre}.smoke_image"),
+                          fix="set both, or neither to use the model folder's sample.json (image and label)")
     return DeployConfig(
         stack_name=stack,
         region=_get(raw, "region", str, path, pre, required=True),
@@ -513,7 +529,7 @@ def _parse_deploy(raw, path: Path, root: Path) -> DeployConfig:
         file_system_id=fs_id,
         access_point_id=ap_id,
         mount_target_security_group_id=one_id("mount_target_security_group_id", "sg"),
-        model_dir=root / _get(raw, "model_dir", str, path, pre, default="model/artifacts"),
-        smoke_image=root / image,
-        smoke_expect=_get(raw, "smoke_expect", str, path, pre, default="3"),
+        model_dir=model_dir,
+        smoke_image=root / image if image else None,  # None: the model folder's sample.json
+        smoke_expect=expect,
     )
