@@ -13,9 +13,10 @@ Compared, on this machine's interpreter and platform (the `local` target):
 - limit: the Hoist trees from local disk;
 - the trade-off curve: the hydrated init at 1 ms for every read-ahead mode of
   the libraries (HOIST_PREFETCH: loader, ordered, all, none) and archive
-  compression (zlib as built, or none: the same archives stored as they are;
-  zstd is not in the standard library of the runtime's Python before 3.14, and
-  activation uses the standard library only).
+  compression (zlib as built; lzma, smaller and slower to unpack; none: the
+  same archives stored as they are). zstd is not in the standard library of
+  the runtime's Python before 3.14, and activation uses the standard library
+  only, so it is not a candidate.
 Every case reports the seconds and the bytes read from EFS, and what those
 bytes cost at Elastic throughput's read price. Goals (cold start issue): the
 default at least 4x faster than the seed at 1 ms, reading at most 1.5x the
@@ -83,19 +84,40 @@ def _default_prefetch(handler_dir: Path) -> str:
     raise RuntimeError("DEFAULT_PREFETCH not found in hoist_lambda/activate.py")
 
 
-def _uncompressed_variant(version: Path, dest: Path) -> Path:
-    """A copy of the version with its archives stored uncompressed; the tree is hard-linked. Returns its tree."""
+COMPRESSIONS = ("zlib", "lzma", "none")  # zlib: as the build writes them
+
+
+def _recompress(args: tuple[Path, Path, str]) -> int:
+    import lzma
     import zlib
+
+    source, dest, compression = args
+    if not dest.exists():
+        raw = zlib.decompress(source.read_bytes())
+        data = lzma.compress(raw, preset=6) if compression == "lzma" else raw
+        tmp = dest.with_name(dest.name + f".tmp-{os.getpid()}")
+        tmp.write_bytes(data)
+        tmp.rename(dest)
+    return dest.stat().st_size
+
+
+def _variant(version: Path, dest: Path, compression: str, cache: Path) -> Path:
+    """A copy of the version whose archives use ``compression`` (the tree hard-linked, the archives
+    recompressed once into ``cache``, by content); returns its tree."""
+    from concurrent.futures import ProcessPoolExecutor
 
     shutil.copytree(version / "site-packages", dest / "site-packages", copy_function=os.link, symlinks=True)
     (dest / "archives").mkdir(parents=True)
     index = json.loads((version / "archives" / "index.json").read_text())
     assert index.get("version") == INDEX_VERSION
-    for a in index["archives"]:
-        data = zlib.decompress((version / "archives" / a["name"]).read_bytes())
-        (dest / "archives" / a["name"]).write_bytes(data)
-        a["bytes"] = len(data)
-    (dest / "archives" / "index.json").write_text(json.dumps({**index, "compression": "none"}))
+    cache.mkdir(parents=True, exist_ok=True)
+    jobs = [(version / "archives" / a["name"], cache / f"{a['sha256']}.{compression}", compression) for a in index["archives"]]
+    with ProcessPoolExecutor(os.cpu_count() or 1) as pool:
+        sizes = list(pool.map(_recompress, jobs))
+    for a, (_, cached, _), size in zip(index["archives"], jobs, sizes, strict=True):
+        os.link(cached, dest / "archives" / a["name"])
+        a["bytes"] = size
+    (dest / "archives" / "index.json").write_text(json.dumps({**index, "compression": compression}))
     return dest / "site-packages"
 
 
@@ -164,7 +186,10 @@ def run(cfg: Config, *, target: str | None = None, runs: int = 3, console: Conso
         seed = work / "seed" / "site-packages"
         for lf in current_locks(cfg, tcfg).values():
             install_native(lf, tcfg.target, seed)
-        plain = _uncompressed_variant(efs.parent, work / "uncompressed" / "v")
+        trees = {"zlib": efs}
+        for compression in COMPRESSIONS[1:]:
+            console.print(f"[bold cyan]==>[/] the same archives with compression {compression} (cached in .hoist-cache/bench-archives)")
+            trees[compression] = _variant(efs.parent, work / compression / "v", compression, cfg.root / ".hoist-cache" / "bench-archives")
         # name: (how, tree, layer, latency ms, read-ahead); hoist_* is the handler's default
         cases: dict[str, tuple[str, Path, Path | None, float | None, str | None]] = {
             "seed_1ms": ("insert", seed, None, 1.0, None),
@@ -174,11 +199,10 @@ def run(cfg: Config, *, target: str | None = None, runs: int = 3, console: Conso
             "hoist_no_hydrate_1ms": ("append", efs, layer, 1.0, None),
             "limit_local_disk": ("append", efs, layer, None, None),
         }
-        for mode in PREFETCH_MODES:
-            if mode != default:
-                cases[f"curve_zlib_{mode}_1ms"] = ("handler", efs, layer, 1.0, mode)
-        for mode in PREFETCH_MODES:
-            cases[f"curve_none_{mode}_1ms"] = ("handler", plain, layer, 1.0, mode)
+        for compression in COMPRESSIONS:
+            for mode in PREFETCH_MODES:
+                if (compression, mode) != ("zlib", default):  # that one is hoist_1ms
+                    cases[f"curve_{compression}_{mode}_1ms"] = ("handler", trees[compression], layer, 1.0, mode)
         samples: dict[str, list[dict]] = {name: [] for name in cases}
         for i in range(runs):
             for name, (how, tree, lay, latency, prefetch) in cases.items():
@@ -191,7 +215,7 @@ def run(cfg: Config, *, target: str | None = None, runs: int = 3, console: Conso
             "seconds_median": round(statistics.median(r["seconds"] for r in rows), 3),
             "seconds_all": [round(r["seconds"], 3) for r in rows],
             "prefetch": cases[name][4],
-            "compression": ("none" if name.startswith("curve_none") else "zlib") if cases[name][0] == "handler" else None,
+            "compression": (name.split("_")[1] if name.startswith("curve_") else "zlib") if cases[name][0] == "handler" else None,
             "ops": rows[-1].get("ops"),
             "total_ops": rows[-1].get("total_ops"),
             "bytes_read": read,

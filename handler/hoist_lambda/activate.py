@@ -128,11 +128,22 @@ def warm(path: str, ranges: list[list[int]] | None = None, rest: bool = False, c
 
 
 def decompress(blob: bytes, compression: str) -> bytes:
+    """zlib (what the build writes), lzma or none: all in the standard library."""
     if compression == "zlib":
         return zlib.decompress(blob)
+    if compression == "lzma":
+        import lzma
+
+        return lzma.decompress(blob)
     if compression == "none":
         return blob
-    raise OSError(f"archive compression {compression!r} is not supported by this handler (zlib, none)")
+    raise OSError(f"archive compression {compression!r} is not supported by this handler (zlib, lzma, none)")
+
+
+def is_library(rel: str) -> bool:
+    """A shared library the loader maps at import (libx.so, libx.so.1, _C.cpython-311-x86_64-linux-gnu.so), not an executable."""
+    name = rel.rsplit("/", 1)[-1]
+    return name.endswith(".so") or ".so." in name
 
 
 def unpack_into(blob: bytes, root: str, compression: str = "zlib") -> None:
@@ -163,11 +174,12 @@ def _start_prefetch(tree: str, index: dict, how: str) -> None:
     if how == "none":
         return
     ranges = index.get("elf_ranges", {}) if how in ("ordered", "loader") else {}
+    libraries = [rel for rel in index["elf"] if is_library(rel)]  # executables (torch/bin/test_*) are never loaded by an import
     pool = ThreadPoolExecutor(PREFETCH_WORKERS, thread_name_prefix="hoist-prefetch")
-    for rel in index["elf"]:
+    for rel in libraries:
         pool.submit(warm, os.path.join(tree, rel), ranges.get(rel))
     if how == "ordered" and ranges:
-        for rel in index["elf"]:
+        for rel in libraries:
             pool.submit(warm, os.path.join(tree, rel), ranges.get(rel), True)
     pool.shutdown(wait=False)
 

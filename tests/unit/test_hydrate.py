@@ -174,16 +174,19 @@ def test_more_than_32_large_archives_hydrate_without_hanging(app, tmp_path, monk
         assert Path(local, f"pkg{i}", "data.bin").read_bytes() == (tree / f"pkg{i}" / "data.bin").read_bytes()
 
 
-def test_uncompressed_archives_hydrate_too(app, tmp_path):
-    """The benchmark's compression variants: an index may say its archives are stored as they are."""
+@pytest.mark.parametrize("compression", ["none", "lzma"])
+def test_archives_stored_otherwise_hydrate_too(app, tmp_path, compression):
+    """The benchmark's compression variants: the index says how its archives are stored."""
     import json
+    import lzma
     import zlib
 
     version, tree, index = _version(tmp_path)
     for a in index["archives"]:
         path = version / "archives" / a["name"]
-        path.write_bytes(zlib.decompress(path.read_bytes()))
-    (version / "archives" / "index.json").write_text(json.dumps({**index, "compression": "none"}))
+        raw = zlib.decompress(path.read_bytes())
+        path.write_bytes(lzma.compress(raw) if compression == "lzma" else raw)
+    (version / "archives" / "index.json").write_text(json.dumps({**index, "compression": compression}))
     local = app.hydrate(str(tree), str(tmp_path / "tmp"))
     assert Path(local, "pkg", "sub", "mod.py").read_text() == "VALUE = 42\n"
 
@@ -203,3 +206,21 @@ def test_activate_appends_the_tree_after_the_runtime_once(app, tmp_path, monkeyp
     monkeypatch.setenv("HOIST_HYDRATE", "0")
     plain = app.activate()
     assert not plain.hydrated and plain.path == str(tree) and sys.path[-1] == str(tree)
+
+
+def test_the_read_ahead_takes_shared_libraries_only(app, tmp_path, monkeypatch):
+    """torch ships test executables (torch/bin/test_api, 15 MB): no import maps them, so none is read ahead."""
+    assert app.is_library("torch/lib/libtorch_cpu.so") and app.is_library("x/libgomp.so.1") and app.is_library("torch/_C.cpython-311-x86_64-linux-gnu.so")
+    assert not app.is_library("torch/bin/test_api") and not app.is_library("torch/bin/torch_shm_manager")
+    warmed = []
+    monkeypatch.setattr(app, "warm", lambda path, ranges=None, rest=False: warmed.append((os.path.basename(path), rest)))
+    index = {"elf": ["bin/test_api", "lib/liba.so"], "elf_ranges": {"bin/test_api": [[0, 10]], "lib/liba.so": [[0, 10]]}}
+    for how, expected in (("loader", [("liba.so", False)]), ("ordered", [("liba.so", False), ("liba.so", True)]), ("all", [("liba.so", False)]), ("none", [])):
+        warmed.clear()
+        app._start_prefetch(str(tmp_path), index, how)
+        import time
+
+        deadline = time.time() + 10
+        while len(warmed) < len(expected) and time.time() < deadline:
+            time.sleep(0.01)
+        assert sorted(warmed) == sorted(expected), how
