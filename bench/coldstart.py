@@ -12,7 +12,7 @@ Compared, on this machine's interpreter and platform (the `local` target):
   extracts it under /opt; and the same tree imported straight from EFS;
 - limit: the Hoist trees from local disk;
 - the trade-off curve: the hydrated init at 1 ms for every read-ahead mode of
-  the libraries (HOIST_PREFETCH: loader, ordered, all, none) and archive
+  the libraries (HOIST_PREFETCH: relocs, loader, ordered, all, none) and archive
   compression (zlib as built; lzma, smaller and slower to unpack; none: the
   same archives stored as they are). zstd is not in the standard library of
   the runtime's Python before 3.14, and activation uses the standard library
@@ -73,7 +73,7 @@ print(json.dumps({"seconds": time.perf_counter() - t0, "path_setup_seconds": t1 
 """
 LATENCYFS = Path(__file__).with_name("latencyfs.py")
 ELASTIC_READ_USD_PER_GB = 0.03  # EFS Elastic throughput reads (lambda-facts.md)
-PREFETCH_MODES = ("loader", "ordered", "all", "none")
+PREFETCH_MODES = ("relocs", "loader", "ordered", "all", "none")
 
 
 def _default_prefetch(handler_dir: Path) -> str:
@@ -148,13 +148,15 @@ def _one(python: str, how: str, tree: Path, layer: Path | None, model: Path, lat
          prefetch: str | None = None) -> dict:
     """One cold init. The mount covers the tree's folder, so archives beside it travel through it too."""
     mnt = proc = stats = None
+    hydrated = ""
     source = tree
     if latency_ms is not None:
         mnt, proc, stats = _mounted(tree.parent, latency_ms, mbps, work)
         source = mnt / tree.name
     try:
         subprocess.run(["sync"], check=False)
-        env = {"PATH": os.environ.get("PATH", ""), "HOIST_HYDRATE_DIR": tempfile.mkdtemp(prefix="hydrate-", dir=work), "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "3008"}
+        hydrated = tempfile.mkdtemp(prefix="hydrate-", dir=work)
+        env = {"PATH": os.environ.get("PATH", ""), "HOIST_HYDRATE_DIR": hydrated, "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "3008"}
         if prefetch:
             env["HOIST_PREFETCH"] = prefetch
         out = subprocess.run([python, "-I", "-c", CHILD, how, str(source), str(layer) if layer else "-", str(model), str(handler_dir)], check=False, capture_output=True, text=True, timeout=900, env=env)
@@ -164,6 +166,7 @@ def _one(python: str, how: str, tree: Path, layer: Path | None, model: Path, lat
     finally:
         if mnt is not None and proc is not None:
             _unmount(mnt, proc)
+        shutil.rmtree(hydrated, ignore_errors=True)  # a hydrated torch is 175 MB: not one per case and run
     if stats is not None and stats.exists():
         result.update(json.loads(stats.read_text()))
     return result
@@ -200,7 +203,8 @@ def run(cfg: Config, *, target: str | None = None, runs: int = 3, console: Conso
             "limit_local_disk": ("append", efs, layer, None, None),
         }
         for compression in COMPRESSIONS:
-            for mode in PREFETCH_MODES:
+            # every read-ahead with the archives as built; the others with the default and the two ends
+            for mode in PREFETCH_MODES if compression == "zlib" else (default, "all", "none"):
                 if (compression, mode) != ("zlib", default):  # that one is hoist_1ms
                     cases[f"curve_{compression}_{mode}_1ms"] = ("handler", trees[compression], layer, 1.0, mode)
         samples: dict[str, list[dict]] = {name: [] for name in cases}

@@ -41,12 +41,20 @@ ARCHIVE_WORKERS = 8  # archives being assembled from their chunks
 UNPACK_WORKERS = 4  # zlib and the writes release the GIL: one per vCPU up to 4
 PREFETCH_WORKERS = 16
 # The read-ahead of the shared libraries after the archives arrived, chosen from
-# `invoke bench coldstart`'s trade-off (README, "Cold start"): "loader" reads the
-# ranges the dynamic loader touches (headers, symbols, relocations, data), and code
-# pages come on demand; "ordered" reads those, then the rest of every library;
-# "all" whole files; "none" nothing.
-DEFAULT_PREFETCH = "loader"
-PREFETCH_MODES = ("loader", "ordered", "all", "none")
+# `invoke bench coldstart`'s trade-off (README, "Cold start"):
+# - "relocs": what the dynamic loader itself reads (headers, dynamic symbols and
+#   strings, hash tables, relocations and the data they patch), found in each
+#   library's section headers here; code and read-only data come on demand;
+# - "loader": the build's elf_ranges (the above plus .rodata and the unwind index);
+# - "ordered": those ranges, then the rest of every library; "all": whole files;
+# - "none": nothing, every page on demand.
+DEFAULT_PREFETCH = "relocs"
+PREFETCH_MODES = ("relocs", "loader", "ordered", "all", "none")
+# sections the loader reads while it maps, relocates and binds a library
+LOADER_SECTIONS = {".dynsym", ".dynstr", ".gnu.hash", ".hash", ".gnu.version", ".gnu.version_r", ".gnu.version_d", ".rela.dyn", ".rela.plt",
+                   ".rel.dyn", ".rel.plt", ".relr.dyn", ".dynamic", ".got", ".got.plt", ".data.rel.ro", ".data.rel.ro.local", ".data",
+                   ".init_array", ".fini_array", ".tdata"}
+MERGE_GAP = 64 << 10  # ranges closer than this are read as one
 
 
 @dataclass(frozen=True)
@@ -170,6 +178,48 @@ def unpack_into(blob: bytes, root: str, compression: str = "zlib") -> None:
         at = start + size
 
 
+def relocation_ranges(path: str) -> list[list[int]] | None:
+    """[offset, length] of the ELF and program headers and LOADER_SECTIONS of a 64-bit
+    little-endian library (x86_64, aarch64), from its section headers; None if unreadable."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        head = os.pread(fd, 64, 0)
+        if len(head) < 64 or head[:4] != b"\x7fELF" or head[4] != 2 or head[5] != 1:
+            return None
+        phoff, shoff = struct.unpack_from("<QQ", head, 32)
+        phentsize, phnum, shentsize, shnum, shstrndx = struct.unpack_from("<HHHHH", head, 54)
+        table = os.pread(fd, shentsize * shnum, shoff)
+        if shnum == 0 or len(table) < shentsize * shnum or shstrndx >= shnum:
+            return None
+        sections = [struct.unpack_from("<IIQQQQ", table, i * shentsize) for i in range(shnum)]  # name, type, flags, addr, offset, size
+        names = os.pread(fd, sections[shstrndx][5], sections[shstrndx][4])
+    except (OSError, struct.error):
+        return None
+    finally:
+        os.close(fd)
+    spans = [(0, max(phoff + phentsize * phnum, 4096))]
+    for name_at, kind, _flags, _addr, offset, size in sections:
+        name = names[name_at : names.find(b"\0", name_at)].decode(errors="replace")
+        if name in LOADER_SECTIONS and kind != 8 and size:  # 8: SHT_NOBITS, nothing in the file
+            spans.append((offset, offset + size))
+    merged: list[list[int]] = []
+    for start, end in sorted(spans):
+        if merged and start <= merged[-1][1] + MERGE_GAP:
+            merged[-1][1] = max(merged[-1][1], end)
+        else:
+            merged.append([start, end])
+    return [[start, end - start] for start, end in merged]
+
+
+def _warm_relocations(path: str) -> None:
+    ranges = relocation_ranges(path)
+    if ranges:
+        warm(path, ranges)
+
+
 def _start_prefetch(tree: str, index: dict, how: str) -> None:
     if how == "none":
         return
@@ -177,7 +227,10 @@ def _start_prefetch(tree: str, index: dict, how: str) -> None:
     libraries = [rel for rel in index["elf"] if is_library(rel)]  # executables (torch/bin/test_*) are never loaded by an import
     pool = ThreadPoolExecutor(PREFETCH_WORKERS, thread_name_prefix="hoist-prefetch")
     for rel in libraries:
-        pool.submit(warm, os.path.join(tree, rel), ranges.get(rel))
+        if how == "relocs":
+            pool.submit(_warm_relocations, os.path.join(tree, rel))
+        else:
+            pool.submit(warm, os.path.join(tree, rel), ranges.get(rel))
     if how == "ordered" and ranges:
         for rel in libraries:
             pool.submit(warm, os.path.join(tree, rel), ranges.get(rel), True)

@@ -224,3 +224,24 @@ def test_the_read_ahead_takes_shared_libraries_only(app, tmp_path, monkeypatch):
         while len(warmed) < len(expected) and time.time() < deadline:
             time.sleep(0.01)
         assert sorted(warmed) == sorted(expected), how
+
+
+def test_relocation_ranges_are_what_the_loader_reads_found_in_the_section_headers(app, tmp_path):
+    """The default read-ahead: symbols, hash tables, relocations and the data they patch; not code, not .rodata."""
+    from elftools.elf.elffile import ELFFile
+
+    from tests.wheels import compile_library
+
+    lib = compile_library(tmp_path / "lib", filler=8000)
+    ranges = app.relocation_ranges(str(lib))
+    covered = lambda off: any(start <= off < start + length for start, length in ranges)  # noqa: E731
+    with open(lib, "rb") as fh:
+        sections = {s.name: (s["sh_offset"], s["sh_size"]) for s in ELFFile(fh).iter_sections()}
+    assert ranges[0][0] == 0
+    for name in (".dynsym", ".dynstr", ".rela.dyn", ".dynamic"):
+        assert covered(sections[name][0]), name
+    text_off, text_size = sections[".text"]
+    assert not covered(text_off + text_size // 2)
+    assert app.relocation_ranges(str(tmp_path / "missing.so")) is None
+    (tmp_path / "fake.so").write_bytes(b"\x7fELF" + b"\0" * 60)
+    assert app.relocation_ranges(str(tmp_path / "fake.so")) is None  # not a 64-bit little-endian ELF: no read-ahead
