@@ -127,7 +127,6 @@ class Deployer:
         if storage_only:
             template = render(self.config, None, storage_only=True)
             return self._change_set(state, template, template_path, storage_only=True, dry_run=dry_run, release=None, plan_=None, uploaded=(), sync=None, live=None)
-        self._smoke_sample()  # the model folder's contract (and its sample) before any work
         if self.dcfg.creates_file_system and "FileSystemId" not in state.outputs:
             raise DeployError(
                 f"stack {self.dcfg.stack_name} creates the EFS file system, and it does not exist yet: there is nowhere to sync the tree",
@@ -135,6 +134,7 @@ class Deployer:
                 fix="run `invoke deploy --storage-only` first, mount the new file system where sync reaches it "
                     "(sync.bastion.efs_path, or sync.datasync.file_system_arn), then `invoke deploy`; or set deploy.file_system_id/access_point_id",
             )
+        self._smoke_sample()  # the model folder's contract (and its sample) before any work
         build_doc = self._build_and_validate()
         plan_ = self._artifacts(build_doc)
         uploaded = ()

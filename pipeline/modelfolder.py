@@ -41,6 +41,8 @@ def contract() -> ModuleType:
 def _error(folder: Path, problems: list) -> ModelError:
     first = problems[0]
     if len(problems) == 1:
+        if first.file == ".":
+            return ModelError(first.what, where=str(folder), fix=first.fix)
         return ModelError(f"{first.file}{': ' + first.key if first.key else ''} {first.what}", where=str(folder / first.file), fix=first.fix)
     lines = "\n".join(f"  {p.render()}" for p in problems)
     return ModelError(f"{len(problems)} problems:\n{lines}", where=str(folder), fix="fix each as shown")

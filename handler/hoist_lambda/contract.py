@@ -48,7 +48,7 @@ EXAMPLE = '{"mode": "RGB", "resize": 256, "center_crop": 224, "mean": [0.485, 0.
 
 @dataclass(frozen=True)
 class Problem:
-    file: str  # labels.json
+    file: str  # labels.json; "." for the folder itself
     key: str | None  # center_crop, or None for the file as a whole
     what: str
     fix: str
@@ -216,7 +216,7 @@ def torchscript_problem(path: str) -> str | None:
 def check(folder: str) -> ModelFolder:
     """Read and check the folder; one ModelFolderError with every problem."""
     if not os.path.isdir(folder):
-        raise ModelFolderError(folder, [Problem(os.path.basename(folder.rstrip("/")) or folder, None, "the model folder does not exist",
+        raise ModelFolderError(folder, [Problem(".", None, "the model folder does not exist",
                                                 "set [model] dir in pipeline.toml to the folder holding model.pt, labels.json and preprocess.json")])
     problems: list[Problem] = []
     for name in REQUIRED:

@@ -139,3 +139,9 @@ def test_the_folder_copied_for_deploy_keeps_its_sample(tmp_path):
 
     image, label = sample(tmp_path / "artifacts")
     assert image.read_bytes() == (REPO / "model" / "samples" / "digit.png").read_bytes() and label == "3"
+
+
+def test_a_missing_folder_is_named_once(tmp_path):
+    with pytest.raises(ModelError) as err:
+        check(tmp_path / "nowhere")
+    assert str(err.value).startswith(f"model ({tmp_path / 'nowhere'}): the model folder does not exist") and "[model] dir" in str(err.value)
