@@ -136,12 +136,23 @@ def _mounted(source: Path, latency_ms: float, mbps: float, work: Path):
 
 
 def _unmount(mnt: Path, proc: subprocess.Popen) -> None:
-    subprocess.run(["umount", str(mnt)], check=False, capture_output=True)
+    clean = subprocess.run(["umount", str(mnt)], check=False, capture_output=True).returncode == 0
     try:
         proc.wait(10)
     except subprocess.TimeoutExpired:
         proc.kill()
+        proc.wait()
+    if not clean:  # busy, or its server gone ("transport endpoint is not connected"): detach it
+        subprocess.run(["umount", "-l", str(mnt)], check=False, capture_output=True)
     shutil.rmtree(mnt, ignore_errors=True)
+
+
+def _detach_all(work: Path) -> None:
+    """Whatever latency mount is left under ``work`` (a run that failed half-way), detached before cleanup."""
+    for line in Path("/proc/mounts").read_text().splitlines():
+        point = line.split()[1]
+        if point.startswith(str(work) + "/"):
+            subprocess.run(["umount", "-l", point], check=False, capture_output=True)
 
 
 def _one(python: str, how: str, tree: Path, layer: Path | None, model: Path, latency_ms: float | None, mbps: float, work: Path, handler_dir: Path,
@@ -183,7 +194,7 @@ def run(cfg: Config, *, target: str | None = None, runs: int = 3, console: Conso
     model = (cfg.model_dir or cfg.root / "model" / "artifacts") / "model.pt"
     python = find_python(tcfg.target.python).path
     default = _default_prefetch(cfg.build.handler_dir)
-    with tempfile.TemporaryDirectory(prefix="hoist-bench-coldstart-", dir=cfg.root) as tmp:
+    with tempfile.TemporaryDirectory(prefix="hoist-bench-coldstart-", dir=cfg.root, ignore_cleanup_errors=True) as tmp:
         work = Path(tmp)
         console.print("[bold cyan]==>[/] the seed's tree: every locked wheel with `--target`, no bytecode")
         seed = work / "seed" / "site-packages"
@@ -211,7 +222,13 @@ def run(cfg: Config, *, target: str | None = None, runs: int = 3, console: Conso
         for i in range(runs):
             for name, (how, tree, lay, latency, prefetch) in cases.items():
                 console.print(f"[bold cyan]==>[/] run {i + 1}/{runs}: {name}")
-                samples[name].append(_one(python, how, tree, lay, model, latency, 300.0, work, cfg.build.handler_dir, prefetch))
+                try:
+                    samples[name].append(_one(python, how, tree, lay, model, latency, 300.0, work, cfg.build.handler_dir, prefetch))
+                except RuntimeError as exc:  # the instrument, not the init: a mount that did not come up; once more
+                    console.print(f"    [yellow]retrying {name}: {str(exc)[:200]}[/]")
+                    _detach_all(work)
+                    samples[name].append(_one(python, how, tree, lay, model, latency, 300.0, work, cfg.build.handler_dir, prefetch))
+        _detach_all(work)
     figures = {}
     for name, rows in samples.items():
         read = rows[-1].get("bytes_read")
