@@ -94,3 +94,19 @@ def test_a_change_that_needs_confirmation_refuses_without_a_terminal_or_yes(monk
         tasks._confirm("apply 3 change(s)?", yes=False)
     assert "--yes" in str(err.value.message) and err.value.code == 1
     tasks._confirm("apply 3 change(s)?", yes=True)  # no question asked
+
+
+def test_build_checks_the_model_folder_first_and_names_the_file(project, wheelhouse):
+    """A broken model folder stops `invoke build` before anything is installed, naming the file and the fix."""
+    import json
+    import shutil
+
+    from tests.conftest import write_pipeline
+
+    shutil.copytree(REPO / "model" / "artifacts", project / "mine")
+    (project / "mine" / "preprocess.json").write_text(json.dumps({"center_crop": 56, "centre_crop": 56}))
+    config = write_pipeline(project, wheelhouse, {"[api]": '[model]\ndir = "mine"\n\n[api]'})
+    result = invoke("-r", str(REPO), "build", "--config", str(config))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "preprocess.json: centre_crop unknown key" in result.stderr and "did you mean 'center_crop'" in result.stderr
+    assert not (project / "dist").exists()  # nothing built
