@@ -210,7 +210,8 @@ def test_an_own_rgb_torchscript_model_with_torchvision_preprocessing_classifies_
     made = subprocess.run([find_python("3.11").path, "-I", "-c", f"import sys; sys.path.append({server.efs_tree!r})\n" + OWN_MODEL, str(own)],
                           check=False, capture_output=True, text=True, timeout=300)
     assert made.returncode == 0, made.stderr[-2000:]
-    toml = (root / "pipeline.toml").read_text() + '\n[model]\ndir = "mymodel"\n'
+    toml = (root / "pipeline.toml").read_text().replace('dir = "model/artifacts"', 'dir = "mymodel"')
+    assert 'dir = "mymodel"' in toml
     (root / "own.toml").write_text(toml)
     cfg = config.load(root / "own.toml")
     lines: list[str] = []
