@@ -58,9 +58,10 @@ def classify(data: bytes) -> dict:
         probs = torch.softmax(model.net(x)[0], dim=0)
     t2 = time.perf_counter()
     top = torch.topk(probs, min(TOP_K, probs.numel()))
+    values, indices = top.values.tolist(), top.indices.tolist()
     meta = model.folder.meta
-    return {
-        "predictions": [{"label": model.labels[i], "probability": round(float(p), 6)} for p, i in zip(top.values.tolist(), top.indices.tolist(), strict=True)],
+    return {  # no zip(strict=): the handler also runs on python3.9
+        "predictions": [{"label": model.labels[indices[k]], "probability": round(float(values[k]), 6)} for k in range(len(indices))],
         "model": {"id": meta.get("model", "model"), "version": meta.get("version", "")},
         "timings_ms": {"preprocess": round((t1 - t0) * 1000, 3), "inference": round((t2 - t1) * 1000, 3)},
     }
