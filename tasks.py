@@ -29,6 +29,28 @@ def _fail(err: PipelineError):
     raise Exit(f"error: {err}", code=1)
 
 
+def _check_model(cfg, target=None, with_model=False):
+    """The model folder's contract ([model] dir); with_model: also labels against the model's output, when the target's tree runs here."""
+    import platform
+
+    from pipeline import modelfolder
+    from pipeline.interpreters import find_python
+
+    folder = cfg.model_dir
+    if not (cfg.model_dir_set or folder.exists()):
+        return
+    model = modelfolder.check(folder)
+    shown = folder.relative_to(cfg.root) if folder.is_relative_to(cfg.root) else folder
+    tcfg = cfg.target(target)
+    trees = [cfg.build.output / tcfg.target.name / s / "site-packages" for s in ("efs", "layer")]
+    if with_model and tcfg.target.machine == platform.machine() and trees[0].is_dir():
+        done = modelfolder.check_with_model(folder, find_python(tcfg.target.python).path, [t for t in trees if t.is_dir()])
+        console.print(f"model folder {shown}: contract met; the model gives {done['labels']} outputs for input {done['input']}, one per label")
+    else:
+        console.print(f"model folder {shown}: contract met ({len(model.labels)} labels, input {list(model.pre.input_shape())}); "
+                      "labels against the model's output are checked at serve start and init")
+
+
 @task(help={"config": CONFIG_HELP, "target": TARGET_HELP, "force": "resolve again even if the locks are current"})
 def lock(c, config=None, target=None, force=False):
     """Resolve the dependency sets for the target into hash-pinned locks."""
@@ -59,7 +81,9 @@ def build(c, config=None, target=None, force=False, verbose=False, builder=None)
     from builder.report import ConsoleProgress, print_build
 
     try:
-        result = do_build(_load(config), target, force=force, progress=ConsoleProgress(console, verbose), builder=builder)
+        cfg = _load(config)
+        _check_model(cfg, target)
+        result = do_build(cfg, target, force=force, progress=ConsoleProgress(console, verbose), builder=builder)
     except PipelineError as err:
         _fail(err)
     print_build(console, result)
@@ -89,7 +113,9 @@ def validate(c, config=None, target=None, tree=None, runtime=None, arch=None, la
                 raise Exit("error: --tree needs --runtime and --arch (e.g. --runtime python3.13 --arch arm64)", code=1)
             report = from_tree(Path(tree), runtime, arch, layer=layer, smoke_level=smoke or "none", image=image)
         else:
-            report = from_build(_load(config), target, smoke_level=smoke or "auto", image=image)
+            cfg = _load(config)
+            report = from_build(cfg, target, smoke_level=smoke or "auto", image=image)
+            _check_model(cfg, target, with_model=True)
     except PipelineError as err:
         _fail(err)
     print_report(console, report)
@@ -285,15 +311,18 @@ def teardown(c, config=None, yes=False, delete_data=False):
     console.print("deleted: " + "; ".join(done))
 
 
-@task(help={"config": CONFIG_HELP, "target": "target whose tree to serve (default: the default target if it runs here, else `local`)", "port": "port on 127.0.0.1 (default 8000; 0 picks a free one)"})
+@task(help={"config": CONFIG_HELP, "target": "target whose tree to serve (default: the default target if it runs here, else `local`); locked and built first when needed",
+            "port": "port on 127.0.0.1 (default 8000; 0 picks a free one)"})
 def serve(c, config=None, target=None, port=8000):
-    """Serve the handler locally behind an API Gateway emulator (Ctrl-C stops)."""
+    """Serve the handler locally behind an API Gateway emulator; the function's output streams here (Ctrl-C stops)."""
     import time
+
+    from rich.text import Text
 
     from runtime.serve import start
 
     try:
-        server = start(_load(config), target, int(port), on_line=lambda line: console.print(f"    [dim]{line}[/]", highlight=False))
+        server = start(_load(config), target, int(port), on_line=lambda line: console.print(Text("    " + line.replace("\n", "\n    "), style="dim"), highlight=False))
     except PipelineError as err:
         _fail(err)
     console.print(f"serving on [bold]{server.url}[/]: POST /classify (image/png, image/jpeg or JSON), GET /health, and a page at /")
@@ -307,15 +336,17 @@ def serve(c, config=None, target=None, port=8000):
         server.stop()
 
 
-@task(help={"name": "benchmark to run: build, sync, serve or coldstart", "config": CONFIG_HELP, "target": TARGET_HELP, "runs": "timed runs of each side (median is reported)"})
-def bench(c, name, config=None, target=None, runs=1):
+@task(help={"name": "benchmark to run: build, sync, serve or coldstart", "config": CONFIG_HELP, "target": TARGET_HELP,
+            "runs": "timed runs of each side, the median is reported (default: the benchmark's own, 3 for coldstart, else 1)"})
+def bench(c, name, config=None, target=None, runs=None):
     """Run a benchmark; print a table and write bench/results/<name>.json."""
     from bench import registry
 
     if name not in registry.BENCHMARKS:
         raise Exit(f"error: no benchmark {name!r}; available: {', '.join(registry.BENCHMARKS)}", code=1)
     try:
-        registry.BENCHMARKS[name](_load(config), target=target, runs=int(runs), console=console, command=" ".join(["invoke", *sys.argv[1:]]))
+        kwargs = {"runs": int(runs)} if runs else {}
+        registry.BENCHMARKS[name](_load(config), target=target, console=console, command=" ".join(["invoke", *sys.argv[1:]]), **kwargs)
     except PipelineError as err:
         _fail(err)
 

@@ -55,7 +55,7 @@ def model_files(model_dir: Path) -> list[tuple[str, Path, str]]:
     files = [(name, model_dir / name) for name in MODEL_FILES if (model_dir / name).is_file()]
     missing = [n for n in MODEL_FILES[:3] if not (model_dir / n).is_file()]
     if missing:
-        raise DeployError(f"the model folder lacks {', '.join(missing)}", where=str(model_dir), fix="run `python model/train.py`, or set deploy.model_dir to a folder with model.pt, labels.json and preprocess.json")
+        raise DeployError(f"the model folder lacks {', '.join(missing)}", where=str(model_dir), fix="run `python model/train.py`, or set [model] dir in pipeline.toml to a folder with model.pt, labels.json and preprocess.json")
     return [(name, path, _sha256(path)) for name, path in files]
 
 

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from builder.build import Progress as BuildProgress
-from pipeline import aws
+from pipeline import aws, modelfolder
 from pipeline.config import Config, DeployConfig
 from pipeline.errors import DeployError
 
@@ -188,6 +188,7 @@ class Deployer:
         if fs_missing:
             unchecked.append("the EFS side: the stack's file system does not exist yet" + (" (or could not be read offline)" if self.offline else "")
                              + ", so the sync is not planned; `invoke deploy --storage-only` creates it")
+        self._smoke_sample()  # the model folder's contract (and its sample) before any work
         build_doc = self._build_and_validate()
         plan_ = self._artifacts(build_doc, unchecked)
         sync, job = self._plan_sync(unchecked, reach=not fs_missing)
@@ -291,6 +292,17 @@ class Deployer:
         if self.aws is not None:
             stack.discard(self.aws.cloudformation, plan.change_set)
 
+    def _smoke_sample(self) -> tuple[Path, str]:
+        """What the smoke test classifies and expects: [deploy] smoke_image/smoke_expect, else the model folder's sample.json."""
+        assert self.dcfg.model_dir is not None
+        found = modelfolder.sample(self.dcfg.model_dir)
+        if self.dcfg.smoke_image is not None:
+            return self.dcfg.smoke_image, self.dcfg.smoke_expect
+        if found is None:
+            raise DeployError("the model folder has no sample.json, so the smoke test has no image and label to check", where=str(self.dcfg.model_dir / "sample.json"),
+                              fix='add sample.json ({"image": "sample.jpg", "label": "<its label>"}) beside an image, or set [deploy] smoke_image and smoke_expect')
+        return found
+
     # -- apply: after the user confirmed ------------------------------------------------------
     def apply(self, plan: DeployPlan, *, smoke_test: bool = True) -> DeployResult:
         if plan.dry_run:
@@ -320,8 +332,8 @@ class Deployer:
         rolled_back = None
         if smoke_test:
             self.progress.step(f"smoke test: {state.outputs.get('ApiUrl')}")
-            assert self.dcfg.smoke_image is not None  # config.load always sets it
-            result = smoke(state.outputs["ApiUrl"], self.dcfg.smoke_image, self.dcfg.smoke_expect, on_line=self.progress.line)
+            image, expect = self._smoke_sample()
+            result = smoke(state.outputs["ApiUrl"], image, expect, on_line=self.progress.line)
             if not result.ok and plan.live_version and plan.live_version != stack_version:
                 self.progress.step(f"smoke test failed: pointing {alias.ALIAS} back to version {plan.live_version}")
                 alias.point(lam, function, plan.live_version)

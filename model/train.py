@@ -32,7 +32,7 @@ HERE = Path(__file__).resolve().parent
 PREPROCESS = {
     "version": 1,
     "mode": "L",  # grayscale
-    "size": [8, 8],  # width, height after resizing
+    "size": [8, 8],  # height, width after resizing (torchvision's order)
     "resample": "box",  # area average: a big digit image shrinks the way the 8x8 data was made
     "invert": False,  # white ink on black, as the digits data
     "scale": 16.0 / 255.0,  # pixel 0..255 -> 0..16, the data's range

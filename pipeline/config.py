@@ -319,9 +319,18 @@ class DeployConfig(Section):
     file_system_id: Str = _aws_id("fs", optional=True)  # an existing file system instead of the stack's own
     access_point_id: Str = _aws_id("fsap", optional=True)
     mount_target_security_group_id: Str = _aws_id("sg", optional=True)  # existing mount targets' group: the stack adds NFS from the function
-    model_dir: Path | None = Path("model/artifacts")  # model.pt, labels.json, preprocess.json: uploaded to <artifact_prefix>/models/<hash>/
-    smoke_image: Path | None = Path("model/samples/digit.png")
-    smoke_expect: Str = "3"
+    # the [model] folder (set by load from [model] dir, not written here): uploaded to <artifact_prefix>/models/<hash>/
+    model_dir: Path | None = None
+    smoke_image: Path | None = None  # with smoke_expect; neither: the model folder's sample.json
+    smoke_expect: Str = ""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _model_dir_moved(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "model_dir" in data:
+            raise _problem("deploy.model_dir moved: one setting names the model folder for serve, validate and deploy",
+                           f'remove it from [deploy] and write [model] dir = "{data["model_dir"]}"')
+        return data
 
     @field_validator("region")
     @classmethod
@@ -348,6 +357,8 @@ class DeployConfig(Section):
 
     @model_validator(mode="after")
     def _consistent(self) -> DeployConfig:
+        if (self.smoke_image is None) != (not self.smoke_expect):
+            raise _problem("smoke_image and smoke_expect go together", "set both, or neither to use the model folder's sample.json (image and label)")
         if (self.s3_endpoint or self.dynamodb_endpoint) and not self.route_table_ids:
             raise _problem("a gateway endpoint (s3_endpoint/dynamodb_endpoint) needs the subnets' route tables in route_table_ids",
                            'list them (route_table_ids = ["rtb-..."]), or set s3_endpoint = false when the VPC already has an S3 endpoint')
@@ -364,6 +375,18 @@ class DeployConfig(Section):
     @property
     def creates_file_system(self) -> bool:
         return not self.file_system_id
+
+
+class ModelConfig(Section):
+    """The model folder: model.pt (TorchScript), labels.json, preprocess.json; serve, validate and deploy use it."""
+
+    dir: Path = Field(Path("model/artifacts"), description="a folder, relative to pipeline.toml", examples=["model/artifacts"])
+
+    @field_validator("dir")
+    @classmethod
+    def _under_root(cls, value: Path, info: ValidationInfo) -> Path:
+        root = _root(info)
+        return root / value if root else value
 
 
 class PipelineFile(Section):
@@ -383,6 +406,7 @@ class PipelineFile(Section):
     build: BuildConfig = Field(default_factory=_table)
     sync: SyncConfig = Field(default_factory=_table)
     deploy: DeployConfig | None = None
+    model: ModelConfig = Field(default_factory=_table)
 
 
 # ---------------------------------------------------------------- what the stages read
@@ -428,6 +452,8 @@ class Config:
     deploy: DeployConfig | None = None
     api_rate_limit: float = 50.0  # HTTP API stage: steady requests per second
     api_burst_limit: int = 100  # HTTP API stage: burst
+    model_dir: Path | None = None  # [model] dir: the model folder serve, validate and deploy use (None: model/artifacts under root)
+    model_dir_set: bool = False  # [model] dir given explicitly: a missing folder is an error at build
     raw: dict = field(repr=False, default_factory=dict)
 
     def target(self, name: str | None = None) -> TargetConfig:
@@ -644,7 +670,9 @@ def load(path: str | Path = "pipeline.toml") -> Config:
         api_name=doc.api.name,
         build=doc.build,
         sync=doc.sync,
-        deploy=doc.deploy,
+        deploy=doc.deploy.model_copy(update={"model_dir": doc.model.dir}) if doc.deploy else None,
+        model_dir=doc.model.dir,
+        model_dir_set="dir" in (raw.get("model") or {}),
         api_rate_limit=float(doc.api.throttle_rate),
         api_burst_limit=doc.api.throttle_burst,
         raw=raw,

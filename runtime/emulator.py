@@ -59,9 +59,9 @@ class RuntimeAPI:
     @property
     def address(self) -> str:
         host, port = self.server.server_address[:2]
-        return f"{host}:{port}"
+        return f"{host!s}:{port}"
 
-    def __enter__(self) -> "RuntimeAPI":
+    def __enter__(self) -> RuntimeAPI:
         self.thread.start()
         return self
 

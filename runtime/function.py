@@ -16,6 +16,7 @@ import subprocess
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -108,12 +109,14 @@ def lambda_environment(spec: FunctionSpec, layout: Layout, api_address: str) -> 
 class FunctionProcess:
     """Start the runtime client with ``command``, deliver events, report like Lambda."""
 
-    def __init__(self, command: list[str], env: dict[str, str], api: RuntimeAPI, spec: FunctionSpec, pid_for_memory: bool = True):
+    def __init__(self, command: list[str], env: dict[str, str], api: RuntimeAPI, spec: FunctionSpec, pid_for_memory: bool = True,
+                 on_line: Callable[[str], None] | None = None):
         self.command = command
         self.env = env
         self.api = api
         self.spec = spec
         self.pid_for_memory = pid_for_memory
+        self.on_line = on_line  # every line the function prints, as it prints it
         self.proc: subprocess.Popen | None = None
         self.started_at = 0.0
         self.output: deque[str] = deque(maxlen=200)
@@ -127,14 +130,17 @@ class FunctionProcess:
 
     def _read(self) -> None:
         assert self.proc and self.proc.stdout
-        for line in self.proc.stdout:
-            self.output.append(line.rstrip("\n"))
+        for raw in self.proc.stdout:
+            line = raw.rstrip("\n")
+            self.output.append(line)
+            if self.on_line:
+                self.on_line(line)
 
     def wait_ready(self, limit_s: float) -> tuple[str, float | None]:
         """Wait for init: ("ready", ms), ("init-error", ms), ("crashed", None) or ("timeout", None)."""
         deadline = time.monotonic() + limit_s
         while time.monotonic() < deadline:
-            if self.api.first_next.is_set():
+            if self.api.first_next.is_set() and self.api.first_next_at is not None:
                 return "ready", (self.api.first_next_at - self.started_at) * 1000
             if self.api.init_error_event.is_set():
                 return "init-error", (time.monotonic() - self.started_at) * 1000

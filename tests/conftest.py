@@ -154,8 +154,7 @@ def project(tmp_path, wheelhouse) -> Path:
     (tmp_path / "requirements").mkdir()
     (tmp_path / "requirements" / "efs.in").write_text("nativepkg==1.0\n")
     (tmp_path / "requirements" / "layer.in").write_text("layerpkg\n")
-    (tmp_path / "handler").mkdir()
-    (tmp_path / "handler" / "app.py").write_text((REPO / "handler" / "app.py").read_text())
+    __import__("shutil").copytree(REPO / "handler", tmp_path / "handler", ignore=__import__("shutil").ignore_patterns("__pycache__"))  # app.py and hoist_lambda/
     write_pipeline(tmp_path, wheelhouse)
     return tmp_path
 

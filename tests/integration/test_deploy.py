@@ -64,7 +64,7 @@ def project(tmp_path, wheelhouse):
     deploy_project(tmp_path, wheelhouse, EXISTING_FS)
     shutil.copytree(REPO / "model" / "artifacts", tmp_path / "model" / "artifacts")
     shutil.copytree(REPO / "model" / "samples", tmp_path / "model" / "samples")
-    (tmp_path / "handler" / "app.py").write_text((REPO / "handler" / "app.py").read_text())
+    shutil.copytree(REPO / "handler", tmp_path / "handler", dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
     cfg = load(tmp_path)
     lock(cfg, "arm")
     return tmp_path

@@ -57,7 +57,8 @@ def test_local_torch_tree_imports_after_slimming_and_stripping(tmp_path):
 def test_a_hydrated_tree_keeps_sources_scripting_tracebacks_and_metadata(tmp_path):
     """The cold-start path (archives unpacked to /tmp, libraries linked to EFS)
     must keep what torch and users rely on."""
-    import importlib.util
+    import importlib
+    import sys
 
     shutil.copy(REPO / "pipeline.toml", tmp_path)
     shutil.copytree(REPO / "requirements", tmp_path / "requirements", ignore=shutil.ignore_patterns("*.local.lock"))
@@ -65,10 +66,12 @@ def test_a_hydrated_tree_keeps_sources_scripting_tracebacks_and_metadata(tmp_pat
     cfg = config.load(tmp_path / "pipeline.toml")
     lock(cfg, "local")
     tree = build(cfg, "local").sets["efs"].tree
-    spec = importlib.util.spec_from_file_location("hoist_handler_local", REPO / "handler" / "app.py")
-    app = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(app)
-    local = app.hydrate(str(tree), str(tmp_path / "hydrated"))
+    sys.path.insert(0, str(REPO / "handler"))
+    try:
+        activation = importlib.import_module("hoist_lambda.activate")
+    finally:
+        sys.path.remove(str(REPO / "handler"))
+    local = activation.hydrate(str(tree), str(tmp_path / "hydrated"))
     assert local and os.path.islink(os.path.join(local, "torch", "lib", "libtorch_cpu.so"))
     code = (
         "import sys, inspect, traceback, importlib.metadata\n"

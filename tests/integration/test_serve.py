@@ -14,8 +14,6 @@ import urllib.request
 import pytest
 from PIL import Image
 
-from builder.build import build
-from builder.lock import lock
 from pipeline import config
 from tests.conftest import REPO
 from tests.digits import held_out, render
@@ -24,18 +22,24 @@ pytestmark = [pytest.mark.network, pytest.mark.slow, pytest.mark.local_torch]
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    from runtime.serve import start
-
+def root(tmp_path_factory):
+    """A fresh clone: no locks or builds of the local target."""
     root = tmp_path_factory.mktemp("serve")
     shutil.copy(REPO / "pipeline.toml", root)
     shutil.copytree(REPO / "requirements", root / "requirements", ignore=shutil.ignore_patterns("*.local.lock"))
-    shutil.copytree(REPO / "handler", root / "handler")
+    shutil.copytree(REPO / "handler", root / "handler", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(REPO / "model", root / "model")
+    return root
+
+
+@pytest.fixture(scope="module")
+def server(root):
+    from runtime.serve import start
+
     cfg = config.load(root / "pipeline.toml")
-    lock(cfg, "local")
-    build(cfg, "local")
-    srv = start(cfg, port=0)  # the default target (arm64) cannot run here: serve picks `local` and says so
+    lines: list[str] = []
+    srv = start(cfg, port=0, on_line=lines.append)  # the default target (arm64) cannot run here: serve picks `local`, locks and builds it
+    srv.lines = lines
     yield srv
     srv.stop()
 
@@ -200,3 +204,80 @@ def test_training_is_reproducible_on_one_machine_and_reaches_the_accuracy_on_any
     assert new["code"] == old["code"] and new["params"] == old["params"]
     assert new["accuracy"] >= 0.97 and old["accuracy"] >= 0.97, (new["accuracy"], old["accuracy"])
     assert abs(new["accuracy"] - metrics["held_out_accuracy"]) < 1e-3  # train.py reports what the saved model does
+
+
+def test_serve_locked_and_built_the_local_target_itself_and_streamed_the_init(server):
+    said = "\n".join(server.lines)
+    assert "running `invoke lock --target local` and `invoke build --target local` first" in said
+    assert "built local:" in said
+    assert "init: sys.path" in said and "import torch" in said and "model load" in said  # the function's init, as it happened
+
+
+OWN_MODEL = r"""
+import json, sys, torch
+out = sys.argv[1]
+# a 5-class RGB classifier of the dominant colour: mean colour per channel, then a fixed linear map
+net = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(3, 5))
+with torch.no_grad():
+    net[2].weight.copy_(torch.tensor([[1., 0, 0], [0, 1., 0], [0, 0, 1.], [1., 1., 1.], [-1., -1., -1.]]))
+    net[2].bias.zero_()
+torch.jit.script(net.eval()).save(out + "/model.pt")
+json.dump(["red", "green", "blue", "white", "black"], open(out + "/labels.json", "w"))
+json.dump({"mode": "RGB", "resize": 64, "center_crop": 56, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}, open(out + "/preprocess.json", "w"))
+"""
+COLOURS = {"red": (230, 20, 30), "green": (10, 220, 40), "blue": (20, 30, 240), "white": (250, 250, 245), "black": (5, 8, 3)}
+
+
+def _photo(colour, fmt: str) -> bytes:
+    import random
+
+    rng = random.Random(1)
+    img = Image.new("RGB", (320, 240), colour)
+    for _ in range(400):  # some texture, as a photo has
+        x, y = rng.randrange(320), rng.randrange(240)
+        img.putpixel((x, y), tuple(min(255, max(0, c + rng.randint(-40, 40))) for c in colour))
+    out = io.BytesIO()
+    img.save(out, fmt)
+    return out.getvalue()
+
+
+def test_an_own_rgb_torchscript_model_with_torchvision_preprocessing_classifies_photos_and_a_wrong_label_count_stops_serve(server, root):
+    """The issue's "done when": an own model folder, torchvision-style crop (an int), JPEG and PNG photos;
+    then labels.json one short: serve does not start, and says labels.json. Uses the local target's torch (2.13.0+cpu via pip's find-links)."""
+    import subprocess
+
+    from pipeline.interpreters import find_python
+    from runtime.serve import ServeError, start
+
+    own = root / "mymodel"
+    own.mkdir()
+    made = subprocess.run([find_python("3.11").path, "-I", "-c", f"import sys; sys.path.append({server.efs_tree!r})\n" + OWN_MODEL, str(own)],
+                          check=False, capture_output=True, text=True, timeout=300)
+    assert made.returncode == 0, made.stderr[-2000:]
+    toml = (root / "pipeline.toml").read_text().replace('dir = "model/artifacts"', 'dir = "mymodel"')
+    assert 'dir = "mymodel"' in toml
+    (root / "own.toml").write_text(toml)
+    cfg = config.load(root / "own.toml")
+    lines: list[str] = []
+    # inputs may come from an S3 prefix whose endpoint does not answer: such a request is a 500, not a 4xx
+    unreachable = {"HOIST_INPUT_S3_PREFIX": "s3://inputs/", "AWS_ENDPOINT_URL": "http://127.0.0.1:9", "AWS_MAX_ATTEMPTS": "1",
+                   "AWS_ACCESS_KEY_ID": "t", "AWS_SECRET_ACCESS_KEY": "t"}
+    own_server = start(cfg, port=0, on_line=lines.append, extra_env=unreachable)
+    try:
+        assert own_server.model_dir == own
+        for fmt, ctype in (("JPEG", "image/jpeg"), ("PNG", "image/png")):
+            for name, colour in COLOURS.items():
+                status, doc = _post(own_server, _photo(colour, fmt), ctype)
+                assert status == 200, doc
+                assert doc["predictions"][0]["label"] == name, (fmt, name, doc)
+        status, doc = _post(own_server, json.dumps({"s3": {"bucket": "inputs", "key": "a.jpg"}}).encode(), "application/json")
+        assert status == 500 and doc["request_id"] in doc["message"]
+        said = "\n".join(lines)
+        assert f"request {doc['request_id']} failed: EndpointConnectionError" in said and "Traceback (most recent call last)" in said
+        assert f"request {doc['request_id']} answered 500: the function's traceback is printed above" in said
+    finally:
+        own_server.stop()
+    (own / "labels.json").write_text(json.dumps(["red", "green", "blue", "white"]))
+    with pytest.raises(ServeError) as err:
+        start(config.load(root / "own.toml"), port=0, on_line=lines.append)
+    assert "labels.json" in str(err.value) and "4 labels" in str(err.value) and "5 outputs" in str(err.value)

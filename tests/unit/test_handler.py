@@ -6,6 +6,7 @@ import base64
 import importlib.util
 import json
 import sys
+from types import SimpleNamespace
 
 import pytest
 
@@ -16,6 +17,7 @@ from tests.conftest import REPO
 def app(monkeypatch):
     monkeypatch.delenv("HOIST_MODEL_DIR", raising=False)
     monkeypatch.delenv("HOIST_MODEL_S3", raising=False)
+    monkeypatch.syspath_prepend(str(REPO / "handler"))
     spec = importlib.util.spec_from_file_location("hoist_handler_under_test", REPO / "handler" / "app.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -26,7 +28,7 @@ def app(monkeypatch):
         return {"predictions": [{"label": "7", "probability": 1.0}], "model": {"id": "m", "version": "1"}, "timings_ms": {}}
 
     monkeypatch.setattr(module, "classify", fake_classify)
-    module.STATE["model"] = {"meta": {"model": "m"}}
+    monkeypatch.setattr(module, "MODEL", SimpleNamespace(folder=SimpleNamespace(meta={"model": "m"})))
     module.seen = seen
     return module
 
@@ -57,13 +59,15 @@ def test_unexpected_failure_is_a_500_with_the_request_id_and_the_next_request_wo
     monkeypatch.setattr(app, "classify", boom)
     r = app.handler({"image": base64.b64encode(b"x").decode()}, Ctx())
     assert r["statusCode"] == 500 and r["error"] == "internal_error" and r["request_id"] == "req-1"
-    assert "model exploded" in capsys.readouterr().out  # the traceback is logged, not returned
+    assert "req-1" in r["message"] and "log" in r["message"]  # the 500 points to the log
+    logged = json.loads([line for line in capsys.readouterr().out.splitlines() if '"error"' in line][-1])
+    assert logged["error"] == "RuntimeError: model exploded" and "Traceback" in logged["traceback"]  # logged, not returned
     monkeypatch.setattr(app, "classify", lambda data: {"predictions": [], "model": {}, "timings_ms": {}})
     assert "predictions" in app.handler({"image": base64.b64encode(b"x").decode()}, Ctx())
 
 
 def test_no_model_configured_is_a_503_and_health_still_answers(app):
-    app.STATE["model"] = None
+    app.MODEL = None
     r = app.handler({"image": base64.b64encode(b"x").decode()}, Ctx())
     assert r["statusCode"] == 503 and r["error"] == "model_not_configured"
     health = app.handler({"version": "2.0", "requestContext": {"http": {"method": "GET", "path": "/health"}}, "rawPath": "/health"}, Ctx())
@@ -81,6 +85,11 @@ def test_s3_references_inside_the_allowed_prefix_only(app, monkeypatch, moto_ser
         monkeypatch.setenv("HOIST_OUTPUT_S3", "s3://inputs-bucket/results/")
         s3 = boto3.client("s3", region_name="us-east-1")
         s3.create_bucket(Bucket="inputs-bucket")
+        from hoist_lambda import aws
+
+        aws.s3.cache_clear()
+        made, real_client = [], boto3.client
+        monkeypatch.setattr(boto3, "client", lambda *a, **k: made.append(a) or real_client(*a, **k))
         s3.put_object(Bucket="inputs-bucket", Key="uploads/seven.png", Body=b"png bytes")
         ok = app.handler({"s3": {"bucket": "inputs-bucket", "key": "uploads/seven.png"}}, Ctx())
         assert ok["predictions"][0]["label"] == "7" and app.seen[-1] == b"png bytes"
@@ -90,5 +99,6 @@ def test_s3_references_inside_the_allowed_prefix_only(app, monkeypatch, moto_ser
         assert (missing["statusCode"], missing["error"]) == (404, "s3_object_not_found")
         outside = app.handler({"s3": {"bucket": "inputs-bucket", "key": "uploads/../secrets/a.png"}}, Ctx())
         assert (outside["statusCode"], outside["error"]) == (403, "s3_key_not_allowed")
+        assert made == [("s3",)]  # one client for the execution environment: inputs and outputs of every request reuse it
     finally:
         sys.modules.pop("hoist_handler_under_test", None)

@@ -134,3 +134,19 @@ def test_the_test_task_fails_naming_every_step_that_failed(monkeypatch):
     with pytest.raises(Exit) as err:
         tasks.test(Ctx())
     assert err.value.code == 1 and "ruff" in str(err.value.message) and "pytest" in str(err.value.message) and "mypy" not in str(err.value.message)
+
+
+def test_build_checks_the_model_folder_first_and_names_the_file(project, wheelhouse):
+    """A broken model folder stops `invoke build` before anything is installed, naming the file and the fix."""
+    import json
+    import shutil
+
+    from tests.conftest import write_pipeline
+
+    shutil.copytree(REPO / "model" / "artifacts", project / "mine")
+    (project / "mine" / "preprocess.json").write_text(json.dumps({"center_crop": 56, "centre_crop": 56}))
+    config = write_pipeline(project, wheelhouse, {"[api]": '[model]\ndir = "mine"\n\n[api]'})
+    result = invoke("-r", str(REPO), "build", "--config", str(config))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "preprocess.json: centre_crop unknown key" in result.stderr and "did you mean 'center_crop'" in result.stderr
+    assert not (project / "dist").exists()  # nothing built

@@ -1,0 +1,20 @@
+"""Hoist's runtime library for Lambda handlers (standard library only at import).
+
+One job per module:
+
+- ``activate``: put the EFS dependency tree on ``sys.path`` (hydrated into
+  /tmp from the build's archives, shared libraries read ahead); any handler
+  calls ``activate.activate()`` first, before importing torch;
+- ``contract``: the model folder's files and the schema of preprocess.json,
+  checked without torch;
+- ``model``: load a model folder (EFS or S3), check the labels against the
+  model's output on a dummy input;
+- ``events``: API Gateway (HTTP API 2.0, REST 1.0) and direct-invoke events
+  in, proxy responses out, the 4xx contract (``BadRequest``);
+- ``images``: decode PNG/JPEG safely and preprocess into a tensor;
+- ``aws``: one S3 client per execution environment;
+- ``log``: one JSON line per event.
+
+``app.py`` beside this package is the demo handler built from these parts; a
+handler of your own imports them the same way (README, "Your own handler").
+"""

@@ -1,0 +1,44 @@
+"""A handler of one's own, named by function.handler, served through the real
+awslambdaric with the same activation as the demo (hoist_lambda.activate)."""
+from __future__ import annotations
+
+import json
+import urllib.request
+
+import pytest
+
+from tests.conftest import lock_and_build, write_pipeline
+
+pytestmark = [pytest.mark.network]  # awslambdaric comes from PyPI once per project cache
+
+OWN = '''
+from hoist_lambda.activate import activate
+
+ENV = activate()
+import nativepkg  # from the EFS tree, put on sys.path by activate()
+
+from hoist_lambda import events
+
+
+def handler(event, context):
+    return events.respond(event, 200, {"double": nativepkg.helpers.double(21), "hydrated": ENV.hydrated, "from": ENV.path})
+'''
+
+
+def test_an_own_handler_module_is_served_with_the_same_activation(project, wheelhouse):
+    from pipeline import config
+    from runtime.serve import start
+
+    lock_and_build(project)
+    (project / "handler" / "my_handler.py").write_text(OWN)
+    cfg = config.load(write_pipeline(project, wheelhouse, {'name = "test-fn"': 'name = "test-fn"\nhandler = "my_handler.handler"'}))
+    assert cfg.function.handler == "my_handler.handler" and not cfg.model_dir.exists()  # no model folder: a handler of one's own may need none
+    lines: list[str] = []
+    server = start(cfg, port=0, on_line=lines.append)
+    try:
+        with urllib.request.urlopen(server.url + "/anything", timeout=60) as resp:
+            doc = json.loads(resp.read())
+    finally:
+        server.stop()
+    assert doc["double"] == 42 and doc["hydrated"] is True and "/envs/" not in doc["from"]  # imported from the hydrated copy in /tmp
+    assert any(line.startswith("activate: EFS tree ") and "hydrated into" in line for line in lines)  # streamed as it happened
