@@ -326,8 +326,10 @@ def serve(c, config=None, target=None, port=8000):
     except PipelineError as err:
         _fail(err)
     console.print(f"serving on [bold]{server.url}[/]: POST /classify (image/png, image/jpeg or JSON), GET /health, and a page at /")
+    proc = server.function.proc
+    assert proc is not None  # start() returns once the function answered its init
     try:
-        while server.function.proc.poll() is None:
+        while proc.poll() is None:
             time.sleep(0.5)
         raise Exit(f"error: the handler process exited:\n{server.function.log_tail()}", code=1)
     except KeyboardInterrupt:

@@ -481,6 +481,7 @@ def test_a_validation_error_during_deploy_is_one_clear_error_naming_rule_and_fil
     make_wheel(extra, "smuggled", "1.0", "py3-none-any", {"smuggled/__init__.py": "", "smuggled/libfast.so": compile_library(tmp_path / "lib").read_bytes()})
     deploy_project(tmp_path / "p", wheelhouse, EXISTING_FS, replace={f'"{wheelhouse}"': f'"{wheelhouse}", "{extra}"'})
     (tmp_path / "p" / "requirements" / "efs.in").write_text("smuggled\n")
+    shutil.copytree(REPO / "model" / "artifacts", tmp_path / "p" / "model" / "artifacts")
     cfg = load(tmp_path / "p")
     lock(cfg, "arm")
     stub.add_response("describe_stacks", stack_doc("UPDATE_COMPLETE", {"FileSystemId": "fs-0123456789abcdef0"}), {"StackName": NAME})
