@@ -139,6 +139,26 @@ class DeployConfig:
 
 
 @dataclass(frozen=True)
+class SlimConfig:
+    """What the user says about slimming: off, rules turned off, files kept (globs relative to the tree)."""
+
+    enabled: bool = True
+    disable: tuple[str, ...] = ()  # rule names of builder/slim_rules.toml (checked by the build)
+    keep: tuple[str, ...] = ()  # every set
+    set_keep: dict[str, tuple[str, ...]] = field(default_factory=dict)  # [slim.sets.<set>] keep
+    package_keep: dict[str, tuple[str, ...]] = field(default_factory=dict)  # [slim.packages.<distribution>] keep, only that package's files
+
+
+@dataclass(frozen=True)
+class Waiver:
+    """A static finding the user accepts, by rule and file pattern ("<set>:<path glob>"), with the reason shown on every run."""
+
+    rule: str
+    files: str
+    reason: str
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     root: Path
@@ -155,6 +175,8 @@ class Config:
     sync: SyncConfig | None = None
     deploy: DeployConfig | None = None
     raw: dict = field(repr=False, default_factory=dict)
+    slim: SlimConfig = field(default_factory=SlimConfig)
+    waivers: tuple[Waiver, ...] = ()
 
     def target(self, name: str | None = None) -> TargetConfig:
         name = name or self.default_target
@@ -370,7 +392,11 @@ def load(path: str | Path = "pipeline.toml") -> Config:
     )
     sync = _parse_sync(_get(raw, "sync", dict, path, "", default={}), path, root)
     deploy = _parse_deploy(raw["deploy"], path, root) if "deploy" in raw else None
+    slim = _parse_slim(_get(raw, "slim", dict, path, "", default={}), path, tuple(sets))
+    waivers = _parse_waivers(_get(raw, "validate", dict, path, "", default={}), path)
     return Config(
+        slim=slim,
+        waivers=waivers,
         sync=sync,
         deploy=deploy,
         path=path,
@@ -517,3 +543,48 @@ def _parse_deploy(raw, path: Path, root: Path) -> DeployConfig:
         smoke_image=root / image,
         smoke_expect=_get(raw, "smoke_expect", str, path, pre, default="3"),
     )
+
+
+# ------------------------------------------------------------ [slim], [validate] (issue 13)
+
+
+def _globs(table: dict, key: str, path: Path, prefix: str) -> tuple[str, ...]:
+    values = _get(table, key, list, path, prefix, default=[])
+    bad = [v for v in values if not isinstance(v, str) or not v or v.startswith("/")]
+    if bad:
+        raise ConfigError(f"{prefix}.{key} must list globs relative to the tree, found {bad!r}", where=_where(path, f"{prefix}.{key}"), fix='e.g. keep = ["skimage/**/*.pyi"]')
+    return tuple(values)
+
+
+def _parse_slim(raw: dict, path: Path, set_names: tuple[str, ...]) -> SlimConfig:
+    known = {"enabled", "disable", "keep", "sets", "packages"}
+    if unknown := sorted(set(raw) - known):
+        raise ConfigError(f"unknown key(s) {', '.join(unknown)} in [slim]", where=_where(path, "slim"), fix=f"use {', '.join(sorted(known))}")
+    disable = _get(raw, "disable", list, path, "slim", default=[])
+    if any(not isinstance(d, str) for d in disable):
+        raise ConfigError(f"slim.disable must list rule names, found {disable!r}", where=_where(path, "slim.disable"), fix='e.g. disable = ["type-stubs"]')
+    set_keep = {}
+    for name, table in _get(raw, "sets", dict, path, "slim", default={}).items():
+        if name not in set_names:
+            raise ConfigError(f"[slim.sets.{name}]: no such dependency set", where=_where(path, f"slim.sets.{name}"), fix=f"use one of {', '.join(set_names)}")
+        set_keep[name] = _globs(table if isinstance(table, dict) else {}, "keep", path, f"slim.sets.{name}")
+    package_keep = {canonicalize_name(name): _globs(table if isinstance(table, dict) else {}, "keep", path, f"slim.packages.{name}")
+                    for name, table in _get(raw, "packages", dict, path, "slim", default={}).items()}
+    return SlimConfig(enabled=_get(raw, "enabled", bool, path, "slim", default=True), disable=tuple(disable), keep=_globs(raw, "keep", path, "slim"),
+                      set_keep=set_keep, package_keep=package_keep)
+
+
+def _parse_waivers(raw: dict, path: Path) -> tuple[Waiver, ...]:
+    waivers = []
+    for i, table in enumerate(_get(raw, "waive", list, path, "validate", default=[])):
+        prefix = f"validate.waive[{i}]"
+        if not isinstance(table, dict):
+            raise ConfigError(f"{prefix} must be a table", where=_where(path, prefix), fix='waive = [{ rule = "needed-libraries", files = "efs:pkg/_ext*.so", reason = "..." }]')
+        files = _get(table, "files", str, path, prefix, required=True)
+        if ":" not in files:
+            raise ConfigError(f"{prefix}.files {files!r} must be <set>:<glob>, as findings name files", where=_where(path, f"{prefix}.files"), fix='e.g. files = "efs:sklearn/**/_openmp*.so"')
+        reason = _get(table, "reason", str, path, prefix, required=True)
+        if not reason.strip():
+            raise ConfigError(f"{prefix}.reason is empty", where=_where(path, f"{prefix}.reason"), fix="say why the finding is safe to accept; it is printed on every run")
+        waivers.append(Waiver(rule=_get(table, "rule", str, path, prefix, required=True), files=files, reason=reason))
+    return tuple(waivers)
