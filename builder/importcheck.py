@@ -58,7 +58,8 @@ class Runner:
     python: str | None = None  # native: the interpreter
     image: str | None = None  # docker/emulated: the image
     docker_platform: str | None = None
-    entry: str | None = None  # the interpreter inside the image
+    entry: str | None = None  # the interpreter inside the image or root
+    root: Path | None = None  # emulated without Docker: the root to chroot into
 
     def imports(self, paths: list[Path], modules: list[str]) -> dict[str, str]:
         """module -> error, for those that failed. Raises RuntimeError when the interpreter itself died."""
@@ -67,6 +68,12 @@ class Runner:
                 assert self.python
                 cmd = [self.python, "-s", "-B", "-c", SCRIPT, ":".join(map(str, paths)), json.dumps(modules)]
                 env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": home, "PYTHONDONTWRITEBYTECODE": "1", "PYTHONNOUSERSITE": "1", "LANG": "C.UTF-8"}
+                out = subprocess.run(cmd, check=False, capture_output=True, text=True, env=env, timeout=TIMEOUT_S)
+            elif self.image is None:  # emulated, in a chroot of the root
+                assert self.root and self.entry
+                inside = [f"/hoist/p{i}" for i in range(len(paths))]
+                cmd = emulation.chroot_command(self.root, list(zip(paths, inside, strict=True)), [self.entry, "-s", "-B", "-c", SCRIPT, ":".join(inside), json.dumps(modules)])
+                env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), "HOME": "/tmp", "PYTHONDONTWRITEBYTECODE": "1", "LANG": "C.UTF-8"}
                 out = subprocess.run(cmd, check=False, capture_output=True, text=True, env=env, timeout=TIMEOUT_S)
             else:
                 assert self.image and self.entry and self.docker_platform
@@ -120,8 +127,9 @@ def runner_for(target: Target, on_line: Callable[[str], None] | None = None) -> 
     except emulation.EmulationUnavailable as exc:
         whys.append(f"emulated: {exc.what} (fix: {exc.fix})")
         return None, "; ".join(whys)
-    return Runner("emulated", f"Debian {em.suite}'s CPython {em.python} on {em.machine} ({'QEMU' if em.machine != platform.machine() else 'native CPU'})",
-                  image=em.image, docker_platform=em.docker_platform, entry=f"/var/lang/bin/python{target.python}"), ""
+    how = "QEMU" if em.machine != platform.machine() else "native CPU"
+    return Runner("emulated", f"Debian {em.suite}'s CPython {em.python} on {em.machine} ({how}, {'Docker' if em.image else 'chroot'})",
+                  image=em.image, docker_platform=em.docker_platform, entry=f"/var/lang/bin/python{target.python}", root=em.root), ""
 
 
 def _package_of(tree: Path, module: str, removed: dict[str, dict[str, list[str]]]) -> str | None:

@@ -68,7 +68,7 @@ class EmulatedPython:
     machine: str  # "aarch64"
     suite: str  # "trixie"
     root: Path
-    image: str  # docker tag of the imported root
+    image: str | None  # docker tag of the imported root; None: run in a chroot of the root
 
     @property
     def docker_platform(self) -> str:
@@ -235,14 +235,39 @@ def ensure_image(root: Path, machine: str) -> str:
     return tag
 
 
-def emulated_python(python: str, machine: str, on_line: Callable[[str], None] | None = None) -> EmulatedPython:
-    """The stand-in image for CPython ``python`` on ``machine``, prepared when missing.
+def chroot_problem() -> str | None:
+    """Why the root cannot be driven without Docker here (a private mount namespace and chroot need root), or None."""
+    if os.geteuid() != 0:
+        return "running the root without Docker needs root (mount namespace, bind mounts, chroot)"
+    missing = [tool for tool in ("unshare", "chroot", "mount") if not shutil.which(tool)]
+    return f"missing {', '.join(missing)} (util-linux, coreutils)" if missing else None
 
-    Raises EmulationUnavailable naming what to install when it cannot be had.
+
+def chroot_command(root: Path, binds: list[tuple[Path, str]], argv: list[str]) -> list[str]:
+    """``argv`` inside ``root``: a private mount namespace with ``binds`` (host folder, path inside) read-only,
+    /proc, /dev, and a fresh /tmp; the process dies with its parent (--kill-child)."""
+    lines = ["set -e", f'R="{root}"', "mount -t proc proc \"$R/proc\"", "mount --rbind /dev \"$R/dev\"", "mount -t tmpfs -o mode=1777 tmpfs \"$R/tmp\""]
+    for i, (_, inside) in enumerate(binds):
+        lines += [f'mkdir -p "$R{inside}"', f'mount --bind "$HOIST_BIND_{i}" "$R{inside}"', f'mount -o remount,bind,ro "$R{inside}"']
+    lines.append('exec chroot "$R" "$@"')
+    script = "\n".join(lines)
+    env_prefix = [f"HOIST_BIND_{i}={host}" for i, (host, _) in enumerate(binds)]
+    return ["env", *env_prefix, "unshare", "--mount", "--propagation", "private", "--fork", "--kill-child", "sh", "-c", script, "hoist-chroot", *argv]
+
+
+def emulated_python(python: str, machine: str, on_line: Callable[[str], None] | None = None) -> EmulatedPython:
+    """CPython ``python`` for ``machine``: the root, prepared when missing, and how to run it.
+
+    Without Docker it runs in a chroot (as root); otherwise in the root imported
+    as an image. Raises EmulationUnavailable naming what to install when neither can.
     """
     suite = suite_for(python)
-    why = binfmt_problem(machine) or docker_problem()
+    why = binfmt_problem(machine)
     if why:
-        raise EmulationUnavailable(why, where="level 3", fix="apt-get install qemu-user-static binfmt-support debootstrap docker.io, and start dockerd")
+        raise EmulationUnavailable(why, where="level 3", fix="apt-get install qemu-user-static binfmt-support debootstrap")
+    no_chroot, no_docker = chroot_problem(), docker_problem()
+    if no_chroot and no_docker:
+        raise EmulationUnavailable(f"{no_chroot}; and {no_docker}", where="level 3", fix="run as root, or install and start Docker (apt-get install docker.io)")
     root = ensure_root(python, machine, on_line)
-    return EmulatedPython(python=python, machine=machine, suite=suite, root=root, image=ensure_image(root, machine))
+    image = ensure_image(root, machine) if no_chroot else None
+    return EmulatedPython(python=python, machine=machine, suite=suite, root=root, image=image)

@@ -29,7 +29,7 @@ def install_missing() -> None:
 
 
 @pytest.fixture(scope="session")
-def emulated_arm64(docker_daemon) -> emulation.EmulatedPython:
-    """CPython 3.13 for aarch64 (Debian trixie) as a Docker image, run through qemu."""
+def emulated_arm64() -> emulation.EmulatedPython:
+    """CPython 3.13 for aarch64 (Debian trixie), run through qemu (in a chroot: the tests run as root)."""
     install_missing()
     return emulation.emulated_python("3.13", "aarch64")

@@ -273,9 +273,38 @@ def level3(inputs: SmokeInputs, target: Target, fix_for=None, on_line=None) -> t
         emulated = emulation.emulated_python(target.python, target.machine, on_line)
     except emulation.EmulationUnavailable as exc:
         return {"run": False, "level": 3, "why": f"{exc.what} (fix: {exc.fix})"}, []
-    result, findings = _in_container(inputs, target, emulated.image, 3, EMULATED_INIT_LIMIT_S + inputs.timeout_s, fix_for)
-    result.update(distance=emulated.distance(), root=str(emulated.root), python=f"{emulated.python} (Debian {emulated.suite})")
+    limit = EMULATED_INIT_LIMIT_S + inputs.timeout_s
+    if emulated.image:
+        result, findings = _in_container(inputs, target, emulated.image, 3, limit, fix_for)
+    else:
+        result, findings = _in_chroot(inputs, target, emulated.root, limit, fix_for)
+    result.update(distance=emulated.distance(), root=str(emulated.root), python=f"{emulated.python} (Debian {emulated.suite})", emulated=target.machine != platform.machine())
     return result, findings
+
+
+def _in_chroot(inputs: SmokeInputs, target: Target, root: Path, init_limit_s: float, fix_for=None) -> tuple[dict, list[Finding]]:
+    """Level 3 without Docker: the same layout as the container, bind-mounted into a chroot of the root."""
+    ric = runtime_client(target, inputs.cache)
+    layer, efs = _layer_and_efs(inputs)
+    spec = _spec(inputs, target)
+    with tempfile.TemporaryDirectory(prefix="hoist-smoke-") as tmp, RuntimeAPI() as api:
+        task = _task_root(inputs, Path(tmp))
+        layout = Layout(task_root="/var/task", layer="/opt/python" if layer else None, efs_tree=f"{inputs.mount_path}/{efs.name}" if efs else None, runtime_dir="/opt/hoist-runtime")
+        env = {"PATH": "/var/lang/bin:/usr/local/bin:/usr/bin:/bin", **lambda_environment(spec, layout, api.address), **_env_extra(inputs)}
+        binds = [(task, "/var/task"), (ric, "/opt/hoist-runtime")]
+        if layer:
+            binds.append((layer, "/opt/python"))
+        if efs:
+            binds.append((efs.parent, inputs.mount_path))
+        if inputs.model_dir:
+            binds.append((inputs.model_dir.resolve(), MODEL_MOUNT))
+            env["HOIST_MODEL_DIR"] = MODEL_MOUNT
+        cmd = emulation.chroot_command(root, binds, [f"/var/lang/bin/python{target.python}", "-s", "-m", "awslambdaric", spec.handler])
+        # the host's PATH finds unshare, mount and chroot; the function sees Lambda's
+        fn = FunctionProcess(cmd, {**env, "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")}, api, spec, pid_for_memory=False)
+        result, findings = _exercise(fn, inputs, 3, init_limit_s, fix_for)
+        result.update(runner="chroot", machine=target.machine)
+        return result, findings
 
 
 def smoke(inputs: SmokeInputs, target: Target, level: str = "auto", image: str | None = None, fix_for=None, on_line=None) -> tuple[dict, list[Finding]]:
