@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline import emulation
+from pipeline.config import keep_line
 from pipeline.errors import InterpreterNotFound
 from pipeline.interpreters import find_python
 from pipeline.targets import Target
@@ -184,12 +185,6 @@ def verify(tree: Path, aside: Path, report: slim_mod.SlimReport, target: Target,
             restored.append({"module": module, "package": package, "rule": rule, "files": len(files), "error": error, "line": line, "paths": files})
             say(f"slimming rule {rule!r} removed files `import {module}` needs ({error}); put back {len(files)} file(s) of {package}; to say so in pipeline.toml: {line}")
     return {"verified": True, "runtime": runner.describe, "modules": len(modules), "restored": restored, "failing": failing}
-
-
-def keep_line(files: list[str]) -> str:
-    """`keep = [...]` keeping ``files``: one glob per top folder and suffix."""
-    globs = sorted({f"{f.split('/', 1)[0]}/**/*{Path(f).suffix}" if "/" in f and Path(f).suffix else f for f in files})
-    return "keep = [" + ", ".join(f'"{g}"' for g in globs) + "]"
 
 
 def record(slim_doc: dict, check: dict, tree: Path) -> dict:

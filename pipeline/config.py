@@ -548,6 +548,12 @@ def _parse_deploy(raw, path: Path, root: Path) -> DeployConfig:
 # ------------------------------------------------------------ [slim], [validate] (issue 13)
 
 
+def keep_line(files: list[str]) -> str:
+    """The `keep = [...]` line of [slim.packages.<name>] that keeps ``files``: one glob per top folder and suffix."""
+    globs = sorted({f"{f.split('/', 1)[0]}/**/*{Path(f).suffix}" if "/" in f and Path(f).suffix else f for f in files})
+    return "keep = [" + ", ".join(f'"{g}"' for g in globs) + "]"
+
+
 def _globs(table: dict, key: str, path: Path, prefix: str) -> tuple[str, ...]:
     values = _get(table, key, list, path, prefix, default=[])
     bad = [v for v in values if not isinstance(v, str) or not v or v.startswith("/")]
@@ -568,7 +574,7 @@ def _parse_slim(raw: dict, path: Path, set_names: tuple[str, ...]) -> SlimConfig
         if name not in set_names:
             raise ConfigError(f"[slim.sets.{name}]: no such dependency set", where=_where(path, f"slim.sets.{name}"), fix=f"use one of {', '.join(set_names)}")
         set_keep[name] = _globs(table if isinstance(table, dict) else {}, "keep", path, f"slim.sets.{name}")
-    package_keep = {canonicalize_name(name): _globs(table if isinstance(table, dict) else {}, "keep", path, f"slim.packages.{name}")
+    package_keep = {str(canonicalize_name(name)): _globs(table if isinstance(table, dict) else {}, "keep", path, f"slim.packages.{name}")
                     for name, table in _get(raw, "packages", dict, path, "slim", default={}).items()}
     return SlimConfig(enabled=_get(raw, "enabled", bool, path, "slim", default=True), disable=tuple(disable), keep=_globs(raw, "keep", path, "slim"),
                       set_keep=set_keep, package_keep=package_keep)

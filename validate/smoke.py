@@ -21,6 +21,7 @@ import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from builder.manifest import top_level_modules
 from pipeline import emulation
@@ -139,7 +140,7 @@ def _exercise(fn: FunctionProcess, inputs: SmokeInputs, level: int, init_limit_s
     fn.start()
     try:
         state, init_ms = fn.wait_ready(init_limit_s)
-        result = {"run": True, "level": level, "init_ms": round(init_ms, 1) if init_ms else None, "modules": modules_of(inputs.trees)}
+        result: dict[str, Any] = {"run": True, "level": level, "init_ms": round(init_ms, 1) if init_ms else None, "modules": modules_of(inputs.trees)}
         if state != "ready":
             err = fn.api.init_error or {}
             message = err.get("errorMessage", "")
@@ -315,7 +316,7 @@ def smoke(inputs: SmokeInputs, target: Target, level: str = "auto", image: str |
     """
     if level == "none":
         return {"run": False, "why": "skipped (--smoke none)"}, []
-    attempts = []
+    attempts: list[dict] = []
     try:
         for lvl in (["1", "2", "3"] if level == "auto" else [level]):
             if lvl == "1":

@@ -14,7 +14,7 @@ import fnmatch
 import json
 from pathlib import Path
 
-from pipeline.config import Config, Waiver
+from pipeline.config import Config, Waiver, keep_line
 from pipeline.dists import owner_of, owners
 from pipeline.errors import ValidationError
 from pipeline.targets import facts, lambda_target
@@ -48,17 +48,11 @@ def _import_fix(trees: dict[str, Path], slim_docs: dict[str, dict]):
         if removed:
             parts = []
             for rule, files in sorted(removed.items()):
-                parts.append(f"rule {rule!r} removed {len(files)} file(s) of {package} (e.g. {files[0]}): keep them with `{keep_line(package or '', files)}` under [slim.packages.{package}], or `disable = [\"{rule}\"]` under [slim]")
+                parts.append(f"rule {rule!r} removed {len(files)} file(s) of {package} (e.g. {files[0]}): keep them with `{keep_line(files)}` under [slim.packages.{package}], or `disable = [\"{rule}\"]` under [slim]")
             return "if slimming caused it: " + "; ".join(parts) + "; then `invoke build`. Otherwise install what the error names (add it to requirements/*.in, `invoke lock`, `invoke build`)"
         return "slimming removed nothing of that package: install what the error names (add it to requirements/*.in, then `invoke lock` and `invoke build`), or fix the package's static findings"
 
     return fix_for
-
-
-def keep_line(package: str, files: list[str]) -> str:
-    """The `keep = [...]` line that keeps ``files`` (a glob per top folder and suffix)."""
-    globs = sorted({f"{f.split('/', 1)[0]}/**/*{Path(f).suffix}" if "/" in f and Path(f).suffix else f for f in files})
-    return "keep = [" + ", ".join(f'\"{g}\"' for g in globs) + "]"
 
 
 def waive_line(finding: Finding) -> str:
@@ -187,7 +181,7 @@ def _check_sample(report: ValidationReport, expect: str) -> ValidationReport:
     except (ValueError, KeyError, IndexError, TypeError):
         label = None
     smoke_doc = {**report.smoke, "sample_label": label, "sample_expected": expect}
-    extra = ()
+    extra: tuple[Finding, ...] = ()
     if label != expect:
         extra = (Finding("error", "smoke-classify", f"smoke level {report.smoke.get('level')}", None, f"the sample digit came back as {label!r}, expected {expect!r}: {answers[0].get('result')}",
                          "check the model files (model/artifacts) and the preprocessing; torch and torchvision must be the versions the model was saved with"),)
