@@ -212,7 +212,7 @@ def hook(target: Target, target_dir: Path, set_names: list[str], progress) -> Ca
     def run(name: str, tree: Path, aside: Path, report: slim_mod.SlimReport) -> dict:
         if not chosen and report.enabled:
             progress.step(f"[{name}] finding a runtime for {target.describe()} to import-check the slimmed tree")
-            chosen.append(runner_for(target, on_line=progress.line))
+            chosen.append(runner_for(target, on_line=progress.step))  # building a root takes minutes: always shown
         runner, why = chosen[0] if chosen else (None, "")
         others = [target_dir / other / "site-packages" for other in set_names if other != name and (target_dir / other / "site-packages").is_dir()]
         if runner:

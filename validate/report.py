@@ -25,7 +25,10 @@ def print_report(console: Console, report: ValidationReport, show_info: bool = T
     if not smoke.get("run"):
         console.print(f"  [yellow]smoke test not run:[/] {escape(smoke.get('why', 'not requested'))}")
     else:
-        where = f"CPython {smoke.get('python')}" if smoke["level"] == 1 else f"image {smoke.get('image')}"
+        if smoke["level"] == 1 or (smoke["level"] == 3 and not smoke.get("image")):
+            where = f"CPython {smoke.get('python')}" + (f" in a chroot of {smoke['root']}" if smoke.get("root") else "")
+        else:
+            where = f"image {smoke.get('image')}"
         verdict = "[green]passed[/]" if smoke.get("ok") else "[bold red]failed[/]"
         on = f" on {smoke.get('machine')}" + (" (emulated)" if smoke.get("emulated") else "") if smoke.get("machine") else ""
         console.print(f"  smoke test level {smoke['level']}{escape(on)} ({escape(where)}): {verdict}, imported {len(smoke.get('modules', []))} modules, init {smoke.get('init_ms')} ms")

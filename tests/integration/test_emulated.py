@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import platform
+import shutil
 
 import pytest
 
@@ -70,3 +71,43 @@ def test_a_waiver_turns_the_error_into_a_warning_that_prints_its_reason(project,
     assert waived.ok and waived.smoke["ok"]
     [warning] = [f for f in waived.findings if f.rule == "elf-machine"]
     assert warning.severity == "warning" and "waived in pipeline.toml (never imported)" in warning.message
+
+
+def test_scikit_image_in_the_layer_keeps_its_stubs_and_imports_on_aarch64(tmp_path, emulated_arm64):
+    """The issue's case: `type-stubs` removed every .pyi, and `import skimage` failed on Lambda."""
+    from builder.build import build
+    from builder.lock import lock
+    from pipeline import config
+    from tests.conftest import REPO
+
+    shutil.copy(REPO / "pipeline.toml", tmp_path)
+    shutil.copytree(REPO / "handler", tmp_path / "handler", ignore=shutil.ignore_patterns("__pycache__"))
+    (tmp_path / "requirements").mkdir()
+    (tmp_path / "requirements" / "layer.in").write_text("pillow\nscikit-image\n")
+    (tmp_path / "requirements" / "efs.in").write_text("packaging\n")  # the demo's torch is covered by test_demo_tree.py
+    cfg = config.load(tmp_path / "pipeline.toml")
+    lock(cfg)
+    result = build(cfg)
+    layer = result.sets["layer"].tree
+    assert (layer / "skimage" / "__init__.pyi").is_file() and (layer / "skimage" / "filters" / "__init__.pyi").is_file()
+    assert not list(layer.glob("numpy/**/*.pyi"))  # stubs nothing reads at import still go
+    check = result.sets["layer"].slim["import_check"]
+    assert check["verified"] and "aarch64" in check["runtime"] and check["restored"] == [] and check["failing"] == {}
+    report = from_build(cfg, smoke_level="auto")
+    assert report.ok, [f.as_json() for f in report.errors] + [report.smoke.get("log_tail")]
+    assert report.smoke["level"] == 3 and report.smoke["machine"] == "aarch64" and "skimage" in report.smoke["import_ms"]
+
+
+@pytest.mark.docker
+def test_without_root_level3_runs_the_root_as_an_arm64_image_under_docker(project, emulated_arm64, docker_daemon, monkeypatch):
+    from pipeline import emulation
+
+    monkeypatch.setattr(emulation, "chroot_problem", lambda: "running the root without Docker needs root")  # as a user who is not root
+    cfg = _arm(project, "purepkg\n")
+    check = json.loads((project / "dist" / "arm" / "efs" / "manifest.json").read_text())["slim"]["import_check"]
+    assert check["verified"] and "Docker" in check["runtime"]
+    report = from_build(cfg, "arm", smoke_level="3")
+    assert report.ok, [f.as_json() for f in report.errors] + [report.smoke.get("log_tail")]
+    smoke = report.smoke
+    assert smoke["level"] == 3 and smoke["image"].startswith("hoist-emulated/debian-trixie-arm64") and smoke["machine"] == "aarch64" and smoke["ok"]
+    assert json.loads(smoke["handler_result"]["body"])["efs_tree"] == "/mnt/test/site-packages"
