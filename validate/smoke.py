@@ -136,7 +136,7 @@ def _exercise(fn: FunctionProcess, inputs: SmokeInputs, level: int, init_limit_s
     """Init, then GET /health and any further events; findings for whatever failed."""
     findings: list[Finding] = []
     where = f"smoke level {level}"
-    fix_for = fix_for or (lambda module, why: "see the static findings for the files of that package; `invoke build --force` rebuilds the tree")
+    fix_for = fix_for or (lambda module, why: "install what the error names (requirements/*.in, then `invoke lock` and `invoke build`), or fix the static findings of that package's files")
     fn.start()
     try:
         state, init_ms = fn.wait_ready(init_limit_s)
@@ -182,7 +182,7 @@ def _exercise(fn: FunctionProcess, inputs: SmokeInputs, level: int, init_limit_s
 
 def level1(inputs: SmokeInputs, target: Target, fix_for=None) -> tuple[dict, list[Finding]]:
     if target.machine != platform.machine():
-        return {"run": False, "level": 1, "why": f"the target runs on {target.machine}, this machine is {platform.machine()}; level 1 runs only on the target's CPU (levels 2 and 3 run foreign CPUs in Docker through qemu)"}, []
+        return {"run": False, "level": 1, "why": f"the target runs on {target.machine}, this machine is {platform.machine()}; level 1 runs only on the target's CPU (levels 2 and 3 run foreign CPUs through qemu)"}, []
     try:
         python = find_python(target.python)
     except InterpreterNotFound as exc:
