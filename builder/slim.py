@@ -19,6 +19,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -291,7 +292,7 @@ def guard_imports(tree: Path, files: list[str], picked: dict[str, str]) -> list[
                 guarded.append((directory or victim, importer))
             # the victim's folder, and the __init__.py of every package above it
             parts = directory.split("/") if directory else []
-            inits = {"/".join(parts[:i] + ["__init__.py"]) for i in range(1, len(parts) + 1)}
+            inits = {"/".join([*parts[:i], "__init__.py"]) for i in range(1, len(parts) + 1)}
             for f in [x for x in picked if x == victim or x in inits or (directory and x.startswith(directory + "/"))]:
                 del picked[f]
                 if f.endswith(".py"):
@@ -331,10 +332,8 @@ def slim(tree: Path, rules: Rules | None = None, on_line=None, aside: Path | Non
             (aside / rel).parent.mkdir(parents=True, exist_ok=True)
             os.rename(p, aside / rel)
     for d in sorted(dirs, key=lambda x: x.count("/"), reverse=True):
-        try:
+        with contextlib.suppress(OSError):
             (tree / d).rmdir()  # only empties
-        except OSError:
-            pass
 
     stripped = saved_total = 0
     reverted: list[tuple[str, str]] = []

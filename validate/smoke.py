@@ -218,8 +218,8 @@ def _image_problem(image: str, docker_platform: str, target: Target, pull: bool 
 
 
 class DockerFunction(FunctionProcess):
-    def __init__(self, *args, container: str, **kw):
-        super().__init__(*args, pid_for_memory=False, **kw)
+    def __init__(self, command: list[str], env: dict[str, str], api: RuntimeAPI, spec: FunctionSpec, *, container: str):
+        super().__init__(command, env, api, spec, pid_for_memory=False)  # the container's memory is not this process's
         self.container = container
 
     def stop(self) -> None:

@@ -19,8 +19,8 @@ from elftools.elf.elffile import ELFFile
 from builder import elfstrip, slim
 from builder.build import build
 from builder.install import install_native
-from builder.manifest import top_level_modules
 from builder.lock import current_locks, lock
+from builder.manifest import top_level_modules
 from pipeline import config
 from tests.conftest import REPO
 from tests.digits import held_out, render
