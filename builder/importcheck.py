@@ -59,7 +59,7 @@ class Runner:
     describe: str
     python: str | None = None  # native: the interpreter
     image: str | None = None  # docker/emulated: the image
-    docker_platform: str | None = None
+    docker_platform: str | None = None  # None: the image's own (a stand-in imported without a platform)
     entry: str | None = None  # the interpreter inside the image or root
     root: Path | None = None  # emulated without Docker: the root to chroot into
 
@@ -78,10 +78,10 @@ class Runner:
                 env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), "HOME": "/tmp", "PYTHONDONTWRITEBYTECODE": "1", "LANG": "C.UTF-8"}
                 out = subprocess.run(cmd, check=False, capture_output=True, text=True, env=env, timeout=TIMEOUT_S)
             else:
-                assert self.image and self.entry and self.docker_platform
+                assert self.image and self.entry
                 name = f"hoist-imports-{uuid.uuid4().hex[:12]}"
                 inside = [f"/hoist/p{i}" for i in range(len(paths))]
-                cmd = [shutil.which("docker") or "docker", "run", "--rm", "--name", name, "--network", "none", "--platform", self.docker_platform,
+                cmd = [shutil.which("docker") or "docker", "run", "--rm", "--name", name, "--network", "none", *(["--platform", self.docker_platform] if self.docker_platform else []),
                        "-e", "PYTHONDONTWRITEBYTECODE=1", "-e", "HOME=/tmp", "--entrypoint", self.entry]
                 for host, mount in zip(paths, inside, strict=True):
                     cmd += ["-v", f"{host}:{mount}:ro"]
@@ -131,7 +131,7 @@ def runner_for(target: Target, on_line: Callable[[str], None] | None = None) -> 
         return None, "; ".join(whys)
     how = "QEMU" if em.machine != platform.machine() else "native CPU"
     return Runner("emulated", f"Debian {em.suite}'s CPython {em.python} on {em.machine} ({how}, {'Docker' if em.image else 'chroot'})",
-                  image=em.image, docker_platform=em.docker_platform, entry=f"/var/lang/bin/python{target.python}", root=em.root), ""
+                  image=em.image, docker_platform=emulation.run_platform(em.image, target.machine) if em.image else None, entry=f"/var/lang/bin/python{target.python}", root=em.root), ""
 
 
 def _package_of(tree: Path, module: str, removed: dict[str, dict[str, list[str]]]) -> str | None:

@@ -255,6 +255,14 @@ def chroot_command(root: Path, binds: list[tuple[Path, str]], argv: list[str]) -
     return ["env", *env_prefix, "unshare", "--mount", "--propagation", "private", "--fork", "--kill-child", "sh", "-c", script, "hoist-chroot", *argv]
 
 
+def run_platform(image: str, machine: str) -> str | None:
+    """The --platform to run ``image`` with: its own when the daemon recorded the target's,
+    else None (a daemon that is not multi-platform capable records the host's architecture
+    on import; the binaries inside still run through binfmt)."""
+    out = subprocess.run([_docker(), "image", "inspect", "--format", "{{.Architecture}}", image], check=False, capture_output=True, text=True)
+    return f"linux/{DEBIAN_ARCH[machine]}" if out.stdout.strip() == DEBIAN_ARCH[machine] else None
+
+
 def emulated_python(python: str, machine: str, on_line: Callable[[str], None] | None = None) -> EmulatedPython:
     """CPython ``python`` for ``machine``: the root, prepared when missing, and how to run it.
 

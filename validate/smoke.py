@@ -227,7 +227,7 @@ class DockerFunction(FunctionProcess):
         super().stop()
 
 
-def _in_container(inputs: SmokeInputs, target: Target, image: str, level: int, init_limit_s: float, fix_for=None) -> tuple[dict, list[Finding]]:
+def _in_container(inputs: SmokeInputs, target: Target, image: str, level: int, init_limit_s: float, fix_for=None, docker_platform: str | None = "target") -> tuple[dict, list[Finding]]:
     """The function in a container of ``image``: Lambda's layout, the real client, the emulator on the host network."""
     ric = runtime_client(target, inputs.cache)
     layer, efs = _layer_and_efs(inputs)
@@ -238,7 +238,8 @@ def _in_container(inputs: SmokeInputs, target: Target, image: str, level: int, i
         layout = Layout(task_root="/var/task", layer="/opt/python" if layer else None, efs_tree=f"{inputs.mount_path}/{efs.name}" if efs else None, runtime_dir="/opt/hoist-runtime")
         env = {**lambda_environment(spec, layout, api.address), **_env_extra(inputs)}
         name = f"hoist-smoke-{uuid.uuid4().hex[:12]}"
-        cmd = [shutil.which("docker") or "docker", "run", "--rm", "--name", name, "--network", "host", "--platform", target.docker_platform,
+        plat = target.docker_platform if docker_platform == "target" else docker_platform
+        cmd = [shutil.which("docker") or "docker", "run", "--rm", "--name", name, "--network", "host", *(["--platform", plat] if plat else []),
                "--memory", f"{spec.memory_mb}m", "--entrypoint", f"/var/lang/bin/python{target.python}",
                "-v", f"{task}:/var/task:ro", "-v", f"{ric}:/opt/hoist-runtime:ro"]
         if layer:
@@ -276,7 +277,7 @@ def level3(inputs: SmokeInputs, target: Target, fix_for=None, on_line=None) -> t
         return {"run": False, "level": 3, "why": f"{exc.what} (fix: {exc.fix})"}, []
     limit = EMULATED_INIT_LIMIT_S + inputs.timeout_s
     if emulated.image:
-        result, findings = _in_container(inputs, target, emulated.image, 3, limit, fix_for)
+        result, findings = _in_container(inputs, target, emulated.image, 3, limit, fix_for, docker_platform=emulation.run_platform(emulated.image, target.machine))
     else:
         result, findings = _in_chroot(inputs, target, emulated.root, limit, fix_for)
     result.update(distance=emulated.distance(), root=str(emulated.root), python=f"{emulated.python} (Debian {emulated.suite})", emulated=target.machine != platform.machine())

@@ -105,7 +105,7 @@ def test_without_root_level3_runs_the_root_as_an_arm64_image_under_docker(projec
     monkeypatch.setattr(emulation, "chroot_problem", lambda: "running the root without Docker needs root")  # as a user who is not root
     cfg = _arm(project, "purepkg\n")
     check = json.loads((project / "dist" / "arm" / "efs" / "manifest.json").read_text())["slim"]["import_check"]
-    assert check["verified"] and "Docker" in check["runtime"]
+    assert check["verified"] and "Docker" in check["runtime"], check
     report = from_build(cfg, "arm", smoke_level="3")
     assert report.ok, [f.as_json() for f in report.errors] + [report.smoke.get("log_tail")]
     smoke = report.smoke
