@@ -51,6 +51,7 @@ class Rule:
     keep: tuple[str, ...] = ()
     # keep a picked file when the module beside it (same stem, .py) contains one of these
     keep_beside: tuple[str, ...] = ()
+    literal_guard: bool = True  # a kept module naming a picked file in a string literal keeps it
 
 
 @dataclass(frozen=True)
@@ -141,7 +142,7 @@ def load_rules(path: Path = RULES_FILE) -> Rules:
     raw = tomllib.loads(data.decode())
     rules = tuple(
         Rule(name=r["name"], why=r["why"], dirs=tuple(r.get("dirs", ())), files=tuple(r.get("files", ())), keep=tuple(r.get("keep", ())),
-             keep_beside=tuple(r.get("keep_beside", ())))
+             keep_beside=tuple(r.get("keep_beside", ())), literal_guard=r.get("literal_guard", True))
         for r in raw["rule"]
     )
     s = raw["strip"]
@@ -216,11 +217,12 @@ def guard_beside(tree: Path, picked: dict[str, str], rules: Rules) -> list[tuple
 _LITERAL_RE = re.compile(r"""["']([\w.+-]+\.[A-Za-z0-9]+)["']""")
 
 
-def guard_data(tree: Path, files: list[str], picked: dict[str, str]) -> list[tuple[str, str]]:
+def guard_data(tree: Path, files: list[str], picked: dict[str, str], rules: Rules | None = None) -> list[tuple[str, str]]:
     """Un-pick a non-module file that a kept module of the same top-level package names in a string literal."""
+    unguarded = {r.name for r in rules.rules if not r.literal_guard} if rules else set()
     by_top: dict[str, dict[str, list[str]]] = {}
-    for f in picked:
-        if _module_name(f) is None and "/" in f:
+    for f, rule in picked.items():
+        if _module_name(f) is None and "/" in f and rule not in unguarded:
             by_top.setdefault(f.split("/", 1)[0], {}).setdefault(f.rsplit("/", 1)[-1], []).append(f)
     kept = []
     for f in files:
@@ -318,7 +320,7 @@ def slim(tree: Path, rules: Rules | None = None, on_line=None, aside: Path | Non
     picked = select(files, dirs, rules, owner)
     kept_beside = guard_beside(tree, picked, rules)
     guarded = guard_imports(tree, files, picked)
-    kept_beside += guard_data(tree, files, picked)
+    kept_beside += guard_data(tree, files, picked, rules)
     per_rule: dict[str, list[int]] = {r.name: [0, 0] for r in rules.rules}
     removed_files: dict[str, dict[str, list[str]]] = {}
     for rel, rule in sorted(picked.items()):

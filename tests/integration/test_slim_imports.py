@@ -21,7 +21,7 @@ from validate.stage import from_build
 READS_STUB = "import os\nwith open(os.path.splitext(__file__)[0] + '.pyi') as fh:\n    NAMES = fh.read().split()\n"
 LAZY = "import lazy_loader_standin as lazy\n__getattr__, __dir__, __all__ = lazy.attach_stub(__name__, __file__)\n"
 STANDIN = "import os\ndef attach_stub(name, file):\n    stub = os.path.splitext(file)[0] + '.pyi'\n    if not os.path.exists(stub):\n        raise ValueError(f'Cannot load imports from non-existent stub {stub!r}')\n    return (lambda n: n), (lambda: []), []\n"
-READS_HEADER = "import os\nCONFIG = open(os.path.join(os.path.dirname(__file__), 'include', 'config.h')).read()\n"
+READS_DATA = "import os\nTABLE = open(os.path.join(os.path.dirname(__file__), 'tests', 'table.csv')).read()\n"
 
 
 @pytest.fixture(scope="module")
@@ -34,15 +34,15 @@ def house(wheelhouse, tmp_path_factory):
                                                             "stubreader/tests/__init__.py": "", "stubreader/tests/test_x.py": "def test():\n    pass\n"})
     make_wheel(extra, "lazystub", "1.0", "py3-none-any", {"lazystub/__init__.py": LAZY, "lazystub/__init__.pyi": "from .a import b\n"}, requires=["lazy-loader-standin"])
     make_wheel(extra, "lazy-loader-standin", "1.0", "py3-none-any", {"lazy_loader_standin/__init__.py": STANDIN})
-    make_wheel(extra, "headerreader", "1.0", "py3-none-any", {"headerreader/__init__.py": READS_HEADER, "headerreader/include/config.h": "#define X 1\n",
-                                                              "headerreader/include/other.h": "#define Y 2\n"})
+    make_wheel(extra, "datareader", "1.0", "py3-none-any", {"datareader/__init__.py": READS_DATA, "datareader/tests/table.csv": "1,2\n",
+                                                            "datareader/tests/other.csv": "3,4\n"})
     return extra
 
 
 @pytest.fixture
 def slim_project(tmp_path, house):
     (tmp_path / "requirements").mkdir()
-    (tmp_path / "requirements" / "efs.in").write_text("stubreader\nheaderreader\n")
+    (tmp_path / "requirements" / "efs.in").write_text("stubreader\ndatareader\n")
     (tmp_path / "requirements" / "layer.in").write_text("lazystub\n")
     shutil.copytree(REPO / "handler", tmp_path / "handler", ignore=shutil.ignore_patterns("__pycache__"))
     write_pipeline(tmp_path, house)
@@ -61,14 +61,14 @@ def _manifest(result, name):
     return json.loads(result.sets[name].manifest.read_text())
 
 
-def test_static_guards_keep_a_lazy_loader_stub_and_a_header_read_at_import(slim_project, house):
+def test_static_guards_keep_a_lazy_loader_stub_and_a_data_file_read_at_import(slim_project, house):
     _, result = _build(slim_project, house)
     layer, efs = result.sets["layer"].tree, result.sets["efs"].tree
     assert (layer / "lazystub" / "__init__.pyi").is_file()  # attach_stub reads it: keep_beside
-    assert (efs / "headerreader" / "include" / "config.h").is_file()  # named in a string literal
-    assert not (efs / "headerreader" / "include" / "other.h").exists()  # nothing names it: removed
+    assert (efs / "datareader" / "tests" / "table.csv").is_file()  # named in a string literal
+    assert not (efs / "datareader" / "tests" / "other.csv").exists()  # nothing names it: removed
     kept = {tuple(x) for x in _manifest(result, "layer")["slim"]["kept_beside"] + _manifest(result, "efs")["slim"]["kept_beside"]}
-    assert ("lazystub/__init__.pyi", "lazystub/__init__.py") in kept and ("headerreader/include/config.h", "headerreader/__init__.py") in kept
+    assert ("lazystub/__init__.pyi", "lazystub/__init__.py") in kept and ("datareader/tests/table.csv", "datareader/__init__.py") in kept
 
 
 def test_an_import_slimming_broke_gets_its_files_back_and_the_build_names_the_rule(slim_project, house):
@@ -98,7 +98,7 @@ def test_an_import_slimming_broke_gets_its_files_back_and_the_build_names_the_ru
 def test_slimming_off_and_a_rule_turned_off(slim_project, house):
     _, off = _build(slim_project, house, "[slim]\nenabled = false")
     assert (off.sets["efs"].tree / "stubreader" / "tests" / "test_x.py").is_file()
-    assert (off.sets["efs"].tree / "headerreader" / "include" / "other.h").is_file()
+    assert (off.sets["efs"].tree / "datareader" / "tests" / "other.csv").is_file()
     assert _manifest(off, "efs")["slim"]["enabled"] is False
 
     _, no_stubs = _build(slim_project, house, '[slim]\ndisable = ["type-stubs"]')

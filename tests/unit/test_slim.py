@@ -113,16 +113,17 @@ def test_a_stub_beside_a_lazy_loader_module_and_a_file_named_at_import_are_kept(
         "skimage/__init__.pyi": "from . import filters\n",
         "skimage/filters.pyi": "def sobel(): ...\n",  # its module is not lazy: removed
         "skimage/filters.py": "def sobel():\n    pass\n",
-        "pkg/__init__.py": "import os\nDATA = open(os.path.join(os.path.dirname(__file__), 'include', 'table.h')).read()\n",
-        "pkg/include/table.h": "1 2 3\n",
-        "pkg/include/other.h": "\n",
-        "other/__init__.py": "NAME = 'table.h'\n",  # names it, but from another package: no effect on pkg
+        "pkg/__init__.py": "import os\nDATA = open(os.path.join(os.path.dirname(__file__), 'tests', 'table.txt')).read()\nH = 'api.h'\n",
+        "pkg/tests/table.txt": "1 2 3\n",
+        "pkg/tests/other.txt": "\n",
+        "pkg/include/api.h": "\n",  # named too, but headers are read by compilers, never at import (literal_guard = false)
+        "other/__init__.py": "NAME = 'other.txt'\n",  # names it, but from another package: no effect on pkg
     })
     report = slim.slim(tree)
     left = _left(tree)
-    assert {"skimage/__init__.pyi", "pkg/include/table.h"} <= left
-    assert "skimage/filters.pyi" not in left and "pkg/include/other.h" not in left
-    assert set(report.kept_beside) == {("skimage/__init__.pyi", "skimage/__init__.py"), ("pkg/include/table.h", "pkg/__init__.py")}
+    assert {"skimage/__init__.pyi", "pkg/tests/table.txt"} <= left
+    assert not {"skimage/filters.pyi", "pkg/tests/other.txt", "pkg/include/api.h"} & left
+    assert set(report.kept_beside) == {("skimage/__init__.pyi", "skimage/__init__.py"), ("pkg/tests/table.txt", "pkg/__init__.py")}
 
 
 def test_settings_turn_rules_off_keep_globs_and_change_the_digest(tmp_path):
