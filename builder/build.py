@@ -22,16 +22,16 @@ from pipeline.errors import BuildError, InterpreterNotFound
 from pipeline.interpreters import Interpreter, find_python
 from pipeline.targets import Target
 
+from . import importcheck, metadata
 from . import manifest as mf
-from . import metadata
 from .archives import write_archives
 from .bytecode import BytecodeResult, compile_tree
 from .install import check_wheel_tags, install_native
 from .lock import LockFile, current_locks
 from .package import Artifact, make_zip
-from .slim import Rules, SlimReport, load_rules, slim
+from .slim import Rules, SlimReport, configure, forget, load_rules, slim
 
-BUILDER_VERSION = "5"  # bump when a change to the steps changes trees
+BUILDER_VERSION = "6"  # bump when a change to the steps changes trees
 BUILD_JSON_VERSION = 1
 # Lambda: function + layers unzipped (lambda-facts.md, "Limits")
 LAMBDA_UNZIPPED_LIMIT = 262_144_000
@@ -172,7 +172,7 @@ def _set_result(name: str, set_dir: Path, doc: dict, rebuilt: bool) -> SetBuild:
     )
 
 
-def build_set(name: str, lock: LockFile, target: Target, target_dir: Path, rules: Rules, installer, progress: Progress, force: bool = False) -> SetBuild:
+def build_set(name: str, lock: LockFile, target: Target, target_dir: Path, rules: Rules, installer, progress: Progress, force: bool = False, verify=None) -> SetBuild:
     set_dir = target_dir / name
     key = build_key(lock, target, rules, installer)
     if not force and (doc := _existing(set_dir, key)):
@@ -187,7 +187,9 @@ def build_set(name: str, lock: LockFile, target: Target, target_dir: Path, rules
         check_wheel_tags(tree, target, installer.built_on_target)
 
         progress.step(f"[{name}] slimming")
-        report: SlimReport = slim(tree, rules, on_line=progress.line)
+        report: SlimReport = slim(tree, rules, on_line=progress.line, aside=staging / "slimmed")
+        slim_doc = verify(name, tree, staging / "slimmed", report) if verify else report.as_json()  # builder/importcheck.py
+        forget(staging / "slimmed")
         mf.normalize_modes(tree)
 
         progress.step(f"[{name}] compiling bytecode (unchecked-hash)")
@@ -209,7 +211,7 @@ def build_set(name: str, lock: LockFile, target: Target, target_dir: Path, rules
             files=files,
             packages=mf.read_packages(tree, name),
             bytecode=bytecode.as_json(),
-            slim=report.as_json(),
+            slim=slim_doc,
             builder=installer.name,
         )
         doc["archives"] = [{k: a[k] for k in ("name", "sha256", "bytes")} for a in index["archives"]]
@@ -259,7 +261,7 @@ def build(config: Config, target_name: str | None = None, *, force: bool = False
     if not config.build.handler_dir.is_dir():
         raise BuildError(f"handler folder {config.build.handler_dir} does not exist", where=f"{config.path.name}: build.handler_dir", fix="point handler_dir at the folder holding the Lambda handler")
     locks = current_locks(config, tcfg)
-    rules = load_rules()
+    rules = {name: configure(load_rules(), config.slim, name, config.path.name) for name in locks}
     installer, chosen = choose_installer(config, target, builder, progress)
     warnings = []
     if isinstance(installer, NativeInstaller) and installer.interpreter is None:
@@ -271,9 +273,10 @@ def build(config: Config, target_name: str | None = None, *, force: bool = False
     with _exclusive(target_dir, target):
         _clean_leftovers(target_dir)
         sets = {}
-        for name, lock in locks.items():
+        verify = importcheck.hook(target, target_dir, list(locks), progress)
+        for name, lock in sorted(locks.items(), key=lambda item: item[0] != "layer"):  # the layer first: EFS packages import from it
             try:
-                sets[name] = build_set(name, lock, target, target_dir, rules, installer, progress, force=force)
+                sets[name] = build_set(name, lock, target, target_dir, rules[name], installer, progress, force=force, verify=verify)
             except OSError as exc:
                 raise BuildError(f"{exc}", where=f"set {name}, {target_dir}", fix="check free disk space and permissions of the output folder") from exc
 
@@ -284,6 +287,8 @@ def build(config: Config, target_name: str | None = None, *, force: bool = False
             layer_zip = make_zip(sets["layer"].tree, target_dir / "layer.zip", prefix="python/", skip_dirs=set(), key=sets["layer"].content_hash)
         progress.step("packaging the function zip")
         function_zip = make_zip(config.build.handler_dir, target_dir / "function.zip")
+        sets = {name: sets[name] for name in locks}
+        warnings += importcheck.warnings(sets)
 
     unzipped = function_zip.unzipped_bytes + (layer_zip.unzipped_bytes if layer_zip else 0)
     if unzipped > LAMBDA_UNZIPPED_LIMIT:

@@ -68,6 +68,13 @@ def print_build(console: Console, result: BuildResult, top: int = 12) -> None:
             console.print(f"  [yellow]not stripped[/] {path}: {why}")
         for folder, importer in slim["guarded"]:
             console.print(f"  kept {folder}: imported by {importer}")
+        for kept, needer in slim.get("kept_beside", []):
+            console.print(f"  kept {kept}: read by {needer}")
+        check = slim.get("import_check") or {}
+        if check.get("verified") and check.get("runtime"):
+            console.print(f"  import-checked: {check['modules']} modules in {check['runtime']}, {len(check['restored'])} restored")
+        elif check and not check.get("verified"):
+            console.print("  [yellow]slimming not import-verified[/] (see warning below)")
         bc = s.bytecode
         if bc["compiled"]:
             console.print(f"  bytecode: {bc['files']:,} .pyc by CPython {bc['python']} (unchecked-hash), {len(bc['failed'])} sources not compilable")

@@ -389,6 +389,47 @@ class ModelConfig(Section):
         return root / value if root else value
 
 
+def _relative_globs(value: tuple[str, ...]) -> tuple[str, ...]:
+    bad = [v for v in value if not v or v.startswith("/")]
+    if bad:
+        raise _problem(f"globs must be relative to the tree, found {bad!r}", 'e.g. keep = ["skimage/**/*.pyi"]')
+    return value
+
+
+class KeepSpec(Section):
+    keep: tuple[Str, ...] = Field((), description="globs relative to the tree", examples=[["skimage/**/*.pyi"]])
+
+    @field_validator("keep")
+    @classmethod
+    def _relative(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return _relative_globs(value)
+
+
+class SlimSpec(Section):
+    """[slim]: what the user says about slimming (builder/slim_rules.toml holds the rules)."""
+
+    enabled: Bool = True
+    disable: tuple[Str, ...] = Field((), description="rule names of builder/slim_rules.toml", examples=[["type-stubs"]])  # checked by the build
+    keep: tuple[Str, ...] = Field((), description="globs relative to the tree", examples=[["skimage/**/*.pyi"]])  # every set
+    sets: dict[str, KeepSpec] = Field(default_factory=dict)  # [slim.sets.<set>] keep
+    packages: dict[str, KeepSpec] = Field(default_factory=dict)  # [slim.packages.<distribution>] keep: only that package's files
+
+    @field_validator("keep")
+    @classmethod
+    def _relative(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return _relative_globs(value)
+
+
+class WaiverSpec(Section):
+    rule: Str = Field(description="a validate rule", examples=["needed-libraries"])
+    files: Str = Field(pattern=r"^[^:]+:.+$", description="<set>:<glob>, as findings name files", examples=["efs:sklearn/**/_openmp*.so"])
+    reason: Str = Field(pattern=r"\S", description="why the finding is safe to accept; printed on every run", examples=["only the OpenMP backend needs it"])
+
+
+class ValidateSpec(Section):
+    waive: tuple[WaiverSpec, ...] = ()  # static findings accepted, each with its reason
+
+
 class PipelineFile(Section):
     """pipeline.toml as a whole: every table it may hold."""
 
@@ -407,6 +448,8 @@ class PipelineFile(Section):
     sync: SyncConfig = Field(default_factory=_table)
     deploy: DeployConfig | None = None
     model: ModelConfig = Field(default_factory=_table)
+    slim: SlimSpec = Field(default_factory=_table)
+    validate_: ValidateSpec = Field(default_factory=_table, alias="validate")  # `validate` would shadow BaseModel.validate
 
 
 # ---------------------------------------------------------------- what the stages read
@@ -435,6 +478,26 @@ class TargetConfig:
 
 
 @dataclass(frozen=True)
+class SlimConfig:
+    """What the user says about slimming: off, rules turned off, files kept (globs relative to the tree)."""
+
+    enabled: bool = True
+    disable: tuple[str, ...] = ()  # rule names of builder/slim_rules.toml (checked by the build)
+    keep: tuple[str, ...] = ()  # every set
+    set_keep: dict[str, tuple[str, ...]] = field(default_factory=dict)  # [slim.sets.<set>] keep
+    package_keep: dict[str, tuple[str, ...]] = field(default_factory=dict)  # [slim.packages.<distribution>] keep, only that package's files
+
+
+@dataclass(frozen=True)
+class Waiver:
+    """A static finding the user accepts, by rule and file pattern ("<set>:<path glob>"), with the reason shown on every run."""
+
+    rule: str
+    files: str
+    reason: str
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     root: Path
@@ -455,6 +518,8 @@ class Config:
     model_dir: Path | None = None  # [model] dir: the model folder serve, validate and deploy use (None: model/artifacts under root)
     model_dir_set: bool = False  # [model] dir given explicitly: a missing folder is an error at build
     raw: dict = field(repr=False, default_factory=dict)
+    slim: SlimConfig = field(default_factory=SlimConfig)
+    waivers: tuple[Waiver, ...] = ()
 
     def target(self, name: str | None = None) -> TargetConfig:
         name = name or self.default_target
@@ -498,9 +563,10 @@ def _model_at(loc: tuple) -> type[BaseModel] | None:
     for part in loc:
         current = _unwrap(current)
         if isinstance(current, type) and issubclass(current, BaseModel):
-            if part not in current.model_fields:
+            fields = {info.alias or name: info for name, info in current.model_fields.items()}  # as written in the file
+            if part not in fields:
                 return None
-            current = current.model_fields[part].annotation
+            current = fields[part].annotation
         elif typing.get_origin(current) in (dict, tuple, list):
             args = typing.get_args(current)
             current = args[1] if typing.get_origin(current) is dict else args[0]
@@ -540,7 +606,7 @@ def _explain(error: Any) -> Problem:
     if kind == "extra_forbidden":
         name = str(loc[-1])
         model = _model_at(parent)
-        known = list(model.model_fields) if model else []
+        known = [info.alias or name for name, info in model.model_fields.items()] if model else []
         table = f"[{_key(parent)}]" if parent else "the top level"
         close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
         if isinstance(error.get("input"), dict):
@@ -553,7 +619,7 @@ def _explain(error: Any) -> Problem:
     # the field's own description and example make the fix (a list element: its list's)
     field_loc = loc[:-1] if loc and isinstance(loc[-1], int) else loc
     model = _model_at(field_loc[:-1]) if field_loc else None
-    info = model.model_fields.get(str(field_loc[-1])) if model and field_loc else None
+    info = {i.alias or n: i for n, i in model.model_fields.items()}.get(str(field_loc[-1])) if model and field_loc else None
     example = info.examples[0] if info and info.examples else None
     hint = info.description if info and info.description else ""
     name = str(field_loc[-1]) if field_loc else key
@@ -656,6 +722,9 @@ def load(path: str | Path = "pipeline.toml") -> Config:
                 where=f"{path.name}: sets",
                 fix="remove the line from one of the two .in files (a package the other set needs is found there on sys.path)",
             )
+    unknown_sets = sorted(set(doc.slim.sets) - set(sets))
+    if unknown_sets:
+        raise ConfigError(f"[slim.sets.{unknown_sets[0]}]: no such dependency set", where=f"{path.name}: slim.sets.{unknown_sets[0]}", fix=f"use one of {', '.join(sets)}")
     return Config(
         path=path,
         root=root,
@@ -673,7 +742,17 @@ def load(path: str | Path = "pipeline.toml") -> Config:
         deploy=doc.deploy.model_copy(update={"model_dir": doc.model.dir}) if doc.deploy else None,
         model_dir=doc.model.dir,
         model_dir_set="dir" in (raw.get("model") or {}),
+        slim=SlimConfig(enabled=doc.slim.enabled, disable=doc.slim.disable, keep=doc.slim.keep,
+                        set_keep={name: spec.keep for name, spec in doc.slim.sets.items()},
+                        package_keep={str(canonicalize_name(name)): spec.keep for name, spec in doc.slim.packages.items()}),
+        waivers=tuple(Waiver(rule=w.rule, files=w.files, reason=w.reason) for w in doc.validate_.waive),
         api_rate_limit=float(doc.api.throttle_rate),
         api_burst_limit=doc.api.throttle_burst,
         raw=raw,
     )
+
+
+def keep_line(files: list[str]) -> str:
+    """The `keep = [...]` line of [slim.packages.<name>] that keeps ``files``: one glob per top folder and suffix."""
+    globs = sorted({f"{f.split('/', 1)[0]}/**/*{Path(f).suffix}" if "/" in f and Path(f).suffix else f for f in files})
+    return "keep = [" + ", ".join(f'"{g}"' for g in globs) + "]"

@@ -1,11 +1,17 @@
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 import pytest
 
+from tests.emulation_support import emulated_arm64  # noqa: F401 - a session fixture
 from tests.wheels import compile_extension, local_abi, make_wheel
+
+# builds in tests use an emulation root when one is prepared, and prepare none
+# themselves (the emulated_arm64 fixture does, once per machine)
+os.environ.setdefault("HOIST_EMULATION", "use")
 
 REPO = Path(__file__).resolve().parent.parent
 

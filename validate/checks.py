@@ -25,6 +25,7 @@ from pipeline.targets import Target, facts
 
 from . import elf
 
+RULES = ("elf-machine", "symbol-versions", "needed-libraries", "python-abi", "wheel-tags", "gpu-bloat", "size", "unreadable-elf")
 LIBRARIES_FILE = Path(__file__).with_name("libraries.json")
 REPORT_VERSION = 1
 # lambda-facts.md, "Limits" and "EFS for Lambda"

@@ -4,8 +4,11 @@ and the Runtime API emulator (runtime/).
 
 Level 1 runs a local interpreter of the target's Python version, when this
 machine has the target's CPU. Level 2 runs a container of the Lambda base
-image (foreign CPUs through qemu binfmt). A level that cannot run says why and
-what to install; nothing is reported as passed that did not run.
+image (foreign CPUs through qemu binfmt). Level 3 runs a stand-in image made
+of a Debian root holding the target's CPython for the target's CPU
+(pipeline/emulation.py), under QEMU when the CPU is foreign. A level that
+cannot run says why and what to install; nothing is reported as passed that
+did not run. Each result says how far it is from Lambda ("distance").
 """
 from __future__ import annotations
 
@@ -18,8 +21,10 @@ import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from builder.manifest import top_level_modules
+from pipeline import emulation
 from pipeline.errors import CommandError, InterpreterNotFound
 from pipeline.interpreters import find_python
 from pipeline.targets import Target
@@ -54,8 +59,17 @@ if _failed:
     raise ImportError("HOIST_IMPORT_FAILURES " + json.dumps(_failed))
 
 
+def _loaded():
+    """Every shared object this process mapped (the loader's view, also under QEMU)."""
+    try:
+        with open("/proc/self/maps") as fh:
+            return sorted({line.split(None, 5)[5].strip() for line in fh if len(line.split(None, 5)) == 6 and ".so" in line})
+    except OSError:
+        return []
+
+
 def handler(event, context):
-    return {"hoist_smoke": {"import_ms": IMPORT_MS}, "handler_result": _real(event, context)}
+    return {"hoist_smoke": {"import_ms": IMPORT_MS, "loaded": _loaded()}, "handler_result": _real(event, context)}
 '''
 
 
@@ -70,6 +84,8 @@ class SmokeInputs:
     memory_mb: int
     timeout_s: int
     cache: Path  # where awslambdaric is installed per Python version and CPU
+    model_dir: Path | None = None  # the model folder the handler reads (HOIST_MODEL_DIR); None: no model
+    events: tuple[bytes, ...] = ()  # more events after GET /health; their payloads land in result["events"]
 
 
 def modules_of(trees: dict[str, Path]) -> list[str]:
@@ -105,44 +121,68 @@ def _layer_and_efs(inputs: SmokeInputs) -> tuple[Path | None, Path | None]:
     return layer, efs
 
 
-def _exercise(fn: FunctionProcess, inputs: SmokeInputs, level: int) -> tuple[dict, list[Finding]]:
-    """Init, then one invoke; findings for whatever failed."""
+# Lambda's init has its own limit; here the deadline covers a slow CPU too: QEMU
+# imports the demo's torch in minutes, where Lambda takes seconds.
+INIT_LIMIT_S = 60
+EMULATED_INIT_LIMIT_S = 1800
+MODEL_MOUNT = "/mnt/hoist-smoke-model"
+
+
+def _import_findings(failed: dict[str, str], where: str, fix_for) -> list[Finding]:
+    return [Finding("error", "smoke-import", where, module, f"`import {module}` failed in the runtime: {why}", fix_for(module, why)) for module, why in failed.items()]
+
+
+def _exercise(fn: FunctionProcess, inputs: SmokeInputs, level: int, init_limit_s: float, fix_for=None) -> tuple[dict, list[Finding]]:
+    """Init, then GET /health and any further events; findings for whatever failed."""
     findings: list[Finding] = []
     where = f"smoke level {level}"
+    fix_for = fix_for or (lambda module, why: "install what the error names (requirements/*.in, then `invoke lock` and `invoke build`), or fix the static findings of that package's files")
     fn.start()
     try:
-        state, init_ms = fn.wait_ready(inputs.timeout_s + 60)
-        result = {"run": True, "level": level, "init_ms": round(init_ms, 1) if init_ms else None, "modules": modules_of(inputs.trees)}
+        state, init_ms = fn.wait_ready(init_limit_s)
+        result: dict[str, Any] = {"run": True, "level": level, "init_ms": round(init_ms, 1) if init_ms else None, "modules": modules_of(inputs.trees)}
         if state != "ready":
             err = fn.api.init_error or {}
             message = err.get("errorMessage", "")
             failed = {}
             if "HOIST_IMPORT_FAILURES " in message:
                 failed = json.loads(message.split("HOIST_IMPORT_FAILURES ", 1)[1])
-            for module, why in failed.items():
-                findings.append(Finding("error", "smoke-import", where, module, f"`import {module}` failed in the runtime: {why}", "run `invoke validate` static checks for the file named; rebuild with `invoke build --force`"))
+            findings += _import_findings(failed, where, fix_for)
             if not failed:
-                what = {"init-error": f"init failed: {err.get('errorType', '')}: {message}", "crashed": f"the runtime exited during init (code {fn.proc.returncode if fn.proc else '?'})", "timeout": "init did not finish in time"}[state]
+                what = {"init-error": f"init failed: {err.get('errorType', '')}: {message}", "crashed": f"the runtime exited during init (code {fn.proc.returncode if fn.proc else '?'})",
+                        "timeout": f"init did not finish in {init_limit_s:.0f} s"}[state]
                 findings.append(Finding("error", "smoke-init", where, None, what, "see the log tail in the JSON report; check the handler setting and the static findings"))
-            result.update(ok=False, state=state, error=err or None, log_tail=fn.log_tail())
+            result.update(ok=False, state=state, error=err or None, failed_imports=failed, log_tail=fn.log_tail())
             return result, findings
         report = fn.invoke(EVENT.read_bytes(), init_ms=init_ms)
         result.update(ok=report.status == "ok", report=report.report_line(), status=report.status, error=report.error)
         if report.status == "ok":
             payload = json.loads(report.payload or b"null")
             result["import_ms"] = (payload or {}).get("hoist_smoke", {}).get("import_ms")
+            result["loaded"] = (payload or {}).get("hoist_smoke", {}).get("loaded", [])
             result["handler_result"] = (payload or {}).get("handler_result")
         else:
             findings.append(Finding("error", "smoke-invoke", where, None, f"the handler {inputs.handler} failed on a GET /health event: {report.error}", "see the log tail in the JSON report"))
             result["log_tail"] = fn.log_tail()
+            return result, findings
+        answers = []
+        for event in inputs.events:
+            more = fn.invoke(event)
+            doc = json.loads(more.payload or b"null") if more.status == "ok" else None
+            answers.append({"status": more.status, "error": more.error, "report": more.report_line(), "result": (doc or {}).get("handler_result")})
+            if more.status != "ok":
+                findings.append(Finding("error", "smoke-invoke", where, None, f"the handler {inputs.handler} failed on event {len(answers)}: {more.error}", "see the log tail in the JSON report"))
+                result.update(ok=False, log_tail=fn.log_tail())
+        if inputs.events:
+            result["events"] = answers
         return result, findings
     finally:
         fn.stop()
 
 
-def level1(inputs: SmokeInputs, target: Target) -> tuple[dict, list[Finding]]:
+def level1(inputs: SmokeInputs, target: Target, fix_for=None) -> tuple[dict, list[Finding]]:
     if target.machine != platform.machine():
-        return {"run": False, "level": 1, "why": f"the target runs on {target.machine}, this machine is {platform.machine()}; level 1 runs only on the target's CPU (level 2 runs foreign CPUs in Docker through qemu)"}, []
+        return {"run": False, "level": 1, "why": f"the target runs on {target.machine}, this machine is {platform.machine()}; level 1 runs only on the target's CPU (levels 2 and 3 run foreign CPUs through qemu)"}, []
     try:
         python = find_python(target.python)
     except InterpreterNotFound as exc:
@@ -154,46 +194,41 @@ def level1(inputs: SmokeInputs, target: Target) -> tuple[dict, list[Finding]]:
         task = _task_root(inputs, Path(tmp))
         layout = Layout(task_root=str(task), layer=str(layer) if layer else None, efs_tree=str(efs) if efs else None, runtime_dir=str(ric))
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **lambda_environment(spec, layout, api.address), **_env_extra(inputs)}
+        if inputs.model_dir:
+            env["HOIST_MODEL_DIR"] = str(inputs.model_dir)
         fn = FunctionProcess(local_command(python.path, spec.handler), env, api, spec)
-        result, findings = _exercise(fn, inputs, 1)
-        result["python"] = python.version
+        result, findings = _exercise(fn, inputs, 1, INIT_LIMIT_S + inputs.timeout_s, fix_for)
+        result.update(python=python.version, machine=platform.machine(), distance=f"this machine's CPU and CPython {python.version}, with this machine's glibc and libraries rather than {target.os_name or 'Lambda'}'s")
         return result, findings
 
 
-def _docker_ready(image: str, docker_platform: str, target: Target) -> str | None:
-    """Why level 2 cannot run, or None."""
-    docker = shutil.which("docker")
-    if not docker:
-        return "no docker command: install Docker (apt-get install docker.io) and start its daemon"
-    info = subprocess.run([docker, "version", "--format", "{{.Server.Os}}/{{.Server.Arch}}"], capture_output=True, text=True)
-    if info.returncode != 0:
-        return f"the Docker daemon does not answer ({(info.stderr.strip().splitlines() or ['no output'])[-1]}): start it (dockerd) and run again"
-    if target.machine != platform.machine() and not Path(f"/proc/sys/fs/binfmt_misc/qemu-{target.machine}").exists():
-        return f"{target.machine} containers need qemu binfmt on this {platform.machine()} machine: apt-get install qemu-user-static binfmt-support"
-    present = subprocess.run([docker, "image", "inspect", "--format", "{{.Os}}/{{.Architecture}}", image], capture_output=True, text=True)
+def _image_problem(image: str, docker_platform: str, target: Target, pull: bool = True) -> str | None:
+    """Why a container of ``image`` cannot run here, or None."""
+    why = emulation.docker_problem() or emulation.binfmt_problem(target.machine)
+    if why:
+        return why
+    docker = shutil.which("docker") or "docker"
+    present = subprocess.run([docker, "image", "inspect", "--format", "{{.Os}}/{{.Architecture}}", image], check=False, capture_output=True, text=True)
     if present.returncode != 0:
-        pulled = subprocess.run([docker, "pull", "--platform", docker_platform, image], capture_output=True, text=True)
-        if pulled.returncode != 0:
-            return f"image {image} is not here and could not be pulled ({(pulled.stderr.strip().splitlines() or ['no output'])[-1]}): pull it where a registry is reachable, or pass --image"
+        pulled = subprocess.run([docker, "pull", "--platform", docker_platform, image], check=False, capture_output=True, text=True) if pull else None
+        if pulled is None or pulled.returncode != 0:
+            tail = (pulled.stderr.strip().splitlines() or ["no output"])[-1] if pulled else "not pulled"
+            return f"image {image} is not here and could not be pulled ({tail}): pull it where a registry is reachable, or pass --image"
     return None
 
 
 class DockerFunction(FunctionProcess):
-    def __init__(self, *args, container: str, **kw):
-        super().__init__(*args, pid_for_memory=False, **kw)
+    def __init__(self, command: list[str], env: dict[str, str], api: RuntimeAPI, spec: FunctionSpec, *, container: str):
+        super().__init__(command, env, api, spec, pid_for_memory=False)  # the container's memory is not this process's
         self.container = container
 
     def stop(self) -> None:
-        subprocess.run([shutil.which("docker") or "docker", "rm", "-f", self.container], capture_output=True)
+        subprocess.run([shutil.which("docker") or "docker", "rm", "-f", self.container], check=False, capture_output=True)
         super().stop()
 
 
-def level2(inputs: SmokeInputs, target: Target, image: str | None = None) -> tuple[dict, list[Finding]]:
-    image = image or target.base_image()
-    docker_platform = target.docker_platform
-    why = _docker_ready(image, docker_platform, target)
-    if why:
-        return {"run": False, "level": 2, "image": image, "why": why}, []
+def _in_container(inputs: SmokeInputs, target: Target, image: str, level: int, init_limit_s: float, fix_for=None, docker_platform: str | None = "target") -> tuple[dict, list[Finding]]:
+    """The function in a container of ``image``: Lambda's layout, the real client, the emulator on the host network."""
     ric = runtime_client(target, inputs.cache)
     layer, efs = _layer_and_efs(inputs)
     spec = _spec(inputs, target)
@@ -203,30 +238,94 @@ def level2(inputs: SmokeInputs, target: Target, image: str | None = None) -> tup
         layout = Layout(task_root="/var/task", layer="/opt/python" if layer else None, efs_tree=f"{inputs.mount_path}/{efs.name}" if efs else None, runtime_dir="/opt/hoist-runtime")
         env = {**lambda_environment(spec, layout, api.address), **_env_extra(inputs)}
         name = f"hoist-smoke-{uuid.uuid4().hex[:12]}"
-        cmd = [shutil.which("docker") or "docker", "run", "--rm", "--name", name, "--network", "host", "--platform", docker_platform,
+        plat = target.docker_platform if docker_platform == "target" else docker_platform
+        cmd = [shutil.which("docker") or "docker", "run", "--rm", "--name", name, "--network", "host", *(["--platform", plat] if plat else []),
                "--memory", f"{spec.memory_mb}m", "--entrypoint", f"/var/lang/bin/python{target.python}",
                "-v", f"{task}:/var/task:ro", "-v", f"{ric}:/opt/hoist-runtime:ro"]
         if layer:
             cmd += ["-v", f"{layer}:/opt/python:ro"]
         if efs:
             cmd += ["-v", f"{efs.parent}:{inputs.mount_path}:ro"]
+        if inputs.model_dir:
+            cmd += ["-v", f"{inputs.model_dir.resolve()}:{MODEL_MOUNT}:ro"]
+            env["HOIST_MODEL_DIR"] = MODEL_MOUNT
         for key, value in env.items():
             cmd += ["-e", f"{key}={value}"]
         cmd += [image, "-s", "-m", "awslambdaric", spec.handler]
         fn = DockerFunction(cmd, {**os.environ}, api, spec, container=name)
-        result, findings = _exercise(fn, inputs, 2)
-        result["image"] = image
+        result, findings = _exercise(fn, inputs, level, init_limit_s, fix_for)
+        result.update(image=image, machine=target.machine, emulated=target.machine != platform.machine())
         return result, findings
 
 
-def smoke(inputs: SmokeInputs, target: Target, level: str = "auto", image: str | None = None) -> tuple[dict, list[Finding]]:
-    """Run the smoke test at ``level`` ("1", "2", "auto": 1 if it can run, else 2; "none": skip)."""
+def level2(inputs: SmokeInputs, target: Target, image: str | None = None, fix_for=None) -> tuple[dict, list[Finding]]:
+    image = image or target.base_image()
+    why = _image_problem(image, target.docker_platform, target)
+    if why:
+        return {"run": False, "level": 2, "image": image, "why": why}, []
+    emulated = target.machine != platform.machine()
+    limit = (EMULATED_INIT_LIMIT_S if emulated else INIT_LIMIT_S) + inputs.timeout_s
+    result, findings = _in_container(inputs, target, image, 2, limit, fix_for)
+    result["distance"] = "the Lambda base image" + ("; emulated CPU (QEMU user mode): timings are not Lambda's" if emulated else "; this machine's CPU")
+    return result, findings
+
+
+def level3(inputs: SmokeInputs, target: Target, fix_for=None, on_line=None) -> tuple[dict, list[Finding]]:
+    try:
+        emulated = emulation.emulated_python(target.python, target.machine, on_line)
+    except emulation.EmulationUnavailable as exc:
+        return {"run": False, "level": 3, "why": f"{exc.what} (fix: {exc.fix})"}, []
+    limit = EMULATED_INIT_LIMIT_S + inputs.timeout_s
+    if emulated.image:
+        result, findings = _in_container(inputs, target, emulated.image, 3, limit, fix_for, docker_platform=emulation.run_platform(emulated.image, target.machine))
+    else:
+        result, findings = _in_chroot(inputs, target, emulated.root, limit, fix_for)
+    result.update(distance=emulated.distance(), root=str(emulated.root), python=f"{emulated.python} (Debian {emulated.suite})", emulated=target.machine != platform.machine())
+    return result, findings
+
+
+def _in_chroot(inputs: SmokeInputs, target: Target, root: Path, init_limit_s: float, fix_for=None) -> tuple[dict, list[Finding]]:
+    """Level 3 without Docker: the same layout as the container, bind-mounted into a chroot of the root."""
+    ric = runtime_client(target, inputs.cache)
+    layer, efs = _layer_and_efs(inputs)
+    spec = _spec(inputs, target)
+    with tempfile.TemporaryDirectory(prefix="hoist-smoke-") as tmp, RuntimeAPI() as api:
+        task = _task_root(inputs, Path(tmp))
+        layout = Layout(task_root="/var/task", layer="/opt/python" if layer else None, efs_tree=f"{inputs.mount_path}/{efs.name}" if efs else None, runtime_dir="/opt/hoist-runtime")
+        env = {"PATH": "/var/lang/bin:/usr/local/bin:/usr/bin:/bin", **lambda_environment(spec, layout, api.address), **_env_extra(inputs)}
+        binds = [(task, "/var/task"), (ric, "/opt/hoist-runtime")]
+        if layer:
+            binds.append((layer, "/opt/python"))
+        if efs:
+            binds.append((efs.parent, inputs.mount_path))
+        if inputs.model_dir:
+            binds.append((inputs.model_dir.resolve(), MODEL_MOUNT))
+            env["HOIST_MODEL_DIR"] = MODEL_MOUNT
+        cmd = emulation.chroot_command(root, binds, [f"/var/lang/bin/python{target.python}", "-s", "-m", "awslambdaric", spec.handler])
+        # the host's PATH finds unshare, mount and chroot; the function sees Lambda's
+        fn = FunctionProcess(cmd, {**env, "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")}, api, spec, pid_for_memory=False)
+        result, findings = _exercise(fn, inputs, 3, init_limit_s, fix_for)
+        result.update(runner="chroot", machine=target.machine)
+        return result, findings
+
+
+def smoke(inputs: SmokeInputs, target: Target, level: str = "auto", image: str | None = None, fix_for=None, on_line=None) -> tuple[dict, list[Finding]]:
+    """Run the smoke test at ``level`` ("1", "2", "3", "auto": the first of 1, 2, 3 that can run; "none": skip).
+
+    ``fix_for(module, why)`` gives the fix text of a failed import (the caller
+    knows what slimming removed); ``on_line`` hears about long preparations.
+    """
     if level == "none":
         return {"run": False, "why": "skipped (--smoke none)"}, []
-    attempts = []
+    attempts: list[dict] = []
     try:
-        for lvl in (["1", "2"] if level == "auto" else [level]):
-            result, findings = level1(inputs, target) if lvl == "1" else level2(inputs, target, image)
+        for lvl in (["1", "2", "3"] if level == "auto" else [level]):
+            if lvl == "1":
+                result, findings = level1(inputs, target, fix_for)
+            elif lvl == "2":
+                result, findings = level2(inputs, target, image, fix_for)
+            else:
+                result, findings = level3(inputs, target, fix_for, on_line)
             if result["run"]:
                 result["skipped_levels"] = attempts
                 return result, findings

@@ -1,34 +1,127 @@
 """What `invoke validate` checks: the last build of a target, or any folder.
 
-The static checks always run. The smoke test (validate/smoke.py) runs after
-them when they pass, at the level asked for; when it cannot run, the report
-says why instead of claiming a pass.
+The static checks always run, and so does the smoke test (validate/smoke.py)
+at the level asked for, even when the static checks found errors: each static
+error is shown beside what the smoke test saw (the import that failed, the
+file it loaded, or that no import reached the file). When the smoke test cannot
+run, the report says why instead of claiming a pass. Findings the user waived
+in pipeline.toml ([validate] waive) become warnings that print their reason.
 """
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import json
 from pathlib import Path
 
-from pipeline.config import Config
+from pipeline import modelfolder
+from pipeline.config import Config, Waiver, keep_line
+from pipeline.dists import owner_of, owners
 from pipeline.errors import ValidationError
 from pipeline.targets import facts, lambda_target
 
-from .checks import ValidationReport, validate
+from .checks import RULES, Finding, ValidationReport, validate
 from .smoke import SmokeInputs, smoke
 
 DEFAULT_CACHE = Path(".hoist-cache")
 
 
-def _with_smoke(report: ValidationReport, inputs: SmokeInputs, level: str, image: str | None) -> ValidationReport:
-    if level != "none" and not report.ok:
-        return dataclasses.replace(report, smoke={"run": False, "why": "not run: the static checks found errors, fix those first"})
-    result, findings = smoke(inputs, report.target, level, image)
-    return dataclasses.replace(report, findings=report.findings + tuple(findings), smoke=result)
+def _module_package(trees: dict[str, Path], module: str) -> tuple[str | None, str | None]:
+    """(set, distribution) that owns top-level ``module``."""
+    for name, tree in trees.items():
+        owner = owners(tree)
+        for rel in (f"{module}/__init__.py", f"{module}.py"):
+            if (tree / rel).exists():
+                return name, owner_of(owner, rel)
+        hits = [p.name for p in tree.glob(f"{module}.*.so")] + [p.name for p in tree.glob(f"{module}.so")]
+        if hits:
+            return name, owner_of(owner, hits[0])
+    return None, None
 
 
-def from_build(config: Config, target_name: str | None = None, *, smoke_level: str = "auto", image: str | None = None) -> ValidationReport:
-    """Validate the trees and zips `invoke build` wrote for the target (dist/<target>/build.json)."""
+def _import_fix(trees: dict[str, Path], slim_docs: dict[str, dict]):
+    """fix_for(module, why): names the slimming rule that removed files of the module's package, and the line to add."""
+
+    def fix_for(module: str, why: str) -> str:
+        set_name, package = _module_package(trees, module)
+        removed = ((slim_docs.get(set_name or "") or {}).get("removed_files") or {}).get(package or "", {})
+        if removed:
+            parts = []
+            for rule, files in sorted(removed.items()):
+                parts.append(f"rule {rule!r} removed {len(files)} file(s) of {package} (e.g. {files[0]}): keep them with `{keep_line(files)}` under [slim.packages.{package}], or `disable = [\"{rule}\"]` under [slim]")
+            return "if slimming caused it: " + "; ".join(parts) + "; then `invoke build`. Otherwise install what the error names (add it to requirements/*.in, `invoke lock`, `invoke build`)"
+        return "slimming removed nothing of that package: install what the error names (add it to requirements/*.in, then `invoke lock` and `invoke build`), or fix the package's static findings"
+
+    return fix_for
+
+
+def waive_line(finding: Finding) -> str:
+    return f'waive = [{{ rule = "{finding.rule}", files = "{finding.file}", reason = "<why this never loads on Lambda>" }}]  (under [validate] in pipeline.toml)'
+
+
+def _apply_waivers(report: ValidationReport, waivers: tuple[Waiver, ...], where: str) -> ValidationReport:
+    unknown = sorted({w.rule for w in waivers} - set(RULES))
+    if unknown:
+        raise ValidationError(f"waiver for unknown rule(s) {', '.join(unknown)}", where=f"{where}: validate.waive", fix=f"rules are {', '.join(RULES)}")
+    out = []
+    for f in report.findings:
+        waiver = next((w for w in waivers if f.severity == "error" and w.rule == f.rule and f.file and fnmatch.fnmatchcase(f.file, w.files)), None)
+        if waiver:
+            out.append(dataclasses.replace(f, severity="warning", message=f"waived in pipeline.toml ({waiver.reason}): {f.message}", fix=None))
+        elif f.severity == "error" and f.rule in ("needed-libraries", "symbol-versions", "elf-machine", "python-abi") and f.file:
+            out.append(dataclasses.replace(f, fix=f"{f.fix}; or, if nothing Lambda runs loads it, waive it: {waive_line(f)}"))
+        else:
+            out.append(f)
+    return dataclasses.replace(report, findings=tuple(out))
+
+
+def _smoke_saw(finding: Finding, result: dict) -> str:
+    """What the smoke test saw of a static finding's file."""
+    if not result.get("run"):
+        return "the smoke test did not run"
+    rel = (finding.file or "").partition(":")[2]
+    failed = result.get("failed_imports") or {}
+    top = rel.split("/", 1)[0].split(".", 1)[0]
+    if top in failed:
+        return f"the smoke test's `import {top}` failed: {failed[top]}"
+    if any(path.endswith("/" + rel) for path in result.get("loaded", [])):
+        return f"the smoke test loaded this file at level {result['level']} ({result.get('distance', '')}) and it worked there"
+    if result.get("ok"):
+        return f"the smoke test imported every module at level {result['level']} and no import loaded this file"
+    return "the smoke test failed before it could tell (see its findings)"
+
+
+def _with_smoke(report: ValidationReport, inputs: SmokeInputs, level: str, image: str | None, fix_for=None, on_line=None) -> ValidationReport:
+    result, findings = smoke(inputs, report.target, level, image, fix_for=fix_for, on_line=on_line)
+    seen = []
+    for f in report.findings:
+        shown = f
+        if f.severity == "error" and f.file and level != "none":
+            shown = dataclasses.replace(f, message=f"{f.message}\n    smoke test: {_smoke_saw(f, result)}")
+        seen.append(shown)
+    return dataclasses.replace(report, findings=tuple(seen) + tuple(findings), smoke=result)
+
+
+def _slim_findings(slim_docs: dict[str, dict]) -> list[Finding]:
+    out = []
+    for name, doc in slim_docs.items():
+        check = doc.get("import_check") or {}
+        if not check:
+            continue
+        if not check.get("verified"):
+            out.append(Finding("warning", "slim-unverified", name, None, f"slimming of set {name} was not import-verified: {check.get('why', 'no runtime for the target')}",
+                               "install what the reason names, then `invoke build --force`; or turn slimming off with `enabled = false` under [slim]"))
+        for r in check.get("restored", []):
+            out.append(Finding("info", "slim-restored", name, r["package"], f"rule {r['rule']!r} removed files `import {r['module']}` needs; the build restored {r['files']} file(s)", r.get("line")))
+    return out
+
+
+def from_build(config: Config, target_name: str | None = None, *, smoke_level: str = "auto", image: str | None = None, on_line=None,
+               events: tuple[bytes, ...] = ()) -> ValidationReport:
+    """Validate the trees and zips `invoke build` wrote for the target (dist/<target>/build.json).
+
+    ``events``: more events for the handler after the model folder's sample (their answers are in smoke["events"]).
+    """
     tcfg = config.target(target_name)
     path = config.build_json(tcfg.target.name)
     if not path.is_file():
@@ -47,12 +140,57 @@ def from_build(config: Config, target_name: str | None = None, *, smoke_level: s
     zips = {name.replace("_", " "): a for name, a in doc.get("artifacts", {}).items()}
     layer_set = "layer" if "layer" in trees else None
     report = validate(trees, tcfg.target, layer_set=layer_set, zips=zips, built_on_target=doc.get("builder") == "docker")
+    report = _apply_waivers(report, config.waivers, config.path.name)
+    slim_docs = {}
+    for name, s in doc["sets"].items():
+        manifest = config.root / s["manifest"]
+        slim_docs[name] = json.loads(manifest.read_text()).get("slim", {}) if manifest.is_file() else {}
+    report = dataclasses.replace(report, findings=report.findings + tuple(_slim_findings(slim_docs)))
+    model_dir = config.model_dir or config.root / "model" / "artifacts"
+    try:  # the model folder's sample.json: the image the smoke test classifies and its label
+        sample = modelfolder.sample(model_dir) if (model_dir / "model.pt").is_file() else None
+    except modelfolder.ModelError:  # `invoke validate` reports the folder's problems on its own
+        sample = None
     inputs = SmokeInputs(
         handler_dir=config.build.handler_dir, handler=config.function.handler, trees=trees, layer_set=layer_set,
         mount_path=config.efs.mount_path, function_name=config.function.name, memory_mb=config.function.memory_mb,
         timeout_s=config.function.timeout_s, cache=config.root / DEFAULT_CACHE,
+        model_dir=model_dir if (model_dir / "model.pt").is_file() else None,
     )
-    return _with_smoke(report, inputs, smoke_level, image)
+    expect = ""
+    if inputs.model_dir and sample and sample[0].is_file():
+        image, expect = sample
+        ctype = "image/jpeg" if image.suffix.lower() in (".jpg", ".jpeg") else "image/png"
+        inputs = dataclasses.replace(inputs, events=(classify_event(image.read_bytes(), ctype), *events))
+    else:
+        inputs = dataclasses.replace(inputs, events=events)
+    report = _with_smoke(report, inputs, smoke_level, image, fix_for=_import_fix(trees, slim_docs), on_line=on_line)
+    return _check_sample(report, expect)
+
+
+def classify_event(image: bytes, ctype: str = "image/png") -> bytes:
+    """POST /classify with an image, as API Gateway (HTTP API) delivers it."""
+    from runtime.gateway import http_api_event
+
+    return json.dumps(http_api_event("POST", "/classify", {"content-type": ctype}, image)).encode()
+
+
+def _check_sample(report: ValidationReport, expect: str) -> ValidationReport:
+    """The model folder's sample must come back with its label."""
+    answers = (report.smoke or {}).get("events") or []
+    if not expect or not answers or answers[0].get("status") != "ok":
+        return report
+    try:
+        body = json.loads((answers[0].get("result") or {}).get("body") or "{}")
+        label = body["predictions"][0]["label"]
+    except (ValueError, KeyError, IndexError, TypeError):
+        label = None
+    smoke_doc = {**report.smoke, "sample_label": label, "sample_expected": expect}
+    extra: tuple[Finding, ...] = ()
+    if label != expect:
+        extra = (Finding("error", "smoke-classify", f"smoke level {report.smoke.get('level')}", None, f"the model folder's sample came back as {label!r}, expected {expect!r} (sample.json): {answers[0].get('result')}",
+                         "check the model folder ([model] dir: model.pt, labels.json, preprocess.json, sample.json); torch and torchvision must be the versions the model was saved with"),)
+    return dataclasses.replace(report, smoke=smoke_doc, findings=report.findings + extra)
 
 
 def from_tree(tree: Path, runtime: str, arch: str, *, layer: bool = False, smoke_level: str = "none", image: str | None = None) -> ValidationReport:

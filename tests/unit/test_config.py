@@ -179,3 +179,38 @@ def test_the_schema_is_data_every_table_forbids_unknown_keys():
     assert len(models) >= 12
     assert all(m.model_config.get("extra") == "forbid" and m.model_config.get("frozen") for m in models)
     assert config.FunctionConfig.model_fields["memory_mb"].default == 3008
+
+
+def test_slim_and_validate_settings_are_read_and_checked(tmp_path, wheelhouse):
+    (tmp_path / "requirements").mkdir()
+    (tmp_path / "requirements" / "efs.in").write_text("nativepkg\n")
+    (tmp_path / "requirements" / "layer.in").write_text("layerpkg\n")
+    extra = ('[slim]\nenabled = true\ndisable = ["type-stubs"]\nkeep = ["x/**"]\n[slim.sets.layer]\nkeep = ["PIL/**"]\n[slim.packages.Scikit_Image]\nkeep = ["skimage/**/*.pyi"]\n'
+             '[validate]\nwaive = [{ rule = "needed-libraries", files = "efs:a/*.so", reason = "optional" }]\n\n[build]')
+    write_pipeline(tmp_path, wheelhouse, {"[build]": extra})
+    cfg = config.load(tmp_path / "pipeline.toml")
+    assert cfg.slim == config.SlimConfig(enabled=True, disable=("type-stubs",), keep=("x/**",), set_keep={"layer": ("PIL/**",)}, package_keep={"scikit-image": ("skimage/**/*.pyi",)})
+    assert cfg.waivers == (config.Waiver("needed-libraries", "efs:a/*.so", "optional"),)
+    assert config.load(REPO / "pipeline.toml").slim == config.SlimConfig() and config.load(REPO / "pipeline.toml").waivers == ()
+
+
+@pytest.mark.parametrize(
+    ("table", "key", "fix"),
+    [
+        ("[slim]\nenabled = 1", "slim.enabled", "bool"),
+        ("[slim]\nkeep = ['/abs/**']", "slim.keep", "skimage/**/*.pyi"),
+        ("[slim]\nsets.lambda.keep = ['x']", "slim.sets.lambda", "efs, layer"),
+        ("[slim]\nrules = []", "slim", "disable"),
+        ("[validate]\nwaive = [{ rule = 'x', files = 'a.so', reason = 'r' }]", "validate.waive[0].files", "efs:"),
+        ("[validate]\nwaive = [{ rule = 'x', files = 'efs:a.so', reason = ' ' }]", "validate.waive[0].reason", "printed on every run"),
+        ("[validate]\nwaive = [{ rule = 'x', files = 'efs:a.so' }]", "validate.waive[0].reason", "reason"),
+    ],
+)
+def test_bad_slim_and_validate_settings_name_the_key(tmp_path, wheelhouse, table, key, fix):
+    (tmp_path / "requirements").mkdir()
+    (tmp_path / "requirements" / "efs.in").write_text("nativepkg\n")
+    (tmp_path / "requirements" / "layer.in").write_text("layerpkg\n")
+    write_pipeline(tmp_path, wheelhouse, {"[build]": table + "\n\n[build]"})
+    with pytest.raises(ConfigError) as err:
+        config.load(tmp_path / "pipeline.toml")
+    assert key in (err.value.where or "") and fix in (err.value.fix or "")

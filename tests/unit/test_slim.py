@@ -102,3 +102,67 @@ def test_glob_semantics():
     assert not slim.matches("tests", ["*/**/tests"])
     assert slim.matches("x/y/z.h", ["**/*.h"]) and slim.matches("z.h", ["**/*.h"])
     assert not slim.matches("torch/lib/sub/libx.so", ["torch/lib/*.so*"])
+
+
+# ------------------------------------------------------------ issue 13: guards, settings, aside
+
+
+def test_a_stub_beside_a_lazy_loader_module_and_a_file_named_at_import_are_kept(tmp_path):
+    tree = _tree(tmp_path, {
+        "skimage/__init__.py": "import lazy_loader as lazy\n__getattr__, __dir__, __all__ = lazy.attach_stub(__name__, __file__)\n",
+        "skimage/__init__.pyi": "from . import filters\n",
+        "skimage/filters.pyi": "def sobel(): ...\n",  # its module is not lazy: removed
+        "skimage/filters.py": "def sobel():\n    pass\n",
+        "pkg/__init__.py": "import os\nDATA = open(os.path.join(os.path.dirname(__file__), 'tests', 'table.txt')).read()\nH = 'api.h'\n",
+        "pkg/tests/table.txt": "1 2 3\n",
+        "pkg/tests/other.txt": "\n",
+        "pkg/include/api.h": "\n",  # named too, but headers are read by compilers, never at import (literal_guard = false)
+        "other/__init__.py": "NAME = 'other.txt'\n",  # names it, but from another package: no effect on pkg
+    })
+    report = slim.slim(tree)
+    left = _left(tree)
+    assert {"skimage/__init__.pyi", "pkg/tests/table.txt"} <= left
+    assert not {"skimage/filters.pyi", "pkg/tests/other.txt", "pkg/include/api.h"} & left
+    assert set(report.kept_beside) == {("skimage/__init__.pyi", "skimage/__init__.py"), ("pkg/tests/table.txt", "pkg/__init__.py")}
+
+
+def test_settings_turn_rules_off_keep_globs_and_change_the_digest(tmp_path):
+    from pipeline.config import SlimConfig
+
+    rules = slim.load_rules()
+    files = ["a/tests/t.py", "a/x.pyi", "b/include/b.h", "b/__init__.py"]
+    dirs = ["a", "a/tests", "b", "b/include"]
+    assert set(slim.select(files, dirs, rules)) == {"a/tests/t.py", "a/x.pyi", "b/include/b.h"}
+    no_stubs = slim.configure(rules, SlimConfig(disable=("type-stubs",)), "efs")
+    assert set(slim.select(files, dirs, no_stubs)) == {"a/tests/t.py", "b/include/b.h"}
+    kept = slim.configure(rules, SlimConfig(keep=("a/tests/**",), set_keep={"layer": ("b/**",)}), "layer")
+    assert set(slim.select(files, dirs, kept)) == {"a/x.pyi"}
+    only_efs = slim.configure(rules, SlimConfig(set_keep={"layer": ("b/**",)}), "efs")
+    assert "b/include/b.h" in slim.select(files, dirs, only_efs)
+    by_package = slim.configure(rules, SlimConfig(package_keep={"bee": ("b/**",)}), "efs")
+    assert set(slim.select(files, dirs, by_package, owner={"b/include/b.h": "bee"})) == {"a/tests/t.py", "a/x.pyi"}
+    off = slim.configure(rules, SlimConfig(enabled=False), "efs")
+    assert slim.select(files, dirs, off) == {} and not off.strip_enabled
+    assert len({rules.digest, no_stubs.digest, kept.digest, only_efs.digest, by_package.digest, off.digest}) == 6
+
+
+def test_an_unknown_rule_name_is_a_build_error_listing_the_rules():
+    import pytest
+
+    from pipeline.config import SlimConfig
+    from pipeline.errors import BuildError
+
+    with pytest.raises(BuildError) as err:
+        slim.configure(slim.load_rules(), SlimConfig(disable=("stubs",)), "efs")
+    assert "stubs" in err.value.what and "type-stubs" in (err.value.fix or "") and "slim.disable" in (err.value.where or "")
+
+
+def test_removed_files_go_aside_and_come_back(tmp_path):
+    tree = _tree(tmp_path / "t", {"pkg/__init__.py": "", "pkg/tests/test_a.py": "x = 1\n", "pkg/a.pyi": "x: int\n"})
+    aside = tmp_path / "aside"
+    report = slim.slim(tree, aside=aside)
+    assert _left(tree) == {"pkg/__init__.py"} and _left(aside) == {"pkg/tests/test_a.py", "pkg/a.pyi"}
+    assert report.removed_files == {"(not in any RECORD)": {"tests": ["pkg/tests/test_a.py"], "type-stubs": ["pkg/a.pyi"]}}
+    assert slim.restore(tree, aside, ["pkg/tests/test_a.py"]) == 1 and (tree / "pkg/tests/test_a.py").read_text() == "x = 1\n"
+    slim.remove_again(tree, aside, ["pkg/tests/test_a.py"])
+    assert _left(tree) == {"pkg/__init__.py"} and not (tree / "pkg" / "tests").exists()

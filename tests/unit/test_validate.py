@@ -156,3 +156,43 @@ def test_libraries_data_is_consistent():
     assert not present & set(data["absent"])  # a library is either in the base image or not
     assert {"libGL.so.1", "libX11.so.6", "libglib-2.0.so.0"} <= set(data["absent"])
     assert all(fix for fix in data["absent"].values())
+
+
+# ------------------------------------------------------------ issue 13: waivers, the smoke test beside static errors
+
+
+def _report(*findings):
+    return checks.ValidationReport(target=lambda_target("arm", "python3.13", "arm64"), trees=(), findings=tuple(findings))
+
+
+def test_a_waiver_by_rule_and_file_pattern_turns_an_error_into_a_warning_with_its_reason():
+    from pipeline.config import Waiver
+    from validate.stage import _apply_waivers
+
+    gomp = checks.Finding("error", "needed-libraries", "efs:sk/_openmp_helpers.cpython-313-aarch64-linux-gnu.so", "scikit-learn", "needs libgomp.so.1", "ship it")
+    other = checks.Finding("error", "needed-libraries", "efs:cv2/cv2.abi3.so", "opencv-python", "needs libGL.so.1", "use headless")
+    waived = _apply_waivers(_report(gomp, other), (Waiver("needed-libraries", "efs:sk/_openmp*.so", "threads off on Lambda"),), "pipeline.toml")
+    first, second = waived.findings
+    assert first.severity == "warning" and first.message.startswith("waived in pipeline.toml (threads off on Lambda): ")
+    assert second.severity == "error" and second.fix.startswith("use headless; or, if nothing Lambda runs loads it, waive it: ")
+    assert 'waive = [{ rule = "needed-libraries", files = "efs:cv2/cv2.abi3.so", reason = "' in second.fix
+    assert not waived.ok and [f.file for f in waived.errors] == ["efs:cv2/cv2.abi3.so"]
+    with pytest.raises(Exception, match="unknown rule"):
+        _apply_waivers(_report(gomp), (Waiver("no-such-rule", "efs:*", "x"),), "pipeline.toml")
+
+
+def test_each_static_error_shows_what_the_smoke_test_saw():
+    from validate.stage import _smoke_saw
+
+    finding = checks.Finding("error", "needed-libraries", "efs:sk/_openmp.so", "scikit-learn", "needs libgomp.so.1")
+    ran = {"run": True, "level": 3, "ok": True, "distance": "emulated CPU", "loaded": ["/tmp/hoist-env/x/site-packages/cv2/cv2.so"], "failed_imports": {}}
+    assert "no import loaded this file" in _smoke_saw(finding, ran)
+    assert "loaded this file at level 3" in _smoke_saw(finding, {**ran, "loaded": ["/mnt/h/site-packages/sk/_openmp.so"]})
+    assert "`import sk` failed: ImportError: libgomp.so.1" in _smoke_saw(finding, {**ran, "ok": False, "failed_imports": {"sk": "ImportError: libgomp.so.1"}})
+    assert _smoke_saw(finding, {"run": False}) == "the smoke test did not run"
+
+
+def test_the_keep_line_covers_the_files_by_top_folder_and_suffix():
+    from pipeline.config import keep_line
+
+    assert keep_line(["skimage/__init__.pyi", "skimage/filters/__init__.pyi", "single.pyi"]) == 'keep = ["single.pyi", "skimage/**/*.pyi"]'

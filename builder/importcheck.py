@@ -1,0 +1,241 @@
+"""After slimming, import every top-level module of a set in the target's runtime.
+
+The runtime is, in this order: a local CPython of the target's version when this
+machine has the target's CPU (native); the Lambda base image when it is here
+(docker); the Debian stand-in image under QEMU (emulated, pipeline/emulation.py).
+A module that fails after slimming gets its package's removed files back; when
+it then imports, slimming broke it, and the rule responsible is found by
+removing each rule's files again in turn. The result goes into the set's
+manifest ("import_check"); when no runtime can run here the build says the
+slimming was not import-verified.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline import emulation
+from pipeline.config import keep_line
+from pipeline.errors import InterpreterNotFound
+from pipeline.interpreters import find_python
+from pipeline.targets import Target
+
+from . import slim as slim_mod
+from .manifest import top_level_modules
+
+# not meant to be imported: setuptools' import hook and a console script module
+SKIP_MODULES = {"_distutils_hack", "isympy", "distutils-precedence"}
+TIMEOUT_S = 3600  # the demo's torch under QEMU on a busy machine takes minutes
+MARK = "HOIST_IMPORTS "
+UNOWNED = "(not in any RECORD)"  # builder/slim.py's name for files no RECORD lists
+SCRIPT = f"""\
+import importlib, json, sys
+paths, modules = sys.argv[1].split(":"), json.loads(sys.argv[2])
+sys.path[1:1] = paths
+sys.dont_write_bytecode = True
+failed = {{}}
+for name in modules:
+    try:
+        importlib.import_module(name)
+    except BaseException as exc:
+        failed[name] = f"{{type(exc).__name__}}: {{exc}}"
+print({MARK!r} + json.dumps(failed), flush=True)
+"""
+
+
+@dataclass(frozen=True)
+class Runner:
+    """Runs the import script for the target: a command prefix, and how paths are seen inside."""
+
+    kind: str  # native | docker | emulated
+    describe: str
+    python: str | None = None  # native: the interpreter
+    image: str | None = None  # docker/emulated: the image
+    docker_platform: str | None = None  # None: the image's own (a stand-in imported without a platform)
+    entry: str | None = None  # the interpreter inside the image or root
+    root: Path | None = None  # emulated without Docker: the root to chroot into
+
+    def imports(self, paths: list[Path], modules: list[str]) -> dict[str, str]:
+        """module -> error, for those that failed. Raises RuntimeError when the interpreter itself died."""
+        with tempfile.TemporaryDirectory(prefix="hoist-imports-") as home:
+            if self.kind == "native":
+                assert self.python
+                cmd = [self.python, "-s", "-B", "-c", SCRIPT, ":".join(map(str, paths)), json.dumps(modules)]
+                env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": home, "PYTHONDONTWRITEBYTECODE": "1", "PYTHONNOUSERSITE": "1", "LANG": "C.UTF-8"}
+                out = subprocess.run(cmd, check=False, capture_output=True, text=True, env=env, timeout=TIMEOUT_S)
+            elif self.image is None:  # emulated, in a chroot of the root
+                assert self.root and self.entry
+                inside = [f"/hoist/p{i}" for i in range(len(paths))]
+                cmd = emulation.chroot_command(self.root, list(zip(paths, inside, strict=True)), [self.entry, "-s", "-B", "-c", SCRIPT, ":".join(inside), json.dumps(modules)])
+                env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), "HOME": "/tmp", "PYTHONDONTWRITEBYTECODE": "1", "LANG": "C.UTF-8"}
+                out = subprocess.run(cmd, check=False, capture_output=True, text=True, env=env, timeout=TIMEOUT_S)
+            else:
+                assert self.image and self.entry
+                name = f"hoist-imports-{uuid.uuid4().hex[:12]}"
+                inside = [f"/hoist/p{i}" for i in range(len(paths))]
+                cmd = [shutil.which("docker") or "docker", "run", "--rm", "--name", name, "--network", "none", *(["--platform", self.docker_platform] if self.docker_platform else []),
+                       "-e", "PYTHONDONTWRITEBYTECODE=1", "-e", "HOME=/tmp", "--entrypoint", self.entry]
+                for host, mount in zip(paths, inside, strict=True):
+                    cmd += ["-v", f"{host}:{mount}:ro"]
+                cmd += [self.image, "-s", "-B", "-c", SCRIPT, ":".join(inside), json.dumps(modules)]
+                try:
+                    out = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=TIMEOUT_S)
+                finally:
+                    subprocess.run([shutil.which("docker") or "docker", "rm", "-f", name], check=False, capture_output=True)
+        for line in reversed(out.stdout.splitlines()):
+            if line.startswith(MARK):
+                return json.loads(line[len(MARK):])
+        tail = "\n".join((out.stdout + out.stderr).strip().splitlines()[-10:])
+        raise RuntimeError(f"the interpreter exited with code {out.returncode} before reporting:\n{tail}")
+
+
+def runner_for(target: Target, on_line: Callable[[str], None] | None = None) -> tuple[Runner | None, str]:
+    """The closest runtime for ``target`` that runs here, or None and why none does."""
+    whys = []
+    if target.machine == platform.machine():
+        try:
+            python = find_python(target.python)
+            return Runner("native", f"CPython {python.version} on this machine", python=python.path), ""
+        except InterpreterNotFound as exc:
+            whys.append(f"native: no CPython {target.python} here ({exc.what})")
+    else:
+        whys.append(f"native: the target runs on {target.machine}, this machine is {platform.machine()}")
+    problem = emulation.docker_problem() or emulation.binfmt_problem(target.machine)
+    if target.kind == "lambda" and not problem:
+        image = target.base_image()
+        if subprocess.run([shutil.which("docker") or "docker", "image", "inspect", image], check=False, capture_output=True).returncode == 0:
+            return Runner("docker", f"the Lambda image {image}", image=image, docker_platform=target.docker_platform, entry=f"/var/lang/bin/python{target.python}"), ""
+        whys.append(f"docker: the Lambda image {image} is not here")
+    elif problem:
+        whys.append(f"docker: {problem}")
+    mode = os.environ.get("HOIST_EMULATION", "prepare")
+    if mode == "off":
+        whys.append("emulated: HOIST_EMULATION=off")
+        return None, "; ".join(whys)
+    prepared = target.python in emulation.DEBIAN_PYTHON and (emulation.root_path(target.python, target.machine) / emulation.COMPLETE).is_file()
+    if mode == "use" and not prepared:
+        whys.append(f"emulated: no prepared root for CPython {target.python} on {target.machine} (HOIST_EMULATION=use prepares none; `invoke validate` prepares it)")
+        return None, "; ".join(whys)
+    try:
+        em = emulation.emulated_python(target.python, target.machine, on_line)
+    except emulation.EmulationUnavailable as exc:
+        whys.append(f"emulated: {exc.what} (fix: {exc.fix})")
+        return None, "; ".join(whys)
+    how = "QEMU" if em.machine != platform.machine() else "native CPU"
+    return Runner("emulated", f"Debian {em.suite}'s CPython {em.python} on {em.machine} ({how}, {'Docker' if em.image else 'chroot'})",
+                  image=em.image, docker_platform=emulation.run_platform(em.image, target.machine) if em.image else None, entry=f"/var/lang/bin/python{target.python}", root=em.root), ""
+
+
+def _package_of(tree: Path, module: str, removed: dict[str, dict[str, list[str]]]) -> str | None:
+    """The package whose removed files sit under ``module``'s folder (or its .so/.py)."""
+    for package, by_rule in removed.items():
+        for files in by_rule.values():
+            if any(f.split("/", 1)[0].split(".", 1)[0] == module for f in files):
+                return package
+    return None
+
+
+def verify(tree: Path, aside: Path, report: slim_mod.SlimReport, target: Target, others: list[Path], *,
+           runner: Runner | None = None, why_none: str = "", on_line: Callable[[str], None] | None = None) -> dict:
+    """Import every top-level module of ``tree`` (``others`` on the path after it); put back what slimming broke.
+
+    Returns the manifest's "import_check": verified, runtime, restored (module,
+    package, rule, files, the pipeline.toml line), failing (modules that fail
+    with nothing removed or with everything put back: not slimming's doing).
+    """
+    modules = sorted(top_level_modules(tree) - SKIP_MODULES)
+    if not report.enabled:
+        return {"verified": True, "runtime": None, "why": "slimming is off", "modules": len(modules), "restored": [], "failing": {}}
+    if runner is None:
+        return {"verified": False, "why": why_none or "no runtime for the target here", "modules": len(modules), "restored": [], "failing": {}}
+    paths = [tree, *others]
+    say = on_line or (lambda line: None)
+    say(f"importing {len(modules)} modules in {runner.describe}")
+    try:
+        failed = runner.imports(paths, modules)
+    except (RuntimeError, subprocess.TimeoutExpired, OSError) as exc:
+        return {"verified": False, "runtime": runner.describe, "why": f"the import check could not run: {exc}", "modules": len(modules), "restored": [], "failing": {}}
+    restored: list[dict] = []
+    failing: dict[str, str] = {}
+    for module, error in sorted(failed.items()):
+        package = _package_of(tree, module, report.removed_files)
+        by_rule = report.removed_files.get(package or "", {})
+        if package == UNOWNED:  # no RECORD to tell packages apart: only what sits under the module
+            by_rule = {rule: kept for rule, files in by_rule.items() if (kept := [f for f in files if f.split("/", 1)[0].split(".", 1)[0] == module])}
+        if not by_rule:
+            failing[module] = error
+            continue
+        every = [f for files in by_rule.values() for f in files]
+        slim_mod.restore(tree, aside, every)
+        if runner.imports(paths, [module]):
+            slim_mod.remove_again(tree, aside, every)  # fails unslimmed too: not slimming's doing
+            failing[module] = error
+            continue
+        for rule, files in sorted(by_rule.items()):  # which rule's removal breaks it
+            slim_mod.remove_again(tree, aside, files)
+            if not runner.imports(paths, [module]):
+                continue  # not needed
+            slim_mod.restore(tree, aside, files)
+            line = f"[slim] {keep_line(files)}" if package == UNOWNED else f"[slim.packages.{package}] {keep_line(files)}"
+            restored.append({"module": module, "package": package, "rule": rule, "files": len(files), "error": error, "line": line, "paths": files})
+            say(f"slimming rule {rule!r} removed files `import {module}` needs ({error}); put back {len(files)} file(s) of {package}; to say so in pipeline.toml: {line}")
+    return {"verified": True, "runtime": runner.describe, "modules": len(modules), "restored": restored, "failing": failing}
+
+
+def record(slim_doc: dict, check: dict, tree: Path) -> dict:
+    """The manifest's slim section after the check: restored files no longer count as removed."""
+    doc = {**slim_doc, "import_check": {k: v for k, v in check.items()}}
+    removed = {p: {r: list(f) for r, f in by_rule.items()} for p, by_rule in slim_doc.get("removed_files", {}).items()}
+    rules = {r["name"]: dict(r) for r in slim_doc.get("rules", [])}
+    for item in check.get("restored", []):
+        paths = set(item["paths"])
+        removed[item["package"]][item["rule"]] = [f for f in removed[item["package"]][item["rule"]] if f not in paths]
+        rules[item["rule"]]["files"] -= len(paths)
+        rules[item["rule"]]["bytes"] -= sum((tree / f).lstat().st_size for f in paths if (tree / f).exists() or (tree / f).is_symlink())
+    doc["removed_files"] = removed
+    doc["rules"] = list(rules.values())
+    return doc
+
+
+def hook(target: Target, target_dir: Path, set_names: list[str], progress) -> Callable[[str, Path, Path, slim_mod.SlimReport], dict]:
+    """What builder/build.py calls after slimming a set: verify, and the manifest's slim section.
+
+    The runtime is chosen once per build, on the first set that needs it.
+    """
+    chosen: list[tuple[Runner | None, str]] = []
+
+    def run(name: str, tree: Path, aside: Path, report: slim_mod.SlimReport) -> dict:
+        if not chosen and report.enabled:
+            progress.step(f"[{name}] finding a runtime for {target.describe()} to import-check the slimmed tree")
+            chosen.append(runner_for(target, on_line=progress.step))  # building a root takes minutes: always shown
+        runner, why = chosen[0] if chosen else (None, "")
+        others = [target_dir / other / "site-packages" for other in set_names if other != name and (target_dir / other / "site-packages").is_dir()]
+        if runner:
+            progress.step(f"[{name}] importing every top-level module in {runner.describe}")
+        check = verify(tree, aside, report, target, others, runner=runner, why_none=why, on_line=progress.line)
+        return record(report.as_json(), check, tree)
+
+    return run
+
+
+def warnings(sets: dict) -> list[str]:
+    """The build's warnings about the import check of each set."""
+    out = []
+    for name, s in sets.items():
+        check = s.slim.get("import_check") or {}
+        if check and not check.get("verified"):
+            out.append(f"[{name}] slimming was not import-verified: {check.get('why')}\n  the manifest records it; `invoke validate` warns until a runtime for the target can run here")
+        for r in check.get("restored", []):
+            out.append(f"[{name}] slimming rule {r['rule']!r} removed files `import {r['module']}` needs ({r['error']}); the build put back {r['files']} file(s) of {r['package']}."
+                       f"\n  to keep them without the check, add to pipeline.toml: {r['line']}")
+        for module, error in (check.get("failing") or {}).items():
+            out.append(f"[{name}] `import {module}` fails with or without slimming: {error}")
+    return out

@@ -1,0 +1,281 @@
+"""A CPython of the target's version on a foreign CPU: a Debian root file system
+for the target's architecture, run under QEMU user-mode emulation.
+
+Lambda's base images cannot be pulled where no registry is reachable, and an
+x86_64 machine cannot run an arm64 interpreter natively. Debian ships the
+target's CPython for arm64 in some releases (the table below); debootstrap
+makes a root of it (its second stage runs under qemu through binfmt_misc), and
+`docker import` turns that root into a stand-in Lambda image that
+`docker run --platform linux/arm64` runs through the same binfmt handler.
+
+The root is built once into the user's cache (``~/.cache/hoist``; CI starts
+from a fresh clone, so nothing of it lives in the project) and reused.
+What it is not: Amazon Linux. Its glibc and system libraries are Debian's, so a
+library present in Debian but absent from Lambda loads here; the static checks
+(validate/checks.py) are what catch those.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tarfile
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import PipelineError
+
+# Debian releases whose python3 is the CPython a Lambda runtime runs. Lambda's
+# 3.10, 3.12 and 3.14 have no Debian stable release with that python3; they
+# run only in the real Lambda image (level 2) or on the target's own CPU.
+DEBIAN_PYTHON = {"3.13": "trixie", "3.11": "bookworm"}
+DEBIAN_ARCH = {"aarch64": "arm64", "x86_64": "amd64"}
+DEFAULT_MIRROR = "http://deb.debian.org/debian"
+ROOT_FORMAT = "1"  # bump when the root's recipe changes: a new cache entry
+COMPLETE = ".hoist-root-complete"
+PACKAGES = ("python3", "python3-venv")
+# what Lambda's image has that the stand-in must have too: the task root, the
+# layer's /opt, the EFS mount's parent, and the base image's interpreter path
+LAMBDA_DIRS = ("var/task", "var/runtime", "var/lang/bin", "opt", "mnt", "tmp")
+
+
+class EmulationUnavailable(PipelineError):
+    """A CPython for the target's CPU cannot be had here; ``fix`` says what to install."""
+
+    stage = "emulation"
+
+
+def cache_dir() -> Path:
+    """Where Hoist keeps what outlives a clone: $HOIST_CACHE, else $XDG_CACHE_HOME/hoist, else ~/.cache/hoist."""
+    if os.environ.get("HOIST_CACHE"):
+        return Path(os.environ["HOIST_CACHE"])
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "hoist"
+
+
+@dataclass(frozen=True)
+class EmulatedPython:
+    """A CPython for ``machine`` in a Debian root, and the stand-in image made of it."""
+
+    python: str  # "3.13"
+    machine: str  # "aarch64"
+    suite: str  # "trixie"
+    root: Path
+    image: str | None  # docker tag of the imported root; None: run in a chroot of the root
+
+    @property
+    def docker_platform(self) -> str:
+        return f"linux/{DEBIAN_ARCH[self.machine]}"
+
+    def distance(self) -> str:
+        """How this differs from Lambda, for the report."""
+        cpu = "emulated CPU (QEMU user mode)" if self.machine != platform.machine() else "this machine's CPU"
+        return f"{cpu}; Debian {self.suite}'s CPython {self.python}, glibc and system libraries rather than Amazon Linux's"
+
+
+def suite_for(python: str) -> str:
+    if python not in DEBIAN_PYTHON:
+        have = ", ".join(f"{v} ({s})" for v, s in DEBIAN_PYTHON.items())
+        raise EmulationUnavailable(
+            f"no Debian release ships CPython {python} as its python3 (emulated roots exist for {have})",
+            where="level 3",
+            fix=f"run the real Lambda image instead (level 2: `docker pull public.ecr.aws/lambda/python:{python}-<arch>` where a registry is reachable), or smoke-test on the target's own CPU",
+        )
+    return DEBIAN_PYTHON[python]
+
+
+def binfmt_problem(machine: str) -> str | None:
+    """Why this machine cannot run ``machine`` binaries through binfmt_misc, or None.
+
+    As root, a missing registration is made here (mount binfmt_misc, enable
+    Debian's qemu-user-static entry); otherwise the message says how.
+    """
+    if machine == platform.machine():
+        return None
+    entry = Path(f"/proc/sys/fs/binfmt_misc/qemu-{machine}")
+    if _enabled(entry):
+        return None
+    if not Path(f"/usr/bin/qemu-{machine}-static").exists():
+        return f"no qemu-{machine}-static: apt-get install qemu-user-static binfmt-support (then run again)"
+    if os.geteuid() != 0:
+        return f"qemu-{machine} is not registered with binfmt_misc: as root, `mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc` (if not mounted) and `update-binfmts --enable qemu-{machine}`"
+    if not Path("/proc/sys/fs/binfmt_misc/register").exists():
+        subprocess.run(["mount", "-t", "binfmt_misc", "binfmt_misc", "/proc/sys/fs/binfmt_misc"], check=False, capture_output=True)
+    if shutil.which("update-binfmts"):
+        subprocess.run(["update-binfmts", "--enable", f"qemu-{machine}"], check=False, capture_output=True)
+    if _enabled(entry):
+        return None
+    return f"could not register qemu-{machine} with binfmt_misc (is /proc/sys/fs/binfmt_misc writable here? a container needs --privileged): apt-get install binfmt-support and run `update-binfmts --enable qemu-{machine}`"
+
+
+def _enabled(entry: Path) -> bool:
+    try:
+        lines = entry.read_text().splitlines()
+    except OSError:
+        return False
+    # F (fix binary): the interpreter is opened at registration, so it works inside containers and chroots
+    return bool(lines) and lines[0] == "enabled" and any(line.startswith("flags:") and "F" in line for line in lines)
+
+
+def root_path(python: str, machine: str) -> Path:
+    return cache_dir() / "emulation" / f"debian-{suite_for(python)}-{DEBIAN_ARCH[machine]}-{ROOT_FORMAT}"
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """One process prepares a root at a time; the others wait and reuse it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        yield
+
+
+def ensure_root(python: str, machine: str, on_line: Callable[[str], None] | None = None) -> Path:
+    """The Debian root holding CPython ``python`` for ``machine``: built once (debootstrap, ~8 min under emulation)."""
+    suite = suite_for(python)
+    root = root_path(python, machine)
+    if (root / COMPLETE).is_file():
+        return root
+    why = binfmt_problem(machine)
+    if why:
+        raise EmulationUnavailable(why, where="level 3", fix="apt-get install qemu-user-static binfmt-support debootstrap")
+    if not shutil.which("debootstrap") and not Path("/usr/sbin/debootstrap").exists():
+        raise EmulationUnavailable("no debootstrap to build the Debian root", where="level 3", fix="apt-get install debootstrap qemu-user-static binfmt-support")
+    if os.geteuid() != 0:
+        raise EmulationUnavailable(
+            f"building the Debian {suite} root for {machine} needs root (debootstrap creates device nodes and runs its second stage in a chroot)",
+            where=str(root),
+            fix=f"run the same command once as root (it builds {root}; later runs reuse it)",
+        )
+    with _locked(root):
+        if (root / COMPLETE).is_file():
+            return root
+        partial = root.with_name(root.name + f".partial-{os.getpid()}")
+        shutil.rmtree(partial, ignore_errors=True)
+        debootstrap = shutil.which("debootstrap") or "/usr/sbin/debootstrap"
+        cmd = [debootstrap, f"--arch={DEBIAN_ARCH[machine]}", "--variant=minbase", f"--include={','.join(PACKAGES)}", suite, str(partial),
+               os.environ.get("HOIST_DEBIAN_MIRROR", DEFAULT_MIRROR)]
+        if on_line:
+            on_line(f"building the Debian {suite} {DEBIAN_ARCH[machine]} root (CPython {python}) into {root}: about 8 minutes, once")
+        started = time.monotonic()
+        proc = subprocess.run(cmd, check=False, capture_output=True, text=True)
+        if proc.returncode != 0:
+            shutil.rmtree(partial, ignore_errors=True)
+            tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-8:])
+            raise EmulationUnavailable(
+                f"debootstrap of Debian {suite} for {machine} failed (exit {proc.returncode}):\n{tail}",
+                where=str(root),
+                fix="check that the Debian mirror answers (HOIST_DEBIAN_MIRROR overrides it) and that qemu binfmt is registered",
+            )
+        finish_root(partial, python)
+        (partial / COMPLETE).write_text(f"debian {suite} {DEBIAN_ARCH[machine]} python{python} built in {time.monotonic() - started:.0f} s\n")
+        shutil.rmtree(root, ignore_errors=True)
+        partial.rename(root)
+    return root
+
+
+def finish_root(root: Path, python: str) -> None:
+    """Lambda's folders, and its interpreter path (/var/lang/bin/python3.X) for the Debian one."""
+    for d in LAMBDA_DIRS:
+        (root / d).mkdir(parents=True, exist_ok=True)
+    (root / "tmp").chmod(0o1777)
+    link = root / "var" / "lang" / "bin" / f"python{python}"
+    if not link.is_symlink():
+        link.symlink_to(f"/usr/bin/python{python}")
+    # apt's lists and caches: not needed to run anything, and they change the image's digest
+    for cache in ("var/cache/apt/archives", "var/lib/apt/lists"):
+        for f in (root / cache).glob("*.deb" if "archives" in cache else "*_*"):
+            f.unlink()
+
+
+def _docker() -> str:
+    return shutil.which("docker") or "docker"
+
+
+def image_tag(root: Path) -> str:
+    stamp = (root / COMPLETE).read_text()
+    key = hashlib.sha256(f"{root.name}|{stamp}".encode()).hexdigest()[:12]
+    return f"hoist-emulated/{root.name.rsplit('-', 1)[0]}:{key}"
+
+
+def docker_problem() -> str | None:
+    docker = shutil.which("docker")
+    if not docker:
+        return "no docker command: install Docker (apt-get install docker.io) and start its daemon"
+    info = subprocess.run([docker, "version", "--format", "{{.Server.Os}}"], check=False, capture_output=True, text=True)
+    if info.returncode != 0:
+        return f"the Docker daemon does not answer ({(info.stderr.strip().splitlines() or ['no output'])[-1]}): start it (dockerd) and run again"
+    return None
+
+
+def ensure_image(root: Path, machine: str) -> str:
+    """`docker import` of the root (once per root), tagged for ``machine``."""
+    tag = image_tag(root)
+    if subprocess.run([_docker(), "image", "inspect", tag], check=False, capture_output=True).returncode == 0:
+        return tag
+    with _locked(root.with_name(root.name + ".image")), tempfile.TemporaryDirectory(prefix="hoist-root-") as tmp:
+        if subprocess.run([_docker(), "image", "inspect", tag], check=False, capture_output=True).returncode == 0:
+            return tag
+        tar_path = Path(tmp) / "root.tar"
+        with tarfile.open(tar_path, "w") as tar:
+            tar.add(root, arcname=".", filter=lambda info: None if info.name in ("./proc", "./sys") or info.name.startswith(("./proc/", "./sys/")) else info)
+        cmd = [_docker(), "import", "--platform", f"linux/{DEBIAN_ARCH[machine]}",
+               "--change", "ENV PATH=/var/lang/bin:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin",
+               "--change", "ENV LANG=C.UTF-8", "--change", "WORKDIR /var/task", str(tar_path), tag]
+        proc = subprocess.run(cmd, check=False, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise EmulationUnavailable(f"docker import of {root} failed: {proc.stderr.strip()[-500:]}", where="level 3", fix="check the Docker daemon's log and free disk space")
+    return tag
+
+
+def chroot_problem() -> str | None:
+    """Why the root cannot be driven without Docker here (a private mount namespace and chroot need root), or None."""
+    if os.geteuid() != 0:
+        return "running the root without Docker needs root (mount namespace, bind mounts, chroot)"
+    missing = [tool for tool in ("unshare", "chroot", "mount") if not shutil.which(tool)]
+    return f"missing {', '.join(missing)} (util-linux, coreutils)" if missing else None
+
+
+def chroot_command(root: Path, binds: list[tuple[Path, str]], argv: list[str]) -> list[str]:
+    """``argv`` inside ``root``: a private mount namespace with ``binds`` (host folder, path inside) read-only,
+    /proc, /dev, and a fresh /tmp; the process dies with its parent (--kill-child)."""
+    lines = ["set -e", f'R="{root}"', "mount -t proc proc \"$R/proc\"", "mount --rbind /dev \"$R/dev\"", "mount -t tmpfs -o mode=1777 tmpfs \"$R/tmp\""]
+    for i, (_, inside) in enumerate(binds):
+        lines += [f'mkdir -p "$R{inside}"', f'mount --bind "$HOIST_BIND_{i}" "$R{inside}"', f'mount -o remount,bind,ro "$R{inside}"']
+    lines.append('exec chroot "$R" "$@"')
+    script = "\n".join(lines)
+    env_prefix = [f"HOIST_BIND_{i}={host}" for i, (host, _) in enumerate(binds)]
+    return ["env", *env_prefix, "unshare", "--mount", "--propagation", "private", "--fork", "--kill-child", "sh", "-c", script, "hoist-chroot", *argv]
+
+
+def run_platform(image: str, machine: str) -> str | None:
+    """The --platform to run ``image`` with: its own when the daemon recorded the target's,
+    else None (a daemon that is not multi-platform capable records the host's architecture
+    on import; the binaries inside still run through binfmt)."""
+    out = subprocess.run([_docker(), "image", "inspect", "--format", "{{.Architecture}}", image], check=False, capture_output=True, text=True)
+    return f"linux/{DEBIAN_ARCH[machine]}" if out.stdout.strip() == DEBIAN_ARCH[machine] else None
+
+
+def emulated_python(python: str, machine: str, on_line: Callable[[str], None] | None = None) -> EmulatedPython:
+    """CPython ``python`` for ``machine``: the root, prepared when missing, and how to run it.
+
+    Without Docker it runs in a chroot (as root); otherwise in the root imported
+    as an image. Raises EmulationUnavailable naming what to install when neither can.
+    """
+    suite = suite_for(python)
+    why = binfmt_problem(machine)
+    if why:
+        raise EmulationUnavailable(why, where="level 3", fix="apt-get install qemu-user-static binfmt-support debootstrap")
+    no_chroot, no_docker = chroot_problem(), docker_problem()
+    if no_chroot and no_docker:
+        raise EmulationUnavailable(f"{no_chroot}; and {no_docker}", where="level 3", fix="run as root, or install and start Docker (apt-get install docker.io)")
+    root = ensure_root(python, machine, on_line)
+    image = ensure_image(root, machine) if no_chroot else None
+    return EmulatedPython(python=python, machine=machine, suite=suite, root=root, image=image)

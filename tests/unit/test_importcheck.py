@@ -1,0 +1,65 @@
+"""The import check's bookkeeping with a scripted runtime: which rule broke an import, what goes back, what stays removed."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from builder import importcheck, slim
+
+
+class FileRunner(importcheck.Runner):
+    """A runtime whose imports need files: module -> files it reads at import."""
+
+    def __init__(self, tree: Path, needs: dict[str, list[str]], broken: set[str] = frozenset()):
+        super().__init__("native", "scripted")
+        object.__setattr__(self, "tree", tree)
+        object.__setattr__(self, "needs", needs)
+        object.__setattr__(self, "broken", broken)
+        object.__setattr__(self, "calls", [])
+
+    def imports(self, paths, modules):
+        self.calls.append(list(modules))
+        failed = {m: "ImportError: broken either way" for m in modules if m in self.broken}
+        for m in modules:
+            missing = [f for f in self.needs.get(m, []) if not (self.tree / f).exists()]
+            if missing and m not in failed:
+                failed[m] = f"FileNotFoundError: {missing[0]}"
+        return failed
+
+
+def _tree(root: Path) -> Path:
+    files = {
+        "reader/__init__.py": "", "reader/__init__.pyi": "x\n", "reader/tests/test_a.py": "", "reader/include/r.h": "",
+        "plain/__init__.py": "", "plain/tests/test_b.py": "",
+        "bad/__init__.py": "", "bad/x.pyi": "",
+    }
+    for rel, text in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+    return root
+
+
+def test_only_the_rule_whose_removal_breaks_the_import_is_put_back(tmp_path):
+    tree, aside = _tree(tmp_path / "t"), tmp_path / "aside"
+    report = slim.slim(tree, aside=aside)
+    runner = FileRunner(tree, {"reader": ["reader/__init__.pyi"]}, broken={"bad"})
+    check = importcheck.verify(tree, aside, report, None, [], runner=runner)  # type: ignore[arg-type]
+    assert check["verified"] and check["modules"] == 3
+    [restored] = check["restored"]
+    assert (restored["module"], restored["rule"], restored["paths"]) == ("reader", "type-stubs", ["reader/__init__.pyi"])
+    assert restored["line"] == '[slim] keep = ["reader/**/*.pyi"]'  # no RECORD names a package here
+    assert (tree / "reader/__init__.pyi").is_file()
+    assert not (tree / "reader/tests").exists() and not (tree / "reader/include").exists()  # their rules broke nothing
+    assert check["failing"] == {"bad": "ImportError: broken either way"} and not (tree / "bad/x.pyi").exists()  # not slimming's doing
+    doc = importcheck.record(report.as_json(), check, tree)
+    by_rule = {r["name"]: r for r in doc["rules"]}
+    assert "reader/__init__.pyi" not in doc["removed_files"]["(not in any RECORD)"]["type-stubs"]
+    assert by_rule["type-stubs"]["files"] == report.as_json()["rules"][[r["name"] for r in report.as_json()["rules"]].index("type-stubs")]["files"] - 1
+
+
+def test_no_runtime_means_not_verified_and_slimming_off_needs_no_check(tmp_path):
+    tree, aside = _tree(tmp_path / "t"), tmp_path / "aside"
+    report = slim.slim(tree, aside=aside)
+    check = importcheck.verify(tree, aside, report, None, [], runner=None, why_none="emulated: HOIST_EMULATION=off")  # type: ignore[arg-type]
+    assert check == {"verified": False, "why": "emulated: HOIST_EMULATION=off", "modules": 3, "restored": [], "failing": {}}
+    warnings = importcheck.warnings({"efs": type("S", (), {"slim": {"import_check": check}})()})
+    assert warnings and "not import-verified" in warnings[0] and "HOIST_EMULATION=off" in warnings[0]
