@@ -16,6 +16,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pipeline.config import Config, TargetConfig
 from pipeline.errors import BuildError, InterpreterNotFound
@@ -200,7 +201,7 @@ def build_set(name: str, lock: LockFile, target: Target, target_dir: Path, rules
         progress.step(f"[{name}] hashing files for the manifest")
         files = mf.scan(tree)
         mf.stamp_mtimes(tree, files)
-        index = {"archives": []}
+        index: dict[str, Any] = {"archives": []}
         if name == "efs":  # the layer is unzipped by Lambda onto local disk: nothing to hydrate
             progress.step(f"[{name}] writing per-package archives for a fast cold start")
             index = write_archives(tree, staging / "archives")

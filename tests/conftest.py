@@ -78,7 +78,11 @@ def local_torch_wheel() -> str | None:
 
 def pytest_collection_modifyitems(config, items):
     """Tests marked `local_torch` are skipped, with the reason, where the wheel is absent;
-    where it is there (this project's machines, so CI) they run."""
+    where it is there (this project's machines, so CI) they run. Tests that run
+    aarch64 code (the `emulated_arm64` fixture) are marked `emulated`."""
+    for item in items:
+        if "emulated_arm64" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.emulated)
     marked = [item for item in items if item.get_closest_marker("local_torch")]
     if not marked or local_torch_wheel():
         return

@@ -28,6 +28,13 @@ def install_missing() -> None:
     subprocess.run("apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq " + " ".join(missing), shell=True, check=True, capture_output=True)
 
 
+def prepare() -> None:
+    """What `invoke test` runs before pytest: the packages, binfmt and the root, with progress."""
+    install_missing()
+    found = emulation.emulated_python("3.13", "aarch64", on_line=lambda line: print("   ", line, flush=True))
+    print(f"aarch64 CPython {found.python} ready in {found.root}", flush=True)
+
+
 @pytest.fixture(scope="session")
 def emulated_arm64() -> emulation.EmulatedPython:
     """CPython 3.13 for aarch64 (Debian trixie), run through qemu (in a chroot: the tests run as root)."""

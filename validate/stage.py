@@ -159,9 +159,9 @@ def from_build(config: Config, target_name: str | None = None, *, smoke_level: s
     )
     expect = ""
     if inputs.model_dir and sample and sample[0].is_file():
-        image, expect = sample
-        ctype = "image/jpeg" if image.suffix.lower() in (".jpg", ".jpeg") else "image/png"
-        inputs = dataclasses.replace(inputs, events=(classify_event(image.read_bytes(), ctype), *events))
+        sample_image, expect = sample
+        ctype = "image/jpeg" if sample_image.suffix.lower() in (".jpg", ".jpeg") else "image/png"
+        inputs = dataclasses.replace(inputs, events=(classify_event(sample_image.read_bytes(), ctype), *events))
     else:
         inputs = dataclasses.replace(inputs, events=events)
     report = _with_smoke(report, inputs, smoke_level, image, fix_for=_import_fix(trees, slim_docs), on_line=on_line)

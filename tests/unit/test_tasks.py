@@ -115,14 +115,15 @@ def test_the_test_task_runs_ruff_mypy_and_pytest_with_coverage_and_the_slowest_t
 
     monkeypatch.setattr(tasks, "_missing_system_packages", lambda: [])
     tasks.test(Ctx())
-    ruff, mypy, pytest_cmd = seen
-    assert "-m ruff check" in ruff and "-m mypy" in mypy
+    ruff, mypy, root, pytest_cmd = seen
+    assert "-m ruff check" in ruff and "-m mypy" in mypy and "emulation_support import prepare" in root
     assert "-m pytest" in pytest_cmd and "--durations=10" in pytest_cmd
     assert "--cov" in pytest_cmd and "--cov-fail-under=85" in pytest_cmd
 
     seen.clear()
-    tasks.test(Ctx(), markers="not slow")
+    tasks.test(Ctx(), markers="not slow", no_system=True)
     assert "-m 'not slow'" in seen[-1] and "--cov-fail-under" not in seen[-1]  # a subset is not held to the floor
+    assert not any("prepare" in command for command in seen)  # --no-system: nothing installed or prepared
 
 
 def test_the_test_task_fails_naming_every_step_that_failed(monkeypatch):
