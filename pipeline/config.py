@@ -451,6 +451,17 @@ class PipelineFile(Section):
     slim: SlimSpec = Field(default_factory=_table)
     validate_: ValidateSpec = Field(default_factory=_table, alias="validate")  # `validate` would shadow BaseModel.validate
 
+    @model_validator(mode="after")
+    def _datasync_through_the_writer(self) -> PipelineFile:
+        """The stack's own file system admits writes only through the writer access point, by the sync role (its policy):
+        a DataSync location without them would fail at mount time, late and obscurely."""
+        ds = self.sync.datasync
+        if self.deploy and self.deploy.creates_file_system and ds and not (ds.access_point_arn and ds.file_system_role_arn):
+            raise _problem("[sync.datasync] needs access_point_arn and file_system_role_arn for the stack's file system: its policy admits writes "
+                           "only through the writer access point, by the sync role",
+                           "set access_point_arn = <WriterAccessPointArn> and file_system_role_arn = <SyncRoleArn> (the storage stack's outputs)")
+        return self
+
 
 # ---------------------------------------------------------------- what the stages read
 

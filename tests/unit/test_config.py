@@ -214,3 +214,20 @@ def test_bad_slim_and_validate_settings_name_the_key(tmp_path, wheelhouse, table
     with pytest.raises(ConfigError) as err:
         config.load(tmp_path / "pipeline.toml")
     assert key in (err.value.where or "") and fix in (err.value.fix or "")
+
+
+def test_datasync_for_the_stacks_file_system_needs_the_writer_access_point_and_role(tmp_path, wheelhouse):
+    from tests.deploy_support import deploy_project
+
+    datasync = ('\n[sync]\nmethod = "datasync"\n[sync.datasync]\nbucket = "stage-bucket"\nregion = "eu-west-1"\n'
+                'file_system_arn = "arn:aws:elasticfilesystem:eu-west-1:123456789012:file-system/fs-0123456789abcdef0"\n'
+                'subnet_arn = "arn:aws:ec2:eu-west-1:123456789012:subnet/subnet-0123456789abcdef0"\nsecurity_group_arns = ["arn:aws:ec2:eu-west-1:123456789012:security-group/sg-1"]\n'
+                's3_role_arn = "arn:aws:iam::123456789012:role/s3"\n')
+    path = deploy_project(tmp_path, wheelhouse)
+    path.write_text(path.read_text() + datasync)
+    with pytest.raises(ConfigError) as err:
+        config.load(path)
+    assert "access_point_arn and file_system_role_arn" in str(err.value) and "WriterAccessPointArn" in str(err.value)
+    path.write_text(path.read_text() + 'access_point_arn = "arn:aws:elasticfilesystem:eu-west-1:123456789012:access-point/fsap-0123456789abcdef0"\n'
+                    'file_system_role_arn = "arn:aws:iam::123456789012:role/sync"\n')
+    assert config.load(path).sync.datasync.access_point_arn
