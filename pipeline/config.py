@@ -70,11 +70,12 @@ def _aws_id(kind: str, optional: bool = False) -> Any:
 
 @cache
 def aws_regions() -> frozenset[str]:
-    """Every region botocore knows (its bundled endpoints file: offline)."""
-    import botocore.session
+    """Every region botocore knows, read from its bundled endpoints file: offline, and without a session, so a
+    missing AWS_PROFILE or a broken ~/.aws/config never stops a command that does not talk to AWS."""
+    from botocore.loaders import create_loader
 
-    session = botocore.session.get_session()
-    return frozenset(r for p in session.get_available_partitions() for r in session.get_available_regions("lambda", partition_name=p))
+    endpoints = create_loader().load_data("endpoints")
+    return frozenset(region for partition in endpoints["partitions"] for region in partition["regions"])
 
 
 def _check_region(value: str) -> str:

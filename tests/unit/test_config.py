@@ -143,11 +143,13 @@ def test_every_problem_is_reported_at_once(project, wheelhouse):
     assert "3 problems" in text and "memory_mb" in text and "function.timeout_s" in text and "targets.arm.arch" in text
 
 
-def test_region_is_checked_offline_against_botocore(tmp_path, wheelhouse):
+def test_region_is_checked_offline_against_botocore(tmp_path, wheelhouse, monkeypatch):
     from tests.deploy_support import deploy_project
 
     deploy_project(tmp_path, wheelhouse)
     path = tmp_path / "pipeline.toml"
+    config.aws_regions.cache_clear()
+    monkeypatch.setenv("AWS_PROFILE", "no-such-profile")  # no session is opened: a bad profile stops nothing offline
     assert config.load(path).deploy.region == "eu-west-1"
     path.write_text(path.read_text().replace('region = "eu-west-1"', 'region = "eu-west1"'))
     with pytest.raises(ConfigError) as err:
