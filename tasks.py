@@ -114,6 +114,10 @@ def validate(c, config=None, target=None, tree=None, runtime=None, arch=None, la
             report = from_tree(Path(tree), runtime, arch, layer=layer, smoke_level=smoke or "none", image=image)
         else:
             cfg = _load(config)
+            if cfg.model_dir_set or cfg.model_dir.exists():
+                from pipeline import modelfolder
+
+                modelfolder.check(cfg.model_dir)  # a broken model folder is said before the (long) smoke test
             report = from_build(cfg, target, smoke_level=smoke or "auto", image=image, on_line=lambda line: console.print(f"    [dim]{line}[/]", highlight=False))
             _check_model(cfg, target, with_model=True)
     except PipelineError as err:

@@ -100,9 +100,27 @@ def ensure_built(config: Config, target_name: str, say: Callable[[str], None]) -
     say(f"built {target_name}: " + ", ".join(f"{name} {s.content_hash[:12]}" for name, s in result.sets.items()))
 
 
+def _port_error(port: int, exc: OSError) -> ServeError:
+    return ServeError(f"port {port} on 127.0.0.1 is not free ({exc.strerror})", where="--port", fix=f"stop what listens on {port}, or pick another port (--port 0 takes a free one)")
+
+
+def _port_free(port: int) -> None:
+    import socket
+
+    if not port:
+        return
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as http.server binds: a port in TIME_WAIT is free
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError as exc:
+            raise _port_error(port, exc) from None
+
+
 def start(config: Config, target_name: str | None = None, port: int = 0, on_line: Callable[[str], None] | None = None,
           extra_env: dict[str, str] | None = None, build_if_needed: bool = True) -> Server:
     say = on_line or (lambda line: None)
+    _port_free(port)  # before any build or init: a busy port is said at once
     tcfg = pick_target(config, target_name)
     target = tcfg.target
     model_dir = model_folder(config)
@@ -184,7 +202,11 @@ def start(config: Config, target_name: str | None = None, port: int = 0, on_line
         def do_POST(self):
             return self._invoke("POST")
 
-    httpd = ThreadingHTTPServer(("127.0.0.1", port), Gateway)
+    try:
+        httpd = ThreadingHTTPServer(("127.0.0.1", port), Gateway)
+    except OSError as exc:  # taken meanwhile
+        function.stop()
+        raise _port_error(port, exc) from None
     httpd.daemon_threads = True
     threading.Thread(target=httpd.serve_forever, daemon=True, name="gateway").start()
     host, bound = httpd.server_address[:2]

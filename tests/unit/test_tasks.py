@@ -151,3 +151,27 @@ def test_build_checks_the_model_folder_first_and_names_the_file(project, wheelho
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "preprocess.json: centre_crop unknown key" in result.stderr and "did you mean 'center_crop'" in result.stderr
     assert not (project / "dist").exists()  # nothing built
+
+
+def test_serve_on_a_busy_port_says_so_before_any_work(project):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(Exit) as err:
+            tasks.serve(MockContext(), config=str(project / "pipeline.toml"), target="local", port=port)
+    message = str(err.value.message)
+    assert err.value.code == 1 and f"port {port} on 127.0.0.1 is not free" in message and "--port 0" in message
+    assert not (project / "dist").exists()  # nothing locked, built or started
+
+
+def test_validate_says_a_broken_model_folder_before_anything_else(project):
+    import shutil
+
+    shutil.copytree(REPO / "model" / "artifacts", project / "model" / "artifacts")
+    (project / "model" / "artifacts" / "labels.json").unlink()
+    with pytest.raises(Exit) as err:  # no build either: the model folder is said first, not after a smoke test
+        tasks.validate(MockContext(), config=str(project / "pipeline.toml"))
+    assert err.value.code == 1 and "labels.json" in str(err.value.message)
