@@ -198,7 +198,15 @@ class Deployer:
         live = alias.current(self.aws.lambda_, self.config.function.name) if self.aws is not None and state.exists else None
         template = render(self.config, release, zones=zones)
         return self._change_set(state, template, template_path, storage_only=False, dry_run=dry_run, release=release, plan_=plan_, sync=sync, live=live,
-                                warnings=tuple(build_doc.get("warnings", ())), unchecked=tuple(unchecked), sync_job=job)
+                                warnings=tuple(build_doc.get("warnings", ())) + self._local_sync_warning(), unchecked=tuple(unchecked), sync_job=job)
+
+    def _local_sync_warning(self) -> tuple[str, ...]:
+        """sync method local writes a folder on this machine: right only where that folder is the stack's file system, mounted here."""
+        if self.sync_method != "local":
+            return ()
+        return (f"sync method local writes the EFS version into {self.config.sync.local_path} on this machine: that must be the stack's file "
+                "system mounted here through the writer access point, or the function finds nothing; otherwise set [sync] method = "
+                '"bastion" or "datasync" (README, First deploy on AWS), or pass --sync-method',)
 
     def _zones(self, unchecked: list[str]) -> dict[str, str] | None:
         if not self.dcfg.creates_file_system:

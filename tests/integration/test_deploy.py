@@ -194,6 +194,7 @@ def test_deploy_uploads_syncs_applies_and_smoke_tests_then_an_unchanged_deploy_c
         assert template["Resources"]["Function"]["Properties"]["Environment"]["Variables"]["HOIST_EFS_VERSION"] == efs_version
         assert plan.live_version == "1" and [ch.logical_id for ch in plan.change_set.changes] == ["Function"]
         shown = _shown(print_plan, plan)
+        assert any("sync method local writes the EFS version" in w and "bastion" in w for w in plan.warnings)  # a folder here is not EFS
         assert "Modify" in shown and "AWS::Lambda::Function" in shown and f"hoist/artifacts/{fn_sha}.zip" in shown and "to upload" in shown
 
         c.lambda_.update_alias(FunctionName="test-fn", Name="live", FunctionVersion="2")  # what CloudFormation's update does
