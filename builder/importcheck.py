@@ -219,7 +219,8 @@ def hook(target: Target, target_dir: Path, set_names: list[str], progress) -> Ca
         runner, why = chosen[0] if chosen else (None, "")
         others = [target_dir / other / "site-packages" for other in set_names if other != name and (target_dir / other / "site-packages").is_dir()]
         if runner:
-            progress.step(f"[{name}] importing every top-level module in {runner.describe}")
+            slow = " (under QEMU: minutes; torch alone takes about 2 on 2 CPUs)" if "QEMU" in runner.describe else ""
+            progress.step(f"[{name}] importing every top-level module in {runner.describe}{slow}")
         check = verify(tree, aside, report, target, others, runner=runner, why_none=why, on_line=progress.line)
         return record(report.as_json(), check, tree)
 
