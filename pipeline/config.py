@@ -409,7 +409,7 @@ class KeepSpec(Section):
 class SlimSpec(Section):
     """[slim]: what the user says about slimming (builder/slim_rules.toml holds the rules)."""
 
-    enabled: Bool = True
+    enabled: Bool = Field(True, description="a bool: true, or false for no slimming at all", examples=[True])
     disable: tuple[Str, ...] = Field((), description="rule names of builder/slim_rules.toml", examples=[["type-stubs"]])  # checked by the build
     keep: tuple[Str, ...] = Field((), description="globs relative to the tree", examples=[["skimage/**/*.pyi"]])  # every set
     sets: dict[str, KeepSpec] = Field(default_factory=dict)  # [slim.sets.<set>] keep

@@ -36,10 +36,17 @@ def demo(tmp_path_factory, emulated_arm64):
     shutil.copytree(REPO / "handler", root / "handler", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(REPO / "model", root / "model", ignore=shutil.ignore_patterns("__pycache__"))
     cfg = config.load(root / "pipeline.toml")
-    result = build(cfg)
-    raw = root / "raw"
-    install_native(current_locks(cfg, cfg.target())["efs"], cfg.target().target, raw)
-    return cfg, result, raw
+    return cfg, build(cfg)
+
+
+@pytest.fixture(scope="module")
+def raw(demo, tmp_path_factory):
+    """The same locked wheels installed without slimming: what the slimmed tree is compared with.
+    A fixture of its own, so that no one test's time holds both this and the emulated build."""
+    cfg, _ = demo
+    folder = tmp_path_factory.mktemp("raw")
+    install_native(current_locks(cfg, cfg.target())["efs"], cfg.target().target, folder)
+    return folder
 
 
 def _files(tree):
@@ -57,8 +64,27 @@ def test_lock_for_arm64_from_x86_64_takes_the_cpu_aarch64_torch(tmp_path):
     assert {p.name for p in result.locks["layer"].packages} == {"pillow"}
 
 
-def test_kept_modules_import_nothing_that_was_removed(demo):
-    _, result, raw = demo
+def test_bytecode_is_for_python_3_13_and_unchecked(demo):
+    _, result = demo
+    tree = result.sets["efs"].tree
+    pyc = tree / "torch" / "__pycache__" / "__init__.cpython-313.pyc"
+    assert int.from_bytes(pyc.read_bytes()[4:8], "little") == 0b01
+    assert result.sets["efs"].bytecode["python"].startswith("3.13.")
+    # 3.13's magic number: the tree's .pyc are for the target's Python, not this machine's 3.11
+    assert pyc.read_bytes()[:2] == (3571).to_bytes(2, "little")
+
+
+def test_the_build_import_checked_the_demo_on_aarch64(demo):
+    _, result = demo
+    for name in ("efs", "layer"):
+        check = result.sets[name].slim["import_check"]
+        assert check["verified"] and "aarch64" in check["runtime"] and "QEMU" in check["runtime"], check
+        assert check["restored"] == [] and check["failing"] == {}  # the static rules already kept what the demo needs
+    assert not [w for w in result.warnings if "import" in w]
+
+
+def test_kept_modules_import_nothing_that_was_removed(demo, raw):
+    _, result = demo
     tree = result.sets["efs"].tree
     kept = _files(tree)
     removed_modules = {m for f in _files(raw) - kept if (m := slim._module_name(f))}
@@ -71,8 +97,8 @@ def test_kept_modules_import_nothing_that_was_removed(demo):
     assert offenders == []
 
 
-def test_every_top_level_module_and_torch_runtime_file_survives(demo):
-    _, result, raw = demo
+def test_every_top_level_module_and_torch_runtime_file_survives(demo, raw):
+    _, result = demo
     tree = result.sets["efs"].tree
     assert top_level_modules(raw) == top_level_modules(tree)
     shm = tree / "torch" / "bin" / "torch_shm_manager"
@@ -81,8 +107,8 @@ def test_every_top_level_module_and_torch_runtime_file_survives(demo):
         assert (tree / needed).exists(), needed
 
 
-def test_no_library_needs_a_file_that_was_removed(demo):
-    _, result, raw = demo
+def test_no_library_needs_a_file_that_was_removed(demo, raw):
+    _, result = demo
     tree = result.sets["efs"].tree
     kept_names = {os.path.basename(f) for f in _files(tree)}
     raw_names = {os.path.basename(f) for f in _files(raw)}
@@ -102,8 +128,8 @@ def test_no_library_needs_a_file_that_was_removed(demo):
     assert missing == []
 
 
-def test_stripped_libraries_map_the_same_and_torch_lost_its_symbols(demo):
-    _, result, raw = demo
+def test_stripped_libraries_map_the_same_and_torch_lost_its_symbols(demo, raw):
+    _, result = demo
     tree = result.sets["efs"].tree
     rules = slim.load_rules()
     stripped = 0
@@ -120,31 +146,12 @@ def test_stripped_libraries_map_the_same_and_torch_lost_its_symbols(demo):
     assert result.sets["layer"].slim["strip"]["files"] == 0 and (layer / "PIL").is_dir()
 
 
-def test_bytecode_is_for_python_3_13_and_unchecked(demo):
-    _, result, _ = demo
-    tree = result.sets["efs"].tree
-    pyc = tree / "torch" / "__pycache__" / "__init__.cpython-313.pyc"
-    assert int.from_bytes(pyc.read_bytes()[4:8], "little") == 0b01
-    assert result.sets["efs"].bytecode["python"].startswith("3.13.")
-    # 3.13's magic number: the tree's .pyc are for the target's Python, not this machine's 3.11
-    assert pyc.read_bytes()[:2] == (3571).to_bytes(2, "little")
-
-
-def test_the_build_import_checked_the_demo_on_aarch64(demo):
-    _, result, _ = demo
-    for name in ("efs", "layer"):
-        check = result.sets[name].slim["import_check"]
-        assert check["verified"] and "aarch64" in check["runtime"] and "QEMU" in check["runtime"], check
-        assert check["restored"] == [] and check["failing"] == {}  # the static rules already kept what the demo needs
-    assert not [w for w in result.warnings if "import" in w]
-
-
 def test_the_built_demo_runs_on_aarch64_and_classifies_held_out_digits(demo):
     import json
 
     from validate.stage import classify_event, from_build
 
-    cfg, result, _ = demo
+    cfg, result = demo
     images, labels = held_out()
     images, labels = images[:30], labels[:30]
     report = from_build(cfg, smoke_level="auto", events=tuple(classify_event(render(image)) for image in images))
