@@ -189,12 +189,17 @@ def build_set(name: str, lock: LockFile, target: Target, target_dir: Path, rules
 
         progress.step(f"[{name}] slimming")
         report: SlimReport = slim(tree, rules, on_line=progress.line, aside=staging / "slimmed")
-        slim_doc = verify(name, tree, staging / "slimmed", report) if verify else report.as_json()  # builder/importcheck.py
-        forget(staging / "slimmed")
         mf.normalize_modes(tree)
 
+        # bytecode before the import check: under QEMU, compiling every imported
+        # module from source was most of the check's time; the .pyc are the ones Lambda loads
         progress.step(f"[{name}] compiling bytecode (unchecked-hash)")
         bytecode: BytecodeResult = installer.bytecode(tree, on_line=progress.line)
+        slim_doc = verify(name, tree, staging / "slimmed", report) if verify else report.as_json()  # builder/importcheck.py
+        forget(staging / "slimmed")
+        if slim_doc.get("import_check", {}).get("restored"):  # the files put back need their .pyc too
+            progress.step(f"[{name}] compiling bytecode again for the files the import check put back")
+            bytecode = installer.bytecode(tree, on_line=progress.line)
         metadata.canonicalize(tree)
         mf.normalize_modes(tree)
 
