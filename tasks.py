@@ -154,21 +154,21 @@ def sync_efs(c, config=None, target=None, method=None, dry_run=False):
     from sync import stage
 
     cfg = _load(config)
-    if (method or cfg.sync.method) == "datasync":
-        plan, aws = stage.datasync_plan(cfg, target)
+    job = stage.plan_job(cfg, target, method)
+    plan: Any = job.plan  # a SyncPlan, or a DataSyncPlan when job.method is datasync
+    if job.method == "datasync":
         console.print(f"[bold]sync-efs[/] {plan.version[:16]} through DataSync: {plan.where}")
         console.print(f"  action: {plan.action}; upload {len(plan.upload):,} files ({plan.upload_bytes / 1e6:,.1f} MB), copy {len(plan.copy):,} inside S3, {plan.present:,} already staged")
         if dry_run or plan.action == "up-to-date":
             return
-        done = stage.datasync_apply(plan, aws, cfg, on_line=lambda line: console.print(f"    [dim]{line}[/]", highlight=False))
+        done = stage.apply_job(job, cfg, on_line=lambda line: console.print(f"    [dim]{line}[/]", highlight=False))
         console.print(f"published {plan.efs_dir}: {done['bytes'] / 1e6:,.2f} MB uploaded, verified by DataSync, marker written")
         return
-    plan, remote = stage.plan(cfg, target, method)
     console.print(f"[bold]sync-efs[/] {plan.version[:16]} ({plan.files:,} files, {plan.bytes / 1e6:,.1f} MB) -> {plan.where}:{plan.dest}")
     console.print(f"  action: {plan.action}" + (f"; unchanged files become hard links into {len(plan.link_dests)} earlier version(s)" if plan.link_dests and plan.action != "up-to-date" else ""))
     if dry_run or plan.action == "up-to-date":
         return
-    result = stage.apply(plan, remote, cfg, on_line=_progress_line)
+    result = stage.apply_job(job, cfg, on_line=_progress_line)
     console.print(f"published {plan.dest}: {result.bytes_sent / 1e6:,.2f} MB sent in {result.seconds:.1f} s, verified against the manifest"
                   + (f" ({result.repaired} files repaired by checksum)" if result.repaired else ""))
 
