@@ -28,6 +28,7 @@ from pipeline import modelfolder
 from pipeline.config import Config, TargetConfig
 from pipeline.errors import ServeError
 from pipeline.interpreters import find_python
+from pipeline.routes import route_key
 
 from .emulator import RuntimeAPI
 from .function import FunctionProcess, FunctionSpec, Layout, lambda_environment, local_command, runtime_client
@@ -149,7 +150,10 @@ def run(config: Config, tcfg: TargetConfig, efs_tree: str, model_dir: Path, port
 
         def _invoke(self, method):
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0)) if method == "POST" else b""
-            event = http_api_event(method, self.path, dict(self.headers), body, self.client_address[0])
+            route = route_key(method, self.path)
+            if route is None:  # API Gateway answers a request no route matches itself; the function never sees it
+                return self._send(404, {"content-type": "application/json"}, b'{"message":"Not Found"}')
+            event = http_api_event(method, self.path, dict(self.headers), body, self.client_address[0], route)
             with lock:  # one execution environment: one request at a time
                 report = function.invoke(json.dumps(event).encode())
             if report.status != "ok":
