@@ -26,8 +26,8 @@ def handler(event, context):
 
 
 def test_an_own_handler_module_is_served_with_the_same_activation(project, wheelhouse):
+    from compose.serve import start
     from pipeline import config
-    from runtime.serve import start
 
     lock_and_build(project)
     (project / "handler" / "my_handler.py").write_text(OWN)

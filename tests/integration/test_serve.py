@@ -8,6 +8,7 @@ import base64
 import io
 import json
 import shutil
+import time
 import urllib.error
 import urllib.request
 
@@ -34,7 +35,7 @@ def root(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(root):
-    from runtime.serve import start
+    from compose.serve import start
 
     cfg = config.load(root / "pipeline.toml")
     lines: list[str] = []
@@ -119,6 +120,21 @@ def test_bad_requests_get_a_4xx_and_the_server_stays_healthy(server, name, body,
     assert _health(server)[0] == 200
     ok, _ = _post(server, render(held_out()[0][1]), "image/png")
     assert ok == 200
+
+
+def test_only_the_apis_routes_reach_the_function_as_on_api_gateway(server):
+    """The stack routes POST /classify and GET /health; API Gateway answers anything else 404 itself."""
+    before = len(server.lines)
+    assert _post(server, b"{}", "application/json", path="/nope") == (404, {"message": "Not Found"})
+    req = urllib.request.Request(server.url + "/classify", method="GET")
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(req, timeout=30)
+    assert err.value.code == 404 and json.loads(err.value.read()) == {"message": "Not Found"}
+    assert _post(server, b"{}", "application/json")[0] == 400  # the real route still reaches the function
+    deadline = time.monotonic() + 10
+    while not (seen := [line for line in server.lines[before:] if "bad request" in line]) and time.monotonic() < deadline:
+        time.sleep(0.1)  # the function's log lines stream in after the reply
+    assert len(seen) == 1, seen  # POST /nope with the same body would have been a second one: it never reached the function
 
 
 def test_init_wires_the_efs_tree_from_the_sync_folder_through_the_real_client(server):
@@ -246,8 +262,9 @@ def test_an_own_rgb_torchscript_model_with_torchvision_preprocessing_classifies_
     then labels.json one short: serve does not start, and says labels.json. Uses the local target's torch (2.13.0+cpu via pip's find-links)."""
     import subprocess
 
+    from compose.serve import start
+    from pipeline.errors import ServeError
     from pipeline.interpreters import find_python
-    from runtime.serve import ServeError, start
 
     own = root / "mymodel"
     own.mkdir()
