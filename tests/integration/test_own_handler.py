@@ -36,7 +36,8 @@ def test_an_own_handler_module_is_served_with_the_same_activation(project, wheel
     lines: list[str] = []
     server = start(cfg, port=0, on_line=lines.append)
     try:
-        with urllib.request.urlopen(server.url + "/anything", timeout=60) as resp:
+        # the API routes POST /classify and GET /health to any handler
+        with urllib.request.urlopen(server.url + "/health", timeout=60) as resp:
             doc = json.loads(resp.read())
     finally:
         server.stop()
