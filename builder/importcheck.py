@@ -7,7 +7,10 @@ A module that fails after slimming gets its package's removed files back; when
 it then imports, slimming broke it, and the rule responsible is found by
 removing each rule's files again in turn. The result goes into the set's
 manifest ("import_check"); when no runtime can run here the build says the
-slimming was not import-verified.
+slimming was not import-verified. builder/build.py compiles the bytecode
+before the check, so the check loads the .pyc that Lambda loads (under QEMU,
+compiling every module from source had been most of its time) and the files
+it puts back are compiled after it.
 """
 from __future__ import annotations
 
