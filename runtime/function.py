@@ -136,6 +136,16 @@ class FunctionProcess:
             if self.on_line:
                 self.on_line(line)
 
+    def wait_for_output(self, needle: str, limit_s: float = 2.0) -> bool:
+        """Wait until the function has printed a line containing ``needle``: what it printed before answering
+        can still be in the pipe when its answer arrives through the Runtime API."""
+        deadline = time.monotonic() + limit_s
+        while not any(needle in line for line in list(self.output)):
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.02)
+        return True
+
     def wait_ready(self, limit_s: float) -> tuple[str, float | None]:
         """Wait for init: ("ready", ms), ("init-error", ms), ("crashed", None) or ("timeout", None)."""
         deadline = time.monotonic() + limit_s
