@@ -38,6 +38,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from pipeline.dists import owner_of, owners
+from pipeline.files import is_elf
 
 from .manifest import content_mtime
 
@@ -46,11 +47,6 @@ INDEX_VERSION = 1
 # about this many uncompressed bytes, so the handler decompresses them on all CPUs at once
 CHUNK_BYTES = 12 << 20
 RECORD = struct.Struct("<IQ")  # mode, size (after the path)
-
-
-def _is_elf(path: Path) -> bool:
-    with open(path, "rb") as fh:
-        return fh.read(4) == b"\x7fELF"
 
 
 def pack(tree: Path, paths: list[str]) -> bytes:
@@ -134,7 +130,7 @@ def write_archives(tree: Path, dest: Path, chunk_bytes: int = CHUNK_BYTES) -> di
             rel = p.relative_to(tree).as_posix()
             if p.is_symlink():
                 continue
-            if _is_elf(p):
+            if is_elf(p):
                 elf.append(rel)
             else:
                 groups.setdefault(owner_of(owner, rel) or "_unowned", []).append(rel)

@@ -7,7 +7,6 @@ sync can name an EFS version by it.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import stat
 from concurrent.futures import ThreadPoolExecutor
@@ -15,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.dists import dists, owner_of, owners
+from pipeline.files import atomic_write_json, sha256_file
 
 MANIFEST_VERSION = 1
 
@@ -48,11 +48,6 @@ def normalize_modes(tree: Path) -> None:
             os.chmod(p, 0o755 if mode & 0o111 else 0o644)
 
 
-def _sha256(path: str) -> str:
-    with open(path, "rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
-
-
 def scan(tree: Path) -> list[FileEntry]:
     entries = []
     regular: list[tuple[str, str, os.stat_result]] = []
@@ -69,7 +64,7 @@ def scan(tree: Path) -> list[FileEntry]:
                 regular.append((p, rel, st))
     # hashlib releases the GIL on large buffers: hash on every CPU
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        digests = pool.map(_sha256, [p for p, _, _ in regular], chunksize=64)
+        digests = pool.map(sha256_file, [p for p, _, _ in regular], chunksize=64)
         entries += [FileEntry(rel, st.st_size, stat.S_IMODE(st.st_mode), d) for (_, rel, st), d in zip(regular, digests, strict=True)]
     entries.sort(key=lambda e: e.path)
     return entries
@@ -148,6 +143,4 @@ def manifest_doc(*, set_name: str, target: dict, build_key: str, files: list[Fil
 
 def write_json(doc: dict, path: Path) -> None:
     """Write JSON through a temp file and a rename: never a half-written file."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(doc, indent=1, sort_keys=False) + "\n")
-    tmp.replace(path)
+    atomic_write_json(path, doc)

@@ -13,11 +13,11 @@ import functools
 import importlib.util
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
 
+from . import proc
 from .errors import PipelineError
 
 LIBRARY = Path(__file__).resolve().parent.parent / "handler"  # hoist_lambda's parent: Hoist's handler library
@@ -78,8 +78,8 @@ def check_with_model(folder: Path, python: str, paths: list[Path], timeout_s: fl
     sys.path: the model loads as TorchScript and gives one output per label."""
     check(folder)
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOIST_EFS_TREE": "", "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "1769"}
-    out = subprocess.run([python, "-I", "-c", CHILD, str(LIBRARY), str(folder), json.dumps([str(p) for p in paths])],
-                         check=False, capture_output=True, text=True, timeout=timeout_s, env=env)
+    out = proc.capture([python, "-I", "-c", CHILD, str(LIBRARY), str(folder), json.dumps([str(p) for p in paths])],
+                       timeout=timeout_s, env=env, clean_env=True)
     lines = out.stdout.strip().splitlines()
     if out.returncode != 0 or not lines:
         raise ModelError(f"the model check could not run: {out.stderr.strip()[-1500:]}", where=str(folder),

@@ -16,15 +16,13 @@ import json
 import os
 import platform
 import shutil
-import subprocess
 import tempfile
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from builder.manifest import top_level_modules
-from pipeline import emulation
+from pipeline import docker, emulation
 from pipeline.errors import CommandError, InterpreterNotFound
 from pipeline.interpreters import find_python
 from pipeline.targets import Target
@@ -204,13 +202,11 @@ def level1(inputs: SmokeInputs, target: Target, fix_for=None) -> tuple[dict, lis
 
 def _image_problem(image: str, docker_platform: str, target: Target, pull: bool = True) -> str | None:
     """Why a container of ``image`` cannot run here, or None."""
-    why = emulation.docker_problem() or emulation.binfmt_problem(target.machine)
+    why = docker.daemon_problem() or emulation.binfmt_problem(target.machine)
     if why:
         return why
-    docker = shutil.which("docker") or "docker"
-    present = subprocess.run([docker, "image", "inspect", "--format", "{{.Os}}/{{.Architecture}}", image], check=False, capture_output=True, text=True)
-    if present.returncode != 0:
-        pulled = subprocess.run([docker, "pull", "--platform", docker_platform, image], check=False, capture_output=True, text=True) if pull else None
+    if not docker.image_exists(image):
+        pulled = docker.pull(image, docker_platform) if pull else None
         if pulled is None or pulled.returncode != 0:
             tail = (pulled.stderr.strip().splitlines() or ["no output"])[-1] if pulled else "not pulled"
             return f"image {image} is not here and could not be pulled ({tail}): pull it where a registry is reachable, or pass --image"
@@ -223,7 +219,7 @@ class DockerFunction(FunctionProcess):
         self.container = container
 
     def stop(self) -> None:
-        subprocess.run([shutil.which("docker") or "docker", "rm", "-f", self.container], check=False, capture_output=True)
+        docker.remove(self.container)
         super().stop()
 
 
@@ -237,21 +233,18 @@ def _in_container(inputs: SmokeInputs, target: Target, image: str, level: int, i
         # the version folder at the mount path, as on EFS: archives beside site-packages get hydrated
         layout = Layout(task_root="/var/task", layer="/opt/python" if layer else None, efs_tree=f"{inputs.mount_path}/{efs.name}" if efs else None, runtime_dir="/opt/hoist-runtime")
         env = {**lambda_environment(spec, layout, api.address), **_env_extra(inputs)}
-        name = f"hoist-smoke-{uuid.uuid4().hex[:12]}"
+        name = docker.container_name("hoist-smoke")
         plat = target.docker_platform if docker_platform == "target" else docker_platform
-        cmd = [shutil.which("docker") or "docker", "run", "--rm", "--name", name, "--network", "host", *(["--platform", plat] if plat else []),
-               "--memory", f"{spec.memory_mb}m", "--entrypoint", f"/var/lang/bin/python{target.python}",
-               "-v", f"{task}:/var/task:ro", "-v", f"{ric}:/opt/hoist-runtime:ro"]
+        mounts = [docker.Mount(task, "/var/task"), docker.Mount(ric, "/opt/hoist-runtime")]
         if layer:
-            cmd += ["-v", f"{layer}:/opt/python:ro"]
+            mounts.append(docker.Mount(layer, "/opt/python"))
         if efs:
-            cmd += ["-v", f"{efs.parent}:{inputs.mount_path}:ro"]
+            mounts.append(docker.Mount(efs.parent, inputs.mount_path))
         if inputs.model_dir:
-            cmd += ["-v", f"{inputs.model_dir.resolve()}:{MODEL_MOUNT}:ro"]
+            mounts.append(docker.Mount(inputs.model_dir.resolve(), MODEL_MOUNT))
             env["HOIST_MODEL_DIR"] = MODEL_MOUNT
-        for key, value in env.items():
-            cmd += ["-e", f"{key}={value}"]
-        cmd += [image, "-s", "-m", "awslambdaric", spec.handler]
+        cmd = docker.run_command(image, ["-s", "-m", "awslambdaric", spec.handler], name=name, network="host", platform=plat, memory_mb=spec.memory_mb,
+                                 entrypoint=f"/var/lang/bin/python{target.python}", mounts=mounts, env=env)
         fn = DockerFunction(cmd, {**os.environ}, api, spec, container=name)
         result, findings = _exercise(fn, inputs, level, init_limit_s, fix_for)
         result.update(image=image, machine=target.machine, emulated=target.machine != platform.machine())
