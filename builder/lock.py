@@ -407,6 +407,10 @@ def lock(config: Config, target_name: str | None = None, *, force: bool = False,
     return LockResult(target=target, locks=locks, resolved=True)
 
 
+def _any_of(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else f"one of {', '.join(names)}"
+
+
 def current_locks(config: Config, tcfg: TargetConfig) -> dict[str, LockFile]:
     """The target's locks, refusing stale ones (inputs changed since `invoke lock`)."""
     fingerprint = input_fingerprint(config, tcfg, find_links_for(config, tcfg))
@@ -419,7 +423,8 @@ def current_locks(config: Config, tcfg: TargetConfig) -> dict[str, LockFile]:
             raise LockError(exc.what, where=exc.where, fix=f"run `invoke lock --target {tcfg.target.name}`") from None
         if lf.input_sha256 != fingerprint:
             raise LockError(
-                f"{path.name} is stale: pipeline.toml or {config.sets[name].requirements.name} changed since it was written",
+                f"{path.name} is stale: pipeline.toml or {_any_of([s.requirements.name for s in config.sets.values()])} changed since it was written"
+                " (one fingerprint covers all of a target's locks)",
                 where=str(path.relative_to(config.root)) if path.is_relative_to(config.root) else str(path),
                 fix=f"run `invoke lock --target {tcfg.target.name}` and commit the new lock",
             )

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from pipeline.config import Config, DeployConfig
 from pipeline.layout import version_dir
+from pipeline.routes import ROUTES
 
 ALIAS = "live"
 # Lambda: the managed policy for ENIs in the VPC and CloudWatch Logs (lambda-facts.md, "EFS for Lambda")
@@ -206,9 +207,6 @@ def _storage(config: Config, dcfg: DeployConfig, zones: dict[str, str] | None) -
 
 def _s3_arn(bucket: str, prefix: str) -> dict:
     return sub(f"arn:${{AWS::Partition}}:s3:::{bucket}/{prefix.strip('/')}/*")
-
-
-ROUTES = (("Classify", "POST", "/classify"), ("Health", "GET", "/health"))
 
 
 def _function(config: Config, dcfg: DeployConfig, release: Release, fs_arn, ap_arn, zones: dict[str, str] | None) -> tuple[dict, str]:

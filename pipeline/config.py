@@ -50,6 +50,7 @@ SYNC_METHODS = ("local", "bastion", "datasync")
 # AWS's id shapes, checked before any call so a typo fails here, not in a rollback
 AWS_ID_RE = {"vpc": r"vpc-[0-9a-f]{8,17}", "subnet": r"subnet-[0-9a-f]{8,17}", "rtb": r"rtb-[0-9a-f]{8,17}",
              "fs": r"fs-[0-9a-f]{8,40}", "fsap": r"fsap-[0-9a-f]{8,40}", "sg": r"sg-[0-9a-f]{8,17}"}
+AWS_ID_NAMES = {"vpc": "VPC", "subnet": "subnet", "rtb": "route table", "fs": "EFS file system", "fsap": "EFS access point", "sg": "security group"}
 STACK_NAME_RE = r"^[A-Za-z][A-Za-z0-9-]{0,127}$"
 BUCKET_RE = r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
 # CloudWatch Logs' allowed retention values
@@ -607,8 +608,8 @@ class Problem:
     typo_of: str = ""  # an unknown key close to this known one (its dotted name)
 
 
-def _explain(error: Any) -> Problem:
-    """One pydantic error in pipeline.toml's words: the key, what is wrong, the fix."""
+def _explain(error: Any, raw: dict | None = None) -> Problem:
+    """One pydantic error in pipeline.toml's words: the key, what is wrong, the fix (``raw``: the file as read)."""
     loc = tuple(p for p in error["loc"] if not (isinstance(p, str) and p.startswith(("function-", "lax-", "strict-"))))
     key = _key(loc)
     kind = error["type"]
@@ -627,6 +628,8 @@ def _explain(error: Any) -> Problem:
         else:
             what = f"unknown key {name!r} in {table}" + (f"; did you mean {close[0]!r}?" if close else "")
             fix = f"rename it: {close[0]} = {_toml(error.get('input'))}" if close else f"remove it; {table} knows: {', '.join(known)}"
+            if close and close[0] in _table_at(raw, parent):  # renaming would set it twice: TOML refuses a duplicate key
+                fix = f"remove the line {name} = {_toml(error.get('input'))}; {table} already sets {close[0]}"
         return Problem(key, what, fix, typo_of=_key((*parent, close[0])) if close else "")
     # the field's own description and example make the fix (a list element: its list's)
     field_loc = loc[:-1] if loc and isinstance(loc[-1], int) else loc
@@ -642,15 +645,34 @@ def _explain(error: Any) -> Problem:
     found = error.get("input")
     msg = error["msg"][0].lower() + error["msg"][1:]
     what = f"{key} = {'a table' if isinstance(found, dict) else _toml(found)}: {msg}"
+    aws = next((k for k, rx in AWS_ID_RE.items() if (error.get("ctx") or {}).get("pattern") in (f"^{rx}$", f"^({rx})?$")), None)
+    if kind == "string_pattern_mismatch" and aws:  # a placeholder such as "subnet-..." or a mistyped id
+        digits = AWS_ID_RE[aws].rsplit("{", 1)[1].rstrip("}").replace(",", " to ")
+        return Problem(key, what, f"set {key} to the id of an existing {AWS_ID_NAMES[aws]} of your account ({aws}- and {digits} hex digits),"
+                                  f" e.g. {_toml(f'{aws}-0123456789abcdef0')}")
     fix = f"set {key}" + (f" to {hint}" if hint else "") + (f", e.g. {name} = {_toml(example)}" if example is not None and not isinstance(example, dict) else "")
     return Problem(key, what, fix)
 
 
-def _config_error(exc: PydanticValidationError, path: Path) -> ConfigError:
-    problems = [_explain(e) for e in exc.errors()]
+def _table_at(raw: dict | None, loc: tuple) -> dict:
+    """The table of the raw document at ``loc`` ({} where there is none)."""
+    node: Any = raw or {}
+    for part in loc:
+        try:
+            node = node[part]
+        except (KeyError, IndexError, TypeError):
+            return {}
+    return node if isinstance(node, dict) else {}
+
+
+def _config_error(exc: PydanticValidationError, path: Path, raw: dict | None = None) -> ConfigError:
+    problems = [_explain(e, raw) for e in exc.errors()]
     # a misspelt required key also shows up as a missing one: say the typo once
     typos = {p.typo_of for p in problems}
     problems = [p for p in problems if not (p.what.startswith("missing") and p.key in typos)]
+    # a list whose every element failed is also "too short after validation": the elements' problems say it
+    with_elements = {p.key.rsplit("[", 1)[0] for p in problems if p.key.endswith("]")}
+    problems = [p for p in problems if not (p.key in with_elements and "after validation" in p.what)]
     if len(problems) == 1:
         return ConfigError(problems[0].what, where=f"{path.name}: {problems[0].key}", fix=problems[0].fix)
     lines = "\n".join(f"  - {p.key}: {p.what}\n      fix: {p.fix}" for p in problems)
@@ -710,7 +732,7 @@ def load(path: str | Path = "pipeline.toml") -> Config:
     try:
         doc = PipelineFile.model_validate(raw, context={"root": root})
     except PydanticValidationError as exc:
-        raise _config_error(exc, path) from None
+        raise _config_error(exc, path, raw) from None
 
     targets = {name: _target(name, spec) for name, spec in doc.targets.items()}
     default_target = doc.default_target or next(iter(targets))

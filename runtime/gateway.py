@@ -11,8 +11,8 @@ from urllib.parse import urlsplit
 TEXT_TYPES = ("text/", "application/json", "application/xml", "application/javascript")
 
 
-def http_api_event(method: str, raw_path: str, headers: dict[str, str], body: bytes, source_ip: str = "127.0.0.1") -> dict:
-    """The event API Gateway sends for a request (payload format 2.0)."""
+def http_api_event(method: str, raw_path: str, headers: dict[str, str], body: bytes, source_ip: str = "127.0.0.1", route: str = "$default") -> dict:
+    """The event API Gateway sends for a request (payload format 2.0) matched to ``route`` ("POST /classify")."""
     parts = urlsplit(raw_path)
     lowered = {k.lower(): v for k, v in headers.items()}
     ctype = lowered.get("content-type", "")
@@ -20,7 +20,7 @@ def http_api_event(method: str, raw_path: str, headers: dict[str, str], body: by
     now = time.time()
     return {
         "version": "2.0",
-        "routeKey": "$default",
+        "routeKey": route,
         "rawPath": parts.path,
         "rawQueryString": parts.query,
         "headers": lowered,
@@ -30,7 +30,7 @@ def http_api_event(method: str, raw_path: str, headers: dict[str, str], body: by
             "domainName": lowered.get("host", "127.0.0.1"),
             "http": {"method": method, "path": parts.path, "protocol": "HTTP/1.1", "sourceIp": source_ip, "userAgent": lowered.get("user-agent", "")},
             "requestId": uuid.uuid4().hex,
-            "routeKey": "$default",
+            "routeKey": route,
             "stage": "$default",
             "time": time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(now)),
             "timeEpoch": int(now * 1000),

@@ -25,6 +25,7 @@ from pipeline import modelfolder
 from pipeline.config import Config
 from pipeline.errors import LockError, PipelineError
 from pipeline.interpreters import find_python
+from pipeline.routes import route_key
 from sync.efs import apply_sync, plan_sync
 from sync.shell import Remote
 
@@ -182,7 +183,10 @@ def start(config: Config, target_name: str | None = None, port: int = 0, on_line
 
         def _invoke(self, method):
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0)) if method == "POST" else b""
-            event = http_api_event(method, self.path, dict(self.headers), body, self.client_address[0])
+            route = route_key(method, self.path)
+            if route is None:  # API Gateway answers a request no route matches itself; the function never sees it
+                return self._send(404, {"content-type": "application/json"}, b'{"message":"Not Found"}')
+            event = http_api_event(method, self.path, dict(self.headers), body, self.client_address[0], route)
             with lock:  # one execution environment: one request at a time
                 report = function.invoke(json.dumps(event).encode())
             if report.status != "ok":

@@ -172,7 +172,7 @@ def classify_event(image: bytes, ctype: str = "image/png") -> bytes:
     """POST /classify with an image, as API Gateway (HTTP API) delivers it."""
     from runtime.gateway import http_api_event
 
-    return json.dumps(http_api_event("POST", "/classify", {"content-type": ctype}, image)).encode()
+    return json.dumps(http_api_event("POST", "/classify", {"content-type": ctype}, image, route="POST /classify")).encode()
 
 
 def _check_sample(report: ValidationReport, expect: str) -> ValidationReport:

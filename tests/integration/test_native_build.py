@@ -131,6 +131,7 @@ def test_stale_lock_is_refused_with_the_command_to_fix_it(project):
     with pytest.raises(LockError, match="stale") as err:
         build(config.load(project / "pipeline.toml"))
     assert "invoke lock --target local" in str(err.value)
+    assert "efs.in" in str(err.value) and "layer.in" in str(err.value)  # one fingerprint: the message names every input it covers
 
 
 def test_no_wheel_for_the_target_names_package_target_and_docker(project, wheelhouse):

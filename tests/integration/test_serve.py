@@ -8,6 +8,7 @@ import base64
 import io
 import json
 import shutil
+import time
 import urllib.error
 import urllib.request
 
@@ -119,6 +120,21 @@ def test_bad_requests_get_a_4xx_and_the_server_stays_healthy(server, name, body,
     assert _health(server)[0] == 200
     ok, _ = _post(server, render(held_out()[0][1]), "image/png")
     assert ok == 200
+
+
+def test_only_the_apis_routes_reach_the_function_as_on_api_gateway(server):
+    """The stack routes POST /classify and GET /health; API Gateway answers anything else 404 itself."""
+    before = len(server.lines)
+    assert _post(server, b"{}", "application/json", path="/nope") == (404, {"message": "Not Found"})
+    req = urllib.request.Request(server.url + "/classify", method="GET")
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(req, timeout=30)
+    assert err.value.code == 404 and json.loads(err.value.read()) == {"message": "Not Found"}
+    assert _post(server, b"{}", "application/json")[0] == 400  # the real route still reaches the function
+    deadline = time.monotonic() + 10
+    while not (seen := [line for line in server.lines[before:] if "bad request" in line]) and time.monotonic() < deadline:
+        time.sleep(0.1)  # the function's log lines stream in after the reply
+    assert len(seen) == 1, seen  # POST /nope with the same body would have been a second one: it never reached the function
 
 
 def test_init_wires_the_efs_tree_from_the_sync_folder_through_the_real_client(server):

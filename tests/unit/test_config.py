@@ -103,7 +103,7 @@ def test_config_errors_happen_before_any_download(project, wheelhouse, monkeypat
         ('name = "test-fn"', 'name = "test-fn"\nmemory = 2048', "function.memory", "did you mean 'memory_mb'", "memory_mb = 2048"),
         ('runtime = "python3.13"', 'runtme = "python3.13"', "targets.arm.runtme", "did you mean 'runtime'", 'runtime = "python3.13"'),
         ("[function]", "[fucntion]", "fucntion", "unknown table [fucntion]; did you mean [function]", "rename it to [function]"),
-        ('no_index = true', 'no_index = true\nfind_link = []', "find_link", "did you mean 'find_links'", "find_links = []"),
+        ('no_index = true', 'no_index = true\nfind_link = []', "find_link", "did you mean 'find_links'", "the top level already sets find_links"),  # the test's file sets find_links
         ('name = "test-fn"', 'name = "test-fn"\ncolour = "red"', "function.colour", "unknown key 'colour' in [function]", "memory_mb"),
     ],
 )
@@ -114,6 +114,32 @@ def test_unknown_keys_and_tables_name_the_closest_known_one(project, wheelhouse,
     text = str(err.value)
     assert f"pipeline.toml: {key})" in text and said in text and fix in text
     assert "problems" not in text  # the typo is said once, not also as a missing key
+
+
+def test_placeholder_ids_are_named_per_element_with_the_id_form(project, wheelhouse):
+    """The README's "subnet-..." placeholders: one problem per element with the id's form, no extra "too short" line."""
+    path = write_pipeline(project, wheelhouse, {})
+    path.write_text(path.read_text() + '\n[deploy]\nstack_name = "s"\nregion = "eu-west-1"\nartifact_bucket = "my-bucket"\nvpc_id = "vpc-0123456789abcdef0"\n'
+                    'subnet_ids = ["subnet-...", "subnet-..."]\n')
+    with pytest.raises(ConfigError) as err:
+        config.load(path)
+    text = str(err.value)
+    assert "2 problems" in text and "deploy.subnet_ids[0]" in text and "deploy.subnet_ids[1]" in text
+    assert "id of an existing subnet of your account (subnet- and 8 to 17 hex digits)" in text
+    assert "after validation" not in text
+
+
+def test_a_misspelt_key_whose_right_name_is_already_set_is_removed_not_renamed(project, wheelhouse):
+    """Renaming would write the key twice, which TOML refuses: the fix is to delete the line."""
+    path = write_pipeline(project, wheelhouse, {'name = "test-fn"': 'name = "test-fn"\nmemory_mb = 1024\nmemory = 2048'})
+    with pytest.raises(ConfigError) as err:
+        config.load(path)
+    text = str(err.value)
+    assert "did you mean 'memory_mb'" in text and "remove the line memory = 2048; [function] already sets memory_mb" in text
+    assert "rename it" not in text
+    fixed = path.read_text().replace("memory = 2048\n", "")
+    path.write_text(fixed)
+    assert config.load(path).function.memory_mb == 1024  # the fix, applied, loads
 
 
 @pytest.mark.parametrize(
