@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import pytest
-from botocore.stub import Stubber
 
 from deploy import alias
 from pipeline import aws
@@ -10,14 +9,8 @@ from pipeline.errors import DeployError
 
 
 @pytest.fixture
-def lam(monkeypatch):
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    client = aws.client(aws.session("eu-west-1"), "lambda")
-    with Stubber(client) as stub:
-        yield client, stub
-        stub.assert_no_pending_responses()
+def lam(stubbed):
+    return stubbed("lambda")
 
 
 def _version(n: str, efs: str = "") -> dict:
