@@ -4,15 +4,18 @@ Tasks only parse options, call one stage function and print its result.
 """
 from __future__ import annotations
 
+import functools
 import shlex
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from invoke import Collection, Exit, task
 from rich.console import Console
 
 from pipeline import config as config_mod
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, SyncInterrupted
 
 # logs (CI, pipes) get wide lines instead of rich's 80-column default
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
@@ -25,8 +28,20 @@ def _load(path):
     return config_mod.load(path or "pipeline.toml")
 
 
-def _fail(err: PipelineError):
-    raise Exit(f"error: {err}", code=1)
+def _stage(body: Callable[..., Any]) -> Callable[..., Any]:
+    """A task's body, with a PipelineError turned into its message and exit 1 (no traceback); a sync stopped by a
+    signal exits 128 + the signal's number, as the shell reports a killed command."""
+
+    @functools.wraps(body)  # invoke reads the flags from the wrapped signature
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return body(*args, **kwargs)
+        except SyncInterrupted as err:
+            raise Exit(f"error: {err}", code=128 + err.signum) from None
+        except PipelineError as err:
+            raise Exit(f"error: {err}", code=1) from None
+
+    return run
 
 
 def _check_model(cfg, target=None, with_model=False):
@@ -52,17 +67,15 @@ def _check_model(cfg, target=None, with_model=False):
 
 
 @task(help={"config": CONFIG_HELP, "target": TARGET_HELP, "force": "resolve again even if the locks are current"})
+@_stage
 def lock(c, config=None, target=None, force=False):
     """Resolve the dependency sets for the target into hash-pinned locks."""
     from builder.lock import lock as do_lock
     from builder.report import print_lock
 
-    try:
-        cfg = _load(config)
-        console.print(f"[bold cyan]==>[/] resolving {', '.join(cfg.sets)} for {cfg.target(target).target.describe()}")
-        result = do_lock(cfg, target, force=force)
-    except PipelineError as err:
-        _fail(err)
+    cfg = _load(config)
+    console.print(f"[bold cyan]==>[/] resolving {', '.join(cfg.sets)} for {cfg.target(target).target.describe()}")
+    result = do_lock(cfg, target, force=force)
     print_lock(console, result)
 
 
@@ -75,17 +88,15 @@ def lock(c, config=None, target=None, force=False):
         "builder": "native (cross-platform wheels), docker (in the Lambda base image) or auto (docker when usable); default: build.builder",
     }
 )
+@_stage
 def build(c, config=None, target=None, force=False, verbose=False, builder=None):
     """Install the locks into slim, precompiled trees; write manifests, zips, dist/<target>/build.json."""
     from builder.build import build as do_build
     from builder.report import ConsoleProgress, print_build
 
-    try:
-        cfg = _load(config)
-        _check_model(cfg, target)
-        result = do_build(cfg, target, force=force, progress=ConsoleProgress(console, verbose), builder=builder)
-    except PipelineError as err:
-        _fail(err)
+    cfg = _load(config)
+    _check_model(cfg, target)
+    result = do_build(cfg, target, force=force, progress=ConsoleProgress(console, verbose), builder=builder)
     print_build(console, result)
 
 
@@ -102,26 +113,24 @@ def build(c, config=None, target=None, force=False, verbose=False, builder=None)
         "image": "level 2: the base image (default public.ecr.aws/lambda/python:<ver>-<arch>)",
     }
 )
+@_stage
 def validate(c, config=None, target=None, tree=None, runtime=None, arch=None, layer=False, json=None, smoke=None, image=None):
     """Check trees for Lambda (ELF, glibc, libraries, ABI, sizes, CUDA), then smoke-test them."""
     from validate.report import print_report
     from validate.stage import from_build, from_tree
 
-    try:
-        if tree:
-            if not (runtime and arch):
-                raise Exit("error: --tree needs --runtime and --arch (e.g. --runtime python3.13 --arch arm64)", code=1)
-            report = from_tree(Path(tree), runtime, arch, layer=layer, smoke_level=smoke or "none", image=image)
-        else:
-            cfg = _load(config)
-            if cfg.model_dir_set or cfg.model_dir.exists():
-                from pipeline import modelfolder
+    if tree:
+        if not (runtime and arch):
+            raise Exit("error: --tree needs --runtime and --arch (e.g. --runtime python3.13 --arch arm64)", code=1)
+        report = from_tree(Path(tree), runtime, arch, layer=layer, smoke_level=smoke or "none", image=image)
+    else:
+        cfg = _load(config)
+        if cfg.model_dir_set or cfg.model_dir.exists():
+            from pipeline import modelfolder
 
-                modelfolder.check(cfg.model_dir)  # a broken model folder is said before the (long) smoke test
-            report = from_build(cfg, target, smoke_level=smoke or "auto", image=image, on_line=lambda line: console.print(f"    [dim]{line}[/]", highlight=False))
-            _check_model(cfg, target, with_model=True)
-    except PipelineError as err:
-        _fail(err)
+            modelfolder.check(cfg.model_dir)  # a broken model folder is said before the (long) smoke test
+        report = from_build(cfg, target, smoke_level=smoke or "auto", image=image, on_line=lambda line: console.print(f"    [dim]{line}[/]", highlight=False))
+        _check_model(cfg, target, with_model=True)
     print_report(console, report)
     if json:
         report.write_json(Path(json))
@@ -139,32 +148,27 @@ def validate(c, config=None, target=None, tree=None, runtime=None, arch=None, la
         "dry_run": "show the plan, transfer nothing",
     },
 )
+@_stage
 def sync_efs(c, config=None, target=None, method=None, dry_run=False):
     """Put the built EFS tree on EFS as a new immutable, verified version."""
     from sync import stage
-    from sync.shell import SyncInterrupted
 
-    try:
-        cfg = _load(config)
-        if (method or cfg.sync.method) == "datasync":
-            plan, aws = stage.datasync_plan(cfg, target)
-            console.print(f"[bold]sync-efs[/] {plan.version[:16]} through DataSync: {plan.where}")
-            console.print(f"  action: {plan.action}; upload {len(plan.upload):,} files ({plan.upload_bytes / 1e6:,.1f} MB), copy {len(plan.copy):,} inside S3, {plan.present:,} already staged")
-            if dry_run or plan.action == "up-to-date":
-                return
-            done = stage.datasync_apply(plan, aws, cfg, on_line=lambda line: console.print(f"    [dim]{line}[/]", highlight=False))
-            console.print(f"published {plan.efs_dir}: {done['bytes'] / 1e6:,.2f} MB uploaded, verified by DataSync, marker written")
-            return
-        plan, remote = stage.plan(cfg, target, method)
-        console.print(f"[bold]sync-efs[/] {plan.version[:16]} ({plan.files:,} files, {plan.bytes / 1e6:,.1f} MB) -> {plan.where}:{plan.dest}")
-        console.print(f"  action: {plan.action}" + (f"; unchanged files become hard links into {len(plan.link_dests)} earlier version(s)" if plan.link_dests and plan.action != "up-to-date" else ""))
+    cfg = _load(config)
+    job = stage.plan_job(cfg, target, method)
+    plan: Any = job.plan  # a SyncPlan, or a DataSyncPlan when job.method is datasync
+    if job.method == "datasync":
+        console.print(f"[bold]sync-efs[/] {plan.version[:16]} through DataSync: {plan.where}")
+        console.print(f"  action: {plan.action}; upload {len(plan.upload):,} files ({plan.upload_bytes / 1e6:,.1f} MB), copy {len(plan.copy):,} inside S3, {plan.present:,} already staged")
         if dry_run or plan.action == "up-to-date":
             return
-        result = stage.apply(plan, remote, cfg, on_line=_progress_line)
-    except SyncInterrupted as err:
-        raise Exit(f"error: {err}", code=128 + err.signum) from None
-    except PipelineError as err:
-        _fail(err)
+        done = stage.apply_job(job, cfg, on_line=lambda line: console.print(f"    [dim]{line}[/]", highlight=False))
+        console.print(f"published {plan.efs_dir}: {done['bytes'] / 1e6:,.2f} MB uploaded, verified by DataSync, marker written")
+        return
+    console.print(f"[bold]sync-efs[/] {plan.version[:16]} ({plan.files:,} files, {plan.bytes / 1e6:,.1f} MB) -> {plan.where}:{plan.dest}")
+    console.print(f"  action: {plan.action}" + (f"; unchanged files become hard links into {len(plan.link_dests)} earlier version(s)" if plan.link_dests and plan.action != "up-to-date" else ""))
+    if dry_run or plan.action == "up-to-date":
+        return
+    result = stage.apply_job(job, cfg, on_line=_progress_line)
     console.print(f"published {plan.dest}: {result.bytes_sent / 1e6:,.2f} MB sent in {result.seconds:.1f} s, verified against the manifest"
                   + (f" ({result.repaired} files repaired by checksum)" if result.repaired else ""))
 
@@ -185,48 +189,46 @@ def _progress_line(line: str):
         "dry_run": "show what would be removed, remove nothing",
     },
 )
+@_stage
 def efs_gc(c, config=None, keep=None, protect="", method=None, yes=False, dry_run=False):
     """Remove EFS versions that are neither recent nor protected (shows them first)."""
     from sync import stage
 
-    try:
-        cfg = _load(config)
-        from deploy.stage import protected_versions
+    cfg = _load(config)
+    from deploy.stage import protected_versions
 
-        s3 = None
-        if cfg.deploy is not None:  # the record a CI release left in the artifact bucket protects its versions too
-            from deploy.stage import clients as deploy_clients
-            from deploy.stage import has_credentials
+    s3 = None
+    if cfg.deploy is not None:  # the record a CI release left in the artifact bucket protects its versions too
+        from deploy.stage import clients as deploy_clients
+        from deploy.stage import has_credentials
 
-            if has_credentials(cfg.deploy.region):
-                s3 = deploy_clients(cfg.deploy).s3
-            elif not protect:
-                raise Exit("error: efs-gc needs AWS credentials to read the deploy record in the artifact bucket (what is live); "
-                           "set AWS_PROFILE, or pass --protect with the live versions", code=1)
-        deployed = protected_versions(cfg, s3)
-        plan, remote = stage.gc_plan(cfg, int(keep) if keep else None, {p.strip() for p in protect.split(",") if p.strip()} | deployed, method)
-        for v in plan.keep:
-            console.print(f"  keep    {v.name[:16]} {'complete' if v.complete else 'being written'}")
-        for v in plan.remove:
-            console.print(f"  [red]remove[/]  {v.name[:16]} {'complete' if v.complete else 'unfinished, stale'}")
-        if not plan.remove or dry_run:
-            console.print("nothing to remove" if not plan.remove else "dry run: nothing removed")
-            return
-        if not yes and input(f"remove {len(plan.remove)} version(s) from {plan.where}:{plan.base}? [y/N] ").strip().lower() != "y":
-            raise Exit("nothing removed", code=1)
-        removed = stage.gc_apply(plan, remote)
-    except PipelineError as err:
-        _fail(err)
+        if has_credentials(cfg.deploy.region):
+            s3 = deploy_clients(cfg.deploy).s3
+        elif not protect:
+            raise Exit("error: efs-gc needs AWS credentials to read the deploy record in the artifact bucket (what is live); "
+                       "set AWS_PROFILE, or pass --protect with the live versions", code=1)
+    deployed = protected_versions(cfg, s3)
+    plan, remote = stage.gc_plan(cfg, int(keep) if keep else None, {p.strip() for p in protect.split(",") if p.strip()} | deployed, method)
+    for v in plan.keep:
+        console.print(f"  keep    {v.name[:16]} {'complete' if v.complete else 'being written'}")
+    for v in plan.remove:
+        console.print(f"  [red]remove[/]  {v.name[:16]} {'complete' if v.complete else 'unfinished, stale'}")
+    if not plan.remove or dry_run:
+        console.print("nothing to remove" if not plan.remove else "dry run: nothing removed")
+        return
+    _confirm(f"remove {len(plan.remove)} version(s) from {plan.where}:{plan.base}?", yes, refused="nothing removed")
+    removed = stage.gc_apply(plan, remote)
     console.print(f"removed {len(removed)} version(s)")
 
 
-def _confirm(question: str, yes: bool) -> None:
+def _confirm(question: str, yes: bool, refused: str = "nothing done") -> None:
+    """The one way a task asks: --yes skips it; without a terminal it refuses cleanly instead of waiting or dying on EOF."""
     if yes:
         return
     if not sys.stdin.isatty():
         raise Exit("error: nothing done: this needs a confirmation and stdin is not a terminal; pass --yes (CI) or run it interactively", code=1)
     if input(f"{question} [y/N] ").strip().lower() != "y":
-        raise Exit("nothing done", code=1)
+        raise Exit(refused, code=1)
 
 
 def _with_aws(config):
@@ -248,33 +250,31 @@ def _with_aws(config):
         "sync_method": "local, bastion or datasync (default: sync.method); GitHub-hosted runners use datasync",
     }
 )
+@_stage
 def deploy(c, config=None, target=None, dry_run=False, yes=False, storage_only=False, no_smoke=False, sync_method=None):
     """Plan (build, validate, change set), confirm, then upload, sync EFS, apply and smoke-test."""
+    from compose.deploy import Deployer
     from deploy import stage
     from deploy.report import ConsoleProgress, print_plan, print_result
-    from deploy.stage import Deployer
 
-    try:
-        cfg = _load(config)
-        dcfg = stage.deploy_config(cfg)
-        # no credentials: a dry run still builds, renders and lints; a real deploy stops with what to do
-        clients = stage.clients(dcfg) if stage.has_credentials(dcfg.region) else None
-        deployer = Deployer(cfg, target, clients, ConsoleProgress(console), sync_method=sync_method)
-        plan = deployer.plan(storage_only=storage_only, dry_run=dry_run)
-        print_plan(console, plan)
-        if dry_run:
+    cfg = _load(config)
+    dcfg = stage.deploy_config(cfg)
+    # no credentials: a dry run still builds, renders and lints; a real deploy stops with what to do
+    clients = stage.clients(dcfg) if stage.has_credentials(dcfg.region) else None
+    deployer = Deployer(cfg, target, clients, ConsoleProgress(console), sync_method=sync_method)
+    plan = deployer.plan(storage_only=storage_only, dry_run=dry_run)
+    print_plan(console, plan)
+    if dry_run:
+        deployer.discard(plan)
+        console.print("dry run: nothing uploaded, synced or changed" + ("; the change set was discarded" if clients else ""))
+        return
+    if plan.has_work:
+        try:
+            _confirm(f"upload, sync and apply {len(plan.change_set.changes)} change(s) to stack {plan.stack_name}?", yes)
+        except Exit:
             deployer.discard(plan)
-            console.print("dry run: nothing uploaded, synced or changed" + ("; the change set was discarded" if clients else ""))
-            return
-        if plan.has_work:
-            try:
-                _confirm(f"upload, sync and apply {len(plan.change_set.changes)} change(s) to stack {plan.stack_name}?", yes)
-            except Exit:
-                deployer.discard(plan)
-                raise
-        result = deployer.apply(plan, smoke_test=not (no_smoke or storage_only))
-    except PipelineError as err:
-        _fail(err)
+            raise
+    result = deployer.apply(plan, smoke_test=not (no_smoke or storage_only))
     print_result(console, result)
     if storage_only:
         console.print("storage is in place: set up the writers (README, First deploy on AWS), then `invoke deploy`")
@@ -283,52 +283,46 @@ def deploy(c, config=None, target=None, dry_run=False, yes=False, storage_only=F
 
 
 @task(help={"config": CONFIG_HELP, "to": "version number to point the alias at (default: the one before the live one)", "yes": "roll back without asking"})
+@_stage
 def rollback(c, config=None, to=None, yes=False):
     """Point the alias live back to the previous function version (its code and EFS version)."""
     from deploy import stage
 
-    try:
-        cfg, clients = _with_aws(config)
-        move = stage.plan_rollback(cfg, clients, to)
-        console.print(f"[bold]rollback[/] {move.function}: alias live {move.from_version} -> {move.to.version} (EFS version {move.to.efs_version[:16] or '?'}, {move.to.description})")
-        _confirm("move the alias?", yes)
-        stage.apply_rollback(cfg, clients, move)
-    except PipelineError as err:
-        _fail(err)
+    cfg, clients = _with_aws(config)
+    move = stage.plan_rollback(cfg, clients, to)
+    console.print(f"[bold]rollback[/] {move.function}: alias live {move.from_version} -> {move.to.version} (EFS version {move.to.efs_version[:16] or '?'}, {move.to.description})")
+    _confirm("move the alias?", yes)
+    stage.apply_rollback(cfg, clients, move)
     console.print(f"alias live now points at version {move.to.version}; the next `invoke deploy` moves it to the stack's version again")
 
 
 @task(help={"config": CONFIG_HELP, "yes": "delete without asking", "delete_data": "also delete the stack's EFS file system and everything on it"})
+@_stage
 def teardown(c, config=None, yes=False, delete_data=False):
     """Delete the stack after showing what goes; the EFS data stays unless --delete-data."""
     from deploy import stage
     from deploy.report import ConsoleProgress, print_teardown
 
-    try:
-        cfg, clients = _with_aws(config)
-        plan = stage.plan_teardown(cfg, clients, delete_data)
-        print_teardown(console, plan)
-        _confirm(f"delete stack {plan.stack}" + (" and its file system's data" if delete_data else "") + "?", yes)
-        done = stage.apply_teardown(cfg, clients, plan, ConsoleProgress(console))
-    except PipelineError as err:
-        _fail(err)
+    cfg, clients = _with_aws(config)
+    plan = stage.plan_teardown(cfg, clients, delete_data)
+    print_teardown(console, plan)
+    _confirm(f"delete stack {plan.stack}" + (" and its file system's data" if delete_data else "") + "?", yes)
+    done = stage.apply_teardown(cfg, clients, plan, ConsoleProgress(console))
     console.print("deleted: " + "; ".join(done))
 
 
 @task(help={"config": CONFIG_HELP, "target": "target whose tree to serve (default: the default target if it runs here, else `local`); locked and built first when needed",
             "port": "port on 127.0.0.1 (default 8000; 0 picks a free one)"})
+@_stage
 def serve(c, config=None, target=None, port=8000):
     """Serve the handler locally behind an API Gateway emulator; the function's output streams here (Ctrl-C stops)."""
     import time
 
     from rich.text import Text
 
-    from runtime.serve import start
+    from compose.serve import start
 
-    try:
-        server = start(_load(config), target, int(port), on_line=lambda line: console.print(Text("    " + line.replace("\n", "\n    "), style="dim"), highlight=False))
-    except PipelineError as err:
-        _fail(err)
+    server = start(_load(config), target, int(port), on_line=lambda line: console.print(Text("    " + line.replace("\n", "\n    "), style="dim"), highlight=False))
     console.print(f"serving on [bold]{server.url}[/]: POST /classify (image/png, image/jpeg or JSON), GET /health, and a page at /")
     proc = server.function.proc
     assert proc is not None  # start() returns once the function answered its init
@@ -344,17 +338,15 @@ def serve(c, config=None, target=None, port=8000):
 
 @task(help={"name": "benchmark to run: build, sync, serve or coldstart", "config": CONFIG_HELP, "target": TARGET_HELP,
             "runs": "timed runs of each side, the median is reported (default: the benchmark's own, 3 for coldstart, else 1)"})
+@_stage
 def bench(c, name, config=None, target=None, runs=None):
     """Run a benchmark; print a table and write bench/results/<name>.json."""
     from bench import registry
 
     if name not in registry.BENCHMARKS:
         raise Exit(f"error: no benchmark {name!r}; available: {', '.join(registry.BENCHMARKS)}", code=1)
-    try:
-        kwargs = {"runs": int(runs)} if runs else {}
-        registry.BENCHMARKS[name](_load(config), target=target, console=console, command=" ".join(["invoke", *sys.argv[1:]]), **kwargs)
-    except PipelineError as err:
-        _fail(err)
+    kwargs = {"runs": int(runs)} if runs else {}
+    registry.BENCHMARKS[name](_load(config), target=target, console=console, command=" ".join(["invoke", *sys.argv[1:]]), **kwargs)
 
 
 # what the component tests start themselves, by the command that shows it is there

@@ -16,7 +16,6 @@ both launched the same way (``python -m invoke``) in the same run.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import shutil
 import statistics
@@ -33,11 +32,12 @@ from rich.table import Table
 from builder.build import build
 from builder.install import install_native
 from builder.lock import current_locks
-from builder.manifest import top_level_modules
-from builder.report import human
 from pipeline import proc
 from pipeline.config import Config
+from pipeline.console import human
+from pipeline.dists import top_level_modules
 from pipeline.interpreters import find_python
+from pipeline.records import load_build_record
 
 from . import record
 
@@ -74,8 +74,8 @@ def noop(cfg: Config, target_name: str | None, runs: int) -> tuple[list[float], 
     for _ in range(runs):
         listing.append(_invoke(cfg, "--list"))
         building.append(_invoke(cfg, *args))
-    doc = json.loads(cfg.build_json(tcfg.target.name).read_text())
-    return listing, building, any(s["rebuilt"] for s in doc["sets"].values())
+    record = load_build_record(cfg.build_json(tcfg.target.name), cfg.root)
+    return listing, building, any(s.rebuilt for s in record.sets.values())
 
 
 def naive(cfg: Config, target_name: str | None, dest: Path) -> float:

@@ -21,9 +21,9 @@ import urllib.request
 from rich.console import Console
 from rich.table import Table
 
+from compose.serve import start
 from pipeline.config import Config
 from pipeline.interpreters import find_python
-from runtime.serve import start
 
 from . import record
 

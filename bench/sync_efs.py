@@ -15,7 +15,7 @@ that package's bytes (checked on numpy; the small package shows the overhead).
 """
 from __future__ import annotations
 
-import json
+import dataclasses
 import shutil
 import subprocess
 import tempfile
@@ -28,8 +28,9 @@ from rich.table import Table
 from builder import manifest as mf
 from builder.archives import write_archives
 from builder.build import build
-from builder.report import human
 from pipeline.config import Config
+from pipeline.console import human
+from pipeline.records import ArchiveEntry, load_manifest, manifest_path, write_manifest
 from sync.efs import apply_sync, plan_sync
 from sync.shell import Remote
 
@@ -51,12 +52,10 @@ def _variant(tree: Path, manifest: Path, work: Path, package: str) -> tuple[Path
     files = mf.scan(new_tree)
     mf.stamp_mtimes(new_tree, files)
     index = write_archives(new_tree, new_tree.parent / "archives")  # as the build writes them beside the tree
-    doc = json.loads(manifest.read_text())
-    doc["archives"] = [{k: a[k] for k in ("name", "sha256", "bytes")} for a in index["archives"]]
-    doc.update(content_hash=mf.content_hash(files), files=[{"path": e.path, "size": e.size, "mode": f"{e.mode:o}", "sha256": e.sha256} for e in files],
-               totals={"bytes": sum(e.size for e in files), "files": len(files)})
-    new_manifest = work / f"variant-{package}" / "manifest.json"
-    mf.write_json(doc, new_manifest)
+    variant = dataclasses.replace(load_manifest(manifest).with_files(files, mf.content_hash(files)),
+                                  archives=tuple(ArchiveEntry(a["name"], a["sha256"], a["bytes"]) for a in index["archives"]))
+    new_manifest = manifest_path(work / f"variant-{package}")
+    write_manifest(variant, new_manifest)
     return new_tree, new_manifest, changed
 
 

@@ -19,8 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import Config, TargetConfig
+from pipeline.console import Progress
 from pipeline.errors import BuildError, InterpreterNotFound
 from pipeline.interpreters import Interpreter, find_python
+from pipeline.records import BuildRecord, Manifest, RecordError, SetRecord, load_manifest, manifest_path, write_build_record, write_manifest
 from pipeline.targets import Target
 
 from . import importcheck, metadata
@@ -33,7 +35,6 @@ from .package import Artifact, make_zip
 from .slim import Rules, SlimReport, configure, forget, load_rules, slim
 
 BUILDER_VERSION = "6"  # bump when a change to the steps changes trees
-BUILD_JSON_VERSION = 1
 # Lambda: function + layers unzipped (lambda-facts.md, "Limits")
 LAMBDA_UNZIPPED_LIMIT = 262_144_000
 
@@ -61,16 +62,7 @@ class BuildResult:
     function_zip: Artifact
     build_json: Path
     warnings: tuple[str, ...]
-
-
-class Progress:
-    """Where a build reports its steps; tasks.py draws it with rich."""
-
-    def step(self, text: str) -> None:  # a new phase begins
-        pass
-
-    def line(self, text: str) -> None:  # a line of a tool's own progress output
-        pass
+    record: BuildRecord  # what build_json holds, as every later stage reads it
 
 
 class NativeInstaller:
@@ -112,15 +104,15 @@ def build_key(lock: LockFile, target: Target, rules: Rules, installer) -> str:
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
 
-def _existing(set_dir: Path, key: str) -> dict | None:
-    path = set_dir / "manifest.json"
+def _existing(set_dir: Path, key: str) -> Manifest | None:
+    path = manifest_path(set_dir)
     if not (path.is_file() and (set_dir / "site-packages").is_dir() and (set_dir.name != "efs" or (set_dir / "archives" / "index.json").is_file())):
         return None
     try:
-        doc = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
+        found = load_manifest(path)
+    except (OSError, RecordError):
         return None
-    return doc if doc.get("build_key") == key else None
+    return found if found.build_key == key else None
 
 
 def _swap_into_place(staging: Path, final: Path) -> None:
@@ -157,18 +149,17 @@ def _exclusive(target_dir: Path, target: Target):
         yield
 
 
-def _set_result(name: str, set_dir: Path, doc: dict, rebuilt: bool) -> SetBuild:
-    files = [mf.FileEntry(f["path"], f["size"], int(f["mode"], 8), f["sha256"]) for f in doc["files"]]
+def _set_result(name: str, set_dir: Path, found: Manifest, rebuilt: bool) -> SetBuild:
     return SetBuild(
         name=name,
         tree=set_dir / "site-packages",
-        manifest=set_dir / "manifest.json",
-        content_hash=doc["content_hash"],
-        bytes=doc["totals"]["bytes"],
-        files=doc["totals"]["files"],
-        bytecode=doc["bytecode"],
-        packages=tuple(mf.package_sizes(set_dir / "site-packages", files)),
-        slim=doc["slim"],
+        manifest=manifest_path(set_dir),
+        content_hash=found.content_hash,
+        bytes=found.bytes,
+        files=found.files_count,
+        bytecode=found.bytecode,
+        packages=tuple(mf.package_sizes(set_dir / "site-packages", list(found.files))),
+        slim=found.slim,
         rebuilt=rebuilt,
     )
 
@@ -176,9 +167,9 @@ def _set_result(name: str, set_dir: Path, doc: dict, rebuilt: bool) -> SetBuild:
 def build_set(name: str, lock: LockFile, target: Target, target_dir: Path, rules: Rules, installer, progress: Progress, force: bool = False, verify=None) -> SetBuild:
     set_dir = target_dir / name
     key = build_key(lock, target, rules, installer)
-    if not force and (doc := _existing(set_dir, key)):
-        progress.step(f"[{name}] up to date ({doc['content_hash'][:12]}), not rebuilt")
-        return _set_result(name, set_dir, doc, rebuilt=False)
+    if not force and (found := _existing(set_dir, key)):
+        progress.step(f"[{name}] up to date ({found.content_hash[:12]}), not rebuilt")
+        return _set_result(name, set_dir, found, rebuilt=False)
 
     staging = Path(tempfile.mkdtemp(prefix=f".{name}.partial-", dir=target_dir))
     try:
@@ -189,12 +180,17 @@ def build_set(name: str, lock: LockFile, target: Target, target_dir: Path, rules
 
         progress.step(f"[{name}] slimming")
         report: SlimReport = slim(tree, rules, on_line=progress.line, aside=staging / "slimmed")
-        slim_doc = verify(name, tree, staging / "slimmed", report) if verify else report.as_json()  # builder/importcheck.py
-        forget(staging / "slimmed")
         mf.normalize_modes(tree)
 
+        # bytecode before the import check: under QEMU, compiling every imported
+        # module from source was most of the check's time; the .pyc are the ones Lambda loads
         progress.step(f"[{name}] compiling bytecode (unchecked-hash)")
         bytecode: BytecodeResult = installer.bytecode(tree, on_line=progress.line)
+        slim_doc = verify(name, tree, staging / "slimmed", report) if verify else report.as_json()  # builder/importcheck.py
+        forget(staging / "slimmed")
+        if slim_doc.get("import_check", {}).get("restored"):  # the files put back need their .pyc too
+            progress.step(f"[{name}] compiling bytecode again for the files the import check put back")
+            bytecode = installer.bytecode(tree, on_line=progress.line)
         metadata.canonicalize(tree)
         mf.normalize_modes(tree)
 
@@ -205,7 +201,7 @@ def build_set(name: str, lock: LockFile, target: Target, target_dir: Path, rules
         if name == "efs":  # the layer is unzipped by Lambda onto local disk: nothing to hydrate
             progress.step(f"[{name}] writing per-package archives for a fast cold start")
             index = write_archives(tree, staging / "archives")
-        doc = mf.manifest_doc(
+        made = mf.manifest(
             set_name=name,
             target=target.as_json(),
             build_key=key,
@@ -214,14 +210,14 @@ def build_set(name: str, lock: LockFile, target: Target, target_dir: Path, rules
             bytecode=bytecode.as_json(),
             slim=slim_doc,
             builder=installer.name,
+            archives=index["archives"],
         )
-        doc["archives"] = [{k: a[k] for k in ("name", "sha256", "bytes")} for a in index["archives"]]
-        mf.write_json(doc, staging / "manifest.json")  # last: marks the staging folder complete
+        write_manifest(made, manifest_path(staging))  # last: marks the staging folder complete
         _swap_into_place(staging, set_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return _set_result(name, set_dir, doc, rebuilt=True)
+    return _set_result(name, set_dir, made, rebuilt=True)
 
 
 def _bytecode_interpreter(target: Target, cache: Path | None = None) -> tuple[Interpreter | None, str | None]:
@@ -298,31 +294,20 @@ def build(config: Config, target_name: str | None = None, *, force: bool = False
         )
 
     build_json = config.build_json(target.name)
-    doc = {
-        "version": BUILD_JSON_VERSION,
-        "target": target.as_json(),
-        "builder": installer.name,
-        "builder_detail": chosen,
-        "sets": {
-            name: {
-                "content_hash": s.content_hash,
-                "tree": str(s.tree.relative_to(config.root)) if s.tree.is_relative_to(config.root) else str(s.tree),
-                "manifest": str(s.manifest.relative_to(config.root)) if s.manifest.is_relative_to(config.root) else str(s.manifest),
-                "bytes": s.bytes,
-                "files": s.files,
-                "bytecode": s.bytecode["compiled"],
-                "bytecode_python": s.bytecode["python"],
-                "rebuilt": s.rebuilt,
-            }
+    record = BuildRecord(
+        target=target.as_json(),
+        builder=installer.name,
+        builder_detail=chosen,
+        sets={
+            name: SetRecord(content_hash=s.content_hash, tree=s.tree, manifest=s.manifest, bytes=s.bytes, files=s.files,
+                            bytecode=s.bytecode["compiled"], bytecode_python=s.bytecode["python"], rebuilt=s.rebuilt)
             for name, s in sets.items()
         },
-        "artifacts": {
-            "function_zip": function_zip.as_json(config.root),
-            **({"layer_zip": layer_zip.as_json(config.root)} if layer_zip else {}),
-        },
-        "warnings": warnings,
-    }
-    mf.write_json(doc, build_json)
-    return BuildResult(target=target, builder=installer.name, sets=sets, layer_zip=layer_zip, function_zip=function_zip, build_json=build_json, warnings=tuple(warnings))
+        artifacts={"function_zip": function_zip, **({"layer_zip": layer_zip} if layer_zip else {})},
+        warnings=tuple(warnings),
+    )
+    record = write_build_record(record, build_json, config.root)
+    return BuildResult(target=target, builder=installer.name, sets=sets, layer_zip=layer_zip, function_zip=function_zip, build_json=build_json,
+                       warnings=tuple(warnings), record=record)
 
 

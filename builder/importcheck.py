@@ -21,12 +21,12 @@ from pathlib import Path
 
 from pipeline import docker, emulation, proc
 from pipeline.config import keep_line
+from pipeline.dists import top_level_modules
 from pipeline.errors import InterpreterNotFound
 from pipeline.interpreters import find_python
 from pipeline.targets import Target
 
 from . import slim as slim_mod
-from .manifest import top_level_modules
 
 # not meant to be imported: setuptools' import hook and a console script module
 SKIP_MODULES = {"_distutils_hack", "isympy", "distutils-precedence"}

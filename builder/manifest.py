@@ -10,29 +10,12 @@ import hashlib
 import os
 import stat
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pipeline.dists import dists, owner_of, owners
-from pipeline.files import atomic_write_json, sha256_file
-
-MANIFEST_VERSION = 1
-
-
-@dataclass(frozen=True)
-class FileEntry:
-    path: str
-    size: int
-    mode: int
-    sha256: str
-
-
-@dataclass(frozen=True)
-class PackageEntry:
-    name: str
-    version: str
-    tags: tuple[str, ...]
-    set: str
+from pipeline.files import sha256_file
+from pipeline.records import SYMLINK_MODE, ArchiveEntry, FileEntry, Manifest, PackageEntry
 
 
 def normalize_modes(tree: Path) -> None:
@@ -59,7 +42,7 @@ def scan(tree: Path) -> list[FileEntry]:
             st = os.lstat(p)
             if stat.S_ISLNK(st.st_mode):
                 target = os.readlink(p)
-                entries.append(FileEntry(rel, len(target), 0o120777, hashlib.sha256(target.encode()).hexdigest()))
+                entries.append(FileEntry(rel, len(target), SYMLINK_MODE, hashlib.sha256(target.encode()).hexdigest()))
             else:
                 regular.append((p, rel, st))
     # hashlib releases the GIL on large buffers: hash on every CPU
@@ -87,7 +70,7 @@ def stamp_mtimes(tree: Path, files: list[FileEntry]) -> None:
     unchecked-hash, so nothing reads these times as freshness.
     """
     for e in files:
-        if e.mode != 0o120777:
+        if e.mode != SYMLINK_MODE:
             t = content_mtime(e.sha256)
             os.utime(tree / e.path, (t, t), follow_symlinks=False)
 
@@ -115,32 +98,19 @@ def package_sizes(tree: Path, files: list[FileEntry]) -> list[tuple[str, int, in
     return sorted(((n, b, c) for n, (b, c) in totals.items()), key=lambda x: (-x[1], x[0]))
 
 
-def top_level_modules(*trees: Path) -> set[str]:
-    """Importable top-level names of trees: packages, modules, extension modules."""
-    names = set()
-    for tree in trees:
-        for p in tree.iterdir():
-            if (p / "__init__.py").exists() or p.suffix == ".py" or (p.is_file() and ".so" in p.name):
-                names.add(p.name.split(".", 1)[0])
-    return names
-
-
-def manifest_doc(*, set_name: str, target: dict, build_key: str, files: list[FileEntry], packages: list[PackageEntry], bytecode: dict, slim: dict, builder: str) -> dict:
-    return {
-        "version": MANIFEST_VERSION,
-        "set": set_name,
-        "target": target,
-        "builder": builder,
-        "build_key": build_key,
-        "content_hash": content_hash(files),
-        "totals": {"bytes": sum(e.size for e in files), "files": len(files)},
-        "bytecode": bytecode,
-        "slim": slim,
-        "packages": [{"name": p.name, "version": p.version, "tags": list(p.tags), "set": p.set} for p in packages],
-        "files": [{"path": e.path, "size": e.size, "mode": f"{e.mode:o}", "sha256": e.sha256} for e in files],
-    }
-
-
-def write_json(doc: dict, path: Path) -> None:
-    """Write JSON through a temp file and a rename: never a half-written file."""
-    atomic_write_json(path, doc)
+def manifest(*, set_name: str, target: dict[str, Any], build_key: str, files: list[FileEntry], packages: list[PackageEntry], bytecode: dict[str, Any],
+             slim: dict[str, Any], builder: str, archives: list[dict[str, Any]]) -> Manifest:
+    return Manifest(
+        set=set_name,
+        target=target,
+        builder=builder,
+        build_key=build_key,
+        content_hash=content_hash(files),
+        bytes=sum(e.size for e in files),
+        files_count=len(files),
+        bytecode=bytecode,
+        slim=slim,
+        packages=tuple(packages),
+        files=tuple(files),
+        archives=tuple(ArchiveEntry(a["name"], a["sha256"], a["bytes"]) for a in archives),
+    )

@@ -12,31 +12,13 @@ import json
 import os
 import stat
 import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.files import atomic_write_json, sha256_file
+from pipeline.records import Artifact
 
 FIXED_TIME = (1980, 1, 1, 0, 0, 0)
 SKIP_DIRS = {"__pycache__", ".pytest_cache", ".mypy_cache"}
-
-
-@dataclass(frozen=True)
-class Artifact:
-    path: Path
-    sha256: str
-    bytes: int
-    unzipped_bytes: int
-    entries: int
-
-    def as_json(self, root: Path) -> dict:
-        return {
-            "path": str(self.path.relative_to(root)) if self.path.is_relative_to(root) else str(self.path),
-            "sha256": self.sha256,
-            "bytes": self.bytes,
-            "unzipped_bytes": self.unzipped_bytes,
-            "entries": self.entries,
-        }
 
 
 def _files(source: Path, skip_dirs: set[str]) -> list[str]:

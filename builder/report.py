@@ -2,38 +2,14 @@
 from __future__ import annotations
 
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
-from .build import BuildResult, Progress
+from pipeline.console import ConsoleProgress, human
+
+from .build import BuildResult
 from .lock import LockResult
 
-
-def human(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if abs(n) < 1000 or unit == "GB":
-            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
-        n /= 1000
-    return str(n)
-
-
-class ConsoleProgress(Progress):
-    """Prints each step; tool output lines (downloads, strips) show dimmed."""
-
-    def __init__(self, console: Console, verbose: bool = False):
-        self.console = console
-        self.verbose = verbose
-
-    def step(self, text: str) -> None:
-        self.console.print(f"[bold cyan]==>[/] {escape(text)}")
-
-    def line(self, text: str) -> None:
-        text = text.strip()
-        if not text:
-            return
-        # uv's own progress (downloads) is always worth a line; the rest only when verbose
-        if self.verbose or text.startswith(("Downloading", "Downloaded", "Prepared", "Installed", "warning", "error")):
-            self.console.print(f"    [dim]{escape(text)}[/]", highlight=False)
+__all__ = ["ConsoleProgress", "human", "print_build", "print_lock"]
 
 
 def print_lock(console: Console, result: LockResult) -> None:

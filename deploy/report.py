@@ -5,15 +5,15 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from builder.report import ConsoleProgress as BuildConsoleProgress
-from builder.report import human
+from pipeline.console import ConsoleProgress as StepsProgress
+from pipeline.console import human
 
-from .stage import DeployPlan, DeployResult, Progress, TeardownPlan
+from .stage import DeployPlan, DeployResult, TeardownPlan
 
 ACTION_STYLE = {"Add": "green", "Modify": "yellow", "Remove": "red", "Import": "cyan"}
 
 
-class ConsoleProgress(BuildConsoleProgress, Progress):
+class ConsoleProgress(StepsProgress):
     """The build's progress lines (every line shown), plus stack events as they come."""
 
     def __init__(self, console: Console):

@@ -19,6 +19,10 @@ to the version that was live before; it records what is live in
 credentials (``clients_`` None) still builds, validates, renders and lints;
 what it could not check is listed in the plan (``unchecked``). Every AWS
 client is passed in (``Clients``), so tests swap in stubs or moto's server.
+
+The other stages (build, validate, sync) reach the deployer only through
+``Steps``, passed in by the one composer above the stages
+(``compose/deploy.py``): this module imports no other stage.
 """
 from __future__ import annotations
 
@@ -27,13 +31,14 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from builder.build import Progress as BuildProgress
 from pipeline import aws, modelfolder
 from pipeline.config import Config, DeployConfig
+from pipeline.console import Progress
 from pipeline.errors import DeployError
 from pipeline.files import atomic_write_json, atomic_write_text
+from pipeline.records import BuildRecord, load_manifest
 
 from . import alias, artifacts, lint, network, stack
 from .smoke import SmokeResult, smoke
@@ -67,13 +72,6 @@ def has_credentials(region: str) -> bool:
         return False
 
 
-class Progress(BuildProgress):
-    """What the deployer reports: the build's steps and lines, and the stack's events."""
-
-    def event(self, ev: dict) -> None:
-        pass
-
-
 @dataclass(frozen=True)
 class SyncSummary:
     method: str
@@ -83,6 +81,26 @@ class SyncSummary:
     bytes: int
     where: str
     done: bool = False
+
+
+class Steps(Protocol):
+    """What a deploy needs of the other stages; compose/deploy.py gives it (tests may give their own)."""
+
+    def build(self, target_name: str, progress: Progress) -> BuildRecord:
+        """Build the target (a no-op when unchanged) and return its record."""
+        ...
+
+    def static_errors(self, record: BuildRecord) -> list[str]:
+        """validate's static checks of a build: one line per error (empty: none)."""
+        ...
+
+    def plan_sync(self, target_name: str, method: str) -> tuple[SyncSummary, Any]:
+        """What syncing the build's EFS tree by ``method`` would do (reads, writes nothing), and the job to apply."""
+        ...
+
+    def apply_sync(self, job: Any, on_line: Any) -> None:
+        """Apply a job plan_sync returned."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -101,7 +119,7 @@ class DeployPlan:
     template_path: Path
     warnings: tuple[str, ...] = ()
     unchecked: tuple[str, ...] = ()  # what a dry run without AWS could not check
-    sync_job: tuple[Any, Any] | None = field(default=None, repr=False, compare=False)  # (sync plan, its transport) for apply
+    sync_job: Any = field(default=None, repr=False, compare=False)  # what Steps.plan_sync returned for Steps.apply_sync
 
     @property
     def has_work(self) -> bool:
@@ -136,7 +154,8 @@ OFFLINE = "offline"
 
 class Deployer:
     def __init__(self, config: Config, target_name: str | None, clients_: Clients | None, progress: Progress | None = None, *, poll_s: float = 5.0,
-                 sync_method: str | None = None):
+                 sync_method: str | None = None, steps: Steps):
+        self.steps = steps
         self.config = config
         self.dcfg = deploy_config(config)
         self.tcfg = config.target(target_name)
@@ -190,16 +209,16 @@ class Deployer:
             unchecked.append("the EFS side: the stack's file system does not exist yet" + (" (or could not be read offline)" if self.offline else "")
                              + ", so the sync is not planned; `invoke deploy --storage-only` creates it")
         self._smoke_sample()  # the model folder's contract (and its sample) before any work
-        build_doc = self._build_and_validate()
-        plan_ = self._artifacts(build_doc, unchecked)
-        sync, job = self._plan_sync(unchecked, reach=not fs_missing)
+        record = self._build_and_validate()
+        plan_ = self._artifacts(record, unchecked)
+        sync, job = self._plan_sync(record, unchecked, reach=not fs_missing)
         target = self.tcfg.target
         release = Release(runtime=target.runtime or "", arch=target.arch or "", function_key=plan_.function_key, layer_key=plan_.layer_key,
-                          efs_version=build_doc["sets"]["efs"]["content_hash"], model_prefix=plan_.model_prefix)
+                          efs_version=record.sets["efs"].content_hash, model_prefix=plan_.model_prefix)
         live = alias.current(self.aws.lambda_, self.config.function.name) if self.aws is not None and state.exists else None
         template = render(self.config, release, zones=zones)
         return self._change_set(state, template, template_path, storage_only=False, dry_run=dry_run, release=release, plan_=plan_, sync=sync, live=live,
-                                warnings=tuple(build_doc.get("warnings", ())) + self._local_sync_warning(), unchecked=tuple(unchecked), sync_job=job)
+                                warnings=record.warnings + self._local_sync_warning(), unchecked=tuple(unchecked), sync_job=job)
 
     def _local_sync_warning(self) -> tuple[str, ...]:
         """sync method local writes a folder on this machine: right only where that folder is the stack's file system, mounted here."""
@@ -235,27 +254,23 @@ class Deployer:
                           artifacts=plan_, uploaded=(), sync=sync, before=state, live_version=live, change_set=cs, template_path=template_path,
                           warnings=warnings, unchecked=tuple(unchecked), sync_job=sync_job)
 
-    def _build_and_validate(self) -> dict:
-        from builder.build import build
-        from validate.stage import from_build
-
+    def _build_and_validate(self) -> BuildRecord:
         self.progress.step(f"building {self.tcfg.target.describe()} (reused when the locks are unchanged)")
-        result = build(self.config, self.tcfg.target.name, progress=self.progress)
+        record = self.steps.build(self.tcfg.target.name, self.progress)
         self.progress.step("validating the trees (static checks)")
-        report = from_build(self.config, self.tcfg.target.name, smoke_level="none")
-        if not report.ok:
-            shown = [f"{f.rule} {f.file or f.package or '(tree)'}: {f.message}" for f in report.errors[:10]]
-            more = len(report.errors) - len(shown)
-            raise DeployError(f"validation found {len(report.errors)} error(s); nothing was uploaded, synced or changed:\n  " + "\n  ".join(shown)
+        errors = self.steps.static_errors(record)
+        if errors:
+            shown = errors[:10]
+            more = len(errors) - len(shown)
+            raise DeployError(f"validation found {len(errors)} error(s); nothing was uploaded, synced or changed:\n  " + "\n  ".join(shown)
                               + (f"\n  ... and {more} more" if more > 0 else ""),
                               where=f"target {self.tcfg.target.name}", fix=f"run `invoke validate --target {self.tcfg.target.name}` for the report, fix it, deploy again")
-        return json.loads(result.build_json.read_text())
+        return record
 
-    def _artifacts(self, build_doc: dict, unchecked: list[str]) -> artifacts.ArtifactPlan:
-        root = self.config.root
-        arts = build_doc["artifacts"]
-        fn = (root / arts["function_zip"]["path"], arts["function_zip"]["sha256"])
-        layer = (root / arts["layer_zip"]["path"], arts["layer_zip"]["sha256"]) if "layer_zip" in arts else None
+    def _artifacts(self, record: BuildRecord, unchecked: list[str]) -> artifacts.ArtifactPlan:
+        arts = record.artifacts
+        fn = (arts["function_zip"].path, arts["function_zip"].sha256)
+        layer = (arts["layer_zip"].path, arts["layer_zip"].sha256) if "layer_zip" in arts else None
         model_dir = self.dcfg.model_dir or self.config.root / "model" / "artifacts"  # config.load always sets it
         if self.aws is None:
             unchecked.append(f"which artifacts s3://{self.dcfg.artifact_bucket}/{self.dcfg.artifact_prefix}/ holds already (all are listed as to upload)")
@@ -263,36 +278,25 @@ class Deployer:
         self.progress.step(f"checking artifacts in s3://{self.dcfg.artifact_bucket}/{self.dcfg.artifact_prefix}/")
         return artifacts.plan_artifacts(self.aws.s3, self.dcfg.artifact_bucket, self.dcfg.artifact_prefix, fn, layer, model_dir)
 
-    def _plan_sync(self, unchecked: list[str], reach: bool = True) -> tuple[SyncSummary, tuple[Any, Any] | None]:
+    def _plan_sync(self, record: BuildRecord, unchecked: list[str], reach: bool = True) -> tuple[SyncSummary, Any]:
         """What the sync will do (reads the EFS side or the staging bucket; writes nothing). ``reach`` False: the
         file system does not exist yet, so only the version is named."""
-        from sync import stage as sync_stage
-
         method, target = self.sync_method, self.tcfg.target.name
         if not reach or (self.offline and method != "local"):
-            _, manifest = sync_stage.built_tree(self.config, target)
-            doc = json.loads(manifest.read_text())
+            if "efs" not in record.sets:
+                raise DeployError(f"the build of target {target} has no EFS set", where=str(record.path), fix=f"run `invoke build --target {target}`")
+            efs = load_manifest(record.sets["efs"].manifest)
             if reach:
-                unchecked.append(f"whether EFS version {doc['content_hash'][:16]} is on the file system already ({method} is not reached offline)")
+                unchecked.append(f"whether EFS version {efs.content_hash[:16]} is on the file system already ({method} is not reached offline)")
             why = "not reached offline" if reach else "no file system yet"
-            return SyncSummary(method, doc["content_hash"], "unknown", doc["totals"]["files"], doc["totals"]["bytes"], f"{method} ({why})"), None
-        if method == "datasync":
-            dplan, ds = sync_stage.datasync_plan(self.config, target)
-            return SyncSummary(method, dplan.version, dplan.action, len(dplan.upload) + len(dplan.copy), dplan.upload_bytes, dplan.where), (dplan, ds)
-        splan, remote = sync_stage.plan(self.config, target, method)
-        return SyncSummary(method, splan.version, splan.action, splan.files, splan.bytes, f"{splan.where}:{splan.dest}"), (splan, remote)
+            return SyncSummary(method, efs.content_hash, "unknown", efs.files_count, efs.bytes, f"{method} ({why})"), None
+        return self.steps.plan_sync(target, method)
 
     def _apply_sync(self, plan: DeployPlan) -> SyncSummary | None:
-        from sync import stage as sync_stage
-
         if plan.sync is None or plan.sync_job is None or plan.sync.action == "up-to-date":
             return plan.sync
-        job_plan, transport = plan.sync_job
         self.progress.step(f"syncing EFS version {plan.sync.version[:16]} ({plan.sync.files:,} files) via {plan.sync.method} to {plan.sync.where}")
-        if plan.sync.method == "datasync":
-            sync_stage.datasync_apply(job_plan, transport, self.config, on_line=self.progress.line)
-        else:
-            sync_stage.apply(job_plan, transport, self.config, on_line=self.progress.line)
+        self.steps.apply_sync(plan.sync_job, self.progress.line)
         return dataclasses.replace(plan.sync, done=True)
 
     def discard(self, plan: DeployPlan) -> None:

@@ -34,6 +34,7 @@ from pydantic import ValidationError as PydanticValidationError
 from pydantic_core import PydanticCustomError
 
 from .errors import ConfigError
+from .records import build_record_path
 from .targets import Target, facts, image_ref_problem, lambda_target, local_target
 
 # TOML has real types: "2048" is not a number here, nor 1 a boolean
@@ -549,7 +550,7 @@ class Config:
 
     def build_json(self, target_name: str) -> Path:
         """The build summary of one target: building one never touches another's."""
-        return self.build.output / target_name / "build.json"
+        return build_record_path(self.build.output, target_name)
 
 
 # ---------------------------------------------------------------- errors

@@ -63,3 +63,13 @@ def unloadable(tree: Path, target: Target, built_on_target: bool = False) -> lis
     """Distributions none of whose wheel tags the target loads."""
     supported = set(target.supported_tags(built_on_target))
     return [d for d in dists(tree) if d.tags and not any(t in supported for tag in d.tags for t in parse_tag(tag))]
+
+
+def top_level_modules(*trees: Path) -> set[str]:
+    """Importable top-level names of trees: packages, modules, extension modules."""
+    names = set()
+    for tree in trees:
+        for p in tree.iterdir():
+            if (p / "__init__.py").exists() or p.suffix == ".py" or (p.is_file() and ".so" in p.name):
+                names.add(p.name.split(".", 1)[0])
+    return names

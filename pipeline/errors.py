@@ -6,6 +6,8 @@ expected) and the *fix* (a command or flag). tasks.py turns these into
 """
 from __future__ import annotations
 
+import signal
+
 
 class PipelineError(Exception):
     """Base of every error a user can act on."""
@@ -65,3 +67,20 @@ class CommandError(PipelineError):
 
 class DeployError(PipelineError):
     stage = "deploy"
+
+
+class SyncError(PipelineError):
+    stage = "sync-efs"
+
+
+class SyncInterrupted(SyncError):
+    """A signal stopped the sync; what held the version (its lock, a DataSync execution) was released."""
+
+    def __init__(self, signum: int):
+        self.signum = signum
+        super().__init__(f"interrupted by {signal.Signals(signum).name}; the version's lock was released and nothing was marked complete",
+                         fix="run the same command again: it resumes the version at once, without sending again what arrived")
+
+
+class ServeError(PipelineError):
+    stage = "serve"

@@ -9,6 +9,9 @@ before the function starts. When the target has no build yet (or its locks
 are stale), serve locks and builds it first, and says so. Everything the
 function prints (init phases, log lines, tracebacks) streams to ``on_line``
 as it happens; a 500 points to the traceback printed above it.
+
+This module runs the function and the gateway over a tree it is given;
+locking, building and syncing first is compose/serve.py's part.
 """
 from __future__ import annotations
 
@@ -22,12 +25,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from pipeline import modelfolder
-from pipeline.config import Config
-from pipeline.errors import LockError, PipelineError
+from pipeline.config import Config, TargetConfig
+from pipeline.errors import ServeError
 from pipeline.interpreters import find_python
 from pipeline.routes import route_key
-from sync.efs import apply_sync, plan_sync
-from sync.shell import Remote
 
 from .emulator import RuntimeAPI
 from .function import FunctionProcess, FunctionSpec, Layout, lambda_environment, local_command, runtime_client
@@ -35,10 +36,6 @@ from .gateway import http_api_event, http_response
 from .logview import render_line
 
 PAGE = Path(__file__).with_name("static") / "index.html"
-
-
-class ServeError(PipelineError):
-    stage = "serve"
 
 
 def pick_target(config: Config, name: str | None):
@@ -79,33 +76,12 @@ def model_folder(config: Config) -> Path:
     return config.model_dir or config.root / "model" / "artifacts"
 
 
-def ensure_built(config: Config, target_name: str, say: Callable[[str], None]) -> None:
-    """Lock and build the target when it has no build or its locks are stale (`invoke serve` right after a clone)."""
-    from builder.build import build
-    from builder.lock import current_locks, lock
-
-    tcfg = config.target(target_name)
-    built = (config.build.output / target_name / "efs" / "manifest.json").is_file()
-    try:
-        current_locks(config, tcfg)
-        stale = False
-    except LockError:
-        stale = True
-    if built and not stale:
-        return
-    why = "its locks are missing or stale" if stale else f"there is no build in {config.build.output / target_name}"
-    say(f"target {target_name}: {why}; running `invoke lock --target {target_name}` and `invoke build --target {target_name}` first")
-    locked = lock(config, target_name)
-    say(f"locked {target_name}" + (" (resolved again)" if locked.resolved else " (locks current)"))
-    result = build(config, target_name)
-    say(f"built {target_name}: " + ", ".join(f"{name} {s.content_hash[:12]}" for name, s in result.sets.items()))
-
-
 def _port_error(port: int, exc: OSError) -> ServeError:
     return ServeError(f"port {port} on 127.0.0.1 is not free ({exc.strerror})", where="--port", fix=f"stop what listens on {port}, or pick another port (--port 0 takes a free one)")
 
 
-def _port_free(port: int) -> None:
+def port_free(port: int) -> None:
+    """A busy port is said at once, before any build or init."""
     import socket
 
     if not port:
@@ -118,30 +94,21 @@ def _port_free(port: int) -> None:
             raise _port_error(port, exc) from None
 
 
-def start(config: Config, target_name: str | None = None, port: int = 0, on_line: Callable[[str], None] | None = None,
-          extra_env: dict[str, str] | None = None, build_if_needed: bool = True) -> Server:
-    say = on_line or (lambda line: None)
-    _port_free(port)  # before any build or init: a busy port is said at once
-    tcfg = pick_target(config, target_name)
-    target = tcfg.target
+def check_model(config: Config, say: Callable[[str], None]) -> Path:
+    """The model folder, its contract checked when the handler needs one."""
     model_dir = model_folder(config)
     if model_dir.exists() or config.function.handler == "app.handler":  # the demo handler needs one; a handler of your own may not
         model = modelfolder.check(model_dir)
         say(f"model folder {model_dir}: {len(model.labels)} labels, input {list(model.pre.input_shape())}; the labels are checked against the model's output at init")
-    if build_if_needed:
-        ensure_built(config, target.name, say)
-    set_dir = config.build.output / target.name
-    efs = set_dir / "efs"
-    if not (efs / "manifest.json").is_file():
-        raise ServeError(f"no build of target {target.name} in {set_dir}", where=str(set_dir),
-                         fix=f"invoke lock --target {target.name} && invoke build --target {target.name}")
-    assert config.sync is not None
-    local_root = str((config.sync.local_path / config.efs.root.strip("/")).resolve())
-    remote = Remote()
-    plan = plan_sync(remote, local_root, efs / "site-packages", efs / "manifest.json")
-    apply_sync(plan, remote, stale_lock_s=config.sync.stale_lock_s)
-    efs_tree = f"{plan.dest}/site-packages"
-    layer = set_dir / "layer" / "site-packages"
+    return model_dir
+
+
+def run(config: Config, tcfg: TargetConfig, efs_tree: str, model_dir: Path, port: int = 0, on_line: Callable[[str], None] | None = None,
+        extra_env: dict[str, str] | None = None) -> Server:
+    """Start the function over ``efs_tree`` (a synced version's site-packages) and the gateway in front of it."""
+    say = on_line or (lambda line: None)
+    target = tcfg.target
+    layer = config.build.output / target.name / "layer" / "site-packages"
 
     python = find_python(target.python)
     ric = runtime_client(target, config.root / ".hoist-cache")

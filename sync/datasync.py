@@ -48,10 +48,12 @@ from typing import Any
 
 from pipeline import aws
 from pipeline.config import DataSyncConfig
+from pipeline.errors import SyncError
 from pipeline.layout import version_dir
+from pipeline.records import MANIFEST_NAME, Manifest, load_manifest
 
 from .efs import MARKER, holder_gone, lock_owner
-from .shell import SyncError, interruptible
+from .shell import interruptible
 
 TERMINAL = {"SUCCESS", "ERROR"}
 
@@ -115,10 +117,10 @@ def _listing(c: Clients, bucket: str, prefix: str) -> dict[str, tuple[str, int]]
             for obj in aws.pages(c.s3, "list_objects_v2", "Contents", error=SyncError, context="datasync", Bucket=bucket, Prefix=prefix)}
 
 
-def version_files(tree: Path, doc: dict) -> list[tuple[str, Path, int, int]]:
+def version_files(tree: Path, manifest: Manifest) -> list[tuple[str, Path, int, int]]:
     """(path under the version, local file, size, mode) of everything a version holds besides its manifest:
     the tree's files and the archives folder (archives and index.json), as rsync publishes them."""
-    files = [(f"site-packages/{f['path']}", tree / f["path"], f["size"], int(f["mode"], 8)) for f in doc["files"]]
+    files = [(f"site-packages/{f.path}", tree / f.path, f.size, f.mode) for f in manifest.files]
     archives = tree.parent / "archives"
     if archives.is_dir():
         for path in sorted(p for p in archives.rglob("*") if p.is_file()):
@@ -127,8 +129,8 @@ def version_files(tree: Path, doc: dict) -> list[tuple[str, Path, int, int]]:
 
 
 def plan_datasync(c: Clients, cfg: DataSyncConfig, efs_root: str, tree: Path, manifest: Path) -> DataSyncPlan:
-    doc = json.loads(manifest.read_text())
-    version = doc["content_hash"]
+    contents = load_manifest(manifest)
+    version = contents.content_hash
     prefix = f"{cfg.prefix}/envs/{version}/"
     # DataSync mounts the writer access point when one is given: its root (efs.root) is DataSync's /
     efs_dir = version_dir("/", efs_root, version, through_access_point=bool(cfg.access_point_arn))
@@ -138,7 +140,7 @@ def plan_datasync(c: Clients, cfg: DataSyncConfig, efs_root: str, tree: Path, ma
         return DataSyncPlan(version=version, tree=tree, manifest=manifest, prefix=prefix, efs_dir=efs_dir, action="up-to-date", where=where)
     by_content = {(etag, size): key for key, (etag, size) in staged.items() if "-" not in etag}
     upload, copy, present, expected = [], [], 0, []
-    for rel, path, size, mode in version_files(tree, doc):
+    for rel, path, size, mode in version_files(tree, contents):
         md5, sha = _digests(path)
         expected.append((rel, md5))
         item = StagedFile(path=rel, size=size, mode=mode, md5=md5, sha256=sha)
@@ -158,8 +160,8 @@ def verify_staged(c: Clients, cfg: DataSyncConfig, plan: DataSyncPlan) -> list[s
     staged = _listing(c, cfg.bucket, plan.prefix)
     problems = [f"not staged: {rel}" for rel, _ in plan.expected if plan.prefix + rel not in staged]
     problems += [f"staged content differs: {rel}" for rel, md5 in plan.expected if plan.prefix + rel in staged and staged[plan.prefix + rel][0] != md5]
-    if plan.prefix + "manifest.json" not in staged:
-        problems.append("not staged: manifest.json")
+    if plan.prefix + MANIFEST_NAME not in staged:
+        problems.append(f"not staged: {MANIFEST_NAME}")
     return problems
 
 
@@ -331,7 +333,7 @@ def apply_datasync(plan: DataSyncPlan, c: Clients, cfg: DataSyncConfig, *, poll_
 
 
 def _apply(plan: DataSyncPlan, c: Clients, cfg: DataSyncConfig, poll_s: float, on_line) -> dict:
-    source_of = {rel: path for rel, path, _, _ in version_files(plan.tree, json.loads(plan.manifest.read_text()))}
+    source_of = {rel: path for rel, path, _, _ in version_files(plan.tree, load_manifest(plan.manifest))}
 
     def put(item: StagedFile):
         with open(source_of[item.path], "rb") as fh:
@@ -344,8 +346,8 @@ def _apply(plan: DataSyncPlan, c: Clients, cfg: DataSyncConfig, poll_s: float, o
     for item, source in plan.copy:
         call(c.s3, "copy_object", Bucket=cfg.bucket, Key=plan.prefix + item.path, CopySource={"Bucket": cfg.bucket, "Key": source},
              MetadataDirective="REPLACE", Metadata=posix_metadata(item))
-    call(c.s3, "put_object", Bucket=cfg.bucket, Key=plan.prefix + "manifest.json", Body=plan.manifest.read_bytes(),
-         Metadata=posix_metadata(StagedFile("manifest.json", plan.manifest.stat().st_size, 0o644, "", "")))
+    call(c.s3, "put_object", Bucket=cfg.bucket, Key=plan.prefix + MANIFEST_NAME, Body=plan.manifest.read_bytes(),
+         Metadata=posix_metadata(StagedFile(MANIFEST_NAME, plan.manifest.stat().st_size, 0o644, "", "")))
     problems = verify_staged(c, cfg, plan)
     if problems:
         raise SyncError(f"the staged version {plan.version[:12]} is incomplete ({len(problems)} problems): " + "; ".join(problems[:5]),

@@ -22,7 +22,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .shell import Remote, SyncError, interruptible
+from pipeline.errors import SyncError
+from pipeline.records import MANIFEST_NAME, load_manifest
+
+from .shell import Remote, interruptible
 
 MARKER = ".hoist-complete"
 KINDS = ("envs", "models")
@@ -105,8 +108,8 @@ def plan_sync(remote: Remote, efs_root: str, tree: Path, manifest_path: Path, ki
         raise SyncError(f"unknown kind {kind!r}", fix=f"use one of {KINDS}")
     if not manifest_path.is_file() or not tree.is_dir():
         raise SyncError(f"no built tree at {tree} (or no manifest)", where=str(tree), fix="run `invoke build` first")
-    doc = json.loads(manifest_path.read_text())
-    version = doc["content_hash"]
+    manifest = load_manifest(manifest_path)
+    version = manifest.content_hash
     base = f"{efs_root.rstrip('/')}/{kind}"
     versions = {v.name: v for v in list_versions(remote, base)}
     current = versions.get(version)
@@ -120,7 +123,7 @@ def plan_sync(remote: Remote, efs_root: str, tree: Path, manifest_path: Path, ki
     # rsync takes up to 20 --link-dest folders; the newest few cover upgrades and rollbacks
     link_dests = tuple(f"{base}/{v.name}/site-packages" for v in done[:MAX_LINK_DESTS])
     return SyncPlan(kind=kind, version=version, source=tree, manifest=manifest_path, base=base, action=action, link_dests=link_dests,
-                    files=doc["totals"]["files"], bytes=doc["totals"]["bytes"], where=remote.label)
+                    files=manifest.files_count, bytes=manifest.bytes, where=remote.label)
 
 
 def lock_owner() -> str:
@@ -230,8 +233,8 @@ find . -type f ! -path './.rsync-partial/*' -print0 | xargs -0 -r sha256sum
 
 def verify(remote: Remote, plan: SyncPlan) -> list[str]:
     """Differences between the version on EFS and the manifest (empty: identical)."""
-    doc = json.loads(plan.manifest.read_text())
-    want = {f["path"]: (f["sha256"], f"{int(f['mode'], 8) & 0o777:o}") for f in doc["files"]}
+    manifest = load_manifest(plan.manifest)
+    want = {f.path: (f.sha256, f"{f.mode & 0o777:o}") for f in manifest.files}
     have = _remote_checksums(remote, plan.dest)
     problems = []
     for path, (digest, mode) in sorted(want.items()):
@@ -243,10 +246,10 @@ def verify(remote: Remote, plan: SyncPlan) -> list[str]:
         elif got[1] != mode:
             problems.append(f"mode {got[1]} instead of {mode}: {path}")
     problems += [f"not in the manifest: {p}" for p in sorted(set(have) - set(want))]
-    if doc.get("archives"):
-        out = remote.run(f"cd {_q(plan.dest)}/archives && sha256sum {' '.join(_q(a['name']) for a in doc['archives'])}", check=False).stdout
+    if manifest.archives:
+        out = remote.run(f"cd {_q(plan.dest)}/archives && sha256sum {' '.join(_q(a.name) for a in manifest.archives)}", check=False).stdout
         archived = {line.split("  ", 1)[1]: line.split()[0] for line in out.splitlines() if "  " in line}
-        problems += [f"archive differs or is missing: {a['name']}" for a in doc["archives"] if archived.get(a["name"]) != a["sha256"]]
+        problems += [f"archive differs or is missing: {a.name}" for a in manifest.archives if archived.get(a.name) != a.sha256]
     return problems
 
 
@@ -271,7 +274,7 @@ def _rsync_tree(remote: Remote, plan: SyncPlan, on_line, checksum: bool = False)
         remote.run(f"mkdir -p {_q(plan.dest)}/archives")
         arch_args = [a for a in args if not a.startswith("--link-dest=")] + [f"--link-dest={d.rsplit('/', 1)[0]}/archives" for d in plan.link_dests]
         sent += _stats_bytes(remote.rsync(arch_args + [f"{archives}/", remote.path_arg(f"{plan.dest}/archives/")], on_line))
-    sent += _stats_bytes(remote.rsync(["-a", "--no-owner", "--no-group", "--stats", str(plan.manifest), remote.path_arg(f"{plan.dest}/manifest.json")], on_line))
+    sent += _stats_bytes(remote.rsync(["-a", "--no-owner", "--no-group", "--stats", str(plan.manifest), remote.path_arg(f"{plan.dest}/{MANIFEST_NAME}")], on_line))
     return sent
 
 

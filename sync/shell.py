@@ -17,21 +17,7 @@ from dataclasses import dataclass, field
 
 from pipeline import proc
 from pipeline.config import BastionConfig
-from pipeline.errors import PipelineError
-
-
-class SyncError(PipelineError):
-    stage = "sync-efs"
-
-
-class SyncInterrupted(SyncError):
-    """A signal stopped the sync; what held the version (its lock, a DataSync execution) was released."""
-
-    def __init__(self, signum: int):
-        self.signum = signum
-        super().__init__(f"interrupted by {signal.Signals(signum).name}; the version's lock was released and nothing was marked complete",
-                         fix="run the same command again: it resumes the version at once, without sending again what arrived")
-
+from pipeline.errors import SyncError, SyncInterrupted
 
 # what a user (Ctrl-C), a cancelled CI job or a container stop (SIGTERM) and a closed terminal (SIGHUP) send;
 # SIGKILL cannot be caught: the next run takes over the lock of a holder that is provably gone (sync/efs.py)

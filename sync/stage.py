@@ -1,14 +1,21 @@
 """What the sync tasks call: which tree, which transport, which folder on EFS."""
 from __future__ import annotations
 
-import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from pipeline.config import Config, SyncConfig
+from pipeline.errors import SyncError
 from pipeline.layout import root_dir
+from pipeline.records import load_build_record
 
 from .efs import GcPlan, SyncPlan, apply_gc, apply_sync, plan_gc, plan_sync
-from .shell import Remote, SyncError
+from .shell import Remote
+
+if TYPE_CHECKING:
+    from .datasync import Clients, DataSyncPlan
 
 
 def remote_for(config: Config, method: str | None = None) -> tuple[Remote, str]:
@@ -38,11 +45,11 @@ def built_tree(config: Config, target_name: str | None) -> tuple[Path, Path]:
     summary = config.build_json(tcfg.target.name)
     if not summary.is_file():
         raise SyncError(f"{summary} does not exist: nothing has been built", where=str(summary), fix=f"run `invoke build --target {tcfg.target.name}`")
-    doc = json.loads(summary.read_text())
-    if doc["target"]["name"] != tcfg.target.name or "efs" not in doc["sets"]:
-        raise SyncError(f"the last build is for target {doc['target']['name']!r}, not {tcfg.target.name!r}", where=str(summary), fix=f"run `invoke build --target {tcfg.target.name}`")
-    s = doc["sets"]["efs"]
-    return config.root / s["tree"], config.root / s["manifest"]
+    record = load_build_record(summary, config.root)
+    if record.target_name != tcfg.target.name or "efs" not in record.sets:
+        raise SyncError(f"the last build is for target {record.target_name!r}, not {tcfg.target.name!r}", where=str(summary), fix=f"run `invoke build --target {tcfg.target.name}`")
+    s = record.sets["efs"]
+    return s.tree, s.manifest
 
 
 def plan(config: Config, target_name: str | None = None, method: str | None = None) -> tuple[SyncPlan, Remote]:
@@ -84,3 +91,30 @@ def datasync_apply(plan_, c, config: Config, on_line=None, poll_s: float = 5.0) 
     sync = _sync(config)
     assert sync.datasync is not None
     return apply_datasync(plan_, c, sync.datasync, poll_s=poll_s, on_line=on_line, stale_lock_s=sync.stale_lock_s)
+
+
+@dataclass(frozen=True)
+class SyncJob:
+    """One planned sync of the built EFS tree, whichever the method: its plan and the transport that applies it."""
+
+    method: str  # local | bastion | datasync
+    plan: SyncPlan | DataSyncPlan
+    transport: Remote | Clients
+
+
+def plan_job(config: Config, target_name: str | None = None, method: str | None = None) -> SyncJob:
+    """Plan the sync of the target's built EFS tree by ``method`` (default sync.method): reads, writes nothing."""
+    method = method or _sync(config).method
+    if method == "datasync":
+        dplan, c = datasync_plan(config, target_name)
+        return SyncJob(method, dplan, c)
+    splan, remote = plan(config, target_name, method)
+    return SyncJob(method, splan, remote)
+
+
+def apply_job(job: SyncJob, config: Config, on_line: Callable[[str], None] | None = None) -> Any:
+    """Apply a planned sync: a SyncResult (local, bastion) or DataSync's counts (a dict)."""
+    if job.method == "datasync":
+        return datasync_apply(job.plan, job.transport, config, on_line=on_line)
+    assert isinstance(job.plan, SyncPlan) and isinstance(job.transport, Remote)
+    return apply(job.plan, job.transport, config, on_line=on_line)

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from builder.manifest import top_level_modules
 from pipeline import docker, emulation
+from pipeline.dists import top_level_modules
 from pipeline.errors import CommandError, InterpreterNotFound
 from pipeline.interpreters import find_python
 from pipeline.targets import Target

@@ -18,6 +18,7 @@ from pipeline.config import Config, Waiver, keep_line
 from pipeline.dists import owner_of, owners
 from pipeline.errors import ValidationError
 from pipeline.globs import matches
+from pipeline.records import BuildRecord, load_build_record, load_manifest
 from pipeline.targets import facts, lambda_target
 
 from .checks import RULES, Finding, ValidationReport, validate
@@ -126,25 +127,32 @@ def from_build(config: Config, target_name: str | None = None, *, smoke_level: s
     path = config.build_json(tcfg.target.name)
     if not path.is_file():
         raise ValidationError(f"{path} does not exist: nothing has been built", where=str(path), fix=f"run `invoke build --target {tcfg.target.name}` first, or validate any folder with --tree")
-    doc = json.loads(path.read_text())
-    if doc["target"]["name"] != tcfg.target.name:
+    record = load_build_record(path, config.root)
+    if record.target_name != tcfg.target.name:
         raise ValidationError(
-            f"{path.name} describes target {doc['target']['name']!r}, not {tcfg.target.name!r}",
+            f"{path.name} describes target {record.target_name!r}, not {tcfg.target.name!r}",
             where=str(path),
             fix=f"run `invoke build --target {tcfg.target.name}` first",
         )
-    trees = {name: config.root / s["tree"] for name, s in doc["sets"].items()}
+    return from_record(config, record, smoke_level=smoke_level, image=image, on_line=on_line, events=events)
+
+
+def from_record(config: Config, record: BuildRecord, *, smoke_level: str = "auto", image: str | None = None, on_line=None,
+                events: tuple[bytes, ...] = ()) -> ValidationReport:
+    """Validate the trees and zips of a build record (what `invoke build` returned or wrote)."""
+    path = record.path or config.build_json(record.target_name)
+    tcfg = config.target(record.target_name)
+    trees = {name: s.tree for name, s in record.sets.items()}
     for name, tree in trees.items():
         if not tree.is_dir():
             raise ValidationError(f"tree of set {name} is missing: {tree}", where=str(path), fix=f"run `invoke build --target {tcfg.target.name}` again")
-    zips = {name.replace("_", " "): a for name, a in doc.get("artifacts", {}).items()}
+    zips = {name.replace("_", " "): a.as_json(config.root) for name, a in record.artifacts.items()}
     layer_set = "layer" if "layer" in trees else None
-    report = validate(trees, tcfg.target, layer_set=layer_set, zips=zips, built_on_target=doc.get("builder") == "docker")
+    report = validate(trees, tcfg.target, layer_set=layer_set, zips=zips, built_on_target=record.builder == "docker")
     report = _apply_waivers(report, config.waivers, config.path.name)
     slim_docs = {}
-    for name, s in doc["sets"].items():
-        manifest = config.root / s["manifest"]
-        slim_docs[name] = json.loads(manifest.read_text()).get("slim", {}) if manifest.is_file() else {}
+    for name, s in record.sets.items():
+        slim_docs[name] = load_manifest(s.manifest).slim if s.manifest.is_file() else {}
     report = dataclasses.replace(report, findings=report.findings + tuple(_slim_findings(slim_docs)))
     model_dir = config.model_dir or config.root / "model" / "artifacts"
     try:  # the model folder's sample.json: the image the smoke test classifies and its label

@@ -17,9 +17,9 @@ import time
 import pytest
 from botocore.stub import Stubber
 
+from pipeline.errors import SyncError, SyncInterrupted
 from sync import stage
 from sync.datasync import Clients
-from sync.shell import SyncError, SyncInterrupted
 from tests.conftest import lock_and_build, write_pipeline
 
 pytestmark = [pytest.mark.moto]

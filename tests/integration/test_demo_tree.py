@@ -20,8 +20,8 @@ from builder import elfstrip, slim
 from builder.build import build
 from builder.install import install_native
 from builder.lock import current_locks, lock
-from builder.manifest import top_level_modules
 from pipeline import config
+from pipeline.dists import top_level_modules
 from tests.conftest import REPO
 from tests.digits import held_out, render
 

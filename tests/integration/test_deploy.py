@@ -25,6 +25,7 @@ from botocore.stub import ANY, Stubber
 
 from builder.build import build
 from builder.lock import lock
+from compose.deploy import Deployer
 from deploy import stage
 from deploy.report import print_plan, print_result
 from pipeline import aws
@@ -180,7 +181,7 @@ def test_deploy_uploads_syncs_applies_and_smoke_tests_then_an_unchanged_deploy_c
         from deploy.report import ConsoleProgress
 
         console = Console(record=True, width=250)
-        deployer = stage.Deployer(cfg, "arm", c, ConsoleProgress(console), poll_s=0)
+        deployer = Deployer(cfg, "arm", c, ConsoleProgress(console), poll_s=0)
         plan = deployer.plan()
         # planning changes nothing but the change set: no upload, no sync yet
         build_doc = json.loads((project / "dist" / "arm" / "build.json").read_text())
@@ -240,7 +241,7 @@ def test_a_failed_smoke_test_points_the_alias_back_to_the_version_that_was_live(
     api = FakeApi(label="8")  # the new version answers, but wrongly
     try:
         expect_plan(stub, changes=True)
-        deployer = stage.Deployer(cfg, "arm", c, poll_s=0)
+        deployer = Deployer(cfg, "arm", c, poll_s=0)
         plan = deployer.plan()
         c.lambda_.update_alias(FunctionName="test-fn", Name="live", FunctionVersion="2")
         expect_execute(stub, api.url, "2")
@@ -259,7 +260,7 @@ def test_dry_run_uploads_nothing_syncs_nothing_and_discards_the_change_set(proje
     lambda_function(c.lambda_, versions=1, live="1")
     expect_plan(stub, changes=True)
     stub.add_response("delete_change_set", {}, {"ChangeSetName": CS_ARN, "StackName": NAME})
-    deployer = stage.Deployer(cfg, "arm", c, poll_s=0)
+    deployer = Deployer(cfg, "arm", c, poll_s=0)
     plan = deployer.plan(dry_run=True)
     assert keys(c.s3) == set() and all(not u.present for u in plan.artifacts.uploads)
     assert plan.sync.action == "transfer" and not (project / ".hoist-efs" / "hoist" / "envs").exists()
@@ -273,7 +274,7 @@ def test_a_stack_that_creates_its_file_system_asks_for_storage_first(tmp_path, w
     deploy_project(tmp_path, wheelhouse)
     stub.add_client_error("describe_stacks", "ValidationError", f"Stack with id {NAME} does not exist")
     with pytest.raises(DeployError) as err:
-        stage.Deployer(load(tmp_path), "arm", c).plan()
+        Deployer(load(tmp_path), "arm", c).plan()
     assert "--storage-only" in str(err.value) and "file_system_id" in str(err.value)
 
 
@@ -414,7 +415,7 @@ def test_dry_run_without_any_aws_credentials_builds_validates_renders_lints_and_
 def test_a_full_deploy_without_credentials_is_one_clear_error(tmp_path, wheelhouse):
     deploy_project(tmp_path, wheelhouse, EXISTING_FS)
     with pytest.raises(DeployError) as err:
-        stage.Deployer(load(tmp_path), "arm", None).plan()
+        Deployer(load(tmp_path), "arm", None).plan()
     assert "no AWS credentials" in str(err.value) and "--dry-run" in str(err.value)
 
 
@@ -424,7 +425,7 @@ def test_storage_only_refuses_to_remove_a_full_stack_s_function_and_api(tmp_path
     stub.add_response("describe_stacks", stack_doc("UPDATE_COMPLETE", {"FunctionName": "test-fn", "ApiUrl": "https://x", "FileSystemId": "fs-0123456789abcdef0"}),
                       {"StackName": NAME})
     with pytest.raises(DeployError) as err:
-        stage.Deployer(load(tmp_path), "arm", c).plan(storage_only=True)
+        Deployer(load(tmp_path), "arm", c).plan(storage_only=True)
     assert "would remove them" in str(err.value) and "invoke deploy" in str(err.value)
     stub.assert_no_pending_responses()
 
@@ -444,7 +445,7 @@ def test_a_validation_error_during_deploy_is_one_clear_error_and_nothing_is_chan
     monkeypatch.setattr(validate_stage, "from_build", failing)
     stub.add_response("describe_stacks", stack_doc("UPDATE_COMPLETE", {"FileSystemId": "fs-0123456789abcdef0"}), {"StackName": NAME})
     with pytest.raises(DeployError) as err:
-        stage.Deployer(load(project), "arm", c).plan()
+        Deployer(load(project), "arm", c).plan()
     text = str(err.value)
     assert "validation found 1 error(s)" in text and "glibc torch/lib/libtorch.so: needs GLIBC_2.35" in text and "invoke validate --target arm" in text
     assert keys(c.s3) == set()
@@ -465,7 +466,7 @@ def test_planning_storage_reads_the_subnets_zones_from_ec2_one_mount_target_per_
                       {"StackName": NAME, "ChangeSetName": ANY, "ChangeSetType": "CREATE", "TemplateBody": ANY, "Capabilities": ["CAPABILITY_IAM"], "Description": ANY, "Tags": ANY})
     rc = {"Action": "Add", "LogicalResourceId": "FileSystem", "ResourceType": "AWS::EFS::FileSystem", "Details": []}
     stub.add_response("describe_change_set", {"ChangeSetId": CS_ARN, "Status": "CREATE_COMPLETE", "Changes": [{"Type": "Resource", "ResourceChange": rc}]})
-    plan = stage.Deployer(load(tmp_path), "arm", dataclasses.replace(c, ec2=ec2), poll_s=0).plan(storage_only=True)
+    plan = Deployer(load(tmp_path), "arm", dataclasses.replace(c, ec2=ec2), poll_s=0).plan(storage_only=True)
     template = json.loads(plan.template_path.read_text())
     targets = {k: r["Properties"]["SubnetId"] for k, r in template["Resources"].items() if r["Type"] == "AWS::EFS::MountTarget"}
     assert targets == {"MountTargetEuWest1b": subnets[0], "MountTargetEuWest1c": subnets[2]} and plan.unchecked == ()
@@ -487,7 +488,7 @@ def test_a_validation_error_during_deploy_is_one_clear_error_naming_rule_and_fil
     lock(cfg, "arm")
     stub.add_response("describe_stacks", stack_doc("UPDATE_COMPLETE", {"FileSystemId": "fs-0123456789abcdef0"}), {"StackName": NAME})
     with pytest.raises(DeployError) as err:
-        stage.Deployer(cfg, "arm", c, poll_s=0).plan()
+        Deployer(cfg, "arm", c, poll_s=0).plan()
     text = str(err.value)
     assert "validation found 1 error(s)" in text and "elf-machine" in text and "smuggled/libfast.so" in text
     assert "invoke validate --target arm" in text

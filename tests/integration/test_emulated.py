@@ -10,7 +10,7 @@ import shutil
 
 import pytest
 
-from builder.manifest import top_level_modules
+from pipeline.dists import top_level_modules
 from tests.conftest import lock_and_build
 from tests.wheels import compile_extension
 from validate.stage import from_build

@@ -26,8 +26,8 @@ def handler(event, context):
 
 
 def test_an_own_handler_module_is_served_with_the_same_activation(project, wheelhouse):
+    from compose.serve import start
     from pipeline import config
-    from runtime.serve import start
 
     lock_and_build(project)
     (project / "handler" / "my_handler.py").write_text(OWN)
@@ -36,7 +36,8 @@ def test_an_own_handler_module_is_served_with_the_same_activation(project, wheel
     lines: list[str] = []
     server = start(cfg, port=0, on_line=lines.append)
     try:
-        with urllib.request.urlopen(server.url + "/anything", timeout=60) as resp:
+        # the API routes POST /classify and GET /health to any handler
+        with urllib.request.urlopen(server.url + "/health", timeout=60) as resp:
             doc = json.loads(resp.read())
     finally:
         server.stop()

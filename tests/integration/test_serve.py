@@ -35,7 +35,7 @@ def root(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(root):
-    from runtime.serve import start
+    from compose.serve import start
 
     cfg = config.load(root / "pipeline.toml")
     lines: list[str] = []
@@ -262,8 +262,9 @@ def test_an_own_rgb_torchscript_model_with_torchvision_preprocessing_classifies_
     then labels.json one short: serve does not start, and says labels.json. Uses the local target's torch (2.13.0+cpu via pip's find-links)."""
     import subprocess
 
+    from compose.serve import start
+    from pipeline.errors import ServeError
     from pipeline.interpreters import find_python
-    from runtime.serve import ServeError, start
 
     own = root / "mymodel"
     own.mkdir()

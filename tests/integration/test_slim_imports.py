@@ -21,6 +21,8 @@ from validate.stage import from_build
 READS_STUB = "import os\nwith open(os.path.splitext(__file__)[0] + '.pyi') as fh:\n    NAMES = fh.read().split()\n"
 LAZY = "import lazy_loader_standin as lazy\n__getattr__, __dir__, __all__ = lazy.attach_stub(__name__, __file__)\n"
 STANDIN = "import os\ndef attach_stub(name, file):\n    stub = os.path.splitext(file)[0] + '.pyi'\n    if not os.path.exists(stub):\n        raise ValueError(f'Cannot load imports from non-existent stub {stub!r}')\n    return (lambda n: n), (lambda: []), []\n"
+# the submodule's name is computed: no static guard sees that the tests folder is imported
+IMPORTS_TESTS = "import importlib\nVALUE = importlib.import_module(__name__ + '.te' + 'sts.helper').VALUE\n"
 READS_DATA = "import os\nTABLE = open(os.path.join(os.path.dirname(__file__), 'tests', 'table.csv')).read()\n"
 
 
@@ -34,6 +36,8 @@ def house(wheelhouse, tmp_path_factory):
                                                             "stubreader/tests/__init__.py": "", "stubreader/tests/test_x.py": "def test():\n    pass\n"})
     make_wheel(extra, "lazystub", "1.0", "py3-none-any", {"lazystub/__init__.py": LAZY, "lazystub/__init__.pyi": "from .a import b\n"}, requires=["lazy-loader-standin"])
     make_wheel(extra, "lazy-loader-standin", "1.0", "py3-none-any", {"lazy_loader_standin/__init__.py": STANDIN})
+    make_wheel(extra, "dynreader", "1.0", "py3-none-any", {"dynreader/__init__.py": IMPORTS_TESTS, "dynreader/tests/__init__.py": "",
+                                                           "dynreader/tests/helper.py": "VALUE = 5\n"})
     make_wheel(extra, "datareader", "1.0", "py3-none-any", {"datareader/__init__.py": READS_DATA, "datareader/tests/table.csv": "1,2\n",
                                                             "datareader/tests/other.csv": "3,4\n"})
     return extra
@@ -93,6 +97,22 @@ def test_an_import_slimming_broke_gets_its_files_back_and_the_build_names_the_ru
     assert (again.sets["efs"].tree / "stubreader" / "__init__.pyi").is_file()
     report = from_build(config.load(slim_project / "pipeline.toml"), smoke_level="none")
     assert report.ok and not [f for f in report.findings if f.rule.startswith("slim-")]
+
+
+def test_python_files_put_back_after_the_bytecode_get_their_bytecode_too(slim_project, house):
+    """The import check runs on the compiled tree (the .pyc Lambda loads); what it puts back is compiled after it."""
+    import sys
+
+    (slim_project / "requirements" / "efs.in").write_text("dynreader\n")
+    _, result = _build(slim_project, house)
+    efs = result.sets["efs"].tree
+    [restored] = _manifest(result, "efs")["slim"]["import_check"]["restored"]
+    assert (restored["module"], restored["rule"]) == ("dynreader", "tests")
+    tag = "cpython-{}{}".format(*sys.version_info[:2])
+    for source in ("dynreader/__init__.py", "dynreader/tests/__init__.py", "dynreader/tests/helper.py"):
+        folder, name = source.rsplit("/", 1)
+        assert (efs / folder / "__pycache__" / f"{name[:-3]}.{tag}.pyc").is_file(), source
+    assert _manifest(result, "efs")["bytecode"]["files"] == sum(1 for _ in efs.rglob(f"*.{tag}.pyc"))
 
 
 def test_slimming_off_and_a_rule_turned_off(slim_project, house):

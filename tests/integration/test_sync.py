@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from pipeline import config
+from pipeline.errors import SyncError
 from sync import stage
 from sync.efs import MARKER, holder_gone, list_versions, verify
-from sync.shell import SyncError
 from tests.conftest import REPO, lock_and_build, write_pipeline
 from tests.wheels import make_wheel
 

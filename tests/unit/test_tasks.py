@@ -175,3 +175,44 @@ def test_validate_says_a_broken_model_folder_before_anything_else(project):
     with pytest.raises(Exit) as err:  # no build either: the model folder is said first, not after a smoke test
         tasks.validate(MockContext(), config=str(project / "pipeline.toml"))
     assert err.value.code == 1 and "labels.json" in str(err.value.message)
+
+
+def test_a_stage_error_in_any_task_is_its_message_and_exit_1_and_a_signal_is_128_plus_its_number():
+    import inspect
+    import signal
+
+    from pipeline.errors import BuildError, SyncInterrupted
+
+    @tasks._stage
+    def body(c, config=None, dry_run=False):
+        raise config
+
+    assert list(inspect.signature(body).parameters) == ["c", "config", "dry_run"]  # what invoke turns into flags
+    with pytest.raises(Exit) as err:
+        body(MockContext(), config=BuildError("it broke", where="set efs", fix="do this"))
+    assert err.value.code == 1 and str(err.value.message) == "error: build (set efs): it broke\n  fix: do this"
+    with pytest.raises(Exit) as err:
+        body(MockContext(), config=SyncInterrupted(signal.SIGTERM))
+    assert err.value.code == 128 + signal.SIGTERM and "interrupted by SIGTERM" in str(err.value.message)
+    with pytest.raises(ValueError):  # not a user error: the traceback shows
+        body(MockContext(), config=ValueError("bug"))
+
+
+def test_every_question_refuses_cleanly_without_a_terminal_and_says_what_was_not_done(monkeypatch):
+    import io
+
+    monkeypatch.setattr(sys, "stdin", io.StringIO("y\n"))  # not a terminal, even with an answer waiting
+    with pytest.raises(Exit) as err:
+        tasks._confirm("remove 2 version(s)?", yes=False, refused="nothing removed")
+    assert err.value.code == 1 and "stdin is not a terminal; pass --yes" in str(err.value.message)
+    tasks._confirm("remove 2 version(s)?", yes=True)  # --yes: nothing is asked
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    monkeypatch.setattr(sys, "stdin", Terminal("n\n"))
+    monkeypatch.setattr("builtins.input", lambda prompt: sys.stdin.readline())
+    with pytest.raises(Exit) as err:
+        tasks._confirm("remove 2 version(s)?", yes=False, refused="nothing removed")
+    assert err.value.code == 1 and err.value.message == "nothing removed"

@@ -1,0 +1,82 @@
+"""pipeline/records.py: the build record and the manifest, written and read in one module, in the JSON format dist/ holds."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from builder import manifest as mf
+from pipeline.records import (
+    Artifact,
+    BuildRecord,
+    RecordError,
+    SetRecord,
+    load_build_record,
+    load_manifest,
+    manifest_path,
+    write_build_record,
+    write_manifest,
+)
+
+
+def _manifest(tree):
+    files = mf.scan(tree)
+    return mf.manifest(set_name="efs", target={"name": "arm", "machine": "aarch64"}, build_key="k" * 64, files=files, packages=[],
+                       bytecode={"compiled": False, "python": None, "invalidation_mode": None, "files": 0, "failed": [], "reason": "none here"},
+                       slim={"enabled": True, "rules": []}, builder="native", archives=[{"name": "a.zip", "sha256": "s" * 64, "bytes": 3, "extra": 1}])
+
+
+def test_a_manifest_comes_back_as_written_in_the_format_dist_holds(tmp_path):
+    # GIVEN a tree with a file and a symlink
+    tree = tmp_path / "efs" / "site-packages"
+    (tree / "pkg").mkdir(parents=True)
+    (tree / "pkg" / "__init__.py").write_text("x = 1\n")
+    (tree / "pkg" / "link.py").symlink_to("__init__.py")
+    made = _manifest(tree)
+    # WHEN it is written and read back
+    path = manifest_path(tmp_path / "efs")
+    write_manifest(made, path)
+    doc = json.loads(path.read_text())
+    # THEN the record is the same, and the file keeps the keys (and their order) every reader knew
+    assert load_manifest(path) == made
+    assert list(doc) == ["version", "set", "target", "builder", "build_key", "content_hash", "totals", "bytecode", "slim", "packages", "files", "archives"]
+    assert doc["totals"] == {"bytes": made.bytes, "files": 2} and doc["content_hash"] == mf.content_hash(mf.scan(tree))
+    assert {f["path"]: f["mode"] for f in doc["files"]} == {"pkg/__init__.py": "644", "pkg/link.py": "120777"}
+    assert doc["archives"] == [{"name": "a.zip", "sha256": "s" * 64, "bytes": 3}]
+    assert not list(path.parent.glob(".*tmp*"))  # written through a temp file and a rename
+
+
+def test_a_build_record_keeps_paths_relative_to_the_project_and_reads_them_back_absolute(tmp_path):
+    # GIVEN a record of one set and a function zip inside the project, and a layer zip outside it
+    root = tmp_path / "project"
+    outside = tmp_path / "elsewhere" / "layer.zip"
+    record = BuildRecord(
+        target={"name": "arm"}, builder="native", builder_detail="native",
+        sets={"efs": SetRecord(content_hash="c" * 64, tree=root / "dist/arm/efs/site-packages", manifest=root / "dist/arm/efs/manifest.json", bytes=10, files=2,
+                               bytecode=True, bytecode_python="3.13.1", rebuilt=False)},
+        artifacts={"function_zip": Artifact(root / "dist/arm/function.zip", "f" * 64, 5, 9, 1), "layer_zip": Artifact(outside, "l" * 64, 6, 8, 2)},
+        warnings=("a warning",),
+    )
+    path = root / "dist" / "arm" / "build.json"
+    path.parent.mkdir(parents=True)
+    # WHEN it is written and read back
+    written = write_build_record(record, path, root)
+    doc = json.loads(path.read_text())
+    loaded = load_build_record(path, root)
+    # THEN the file holds project-relative paths (absolute outside it), and the record is what was written
+    assert doc["sets"]["efs"]["tree"] == "dist/arm/efs/site-packages" and doc["artifacts"]["layer_zip"]["path"] == str(outside)
+    assert doc["sets"]["efs"]["bytecode"] is True and doc["warnings"] == ["a warning"] and doc["version"] == 1
+    assert loaded == record and loaded.path == written.path == path and loaded.target_name == "arm"
+
+
+def test_a_file_that_is_not_a_record_is_a_record_error(tmp_path):
+    bad = tmp_path / "manifest.json"
+    bad.write_text("{not json")
+    with pytest.raises(RecordError, match="not JSON"):
+        load_manifest(bad)
+    bad.write_text('{"set": "efs"}')
+    with pytest.raises(RecordError, match="not a Hoist manifest"):
+        load_manifest(bad)
+    bad.write_text("[]")
+    with pytest.raises(RecordError, match="not a JSON object"):
+        load_build_record(bad, tmp_path)
