@@ -42,6 +42,7 @@ from builder.build import build
 from builder.install import install_native
 from builder.lock import current_locks
 from pipeline.config import Config
+from pipeline.files import atomic_write_bytes
 from pipeline.interpreters import find_python
 
 from . import record
@@ -95,9 +96,7 @@ def _recompress(args: tuple[Path, Path, str]) -> int:
     if not dest.exists():
         raw = zlib.decompress(source.read_bytes())
         data = lzma.compress(raw, preset=6) if compression == "lzma" else raw
-        tmp = dest.with_name(dest.name + f".tmp-{os.getpid()}")
-        tmp.write_bytes(data)
-        tmp.rename(dest)
+        atomic_write_bytes(dest, data)
     return dest.stat().st_size
 
 

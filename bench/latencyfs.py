@@ -44,6 +44,7 @@ class LatencyFS(Operations):
         return os.path.join(self.root, path.lstrip("/"))
 
     def _dump(self) -> None:
+        # not pipeline.files.atomic_write_json: this script runs alone (python3 bench/latencyfs.py), the project is not on its path
         with open(self.stats_path + ".tmp", "w") as fh:
             json.dump({"ops": dict(self.ops), "bytes_read": self.bytes_read, "total_ops": sum(self.ops.values())}, fh)
         os.replace(self.stats_path + ".tmp", self.stats_path)

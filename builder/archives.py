@@ -37,7 +37,9 @@ import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from pipeline import handlerlib
 from pipeline.dists import owner_of, owners
+from pipeline.files import is_elf
 
 from .manifest import content_mtime
 
@@ -46,11 +48,6 @@ INDEX_VERSION = 1
 # about this many uncompressed bytes, so the handler decompresses them on all CPUs at once
 CHUNK_BYTES = 12 << 20
 RECORD = struct.Struct("<IQ")  # mode, size (after the path)
-
-
-def _is_elf(path: Path) -> bool:
-    with open(path, "rb") as fh:
-        return fh.read(4) == b"\x7fELF"
 
 
 def pack(tree: Path, paths: list[str]) -> bytes:
@@ -79,7 +76,6 @@ def unpack(blob: bytes) -> list[tuple[str, int, bytes]]:
 # unwind tables are read when an exception passes through
 NOT_PREFETCHED = {".text", ".init", ".fini", ".plt", ".plt.got", ".plt.sec", ".iplt", ".eh_frame", ".gcc_except_table"}
 SHF_ALLOC, SHF_EXECINSTR = 0x2, 0x4
-MERGE_GAP = 64 << 10  # ranges closer than this are read as one
 
 
 def loader_ranges(path: Path) -> list[list[int]]:
@@ -99,13 +95,7 @@ def loader_ranges(path: Path) -> list[list[int]]:
                 spans.append((sec["sh_offset"], sec["sh_offset"] + size))
     except (ELFError, OSError, ValueError):
         return [[0, path.stat().st_size]]  # unreadable: read it all, as before
-    merged: list[list[int]] = []
-    for start, end in sorted(spans):
-        if merged and start <= merged[-1][1] + MERGE_GAP:
-            merged[-1][1] = max(merged[-1][1], end)
-        else:
-            merged.append([start, end])
-    return [[start, end - start] for start, end in merged]
+    return handlerlib.load("spans").merge_spans(spans)  # the handler's own merge, so both read the same ranges
 
 
 def chunks(tree: Path, paths: list[str], limit: int = CHUNK_BYTES) -> list[list[str]]:
@@ -134,7 +124,7 @@ def write_archives(tree: Path, dest: Path, chunk_bytes: int = CHUNK_BYTES) -> di
             rel = p.relative_to(tree).as_posix()
             if p.is_symlink():
                 continue
-            if _is_elf(p):
+            if is_elf(p):
                 elf.append(rel)
             else:
                 groups.setdefault(owner_of(owner, rel) or "_unowned", []).append(rel)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline import proc
+from pipeline.files import bytecode_tag
 from pipeline.interpreters import Interpreter
 
 _ERROR = re.compile(r"\*\*\* Error compiling '(.+?)'")
@@ -41,7 +42,7 @@ class BytecodeResult:
 def compile_tree(tree: Path, interpreter: Interpreter | None, reason: str | None = None, on_line=None) -> BytecodeResult:
     if interpreter is None:
         return BytecodeResult(compiled=False, python=None, files=0, failed=(), reason=reason or "no interpreter of the target version")
-    tag = "cpython-" + "".join(interpreter.version.split(".")[:2])
+    tag = bytecode_tag(interpreter.version)
     cmd = [
         interpreter.path, "-I", "-m", "compileall", "-q", "-j", "0",
         "--invalidation-mode", "unchecked-hash",

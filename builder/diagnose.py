@@ -19,7 +19,6 @@ from __future__ import annotations
 import difflib
 import json
 import re
-import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from html.parser import HTMLParser
@@ -152,11 +151,11 @@ def known_names(sources: list[Source], extra: list[str]) -> set[str]:
             if page:
                 names |= {canonicalize_name(n) for n in _page_names(*page)}
     try:  # projects uv has looked up before, on any index: its cache keeps one file per project
-        cache = subprocess.run([proc.uv_bin(), "cache", "dir"], check=False, capture_output=True, text=True, timeout=10).stdout.strip()
+        cache = proc.capture([proc.uv_bin(), "cache", "dir"], timeout=10).stdout.strip()
         if cache:
             names |= {canonicalize_name(p.stem) for p in Path(cache).glob("simple-v*/*/*.rkyv")}
             names |= {canonicalize_name(p.stem) for p in Path(cache).glob("simple-v*/index/*/*.rkyv")}
-    except (OSError, subprocess.TimeoutExpired, PipelineError):
+    except (OSError, proc.TimeoutExpired, PipelineError):
         pass
     return names
 

@@ -1,7 +1,7 @@
 """The Docker builder: install the lock inside the Lambda base image.
 
 The builder image (docker/Dockerfile) is the Lambda base image of the target
-plus a compiler, built through the Docker SDK with the tag and ``--platform``
+plus a compiler, built through pipeline/docker.py with the tag and ``--platform``
 always explicit. pip runs in a container of it: wheels are installed as they
 are, sdists are compiled against the runtime's own glibc and CPython. The
 container runs as the user who owns the output (``SUDO_UID`` when run under
@@ -19,14 +19,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
+from pipeline import docker, emulation
 from pipeline.errors import BuildError
+from pipeline.files import bytecode_tag
 from pipeline.targets import Target, image_ref_problem
 
 from .bytecode import BytecodeResult, parse_failures
 from .lock import LockFile
 
 DOCKERFILE_DIR = Path(__file__).resolve().parent.parent / "docker"
-BINFMT_DIR = Path("/proc/sys/fs/binfmt_misc")  # qemu-<machine> here lets Docker run foreign CPUs
+BINFMT_DIR = emulation.BINFMT_DIR  # qemu-<machine> here lets Docker run foreign CPUs
 TAIL = 25
 
 
@@ -41,21 +43,14 @@ def _owner() -> tuple[int, int]:
     return os.getuid(), os.getgid()
 
 
-def _client():
-    from docker.errors import DockerException
-
-    import docker
-
-    try:
-        client = docker.from_env(timeout=600)
-        client.ping()
-        return client
-    except DockerException as exc:
+def _check_daemon() -> None:
+    why = docker.unreachable()
+    if why:
         raise DockerUnavailable(
-            f"no Docker daemon answers ({str(exc).splitlines()[0][:200]})",
+            f"no Docker daemon answers ({why.splitlines()[0][:200]})",
             where=os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock"),
             fix="start Docker (e.g. `dockerd --bridge=none --iptables=false --ip-forward=false &`), or build with --builder native",
-        ) from None
+        )
 
 
 def check_base_image(ref: str) -> None:
@@ -91,66 +86,52 @@ class DockerInstaller:
 
     def prepare(self, on_line=None) -> None:
         """Daemon, qemu for a foreign CPU, the builder image: DockerUnavailable if any is missing."""
-        from docker.errors import APIError, ImageNotFound
-        from docker.errors import BuildError as SdkBuildError
-
         check_base_image(self.base_image)
-        client = _client()
-        if self.target.machine != platform.machine() and not (BINFMT_DIR / f"qemu-{self.target.machine}").exists():
+        _check_daemon()
+        if self.target.machine != platform.machine() and emulation.binfmt_problem(self.target.machine, BINFMT_DIR):
             raise DockerUnavailable(
                 f"building for {self.target.machine} on this {platform.machine()} machine needs qemu registered with binfmt_misc",
                 where=str(BINFMT_DIR / f"qemu-{self.target.machine}"),
                 fix="apt-get install qemu-user-static binfmt-support (or docker run --privileged tonistiigi/binfmt --install all), or build natively",
             )
-        try:
-            self.image_id = client.images.get(self.tag).id
-        except ImageNotFound:
+        image_id = docker.inspect(self.tag)
+        if image_id is None:
             tail: deque[str] = deque(maxlen=TAIL)
-            try:
-                image, logs = client.images.build(
-                    path=str(DOCKERFILE_DIR), dockerfile="Dockerfile", tag=self.tag, buildargs={"BASE_IMAGE": self.base_image},
-                    platform=self.target.docker_platform, network_mode="host", pull=False, rm=True, forcerm=True,
-                )
-                for chunk in logs:
-                    for line in str(chunk.get("stream", "")).splitlines():
-                        tail.append(line)
-                        if on_line and line.strip():
-                            on_line(line)
-                self.image_id = image.id
-            except (SdkBuildError, APIError) as exc:
-                lines = [str(c.get("stream") or c.get("error") or "").rstrip() for c in getattr(exc, "build_log", [])][-TAIL:]
+
+            def said(line: str) -> None:
+                tail.append(line)
+                if on_line and line.strip():
+                    on_line(line)
+
+            code, _ = docker.build(DOCKERFILE_DIR, self.tag, buildargs={"BASE_IMAGE": self.base_image}, platform=self.target.docker_platform,
+                                   network="host", on_line=said)
+            image_id = docker.inspect(self.tag) if code == 0 else None
+            if image_id is None:
+                reason = next((x.strip() for x in reversed(tail) if x.strip()), f"exit {code}")
                 raise DockerUnavailable(
-                    f"could not build the builder image {self.tag} FROM {self.base_image} for {self.target.docker_platform}: {str(exc).splitlines()[0][:300]}\n  last output:\n"
-                    + "\n".join("    " + x for x in lines if x),
+                    f"could not build the builder image {self.tag} FROM {self.base_image} for {self.target.docker_platform}: {reason[:300]}\n  last output:\n"
+                    + "\n".join("    " + x.rstrip() for x in tail if x.strip()),
                     where="docker/Dockerfile",
                     fix=f"make {self.base_image} available (docker pull --platform {self.target.docker_platform} {self.base_image} where a registry is reachable), or set build.base_image",
-                ) from None
-        client.close()
+                )
+        self.image_id = image_id
 
     # ------------------------------------------------------------ running
 
-    def _run(self, command: list[str], volumes: dict[str, dict], what: str, on_line=None, env: dict | None = None) -> str:
-        client = _client()
+    def _run(self, command: list[str], volumes: list[docker.Mount], what: str, on_line=None, env: dict | None = None) -> str:
         uid, gid = _owner()
         tail: deque[str] = deque(maxlen=TAIL)
-        container = client.containers.create(
-            self.tag, command=command, entrypoint=[], user=f"{uid}:{gid}", network_mode="host", platform=self.target.docker_platform,
-            environment={"HOME": "/tmp", "PIP_CACHE_DIR": "/cache", "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PYTHONHASHSEED": "0", "PIP_NO_INPUT": "1", **(env or {})},
-            volumes=volumes, working_dir="/tmp",
+
+        def said(line: str) -> None:
+            tail.append(line)
+            if on_line and line.strip():
+                on_line(line)
+
+        code, _ = docker.run(
+            self.tag, command, name=docker.container_name("hoist-build"), entrypoint="", user=f"{uid}:{gid}", network="host", platform=self.target.docker_platform,
+            env={"HOME": "/tmp", "PIP_CACHE_DIR": "/cache", "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PYTHONHASHSEED": "0", "PIP_NO_INPUT": "1", **(env or {})},
+            mounts=volumes, workdir="/tmp", on_line=said,
         )
-        try:
-            container.start()
-            for chunk in container.logs(stream=True, follow=True):
-                for line in chunk.decode(errors="replace").splitlines():
-                    tail.append(line)
-                    if on_line and line.strip():
-                        on_line(line)
-            code = container.wait()["StatusCode"]
-        finally:
-            try:
-                container.remove(force=True)
-            finally:
-                client.close()
         if code != 0:
             raise BuildError(
                 f"{what} failed inside the container (exit {code}, image {self.tag})\n  last output:\n" + "\n".join("    " + x for x in tail),
@@ -159,14 +140,9 @@ class DockerInstaller:
             )
         return "\n".join(tail)
 
-    def _mounts_for(self, lock: LockFile) -> dict[str, dict]:
-        mounts = {}
-        for pkg in lock.packages:
-            url = urlparse(pkg.url)
-            if url.scheme == "file":
-                folder = str(Path(unquote(url.path)).parent)
-                mounts[folder] = {"bind": folder, "mode": "ro"}
-        return mounts
+    def _mounts_for(self, lock: LockFile) -> list[docker.Mount]:
+        folders = {str(Path(unquote(url.path)).parent) for url in (urlparse(pkg.url) for pkg in lock.packages) if url.scheme == "file"}
+        return [docker.Mount(folder, folder) for folder in sorted(folders)]
 
     def install(self, lock: LockFile, target: Target, dest: Path, on_line=None) -> None:
         dest.mkdir(parents=True, exist_ok=True)
@@ -177,24 +153,24 @@ class DockerInstaller:
                 os.chown(folder, uid, gid)
         if not lock.packages:
             return
-        volumes = {
-            str(dest): {"bind": "/out", "mode": "rw"},
-            str(lock.path.parent.resolve()): {"bind": "/lock", "mode": "ro"},
-            str(self.cache_dir.resolve()): {"bind": "/cache", "mode": "rw"},
-            **self._mounts_for(lock),
-        }
+        volumes = [
+            docker.Mount(dest, "/out", read_only=False),
+            docker.Mount(lock.path.parent.resolve(), "/lock"),
+            docker.Mount(self.cache_dir.resolve(), "/cache", read_only=False),
+            *self._mounts_for(lock),
+        ]
         command = ["/var/lang/bin/python3", "-m", "pip", "install", "--no-deps", "--require-hashes", "--no-compile", "--progress-bar", "off",
                    "--target", "/out", "-r", f"/lock/{lock.path.name}"]
         self._run(command, volumes, f"pip install -r {lock.path.name}", on_line)
 
     def bytecode(self, tree: Path, on_line=None) -> BytecodeResult:
         """compileall by the image's own CPython, unchecked-hash, as the native builder does."""
-        out = self._run(["/var/lang/bin/python3", "-c", "import platform; print('HOIST_PYTHON', platform.python_version())"], {}, "reading the image's Python version")
+        out = self._run(["/var/lang/bin/python3", "-c", "import platform; print('HOIST_PYTHON', platform.python_version())"], [], "reading the image's Python version")
         version = next((line.split()[1] for line in out.splitlines() if line.startswith("HOIST_PYTHON ")), "")
-        volumes = {str(tree): {"bind": "/out/site-packages", "mode": "rw"}}
+        volumes = [docker.Mount(tree, "/out/site-packages", read_only=False)]
         code_out = self._run_tolerant(["/var/lang/bin/python3", "-I", "-m", "compileall", "-q", "-j", "0", "--invalidation-mode", "unchecked-hash",
                                        "-s", "/out/site-packages", "/out/site-packages"], volumes, on_line)
-        tag = "cpython-" + "".join(version.split(".")[:2])
+        tag = bytecode_tag(version)
         written = sum(1 for _ in tree.rglob(f"*.{tag}.pyc"))
         return BytecodeResult(compiled=True, python=version, files=written, failed=parse_failures(code_out, "/out/site-packages"))
 

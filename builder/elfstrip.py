@@ -18,6 +18,8 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.files import ELF_MAGIC, atomic_write_bytes
+
 SHF_ALLOC = 0x2
 SHT_NOBITS = 8
 PT_LOAD = 1
@@ -54,7 +56,7 @@ class NotElf(ValueError):
 
 class _Elf:
     def __init__(self, data: bytearray):
-        if data[:4] != b"\x7fELF" or data[4] not in (1, 2) or data[5] not in (1, 2):
+        if data[:4] != ELF_MAGIC or data[4] not in (1, 2) or data[5] not in (1, 2):
             raise NotElf("not an ELF file")
         self.data = data
         self.lay = _Layout(endian="<" if data[5] == 1 else ">", is64=data[4] == 2)
@@ -218,8 +220,5 @@ def strip_file(path: Path) -> int:
         return 0
     if not same_image(original, stripped):
         raise ValueError("stripping would change what the loader maps")
-    tmp = path.with_name(path.name + ".hoist-strip")
-    tmp.write_bytes(stripped)
-    tmp.chmod(path.stat().st_mode & 0o7777)
-    tmp.replace(path)
+    atomic_write_bytes(path, bytes(stripped), mode=path.stat().st_mode & 0o7777)
     return len(original) - len(stripped)

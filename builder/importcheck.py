@@ -17,15 +17,12 @@ from __future__ import annotations
 import json
 import os
 import platform
-import shutil
-import subprocess
 import tempfile
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline import emulation
+from pipeline import docker, emulation, proc
 from pipeline.config import keep_line
 from pipeline.dists import top_level_modules
 from pipeline.errors import InterpreterNotFound
@@ -73,26 +70,24 @@ class Runner:
                 assert self.python
                 cmd = [self.python, "-s", "-B", "-c", SCRIPT, ":".join(map(str, paths)), json.dumps(modules)]
                 env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": home, "PYTHONDONTWRITEBYTECODE": "1", "PYTHONNOUSERSITE": "1", "LANG": "C.UTF-8"}
-                out = subprocess.run(cmd, check=False, capture_output=True, text=True, env=env, timeout=TIMEOUT_S)
+                out = proc.capture(cmd, env=env, clean_env=True, timeout=TIMEOUT_S)
             elif self.image is None:  # emulated, in a chroot of the root
                 assert self.root and self.entry
                 inside = [f"/hoist/p{i}" for i in range(len(paths))]
                 cmd = emulation.chroot_command(self.root, list(zip(paths, inside, strict=True)), [self.entry, "-s", "-B", "-c", SCRIPT, ":".join(inside), json.dumps(modules)])
                 env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), "HOME": "/tmp", "PYTHONDONTWRITEBYTECODE": "1", "LANG": "C.UTF-8"}
-                out = subprocess.run(cmd, check=False, capture_output=True, text=True, env=env, timeout=TIMEOUT_S)
+                out = proc.capture(cmd, env=env, clean_env=True, timeout=TIMEOUT_S)
             else:
                 assert self.image and self.entry
-                name = f"hoist-imports-{uuid.uuid4().hex[:12]}"
+                name = docker.container_name("hoist-imports")
                 inside = [f"/hoist/p{i}" for i in range(len(paths))]
-                cmd = [shutil.which("docker") or "docker", "run", "--rm", "--name", name, "--network", "none", *(["--platform", self.docker_platform] if self.docker_platform else []),
-                       "-e", "PYTHONDONTWRITEBYTECODE=1", "-e", "HOME=/tmp", "--entrypoint", self.entry]
-                for host, mount in zip(paths, inside, strict=True):
-                    cmd += ["-v", f"{host}:{mount}:ro"]
-                cmd += [self.image, "-s", "-B", "-c", SCRIPT, ":".join(inside), json.dumps(modules)]
+                cmd = docker.run_command(self.image, ["-s", "-B", "-c", SCRIPT, ":".join(inside), json.dumps(modules)], name=name, network="none",
+                                         platform=self.docker_platform, env={"PYTHONDONTWRITEBYTECODE": "1", "HOME": "/tmp"}, entrypoint=self.entry,
+                                         mounts=[docker.Mount(host, mount) for host, mount in zip(paths, inside, strict=True)])
                 try:
-                    out = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=TIMEOUT_S)
+                    out = proc.capture(cmd, timeout=TIMEOUT_S)
                 finally:
-                    subprocess.run([shutil.which("docker") or "docker", "rm", "-f", name], check=False, capture_output=True)
+                    docker.remove(name)
         for line in reversed(out.stdout.splitlines()):
             if line.startswith(MARK):
                 return json.loads(line[len(MARK):])
@@ -111,10 +106,10 @@ def runner_for(target: Target, on_line: Callable[[str], None] | None = None) -> 
             whys.append(f"native: no CPython {target.python} here ({exc.what})")
     else:
         whys.append(f"native: the target runs on {target.machine}, this machine is {platform.machine()}")
-    problem = emulation.docker_problem() or emulation.binfmt_problem(target.machine)
+    problem = docker.daemon_problem() or emulation.binfmt_problem(target.machine)
     if target.kind == "lambda" and not problem:
         image = target.base_image()
-        if subprocess.run([shutil.which("docker") or "docker", "image", "inspect", image], check=False, capture_output=True).returncode == 0:
+        if docker.image_exists(image):
             return Runner("docker", f"the Lambda image {image}", image=image, docker_platform=target.docker_platform, entry=f"/var/lang/bin/python{target.python}"), ""
         whys.append(f"docker: the Lambda image {image} is not here")
     elif problem:
@@ -164,7 +159,7 @@ def verify(tree: Path, aside: Path, report: slim_mod.SlimReport, target: Target,
     say(f"importing {len(modules)} modules in {runner.describe}")
     try:
         failed = runner.imports(paths, modules)
-    except (RuntimeError, subprocess.TimeoutExpired, OSError) as exc:
+    except (RuntimeError, proc.TimeoutExpired, OSError) as exc:
         return {"verified": False, "runtime": runner.describe, "why": f"the import check could not run: {exc}", "modules": len(modules), "restored": [], "failing": {}}
     restored: list[dict] = []
     failing: dict[str, str] = {}

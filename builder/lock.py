@@ -31,6 +31,7 @@ from packaging.utils import canonicalize_name, parse_sdist_filename, parse_wheel
 from pipeline import proc
 from pipeline.config import Config, Index, TargetConfig
 from pipeline.errors import CommandError, LockError
+from pipeline.files import atomic_write_text
 from pipeline.targets import Target
 
 from .diagnose import DOCKER_HINT, PYPI, Source, diagnose
@@ -202,9 +203,7 @@ def write_lock(path: Path, set_name: str, target: Target, fingerprint: str, pack
     for pkg in packages:
         lines.append(f"# {pkg.name}=={pkg.version}")
         lines.append(pkg.line())
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    tmp.replace(path)
+    atomic_write_text(path, "\n".join(lines) + "\n")
     return LockFile(path=path, set_name=set_name, target=target.name, input_sha256=fingerprint, packages=tuple(packages))
 
 

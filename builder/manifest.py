@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.dists import dists, owner_of, owners
+from pipeline.files import sha256_file
 from pipeline.records import SYMLINK_MODE, ArchiveEntry, FileEntry, Manifest, PackageEntry
 
 
@@ -28,11 +29,6 @@ def normalize_modes(tree: Path) -> None:
                 continue
             mode = os.stat(p).st_mode
             os.chmod(p, 0o755 if mode & 0o111 else 0o644)
-
-
-def _sha256(path: str) -> str:
-    with open(path, "rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def scan(tree: Path) -> list[FileEntry]:
@@ -51,7 +47,7 @@ def scan(tree: Path) -> list[FileEntry]:
                 regular.append((p, rel, st))
     # hashlib releases the GIL on large buffers: hash on every CPU
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        digests = pool.map(_sha256, [p for p, _, _ in regular], chunksize=64)
+        digests = pool.map(sha256_file, [p for p, _, _ in regular], chunksize=64)
         entries += [FileEntry(rel, st.st_size, stat.S_IMODE(st.st_mode), d) for (_, rel, st), d in zip(regular, digests, strict=True)]
     entries.sort(key=lambda e: e.path)
     return entries

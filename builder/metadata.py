@@ -12,19 +12,18 @@ from __future__ import annotations
 
 import base64
 import csv
-import hashlib
 import io
 import os
 from pathlib import Path
 
 from pipeline.dists import dists
+from pipeline.files import sha256_file
 
 INSTALLER_TRACES = ("INSTALLER", "REQUESTED", "direct_url.json", "uv_cache.json")
 
 
 def _record_hash(path: Path) -> str:
-    with open(path, "rb") as fh:
-        digest = hashlib.file_digest(fh, "sha256").digest()
+    digest = bytes.fromhex(sha256_file(path))
     return "sha256=" + base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
 

@@ -14,6 +14,7 @@ import stat
 import zipfile
 from pathlib import Path
 
+from pipeline.files import atomic_write_json, sha256_file
 from pipeline.records import Artifact
 
 FIXED_TIME = (1980, 1, 1, 0, 0, 0)
@@ -38,8 +39,7 @@ def source_key(source: Path, skip_dirs: set[str] | None = None) -> str:
     digest = hashlib.sha256()
     for rel in _files(source, skip):
         path = source / rel
-        with open(path, "rb") as fh:
-            digest.update(f"{rel}\0{bool(os.stat(path).st_mode & 0o111)}\0{hashlib.file_digest(fh, 'sha256').hexdigest()}\n".encode())
+        digest.update(f"{rel}\0{bool(os.stat(path).st_mode & 0o111)}\0{sha256_file(path)}\n".encode())
     return digest.hexdigest()
 
 
@@ -81,13 +81,10 @@ def make_zip(source: Path, dest: Path, prefix: str = "", skip_dirs: set[str] | N
             unzipped += len(data)
             zf.writestr(info, data, compress_type=zipfile.ZIP_DEFLATED, compresslevel=6)
     tmp.replace(dest)
-    with open(dest, "rb") as fh:
-        digest = hashlib.file_digest(fh, "sha256").hexdigest()
+    digest = sha256_file(dest)
     artifact = Artifact(path=dest, sha256=digest, bytes=dest.stat().st_size, unzipped_bytes=unzipped, entries=len(names))
     st = dest.stat()
     stamp = {"format": ZIP_FORMAT, "key": key, "size": st.st_size, "mtime_ns": st.st_mtime_ns,
              "artifact": {"sha256": digest, "bytes": artifact.bytes, "unzipped_bytes": unzipped, "entries": len(names)}}
-    tmp_stamp = _stamp(dest).with_name(_stamp(dest).name + ".tmp")
-    tmp_stamp.write_text(json.dumps(stamp) + "\n")
-    tmp_stamp.replace(_stamp(dest))
+    atomic_write_json(_stamp(dest), stamp, indent=None)
     return artifact

@@ -30,12 +30,13 @@ import struct
 import tomllib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from functools import cache
 from pathlib import Path
 
 from pipeline.config import SlimConfig
 from pipeline.dists import owner_of, owners
 from pipeline.errors import BuildError
+from pipeline.files import is_elf
+from pipeline.globs import matches
 
 from . import elfstrip
 
@@ -105,36 +106,6 @@ class SlimReport:
             "kept_beside": [list(x) for x in self.kept_beside],
             "removed_files": self.removed_files,
         }
-
-
-# ---------------------------------------------------------------- globs
-
-
-@cache
-def _glob_re(pattern: str) -> re.Pattern:
-    out = []
-    i = 0
-    while i < len(pattern):
-        if pattern.startswith("**/", i):
-            out.append("(?:.*/)?")
-            i += 3
-        elif pattern.startswith("**", i):
-            out.append(".*")
-            i += 2
-        elif pattern[i] == "*":
-            out.append("[^/]*")
-            i += 1
-        elif pattern[i] == "?":
-            out.append("[^/]")
-            i += 1
-        else:
-            out.append(re.escape(pattern[i]))
-            i += 1
-    return re.compile("".join(out) + r"\Z")
-
-
-def matches(rel: str, patterns: Iterable[str]) -> bool:
-    return any(_glob_re(p).match(rel) for p in patterns)
 
 
 def load_rules(path: Path = RULES_FILE) -> Rules:
@@ -299,14 +270,6 @@ def guard_imports(tree: Path, files: list[str], picked: dict[str, str]) -> list[
                 del picked[f]
                 if f.endswith(".py"):
                     imports[f] = _imports(f, (tree / f).read_text(errors="replace"))
-
-
-# ---------------------------------------------------------------- stripping
-
-
-def is_elf(path: Path) -> bool:
-    with open(path, "rb") as fh:
-        return fh.read(4) == b"\x7fELF"
 
 
 # ---------------------------------------------------------------- the step

@@ -29,7 +29,7 @@ class AliasMove:
 
 
 def _call(lam, op: str, **params):
-    return aws.call(lam, op, error=DeployError, errors={"ResourceNotFoundException": ("the function or its alias does not exist", "deploy first: invoke deploy")}, **params)
+    return aws.call(lam, op, error=DeployError, context="lambda-alias", **params)
 
 
 def current(lam, function: str) -> str | None:
@@ -39,16 +39,12 @@ def current(lam, function: str) -> str | None:
 
 
 def versions(lam, function: str) -> list[VersionInfo]:
-    out, marker = [], None
-    while True:
-        page = _call(lam, "list_versions_by_function", FunctionName=function, **({"Marker": marker} if marker else {}))
-        for v in page.get("Versions", []):
-            if v["Version"] != "$LATEST":
-                env = (v.get("Environment") or {}).get("Variables") or {}
-                out.append(VersionInfo(version=v["Version"], efs_version=env.get("HOIST_EFS_VERSION", ""), description=v.get("Description", "")))
-        marker = page.get("NextMarker")
-        if not marker:
-            return sorted(out, key=lambda v: int(v.version))
+    out = []
+    for v in aws.pages(lam, "list_versions_by_function", "Versions", error=DeployError, context="lambda-alias", FunctionName=function):
+        if v["Version"] != "$LATEST":
+            env = (v.get("Environment") or {}).get("Variables") or {}
+            out.append(VersionInfo(version=v["Version"], efs_version=env.get("HOIST_EFS_VERSION", ""), description=v.get("Description", "")))
+    return sorted(out, key=lambda v: int(v.version))
 
 
 def plan_rollback(lam, function: str, to: str | None = None) -> AliasMove:

@@ -15,11 +15,9 @@ from pathlib import Path
 
 from pipeline import aws
 from pipeline.errors import DeployError
+from pipeline.files import sha256_file
 
 MODEL_FILES = ("model.pt", "labels.json", "preprocess.json", "metrics.json")  # what handler/app.py loads
-MISSING_BUCKET = ("the artifact bucket does not exist", "create it (aws s3 mb s3://<bucket> --region <deploy.region>), or fix deploy.artifact_bucket")
-ERRORS = {"NoSuchBucket": MISSING_BUCKET, "404": MISSING_BUCKET,
-          "403": ("AWS refused access to the artifact bucket", "grant the caller s3:ListBucket, s3:GetObject and s3:PutObject on it, or fix deploy.artifact_bucket")}
 
 
 @dataclass(frozen=True)
@@ -45,18 +43,13 @@ class ArtifactPlan:
         return tuple(u for u in self.uploads if not u.present)
 
 
-def _sha256(path: Path) -> str:
-    with open(path, "rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
-
-
 def model_files(model_dir: Path) -> list[tuple[str, Path, str]]:
     """(name, path, sha256) of the model's files; the model's hash names them all."""
     files = [(name, model_dir / name) for name in MODEL_FILES if (model_dir / name).is_file()]
     missing = [n for n in MODEL_FILES[:3] if not (model_dir / n).is_file()]
     if missing:
         raise DeployError(f"the model folder lacks {', '.join(missing)}", where=str(model_dir), fix="run `python model/train.py`, or set [model] dir in pipeline.toml to a folder with model.pt, labels.json and preprocess.json")
-    return [(name, path, _sha256(path)) for name, path in files]
+    return [(name, path, sha256_file(path)) for name, path in files]
 
 
 def plan_artifacts(s3, bucket: str, prefix: str, function_zip: tuple[Path, str], layer_zip: tuple[Path, str] | None, model_dir: Path) -> ArtifactPlan:
@@ -64,7 +57,7 @@ def plan_artifacts(s3, bucket: str, prefix: str, function_zip: tuple[Path, str],
     (no AWS credentials) nothing is read and every upload's presence is unknown."""
     # HeadBucket first: HeadObject answers a bare 404 for a missing bucket, and 301 names another region
     if s3 is not None:
-        aws.call(s3, "head_bucket", error=DeployError, errors=ERRORS, Bucket=bucket)
+        aws.call(s3, "head_bucket", error=DeployError, context="artifact-bucket", Bucket=bucket)
     wanted = [("function.zip", function_zip[0], f"{prefix}/artifacts/{function_zip[1]}.zip", function_zip[1])]
     if layer_zip:
         wanted.append(("layer.zip", layer_zip[0], f"{prefix}/artifacts/{layer_zip[1]}.zip", layer_zip[1]))
@@ -79,7 +72,7 @@ def plan_artifacts(s3, bucket: str, prefix: str, function_zip: tuple[Path, str],
         if s3 is None:
             present = None
         else:
-            present = aws.call(s3, "head_object", error=DeployError, errors=ERRORS, absent=("404", "NoSuchKey"), Bucket=bucket, Key=key) is not None
+            present = aws.call(s3, "head_object", error=DeployError, context="artifact-bucket", absent=("404", "NoSuchKey"), Bucket=bucket, Key=key) is not None
         uploads.append(Upload(name=name, path=path, key=key, sha256=digest, bytes=path.stat().st_size, present=present))
     return ArtifactPlan(bucket=bucket, function_key=wanted[0][2], layer_key=wanted[1][2] if layer_zip else None, model_prefix=model_prefix, uploads=tuple(uploads))
 

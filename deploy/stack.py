@@ -26,8 +26,6 @@ BLOCKED = {
     "UPDATE_ROLLBACK_FAILED": ("an update failed and so did its rollback",
                                "aws cloudformation continue-update-rollback --stack-name <stack> (skip the resources the events name), then deploy again"),
 }
-ERRORS = {"InsufficientCapabilitiesException": ("the template needs IAM capabilities", "this is a Hoist bug: the deployer passes CAPABILITY_IAM"),
-          "LimitExceededException": ("a CloudFormation account limit was reached", "delete unused stacks or change sets, or raise the quota")}
 NO_CHANGES = ("didn't contain changes", "No updates are to be performed", "The submitted information didn't contain changes")
 
 
@@ -64,12 +62,19 @@ class ChangeSetPlan:
         return not self.changes
 
 
+DEFAULT_FIX = "read AWS's message and the stack events in the console"
+
+
 def _call(cfn, op: str, **params):
-    return aws.call(cfn, op, error=DeployError, errors=ERRORS, default_fix="read AWS's message and the stack events in the console", **params)
+    return aws.call(cfn, op, error=DeployError, context="cloudformation", default_fix=DEFAULT_FIX, **params)
+
+
+def _paginate(cfn, op: str, starting_token: dict[str, str] | None = None, **params):
+    return aws.paginate(cfn, op, error=DeployError, context="cloudformation", default_fix=DEFAULT_FIX, starting_token=starting_token, **params)
 
 
 def describe(cfn, name: str) -> StackState:
-    found = aws.call(cfn, "describe_stacks", error=DeployError, errors=ERRORS, absent=("ValidationError:does not exist",), StackName=name)
+    found = aws.call(cfn, "describe_stacks", error=DeployError, context="cloudformation", absent=("ValidationError:does not exist",), StackName=name)
     if found is None:
         return StackState(name=name, status=None)
     s = found["Stacks"][0]
@@ -114,11 +119,9 @@ def plan(cfn, state: StackState, template_body: str, *, description: str = "hois
             raise DeployError(f"the change set is still {desc['Status']} after {timeout_s:.0f} s", where=f"stack {state.name}", fix="look at it in the console; run again")
         time.sleep(poll_s)
     changes = _changes(desc)
-    token = desc.get("NextToken")
-    while token:
-        desc = _call(cfn, "describe_change_set", ChangeSetName=cs_id, StackName=state.name, NextToken=token)
-        changes += _changes(desc)
-        token = desc.get("NextToken")
+    if desc.get("NextToken"):  # the pages after the one the wait read, through boto3's paginator
+        rest = _paginate(cfn, "describe_change_set", starting_token={"NextToken": desc["NextToken"]}, ChangeSetName=cs_id, StackName=state.name)
+        changes += [c for page in rest for c in _changes(page)]
     return ChangeSetPlan(stack=state.name, change_set_type=kind, change_set_id=cs_id, changes=tuple(changes))
 
 
@@ -185,14 +188,8 @@ def _new_events(cfn, name: str, seen: str | None) -> list[dict]:
 
 
 def _event_pages(cfn, name: str):
-    token = None
-    while True:
-        params = {"StackName": name, **({"NextToken": token} if token else {})}
-        page = _call(cfn, "describe_stack_events", **params)
+    for page in _paginate(cfn, "describe_stack_events", StackName=name):
         yield page.get("StackEvents", [])
-        token = page.get("NextToken")
-        if not token:
-            return
 
 
 def _latest_event(cfn, name: str) -> str | None:
@@ -211,13 +208,7 @@ def execute(cfn, cs: ChangeSetPlan, *, on_event=None, poll_s: float = 5.0, timeo
 
 
 def resources(cfn, name: str) -> list[dict]:
-    out, token = [], None
-    while True:
-        page = _call(cfn, "list_stack_resources", StackName=name, **({"NextToken": token} if token else {}))
-        out += page.get("StackResourceSummaries", [])
-        token = page.get("NextToken")
-        if not token:
-            return out
+    return list(aws.pages(cfn, "list_stack_resources", "StackResourceSummaries", error=DeployError, context="cloudformation", default_fix=DEFAULT_FIX, StackName=name))
 
 
 def delete(cfn, name: str, *, on_event=None, poll_s: float = 5.0, timeout_s: float = 3600) -> StackState:

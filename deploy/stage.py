@@ -37,6 +37,7 @@ from pipeline import aws, modelfolder
 from pipeline.config import Config, DeployConfig
 from pipeline.console import Progress
 from pipeline.errors import DeployError
+from pipeline.files import atomic_write_json, atomic_write_text
 from pipeline.records import BuildRecord, load_manifest
 
 from . import alias, artifacts, lint, network, stack
@@ -239,9 +240,7 @@ class Deployer:
 
     def _change_set(self, state, template, template_path, *, storage_only, dry_run, release, plan_, sync, live, warnings=(), unchecked=(), sync_job=None) -> DeployPlan:
         body = dumps(template)
-        tmp = template_path.with_name(template_path.name + ".tmp")
-        tmp.write_text(body)
-        tmp.replace(template_path)
+        atomic_write_text(template_path, body)
         self.progress.step(f"linting {template_path.name} (cfn-lint + deploy/lint_rules)")
         findings = lint.check(template, self.dcfg.region, str(template_path.relative_to(self.config.root)) if template_path.is_relative_to(self.config.root) else str(template_path))
         warnings = warnings + tuple(f"cfn-lint {f}" for f in findings)
@@ -376,11 +375,8 @@ class Deployer:
             "rolled_back_to": rolled_back,
             "efs_history": history[:HISTORY],
         }
-        body = json.dumps(doc, indent=1, sort_keys=True) + "\n"
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(body)
-        tmp.replace(path)
-        aws.call(self.aws.s3, "put_object", error=DeployError, errors=artifacts.ERRORS, Bucket=self.dcfg.artifact_bucket, Key=record_key(self.dcfg),
+        body = atomic_write_json(path, doc, sort_keys=True)
+        aws.call(self.aws.s3, "put_object", error=DeployError, context="artifact-bucket", Bucket=self.dcfg.artifact_bucket, Key=record_key(self.dcfg),
                  Body=body.encode(), ContentType="application/json")
         return path
 
@@ -391,7 +387,7 @@ def record_key(dcfg: DeployConfig) -> str:
 
 def read_remote_record(dcfg: DeployConfig, s3) -> dict | None:
     """The record in the artifact bucket; None when there is none yet."""
-    got = aws.call(s3, "get_object", error=DeployError, errors=artifacts.ERRORS, absent=("NoSuchKey", "404"), Bucket=dcfg.artifact_bucket, Key=record_key(dcfg))
+    got = aws.call(s3, "get_object", error=DeployError, context="artifact-bucket", absent=("NoSuchKey", "404"), Bucket=dcfg.artifact_bucket, Key=record_key(dcfg))
     return None if got is None else json.loads(got["Body"].read())
 
 
@@ -453,13 +449,7 @@ def layer_name(config: Config) -> str:
 
 def layer_versions(lam, name: str) -> list[str]:
     """Every version ARN of the stack's layer (paginated); none when the layer does not exist."""
-    out, marker = [], None
-    while True:
-        page = aws.call(lam, "list_layer_versions", error=DeployError, LayerName=name, **({"Marker": marker} if marker else {}))
-        out += [v["LayerVersionArn"] for v in page.get("LayerVersions", [])]
-        marker = page.get("NextMarker")
-        if not marker:
-            return out
+    return [v["LayerVersionArn"] for v in aws.pages(lam, "list_layer_versions", "LayerVersions", error=DeployError, LayerName=name)]
 
 
 def apply_teardown(config: Config, clients_: Clients, plan: TeardownPlan, progress: Progress | None = None, poll_s: float = 5.0) -> list[str]:

@@ -22,7 +22,6 @@ import hashlib
 import os
 import platform
 import shutil
-import subprocess
 import tarfile
 import tempfile
 import time
@@ -30,6 +29,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import docker, proc
 from .errors import PipelineError
 
 # Debian releases whose python3 is the CPython a Lambda runtime runs. Lambda's
@@ -44,6 +44,7 @@ PACKAGES = ("python3", "python3-venv")
 # what Lambda's image has that the stand-in must have too: the task root, the
 # layer's /opt, the EFS mount's parent, and the base image's interpreter path
 LAMBDA_DIRS = ("var/task", "var/runtime", "var/lang/bin", "opt", "mnt", "tmp")
+BINFMT_DIR = Path("/proc/sys/fs/binfmt_misc")
 
 
 class EmulationUnavailable(PipelineError):
@@ -91,25 +92,28 @@ def suite_for(python: str) -> str:
     return DEBIAN_PYTHON[python]
 
 
-def binfmt_problem(machine: str) -> str | None:
-    """Why this machine cannot run ``machine`` binaries through binfmt_misc, or None.
+def binfmt_problem(machine: str, binfmt_dir: Path = BINFMT_DIR) -> str | None:
+    """Why this machine cannot run ``machine`` binaries through binfmt_misc, or None: the one
+    check for everything that runs a foreign CPU (the Docker builder, the smoke test, the import check).
 
     As root, a missing registration is made here (mount binfmt_misc, enable
-    Debian's qemu-user-static entry); otherwise the message says how.
+    Debian's qemu-user-static entry); otherwise the message says how. The
+    entry must be enabled with the F flag: without it the interpreter is looked
+    up inside the container or chroot, where there is none.
     """
     if machine == platform.machine():
         return None
-    entry = Path(f"/proc/sys/fs/binfmt_misc/qemu-{machine}")
+    entry = binfmt_dir / f"qemu-{machine}"
     if _enabled(entry):
         return None
     if not Path(f"/usr/bin/qemu-{machine}-static").exists():
         return f"no qemu-{machine}-static: apt-get install qemu-user-static binfmt-support (then run again)"
     if os.geteuid() != 0:
         return f"qemu-{machine} is not registered with binfmt_misc: as root, `mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc` (if not mounted) and `update-binfmts --enable qemu-{machine}`"
-    if not Path("/proc/sys/fs/binfmt_misc/register").exists():
-        subprocess.run(["mount", "-t", "binfmt_misc", "binfmt_misc", "/proc/sys/fs/binfmt_misc"], check=False, capture_output=True)
+    if not (binfmt_dir / "register").exists():
+        proc.capture(["mount", "-t", "binfmt_misc", "binfmt_misc", str(binfmt_dir)])
     if shutil.which("update-binfmts"):
-        subprocess.run(["update-binfmts", "--enable", f"qemu-{machine}"], check=False, capture_output=True)
+        proc.capture(["update-binfmts", "--enable", f"qemu-{machine}"])
     if _enabled(entry):
         return None
     return f"could not register qemu-{machine} with binfmt_misc (is /proc/sys/fs/binfmt_misc writable here? a container needs --privileged): apt-get install binfmt-support and run `update-binfmts --enable qemu-{machine}`"
@@ -165,12 +169,12 @@ def ensure_root(python: str, machine: str, on_line: Callable[[str], None] | None
         if on_line:
             on_line(f"building the Debian {suite} {DEBIAN_ARCH[machine]} root (CPython {python}) into {root}: about 8 minutes, once")
         started = time.monotonic()
-        proc = subprocess.run(cmd, check=False, capture_output=True, text=True)
-        if proc.returncode != 0:
+        out = proc.capture(cmd)
+        if out.returncode != 0:
             shutil.rmtree(partial, ignore_errors=True)
-            tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-8:])
+            tail = "\n".join((out.stdout + out.stderr).strip().splitlines()[-8:])
             raise EmulationUnavailable(
-                f"debootstrap of Debian {suite} for {machine} failed (exit {proc.returncode}):\n{tail}",
+                f"debootstrap of Debian {suite} for {machine} failed (exit {out.returncode}):\n{tail}",
                 where=str(root),
                 fix="check that the Debian mirror answers (HOIST_DEBIAN_MIRROR overrides it) and that qemu binfmt is registered",
             )
@@ -195,43 +199,27 @@ def finish_root(root: Path, python: str) -> None:
             f.unlink()
 
 
-def _docker() -> str:
-    return shutil.which("docker") or "docker"
-
-
 def image_tag(root: Path) -> str:
     stamp = (root / COMPLETE).read_text()
     key = hashlib.sha256(f"{root.name}|{stamp}".encode()).hexdigest()[:12]
     return f"hoist-emulated/{root.name.rsplit('-', 1)[0]}:{key}"
 
 
-def docker_problem() -> str | None:
-    docker = shutil.which("docker")
-    if not docker:
-        return "no docker command: install Docker (apt-get install docker.io) and start its daemon"
-    info = subprocess.run([docker, "version", "--format", "{{.Server.Os}}"], check=False, capture_output=True, text=True)
-    if info.returncode != 0:
-        return f"the Docker daemon does not answer ({(info.stderr.strip().splitlines() or ['no output'])[-1]}): start it (dockerd) and run again"
-    return None
-
-
 def ensure_image(root: Path, machine: str) -> str:
     """`docker import` of the root (once per root), tagged for ``machine``."""
     tag = image_tag(root)
-    if subprocess.run([_docker(), "image", "inspect", tag], check=False, capture_output=True).returncode == 0:
+    if docker.image_exists(tag):
         return tag
     with _locked(root.with_name(root.name + ".image")), tempfile.TemporaryDirectory(prefix="hoist-root-") as tmp:
-        if subprocess.run([_docker(), "image", "inspect", tag], check=False, capture_output=True).returncode == 0:
+        if docker.image_exists(tag):
             return tag
         tar_path = Path(tmp) / "root.tar"
         with tarfile.open(tar_path, "w") as tar:
             tar.add(root, arcname=".", filter=lambda info: None if info.name in ("./proc", "./sys") or info.name.startswith(("./proc/", "./sys/")) else info)
-        cmd = [_docker(), "import", "--platform", f"linux/{DEBIAN_ARCH[machine]}",
-               "--change", "ENV PATH=/var/lang/bin:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin",
-               "--change", "ENV LANG=C.UTF-8", "--change", "WORKDIR /var/task", str(tar_path), tag]
-        proc = subprocess.run(cmd, check=False, capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise EmulationUnavailable(f"docker import of {root} failed: {proc.stderr.strip()[-500:]}", where="level 3", fix="check the Docker daemon's log and free disk space")
+        out = docker.import_tar(tar_path, tag, platform=f"linux/{DEBIAN_ARCH[machine]}",
+                                changes=["ENV PATH=/var/lang/bin:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin", "ENV LANG=C.UTF-8", "WORKDIR /var/task"])
+        if out.returncode != 0:
+            raise EmulationUnavailable(f"docker import of {root} failed: {out.stderr.strip()[-500:]}", where="level 3", fix="check the Docker daemon's log and free disk space")
     return tag
 
 
@@ -259,8 +247,7 @@ def run_platform(image: str, machine: str) -> str | None:
     """The --platform to run ``image`` with: its own when the daemon recorded the target's,
     else None (a daemon that is not multi-platform capable records the host's architecture
     on import; the binaries inside still run through binfmt)."""
-    out = subprocess.run([_docker(), "image", "inspect", "--format", "{{.Architecture}}", image], check=False, capture_output=True, text=True)
-    return f"linux/{DEBIAN_ARCH[machine]}" if out.stdout.strip() == DEBIAN_ARCH[machine] else None
+    return f"linux/{DEBIAN_ARCH[machine]}" if docker.inspect(image, "{{.Architecture}}") == DEBIAN_ARCH[machine] else None
 
 
 def emulated_python(python: str, machine: str, on_line: Callable[[str], None] | None = None) -> EmulatedPython:
@@ -273,7 +260,7 @@ def emulated_python(python: str, machine: str, on_line: Callable[[str], None] | 
     why = binfmt_problem(machine)
     if why:
         raise EmulationUnavailable(why, where="level 3", fix="apt-get install qemu-user-static binfmt-support debootstrap")
-    no_chroot, no_docker = chroot_problem(), docker_problem()
+    no_chroot, no_docker = chroot_problem(), docker.daemon_problem()
     if no_chroot and no_docker:
         raise EmulationUnavailable(f"{no_chroot}; and {no_docker}", where="level 3", fix="run as root, or install and start Docker (apt-get install docker.io)")
     root = ensure_root(python, machine, on_line)

@@ -16,11 +16,12 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .errors import InterpreterNotFound
+from .files import atomic_write_json
+from .proc import TimeoutExpired, capture, uv_bin
 
 PROBE = "import sys; print('%d.%d.%d' % sys.version_info[:3]); print(sys.executable)"
 
@@ -39,8 +40,8 @@ class Search:
 
     def check(self, candidate: str, found_by: str, env: dict | None = None) -> Interpreter | None:
         try:
-            out = subprocess.run([candidate, "-I", "-c", PROBE], capture_output=True, text=True, timeout=30, env=env, check=False)
-        except (OSError, subprocess.TimeoutExpired) as exc:
+            out = capture([candidate, "-I", "-c", PROBE], timeout=30, env=env, clean_env=env is not None)
+        except (OSError, TimeoutExpired) as exc:
             self.tried.append((f"{candidate} ({found_by})", f"could not run: {exc}"))
             return None
         if out.returncode != 0:
@@ -64,8 +65,8 @@ def _pyenv_candidates(version: str, search: Search) -> list[str]:
         search.tried.append(("pyenv", "not on PATH"))
         return []
     try:
-        listed = subprocess.run([pyenv, "versions", "--bare", "--skip-aliases"], capture_output=True, text=True, timeout=30, check=False)
-    except (OSError, subprocess.TimeoutExpired) as exc:
+        listed = capture([pyenv, "versions", "--bare", "--skip-aliases"], timeout=30)
+    except (OSError, TimeoutExpired) as exc:
         search.tried.append(("pyenv versions", str(exc)))
         return []
     matches = [v.strip() for v in listed.stdout.splitlines() if v.strip().startswith(version + ".") and v.strip()[len(version) + 1 :].isdigit()]
@@ -74,17 +75,15 @@ def _pyenv_candidates(version: str, search: Search) -> list[str]:
         search.tried.append(("pyenv", f"has no {version}.x installed"))
     found = []
     for v in matches:
-        prefix = subprocess.run([pyenv, "prefix", v], capture_output=True, text=True, timeout=30, check=False).stdout.strip()
+        prefix = capture([pyenv, "prefix", v], timeout=30).stdout.strip()
         if prefix:
             found.append(os.path.join(prefix, "bin", f"python{version}"))
     return found
 
 
 def _uv_candidate(version: str, search: Search) -> str | None:
-    from .proc import uv_bin
-
     try:
-        out = subprocess.run([uv_bin(), "python", "find", "--no-python-downloads", version], capture_output=True, text=True, timeout=60, check=False)
+        out = capture([uv_bin(), "python", "find", "--no-python-downloads", version], timeout=60)
     except Exception as exc:  # uv missing or broken: one more reason in the list
         search.tried.append(("uv python find", getattr(exc, "what", str(exc))))
         return None
@@ -130,9 +129,7 @@ def _remember(found: Interpreter, version: str, cache: Path) -> None:
     doc[version] = {"inputs": _inputs(version), "identity": _identity(found.path), "interpreter": asdict(found)}
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_name(f"{cache.name}.tmp-{os.getpid()}")
-        tmp.write_text(json.dumps(doc, indent=1) + "\n")
-        tmp.replace(cache)
+        atomic_write_json(cache, doc)
     except OSError:
         pass  # a cache that cannot be written only costs the next probe
 

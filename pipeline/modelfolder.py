@@ -10,17 +10,15 @@ input) in the target's interpreter with its built tree.
 from __future__ import annotations
 
 import functools
-import importlib.util
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 from types import ModuleType
 
+from . import handlerlib, proc
 from .errors import PipelineError
 
-LIBRARY = Path(__file__).resolve().parent.parent / "handler"  # hoist_lambda's parent: Hoist's handler library
+LIBRARY = handlerlib.LIBRARY
 
 
 class ModelError(PipelineError):
@@ -30,12 +28,7 @@ class ModelError(PipelineError):
 @functools.cache
 def contract() -> ModuleType:
     """handler/hoist_lambda/contract.py, loaded by path (the handler folder is no package of the pipeline)."""
-    spec = importlib.util.spec_from_file_location("hoist_model_contract", LIBRARY / "hoist_lambda" / "contract.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the class is made
-    spec.loader.exec_module(module)
-    return module
+    return handlerlib.load("contract", "hoist_model_contract")
 
 
 def _error(folder: Path, problems: list) -> ModelError:
@@ -78,8 +71,8 @@ def check_with_model(folder: Path, python: str, paths: list[Path], timeout_s: fl
     sys.path: the model loads as TorchScript and gives one output per label."""
     check(folder)
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOIST_EFS_TREE": "", "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "1769"}
-    out = subprocess.run([python, "-I", "-c", CHILD, str(LIBRARY), str(folder), json.dumps([str(p) for p in paths])],
-                         check=False, capture_output=True, text=True, timeout=timeout_s, env=env)
+    out = proc.capture([python, "-I", "-c", CHILD, str(LIBRARY), str(folder), json.dumps([str(p) for p in paths])],
+                       timeout=timeout_s, env=env, clean_env=True)
     lines = out.stdout.strip().splitlines()
     if out.returncode != 0 or not lines:
         raise ModelError(f"the model check could not run: {out.stderr.strip()[-1500:]}", where=str(folder),

@@ -10,10 +10,11 @@ from the dicts the stages used to read (``"version": 1``).
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+
+from .files import atomic_write_json
 
 MANIFEST_NAME = "manifest.json"  # beside a set's site-packages/, and in each EFS version
 BUILD_RECORD_NAME = "build.json"  # dist/<target>/build.json
@@ -24,13 +25,6 @@ SYMLINK_MODE = 0o120777  # a symlink's entry: size and sha256 are of its target 
 
 class RecordError(ValueError):
     """A record file that is not what this module writes (malformed JSON, missing keys)."""
-
-
-def write_json(doc: dict[str, Any], path: Path) -> None:
-    """Write JSON through a temp file and a rename: never a half-written file."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(doc, indent=1, sort_keys=False) + "\n")
-    tmp.replace(path)
 
 
 def _read(path: Path) -> dict[str, Any]:
@@ -145,7 +139,7 @@ def load_manifest(path: Path) -> Manifest:
 
 
 def write_manifest(manifest: Manifest, path: Path) -> None:
-    write_json(manifest.as_json(), path)
+    atomic_write_json(path, manifest.as_json())
 
 
 # ---------------------------------------------------------------- build record
@@ -256,5 +250,5 @@ def load_build_record(path: Path, root: Path) -> BuildRecord:
 
 
 def write_build_record(record: BuildRecord, path: Path, root: Path) -> BuildRecord:
-    write_json(record.as_json(root), path)
+    atomic_write_json(path, record.as_json(root))
     return replace(record, path=path)

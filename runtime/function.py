@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 import os
 import shutil
-import subprocess
 import threading
 import time
 from collections import deque
@@ -117,14 +116,14 @@ class FunctionProcess:
         self.spec = spec
         self.pid_for_memory = pid_for_memory
         self.on_line = on_line  # every line the function prints, as it prints it
-        self.proc: subprocess.Popen | None = None
+        self.proc: proc.Popen[str] | None = None
         self.started_at = 0.0
         self.output: deque[str] = deque(maxlen=200)
         self._reader: threading.Thread | None = None
 
     def start(self) -> None:
         self.started_at = time.monotonic()
-        self.proc = subprocess.Popen(self.command, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace")
+        self.proc = proc.start(self.command, env=self.env, clean_env=True)
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 
@@ -135,6 +134,16 @@ class FunctionProcess:
             self.output.append(line)
             if self.on_line:
                 self.on_line(line)
+
+    def wait_for_output(self, needle: str, limit_s: float = 2.0) -> bool:
+        """Wait until the function has printed a line containing ``needle``: what it printed before answering
+        can still be in the pipe when its answer arrives through the Runtime API."""
+        deadline = time.monotonic() + limit_s
+        while not any(needle in line for line in list(self.output)):
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.02)
+        return True
 
     def wait_ready(self, limit_s: float) -> tuple[str, float | None]:
         """Wait for init: ("ready", ms), ("init-error", ms), ("crashed", None) or ("timeout", None)."""
@@ -190,7 +199,7 @@ class FunctionProcess:
             self.proc.terminate()
             try:
                 self.proc.wait(10)
-            except subprocess.TimeoutExpired:
+            except proc.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
 

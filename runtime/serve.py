@@ -162,7 +162,8 @@ def run(config: Config, tcfg: TargetConfig, efs_tree: str, model_dir: Path, port
                                   json.dumps({"message": "Internal Server Error", "status": report.status, "error": report.error}).encode())
             code, headers, data = http_response(report.payload)
             if code >= 500:
-                say(f"request {report.request_id} answered {code}: the function's traceback is printed above")
+                printed = function.wait_for_output(report.request_id)  # its log line first, then this one
+                say(f"request {report.request_id} answered {code}: " + ("the function's traceback is printed above" if printed else "the function printed nothing for it"))
             return self._send(code, headers, data)
 
         def do_GET(self):

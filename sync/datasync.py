@@ -56,12 +56,6 @@ from .efs import MARKER, holder_gone, lock_owner
 from .shell import interruptible
 
 TERMINAL = {"SUCCESS", "ERROR"}
-# stage-specific fixes on top of pipeline.aws.ERRORS
-AWS_ERRORS = {
-    "AccessDenied": ("AWS refused the request", "grant the caller s3:PutObject/GetObject/ListBucket on the staging prefix and datasync:* on its tasks and locations"),
-    "AccessDeniedException": ("AWS refused the request", "grant the caller datasync:CreateTask/StartTaskExecution/Describe* and iam:PassRole for the DataSync roles"),
-    "NoSuchBucket": ("the staging bucket does not exist", "create it, or fix sync.datasync.bucket"),
-}
 
 
 @dataclass(frozen=True)
@@ -106,7 +100,7 @@ def clients(cfg: DataSyncConfig) -> Clients:
 
 def call(client, operation: str, **params):
     """One AWS call; AWS error codes become SyncErrors that say what to do."""
-    return aws.call(client, operation, error=SyncError, errors=AWS_ERRORS, default_fix="read the message; check the names and ARNs in [sync.datasync]", **params)
+    return aws.call(client, operation, error=SyncError, context="datasync", default_fix="read the message; check the names and ARNs in [sync.datasync]", **params)
 
 
 def _digests(path: Path) -> tuple[str, str]:
@@ -120,7 +114,7 @@ def _digests(path: Path) -> tuple[str, str]:
 
 def _listing(c: Clients, bucket: str, prefix: str) -> dict[str, tuple[str, int]]:
     return {obj["Key"]: (obj["ETag"].strip('"'), obj["Size"])
-            for obj in aws.pages(c.s3, "list_objects_v2", "Contents", error=SyncError, errors=AWS_ERRORS, Bucket=bucket, Prefix=prefix)}
+            for obj in aws.pages(c.s3, "list_objects_v2", "Contents", error=SyncError, context="datasync", Bucket=bucket, Prefix=prefix)}
 
 
 def version_files(tree: Path, manifest: Manifest) -> list[tuple[str, Path, int, int]]:
@@ -302,18 +296,18 @@ def lock_key(cfg: DataSyncConfig, version: str) -> str:
 def _acquire(c: Clients, cfg: DataSyncConfig, plan: DataSyncPlan, stale_s: int) -> str:
     """Take the version's lock object; an existing one is taken over only when its holder is provably gone or it is stale."""
     key, owner = lock_key(cfg, plan.version), lock_owner()
-    taken = aws.call(c.s3, "put_object", error=SyncError, errors=AWS_ERRORS, absent=("PreconditionFailed", "ConditionalRequestConflict"), Bucket=cfg.bucket, Key=key,
+    taken = aws.call(c.s3, "put_object", error=SyncError, context="datasync", absent=("PreconditionFailed", "ConditionalRequestConflict"), Bucket=cfg.bucket, Key=key,
                      Body=owner.encode(), IfNoneMatch="*")
     if taken is not None:
         return key
-    held = aws.call(c.s3, "get_object", error=SyncError, errors=AWS_ERRORS, absent=("NoSuchKey",), Bucket=cfg.bucket, Key=key)
+    held = aws.call(c.s3, "get_object", error=SyncError, context="datasync", absent=("NoSuchKey",), Bucket=cfg.bucket, Key=key)
     if held is None:  # released meanwhile
         return _acquire(c, cfg, plan, stale_s)
     holder = held["Body"].read().decode(errors="replace").strip()
     age = int(time.time() - held["LastModified"].timestamp())
     # If-Match on the ETag read: of two runs taking over at once, one put fails
     if (holder_gone(holder) or age > stale_s) and aws.call(
-            c.s3, "put_object", error=SyncError, errors=AWS_ERRORS, absent=("PreconditionFailed", "ConditionalRequestConflict"), Bucket=cfg.bucket, Key=key,
+            c.s3, "put_object", error=SyncError, context="datasync", absent=("PreconditionFailed", "ConditionalRequestConflict"), Bucket=cfg.bucket, Key=key,
             Body=owner.encode(), IfMatch=held["ETag"]) is not None:
         return key
     raise SyncError(

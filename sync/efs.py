@@ -187,8 +187,8 @@ echo "held $age $(cat {_q(lock)}/owner 2>/dev/null)"
         raise remote._error(ran.returncode, ran.stderr or ran.stdout, f"taking the lock on {remote.label}")
     out = ran.stdout.strip().splitlines()[-1]
     if out.startswith("held"):
-        _, age, *who = out.split()
-        holder = " ".join(who)
+        _, age, *holder_words = out.split()
+        holder = " ".join(holder_words)
         if holder and holder_gone(holder):
             # rename, then make: of two runs taking over at once, one rename fails and that run finds the lock held
             trash = f"{plan.base}/.trash-lock-{plan.version}-{os.getpid()}"

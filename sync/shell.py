@@ -10,12 +10,12 @@ from __future__ import annotations
 import contextlib
 import shlex
 import signal
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+from pipeline import proc
 from pipeline.config import BastionConfig
 from pipeline.errors import SyncError, SyncInterrupted
 
@@ -96,11 +96,11 @@ class Remote:
             "-o", "LogLevel=ERROR",
         ]
 
-    def run(self, script: str, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    def run(self, script: str, stdin: str | None = None, check: bool = True) -> proc.CompletedProcess[str]:
         """A POSIX shell script on the EFS side; retried when the connection drops."""
         argv = self.ssh_command() + [f"{self.bastion.user}@{self.bastion.host}", "sh -c " + shlex.quote(script)] if self.bastion else ["sh", "-c", script]
         for attempt in range(self.retries + 1):
-            out = subprocess.run(argv, input=stdin, capture_output=True, text=True, check=False)
+            out = proc.capture(argv, input=stdin)
             if out.returncode != 255 or not self.bastion or _fatal(out.stderr, self.bastion.known_hosts) or attempt == self.retries:
                 break
             self.sleep(self.backoff_s * 2**attempt)
@@ -126,22 +126,15 @@ class Remote:
         if self.bastion:
             base += ["-e", shlex.join(self.ssh_command())]
         last = ""
+
+        def progress(line: str) -> None:
+            if on_line and line.strip():
+                on_line(line.strip())
+
         for attempt in range(self.retries + 1):
-            proc = subprocess.Popen(base + args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace")
-            lines = []
-            assert proc.stdout is not None
-            try:
-                for raw in proc.stdout:
-                    for line in raw.replace("\r", "\n").splitlines():
-                        lines.append(line)
-                        if on_line and line.strip():
-                            on_line(line.strip())
-                code = proc.wait()
-            except BaseException:  # interrupted: stop rsync (and its ssh) before the lock is released
-                proc.kill()
-                proc.wait()
-                raise
-            last = "\n".join(lines)
+            # proc.run reads rsync's \r progress updates as lines, and kills rsync (and its ssh) when
+            # interrupted, before the lock is released
+            code, last = proc.run(base + args, what="rsync", where=self.label, fix="apt-get install rsync", on_line=progress, check=False)
             if code == 0:
                 return last
             fatal = _fatal(last, self.bastion.known_hosts if self.bastion else "")

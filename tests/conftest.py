@@ -117,6 +117,32 @@ def moto_server():
     server.stop()
 
 
+@pytest.fixture
+def stubbed(monkeypatch):
+    """``stubbed(service)``: a client made by pipeline.aws (fake credentials, no endpoint) behind botocore's
+    Stubber, and the Stubber; every response a test queues must have been asked for by its end."""
+    from botocore.stub import Stubber
+
+    from pipeline import aws
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    stubs: list[Stubber] = []
+
+    def make(service: str, region: str = "eu-west-1"):
+        client = aws.client(aws.session(region), service)
+        stub = Stubber(client)
+        stub.activate()
+        stubs.append(stub)
+        return client, stub
+
+    yield make
+    for stub in stubs:
+        stub.deactivate()
+        stub.assert_no_pending_responses()
+
+
 @pytest.fixture(scope="session")
 def docker_daemon(tmp_path_factory):
     """A Docker daemon answering on the default socket: started here when none runs."""

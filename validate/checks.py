@@ -21,6 +21,8 @@ from functools import cache
 from pathlib import Path
 
 from pipeline.dists import dists, owner_of, owners, unloadable
+from pipeline.files import atomic_write_json, bytecode_tag
+from pipeline.globs import matches
 from pipeline.targets import Target, facts
 
 from . import elf
@@ -90,18 +92,12 @@ class ValidationReport:
         }
 
     def write_json(self, path: Path) -> None:
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps(self.as_json(), indent=1) + "\n")
-        tmp.replace(path)
+        atomic_write_json(path, self.as_json())
 
 
 @cache
 def libraries() -> dict:
     return json.loads(LIBRARIES_FILE.read_text())
-
-
-def _glob(pattern: str) -> re.Pattern:
-    return re.compile(re.escape(pattern).replace(r"\*", ".*") + r"\Z")
 
 
 def _ceilings(target: Target) -> dict[str, tuple[int, ...]]:
@@ -204,7 +200,7 @@ class _Checker:
                 )
 
     def _abi(self, name, present, owner):
-        tag = "cpython-{}{}".format(*self.target.python_tuple)
+        tag = bytecode_tag(self.target.python_tuple)
         arch = self.target.machine
         pattern = re.compile(r"\.cpython-(\d+)t?-([a-z0-9_]+)-linux-gnu\.so$")
         for rel in sorted(present):
@@ -229,17 +225,15 @@ class _Checker:
 
     def _gpu(self, name, present, owner, tree):
         gpu = libraries()["gpu"]
-        lib_res = [_glob(p) for p in gpu["libraries"]]
         seen: set[str] = set()
         for rel in sorted(present):
             base = rel.rsplit("/", 1)[-1]
-            if any(r.match(base) for r in lib_res):
+            if matches(base, gpu["libraries"]):
                 pkg = owner_of(owner, rel)
                 seen.add(pkg or rel)
                 self.add("error", "gpu-bloat", f"{name}:{rel}", pkg, f"CUDA library {base} ({(tree / rel).lstat().st_size:,} bytes): Lambda has no GPU", CPU_INDEX_FIX)
-        dist_res = [_glob(p) for p in gpu["distributions"]]
         for dist in dists(tree):
-            if dist.name not in seen and any(r.match(dist.name) for r in dist_res):
+            if dist.name not in seen and matches(dist.name, gpu["distributions"]):
                 self.add("error", "gpu-bloat", f"{name}:{dist.dist_info.name}", dist.name, f"{dist.name} {dist.version} is a GPU package: Lambda has no GPU", CPU_INDEX_FIX)
 
 

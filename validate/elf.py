@@ -14,6 +14,8 @@ from elftools.elf.dynamic import DynamicSection
 from elftools.elf.elffile import ELFFile
 from elftools.elf.gnuversions import GNUVerNeedSection
 
+from pipeline.files import is_elf
+
 _VERSION = re.compile(r"^(GLIBC|GLIBCXX|CXXABI)_(\d+(?:\.\d+)*)$")
 
 
@@ -27,14 +29,6 @@ class ElfInfo:
     soname: str | None = None
     # highest version required per (family, library), e.g. ("GLIBC", "libc.so.6") -> (2, 28)
     versions: dict[tuple[str, str], tuple[int, ...]] = field(default_factory=dict)
-
-
-def is_elf(path: Path) -> bool:
-    try:
-        with open(path, "rb") as fh:
-            return fh.read(4) == b"\x7fELF"
-    except OSError:
-        return False
 
 
 # the dynamic tags whose value is a string, and the attribute pyelftools gives it

@@ -12,18 +12,18 @@ did not run. Each result says how far it is from Lambda ("distance").
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
 import shutil
-import subprocess
 import tempfile
-import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline import emulation
+from pipeline import docker, emulation
 from pipeline.dists import top_level_modules
 from pipeline.errors import CommandError, InterpreterNotFound
 from pipeline.interpreters import find_python
@@ -204,13 +204,11 @@ def level1(inputs: SmokeInputs, target: Target, fix_for=None) -> tuple[dict, lis
 
 def _image_problem(image: str, docker_platform: str, target: Target, pull: bool = True) -> str | None:
     """Why a container of ``image`` cannot run here, or None."""
-    why = emulation.docker_problem() or emulation.binfmt_problem(target.machine)
+    why = docker.daemon_problem() or emulation.binfmt_problem(target.machine)
     if why:
         return why
-    docker = shutil.which("docker") or "docker"
-    present = subprocess.run([docker, "image", "inspect", "--format", "{{.Os}}/{{.Architecture}}", image], check=False, capture_output=True, text=True)
-    if present.returncode != 0:
-        pulled = subprocess.run([docker, "pull", "--platform", docker_platform, image], check=False, capture_output=True, text=True) if pull else None
+    if not docker.image_exists(image):
+        pulled = docker.pull(image, docker_platform) if pull else None
         if pulled is None or pulled.returncode != 0:
             tail = (pulled.stderr.strip().splitlines() or ["no output"])[-1] if pulled else "not pulled"
             return f"image {image} is not here and could not be pulled ({tail}): pull it where a registry is reachable, or pass --image"
@@ -223,36 +221,50 @@ class DockerFunction(FunctionProcess):
         self.container = container
 
     def stop(self) -> None:
-        subprocess.run([shutil.which("docker") or "docker", "rm", "-f", self.container], check=False, capture_output=True)
+        docker.remove(self.container)
         super().stop()
 
 
-def _in_container(inputs: SmokeInputs, target: Target, image: str, level: int, init_limit_s: float, fix_for=None, docker_platform: str | None = "target") -> tuple[dict, list[Finding]]:
-    """The function in a container of ``image``: Lambda's layout, the real client, the emulator on the host network."""
+@dataclass(frozen=True)
+class _Sandbox:
+    """Lambda's layout for a function run in a root of its own (a container, a chroot): what both set up alike."""
+
+    spec: FunctionSpec
+    api: RuntimeAPI
+    env: dict[str, str]  # Lambda's environment, with the paths inside
+    mounts: tuple[tuple[Path, str], ...]  # (host folder, path inside), read-only
+
+
+@contextlib.contextmanager
+def _sandbox(inputs: SmokeInputs, target: Target) -> Iterator[_Sandbox]:
+    """The task root, the runtime client, the layer, the EFS version at the mount path (as on EFS: archives
+    beside site-packages get hydrated) and the model, each mounted where Lambda has it; the emulator's API."""
     ric = runtime_client(target, inputs.cache)
     layer, efs = _layer_and_efs(inputs)
     spec = _spec(inputs, target)
     with tempfile.TemporaryDirectory(prefix="hoist-smoke-") as tmp, RuntimeAPI() as api:
         task = _task_root(inputs, Path(tmp))
-        # the version folder at the mount path, as on EFS: archives beside site-packages get hydrated
         layout = Layout(task_root="/var/task", layer="/opt/python" if layer else None, efs_tree=f"{inputs.mount_path}/{efs.name}" if efs else None, runtime_dir="/opt/hoist-runtime")
         env = {**lambda_environment(spec, layout, api.address), **_env_extra(inputs)}
-        name = f"hoist-smoke-{uuid.uuid4().hex[:12]}"
-        plat = target.docker_platform if docker_platform == "target" else docker_platform
-        cmd = [shutil.which("docker") or "docker", "run", "--rm", "--name", name, "--network", "host", *(["--platform", plat] if plat else []),
-               "--memory", f"{spec.memory_mb}m", "--entrypoint", f"/var/lang/bin/python{target.python}",
-               "-v", f"{task}:/var/task:ro", "-v", f"{ric}:/opt/hoist-runtime:ro"]
+        mounts = [(task, "/var/task"), (ric, "/opt/hoist-runtime")]
         if layer:
-            cmd += ["-v", f"{layer}:/opt/python:ro"]
+            mounts.append((layer, "/opt/python"))
         if efs:
-            cmd += ["-v", f"{efs.parent}:{inputs.mount_path}:ro"]
+            mounts.append((efs.parent, inputs.mount_path))
         if inputs.model_dir:
-            cmd += ["-v", f"{inputs.model_dir.resolve()}:{MODEL_MOUNT}:ro"]
+            mounts.append((inputs.model_dir.resolve(), MODEL_MOUNT))
             env["HOIST_MODEL_DIR"] = MODEL_MOUNT
-        for key, value in env.items():
-            cmd += ["-e", f"{key}={value}"]
-        cmd += [image, "-s", "-m", "awslambdaric", spec.handler]
-        fn = DockerFunction(cmd, {**os.environ}, api, spec, container=name)
+        yield _Sandbox(spec=spec, api=api, env=env, mounts=tuple(mounts))
+
+
+def _in_container(inputs: SmokeInputs, target: Target, image: str, level: int, init_limit_s: float, fix_for=None, docker_platform: str | None = "target") -> tuple[dict, list[Finding]]:
+    """The function in a container of ``image``: Lambda's layout, the real client, the emulator on the host network."""
+    with _sandbox(inputs, target) as box:
+        name = docker.container_name("hoist-smoke")
+        plat = target.docker_platform if docker_platform == "target" else docker_platform
+        cmd = docker.run_command(image, ["-s", "-m", "awslambdaric", box.spec.handler], name=name, network="host", platform=plat, memory_mb=box.spec.memory_mb,
+                                 entrypoint=f"/var/lang/bin/python{target.python}", mounts=[docker.Mount(host, inside) for host, inside in box.mounts], env=box.env)
+        fn = DockerFunction(cmd, {**os.environ}, box.api, box.spec, container=name)
         result, findings = _exercise(fn, inputs, level, init_limit_s, fix_for)
         result.update(image=image, machine=target.machine, emulated=target.machine != platform.machine())
         return result, findings
@@ -286,24 +298,10 @@ def level3(inputs: SmokeInputs, target: Target, fix_for=None, on_line=None) -> t
 
 def _in_chroot(inputs: SmokeInputs, target: Target, root: Path, init_limit_s: float, fix_for=None) -> tuple[dict, list[Finding]]:
     """Level 3 without Docker: the same layout as the container, bind-mounted into a chroot of the root."""
-    ric = runtime_client(target, inputs.cache)
-    layer, efs = _layer_and_efs(inputs)
-    spec = _spec(inputs, target)
-    with tempfile.TemporaryDirectory(prefix="hoist-smoke-") as tmp, RuntimeAPI() as api:
-        task = _task_root(inputs, Path(tmp))
-        layout = Layout(task_root="/var/task", layer="/opt/python" if layer else None, efs_tree=f"{inputs.mount_path}/{efs.name}" if efs else None, runtime_dir="/opt/hoist-runtime")
-        env = {"PATH": "/var/lang/bin:/usr/local/bin:/usr/bin:/bin", **lambda_environment(spec, layout, api.address), **_env_extra(inputs)}
-        binds = [(task, "/var/task"), (ric, "/opt/hoist-runtime")]
-        if layer:
-            binds.append((layer, "/opt/python"))
-        if efs:
-            binds.append((efs.parent, inputs.mount_path))
-        if inputs.model_dir:
-            binds.append((inputs.model_dir.resolve(), MODEL_MOUNT))
-            env["HOIST_MODEL_DIR"] = MODEL_MOUNT
-        cmd = emulation.chroot_command(root, binds, [f"/var/lang/bin/python{target.python}", "-s", "-m", "awslambdaric", spec.handler])
+    with _sandbox(inputs, target) as box:
+        cmd = emulation.chroot_command(root, list(box.mounts), [f"/var/lang/bin/python{target.python}", "-s", "-m", "awslambdaric", box.spec.handler])
         # the host's PATH finds unshare, mount and chroot; the function sees Lambda's
-        fn = FunctionProcess(cmd, {**env, "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")}, api, spec, pid_for_memory=False)
+        fn = FunctionProcess(cmd, {**box.env, "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")}, box.api, box.spec, pid_for_memory=False)
         result, findings = _exercise(fn, inputs, 3, init_limit_s, fix_for)
         result.update(runner="chroot", machine=target.machine)
         return result, findings

@@ -10,7 +10,6 @@ in pipeline.toml ([validate] waive) become warnings that print their reason.
 from __future__ import annotations
 
 import dataclasses
-import fnmatch
 import json
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from pipeline import modelfolder
 from pipeline.config import Config, Waiver, keep_line
 from pipeline.dists import owner_of, owners
 from pipeline.errors import ValidationError
+from pipeline.globs import matches
 from pipeline.records import BuildRecord, load_build_record, load_manifest
 from pipeline.targets import facts, lambda_target
 
@@ -66,7 +66,7 @@ def _apply_waivers(report: ValidationReport, waivers: tuple[Waiver, ...], where:
         raise ValidationError(f"waiver for unknown rule(s) {', '.join(unknown)}", where=f"{where}: validate.waive", fix=f"rules are {', '.join(RULES)}")
     out = []
     for f in report.findings:
-        waiver = next((w for w in waivers if f.severity == "error" and w.rule == f.rule and f.file and fnmatch.fnmatchcase(f.file, w.files)), None)
+        waiver = next((w for w in waivers if f.severity == "error" and w.rule == f.rule and f.file and matches(f.file, [w.files], crossing=True)), None)
         if waiver:
             out.append(dataclasses.replace(f, severity="warning", message=f"waived in pipeline.toml ({waiver.reason}): {f.message}", fix=None))
         elif f.severity == "error" and f.rule in ("needed-libraries", "symbol-versions", "elf-machine", "python-abi") and f.file:

@@ -34,6 +34,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from .log import log
+from .spans import merge_spans
 
 CHUNK_BYTES = 4 << 20  # one read of an archive: on EFS the round trips of several overlap
 CHUNK_WORKERS = 32  # reads in flight
@@ -54,7 +55,6 @@ PREFETCH_MODES = ("relocs", "loader", "ordered", "all", "none")
 LOADER_SECTIONS = {".dynsym", ".dynstr", ".gnu.hash", ".hash", ".gnu.version", ".gnu.version_r", ".gnu.version_d", ".rela.dyn", ".rela.plt",
                    ".rel.dyn", ".rel.plt", ".relr.dyn", ".dynamic", ".got", ".got.plt", ".data.rel.ro", ".data.rel.ro.local", ".data",
                    ".init_array", ".fini_array", ".tdata"}
-MERGE_GAP = 64 << 10  # ranges closer than this are read as one
 
 
 @dataclass(frozen=True)
@@ -205,13 +205,7 @@ def relocation_ranges(path: str) -> list[list[int]] | None:
         name = names[name_at : names.find(b"\0", name_at)].decode(errors="replace")
         if name in LOADER_SECTIONS and kind != 8 and size:  # 8: SHT_NOBITS, nothing in the file
             spans.append((offset, offset + size))
-    merged: list[list[int]] = []
-    for start, end in sorted(spans):
-        if merged and start <= merged[-1][1] + MERGE_GAP:
-            merged[-1][1] = max(merged[-1][1], end)
-        else:
-            merged.append([start, end])
-    return [[start, end - start] for start, end in merged]
+    return merge_spans(spans)
 
 
 def _warm_relocations(path: str) -> None:

@@ -90,7 +90,7 @@ def test_two_builds_are_byte_identical_and_unchanged_locks_skip(project, monkeyp
     from pipeline import interpreters
 
     monkeypatch.setattr(package.zipfile, "ZipFile", lambda *a, **k: pytest.fail("a zip was compressed again"))
-    monkeypatch.setattr(interpreters.subprocess, "run", lambda *a, **k: pytest.fail(f"an interpreter was probed: {a}"))
+    monkeypatch.setattr(interpreters, "capture", lambda *a, **k: pytest.fail(f"an interpreter was probed: {a}"))
     skipped = build(cfg)
     assert not skipped.sets["efs"].rebuilt and skipped.sets["efs"].content_hash == first.sets["efs"].content_hash
     assert {a.path: a.path.stat().st_mtime_ns for a in (skipped.layer_zip, skipped.function_zip)} == zips

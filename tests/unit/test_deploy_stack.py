@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime
 
 import pytest
-from botocore.stub import ANY, Stubber
+from botocore.stub import ANY
 
 from deploy import stack
 from pipeline import aws
@@ -23,14 +23,8 @@ T0 = datetime.datetime(2026, 11, 25, 8, 0, tzinfo=datetime.UTC)
 
 
 @pytest.fixture
-def cfn(monkeypatch):
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    client = aws.client(aws.session("eu-west-1"), "cloudformation")
-    with Stubber(client) as stub:
-        yield client, stub
-        stub.assert_no_pending_responses()
+def cfn(stubbed):
+    return stubbed("cloudformation")
 
 
 def stack_doc(status, outputs=None, reason=""):

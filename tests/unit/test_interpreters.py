@@ -75,8 +75,8 @@ def test_a_cached_identity_skips_the_probe_until_the_interpreter_or_the_search_c
     assert first.version == f"{HERE}.9" and cache.is_file()
 
     runs = []
-    real_run = interpreters.subprocess.run
-    monkeypatch.setattr(interpreters.subprocess, "run", lambda *a, **k: runs.append(a) or real_run(*a, **k))
+    real_run = interpreters.capture
+    monkeypatch.setattr(interpreters, "capture", lambda *a, **k: runs.append(a) or real_run(*a, **k))
     again = interpreters.find_python(HERE, cache=cache)
     assert runs == [] and again.path == first.path and again.version == first.version and "cached" in again.found_by
 

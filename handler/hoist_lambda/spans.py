@@ -1,0 +1,22 @@
+"""Byte ranges of a file to read ahead, merged: shared by the builder (which
+records them in the archive index, builder/archives.py) and the handler (which
+computes them when the index has none, activate.py). Standard library only and
+imports nothing: the handler imports nothing from the pipeline, so the builder
+loads this file by path (pipeline/handlerlib.py).
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+MERGE_GAP = 64 << 10  # ranges closer than this are read as one
+
+
+def merge_spans(spans: Iterable[tuple[int, int]], gap: int = MERGE_GAP) -> list[list[int]]:
+    """[offset, length] of the (start, end) ``spans``, sorted, with those less than ``gap`` apart read as one."""
+    merged: list[list[int]] = []
+    for start, end in sorted(spans):
+        if merged and start <= merged[-1][1] + gap:
+            merged[-1][1] = max(merged[-1][1], end)
+        else:
+            merged.append([start, end])
+    return [[start, end - start] for start, end in merged]

@@ -1,0 +1,69 @@
+"""Small file helpers every stage uses: defined once here.
+
+- ``atomic_write_text`` / ``_bytes`` / ``_json``: write through a temp file in
+  the same folder and a rename, so a reader sees the old file or the new one,
+  never a half-written one (the guide's "write to a temp path and rename").
+- ``sha256_file``: the hex sha256 of a file's bytes, read in blocks.
+- ``is_elf``: whether a file starts with the ELF magic.
+- ``bytecode_tag``: the ``cache_tag`` CPython ``X.Y`` gives its .pyc files.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+ELF_MAGIC = b"\x7fELF"
+
+
+def _temp_for(path: Path) -> Path:
+    # same folder (a rename across file systems is not atomic), hidden, one per process
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+
+
+def atomic_write_bytes(path: Path, data: bytes, *, mode: int | None = None) -> None:
+    """Write ``data`` to ``path`` through a temp file and a rename; ``mode`` sets the permission bits first."""
+    tmp = _temp_for(path)
+    try:
+        tmp.write_bytes(data)
+        if mode is not None:
+            tmp.chmod(mode)
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` through a temp file and a rename."""
+    atomic_write_bytes(path, text.encode())
+
+
+def atomic_write_json(path: Path, doc: Any, *, indent: int | None = 1, sort_keys: bool = False) -> str:
+    """Write ``doc`` as JSON and a final newline through a temp file and a rename; return the text written."""
+    text = json.dumps(doc, indent=indent, sort_keys=sort_keys) + "\n"
+    atomic_write_text(path, text)
+    return text
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """The hex sha256 of the file's bytes."""
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
+def is_elf(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` starts with the ELF magic; a file that cannot be read is not ELF."""
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(4) == ELF_MAGIC
+    except OSError:
+        return False
+
+
+def bytecode_tag(version: str | tuple[int, ...]) -> str:
+    """``sys.implementation.cache_tag`` of CPython ``version`` ("3.12.4" or (3, 12)): "cpython-312"."""
+    parts = version.split(".") if isinstance(version, str) else [str(p) for p in version]
+    return "cpython-" + "".join(parts[:2])
