@@ -270,7 +270,7 @@ def build(config: Config, target_name: str | None = None, *, force: bool = False
     with _exclusive(target_dir, target):
         _clean_leftovers(target_dir)
         sets = {}
-        verify = importcheck.hook(target, target_dir, list(locks), progress)
+        verify = importcheck.hook(target, target_dir, list(locks), progress, base_image=config.build.base_image)
         for name, lock in sorted(locks.items(), key=lambda item: item[0] != "layer"):  # the layer first: EFS packages import from it
             try:
                 sets[name] = build_set(name, lock, target, target_dir, rules[name], installer, progress, force=force, verify=verify)

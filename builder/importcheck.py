@@ -95,8 +95,8 @@ class Runner:
         raise RuntimeError(f"the interpreter exited with code {out.returncode} before reporting:\n{tail}")
 
 
-def runner_for(target: Target, on_line: Callable[[str], None] | None = None) -> tuple[Runner | None, str]:
-    """The closest runtime for ``target`` that runs here, or None and why none does."""
+def runner_for(target: Target, on_line: Callable[[str], None] | None = None, base_image: str | None = None) -> tuple[Runner | None, str]:
+    """The closest runtime for ``target`` that runs here, or None and why none does (``base_image``: build.base_image, else the runtime's)."""
     whys = []
     if target.machine == platform.machine():
         try:
@@ -108,9 +108,10 @@ def runner_for(target: Target, on_line: Callable[[str], None] | None = None) -> 
         whys.append(f"native: the target runs on {target.machine}, this machine is {platform.machine()}")
     problem = docker.daemon_problem() or emulation.binfmt_problem(target.machine)
     if target.kind == "lambda" and not problem:
-        image = target.base_image()
+        image = base_image or target.base_image()
         if docker.image_exists(image):
-            return Runner("docker", f"the Lambda image {image}", image=image, docker_platform=target.docker_platform, entry=f"/var/lang/bin/python{target.python}"), ""
+            how = f" on {target.machine}" + (" (QEMU)" if target.machine != platform.machine() else "")
+            return Runner("docker", f"the Lambda image {image}{how}", image=image, docker_platform=target.docker_platform, entry=f"/var/lang/bin/python{target.python}"), ""
         whys.append(f"docker: the Lambda image {image} is not here")
     elif problem:
         whys.append(f"docker: {problem}")
@@ -203,7 +204,7 @@ def record(slim_doc: dict, check: dict, tree: Path) -> dict:
     return doc
 
 
-def hook(target: Target, target_dir: Path, set_names: list[str], progress) -> Callable[[str, Path, Path, slim_mod.SlimReport], dict]:
+def hook(target: Target, target_dir: Path, set_names: list[str], progress, base_image: str | None = None) -> Callable[[str, Path, Path, slim_mod.SlimReport], dict]:
     """What builder/build.py calls after slimming a set: verify, and the manifest's slim section.
 
     The runtime is chosen once per build, on the first set that needs it.
@@ -213,7 +214,7 @@ def hook(target: Target, target_dir: Path, set_names: list[str], progress) -> Ca
     def run(name: str, tree: Path, aside: Path, report: slim_mod.SlimReport) -> dict:
         if not chosen and report.enabled:
             progress.step(f"[{name}] finding a runtime for {target.describe()} to import-check the slimmed tree")
-            chosen.append(runner_for(target, on_line=progress.step))  # building a root takes minutes: always shown
+            chosen.append(runner_for(target, on_line=progress.step, base_image=base_image))  # building a root takes minutes: always shown
         runner, why = chosen[0] if chosen else (None, "")
         others = [target_dir / other / "site-packages" for other in set_names if other != name and (target_dir / other / "site-packages").is_dir()]
         if runner:

@@ -139,7 +139,10 @@ def from_build(config: Config, target_name: str | None = None, *, smoke_level: s
 
 def from_record(config: Config, record: BuildRecord, *, smoke_level: str = "auto", image: str | None = None, on_line=None,
                 events: tuple[bytes, ...] = ()) -> ValidationReport:
-    """Validate the trees and zips of a build record (what `invoke build` returned or wrote)."""
+    """Validate the trees and zips of a build record (what `invoke build` returned or wrote).
+
+    The smoke test's image: ``image`` (--image), else build.base_image, else the runtime's Lambda image."""
+    image = image or config.build.base_image
     path = record.path or config.build_json(record.target_name)
     tcfg = config.target(record.target_name)
     trees = {name: s.tree for name, s in record.sets.items()}

@@ -63,3 +63,22 @@ def test_no_runtime_means_not_verified_and_slimming_off_needs_no_check(tmp_path)
     assert check == {"verified": False, "why": "emulated: HOIST_EMULATION=off", "modules": 3, "restored": [], "failing": {}}
     warnings = importcheck.warnings({"efs": type("S", (), {"slim": {"import_check": check}})()})
     assert warnings and "not import-verified" in warnings[0] and "HOIST_EMULATION=off" in warnings[0]
+
+
+def test_the_check_runs_in_the_configured_base_image_when_it_is_here(monkeypatch):
+    """build.base_image (a digest or a custom image) is the image the build used: the check looks for it, not the runtime's default."""
+    import platform
+
+    from pipeline.targets import lambda_target
+
+    target = lambda_target("arm", "python3.13", "arm64")
+    monkeypatch.setattr(platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(importcheck.docker, "daemon_problem", lambda: None)
+    monkeypatch.setattr(importcheck.emulation, "binfmt_problem", lambda machine: None)
+    here = {"registry.example/lambda-python@sha256:" + "a" * 64}
+    monkeypatch.setattr(importcheck.docker, "image_exists", lambda ref: ref in here)
+    runner, why = importcheck.runner_for(target, base_image=next(iter(here)))
+    assert runner is not None and runner.kind == "docker" and runner.image == next(iter(here)), why
+    monkeypatch.setenv("HOIST_EMULATION", "off")
+    runner, why = importcheck.runner_for(target)  # the runtime's default image is not here
+    assert runner is None and f"the Lambda image {target.base_image()} is not here" in why
