@@ -218,7 +218,7 @@ def hook(target: Target, target_dir: Path, set_names: list[str], progress, base_
         runner, why = chosen[0] if chosen else (None, "")
         others = [target_dir / other / "site-packages" for other in set_names if other != name and (target_dir / other / "site-packages").is_dir()]
         if runner:
-            slow = " (under QEMU: minutes; torch alone takes about 2 on 2 CPUs)" if "QEMU" in runner.describe else ""
+            slow = " (under QEMU: this can take minutes; the demo's torch and torchvision about 3 on 2 CPUs)" if "QEMU" in runner.describe else ""
             progress.step(f"[{name}] importing every top-level module in {runner.describe}{slow}")
         check = verify(tree, aside, report, target, others, runner=runner, why_none=why, on_line=progress.line)
         return record(report.as_json(), check, tree)

@@ -37,7 +37,7 @@ def print_report(console: Console, report: ValidationReport, show_info: bool = T
         if smoke.get("report"):
             console.print(f"    {escape(smoke['report'])}")
         if smoke.get("sample_expected") is not None:
-            console.print(f"    sample digit: {escape(str(smoke.get('sample_label')))} (expected {escape(smoke['sample_expected'])})")
+            console.print(f"    sample: {escape(str(smoke.get('sample_label')))} (expected {escape(smoke['sample_expected'])})")
         for skipped in smoke.get("skipped_levels", []):
             console.print(f"    level {skipped['level']} not run: {escape(skipped['why'])}")
     counts = {s: sum(1 for f in report.findings if f.severity == s) for s in ("error", "warning", "info")}

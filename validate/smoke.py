@@ -307,6 +307,9 @@ def _in_chroot(inputs: SmokeInputs, target: Target, root: Path, init_limit_s: fl
         return result, findings
 
 
+LEVELS = {"1": "a CPython of the target's version on this machine", "2": "the Lambda base image in Docker", "3": "an emulated Debian CPython"}
+
+
 def smoke(inputs: SmokeInputs, target: Target, level: str = "auto", image: str | None = None, fix_for=None, on_line=None) -> tuple[dict, list[Finding]]:
     """Run the smoke test at ``level`` ("1", "2", "3", "auto": the first of 1, 2, 3 that can run; "none": skip).
 
@@ -318,6 +321,9 @@ def smoke(inputs: SmokeInputs, target: Target, level: str = "auto", image: str |
     attempts: list[dict] = []
     try:
         for lvl in (["1", "2", "3"] if level == "auto" else [level]):
+            if on_line:  # an emulated init takes minutes: say what runs
+                slow = " (under QEMU: the init takes minutes)" if lvl in "23" and target.machine != platform.machine() else ""
+                on_line(f"smoke test: trying level {lvl}, {LEVELS[lvl]}{slow}")
             if lvl == "1":
                 result, findings = level1(inputs, target, fix_for)
             elif lvl == "2":

@@ -151,6 +151,8 @@ def from_record(config: Config, record: BuildRecord, *, smoke_level: str = "auto
             raise ValidationError(f"tree of set {name} is missing: {tree}", where=str(path), fix=f"run `invoke build --target {tcfg.target.name}` again")
     zips = {name.replace("_", " "): a.as_json(config.root) for name, a in record.artifacts.items()}
     layer_set = "layer" if "layer" in trees else None
+    if on_line:
+        on_line(f"static checks of {', '.join(sorted(trees))}: ELF, glibc, libraries, ABI, sizes")
     report = validate(trees, tcfg.target, layer_set=layer_set, zips=zips, built_on_target=record.builder == "docker")
     report = _apply_waivers(report, config.waivers, config.path.name)
     slim_docs = {}

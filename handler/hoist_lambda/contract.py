@@ -143,8 +143,8 @@ def parse_preprocess(doc: Any) -> tuple[Preprocess | None, list[Problem]]:
     for key in doc:
         if key not in PREPROCESS_KEYS:
             near = get_close_matches(key, PREPROCESS_KEYS, 1)
-            hint = f"did you mean {near[0]!r}? " if near else ""
-            problems.append(Problem(f, key, f"unknown key {key!r}", f"{hint}remove it; the keys are {', '.join(PREPROCESS_KEYS)}"))
+            fix = f"rename it to {near[0]!r}" if near and near[0] not in doc else f"remove it; the keys are {', '.join(PREPROCESS_KEYS)}"
+            problems.append(Problem(f, key, f"unknown key {key!r}" + (f"; did you mean {near[0]!r}?" if near else ""), fix))
     if doc.get("version", 1) != 1:
         problems.append(Problem(f, "version", f"version {doc['version']!r} is not supported", "set version to 1, or remove it"))
     mode = doc.get("mode", "RGB")

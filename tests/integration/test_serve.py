@@ -298,3 +298,24 @@ def test_an_own_rgb_torchscript_model_with_torchvision_preprocessing_classifies_
     with pytest.raises(ServeError) as err:
         start(config.load(root / "own.toml"), port=0, on_line=lines.append)
     assert "labels.json" in str(err.value) and "4 labels" in str(err.value) and "5 outputs" in str(err.value)
+
+
+def test_the_readmes_own_handler_example_passes_the_deploys_smoke_test(server, root):
+    """README "Your own handler", verbatim, behind serve: deploy's own smoke test (health, on_path, the sample's label) passes."""
+    from compose.serve import start
+    from deploy.smoke import smoke
+
+    code = (REPO / "README.md").read_text().split("```python\n# handler/my_handler.py", 1)[1].split("```", 1)[0]
+    (root / "handler" / "my_handler.py").write_text("# handler/my_handler.py" + code)
+    toml = (root / "pipeline.toml").read_text().replace('handler = "app.handler"', 'handler = "my_handler.handler"')
+    assert 'handler = "my_handler.handler"' in toml
+    (root / "readme.toml").write_text(toml)
+    lines: list[str] = []
+    own = start(config.load(root / "readme.toml"), port=0, on_line=lines.append)
+    try:
+        sample = json.loads((root / "model" / "artifacts" / "sample.json").read_text())
+        result = smoke(own.url, root / "model" / "artifacts" / sample["image"], sample["label"], attempts=1)
+        assert result.ok, (result.message, "\n".join(lines[-20:]))
+        assert _post(own, b"not an image", "image/png")[0] == 400  # the example keeps the 4xx contract
+    finally:
+        own.stop()

@@ -52,6 +52,14 @@ def test_an_unknown_key_is_named_with_the_nearest_known_one(folder):
         check(folder)
     text = str(err.value)
     assert "preprocess.json" in text and "centre_crop" in text and "did you mean 'center_crop'" in text
+    assert "remove it" in text  # center_crop is already set: renaming would set it twice
+
+
+def test_a_misspelt_key_alone_is_renamed(folder):
+    (folder / "preprocess.json").write_text(json.dumps({"centre_crop": 28}))
+    with pytest.raises(ModelError) as err:
+        check(folder)
+    assert "rename it to 'center_crop'" in str(err.value)
 
 
 def test_a_missing_file_is_named_with_how_to_make_it(folder):
