@@ -162,7 +162,7 @@ def sync_efs(c, config=None, target=None, method=None, dry_run=False):
         if dry_run or plan.action == "up-to-date":
             return
         done = stage.apply_job(job, cfg, on_line=lambda line: console.print(f"    [dim]{line}[/]", highlight=False))
-        console.print(f"published {plan.efs_dir}: {done['bytes'] / 1e6:,.2f} MB uploaded, verified by DataSync, marker written")
+        console.print(f"published {plan.efs_dir}: {done.bytes_sent / 1e6:,.2f} MB uploaded, verified by DataSync, marker written")
         return
     console.print(f"[bold]sync-efs[/] {plan.version[:16]} ({plan.files:,} files, {plan.bytes / 1e6:,.1f} MB) -> {plan.where}:{plan.dest}")
     console.print(f"  action: {plan.action}" + (f"; unchanged files become hard links into {len(plan.link_dests)} earlier version(s)" if plan.link_dests and plan.action != "up-to-date" else ""))

@@ -22,7 +22,18 @@ from pipeline.config import Config, TargetConfig
 from pipeline.console import Progress
 from pipeline.errors import BuildError, InterpreterNotFound
 from pipeline.interpreters import Interpreter, find_python
-from pipeline.records import BuildRecord, Manifest, RecordError, SetRecord, load_manifest, manifest_path, write_build_record, write_manifest
+from pipeline.records import (
+    BuildRecord,
+    BytecodeReport,
+    Manifest,
+    RecordError,
+    SetRecord,
+    SlimRecord,
+    load_manifest,
+    manifest_path,
+    write_build_record,
+    write_manifest,
+)
 from pipeline.targets import Target
 
 from . import importcheck, metadata
@@ -47,9 +58,9 @@ class SetBuild:
     content_hash: str
     bytes: int
     files: int
-    bytecode: dict
+    bytecode: BytecodeReport
     packages: tuple[tuple[str, int, int], ...]  # (package, bytes, files), largest first
-    slim: dict
+    slim: SlimRecord
     rebuilt: bool
 
 
@@ -186,9 +197,9 @@ def build_set(name: str, lock: LockFile, target: Target, target_dir: Path, rules
         # module from source was most of the check's time; the .pyc are the ones Lambda loads
         progress.step(f"[{name}] compiling bytecode (unchecked-hash)")
         bytecode: BytecodeResult = installer.bytecode(tree, on_line=progress.line)
-        slim_doc = verify(name, tree, staging / "slimmed", report) if verify else report.as_json()  # builder/importcheck.py
+        slim_record = verify(name, tree, staging / "slimmed", report) if verify else SlimRecord.from_json(report.as_json())  # builder/importcheck.py
         forget(staging / "slimmed")
-        if slim_doc.get("import_check", {}).get("restored"):  # the files put back need their .pyc too
+        if slim_record.import_check and slim_record.import_check.restored:  # the files put back need their .pyc too
             progress.step(f"[{name}] compiling bytecode again for the files the import check put back")
             bytecode = installer.bytecode(tree, on_line=progress.line)
         metadata.canonicalize(tree)
@@ -207,8 +218,8 @@ def build_set(name: str, lock: LockFile, target: Target, target_dir: Path, rules
             build_key=key,
             files=files,
             packages=mf.read_packages(tree, name),
-            bytecode=bytecode.as_json(),
-            slim=slim_doc,
+            bytecode=bytecode.as_report(),
+            slim=slim_record,
             builder=installer.name,
             archives=index["archives"],
         )
@@ -300,7 +311,7 @@ def build(config: Config, target_name: str | None = None, *, force: bool = False
         builder_detail=chosen,
         sets={
             name: SetRecord(content_hash=s.content_hash, tree=s.tree, manifest=s.manifest, bytes=s.bytes, files=s.files,
-                            bytecode=s.bytecode["compiled"], bytecode_python=s.bytecode["python"], rebuilt=s.rebuilt)
+                            bytecode=s.bytecode.compiled, bytecode_python=s.bytecode.python, rebuilt=s.rebuilt)
             for name, s in sets.items()
         },
         artifacts={"function_zip": function_zip, **({"layer_zip": layer_zip} if layer_zip else {})},

@@ -16,6 +16,7 @@ from pathlib import Path
 from pipeline import proc
 from pipeline.files import bytecode_tag
 from pipeline.interpreters import Interpreter
+from pipeline.records import BytecodeReport
 
 _ERROR = re.compile(r"\*\*\* Error compiling '(.+?)'")
 
@@ -37,6 +38,10 @@ class BytecodeResult:
             "failed": list(self.failed),
             "reason": self.reason,
         }
+
+    def as_report(self) -> BytecodeReport:
+        """What the manifest records of it."""
+        return BytecodeReport.from_json(self.as_json())
 
 
 def compile_tree(tree: Path, interpreter: Interpreter | None, reason: str | None = None, on_line=None) -> BytecodeResult:

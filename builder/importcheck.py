@@ -27,6 +27,7 @@ from pipeline.config import keep_line
 from pipeline.dists import top_level_modules
 from pipeline.errors import InterpreterNotFound
 from pipeline.interpreters import find_python
+from pipeline.records import SlimRecord
 from pipeline.targets import Target
 
 from . import slim as slim_mod
@@ -204,14 +205,14 @@ def record(slim_doc: dict, check: dict, tree: Path) -> dict:
     return doc
 
 
-def hook(target: Target, target_dir: Path, set_names: list[str], progress, base_image: str | None = None) -> Callable[[str, Path, Path, slim_mod.SlimReport], dict]:
+def hook(target: Target, target_dir: Path, set_names: list[str], progress, base_image: str | None = None) -> Callable[[str, Path, Path, slim_mod.SlimReport], SlimRecord]:
     """What builder/build.py calls after slimming a set: verify, and the manifest's slim section.
 
     The runtime is chosen once per build, on the first set that needs it.
     """
     chosen: list[tuple[Runner | None, str]] = []
 
-    def run(name: str, tree: Path, aside: Path, report: slim_mod.SlimReport) -> dict:
+    def run(name: str, tree: Path, aside: Path, report: slim_mod.SlimReport) -> SlimRecord:
         if not chosen and report.enabled:
             progress.step(f"[{name}] finding a runtime for {target.describe()} to import-check the slimmed tree")
             chosen.append(runner_for(target, on_line=progress.step, base_image=base_image))  # building a root takes minutes: always shown
@@ -221,7 +222,7 @@ def hook(target: Target, target_dir: Path, set_names: list[str], progress, base_
             slow = " (under QEMU: this can take minutes; the demo's torch and torchvision about 3 on 2 CPUs)" if "QEMU" in runner.describe else ""
             progress.step(f"[{name}] importing every top-level module in {runner.describe}{slow}")
         check = verify(tree, aside, report, target, others, runner=runner, why_none=why, on_line=progress.line)
-        return record(report.as_json(), check, tree)
+        return SlimRecord.from_json(record(report.as_json(), check, tree))
 
     return run
 
@@ -230,12 +231,14 @@ def warnings(sets: dict) -> list[str]:
     """The build's warnings about the import check of each set."""
     out = []
     for name, s in sets.items():
-        check = s.slim.get("import_check") or {}
-        if check and not check.get("verified"):
-            out.append(f"[{name}] slimming was not import-verified: {check.get('why')}\n  the manifest records it; `invoke validate` warns until a runtime for the target can run here")
-        for r in check.get("restored", []):
-            out.append(f"[{name}] slimming rule {r['rule']!r} removed files `import {r['module']}` needs ({r['error']}); the build put back {r['files']} file(s) of {r['package']}."
-                       f"\n  to keep them without the check, add to pipeline.toml: {r['line']}")
-        for module, error in (check.get("failing") or {}).items():
+        check = s.slim.import_check
+        if check is None:
+            continue
+        if not check.verified:
+            out.append(f"[{name}] slimming was not import-verified: {check.why}\n  the manifest records it; `invoke validate` warns until a runtime for the target can run here")
+        for r in check.restored:
+            out.append(f"[{name}] slimming rule {r.rule!r} removed files `import {r.module}` needs ({r.error}); the build put back {r.files} file(s) of {r.package}."
+                       f"\n  to keep them without the check, add to pipeline.toml: {r.line}")
+        for module, error in check.failing.items():
             out.append(f"[{name}] `import {module}` fails with or without slimming: {error}")
     return out

@@ -15,7 +15,7 @@ from typing import Any
 
 from pipeline.dists import dists, owner_of, owners
 from pipeline.files import sha256_file
-from pipeline.records import SYMLINK_MODE, ArchiveEntry, FileEntry, Manifest, PackageEntry
+from pipeline.records import SYMLINK_MODE, ArchiveEntry, BytecodeReport, FileEntry, Manifest, PackageEntry, SlimRecord
 
 
 def normalize_modes(tree: Path) -> None:
@@ -98,8 +98,8 @@ def package_sizes(tree: Path, files: list[FileEntry]) -> list[tuple[str, int, in
     return sorted(((n, b, c) for n, (b, c) in totals.items()), key=lambda x: (-x[1], x[0]))
 
 
-def manifest(*, set_name: str, target: dict[str, Any], build_key: str, files: list[FileEntry], packages: list[PackageEntry], bytecode: dict[str, Any],
-             slim: dict[str, Any], builder: str, archives: list[dict[str, Any]]) -> Manifest:
+def manifest(*, set_name: str, target: dict[str, Any], build_key: str, files: list[FileEntry], packages: list[PackageEntry], bytecode: BytecodeReport,
+             slim: SlimRecord, builder: str, archives: list[dict[str, Any]]) -> Manifest:
     return Manifest(
         set=set_name,
         target=target,

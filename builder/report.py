@@ -37,23 +37,23 @@ def print_build(console: Console, result: BuildResult, top: int = 12) -> None:
             table.add_row(f"({len(rest)} more)", human(sum(x[1] for x in rest)), f"{sum(x[2] for x in rest):,}")
         console.print(table)
         slim = s.slim
-        removed = ", ".join(f"{r['name']} {r['files']:,} files/{human(r['bytes'])}" for r in slim["rules"] if r["files"])
-        strip = slim["strip"]
-        console.print(f"  slimmed: {removed or 'nothing'}; stripped {strip['files']} files ({human(strip['bytes'])})")
-        for path, why in strip["reverted"]:
+        removed = ", ".join(f"{r.name} {r.files:,} files/{human(r.bytes)}" for r in slim.rules if r.files)
+        strip = slim.strip
+        console.print(f"  slimmed: {removed or 'nothing'}; stripped {strip.files} files ({human(strip.bytes)})")
+        for path, why in strip.reverted:
             console.print(f"  [yellow]not stripped[/] {path}: {why}")
-        for folder, importer in slim["guarded"]:
+        for folder, importer in slim.guarded:
             console.print(f"  kept {folder}: imported by {importer}")
-        for kept, needer in slim.get("kept_beside", []):
+        for kept, needer in slim.kept_beside:
             console.print(f"  kept {kept}: read by {needer}")
-        check = slim.get("import_check") or {}
-        if check.get("verified") and check.get("runtime"):
-            console.print(f"  import-checked: {check['modules']} modules in {check['runtime']}, {len(check['restored'])} restored")
-        elif check and not check.get("verified"):
+        check = slim.import_check
+        if check and check.verified and check.runtime:
+            console.print(f"  import-checked: {check.modules} modules in {check.runtime}, {len(check.restored)} restored")
+        elif check and not check.verified:
             console.print("  [yellow]slimming not import-verified[/] (see warning below)")
         bc = s.bytecode
-        if bc["compiled"]:
-            console.print(f"  bytecode: {bc['files']:,} .pyc by CPython {bc['python']} (unchecked-hash), {len(bc['failed'])} sources not compilable")
+        if bc.compiled:
+            console.print(f"  bytecode: {bc.files:,} .pyc by CPython {bc.python} (unchecked-hash), {len(bc.failed)} sources not compilable")
         else:
             console.print("  [yellow]bytecode: none[/] (see warning below)")
         console.print(f"  {'built' if s.rebuilt else 'unchanged'}: {s.tree}")

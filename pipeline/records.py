@@ -68,8 +68,140 @@ class ArchiveEntry:
 
 
 @dataclass(frozen=True)
+class BytecodeReport:
+    """A manifest's "bytecode": what compileall wrote into the tree, or why nothing."""
+
+    compiled: bool = False
+    python: str | None = None  # full version of the compiling interpreter
+    invalidation_mode: str | None = None  # "unchecked-hash" when compiled
+    files: int = 0  # .pyc written
+    failed: tuple[str, ...] = ()  # sources that do not compile
+    reason: str | None = None  # why nothing was compiled
+
+    def as_json(self) -> dict[str, Any]:
+        return {"compiled": self.compiled, "python": self.python, "invalidation_mode": self.invalidation_mode, "files": self.files,
+                "failed": list(self.failed), "reason": self.reason}
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> BytecodeReport:
+        return cls(compiled=bool(doc.get("compiled", False)), python=doc.get("python"), invalidation_mode=doc.get("invalidation_mode"),
+                   files=doc.get("files", 0), failed=tuple(doc.get("failed") or ()), reason=doc.get("reason"))
+
+
+@dataclass(frozen=True)
+class RuleCount:
+    """What one slimming rule removed from a tree."""
+
+    name: str
+    files: int
+    bytes: int
+
+
+@dataclass(frozen=True)
+class StripCount:
+    """What stripping debug symbols took off: files, bytes, and the (file, why) it refused."""
+
+    files: int = 0
+    bytes: int = 0
+    reverted: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class Restored:
+    """Files the import check put back: slimming rule ``rule`` removed what ``import module`` needs."""
+
+    module: str
+    package: str
+    rule: str
+    files: int
+    error: str
+    line: str  # what to add to pipeline.toml to keep them without the check
+    paths: tuple[str, ...]
+
+    def as_json(self) -> dict[str, Any]:
+        return {"module": self.module, "package": self.package, "rule": self.rule, "files": self.files, "error": self.error, "line": self.line,
+                "paths": list(self.paths)}
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> Restored:
+        return cls(module=doc["module"], package=doc["package"], rule=doc["rule"], files=doc["files"], error=doc.get("error", ""), line=doc.get("line", ""),
+                   paths=tuple(doc.get("paths") or ()))
+
+
+@dataclass(frozen=True)
+class ImportCheck:
+    """A slim report's "import_check": whether every top-level module imported after slimming, and in what.
+
+    ``runtime`` is written as null when the check was not needed (slimming
+    off) and left out when no runtime could run here (``verified`` false);
+    ``why`` is left out when there is nothing to explain.
+    """
+
+    verified: bool
+    modules: int
+    runtime: str | None = None
+    why: str | None = None
+    restored: tuple[Restored, ...] = ()
+    failing: dict[str, str] = field(default_factory=dict)  # module -> error, with or without slimming
+
+    def as_json(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {"verified": self.verified}
+        if self.verified or self.runtime is not None:
+            doc["runtime"] = self.runtime
+        if self.why is not None:
+            doc["why"] = self.why
+        doc.update({"modules": self.modules, "restored": [r.as_json() for r in self.restored], "failing": dict(self.failing)})
+        return doc
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> ImportCheck:
+        return cls(verified=bool(doc.get("verified")), modules=doc.get("modules", 0), runtime=doc.get("runtime"), why=doc.get("why"),
+                   restored=tuple(Restored.from_json(r) for r in doc.get("restored") or ()), failing=dict(doc.get("failing") or {}))
+
+
+@dataclass(frozen=True)
+class SlimRecord:
+    """A manifest's "slim": what the slimming rules removed and kept, and the import check of the result."""
+
+    enabled: bool = True
+    rules: tuple[RuleCount, ...] = ()
+    strip: StripCount = StripCount()
+    guarded: tuple[tuple[str, str], ...] = ()  # (directory kept, importing file)
+    kept_beside: tuple[tuple[str, str], ...] = ()  # (file kept, the module that needs it)
+    removed_files: dict[str, dict[str, list[str]]] = field(default_factory=dict)  # package -> rule -> files
+    import_check: ImportCheck | None = None  # None: no check was asked for
+
+    def as_json(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {
+            "enabled": self.enabled,
+            "rules": [{"name": r.name, "files": r.files, "bytes": r.bytes} for r in self.rules],
+            "strip": {"files": self.strip.files, "bytes": self.strip.bytes, "reverted": [list(x) for x in self.strip.reverted]},
+            "guarded": [list(x) for x in self.guarded],
+            "kept_beside": [list(x) for x in self.kept_beside],
+            "removed_files": {p: {r: list(f) for r, f in by_rule.items()} for p, by_rule in self.removed_files.items()},
+        }
+        if self.import_check is not None:
+            doc["import_check"] = self.import_check.as_json()
+        return doc
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> SlimRecord:
+        strip = doc.get("strip") or {}
+        check = doc.get("import_check")
+        return cls(
+            enabled=doc.get("enabled", True),
+            rules=tuple(RuleCount(r["name"], r["files"], r["bytes"]) for r in doc.get("rules") or ()),
+            strip=StripCount(files=strip.get("files", 0), bytes=strip.get("bytes", 0), reverted=tuple((a, b) for a, b in strip.get("reverted") or ())),
+            guarded=tuple((a, b) for a, b in doc.get("guarded") or ()),
+            kept_beside=tuple((a, b) for a, b in doc.get("kept_beside") or ()),
+            removed_files={p: {r: list(f) for r, f in by_rule.items()} for p, by_rule in (doc.get("removed_files") or {}).items()},
+            import_check=ImportCheck.from_json(check) if check else None,
+        )
+
+
+@dataclass(frozen=True)
 class Manifest:
-    """What one set's tree holds. ``bytecode`` and ``slim`` are the builder's reports as written."""
+    """What one set's tree holds, with the builder's bytecode and slim reports."""
 
     set: str
     target: dict[str, Any]
@@ -78,8 +210,8 @@ class Manifest:
     content_hash: str
     bytes: int
     files_count: int
-    bytecode: dict[str, Any]
-    slim: dict[str, Any]
+    bytecode: BytecodeReport
+    slim: SlimRecord
     packages: tuple[PackageEntry, ...]
     files: tuple[FileEntry, ...]
     archives: tuple[ArchiveEntry, ...] = ()
@@ -94,8 +226,8 @@ class Manifest:
             "build_key": self.build_key,
             "content_hash": self.content_hash,
             "totals": {"bytes": self.bytes, "files": self.files_count},
-            "bytecode": self.bytecode,
-            "slim": self.slim,
+            "bytecode": self.bytecode.as_json(),
+            "slim": self.slim.as_json(),
             "packages": [{"name": p.name, "version": p.version, "tags": list(p.tags), "set": p.set} for p in self.packages],
             "files": [{"path": e.path, "size": e.size, "mode": f"{e.mode:o}", "sha256": e.sha256} for e in self.files],
             "archives": [{"name": a.name, "sha256": a.sha256, "bytes": a.bytes} for a in self.archives],
@@ -112,8 +244,8 @@ class Manifest:
             content_hash=doc["content_hash"],
             bytes=doc["totals"]["bytes"],
             files_count=doc["totals"]["files"],
-            bytecode=doc.get("bytecode") or {},
-            slim=doc.get("slim") or {},
+            bytecode=BytecodeReport.from_json(doc.get("bytecode") or {}),
+            slim=SlimRecord.from_json(doc.get("slim") or {}),
             packages=tuple(PackageEntry(p["name"], p["version"], tuple(p["tags"]), p["set"]) for p in doc.get("packages", [])),
             files=tuple(FileEntry(f["path"], f["size"], int(f["mode"], 8), f["sha256"]) for f in doc["files"]),
             archives=tuple(ArchiveEntry(a["name"], a["sha256"], a["bytes"]) for a in doc.get("archives") or []),

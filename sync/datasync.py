@@ -52,7 +52,7 @@ from pipeline.errors import SyncError
 from pipeline.layout import version_dir
 from pipeline.records import MANIFEST_NAME, Manifest, load_manifest
 
-from .efs import MARKER, holder_gone, lock_owner
+from .efs import MARKER, SyncResult, holder_gone, lock_owner
 from .shell import interruptible
 
 TERMINAL = {"SUCCESS", "ERROR"}
@@ -318,21 +318,30 @@ def _acquire(c: Clients, cfg: DataSyncConfig, plan: DataSyncPlan, stale_s: int) 
     )
 
 
-def apply_datasync(plan: DataSyncPlan, c: Clients, cfg: DataSyncConfig, *, poll_s: float = 5.0, on_line=None, stale_lock_s: int = 3600) -> dict:
+def _result(plan: DataSyncPlan, started: float, uploaded: int = 0, copied: int = 0, bytes_sent: int = 0, removed: int = 0) -> SyncResult:
+    contents = load_manifest(plan.manifest)
+    return SyncResult(method="datasync", version=plan.version, action=plan.action, where=plan.where, files=contents.files_count, bytes=contents.bytes,
+                      bytes_sent=bytes_sent, seconds=time.monotonic() - started, uploaded=uploaded, copied=copied, removed=removed)
+
+
+def apply_datasync(plan: DataSyncPlan, c: Clients, cfg: DataSyncConfig, *, poll_s: float = 5.0, on_line=None, stale_lock_s: int = 3600) -> SyncResult:
+    started = time.monotonic()
     if plan.action == "up-to-date":
-        return {"uploaded": 0, "copied": 0, "bytes": 0}
+        return _result(plan, started)
     with interruptible():
         key = _acquire(c, cfg, plan, stale_lock_s)
         try:
             if _listing(c, cfg.bucket, plan.prefix + MARKER):  # another run finished it meanwhile
-                return {"uploaded": 0, "copied": 0, "bytes": 0}
-            return _apply(plan, c, cfg, poll_s, on_line)
+                return _result(plan, started)
+            removed = _apply(plan, c, cfg, poll_s, on_line)
+            return _result(plan, started, uploaded=len(plan.upload), copied=len(plan.copy), bytes_sent=plan.upload_bytes, removed=removed)
         finally:
             with contextlib.suppress(SyncError):
                 call(c.s3, "delete_object", Bucket=cfg.bucket, Key=key)
 
 
-def _apply(plan: DataSyncPlan, c: Clients, cfg: DataSyncConfig, poll_s: float, on_line) -> dict:
+def _apply(plan: DataSyncPlan, c: Clients, cfg: DataSyncConfig, poll_s: float, on_line) -> int:
+    """Stage, check, copy to EFS, mark; the number of tasks and locations removed afterwards."""
     source_of = {rel: path for rel, path, _, _ in version_files(plan.tree, load_manifest(plan.manifest))}
 
     def put(item: StagedFile):
@@ -373,5 +382,4 @@ def _apply(plan: DataSyncPlan, c: Clients, cfg: DataSyncConfig, poll_s: float, o
         made.remove(strict=False)
         raise
     # each version would leave two tasks and three locations behind: remove them once the version is complete
-    removed = made.remove(strict=True)
-    return {"uploaded": len(plan.upload), "copied": len(plan.copy), "bytes": plan.upload_bytes, "removed": removed}
+    return made.remove(strict=True)

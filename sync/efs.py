@@ -60,10 +60,25 @@ class SyncPlan:
 
 @dataclass(frozen=True)
 class SyncResult:
-    plan: SyncPlan
-    bytes_sent: int
+    """What applying a sync did, whichever the method (local, bastion, DataSync): sync/stage.py's apply_job returns it."""
+
+    method: str  # local | bastion | datasync
+    version: str  # the content hash: the version's folder name
+    action: str  # the plan's: up-to-date | transfer | resume
+    where: str  # the version's folder, as the plan names it
+    files: int  # what the version holds (the manifest's tree)
+    bytes: int
+    bytes_sent: int  # rsync's "Total bytes sent"; DataSync: the bytes uploaded to S3
     seconds: float
-    repaired: int  # files a checksum pass had to fix
+    repaired: int = 0  # rsync: files a checksum pass had to fix
+    uploaded: int = 0  # DataSync: files put in S3 (the rest were staged already, or copied inside S3)
+    copied: int = 0  # DataSync: files copied inside S3 from a key already holding their content
+    removed: int = 0  # DataSync: tasks and locations removed once the version was complete
+
+
+def _result(plan: SyncPlan, remote: Remote, bytes_sent: int, seconds: float, repaired: int) -> SyncResult:
+    return SyncResult(method="bastion" if remote.bastion else "local", version=plan.version, action=plan.action, where=f"{plan.where}:{plan.dest}",
+                      files=plan.files, bytes=plan.bytes, bytes_sent=bytes_sent, seconds=seconds, repaired=repaired)
 
 
 @dataclass(frozen=True)
@@ -281,7 +296,7 @@ def _rsync_tree(remote: Remote, plan: SyncPlan, on_line, checksum: bool = False)
 def apply_sync(plan: SyncPlan, remote: Remote, *, stale_lock_s: int = 3600, on_line=None) -> SyncResult:
     started = time.monotonic()
     if plan.action == "up-to-date":
-        return SyncResult(plan=plan, bytes_sent=0, seconds=0.0, repaired=0)
+        return _result(plan, remote, 0, 0.0, 0)
     with interruptible():
         return _locked_sync(plan, remote, stale_lock_s, on_line, started)
 
@@ -291,7 +306,7 @@ def _locked_sync(plan: SyncPlan, remote: Remote, stale_lock_s: int, on_line, sta
     try:
         # a sync that waited on the lock may find the version finished meanwhile
         if any(v.name == plan.version and v.complete for v in list_versions(remote, plan.base)):
-            return SyncResult(plan=plan, bytes_sent=0, seconds=time.monotonic() - started, repaired=0)
+            return _result(plan, remote, 0, time.monotonic() - started, 0)
         sent = _rsync_tree(remote, plan, on_line)
         remote.run(f"touch {_q(lock)}")  # still ours: a long transfer must not look stale to another sync
         problems = verify(remote, plan)
@@ -310,7 +325,7 @@ def _locked_sync(plan: SyncPlan, remote: Remote, stale_lock_s: int, on_line, sta
             )
         marker = json.dumps({"content_hash": plan.version, "files": plan.files, "bytes": plan.bytes, "completed_at": int(time.time()), "by": platform.node()})
         remote.run(f"cat > {_q(plan.dest)}/{MARKER}.tmp && mv {_q(plan.dest)}/{MARKER}.tmp {_q(plan.dest)}/{MARKER}", stdin=marker)
-        return SyncResult(plan=plan, bytes_sent=sent, seconds=time.monotonic() - started, repaired=repaired)
+        return _result(plan, remote, sent, time.monotonic() - started, repaired)
     finally:
         remote.run(f"rm -rf {_q(lock)}", check=False)
 

@@ -4,14 +4,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from pipeline.config import Config, SyncConfig
 from pipeline.errors import SyncError
 from pipeline.layout import root_dir
 from pipeline.records import load_build_record
 
-from .efs import GcPlan, SyncPlan, apply_gc, apply_sync, plan_gc, plan_sync
+from .efs import GcPlan, SyncPlan, SyncResult, apply_gc, apply_sync, plan_gc, plan_sync
 from .shell import Remote
 
 if TYPE_CHECKING:
@@ -58,7 +58,7 @@ def plan(config: Config, target_name: str | None = None, method: str | None = No
     return plan_sync(remote, root, tree, manifest), remote
 
 
-def apply(plan_: SyncPlan, remote: Remote, config: Config, on_line=None):
+def apply(plan_: SyncPlan, remote: Remote, config: Config, on_line=None) -> SyncResult:
     return apply_sync(plan_, remote, stale_lock_s=_sync(config).stale_lock_s, on_line=on_line)
 
 
@@ -85,7 +85,7 @@ def datasync_plan(config: Config, target_name: str | None = None, aws=None):
     return plan_datasync(c, dcfg, config.efs.root, tree, manifest), c
 
 
-def datasync_apply(plan_, c, config: Config, on_line=None, poll_s: float = 5.0) -> dict:
+def datasync_apply(plan_, c, config: Config, on_line=None, poll_s: float = 5.0) -> SyncResult:
     from .datasync import apply_datasync
 
     sync = _sync(config)
@@ -112,8 +112,8 @@ def plan_job(config: Config, target_name: str | None = None, method: str | None 
     return SyncJob(method, splan, remote)
 
 
-def apply_job(job: SyncJob, config: Config, on_line: Callable[[str], None] | None = None) -> Any:
-    """Apply a planned sync: a SyncResult (local, bastion) or DataSync's counts (a dict)."""
+def apply_job(job: SyncJob, config: Config, on_line: Callable[[str], None] | None = None) -> SyncResult:
+    """Apply a planned sync, whichever the method: what it did, as one SyncResult."""
     if job.method == "datasync":
         return datasync_apply(job.plan, job.transport, config, on_line=on_line)
     assert isinstance(job.plan, SyncPlan) and isinstance(job.transport, Remote)

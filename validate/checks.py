@@ -13,12 +13,14 @@ Rules (the ``rule`` of each finding):
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 from pipeline.dists import dists, owner_of, owners, unloadable
 from pipeline.files import atomic_write_json, bytecode_tag
@@ -64,12 +66,150 @@ class TreeStats:
 
 
 @dataclass(frozen=True)
+class EfsSize:
+    """One EFS tree's size and what it costs a month in EFS Standard."""
+
+    tree: str
+    bytes: int
+    files: int
+    usd_per_month: float
+
+
+@dataclass(frozen=True)
+class SizeReport:
+    """The report's "sizes": the EFS trees, and function + layers unzipped against Lambda's limit (when there is a layer or a zip)."""
+
+    efs: tuple[EfsSize, ...] = ()
+    function_and_layers_unzipped: int | None = None
+    limit_unzipped: int | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {}
+        if self.efs:
+            doc["efs"] = [{"tree": e.tree, "bytes": e.bytes, "files": e.files, "usd_per_month": e.usd_per_month} for e in self.efs]
+        if self.function_and_layers_unzipped is not None:
+            doc["function_and_layers_unzipped"] = self.function_and_layers_unzipped
+        if self.limit_unzipped is not None:
+            doc["limit_unzipped"] = self.limit_unzipped
+        return doc
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> SizeReport:
+        return cls(efs=tuple(EfsSize(e["tree"], e["bytes"], e["files"], e["usd_per_month"]) for e in doc.get("efs") or ()),
+                   function_and_layers_unzipped=doc.get("function_and_layers_unzipped"), limit_unzipped=doc.get("limit_unzipped"))
+
+
+@dataclass(frozen=True)
+class SmokeAnswer:
+    """The function's answer to one of the smoke test's further events (after GET /health)."""
+
+    status: str
+    error: dict[str, Any] | None
+    report: str
+    result: Any  # the real handler's result (an API Gateway response), None when it failed
+
+    def as_json(self) -> dict[str, Any]:
+        return {"status": self.status, "error": self.error, "report": self.report, "result": self.result}
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> SmokeAnswer:
+        return cls(status=doc["status"], error=doc.get("error"), report=doc.get("report", ""), result=doc.get("result"))
+
+
+@dataclass(frozen=True)
+class SmokeResult:
+    """The report's "smoke": whether the smoke test ran, where, and what the function did.
+
+    A test that did not run has ``why`` (and, when levels were tried,
+    ``skipped_levels``: their results). One that ran has the init and the
+    GET /health invocation (``state`` and ``failed_imports`` when init
+    failed; ``import_ms``, ``loaded`` and ``handler_result`` when the
+    invocation succeeded), then where it ran: level 1 ``python``; a
+    container ``image``; a chroot ``runner``. ``as_json`` writes the keys
+    each case always had, in their order.
+    """
+
+    run: bool
+    level: int | None = None
+    why: str | None = None
+    image: str | None = None
+    init_ms: float | None = None
+    modules: tuple[str, ...] = ()
+    ok: bool = False
+    state: str | None = None  # "init-error" | "crashed" | "timeout": init did not finish
+    failed_imports: dict[str, str] | None = None
+    report: str | None = None  # the REPORT line of the GET /health invocation
+    status: str | None = None
+    error: dict[str, Any] | None = None
+    import_ms: dict[str, float] | None = None
+    loaded: tuple[str, ...] = ()
+    handler_result: Any = None
+    log_tail: str | None = None
+    events: tuple[SmokeAnswer, ...] = ()
+    python: str | None = None
+    machine: str | None = None
+    emulated: bool | None = None
+    distance: str | None = None
+    root: str | None = None
+    runner: str | None = None
+    skipped_levels: tuple[SmokeResult, ...] | None = None
+    sample_label: str | None = None
+    sample_expected: str | None = None  # set (with sample_label) when the model folder's sample was classified
+
+    def as_json(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {"run": self.run}
+        if self.level is not None:
+            doc["level"] = self.level
+        if not self.run:
+            if self.image is not None:
+                doc["image"] = self.image
+            doc["why"] = self.why
+        else:
+            doc.update(init_ms=self.init_ms, modules=list(self.modules), ok=self.ok)
+            if self.state is not None:
+                doc.update(state=self.state, error=self.error, failed_imports=self.failed_imports)
+            else:
+                doc.update(report=self.report, status=self.status, error=self.error)
+                if self.status == "ok":
+                    doc.update(import_ms=self.import_ms, loaded=list(self.loaded), handler_result=self.handler_result)
+            if self.log_tail is not None:
+                doc["log_tail"] = self.log_tail
+            if self.events:
+                doc["events"] = [a.as_json() for a in self.events]
+            if self.runner is not None:
+                order: tuple[str, ...] = ("runner", "machine", "distance", "root", "python", "emulated")
+            elif self.image is not None:
+                order = ("image", "machine", "emulated", "distance", "root", "python")
+            else:
+                order = ("python", "machine", "distance")
+            doc.update({key: getattr(self, key) for key in order if getattr(self, key) is not None})
+        if self.skipped_levels is not None:
+            doc["skipped_levels"] = [a.as_json() for a in self.skipped_levels]
+        if self.sample_expected is not None:
+            doc.update(sample_label=self.sample_label, sample_expected=self.sample_expected)
+        return doc
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> SmokeResult:
+        skipped = doc.get("skipped_levels")
+        return cls(
+            run=bool(doc.get("run")), level=doc.get("level"), why=doc.get("why"), image=doc.get("image"), init_ms=doc.get("init_ms"),
+            modules=tuple(doc.get("modules") or ()), ok=bool(doc.get("ok")), state=doc.get("state"), failed_imports=doc.get("failed_imports"),
+            report=doc.get("report"), status=doc.get("status"), error=doc.get("error"), import_ms=doc.get("import_ms"), loaded=tuple(doc.get("loaded") or ()),
+            handler_result=doc.get("handler_result"), log_tail=doc.get("log_tail"), events=tuple(SmokeAnswer.from_json(a) for a in doc.get("events") or ()),
+            python=doc.get("python"), machine=doc.get("machine"), emulated=doc.get("emulated"), distance=doc.get("distance"), root=doc.get("root"),
+            runner=doc.get("runner"), skipped_levels=tuple(cls.from_json(a) for a in skipped) if skipped is not None else None,
+            sample_label=doc.get("sample_label"), sample_expected=doc.get("sample_expected"),
+        )
+
+
+@dataclass(frozen=True)
 class ValidationReport:
     target: Target
     trees: tuple[TreeStats, ...]
     findings: tuple[Finding, ...]
-    sizes: dict = field(default_factory=dict)
-    smoke: dict = field(default_factory=dict)
+    sizes: SizeReport = SizeReport()
+    smoke: SmokeResult | None = None  # None: no smoke test was asked for
 
     @property
     def errors(self) -> list[Finding]:
@@ -86,8 +226,8 @@ class ValidationReport:
             "ok": self.ok,
             "counts": {s: sum(1 for f in self.findings if f.severity == s) for s in ("error", "warning", "info")},
             "trees": [t.__dict__ for t in self.trees],
-            "sizes": self.sizes,
-            "smoke": self.smoke,
+            "sizes": self.sizes.as_json(),
+            "smoke": self.smoke.as_json() if self.smoke else {},
             "findings": [f.as_json() for f in self.findings],
         }
 
@@ -237,19 +377,19 @@ class _Checker:
                 self.add("error", "gpu-bloat", f"{name}:{dist.dist_info.name}", dist.name, f"{dist.name} {dist.version} is a GPU package: Lambda has no GPU", CPU_INDEX_FIX)
 
 
-def _sizes(checker: _Checker, stats: list[TreeStats], layer_set: str | None, zips: dict[str, dict]) -> dict:
-    out: dict = {}
+def _sizes(checker: _Checker, stats: list[TreeStats], layer_set: str | None, zips: dict[str, dict]) -> SizeReport:
+    efs_sizes: list[EfsSize] = []
     efs = [s for s in stats if s.name != layer_set]
     for s in efs:
         gb = s.bytes / 2**30
-        out.setdefault("efs", []).append({"tree": s.name, "bytes": s.bytes, "files": s.files, "usd_per_month": round(gb * EFS_STANDARD_USD_PER_GB_MONTH, 2)})
+        efs_sizes.append(EfsSize(tree=s.name, bytes=s.bytes, files=s.files, usd_per_month=round(gb * EFS_STANDARD_USD_PER_GB_MONTH, 2)))
         checker.add("info", "size", s.name, None, f"EFS tree {s.name}: {s.bytes / 1e6:,.1f} MB in {s.files:,} files, about ${gb * EFS_STANDARD_USD_PER_GB_MONTH:,.2f}/month in EFS Standard (no size limit; does not count toward the 250 MB)")
     unzipped = sum(z["unzipped_bytes"] for z in zips.values())
     if layer_set and not zips:
         unzipped = sum(s.bytes for s in stats if s.name == layer_set)
+    out = SizeReport(efs=tuple(efs_sizes))
     if layer_set or zips:
-        out["function_and_layers_unzipped"] = unzipped
-        out["limit_unzipped"] = UNZIPPED_LIMIT
+        out = dataclasses.replace(out, function_and_layers_unzipped=unzipped, limit_unzipped=UNZIPPED_LIMIT)
         if unzipped > UNZIPPED_LIMIT:
             checker.add(
                 "error", "size", ", ".join(zips) or layer_set, None,

@@ -21,30 +21,30 @@ def print_report(console: Console, report: ValidationReport, show_info: bool = T
         console.print(f"    {escape(f.message)}")
         if f.fix:
             console.print(f"    [green]fix:[/] {escape(f.fix)}")
-    smoke = report.smoke or {}
-    if not smoke.get("run"):
-        console.print(f"  [yellow]smoke test not run:[/] {escape(smoke.get('why', 'not requested'))}")
+    smoke = report.smoke
+    if not smoke or not smoke.run:
+        console.print(f"  [yellow]smoke test not run:[/] {escape(smoke.why if smoke and smoke.why is not None else 'not requested')}")
     else:
-        if smoke["level"] == 1 or (smoke["level"] == 3 and not smoke.get("image")):
-            where = f"CPython {smoke.get('python')}" + (f" in a chroot of {smoke['root']}" if smoke.get("root") else "")
+        if smoke.level == 1 or (smoke.level == 3 and not smoke.image):
+            where = f"CPython {smoke.python}" + (f" in a chroot of {smoke.root}" if smoke.root else "")
         else:
-            where = f"image {smoke.get('image')}"
-        verdict = "[green]passed[/]" if smoke.get("ok") else "[bold red]failed[/]"
-        on = f" on {smoke.get('machine')}" + (" (emulated)" if smoke.get("emulated") else "") if smoke.get("machine") else ""
-        console.print(f"  smoke test level {smoke['level']}{escape(on)} ({escape(where)}): {verdict}, imported {len(smoke.get('modules', []))} modules, init {smoke.get('init_ms')} ms")
-        if smoke.get("distance"):
-            console.print(f"    distance from Lambda: {escape(smoke['distance'])}")
-        if smoke.get("report"):
-            console.print(f"    {escape(smoke['report'])}")
-        if smoke.get("sample_expected") is not None:
-            console.print(f"    sample: {escape(str(smoke.get('sample_label')))} (expected {escape(smoke['sample_expected'])})")
-        for skipped in smoke.get("skipped_levels", []):
-            console.print(f"    level {skipped['level']} not run: {escape(skipped['why'])}")
+            where = f"image {smoke.image}"
+        verdict = "[green]passed[/]" if smoke.ok else "[bold red]failed[/]"
+        on = f" on {smoke.machine}" + (" (emulated)" if smoke.emulated else "") if smoke.machine else ""
+        console.print(f"  smoke test level {smoke.level}{escape(on)} ({escape(where)}): {verdict}, imported {len(smoke.modules)} modules, init {smoke.init_ms} ms")
+        if smoke.distance:
+            console.print(f"    distance from Lambda: {escape(smoke.distance)}")
+        if smoke.report:
+            console.print(f"    {escape(smoke.report)}")
+        if smoke.sample_expected is not None:
+            console.print(f"    sample: {escape(str(smoke.sample_label))} (expected {escape(smoke.sample_expected)})")
+        for skipped in smoke.skipped_levels or ():
+            console.print(f"    level {skipped.level} not run: {escape(skipped.why or '')}")
     counts = {s: sum(1 for f in report.findings if f.severity == s) for s in ("error", "warning", "info")}
     if not report.ok:
         verdict = "[bold red]FAILED[/]"
-    elif smoke.get("run"):
-        verdict = f"[bold green]passed (static checks and smoke test level {smoke['level']}{escape(' on ' + smoke['machine'] if smoke.get('machine') else '')})[/]"
+    elif smoke and smoke.run:
+        verdict = f"[bold green]passed (static checks and smoke test level {smoke.level}{escape(' on ' + smoke.machine if smoke.machine else '')})[/]"
     else:
         verdict = "[bold green]static checks passed; smoke test not run[/]"
     console.print(f"{verdict}: {counts['error']} errors, {counts['warning']} warnings, {counts['info']} notes")

@@ -19,9 +19,8 @@ import platform
 import shutil
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 from pipeline import docker, emulation
 from pipeline.dists import top_level_modules
@@ -31,7 +30,7 @@ from pipeline.targets import Target
 from runtime.emulator import RuntimeAPI
 from runtime.function import FunctionProcess, FunctionSpec, Layout, lambda_environment, local_command, runtime_client
 
-from .checks import Finding
+from .checks import Finding, SmokeAnswer, SmokeResult
 
 EVENT = Path(__file__).resolve().parent.parent / "runtime" / "events" / "http_api_health.json"
 # not meant to be imported: setuptools' import hook and a console script module
@@ -85,7 +84,7 @@ class SmokeInputs:
     timeout_s: int
     cache: Path  # where awslambdaric is installed per Python version and CPU
     model_dir: Path | None = None  # the model folder the handler reads (HOIST_MODEL_DIR); None: no model
-    events: tuple[bytes, ...] = ()  # more events after GET /health; their payloads land in result["events"]
+    events: tuple[bytes, ...] = ()  # more events after GET /health; their payloads land in the result's events
 
 
 def modules_of(trees: dict[str, Path]) -> list[str]:
@@ -132,7 +131,7 @@ def _import_findings(failed: dict[str, str], where: str, fix_for) -> list[Findin
     return [Finding("error", "smoke-import", where, module, f"`import {module}` failed in the runtime: {why}", fix_for(module, why)) for module, why in failed.items()]
 
 
-def _exercise(fn: FunctionProcess, inputs: SmokeInputs, level: int, init_limit_s: float, fix_for=None) -> tuple[dict, list[Finding]]:
+def _exercise(fn: FunctionProcess, inputs: SmokeInputs, level: int, init_limit_s: float, fix_for=None) -> tuple[SmokeResult, list[Finding]]:
     """Init, then GET /health and any further events; findings for whatever failed."""
     findings: list[Finding] = []
     where = f"smoke level {level}"
@@ -140,7 +139,7 @@ def _exercise(fn: FunctionProcess, inputs: SmokeInputs, level: int, init_limit_s
     fn.start()
     try:
         state, init_ms = fn.wait_ready(init_limit_s)
-        result: dict[str, Any] = {"run": True, "level": level, "init_ms": round(init_ms, 1) if init_ms else None, "modules": modules_of(inputs.trees)}
+        result = SmokeResult(run=True, level=level, init_ms=round(init_ms, 1) if init_ms else None, modules=tuple(modules_of(inputs.trees)))
         if state != "ready":
             err = fn.api.init_error or {}
             message = err.get("errorMessage", "")
@@ -152,41 +151,40 @@ def _exercise(fn: FunctionProcess, inputs: SmokeInputs, level: int, init_limit_s
                 what = {"init-error": f"init failed: {err.get('errorType', '')}: {message}", "crashed": f"the runtime exited during init (code {fn.proc.returncode if fn.proc else '?'})",
                         "timeout": f"init did not finish in {init_limit_s:.0f} s"}[state]
                 findings.append(Finding("error", "smoke-init", where, None, what, "see the log tail in the JSON report; check the handler setting and the static findings"))
-            result.update(ok=False, state=state, error=err or None, failed_imports=failed, log_tail=fn.log_tail())
+            result = replace(result, ok=False, state=state, error=err or None, failed_imports=failed, log_tail=fn.log_tail())
             return result, findings
         report = fn.invoke(EVENT.read_bytes(), init_ms=init_ms)
-        result.update(ok=report.status == "ok", report=report.report_line(), status=report.status, error=report.error)
+        result = replace(result, ok=report.status == "ok", report=report.report_line(), status=report.status, error=report.error)
         if report.status == "ok":
             payload = json.loads(report.payload or b"null")
-            result["import_ms"] = (payload or {}).get("hoist_smoke", {}).get("import_ms")
-            result["loaded"] = (payload or {}).get("hoist_smoke", {}).get("loaded", [])
-            result["handler_result"] = (payload or {}).get("handler_result")
+            result = replace(result, import_ms=(payload or {}).get("hoist_smoke", {}).get("import_ms"), loaded=tuple((payload or {}).get("hoist_smoke", {}).get("loaded", [])),
+                             handler_result=(payload or {}).get("handler_result"))
         else:
             findings.append(Finding("error", "smoke-invoke", where, None, f"the handler {inputs.handler} failed on a GET /health event: {report.error}", "see the log tail in the JSON report"))
-            result["log_tail"] = fn.log_tail()
+            result = replace(result, log_tail=fn.log_tail())
             return result, findings
-        answers = []
+        answers: list[SmokeAnswer] = []
         for event in inputs.events:
             more = fn.invoke(event)
             doc = json.loads(more.payload or b"null") if more.status == "ok" else None
-            answers.append({"status": more.status, "error": more.error, "report": more.report_line(), "result": (doc or {}).get("handler_result")})
+            answers.append(SmokeAnswer(status=more.status, error=more.error, report=more.report_line(), result=(doc or {}).get("handler_result")))
             if more.status != "ok":
                 findings.append(Finding("error", "smoke-invoke", where, None, f"the handler {inputs.handler} failed on event {len(answers)}: {more.error}", "see the log tail in the JSON report"))
-                result.update(ok=False, log_tail=fn.log_tail())
+                result = replace(result, ok=False, log_tail=fn.log_tail())
         if inputs.events:
-            result["events"] = answers
+            result = replace(result, events=tuple(answers))
         return result, findings
     finally:
         fn.stop()
 
 
-def level1(inputs: SmokeInputs, target: Target, fix_for=None) -> tuple[dict, list[Finding]]:
+def level1(inputs: SmokeInputs, target: Target, fix_for=None) -> tuple[SmokeResult, list[Finding]]:
     if target.machine != platform.machine():
-        return {"run": False, "level": 1, "why": f"the target runs on {target.machine}, this machine is {platform.machine()}; level 1 runs only on the target's CPU (levels 2 and 3 run foreign CPUs through qemu)"}, []
+        return SmokeResult(run=False, level=1, why=f"the target runs on {target.machine}, this machine is {platform.machine()}; level 1 runs only on the target's CPU (levels 2 and 3 run foreign CPUs through qemu)"), []
     try:
         python = find_python(target.python)
     except InterpreterNotFound as exc:
-        return {"run": False, "level": 1, "why": f"no CPython {target.python} here: {exc.render()}"}, []
+        return SmokeResult(run=False, level=1, why=f"no CPython {target.python} here: {exc.render()}"), []
     ric = runtime_client(target, inputs.cache)
     layer, efs = _layer_and_efs(inputs)
     spec = _spec(inputs, target)
@@ -198,7 +196,8 @@ def level1(inputs: SmokeInputs, target: Target, fix_for=None) -> tuple[dict, lis
             env["HOIST_MODEL_DIR"] = str(inputs.model_dir)
         fn = FunctionProcess(local_command(python.path, spec.handler), env, api, spec)
         result, findings = _exercise(fn, inputs, 1, INIT_LIMIT_S + inputs.timeout_s, fix_for)
-        result.update(python=python.version, machine=platform.machine(), distance=f"this machine's CPU and CPython {python.version}, with this machine's glibc and libraries rather than {target.os_name or 'Lambda'}'s")
+        result = replace(result, python=python.version, machine=platform.machine(),
+                         distance=f"this machine's CPU and CPython {python.version}, with this machine's glibc and libraries rather than {target.os_name or 'Lambda'}'s")
         return result, findings
 
 
@@ -257,7 +256,7 @@ def _sandbox(inputs: SmokeInputs, target: Target) -> Iterator[_Sandbox]:
         yield _Sandbox(spec=spec, api=api, env=env, mounts=tuple(mounts))
 
 
-def _in_container(inputs: SmokeInputs, target: Target, image: str, level: int, init_limit_s: float, fix_for=None, docker_platform: str | None = "target") -> tuple[dict, list[Finding]]:
+def _in_container(inputs: SmokeInputs, target: Target, image: str, level: int, init_limit_s: float, fix_for=None, docker_platform: str | None = "target") -> tuple[SmokeResult, list[Finding]]:
     """The function in a container of ``image``: Lambda's layout, the real client, the emulator on the host network."""
     with _sandbox(inputs, target) as box:
         name = docker.container_name("hoist-smoke")
@@ -266,59 +265,55 @@ def _in_container(inputs: SmokeInputs, target: Target, image: str, level: int, i
                                  entrypoint=f"/var/lang/bin/python{target.python}", mounts=[docker.Mount(host, inside) for host, inside in box.mounts], env=box.env)
         fn = DockerFunction(cmd, {**os.environ}, box.api, box.spec, container=name)
         result, findings = _exercise(fn, inputs, level, init_limit_s, fix_for)
-        result.update(image=image, machine=target.machine, emulated=target.machine != platform.machine())
-        return result, findings
+        return replace(result, image=image, machine=target.machine, emulated=target.machine != platform.machine()), findings
 
 
-def level2(inputs: SmokeInputs, target: Target, image: str | None = None, fix_for=None) -> tuple[dict, list[Finding]]:
+def level2(inputs: SmokeInputs, target: Target, image: str | None = None, fix_for=None) -> tuple[SmokeResult, list[Finding]]:
     image = image or target.base_image()
     why = _image_problem(image, target.docker_platform, target)
     if why:
-        return {"run": False, "level": 2, "image": image, "why": why}, []
+        return SmokeResult(run=False, level=2, image=image, why=why), []
     emulated = target.machine != platform.machine()
     limit = (EMULATED_INIT_LIMIT_S if emulated else INIT_LIMIT_S) + inputs.timeout_s
     result, findings = _in_container(inputs, target, image, 2, limit, fix_for)
-    result["distance"] = "the Lambda base image" + ("; emulated CPU (QEMU user mode): timings are not Lambda's" if emulated else "; this machine's CPU")
-    return result, findings
+    return replace(result, distance="the Lambda base image" + ("; emulated CPU (QEMU user mode): timings are not Lambda's" if emulated else "; this machine's CPU")), findings
 
 
-def level3(inputs: SmokeInputs, target: Target, fix_for=None, on_line=None) -> tuple[dict, list[Finding]]:
+def level3(inputs: SmokeInputs, target: Target, fix_for=None, on_line=None) -> tuple[SmokeResult, list[Finding]]:
     try:
         emulated = emulation.emulated_python(target.python, target.machine, on_line)
     except emulation.EmulationUnavailable as exc:
-        return {"run": False, "level": 3, "why": f"{exc.what} (fix: {exc.fix})"}, []
+        return SmokeResult(run=False, level=3, why=f"{exc.what} (fix: {exc.fix})"), []
     limit = EMULATED_INIT_LIMIT_S + inputs.timeout_s
     if emulated.image:
         result, findings = _in_container(inputs, target, emulated.image, 3, limit, fix_for, docker_platform=emulation.run_platform(emulated.image, target.machine))
     else:
         result, findings = _in_chroot(inputs, target, emulated.root, limit, fix_for)
-    result.update(distance=emulated.distance(), root=str(emulated.root), python=f"{emulated.python} (Debian {emulated.suite})", emulated=target.machine != platform.machine())
-    return result, findings
+    return replace(result, distance=emulated.distance(), root=str(emulated.root), python=f"{emulated.python} (Debian {emulated.suite})", emulated=target.machine != platform.machine()), findings
 
 
-def _in_chroot(inputs: SmokeInputs, target: Target, root: Path, init_limit_s: float, fix_for=None) -> tuple[dict, list[Finding]]:
+def _in_chroot(inputs: SmokeInputs, target: Target, root: Path, init_limit_s: float, fix_for=None) -> tuple[SmokeResult, list[Finding]]:
     """Level 3 without Docker: the same layout as the container, bind-mounted into a chroot of the root."""
     with _sandbox(inputs, target) as box:
         cmd = emulation.chroot_command(root, list(box.mounts), [f"/var/lang/bin/python{target.python}", "-s", "-m", "awslambdaric", box.spec.handler])
         # the host's PATH finds unshare, mount and chroot; the function sees Lambda's
         fn = FunctionProcess(cmd, {**box.env, "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")}, box.api, box.spec, pid_for_memory=False)
         result, findings = _exercise(fn, inputs, 3, init_limit_s, fix_for)
-        result.update(runner="chroot", machine=target.machine)
-        return result, findings
+        return replace(result, runner="chroot", machine=target.machine), findings
 
 
 LEVELS = {"1": "a CPython of the target's version on this machine", "2": "the Lambda base image in Docker", "3": "an emulated Debian CPython"}
 
 
-def smoke(inputs: SmokeInputs, target: Target, level: str = "auto", image: str | None = None, fix_for=None, on_line=None) -> tuple[dict, list[Finding]]:
+def smoke(inputs: SmokeInputs, target: Target, level: str = "auto", image: str | None = None, fix_for=None, on_line=None) -> tuple[SmokeResult, list[Finding]]:
     """Run the smoke test at ``level`` ("1", "2", "3", "auto": the first of 1, 2, 3 that can run; "none": skip).
 
     ``fix_for(module, why)`` gives the fix text of a failed import (the caller
     knows what slimming removed); ``on_line`` hears about long preparations.
     """
     if level == "none":
-        return {"run": False, "why": "skipped (--smoke none)"}, []
-    attempts: list[dict] = []
+        return SmokeResult(run=False, why="skipped (--smoke none)"), []
+    attempts: list[SmokeResult] = []
     try:
         for lvl in (["1", "2", "3"] if level == "auto" else [level]):
             if on_line:  # an emulated init takes minutes: say what runs
@@ -330,11 +325,10 @@ def smoke(inputs: SmokeInputs, target: Target, level: str = "auto", image: str |
                 result, findings = level2(inputs, target, image, fix_for)
             else:
                 result, findings = level3(inputs, target, fix_for, on_line)
-            if result["run"]:
-                result["skipped_levels"] = attempts
-                return result, findings
+            if result.run:
+                return replace(result, skipped_levels=tuple(attempts)), findings
             attempts.append(result)
     except CommandError as exc:
-        return {"run": False, "why": exc.render(), "skipped_levels": attempts}, []
-    why = "; ".join(f"level {a['level']}: {a['why']}" for a in attempts)
-    return {"run": False, "why": why, "skipped_levels": attempts}, []
+        return SmokeResult(run=False, why=exc.render(), skipped_levels=tuple(attempts)), []
+    why = "; ".join(f"level {a.level}: {a.why}" for a in attempts)
+    return SmokeResult(run=False, why=why, skipped_levels=tuple(attempts)), []

@@ -18,10 +18,10 @@ from pipeline.config import Config, Waiver, keep_line
 from pipeline.dists import owner_of, owners
 from pipeline.errors import ValidationError
 from pipeline.globs import matches
-from pipeline.records import BuildRecord, load_build_record, load_manifest
+from pipeline.records import BuildRecord, SlimRecord, load_build_record, load_manifest
 from pipeline.targets import facts, lambda_target
 
-from .checks import RULES, Finding, ValidationReport, validate
+from .checks import RULES, Finding, SmokeResult, ValidationReport, validate
 from .smoke import SmokeInputs, smoke
 
 DEFAULT_CACHE = Path(".hoist-cache")
@@ -40,12 +40,13 @@ def _module_package(trees: dict[str, Path], module: str) -> tuple[str | None, st
     return None, None
 
 
-def _import_fix(trees: dict[str, Path], slim_docs: dict[str, dict]):
+def _import_fix(trees: dict[str, Path], slim_docs: dict[str, SlimRecord]):
     """fix_for(module, why): names the slimming rule that removed files of the module's package, and the line to add."""
 
     def fix_for(module: str, why: str) -> str:
         set_name, package = _module_package(trees, module)
-        removed = ((slim_docs.get(set_name or "") or {}).get("removed_files") or {}).get(package or "", {})
+        found = slim_docs.get(set_name or "")
+        removed = (found.removed_files if found else {}).get(package or "", {})
         if removed:
             parts = []
             for rule, files in sorted(removed.items()):
@@ -76,19 +77,19 @@ def _apply_waivers(report: ValidationReport, waivers: tuple[Waiver, ...], where:
     return dataclasses.replace(report, findings=tuple(out))
 
 
-def _smoke_saw(finding: Finding, result: dict) -> str:
+def _smoke_saw(finding: Finding, result: SmokeResult) -> str:
     """What the smoke test saw of a static finding's file."""
-    if not result.get("run"):
+    if not result.run:
         return "the smoke test did not run"
     rel = (finding.file or "").partition(":")[2]
-    failed = result.get("failed_imports") or {}
+    failed = result.failed_imports or {}
     top = rel.split("/", 1)[0].split(".", 1)[0]
     if top in failed:
         return f"the smoke test's `import {top}` failed: {failed[top]}"
-    if any(path.endswith("/" + rel) for path in result.get("loaded", [])):
-        return f"the smoke test loaded this file at level {result['level']} ({result.get('distance', '')}) and it worked there"
-    if result.get("ok"):
-        return f"the smoke test imported every module at level {result['level']} and no import loaded this file"
+    if any(path.endswith("/" + rel) for path in result.loaded):
+        return f"the smoke test loaded this file at level {result.level} ({result.distance if result.distance is not None else ''}) and it worked there"
+    if result.ok:
+        return f"the smoke test imported every module at level {result.level} and no import loaded this file"
     return "the smoke test failed before it could tell (see its findings)"
 
 
@@ -103,17 +104,18 @@ def _with_smoke(report: ValidationReport, inputs: SmokeInputs, level: str, image
     return dataclasses.replace(report, findings=tuple(seen) + tuple(findings), smoke=result)
 
 
-def _slim_findings(slim_docs: dict[str, dict]) -> list[Finding]:
+def _slim_findings(slim_docs: dict[str, SlimRecord]) -> list[Finding]:
     out = []
     for name, doc in slim_docs.items():
-        check = doc.get("import_check") or {}
+        check = doc.import_check
         if not check:
             continue
-        if not check.get("verified"):
-            out.append(Finding("warning", "slim-unverified", name, None, f"slimming of set {name} was not import-verified: {check.get('why', 'no runtime for the target')}",
+        if not check.verified:
+            why = check.why if check.why is not None else "no runtime for the target"
+            out.append(Finding("warning", "slim-unverified", name, None, f"slimming of set {name} was not import-verified: {why}",
                                "install what the reason names, then `invoke build --force`; or turn slimming off with `enabled = false` under [slim]"))
-        for r in check.get("restored", []):
-            out.append(Finding("info", "slim-restored", name, r["package"], f"rule {r['rule']!r} removed files `import {r['module']}` needs; the build restored {r['files']} file(s)", r.get("line")))
+        for r in check.restored:
+            out.append(Finding("info", "slim-restored", name, r.package, f"rule {r.rule!r} removed files `import {r.module}` needs; the build restored {r.files} file(s)", r.line or None))
     return out
 
 
@@ -121,7 +123,7 @@ def from_build(config: Config, target_name: str | None = None, *, smoke_level: s
                events: tuple[bytes, ...] = ()) -> ValidationReport:
     """Validate the trees and zips `invoke build` wrote for the target (dist/<target>/build.json).
 
-    ``events``: more events for the handler after the model folder's sample (their answers are in smoke["events"]).
+    ``events``: more events for the handler after the model folder's sample (their answers are in smoke.events).
     """
     tcfg = config.target(target_name)
     path = config.build_json(tcfg.target.name)
@@ -155,9 +157,9 @@ def from_record(config: Config, record: BuildRecord, *, smoke_level: str = "auto
         on_line(f"static checks of {', '.join(sorted(trees))}: ELF, glibc, libraries, ABI, sizes")
     report = validate(trees, tcfg.target, layer_set=layer_set, zips=zips, built_on_target=record.builder == "docker")
     report = _apply_waivers(report, config.waivers, config.path.name)
-    slim_docs = {}
+    slim_docs: dict[str, SlimRecord] = {}
     for name, s in record.sets.items():
-        slim_docs[name] = load_manifest(s.manifest).slim if s.manifest.is_file() else {}
+        slim_docs[name] = load_manifest(s.manifest).slim if s.manifest.is_file() else SlimRecord()
     report = dataclasses.replace(report, findings=report.findings + tuple(_slim_findings(slim_docs)))
     model_dir = config.model_dir or config.root / "model" / "artifacts"
     try:  # the model folder's sample.json: the image the smoke test classifies and its label
@@ -190,18 +192,18 @@ def classify_event(image: bytes, ctype: str = "image/png") -> bytes:
 
 def _check_sample(report: ValidationReport, expect: str) -> ValidationReport:
     """The model folder's sample must come back with its label."""
-    answers = (report.smoke or {}).get("events") or []
-    if not expect or not answers or answers[0].get("status") != "ok":
+    answers = report.smoke.events if report.smoke else ()
+    if not expect or not answers or answers[0].status != "ok" or report.smoke is None:
         return report
     try:
-        body = json.loads((answers[0].get("result") or {}).get("body") or "{}")
+        body = json.loads((answers[0].result or {}).get("body") or "{}")
         label = body["predictions"][0]["label"]
     except (ValueError, KeyError, IndexError, TypeError):
         label = None
-    smoke_doc = {**report.smoke, "sample_label": label, "sample_expected": expect}
+    smoke_doc = dataclasses.replace(report.smoke, sample_label=label, sample_expected=expect)
     extra: tuple[Finding, ...] = ()
     if label != expect:
-        extra = (Finding("error", "smoke-classify", f"smoke level {report.smoke.get('level')}", None, f"the model folder's sample came back as {label!r}, expected {expect!r} (sample.json): {answers[0].get('result')}",
+        extra = (Finding("error", "smoke-classify", f"smoke level {report.smoke.level}", None, f"the model folder's sample came back as {label!r}, expected {expect!r} (sample.json): {answers[0].result}",
                          "check the model folder ([model] dir: model.pt, labels.json, preprocess.json, sample.json); torch and torchvision must be the versions the model was saved with"),)
     return dataclasses.replace(report, smoke=smoke_doc, findings=report.findings + extra)
 

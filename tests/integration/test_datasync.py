@@ -80,7 +80,7 @@ def test_stage_copy_verify_then_mark(project, wheelhouse, aws):
     # the whole version, as rsync publishes it: the tree and the archives the cold start reads
     assert {f.path for f in plan.upload} == {f"site-packages/{f['path']}" for f in manifest["files"]} | {f"archives/{n}" for n in archives}
     done = stage.datasync_apply(plan, c, cfg, poll_s=0)
-    assert done["uploaded"] == len(plan.upload)
+    assert done.uploaded == len(plan.upload)
 
     base = f"{project.name}/hoist-staging/envs/{plan.version}/"
     staged = _objects(aws, base)

@@ -69,7 +69,7 @@ def test_bytecode_is_for_python_3_13_and_unchecked(demo):
     tree = result.sets["efs"].tree
     pyc = tree / "torch" / "__pycache__" / "__init__.cpython-313.pyc"
     assert int.from_bytes(pyc.read_bytes()[4:8], "little") == 0b01
-    assert result.sets["efs"].bytecode["python"].startswith("3.13.")
+    assert result.sets["efs"].bytecode.python.startswith("3.13.")
     # 3.13's magic number: the tree's .pyc are for the target's Python, not this machine's 3.11
     assert pyc.read_bytes()[:2] == (3571).to_bytes(2, "little")
 
@@ -77,9 +77,9 @@ def test_bytecode_is_for_python_3_13_and_unchecked(demo):
 def test_the_build_import_checked_the_demo_on_aarch64(demo):
     _, result = demo
     for name in ("efs", "layer"):
-        check = result.sets[name].slim["import_check"]
-        assert check["verified"] and "aarch64" in check["runtime"] and "QEMU" in check["runtime"], check
-        assert check["restored"] == [] and check["failing"] == {}  # the static rules already kept what the demo needs
+        check = result.sets[name].slim.import_check
+        assert check and check.verified and check.runtime and "aarch64" in check.runtime and "QEMU" in check.runtime, check
+        assert check.restored == () and check.failing == {}  # the static rules already kept what the demo needs
     assert not [w for w in result.warnings if "import" in w]
 
 
@@ -143,7 +143,7 @@ def test_stripped_libraries_map_the_same_and_torch_lost_its_symbols(demo, raw):
     assert (raw / cpu).stat().st_size - (tree / cpu).stat().st_size > 50_000_000  # its symbol table
     # Pillow is in the layer and never stripped
     layer = result.sets["layer"].tree
-    assert result.sets["layer"].slim["strip"]["files"] == 0 and (layer / "PIL").is_dir()
+    assert result.sets["layer"].slim.strip.files == 0 and (layer / "PIL").is_dir()
 
 
 def test_the_built_demo_runs_on_aarch64_and_classifies_held_out_digits(demo):
@@ -155,15 +155,15 @@ def test_the_built_demo_runs_on_aarch64_and_classifies_held_out_digits(demo):
     images, labels = held_out()
     images, labels = images[:30], labels[:30]
     report = from_build(cfg, smoke_level="auto", events=tuple(classify_event(render(image)) for image in images))
-    assert report.ok, [f.as_json() for f in report.errors] + [report.smoke.get("log_tail")]
+    assert report.ok, [f.as_json() for f in report.errors] + [report.smoke.log_tail]
     assert {t.name for t in report.trees} == {"efs", "layer"}
-    assert report.sizes["function_and_layers_unzipped"] == result.layer_zip.unzipped_bytes + result.function_zip.unzipped_bytes
+    assert report.sizes.function_and_layers_unzipped == result.layer_zip.unzipped_bytes + result.function_zip.unzipped_bytes
     smoke = report.smoke
-    assert smoke["level"] == 3 and smoke["machine"] == "aarch64" and smoke["ok"] and {"torch", "torchvision", "PIL"} <= set(smoke["modules"])
-    assert smoke["sample_label"] == "3"  # model/samples/digit.png, as deploy's smoke test expects
-    answers = smoke["events"][1:]
-    predicted = [json.loads(a["result"]["body"])["predictions"][0]["label"] for a in answers]
+    assert smoke.level == 3 and smoke.machine == "aarch64" and smoke.ok and {"torch", "torchvision", "PIL"} <= set(smoke.modules)
+    assert smoke.sample_label == "3"  # model/samples/digit.png, as deploy's smoke test expects
+    answers = smoke.events[1:]
+    predicted = [json.loads(a.result["body"])["predictions"][0]["label"] for a in answers]
     right = sum(p == str(label) for p, label in zip(predicted, labels, strict=True))
     expected = json.loads((REPO / "model" / "artifacts" / "metrics.json").read_text())["held_out_accuracy"]
     assert right / len(labels) >= expected - 0.1, (predicted, list(labels))
-    assert any(path.endswith("torch/lib/libtorch_cpu.so") for path in smoke["loaded"])  # the stripped library loaded on aarch64
+    assert any(path.endswith("torch/lib/libtorch_cpu.so") for path in smoke.loaded)  # the stripped library loaded on aarch64

@@ -90,7 +90,7 @@ def test_sdist_the_native_builder_refuses_is_compiled_in_the_image(docker_projec
     tree = result.sets["efs"].tree
     out = subprocess.run([find_python("3.12").path, "-I", "-c", f"import sys; sys.path.insert(0, {str(tree)!r}); import {CEXT.replace('-', '_')} as m; print(m.triple(14))"], capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.strip() == "42", out.stderr
-    assert result.sets["efs"].bytecode["compiled"] and result.sets["efs"].bytecode["python"].startswith("3.12.")
+    assert result.sets["efs"].bytecode.compiled and result.sets["efs"].bytecode.python.startswith("3.12.")
     owners = {(p.stat().st_uid, p.stat().st_gid) for p in tree.rglob("*") if p.is_file()}
     assert owners == {(4321, 4322)}
     assert any("Building wheel" in line or "setup.py" in line or "Successfully installed" in line for line in first.lines)

@@ -27,13 +27,13 @@ def test_auto_takes_level3_on_aarch64_and_says_how_far_it_is_from_lambda(project
     assert platform.machine() == "x86_64"  # what this test is about: a foreign CPU
     cfg = _arm(project, "purepkg\n")
     report = from_build(cfg, "arm", smoke_level="auto")
-    assert report.ok, [f.as_json() for f in report.errors] + [report.smoke.get("log_tail")]
+    assert report.ok, [f.as_json() for f in report.errors] + [report.smoke.log_tail]
     smoke = report.smoke
-    assert smoke["run"] and smoke["level"] == 3 and smoke["ok"] and smoke["machine"] == "aarch64" and smoke["emulated"]
-    assert "QEMU" in smoke["distance"] and "Debian trixie" in smoke["distance"] and "Amazon Linux" in smoke["distance"]
-    assert [s["level"] for s in smoke["skipped_levels"]] == [1, 2]  # nothing closer to Lambda could run
-    assert {"purepkg", "layerpkg"} <= set(smoke["modules"])
-    body = json.loads(smoke["handler_result"]["body"])
+    assert smoke.run and smoke.level == 3 and smoke.ok and smoke.machine == "aarch64" and smoke.emulated
+    assert "QEMU" in smoke.distance and "Debian trixie" in smoke.distance and "Amazon Linux" in smoke.distance
+    assert [s.level for s in smoke.skipped_levels] == [1, 2]  # nothing closer to Lambda could run
+    assert {"purepkg", "layerpkg"} <= set(smoke.modules)
+    body = json.loads(smoke.handler_result["body"])
     assert body["efs_tree"] == "/mnt/test/site-packages" and body["on_path"] is True
     # the build's import check ran in the same root
     check = json.loads((project / "dist" / "arm" / "efs" / "manifest.json").read_text())["slim"]["import_check"]
@@ -51,7 +51,7 @@ def test_an_x86_64_extension_in_an_arm64_tree_fails_both_checks_with_the_cause(p
     assert [f.file for f in static] == ["layer:smuggled.cpython-313-aarch64-linux-gnu.so"]
     assert "smoke test: the smoke test's `import smuggled` failed" in static[0].message  # side by side
     [failed] = [f for f in report.errors if f.rule == "smoke-import"]
-    assert failed.package == "smuggled" and "ImportError" in failed.message and report.smoke["level"] == 3 and not report.smoke["ok"]
+    assert failed.package == "smuggled" and "ImportError" in failed.message and report.smoke.level == 3 and not report.smoke.ok
     assert "slimming removed nothing of that package" in failed.fix
 
 
@@ -68,7 +68,7 @@ def test_a_waiver_turns_the_error_into_a_warning_that_prints_its_reason(project,
     assert 'waive = [{ rule = "elf-machine", files = "layer:layerpkg/_optional.so"' in err.fix
     write_pipeline(project, wheelhouse, {"[build]": '[validate]\nwaive = [{ rule = "elf-machine", files = "layer:layerpkg/_opt*.so", reason = "never imported" }]\n\n[build]'})
     waived = from_build(config.load(project / "pipeline.toml"), "arm", smoke_level="3")
-    assert waived.ok and waived.smoke["ok"]
+    assert waived.ok and waived.smoke.ok
     [warning] = [f for f in waived.findings if f.rule == "elf-machine"]
     assert warning.severity == "warning" and "waived in pipeline.toml (never imported)" in warning.message
 
@@ -91,11 +91,11 @@ def test_scikit_image_in_the_layer_keeps_its_stubs_and_imports_on_aarch64(tmp_pa
     layer = result.sets["layer"].tree
     assert (layer / "skimage" / "__init__.pyi").is_file() and (layer / "skimage" / "filters" / "__init__.pyi").is_file()
     assert not list(layer.glob("numpy/**/*.pyi"))  # stubs nothing reads at import still go
-    check = result.sets["layer"].slim["import_check"]
-    assert check["verified"] and "aarch64" in check["runtime"] and check["restored"] == [] and check["failing"] == {}
+    check = result.sets["layer"].slim.import_check
+    assert check and check.verified and check.runtime and "aarch64" in check.runtime and check.restored == () and check.failing == {}
     report = from_build(cfg, smoke_level="auto")
-    assert report.ok, [f.as_json() for f in report.errors] + [report.smoke.get("log_tail")]
-    assert report.smoke["level"] == 3 and report.smoke["machine"] == "aarch64" and "skimage" in report.smoke["import_ms"]
+    assert report.ok, [f.as_json() for f in report.errors] + [report.smoke.log_tail]
+    assert report.smoke.level == 3 and report.smoke.machine == "aarch64" and "skimage" in report.smoke.import_ms
 
 
 @pytest.mark.docker
@@ -107,7 +107,7 @@ def test_without_root_level3_runs_the_root_as_an_arm64_image_under_docker(projec
     check = json.loads((project / "dist" / "arm" / "efs" / "manifest.json").read_text())["slim"]["import_check"]
     assert check["verified"] and "Docker" in check["runtime"], check
     report = from_build(cfg, "arm", smoke_level="3")
-    assert report.ok, [f.as_json() for f in report.errors] + [report.smoke.get("log_tail")]
+    assert report.ok, [f.as_json() for f in report.errors] + [report.smoke.log_tail]
     smoke = report.smoke
-    assert smoke["level"] == 3 and smoke["image"].startswith("hoist-emulated/debian-trixie-arm64") and smoke["machine"] == "aarch64" and smoke["ok"]
-    assert json.loads(smoke["handler_result"]["body"])["efs_tree"] == "/mnt/test/site-packages"
+    assert smoke.level == 3 and smoke.image.startswith("hoist-emulated/debian-trixie-arm64") and smoke.machine == "aarch64" and smoke.ok
+    assert json.loads(smoke.handler_result["body"])["efs_tree"] == "/mnt/test/site-packages"

@@ -35,7 +35,7 @@ def test_local_torch_tree_imports_after_slimming_and_stripping(tmp_path):
     result = build(cfg, "local")
     efs, layer = result.sets["efs"].tree, result.sets["layer"].tree
 
-    assert result.sets["efs"].slim["strip"]["bytes"] > 10_000_000
+    assert result.sets["efs"].slim.strip.bytes > 10_000_000
     wheel = torch_lock.url.removeprefix("file://")
     with zipfile.ZipFile(wheel.replace("%2B", "+")) as zf:
         raw_size = zf.getinfo("torch/lib/libtorch_cpu.so").file_size

@@ -155,7 +155,7 @@ def test_cross_target_arm64_lock_and_build_on_this_machine(project):
     built = build(cfg, "arm")
     tree = built.sets["efs"].tree
     assert (tree / "armonly" / "__init__.py").exists()
-    assert built.sets["efs"].bytecode["python"].startswith("3.13.")
+    assert built.sets["efs"].bytecode.python.startswith("3.13.")
     assert (tree / "purepkg" / "__pycache__" / "__init__.cpython-313.pyc").exists()
 
 
@@ -182,8 +182,8 @@ def test_no_interpreter_means_no_bytecode_said_clearly(project, monkeypatch):
 
     monkeypatch.setattr(build_mod, "find_python", none)
     _, result = _build(project)
-    assert result.sets["efs"].bytecode["compiled"] is False
-    assert "no working CPython" in result.sets["efs"].bytecode["reason"]
+    assert result.sets["efs"].bytecode.compiled is False
+    assert "no working CPython" in result.sets["efs"].bytecode.reason
     assert any("no bytecode" in w for w in result.warnings)
     assert not list(result.sets["efs"].tree.rglob("*.pyc"))
     summary = json.loads((project / "dist" / "local" / "build.json").read_text())

@@ -24,7 +24,7 @@ def _built(project, target=None):
 
 
 def _body(report):
-    return json.loads(report.smoke["handler_result"]["body"])
+    return json.loads(report.smoke.handler_result["body"])
 
 
 def test_level1_imports_every_module_and_invokes_the_handler(project):
@@ -33,12 +33,12 @@ def test_level1_imports_every_module_and_invokes_the_handler(project):
     report = from_build(cfg, smoke_level="1")
     assert report.ok, [f.as_json() for f in report.errors]
     smoke = report.smoke
-    assert smoke["run"] and smoke["level"] == 1 and smoke["ok"] and smoke["status"] == "ok"
-    assert {"nativepkg", "purepkg", "layerpkg"} <= set(smoke["modules"]) and set(smoke["import_ms"]) == set(smoke["modules"])
+    assert smoke.run and smoke.level == 1 and smoke.ok and smoke.status == "ok"
+    assert {"nativepkg", "purepkg", "layerpkg"} <= set(smoke.modules) and set(smoke.import_ms) == set(smoke.modules)
     body = _body(report)
     assert body["efs_tree"] == str(project / "dist" / "local" / "efs" / "site-packages") and body["on_path"] is True
     assert body["imported_from"].startswith("/tmp/hoist-env/")  # hydrated from the archives beside the tree
-    assert smoke["report"].startswith("REPORT RequestId: ") and "Init Duration: " in smoke["report"] and "Memory Size: 3008 MB" in smoke["report"]
+    assert smoke.report.startswith("REPORT RequestId: ") and "Init Duration: " in smoke.report and "Memory Size: 3008 MB" in smoke.report
 
 
 def test_an_import_that_only_worked_on_a_laptop_is_caught(project):
@@ -47,7 +47,7 @@ def test_an_import_that_only_worked_on_a_laptop_is_caught(project):
     report = from_build(cfg, smoke_level="1")
     assert [(f.rule, f.package) for f in report.errors] == [("smoke-import", "brokenpkg")]
     assert "undeclared_dependency_xyz" in report.errors[0].message
-    assert report.smoke["run"] and not report.smoke["ok"]
+    assert report.smoke.run and not report.smoke.ok
 
 
 def test_handler_errors_and_timeouts_are_reported(project, wheelhouse):
@@ -61,7 +61,7 @@ def test_handler_errors_and_timeouts_are_reported(project, wheelhouse):
     app.write_text(setup + "\n\ndef handler(event, context):\n    time.sleep(30)\n")
     write_pipeline(project, wheelhouse, {'name = "test-fn"': 'name = "test-fn"\ntimeout_s = 2'})
     report = from_build(config.load(project / "pipeline.toml"), smoke_level="1")
-    assert report.smoke["status"] == "timeout" and "Task timed out after 2.00 seconds" in report.errors[0].message
+    assert report.smoke.status == "timeout" and "Task timed out after 2.00 seconds" in report.errors[0].message
 
 
 def test_level1_runs_a_pyenv_interpreter_of_the_runtime(project, wheelhouse):
@@ -69,7 +69,7 @@ def test_level1_runs_a_pyenv_interpreter_of_the_runtime(project, wheelhouse):
     (project / "requirements" / "efs.in").write_text("purepkg\n")
     cfg = _built(project, "py312")
     report = from_build(cfg, "py312", smoke_level="1")
-    assert report.ok and report.smoke["run"] and report.smoke["python"].startswith("3.12.")
+    assert report.ok and report.smoke.run and report.smoke.python.startswith("3.12.")
 
 
 def test_a_level_that_cannot_run_says_why_and_never_passes(project, monkeypatch):
@@ -79,8 +79,8 @@ def test_a_level_that_cannot_run_says_why_and_never_passes(project, monkeypatch)
     report = from_build(cfg, "arm", smoke_level="auto")
     assert report.ok  # static checks pass
     smoke = report.smoke
-    assert smoke["run"] is False
-    whys = {a["level"]: a["why"] for a in smoke["skipped_levels"]}
+    assert smoke.run is False
+    whys = {a.level: a.why for a in smoke.skipped_levels}
     assert "aarch64" in whys[1] and "x86_64" in whys[1]
     assert "install Docker" in whys[2]
 
@@ -98,8 +98,8 @@ def test_level2_runs_in_a_lambda_image_under_docker(project, wheelhouse, docker_
     prefix = Path(python.path).resolve().parent.parent
     image = standin_image(prefix, "3.12", sorted(ric.rglob("*.so")), tmp_path)
     report = from_build(cfg, "py312", smoke_level="2", image=image)
-    assert report.ok, [f.as_json() for f in report.errors] + [report.smoke.get("log_tail")]
-    assert report.smoke["level"] == 2 and report.smoke["image"] == image and report.smoke["ok"]
+    assert report.ok, [f.as_json() for f in report.errors] + [report.smoke.log_tail]
+    assert report.smoke.level == 2 and report.smoke.image == image and report.smoke.ok
     body = _body(report)
     assert body["efs_tree"] == "/mnt/test/site-packages" and body["on_path"] is True  # the version at the configured mount path
     assert body["imported_from"].startswith("/tmp/hoist-env/")  # hydrated inside the Lambda image too

@@ -74,9 +74,9 @@ def test_sync_publishes_a_verified_immutable_version_and_links_unchanged_files(s
     assert plan.action == "transfer" and plan.link_dests == ()
     first = stage.apply(plan, remote, cfg)
     base = _efs_base(project, method)
-    v1 = base / first.plan.version
-    assert (v1 / MARKER).is_file() and json.loads((v1 / MARKER).read_text())["content_hash"] == first.plan.version
-    assert verify(remote, first.plan) == []
+    v1 = base / first.version
+    assert (v1 / MARKER).is_file() and json.loads((v1 / MARKER).read_text())["content_hash"] == first.version
+    assert verify(remote, plan) == []
     assert first.bytes_sent > 24_000_000  # the blobs went over
 
     again, remote = stage.plan(cfg)
@@ -84,9 +84,9 @@ def test_sync_publishes_a_verified_immutable_version_and_links_unchanged_files(s
 
     cfg = lock_and_build(project, "nativepkg==1.0\nbigpkg==1.0\nsmallpkg==1.0\n")
     plan2, remote = stage.plan(cfg)
-    assert plan2.action == "transfer" and plan2.link_dests == (f"{base}/{first.plan.version}/site-packages",)
+    assert plan2.action == "transfer" and plan2.link_dests == (f"{base}/{first.version}/site-packages",)
     second = stage.apply(plan2, remote, cfg)
-    v2 = base / second.plan.version
+    v2 = base / second.version
     assert second.bytes_sent < 1_000_000  # smallpkg and metadata, not the blobs again
     blob1, blob2 = v1 / "site-packages/bigpkg/blob0.bin", v2 / "site-packages/bigpkg/blob0.bin"
     assert blob1.stat().st_ino == blob2.stat().st_ino  # a hard link to the previous version
@@ -158,7 +158,7 @@ def test_gc_keeps_the_newest_and_the_protected(setup):
     for reqs in ("smallpkg==1.0\n", "smallpkg==1.0\nnativepkg==1.0\n", "nativepkg==1.0\n"):
         cfg = lock_and_build(project, reqs)
         plan, remote = stage.plan(cfg)
-        made.append(stage.apply(plan, remote, cfg).plan.version)
+        made.append(stage.apply(plan, remote, cfg).version)
         time.sleep(1.1)  # completion times order the versions
     gc, remote = stage.gc_plan(cfg, keep=1, protect={made[0][:12]})
     assert {v.name for v in gc.remove} == {made[1]}
@@ -199,8 +199,8 @@ def test_a_lock_on_one_version_does_not_stop_another(setup):
     (busy / "owner").write_text("elsewhere:1:0\n")
     plan, remote = stage.plan(cfg)
     result = stage.apply(plan, remote, cfg)
-    assert (base / result.plan.version / MARKER).is_file() and busy.is_dir()  # the other version's lock is left alone
-    held = base / f".{result.plan.version}.lock"
+    assert (base / result.version / MARKER).is_file() and busy.is_dir()  # the other version's lock is left alone
+    held = base / f".{result.version}.lock"
     assert not held.exists()  # released after the sync
 
 

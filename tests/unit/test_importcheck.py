@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from builder import importcheck, slim
+from pipeline.records import SlimRecord
 
 
 class FileRunner(importcheck.Runner):
@@ -61,7 +62,7 @@ def test_no_runtime_means_not_verified_and_slimming_off_needs_no_check(tmp_path)
     report = slim.slim(tree, aside=aside)
     check = importcheck.verify(tree, aside, report, None, [], runner=None, why_none="emulated: HOIST_EMULATION=off")  # type: ignore[arg-type]
     assert check == {"verified": False, "why": "emulated: HOIST_EMULATION=off", "modules": 3, "restored": [], "failing": {}}
-    warnings = importcheck.warnings({"efs": type("S", (), {"slim": {"import_check": check}})()})
+    warnings = importcheck.warnings({"efs": type("S", (), {"slim": SlimRecord.from_json({"import_check": check})})()})
     assert warnings and "not import-verified" in warnings[0] and "HOIST_EMULATION=off" in warnings[0]
 
 

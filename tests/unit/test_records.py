@@ -9,8 +9,10 @@ from builder import manifest as mf
 from pipeline.records import (
     Artifact,
     BuildRecord,
+    BytecodeReport,
     RecordError,
     SetRecord,
+    SlimRecord,
     load_build_record,
     load_manifest,
     manifest_path,
@@ -22,8 +24,8 @@ from pipeline.records import (
 def _manifest(tree):
     files = mf.scan(tree)
     return mf.manifest(set_name="efs", target={"name": "arm", "machine": "aarch64"}, build_key="k" * 64, files=files, packages=[],
-                       bytecode={"compiled": False, "python": None, "invalidation_mode": None, "files": 0, "failed": [], "reason": "none here"},
-                       slim={"enabled": True, "rules": []}, builder="native", archives=[{"name": "a.zip", "sha256": "s" * 64, "bytes": 3, "extra": 1}])
+                       bytecode=BytecodeReport.from_json({"compiled": False, "python": None, "invalidation_mode": None, "files": 0, "failed": [], "reason": "none here"}),
+                       slim=SlimRecord.from_json({"enabled": True, "rules": []}), builder="native", archives=[{"name": "a.zip", "sha256": "s" * 64, "bytes": 3, "extra": 1}])
 
 
 def test_a_manifest_comes_back_as_written_in_the_format_dist_holds(tmp_path):
@@ -80,3 +82,34 @@ def test_a_file_that_is_not_a_record_is_a_record_error(tmp_path):
     bad.write_text("[]")
     with pytest.raises(RecordError, match="not a JSON object"):
         load_build_record(bad, tmp_path)
+
+
+SLIM_DOCS = [  # what builder/slim.py and builder/importcheck.py write, in their key order
+    {"enabled": True, "rules": [{"name": "tests", "files": 2, "bytes": 30}], "strip": {"files": 1, "bytes": 9, "reverted": [["a.so", "why"]]},
+     "guarded": [["pkg/tests", "pkg/x.py"]], "kept_beside": [["pkg/a.pyi", "pkg"]], "removed_files": {"pkg": {"tests": ["pkg/tests/t.py"]}}},
+    {"enabled": False, "rules": [], "strip": {"files": 0, "bytes": 0, "reverted": []}, "guarded": [], "kept_beside": [], "removed_files": {},
+     "import_check": {"verified": True, "runtime": None, "why": "slimming is off", "modules": 3, "restored": [], "failing": {}}},
+    {"enabled": True, "rules": [], "strip": {"files": 0, "bytes": 0, "reverted": []}, "guarded": [], "kept_beside": [], "removed_files": {},
+     "import_check": {"verified": False, "why": "no runtime for the target here", "modules": 3, "restored": [], "failing": {}}},
+    {"enabled": True, "rules": [], "strip": {"files": 0, "bytes": 0, "reverted": []}, "guarded": [], "kept_beside": [], "removed_files": {},
+     "import_check": {"verified": False, "runtime": "docker", "why": "the import check could not run: boom", "modules": 3, "restored": [], "failing": {}}},
+    {"enabled": True, "rules": [{"name": "type-stubs", "files": 0, "bytes": 0}], "strip": {"files": 0, "bytes": 0, "reverted": []}, "guarded": [], "kept_beside": [],
+     "removed_files": {"reader": {"type-stubs": []}},
+     "import_check": {"verified": True, "runtime": "docker", "modules": 3,
+                      "restored": [{"module": "reader", "package": "reader", "rule": "type-stubs", "files": 1, "error": "ImportError: x", "line": "[slim] keep = []",
+                                    "paths": ["reader/__init__.pyi"]}],
+                      "failing": {"bad": "ImportError: broken"}}},
+]
+
+
+@pytest.mark.parametrize("doc", SLIM_DOCS)
+def test_the_slim_report_reads_and_writes_the_json_the_builder_wrote(doc):
+    record = SlimRecord.from_json(doc)
+    assert json.dumps(record.as_json()) == json.dumps(doc)  # same keys, same order
+    assert SlimRecord.from_json(json.loads(json.dumps(record.as_json()))) == record
+
+
+def test_the_bytecode_report_reads_and_writes_the_json_the_builder_wrote():
+    doc = {"compiled": True, "python": "3.13.1", "invalidation_mode": "unchecked-hash", "files": 12, "failed": ["a/b.py"], "reason": None}
+    report = BytecodeReport.from_json(doc)
+    assert json.dumps(report.as_json()) == json.dumps(doc) and report.compiled and report.failed == ("a/b.py",)

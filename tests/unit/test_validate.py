@@ -113,9 +113,9 @@ def test_layer_over_the_unzipped_limit(tmp_path):
     report = from_tree(tree, "python3.13", "x86_64", layer=True)
     assert [f.rule for f in report.errors] == ["size"]
     assert "more than 262,144,000" in report.errors[0].message and "requirements/efs.in" in report.errors[0].fix
-    assert report.sizes["function_and_layers_unzipped"] > checks.UNZIPPED_LIMIT
+    assert report.sizes.function_and_layers_unzipped > checks.UNZIPPED_LIMIT
     as_efs = from_tree(tree, "python3.13", "x86_64")
-    assert as_efs.ok and as_efs.sizes["efs"][0]["usd_per_month"] == round((checks.UNZIPPED_LIMIT + 1) / 2**30 * 0.30, 2)
+    assert as_efs.ok and as_efs.sizes.efs[0].usd_per_month == round((checks.UNZIPPED_LIMIT + 1) / 2**30 * 0.30, 2)
 
 
 def test_cuda_libraries_and_nvidia_packages(tmp_path):
@@ -186,13 +186,45 @@ def test_each_static_error_shows_what_the_smoke_test_saw():
 
     finding = checks.Finding("error", "needed-libraries", "efs:sk/_openmp.so", "scikit-learn", "needs libgomp.so.1")
     ran = {"run": True, "level": 3, "ok": True, "distance": "emulated CPU", "loaded": ["/tmp/hoist-env/x/site-packages/cv2/cv2.so"], "failed_imports": {}}
-    assert "no import loaded this file" in _smoke_saw(finding, ran)
-    assert "loaded this file at level 3" in _smoke_saw(finding, {**ran, "loaded": ["/mnt/h/site-packages/sk/_openmp.so"]})
-    assert "`import sk` failed: ImportError: libgomp.so.1" in _smoke_saw(finding, {**ran, "ok": False, "failed_imports": {"sk": "ImportError: libgomp.so.1"}})
-    assert _smoke_saw(finding, {"run": False}) == "the smoke test did not run"
+    saw = lambda doc: _smoke_saw(finding, checks.SmokeResult.from_json(doc))  # noqa: E731
+    assert "no import loaded this file" in saw(ran)
+    assert "loaded this file at level 3" in saw({**ran, "loaded": ["/mnt/h/site-packages/sk/_openmp.so"]})
+    assert "`import sk` failed: ImportError: libgomp.so.1" in saw({**ran, "ok": False, "failed_imports": {"sk": "ImportError: libgomp.so.1"}})
+    assert saw({"run": False}) == "the smoke test did not run"
 
 
 def test_the_keep_line_covers_the_files_by_top_folder_and_suffix():
     from pipeline.config import keep_line
 
     assert keep_line(["skimage/__init__.pyi", "skimage/filters/__init__.pyi", "single.pyi"]) == 'keep = ["single.pyi", "skimage/**/*.pyi"]'
+
+
+SMOKE_DOCS = [  # what each path of validate/smoke.py wrote, in its key order
+    {"run": False, "why": "skipped (--smoke none)"},
+    {"run": False, "why": "level 1: a; level 2: b", "skipped_levels": [{"run": False, "level": 1, "why": "a"}, {"run": False, "level": 2, "image": "img", "why": "b"}]},
+    {"run": True, "level": 1, "init_ms": 12.5, "modules": ["a"], "ok": False, "state": "init-error", "error": {"errorMessage": "x"}, "failed_imports": {"a": "ImportError"},
+     "log_tail": "tail", "python": "3.13.1", "machine": "x86_64", "distance": "d", "skipped_levels": []},
+    {"run": True, "level": 1, "init_ms": None, "modules": ["a"], "ok": False, "report": "REPORT", "status": "error", "error": {"errorType": "E"}, "log_tail": "tail",
+     "python": "3.13.1", "machine": "x86_64", "distance": "d", "skipped_levels": []},
+    {"run": True, "level": 2, "init_ms": 3.0, "modules": ["a"], "ok": False, "report": "REPORT", "status": "ok", "error": None, "import_ms": {"a": 1.0}, "loaded": ["a/x.so"],
+     "handler_result": {"body": "{}"}, "log_tail": "tail", "events": [{"status": "error", "error": {"e": 1}, "report": "R", "result": None}],
+     "image": "img", "machine": "x86_64", "emulated": False, "distance": "d", "skipped_levels": [{"run": False, "level": 1, "why": "a"}]},
+    {"run": True, "level": 3, "init_ms": 3.0, "modules": ["a"], "ok": True, "report": "REPORT", "status": "ok", "error": None, "import_ms": None, "loaded": [],
+     "handler_result": None, "events": [{"status": "ok", "error": None, "report": "R", "result": {"body": "{}"}}],
+     "image": "img", "machine": "aarch64", "emulated": True, "distance": "d", "root": "/r", "python": "3.13 (Debian trixie)", "skipped_levels": [],
+     "sample_label": None, "sample_expected": "3"},
+    {"run": True, "level": 3, "init_ms": 3.0, "modules": ["a"], "ok": True, "report": "REPORT", "status": "ok", "error": None, "import_ms": {}, "loaded": [],
+     "handler_result": None, "runner": "chroot", "machine": "aarch64", "distance": "d", "root": "/r", "python": "3.13 (Debian trixie)", "emulated": True, "skipped_levels": []},
+]
+
+
+@pytest.mark.parametrize("doc", SMOKE_DOCS)
+def test_the_smoke_result_writes_the_keys_each_path_wrote_in_their_order(doc):
+    result = checks.SmokeResult.from_json(doc)
+    assert json.dumps(result.as_json()) == json.dumps(doc)
+
+
+def test_the_sizes_write_the_keys_they_wrote():
+    for doc in ({}, {"efs": [{"tree": "efs", "bytes": 3, "files": 1, "usd_per_month": 0.0}]},
+                {"efs": [{"tree": "efs", "bytes": 3, "files": 1, "usd_per_month": 0.0}], "function_and_layers_unzipped": 9, "limit_unzipped": checks.UNZIPPED_LIMIT}):
+        assert json.dumps(checks.SizeReport.from_json(doc).as_json()) == json.dumps(doc)
