@@ -37,6 +37,7 @@ from pipeline.dists import owner_of, owners
 from pipeline.errors import BuildError
 from pipeline.files import is_elf
 from pipeline.globs import matches
+from pipeline.records import RuleCount
 
 from . import elfstrip
 
@@ -76,15 +77,8 @@ class Rules:
 
 
 @dataclass(frozen=True)
-class RuleResult:
-    name: str
-    files: int
-    bytes: int
-
-
-@dataclass(frozen=True)
 class SlimReport:
-    removed: tuple[RuleResult, ...]
+    removed: tuple[RuleCount, ...]
     guarded: tuple[tuple[str, str], ...]  # (directory kept, importing file)
     stripped: int
     strip_bytes: int
@@ -318,7 +312,7 @@ def slim(tree: Path, rules: Rules | None = None, on_line=None, aside: Path | Non
         if saved:
             stripped += 1
             saved_total += saved
-    removed = tuple(RuleResult(name, n, b) for name, (n, b) in per_rule.items())
+    removed = tuple(RuleCount(name, n, b) for name, (n, b) in per_rule.items())
     return SlimReport(removed=removed, guarded=tuple(guarded), stripped=stripped, strip_bytes=saved_total, strip_reverted=tuple(reverted),
                       removed_files=removed_files, kept_beside=tuple(kept_beside), enabled=bool(rules.rules) or rules.strip_enabled)
 
