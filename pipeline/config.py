@@ -607,6 +607,7 @@ class Problem:
     what: str
     fix: str
     typo_of: str = ""  # an unknown key close to this known one (its dotted name)
+    kind: str = ""  # pydantic's error type
 
 
 def _explain(error: Any, raw: dict | None = None) -> Problem:
@@ -652,7 +653,7 @@ def _explain(error: Any, raw: dict | None = None) -> Problem:
         return Problem(key, what, f"set {key} to the id of an existing {AWS_ID_NAMES[aws]} of your account ({aws}- and {digits} hex digits),"
                                   f" e.g. {_toml(f'{aws}-0123456789abcdef0')}")
     fix = f"set {key}" + (f" to {hint}" if hint else "") + (f", e.g. {name} = {_toml(example)}" if example is not None and not isinstance(example, dict) else "")
-    return Problem(key, what, fix)
+    return Problem(key, what, fix, kind=kind)
 
 
 def _table_at(raw: dict | None, loc: tuple) -> dict:
@@ -673,7 +674,7 @@ def _config_error(exc: PydanticValidationError, path: Path, raw: dict | None = N
     problems = [p for p in problems if not (p.what.startswith("missing") and p.key in typos)]
     # a list whose every element failed is also "too short after validation": the elements' problems say it
     with_elements = {p.key.rsplit("[", 1)[0] for p in problems if p.key.endswith("]")}
-    problems = [p for p in problems if not (p.key in with_elements and "after validation" in p.what)]
+    problems = [p for p in problems if not (p.key in with_elements and p.kind == "too_short")]
     if len(problems) == 1:
         return ConfigError(problems[0].what, where=f"{path.name}: {problems[0].key}", fix=problems[0].fix)
     lines = "\n".join(f"  - {p.key}: {p.what}\n      fix: {p.fix}" for p in problems)
