@@ -6,17 +6,19 @@ a throughput cap, mounted fresh for every run).
 Compared, on this machine's interpreter and platform (the `local` target):
 - seed: a plain `uv pip install --target` tree of the same locks, no bytecode,
   everything on EFS, `sys.path.insert(0, tree)`;
-- hoist: the built EFS tree as the handler loads it (its per-package archives
-  read in parallel and unpacked to /tmp, the shared libraries linked back to
-  EFS, the result appended to sys.path), the layer on local disk as Lambda
-  extracts it under /opt; and the same tree imported straight from EFS;
+- hoist: the built EFS tree as the handler loads it (the archives of its hot
+  set read in parallel into memory and imported from there, the pages of the
+  libraries the build saw touched read ahead, the tree appended to sys.path),
+  the layer on local disk as Lambda extracts it under /opt; and the same tree
+  imported straight from EFS;
 - limit: the Hoist trees from local disk;
 - the trade-off curve: the hydrated init at 1 ms for every read-ahead mode of
-  the libraries (HOIST_PREFETCH: relocs, loader, ordered, all, none) and archive
-  compression (zlib as built; lzma, smaller and slower to unpack; none: the
-  same archives stored as they are). zstd is not in the standard library of
-  the runtime's Python before 3.14, and activation uses the standard library
-  only, so it is not a candidate.
+  the libraries (HOIST_PREFETCH: touched, relocs, loader, ordered, all, none),
+  archive compression (zlib as built; lzma, smaller and slower to unpack;
+  none: the same archives stored as they are), and archives of every file
+  (no hot set: what a build without an import check writes). zstd is not in
+  the standard library of the runtime's Python before 3.14, and activation
+  uses the standard library only, so it is not a candidate.
 Every case reports the seconds and the bytes read from EFS, and what those
 bytes cost at Elastic throughput's read price. Goals (cold start issue): the
 default at least 4x faster than the seed at 1 ms, reading at most 1.5x the
@@ -37,7 +39,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from builder.archives import INDEX_VERSION
+from builder.archives import INDEX_VERSION, write_archives
 from builder.build import build
 from builder.install import install_native
 from builder.lock import current_locks
@@ -74,7 +76,7 @@ print(json.dumps({"seconds": time.perf_counter() - t0, "path_setup_seconds": t1 
 """
 LATENCYFS = Path(__file__).with_name("latencyfs.py")
 ELASTIC_READ_USD_PER_GB = 0.03  # EFS Elastic throughput reads (lambda-facts.md)
-PREFETCH_MODES = ("relocs", "loader", "ordered", "all", "none")
+PREFETCH_MODES = ("touched", "relocs", "loader", "ordered", "all", "none")
 
 
 def _default_prefetch(handler_dir: Path) -> str:
@@ -120,6 +122,15 @@ def _variant(version: Path, dest: Path, compression: str, cache: Path) -> Path:
     return dest / "site-packages"
 
 
+def _everything(version: Path, dest: Path) -> Path:
+    """A copy of the version whose archives hold every file, not the hot set (the tree hard-linked,
+    the libraries' touched pages kept); returns its tree."""
+    shutil.copytree(version / "site-packages", dest / "site-packages", copy_function=os.link, symlinks=True)
+    index = json.loads((version / "archives" / "index.json").read_text())
+    write_archives(dest / "site-packages", dest / "archives", opened=None, touched=index.get("touched_ranges"))
+    return dest / "site-packages"
+
+
 def _mounted(source: Path, latency_ms: float, mbps: float, work: Path):
     """Start a fresh latency mount of ``source``; returns (mountpoint, process, stats file)."""
     mnt = Path(tempfile.mkdtemp(prefix="mnt-", dir=work))
@@ -158,15 +169,13 @@ def _one(python: str, how: str, tree: Path, layer: Path | None, model: Path, lat
          prefetch: str | None = None) -> dict:
     """One cold init. The mount covers the tree's folder, so archives beside it travel through it too."""
     mnt = proc = stats = None
-    hydrated = ""
     source = tree
     if latency_ms is not None:
         mnt, proc, stats = _mounted(tree.parent, latency_ms, mbps, work)
         source = mnt / tree.name
     try:
         subprocess.run(["sync"], check=False)
-        hydrated = tempfile.mkdtemp(prefix="hydrate-", dir=work)
-        env = {"PATH": os.environ.get("PATH", ""), "HOIST_HYDRATE_DIR": hydrated, "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "3008"}
+        env = {"PATH": os.environ.get("PATH", ""), "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "3008"}
         if prefetch:
             env["HOIST_PREFETCH"] = prefetch
         out = subprocess.run([python, "-I", "-c", CHILD, how, str(source), str(layer) if layer else "-", str(model), str(handler_dir)], check=False, capture_output=True, text=True, timeout=900, env=env)
@@ -176,7 +185,6 @@ def _one(python: str, how: str, tree: Path, layer: Path | None, model: Path, lat
     finally:
         if mnt is not None and proc is not None:
             _unmount(mnt, proc)
-        shutil.rmtree(hydrated, ignore_errors=True)  # a hydrated torch is 175 MB: not one per case and run
     if stats is not None and stats.exists():
         result.update(json.loads(stats.read_text()))
     return result
@@ -203,6 +211,8 @@ def run(cfg: Config, *, target: str | None = None, runs: int = 3, console: Conso
         for compression in COMPRESSIONS[1:]:
             console.print(f"[bold cyan]==>[/] the same archives with compression {compression} (cached in .hoist-cache/bench-archives)")
             trees[compression] = _variant(efs.parent, work / compression / "v", compression, cfg.root / ".hoist-cache" / "bench-archives")
+        console.print("[bold cyan]==>[/] archives of every file, as a build without a hot set writes them")
+        trees["everything"] = _everything(efs.parent, work / "everything" / "v")
         # name: (how, tree, layer, latency ms, read-ahead); hoist_* is the handler's default
         cases: dict[str, tuple[str, Path, Path | None, float | None, str | None]] = {
             "seed_1ms": ("insert", seed, None, 1.0, None),
@@ -217,6 +227,7 @@ def run(cfg: Config, *, target: str | None = None, runs: int = 3, console: Conso
             for mode in PREFETCH_MODES if compression == "zlib" else (default, "all", "none"):
                 if (compression, mode) != ("zlib", default):  # that one is hoist_1ms
                     cases[f"curve_{compression}_{mode}_1ms"] = ("handler", trees[compression], layer, 1.0, mode)
+        cases[f"curve_everything_{default}_1ms"] = ("handler", trees["everything"], layer, 1.0, default)
         samples: dict[str, list[dict]] = {name: [] for name in cases}
         for i in range(runs):
             for name, (how, tree, lay, latency, prefetch) in cases.items():
@@ -235,7 +246,8 @@ def run(cfg: Config, *, target: str | None = None, runs: int = 3, console: Conso
             "seconds_median": round(statistics.median(r["seconds"] for r in rows), 3),
             "seconds_all": [round(r["seconds"], 3) for r in rows],
             "prefetch": cases[name][4],
-            "compression": (name.split("_")[1] if name.startswith("curve_") else "zlib") if cases[name][0] == "handler" else None,
+            "compression": (name.split("_")[1] if name.startswith("curve_") and "everything" not in name else "zlib") if cases[name][0] == "handler" else None,
+            "archived": ("every file" if "everything" in name else "hot set") if cases[name][0] == "handler" else None,
             "ops": rows[-1].get("ops"),
             "total_ops": rows[-1].get("total_ops"),
             "bytes_read": read,

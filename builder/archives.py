@@ -1,30 +1,38 @@
-"""Per-distribution archives of a tree's non-ELF files, for a fast cold start.
+"""Per-distribution archives of a tree's hot files, for a fast cold start.
 
 On EFS every lookup, open and read is a round trip; `import torch` makes
-about 5,000 of them. The handler can instead read these archives (a few large
-parallel reads), unpack them into /tmp, and link the shared libraries back to
-their files on EFS: Python then imports from local disk, and only the
-libraries' pages travel. One archive per distribution keeps sync incremental:
-a changed package changes its own archive only, and unchanged archives keep
-their names (content-addressed) and become hard links.
+about 5,000 of them. The handler instead reads these archives (a few large
+parallel reads) into memory and imports the modules in them from there
+(handler/hoist_lambda/hotimport.py); only the pages of the shared libraries,
+and whatever is not imported at init, travel from EFS as they are needed. One
+archive per distribution keeps sync incremental: a changed package changes
+its own archive only, and unchanged archives keep their names
+(content-addressed) and become hard links.
 
-Format (simple on purpose: the handler unpacks it with a few lines, fast):
+What goes into the archives is the *hot set*: the files the build's import
+check saw opened while it imported the set's own requirements (torch and
+torchvision, not sympy: builder/importcheck.py), with the source of every
+bytecode file among them (the loader reads the source's size before it reads
+the .pyc, and torch reads some sources while it imports). Without a recorded
+hot set (no import check ran) every non-ELF file is hot. ``dirs`` lists every
+folder a hot file lives in, so the handler finds modules without listing a
+folder on EFS.
+
+Format (simple on purpose: the handler reads it with a few lines, fast):
 zlib-compressed concatenation of records ``<u32 path length><path><u32
 mode><u64 size><data>``.
 
-    archives/index.json               {"version": 1, "archives": [...], "elf": [...], "elf_ranges": {...}}
+    archives/index.json               {"version": 2, "archives": [...], "dirs": {...}, "hot": {...}, "elf": [...], "elf_ranges": {...}, "touched_ranges": {...}}
     archives/<dist>-<sha256[:16]>.hz  one per distribution, or per ~12 MB of it (CHUNK_BYTES)
 
 ``elf_ranges`` lists, per shared library, the byte ranges the dynamic loader
 reads while it maps and relocates the library (headers, symbol and string
 tables, hash tables, relocations, read-only data, the data segment), not its
-machine code or unwind tables: the handler reads those ranges ahead in the
-background, and code pages come on demand as they run (docs/design.md, 7).
-
-Python sources stay in the archives even where bytecode exists: torch reads
-the sources of its own modules while it imports (``inspect.getsourcelines``
-in decorators, ``inspect.getmodule`` over every module), so sources linked
-back to EFS cost a round trip each (measured: slower, docs/design.md, 7).
+machine code or unwind tables. ``touched_ranges`` lists the pages of each
+library the import check saw mapped after importing the set's requirements
+(its libraries dropped from the page cache before, so only what the imports
+faulted in): code included, about 70 of torch's 370 MB. The handler reads one
+of them ahead in the background, in parallel pieces (docs/design.md, 7).
 """
 from __future__ import annotations
 
@@ -34,6 +42,7 @@ import os
 import shutil
 import struct
 import zlib
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -43,7 +52,7 @@ from pipeline.files import is_elf
 
 from .manifest import content_mtime
 
-INDEX_VERSION = 1
+INDEX_VERSION = 2  # 2: only the hot set is archived, with its folders' listings ("dirs"); the handler imports it from memory
 # a large distribution (torch: 175 MB of sources and bytecode) is cut into archives of
 # about this many uncompressed bytes, so the handler decompresses them on all CPUs at once
 CHUNK_BYTES = 12 << 20
@@ -112,10 +121,59 @@ def chunks(tree: Path, paths: list[str], limit: int = CHUNK_BYTES) -> list[list[
     return out
 
 
-def write_archives(tree: Path, dest: Path, chunk_bytes: int = CHUNK_BYTES) -> dict:
-    """Write ``dest/`` (index.json and the archives) for ``tree``; returns the index."""
+def source_of(rel: str) -> str | None:
+    """The source a bytecode file was compiled from (``a/__pycache__/m.cpython-311.pyc`` -> ``a/m.py``)."""
+    folder, sep, pyc = rel.rpartition("__pycache__/")
+    if not sep or not pyc.endswith(".pyc"):
+        return None
+    return folder + pyc.split(".", 1)[0] + ".py"
+
+
+def hot_files(candidates: Iterable[str], opened: Iterable[str] | None) -> set[str]:
+    """Of ``candidates`` (the tree's regular non-ELF files), those hydration copies: the ``opened``
+    ones and the sources of opened bytecode; every candidate when nothing was recorded (None)."""
+    pool = set(candidates)
+    if opened is None:
+        return pool
+    hot = set()
+    for rel in opened:
+        hot.add(rel)
+        source = source_of(rel)
+        if source:
+            hot.add(source)
+    return hot & pool
+
+
+def listings(tree: Path, hot: set[str]) -> dict[str, dict[str, str]]:
+    """Each folder a hot file lives in (and the tree itself), with its entries: "f" a file, "d" a
+    folder, "p" a folder with an __init__.py. The handler answers imports for these folders from
+    them and reads no folder of EFS (handler/hoist_lambda/hotimport.py)."""
+    folders = {""}
+    for rel in hot:
+        parts = rel.split("/")[:-1]
+        folders.update("/".join(parts[: i + 1]) for i in range(len(parts)))
+    out: dict[str, dict[str, str]] = {}
+    for folder in sorted(folders):
+        listing = {}
+        with os.scandir(tree / folder if folder else tree) as it:
+            for entry in sorted(it, key=lambda e: e.name):
+                if entry.is_dir():
+                    listing[entry.name] = "p" if os.path.isfile(os.path.join(entry.path, "__init__.py")) else "d"
+                else:
+                    listing[entry.name] = "f"
+        out[folder] = listing
+    return out
+
+
+def write_archives(tree: Path, dest: Path, chunk_bytes: int = CHUNK_BYTES, opened: Iterable[str] | None = None,
+                   touched: dict[str, list[list[int]]] | None = None) -> dict:
+    """Write ``dest/`` (index.json and the archives) for ``tree``; returns the index.
+
+    ``opened``: the files the import check saw opened (the hot set); None archives every non-ELF file.
+    ``touched``: the libraries' pages it saw mapped, which the handler reads ahead ("touched_ranges").
+    """
     owner = owners(tree)
-    groups: dict[str, list[str]] = {}
+    regular: list[str] = []
     elf: list[str] = []
     for root, dirs, files in os.walk(tree):
         dirs.sort()
@@ -127,7 +185,12 @@ def write_archives(tree: Path, dest: Path, chunk_bytes: int = CHUNK_BYTES) -> di
             if is_elf(p):
                 elf.append(rel)
             else:
-                groups.setdefault(owner_of(owner, rel) or "_unowned", []).append(rel)
+                regular.append(rel)
+    hot = hot_files(regular, None if opened is None else list(opened))
+    groups: dict[str, list[str]] = {}
+    for rel in regular:
+        if rel in hot:
+            groups.setdefault(owner_of(owner, rel) or "_unowned", []).append(rel)
     tmp = dest.with_name(dest.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -143,7 +206,10 @@ def write_archives(tree: Path, dest: Path, chunk_bytes: int = CHUNK_BYTES) -> di
             t = content_mtime(digest)  # same content, same time: sync's rsync links it to the previous version's copy
             os.utime(tmp / filename, (t, t))
             archives.append({"name": filename, "dist": name, "bytes": len(data), "sha256": digest, "files": len(part)})
-    index = {"version": INDEX_VERSION, "archives": archives, "elf": sorted(elf), "elf_ranges": {rel: loader_ranges(tree / rel) for rel in sorted(elf)}}
+    index = {"version": INDEX_VERSION, "archives": archives, "dirs": listings(tree, hot),
+             "hot": {"recorded": opened is not None, "files": len(hot), "of": len(regular)},
+             "elf": sorted(elf), "elf_ranges": {rel: loader_ranges(tree / rel) for rel in sorted(elf)},
+             "touched_ranges": {rel: ranges for rel, ranges in sorted((touched or {}).items()) if rel in elf}}
     (tmp / "index.json").write_text(json.dumps(index, indent=1) + "\n")
     shutil.rmtree(dest, ignore_errors=True)
     tmp.rename(dest)

@@ -41,11 +41,11 @@ from . import manifest as mf
 from .archives import write_archives
 from .bytecode import BytecodeResult, compile_tree
 from .install import check_wheel_tags, install_native
-from .lock import LockFile, current_locks
+from .lock import LockFile, current_locks, set_requirements
 from .package import Artifact, make_zip
 from .slim import Rules, SlimReport, configure, forget, load_rules, slim
 
-BUILDER_VERSION = "6"  # bump when a change to the steps changes trees
+BUILDER_VERSION = "7"  # bump when a change to the steps changes trees
 # Lambda: function + layers unzipped (lambda-facts.md, "Limits")
 LAMBDA_UNZIPPED_LIMIT = 262_144_000
 
@@ -211,7 +211,8 @@ def build_set(name: str, lock: LockFile, target: Target, target_dir: Path, rules
         index: dict[str, Any] = {"archives": []}
         if name == "efs":  # the layer is unzipped by Lambda onto local disk: nothing to hydrate
             progress.step(f"[{name}] writing per-package archives for a fast cold start")
-            index = write_archives(tree, staging / "archives")
+            check = slim_record.import_check
+            index = write_archives(tree, staging / "archives", opened=check.opened if check else None, touched=check.touched if check else None)
         made = mf.manifest(
             set_name=name,
             target=target.as_json(),
@@ -281,7 +282,7 @@ def build(config: Config, target_name: str | None = None, *, force: bool = False
     with _exclusive(target_dir, target):
         _clean_leftovers(target_dir)
         sets = {}
-        verify = importcheck.hook(target, target_dir, list(locks), progress, base_image=config.build.base_image)
+        verify = importcheck.hook(target, target_dir, list(locks), progress, base_image=config.build.base_image, requirements=set_requirements(config, tcfg))
         for name, lock in sorted(locks.items(), key=lambda item: item[0] != "layer"):  # the layer first: EFS packages import from it
             try:
                 sets[name] = build_set(name, lock, target, target_dir, rules[name], installer, progress, force=force, verify=verify)

@@ -22,9 +22,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
+
 from pipeline import docker, emulation, proc
 from pipeline.config import keep_line
-from pipeline.dists import top_level_modules
+from pipeline.dists import owners, top_level_modules
 from pipeline.errors import InterpreterNotFound
 from pipeline.interpreters import find_python
 from pipeline.records import SlimRecord
@@ -37,19 +40,86 @@ SKIP_MODULES = {"_distutils_hack", "isympy", "distutils-precedence"}
 TIMEOUT_S = 3600  # the demo's torch under QEMU on a busy machine takes minutes
 MARK = "HOIST_IMPORTS "
 UNOWNED = "(not in any RECORD)"  # builder/slim.py's name for files no RECORD lists
+# argv: the paths (the checked tree first), the modules, the hot modules, and whether to
+# record pages. The hot modules are imported first, with an audit hook noting every file
+# of the tree they open (the hot set); with pages, the tree's libraries are dropped from
+# the page cache before and the pages of them mapped after are read from /proc/self/pagemap
+# (present or swapped; readable without privileges): what the handler reads ahead.
 SCRIPT = f"""\
-import importlib, json, sys
-paths, modules = sys.argv[1].split(":"), json.loads(sys.argv[2])
+import importlib, json, os, struct, sys
+paths = [os.path.abspath(p) for p in sys.argv[1].split(":")]
+modules, hot, pages = json.loads(sys.argv[2]), json.loads(sys.argv[3]), sys.argv[4] == "1"
 sys.path[1:1] = paths
 sys.dont_write_bytecode = True
-failed = {{}}
-for name in modules:
+root, opened, recording = paths[0] + os.sep, set(), [bool(hot)]
+def note(event, args):
+    if recording[0] and event == "open" and args and isinstance(args[0], str):
+        path = os.path.normpath(args[0])
+        if path.startswith(root):
+            opened.add(path[len(root):])
+sys.addaudithook(note)
+def is_library(name):
+    return name.endswith(".so") or ".so." in name
+if pages:
+    for folder, _, names in os.walk(paths[0]):
+        for name in names:
+            path = os.path.join(folder, name)
+            if is_library(name) and not os.path.islink(path):
+                fd = os.open(path, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+                finally:
+                    os.close(fd)
+def mapped():
+    size, found = os.sysconf("SC_PAGE_SIZE"), {{}}
+    with open("/proc/self/maps") as maps, open("/proc/self/pagemap", "rb") as pagemap:
+        for line in maps:
+            fields = line.split(None, 5)
+            if len(fields) < 6 or not fields[5].strip().startswith(root) or not is_library(fields[5].strip()):
+                continue
+            start, end = (int(x, 16) for x in fields[0].split("-"))
+            offset, n = int(fields[2], 16), (end - start) // size
+            pagemap.seek(start // size * 8)
+            entries = pagemap.read(n * 8)
+            spans = found.setdefault(fields[5].strip()[len(root):], [])
+            for i in range(len(entries) // 8):
+                if struct.unpack_from("<Q", entries, i * 8)[0] >> 62:
+                    at = offset + i * size
+                    if spans and spans[-1][0] + spans[-1][1] == at:
+                        spans[-1][1] += size
+                    else:
+                        spans.append([at, size])
+    return {{rel: sorted(spans) for rel, spans in found.items() if spans}}
+failed, touched = {{}}, None
+for name in hot + [m for m in modules if m not in hot]:
+    if name not in hot and recording[0]:
+        recording[0] = False
+        if pages:
+            try:
+                touched = mapped()
+            except OSError:
+                touched = None
     try:
         importlib.import_module(name)
     except BaseException as exc:
         failed[name] = f"{{type(exc).__name__}}: {{exc}}"
-print({MARK!r} + json.dumps(failed), flush=True)
+if recording[0] and pages:
+    try:
+        touched = mapped()
+    except OSError:
+        touched = None
+print({MARK!r} + json.dumps({{"failed": failed, "opened": sorted(opened) if hot else None, "touched": touched}}), flush=True)
 """
+
+
+@dataclass(frozen=True)
+class Noted:
+    """What one run of the import script reported."""
+
+    failed: dict[str, str]  # module -> error
+    opened: list[str] | None  # files of the checked tree the hot modules opened; None: no hot modules
+    touched: dict[str, list[list[int]]] | None  # library -> [offset, length] of its pages mapped after them; None: not recorded
 
 
 @dataclass(frozen=True)
@@ -66,23 +136,34 @@ class Runner:
 
     def imports(self, paths: list[Path], modules: list[str]) -> dict[str, str]:
         """module -> error, for those that failed. Raises RuntimeError when the interpreter itself died."""
+        return self.imports_noting(paths, modules, []).failed
+
+    @property
+    def sees_pages(self) -> bool:
+        """Whether /proc/self/pagemap tells this runtime's pages: not under QEMU's user-mode emulation,
+        which maps the guest's memory at addresses of its own."""
+        return "QEMU" not in self.describe
+
+    def imports_noting(self, paths: list[Path], modules: list[str], hot: list[str]) -> Noted:
+        """As ``imports``, the ``hot`` modules first; and what they opened of ``paths[0]`` and mapped of its libraries."""
+        args = [":".join(map(str, paths)), json.dumps(modules), json.dumps(hot), "1" if hot and self.sees_pages else "0"]
         with tempfile.TemporaryDirectory(prefix="hoist-imports-") as home:
             if self.kind == "native":
                 assert self.python
-                cmd = [self.python, "-s", "-B", "-c", SCRIPT, ":".join(map(str, paths)), json.dumps(modules)]
+                cmd = [self.python, "-s", "-B", "-c", SCRIPT, *args]
                 env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": home, "PYTHONDONTWRITEBYTECODE": "1", "PYTHONNOUSERSITE": "1", "LANG": "C.UTF-8"}
                 out = proc.capture(cmd, env=env, clean_env=True, timeout=TIMEOUT_S)
             elif self.image is None:  # emulated, in a chroot of the root
                 assert self.root and self.entry
                 inside = [f"/hoist/p{i}" for i in range(len(paths))]
-                cmd = emulation.chroot_command(self.root, list(zip(paths, inside, strict=True)), [self.entry, "-s", "-B", "-c", SCRIPT, ":".join(inside), json.dumps(modules)])
+                cmd = emulation.chroot_command(self.root, list(zip(paths, inside, strict=True)), [self.entry, "-s", "-B", "-c", SCRIPT, ":".join(inside), *args[1:]])
                 env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), "HOME": "/tmp", "PYTHONDONTWRITEBYTECODE": "1", "LANG": "C.UTF-8"}
                 out = proc.capture(cmd, env=env, clean_env=True, timeout=TIMEOUT_S)
             else:
                 assert self.image and self.entry
                 name = docker.container_name("hoist-imports")
                 inside = [f"/hoist/p{i}" for i in range(len(paths))]
-                cmd = docker.run_command(self.image, ["-s", "-B", "-c", SCRIPT, ":".join(inside), json.dumps(modules)], name=name, network="none",
+                cmd = docker.run_command(self.image, ["-s", "-B", "-c", SCRIPT, ":".join(inside), *args[1:]], name=name, network="none",
                                          platform=self.docker_platform, env={"PYTHONDONTWRITEBYTECODE": "1", "HOME": "/tmp"}, entrypoint=self.entry,
                                          mounts=[docker.Mount(host, mount) for host, mount in zip(paths, inside, strict=True)])
                 try:
@@ -91,7 +172,8 @@ class Runner:
                     docker.remove(name)
         for line in reversed(out.stdout.splitlines()):
             if line.startswith(MARK):
-                return json.loads(line[len(MARK):])
+                doc = json.loads(line[len(MARK):])
+                return Noted(doc["failed"], doc["opened"], doc["touched"])
         tail = "\n".join((out.stdout + out.stderr).strip().splitlines()[-10:])
         raise RuntimeError(f"the interpreter exited with code {out.returncode} before reporting:\n{tail}")
 
@@ -144,8 +226,11 @@ def _package_of(tree: Path, module: str, removed: dict[str, dict[str, list[str]]
 
 
 def verify(tree: Path, aside: Path, report: slim_mod.SlimReport, target: Target, others: list[Path], *,
-           runner: Runner | None = None, why_none: str = "", on_line: Callable[[str], None] | None = None) -> dict:
+           runner: Runner | None = None, why_none: str = "", on_line: Callable[[str], None] | None = None, hot: list[str] | None = None) -> dict:
     """Import every top-level module of ``tree`` (``others`` on the path after it); put back what slimming broke.
+
+    ``hot``: the modules the handler imports at init (the set's own requirements'), imported
+    first; the files of ``tree`` they open are the hot set (``opened``, builder/archives.py).
 
     Returns the manifest's "import_check": verified, runtime, restored (module,
     package, rule, files, the pipeline.toml line), failing (modules that fail
@@ -158,14 +243,15 @@ def verify(tree: Path, aside: Path, report: slim_mod.SlimReport, target: Target,
         return {"verified": False, "why": why_none or "no runtime for the target here", "modules": len(modules), "restored": [], "failing": {}}
     paths = [tree, *others]
     say = on_line or (lambda line: None)
-    say(f"importing {len(modules)} modules in {runner.describe}")
+    first = sorted(set(hot or ()) & set(modules))
+    say(f"importing {len(modules)} modules in {runner.describe}" + (f", first {', '.join(first)}, noting the files they open" if first else ""))
     try:
-        failed = runner.imports(paths, modules)
+        noted = runner.imports_noting(paths, modules, first) if first else Noted(runner.imports(paths, modules), None, None)
     except (RuntimeError, proc.TimeoutExpired, OSError) as exc:
         return {"verified": False, "runtime": runner.describe, "why": f"the import check could not run: {exc}", "modules": len(modules), "restored": [], "failing": {}}
     restored: list[dict] = []
     failing: dict[str, str] = {}
-    for module, error in sorted(failed.items()):
+    for module, error in sorted(noted.failed.items()):
         package = _package_of(tree, module, report.removed_files)
         by_rule = report.removed_files.get(package or "", {})
         if package == UNOWNED:  # no RECORD to tell packages apart: only what sits under the module
@@ -187,7 +273,12 @@ def verify(tree: Path, aside: Path, report: slim_mod.SlimReport, target: Target,
             line = f"[slim] {keep_line(files)}" if package == UNOWNED else f"[slim.packages.{package}] {keep_line(files)}"
             restored.append({"module": module, "package": package, "rule": rule, "files": len(files), "error": error, "line": line, "paths": files})
             say(f"slimming rule {rule!r} removed files `import {module}` needs ({error}); put back {len(files)} file(s) of {package}; to say so in pipeline.toml: {line}")
-    return {"verified": True, "runtime": runner.describe, "modules": len(modules), "restored": restored, "failing": failing}
+    done: dict = {"verified": True, "runtime": runner.describe, "modules": len(modules), "restored": restored, "failing": failing}
+    if noted.opened is not None:
+        done.update(hot_modules=first, opened=noted.opened)
+    if noted.touched is not None:
+        done["touched"] = noted.touched
+    return done
 
 
 def record(slim_doc: dict, check: dict, tree: Path) -> dict:
@@ -205,8 +296,29 @@ def record(slim_doc: dict, check: dict, tree: Path) -> dict:
     return doc
 
 
-def hook(target: Target, target_dir: Path, set_names: list[str], progress, base_image: str | None = None) -> Callable[[str, Path, Path, slim_mod.SlimReport], SlimRecord]:
+def hot_modules(tree: Path, requirements: list[str]) -> list[str]:
+    """The top-level modules of ``tree`` that the distributions named in ``requirements`` (a set's own
+    requirement lines, not what they pull in) provide: torch gives torch, functorch and torchgen."""
+    names = set()
+    for line in requirements:
+        try:
+            names.add(canonicalize_name(Requirement(line).name))
+        except InvalidRequirement:
+            continue
+    provided: dict[str, set[str]] = {}  # top-level module -> the distributions with files in it
+    for rel, dist in owners(tree).items():
+        top = rel.split("/", 1)[0]
+        if "/" in rel or top.endswith(".py") or ".so" in top:
+            provided.setdefault(top.split(".", 1)[0], set()).add(dist)
+    return sorted(m for m in top_level_modules(tree) - SKIP_MODULES if provided.get(m, set()) & names)
+
+
+def hook(target: Target, target_dir: Path, set_names: list[str], progress, base_image: str | None = None,
+         requirements: dict[str, list[str]] | None = None) -> Callable[[str, Path, Path, slim_mod.SlimReport], SlimRecord]:
     """What builder/build.py calls after slimming a set: verify, and the manifest's slim section.
+
+    ``requirements``: each set's requirement lines; the modules they name are imported first and
+    the files they open recorded (the hot set the efs archives hold).
 
     The runtime is chosen once per build, on the first set that needs it.
     """
@@ -221,7 +333,8 @@ def hook(target: Target, target_dir: Path, set_names: list[str], progress, base_
         if runner:
             slow = " (under QEMU: this can take minutes; the demo's torch and torchvision about 3 on 2 CPUs)" if "QEMU" in runner.describe else ""
             progress.step(f"[{name}] importing every top-level module in {runner.describe}{slow}")
-        check = verify(tree, aside, report, target, others, runner=runner, why_none=why, on_line=progress.line)
+        hot = hot_modules(tree, (requirements or {}).get(name, [])) if name == "efs" else None  # the layer is on local disk in Lambda: no hot set
+        check = verify(tree, aside, report, target, others, runner=runner, why_none=why, on_line=progress.line, hot=hot)
         return SlimRecord.from_json(record(report.as_json(), check, tree))
 
     return run

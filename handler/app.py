@@ -39,7 +39,7 @@ def _init() -> tuple[Any, Model | None]:
     t = time.perf_counter()
     model = load(source)
     log("init", path_setup_ms=env.ms, import_torch_ms=import_ms, model_load_ms=round((time.perf_counter() - t) * 1000, 1),
-        efs_tree=env.tree, imported_from=env.path, model=source, labels=len(model.labels), threads=model.threads)
+        efs_tree=env.tree, hydrated=env.hydrated, model=source, labels=len(model.labels), threads=model.threads)
     return env, model
 
 
@@ -74,7 +74,7 @@ def handler(event: Any, context: Any) -> dict:
         if not isinstance(event, dict):
             raise BadRequest(400, "invalid_event", "the event must be a JSON object")
         if method == "GET" and (path or "").rstrip("/").endswith("/health"):
-            return events.respond(event, 200, {"status": "ok", "efs_tree": ENV.tree, "imported_from": ENV.path, "on_path": bool(ENV.path) and ENV.path in sys.path,
+            return events.respond(event, 200, {"status": "ok", "efs_tree": ENV.tree, "hydrated": ENV.hydrated, "hot_files": ENV.hot_files, "on_path": bool(ENV.tree) and ENV.tree in sys.path,
                                                "model": MODEL.folder.meta if MODEL else None})
         if MODEL is None:
             raise BadRequest(503, "model_not_configured", "no model: set HOIST_MODEL_DIR or HOIST_MODEL_S3")

@@ -143,6 +143,9 @@ class ImportCheck:
     why: str | None = None
     restored: tuple[Restored, ...] = ()
     failing: dict[str, str] = field(default_factory=dict)  # module -> error, with or without slimming
+    hot_modules: tuple[str, ...] = ()  # imported first: the set's own requirements' modules
+    opened: tuple[str, ...] | None = None  # the files of the tree they opened (the hot set); None: not recorded
+    touched: dict[str, list[list[int]]] | None = None  # library -> [offset, length] of its pages mapped after them; None: not recorded
 
     def as_json(self) -> dict[str, Any]:
         doc: dict[str, Any] = {"verified": self.verified}
@@ -151,12 +154,18 @@ class ImportCheck:
         if self.why is not None:
             doc["why"] = self.why
         doc.update({"modules": self.modules, "restored": [r.as_json() for r in self.restored], "failing": dict(self.failing)})
+        if self.opened is not None:
+            doc.update(hot_modules=list(self.hot_modules), opened=list(self.opened))
+        if self.touched is not None:
+            doc["touched"] = {rel: [list(r) for r in ranges] for rel, ranges in self.touched.items()}
         return doc
 
     @classmethod
     def from_json(cls, doc: dict[str, Any]) -> ImportCheck:
         return cls(verified=bool(doc.get("verified")), modules=doc.get("modules", 0), runtime=doc.get("runtime"), why=doc.get("why"),
-                   restored=tuple(Restored.from_json(r) for r in doc.get("restored") or ()), failing=dict(doc.get("failing") or {}))
+                   restored=tuple(Restored.from_json(r) for r in doc.get("restored") or ()), failing=dict(doc.get("failing") or {}),
+                   hot_modules=tuple(doc.get("hot_modules") or ()), opened=tuple(doc["opened"]) if doc.get("opened") is not None else None,
+                   touched={rel: [list(r) for r in ranges] for rel, ranges in doc["touched"].items()} if doc.get("touched") is not None else None)
 
 
 @dataclass(frozen=True)

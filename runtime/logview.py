@@ -21,8 +21,8 @@ def render_line(line: str) -> str:
         model = f"; model {doc['model']} ({doc.get('labels')} labels, {doc.get('threads')} torch threads)" if doc.get("model") else "; no model"
         return f"init: {phases}{model}"
     if event == "activate":
-        how = "hydrated into " + str(doc.get("imported_from")) if doc.get("hydrated") else "imported from " + str(doc.get("imported_from"))
-        return f"activate: EFS tree {doc.get('efs_tree')} {how} ({doc.get('ms', 0):.0f} ms)"
+        how = f"its {doc.get('hot_files', 0):,} hot files ({doc.get('hot_bytes', 0) / 1e6:.1f} MB) in memory" if doc.get("hydrated") else "imported from EFS directly"
+        return f"activate: EFS tree {doc.get('efs_tree')}, {how} ({doc.get('ms', 0):.0f} ms)"
     if event == "error":
         return f"request {doc.get('request_id')} failed: {doc.get('error', '')}\n{doc.get('traceback', '').rstrip()}"
     if event == "bad_request":

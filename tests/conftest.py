@@ -92,19 +92,6 @@ def pytest_collection_modifyitems(config, items):
         item.add_marker(skip)
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _hydrated_trees_are_removed_afterwards():
-    """The handler hydrates into /tmp/hoist-env/<index and tree path>, as in Lambda; the
-    tests' trees live in temporary folders, so what they hydrated goes with them."""
-    import shutil
-
-    root = Path("/tmp/hoist-env")
-    before = set(root.iterdir()) if root.is_dir() else set()
-    yield
-    for path in (set(root.iterdir()) if root.is_dir() else set()) - before:
-        shutil.rmtree(path, ignore_errors=True)
-
-
 @pytest.fixture(scope="module")
 def moto_server():
     """moto's server on 127.0.0.1, the AWS endpoint of the tests that set AWS_ENDPOINT_URL to it."""

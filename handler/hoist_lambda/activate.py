@@ -9,20 +9,24 @@ Standard library only, so any handler can call it before importing torch:
 The tree goes on sys.path *after* the runtime's own entries (the runtime's
 packages keep working, and stdlib imports never touch EFS). When the build
 wrote archives beside the tree (``<version>/archives/index.json``), they are
-read with large parallel reads, unpacked into /tmp and the shared libraries
-linked back to EFS; Python then imports from local disk (docs/design.md, 7).
+read with large parallel reads into memory: they hold the hot set, what
+importing the set's requirements opened at build time, and the listing of
+every folder it lives in. hotimport.py then answers imports of those folders
+from memory; everything else (shared libraries, modules not imported at init,
+data files) is read from EFS where it is. Nothing is written to /tmp
+(docs/design.md, 7).
 
-Three thread pools, never one: whole-archive reads each wait for their chunk
+Two thread pools, never one: whole-archive reads each wait for their chunk
 reads, so if both shared a pool, 32 archives in flight would wait on chunks
 queued behind them and init would hang. Chunk reads wait on nothing.
 
 Variables: HOIST_EFS_TREE (the tree), HOIST_HYDRATE=0 (import from EFS
-directly), HOIST_HYDRATE_DIR (default /tmp/hoist-env), HOIST_PREFETCH (the
-libraries' read-ahead: loader, ordered, all or none; see DEFAULT_PREFETCH).
+directly), HOIST_PREFETCH (the libraries' read-ahead: relocs, loader, ordered,
+all or none; see DEFAULT_PREFETCH).
 """
 from __future__ import annotations
 
-import hashlib
+import contextlib
 import json
 import os
 import struct
@@ -33,24 +37,30 @@ import zlib
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
+from . import hotimport
 from .log import log
 from .spans import merge_spans
 
 CHUNK_BYTES = 4 << 20  # one read of an archive: on EFS the round trips of several overlap
 CHUNK_WORKERS = 32  # reads in flight
 ARCHIVE_WORKERS = 8  # archives being assembled from their chunks
-UNPACK_WORKERS = 4  # zlib and the writes release the GIL: one per vCPU up to 4
+UNPACK_WORKERS = 4  # zlib releases the GIL: one per vCPU up to 4
 PREFETCH_WORKERS = 16
+PIECE_BYTES = 1 << 20  # one read-ahead task of a library
+STAT_WORKERS = 16  # lookups in flight for the stat read-ahead
+INDEX_VERSION = 2  # builder/archives.py's: the hot set and its folders' listings ("dirs")
 # The read-ahead of the shared libraries after the archives arrived, chosen from
 # `invoke bench coldstart`'s trade-off (README, "Cold start"):
+# - "touched": the pages the build's import check saw mapped after importing the
+#   set's requirements (index "touched_ranges"; "relocs" for a library without);
 # - "relocs": what the dynamic loader itself reads (headers, dynamic symbols and
 #   strings, hash tables, relocations and the data they patch), found in each
 #   library's section headers here; code and read-only data come on demand;
 # - "loader": the build's elf_ranges (the above plus .rodata and the unwind index);
 # - "ordered": those ranges, then the rest of every library; "all": whole files;
 # - "none": nothing, every page on demand.
-DEFAULT_PREFETCH = "relocs"
-PREFETCH_MODES = ("relocs", "loader", "ordered", "all", "none")
+DEFAULT_PREFETCH = "touched"
+PREFETCH_MODES = ("touched", "relocs", "loader", "ordered", "all", "none")
 # sections the loader reads while it maps, relocates and binds a library
 LOADER_SECTIONS = {".dynsym", ".dynstr", ".gnu.hash", ".hash", ".gnu.version", ".gnu.version_r", ".gnu.version_d", ".rela.dyn", ".rela.plt",
                    ".rel.dyn", ".rel.plt", ".relr.dyn", ".dynamic", ".got", ".got.plt", ".data.rel.ro", ".data.rel.ro.local", ".data",
@@ -59,36 +69,38 @@ LOADER_SECTIONS = {".dynsym", ".dynstr", ".gnu.hash", ".hash", ".gnu.version", "
 
 @dataclass(frozen=True)
 class Activation:
-    tree: str | None  # the EFS tree named by HOIST_EFS_TREE
-    path: str | None  # what went on sys.path: the hydrated copy, or the tree itself
-    hydrated: bool
+    tree: str | None  # the EFS tree named by HOIST_EFS_TREE, which goes on sys.path
+    hydrated: bool  # its hot set is imported from memory
     ms: float
+    hot_files: int = 0
+    hot_bytes: int = 0
 
 
 _lock = threading.Lock()
 _done: Activation | None = None
 
 
-def activate(tree: str | None = None, *, hydrate_dir: str | None = None) -> Activation:
-    """Put ``tree`` (default: $HOIST_EFS_TREE) on sys.path; the first call does the work."""
+def activate(tree: str | None = None) -> Activation:
+    """Put ``tree`` (default: $HOIST_EFS_TREE) on sys.path with its hot set in memory; the first call does the work."""
     global _done  # noqa: PLW0603 - once per execution environment, by design
     with _lock:
         if _done is not None:
             return _done
         t = time.perf_counter()
-        tree = tree if tree is not None else os.environ.get("HOIST_EFS_TREE", "")
-        path, hydrated = tree, False
+        tree = (tree if tree is not None else os.environ.get("HOIST_EFS_TREE", "")).rstrip("/")
+        hot = None
         if tree and os.environ.get("HOIST_HYDRATE", "1") != "0":
             try:
-                local = hydrate(tree, hydrate_dir or os.environ.get("HOIST_HYDRATE_DIR", "/tmp/hoist-env"))
-            except OSError as exc:  # /tmp full or an EFS hiccup: import from EFS directly, slower but working
+                hot = hydrate(tree)
+            except OSError as exc:  # an EFS hiccup or a damaged archive: import from EFS directly, slower but working
                 log("hydrate_failed", error=str(exc))
-                local = None
-            path, hydrated = (local, True) if local else (tree, False)
-        if path and path not in sys.path:
-            sys.path.append(path)
-        _done = Activation(tree=tree or None, path=path or None, hydrated=hydrated, ms=round((time.perf_counter() - t) * 1000, 2))
-        log("activate", efs_tree=_done.tree, imported_from=_done.path, hydrated=hydrated, ms=_done.ms)
+        if hot is not None:
+            hotimport.install(hot)
+        if tree and tree not in sys.path:
+            sys.path.append(tree)
+        _done = Activation(tree=tree or None, hydrated=hot is not None, ms=round((time.perf_counter() - t) * 1000, 2),
+                           hot_files=len(hot) if hot else 0, hot_bytes=hot.bytes if hot else 0)
+        log("activate", efs_tree=_done.tree, hydrated=_done.hydrated, hot_files=_done.hot_files, hot_bytes=_done.hot_bytes, ms=_done.ms)
         return _done
 
 
@@ -110,31 +122,6 @@ def read_file(path: str, chunks: ThreadPoolExecutor, chunk: int = CHUNK_BYTES) -
     return bytes(buf)
 
 
-def warm(path: str, ranges: list[list[int]] | None = None, rest: bool = False, chunk: int = CHUNK_BYTES) -> None:
-    """Read ``ranges`` ([offset, length]; all of the file when None) into the page cache;
-    with ``rest``, read everything else of the file instead."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        if ranges is None:
-            ranges = [[0, 1 << 62]]
-        elif rest:
-            size, at, gaps = os.fstat(fd).st_size, 0, []
-            for offset, length in ranges:
-                if offset > at:
-                    gaps.append([at, offset - at])
-                at = max(at, offset + length)
-            ranges = gaps + ([[at, size - at]] if size > at else [])
-        for start, length in ranges:
-            at, end = start, start + length
-            while at < end and os.pread(fd, min(chunk, end - at), at):
-                at += chunk
-    finally:
-        os.close(fd)
-
-
 def decompress(blob: bytes, compression: str) -> bytes:
     """zlib (what the build writes), lzma or none: all in the standard library."""
     if compression == "zlib":
@@ -152,30 +139,6 @@ def is_library(rel: str) -> bool:
     """A shared library the loader maps at import (libx.so, libx.so.1, _C.cpython-311-x86_64-linux-gnu.so), not an executable."""
     name = rel.rsplit("/", 1)[-1]
     return name.endswith(".so") or ".so." in name
-
-
-def unpack_into(blob: bytes, root: str, compression: str = "zlib") -> None:
-    """Unpack one archive (builder/archives.py's format: records <u32 n><path><u32 mode><u64 size><data>)."""
-    raw = decompress(blob, compression)
-    at, made = 0, set()
-    while at < len(raw):
-        (n,) = struct.unpack_from("<I", raw, at)
-        rel = raw[at + 4 : at + 4 + n].decode()
-        mode, size = struct.unpack_from("<IQ", raw, at + 4 + n)
-        start = at + 4 + n + 12
-        if rel.startswith("/") or ".." in rel.split("/"):
-            raise OSError(f"unsafe path in archive: {rel}")
-        path = os.path.join(root, rel)
-        folder = os.path.dirname(path)
-        if folder not in made:
-            os.makedirs(folder, exist_ok=True)
-            made.add(folder)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-        try:
-            os.write(fd, raw[start : start + size])
-        finally:
-            os.close(fd)
-        at = start + size
 
 
 def relocation_ranges(path: str) -> list[list[int]] | None:
@@ -208,71 +171,147 @@ def relocation_ranges(path: str) -> list[list[int]] | None:
     return merge_spans(spans)
 
 
-def _warm_relocations(path: str) -> None:
-    ranges = relocation_ranges(path)
-    if ranges:
-        warm(path, ranges)
+def pieces(ranges: list[list[int]], piece: int) -> list[list[int]]:
+    """``ranges`` cut into reads of at most ``piece`` bytes, each one task: a library's ranges are
+    read by every prefetch thread at once, not one after the other by one."""
+    out = []
+    for start, length in ranges:
+        for at in range(start, start + length, piece):
+            out.append([at, min(piece, start + length - at)])
+    return out
 
 
-def _start_prefetch(tree: str, index: dict, how: str) -> None:
+def _rest(path: str, ranges: list[list[int]]) -> list[list[int]]:
+    """What of the file ``ranges`` leave out."""
+    size, at, gaps = os.path.getsize(path), 0, []
+    for offset, length in ranges:
+        if offset > at:
+            gaps.append([at, offset - at])
+        at = max(at, offset + length)
+    return gaps + ([[at, size - at]] if size > at else [])
+
+
+class _Reader:
+    """One library open once, read ahead in pieces by many threads; closed after its last piece."""
+
+    def __init__(self, path: str):
+        self.fd = os.open(path, os.O_RDONLY)
+        self.left = 0
+        self.lock = threading.Lock()
+
+    def add(self, n: int) -> None:
+        with self.lock:
+            self.left += n
+
+    def read(self, start: int, length: int) -> None:
+        try:
+            at, end = start, start + length
+            while at < end and os.pread(self.fd, min(CHUNK_BYTES, end - at), at):
+                at += CHUNK_BYTES
+        except OSError:
+            pass
+        finally:
+            with self.lock:
+                self.left -= 1
+                last = self.left == 0
+            if last:
+                os.close(self.fd)
+
+
+def _start_prefetch(tree: str, index: dict, how: str, piece: int = PIECE_BYTES) -> None:
+    """Read the libraries' pages ahead in the background, in ``piece``-sized reads on PREFETCH_WORKERS threads."""
     if how == "none":
         return
-    ranges = index.get("elf_ranges", {}) if how in ("ordered", "loader") else {}
+    recorded = index.get("elf_ranges", {})
+    touched = index.get("touched_ranges") or {}
     libraries = [rel for rel in index["elf"] if is_library(rel)]  # executables (torch/bin/test_*) are never loaded by an import
     pool = ThreadPoolExecutor(PREFETCH_WORKERS, thread_name_prefix="hoist-prefetch")
+
+    def ranges_of(path: str, rel: str) -> list[list[int]]:
+        if how == "touched" and rel in touched:
+            return touched[rel]
+        if how in ("relocs", "touched"):  # touched: a library the build saw no page of (not loaded at init) gets the loader's
+            return relocation_ranges(path) or []
+        if how == "all":
+            return [[0, os.path.getsize(path)]]
+        return recorded.get(rel) or [[0, os.path.getsize(path)]]  # loader, ordered: the build's ranges first
+
+    def plan(path: str, rel: str) -> None:  # a task: finding the ranges can read the library's headers
+        try:
+            ranges = pieces(ranges_of(path, rel), piece)
+            if how == "ordered":
+                ranges += pieces(_rest(path, recorded.get(rel) or []), piece)
+            if not ranges:
+                return
+            reader = _Reader(path)
+            reader.add(len(ranges))
+            for start, length in ranges:
+                pool.submit(reader.read, start, length)
+        except (OSError, RuntimeError):  # a library gone, or the interpreter shutting down: nothing to read ahead
+            return
+
     for rel in libraries:
-        if how == "relocs":
-            pool.submit(_warm_relocations, os.path.join(tree, rel))
-        else:
-            pool.submit(warm, os.path.join(tree, rel), ranges.get(rel))
-    if how == "ordered" and ranges:
-        for rel in libraries:
-            pool.submit(warm, os.path.join(tree, rel), ranges.get(rel), True)
+        pool.submit(plan, os.path.join(tree, rel), rel)
+
+
+def _start_stat_ahead(tree: str, dirs: dict[str, dict[str, str]]) -> None:
+    """Look up every source file of the hot folders, in parallel, in the background.
+
+    The modules imported from memory keep their EFS paths, and ``inspect``
+    (torch calls ``inspect.getmodule``, which checks every loaded module's
+    source with ``os.path.exists``) and linecache stat those paths: one round
+    trip each, one after the other, about 700 for torch. Looked up ahead, the
+    NFS client's attribute cache answers them, as the page cache answers the
+    libraries' reads after their read-ahead.
+    """
+    paths = [f"{tree}/{folder}/{name}" if folder else f"{tree}/{name}" for folder, listing in dirs.items() for name, kind in listing.items()
+             if kind == hotimport.FILE and name.endswith(".py")]
+
+    def look(path: str) -> None:
+        with contextlib.suppress(OSError):
+            os.stat(path)
+
+    pool = ThreadPoolExecutor(STAT_WORKERS, thread_name_prefix="hoist-stat")
+    for path in paths:
+        pool.submit(look, path)
     pool.shutdown(wait=False)
 
 
-def hydrate(tree: str, dest_root: str = "/tmp/hoist-env", chunk: int = CHUNK_BYTES) -> str | None:
-    """Unpack the tree's per-package archives (built beside it) into /tmp and link its
-    shared libraries back to EFS; the local tree, or None when there are no archives."""
-    version_dir = os.path.dirname(tree.rstrip("/"))
+def hydrate(tree: str, chunk: int = CHUNK_BYTES) -> hotimport.HotSet | None:
+    """Read the tree's archives (built beside it) into memory and start the libraries' read-ahead;
+    the hot set, or None when there are no archives (or they are from a newer build)."""
+    tree = tree.rstrip("/")
+    version_dir = os.path.dirname(tree)
     index_path = os.path.join(version_dir, "archives", "index.json")
     if not os.path.exists(index_path):
         return None
     with open(index_path, "rb") as fh:
-        raw_index = fh.read()
-    # named by content and by where the tree is: another version never reuses it, and
-    # neither does the same version at another path (its library links point into the tree)
-    local = os.path.join(dest_root, hashlib.sha256(raw_index + b"\0" + os.path.abspath(tree).encode()).hexdigest()[:16])
-    if os.path.exists(os.path.join(local, ".complete")):
-        return local
-    index = json.loads(raw_index)
+        index = json.loads(fh.read())
+    if index.get("version") != INDEX_VERSION:  # another build's format: import from EFS, slower but right
+        log("hydrate_skipped", reason=f"archive index version {index.get('version')}, this handler reads {INDEX_VERSION}")
+        return None
+    _start_stat_ahead(tree, index["dirs"])
     compression = index.get("compression", "zlib")
     how = os.environ.get("HOIST_PREFETCH", DEFAULT_PREFETCH)
     if how not in PREFETCH_MODES:
         log("prefetch_unknown", mode=how, using=DEFAULT_PREFETCH)
         how = DEFAULT_PREFETCH
-    staging = f"{local}.partial-{os.getpid()}"
-    os.makedirs(staging, exist_ok=True)
     archives = os.path.join(version_dir, "archives")
     names = sorted(index["archives"], key=lambda a: -a["bytes"])  # largest first: the long ones start early
+    files: dict[str, bytes] = {}
     with ThreadPoolExecutor(CHUNK_WORKERS, thread_name_prefix="hoist-chunk") as chunks, \
             ThreadPoolExecutor(ARCHIVE_WORKERS, thread_name_prefix="hoist-archive") as whole, \
             ThreadPoolExecutor(UNPACK_WORKERS, thread_name_prefix="hoist-unpack") as unpack:
         blobs = [whole.submit(read_file, os.path.join(archives, a["name"]), chunks, chunk) for a in names]
 
-        def unpack_one(blob: Future[bytes]) -> None:
-            unpack_into(blob.result(), staging, compression)
+        def unpack_one(blob: Future[bytes]) -> list[tuple[str, bytes]]:
+            return list(hotimport.records(decompress(blob.result(), compression)))
 
         unpacked = [unpack.submit(unpack_one, f) for f in blobs]
         for f in blobs:  # the archives have the bandwidth first; the libraries take it while they unpack
             f.result()
         _start_prefetch(tree, index, how)
         for done in unpacked:
-            done.result()
-    for rel in index["elf"]:  # libraries stay on EFS: only the pages the loader touches travel
-        link = os.path.join(staging, rel)
-        os.makedirs(os.path.dirname(link), exist_ok=True)
-        os.symlink(os.path.join(tree, rel), link)
-    open(os.path.join(staging, ".complete"), "w").close()
-    os.rename(staging, local)
-    return local
+            files.update((f"{tree}/{rel}", data) for rel, data in done.result())
+    dirs = {(f"{tree}/{rel}" if rel else tree): listing for rel, listing in index["dirs"].items()}
+    return hotimport.HotSet(tree, files, dirs)

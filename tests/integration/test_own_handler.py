@@ -21,7 +21,8 @@ from hoist_lambda import events
 
 
 def handler(event, context):
-    return events.respond(event, 200, {"double": nativepkg.helpers.double(21), "hydrated": ENV.hydrated, "from": ENV.path})
+    return events.respond(event, 200, {"double": nativepkg.helpers.double(21), "hydrated": ENV.hydrated, "file": nativepkg.__file__,
+                                       "loader": type(nativepkg.__loader__).__name__})
 '''
 
 
@@ -41,5 +42,6 @@ def test_an_own_handler_module_is_served_with_the_same_activation(project, wheel
             doc = json.loads(resp.read())
     finally:
         server.stop()
-    assert doc["double"] == 42 and doc["hydrated"] is True and "/envs/" not in doc["from"]  # imported from the hydrated copy in /tmp
-    assert any(line.startswith("activate: EFS tree ") and "hydrated into" in line for line in lines)  # streamed as it happened
+    assert doc["double"] == 42 and doc["hydrated"] is True
+    assert doc["loader"] == "HotSourceLoader" and "/envs/" in doc["file"]  # from memory, under its own path in the synced tree
+    assert any(line.startswith("activate: EFS tree ") and "hot files" in line and "in memory" in line for line in lines)  # streamed as it happened

@@ -1,15 +1,23 @@
-"""Hydration: the handler unpacks the build's per-package archives into /tmp
-and links shared libraries back to the EFS tree."""
+"""Hydration: the build archives a tree's hot set (what importing the set's
+requirements opened) beside it; the handler reads the archives into memory and
+answers imports of the hot folders from there, everything else from the tree
+itself (handler/hoist_lambda/hotimport.py)."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
+import py_compile
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from builder.archives import unpack, write_archives
+from builder.archives import source_of, unpack, write_archives
 from tests.conftest import REPO
+
+TAG = sys.implementation.cache_tag
 
 
 @pytest.fixture
@@ -20,67 +28,147 @@ def app(monkeypatch):
     return importlib.import_module("hoist_lambda.activate")
 
 
-def _version(tmp_path):
+FILES = {
+    "pkg/__init__.py": "from .sub import mod\n",
+    "pkg/sub/__init__.py": "",
+    "pkg/sub/mod.py": "VALUE = 42\n\ndef where():\n    return __file__\n",
+    "pkg/nopyc.py": "HOT = True\n",  # hot, no bytecode: compiled from memory, nothing written
+    "pkg/cold/__init__.py": "",
+    "pkg/cold/c.py": "COLD = 1\n",  # never imported at build time: read from the tree
+    "pkg/data.json": '{"k": 1}\n',
+    "pkg/tool.sh": "#!/bin/sh\n",
+    "ns/part.py": "PART = 3\n",  # a namespace package (no __init__.py)
+    "pkg-1.0.dist-info/METADATA": "Metadata-Version: 2.1\nName: pkg\nVersion: 1.0\n",
+}
+HOT_MODULES = ("pkg/__init__.py", "pkg/sub/__init__.py", "pkg/sub/mod.py", "ns/part.py")
+
+
+def _version(tmp_path: Path, opened: list[str] | None = "hot", **kwargs):  # type: ignore[assignment]
     version = tmp_path / "envs" / "abc123"
     tree = version / "site-packages"
-    (tree / "pkg" / "sub").mkdir(parents=True)
-    (tree / "pkg" / "__init__.py").write_text("from .sub import mod\n")
-    (tree / "pkg" / "sub" / "mod.py").write_text("VALUE = 42\n")
-    (tree / "pkg" / "tool.sh").write_text("#!/bin/sh\n")
+    for rel, text in FILES.items():
+        (tree / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tree / rel).write_text(text)
     (tree / "pkg" / "tool.sh").chmod(0o755)
     (tree / "pkg" / "_native.so").write_bytes(b"\x7fELF" + b"\0" * 60)
-    (tree / "pkg-1.0.dist-info").mkdir()
-    (tree / "pkg-1.0.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: pkg\nVersion: 1.0\n")
-    (tree / "pkg-1.0.dist-info" / "RECORD").write_text("pkg/__init__.py,,\npkg/sub/mod.py,,\npkg/tool.sh,,\npkg/_native.so,,\npkg-1.0.dist-info/METADATA,,\npkg-1.0.dist-info/RECORD,,\n")
-    index = write_archives(tree, version / "archives")
+    for rel in (*HOT_MODULES, "pkg/cold/__init__.py", "pkg/cold/c.py"):
+        py_compile.compile(str(tree / rel), invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH, doraise=True)
+    (tree / "pkg-1.0.dist-info" / "RECORD").write_text("\n".join(f"{rel},," for rel in [*FILES, "pkg/_native.so"]) + "\n")
+    if opened == "hot":  # what an import check would have seen: the bytecode of the hot modules, and the metadata
+        opened = [str(Path(importlib.util.cache_from_source(str(tree / rel))).relative_to(tree)) for rel in HOT_MODULES]
+        opened += ["pkg/nopyc.py", "pkg-1.0.dist-info/METADATA"]
+    index = write_archives(tree, version / "archives", opened=opened, **kwargs)
     return version, tree, index
 
 
-def test_archives_are_per_package_deterministic_and_leave_libraries_out(tmp_path):
+def _archived(version: Path, index: dict) -> set[str]:
+    return {rel for a in index["archives"] for rel, _, _ in unpack((version / "archives" / a["name"]).read_bytes())}
+
+
+def test_the_archives_hold_the_hot_set_with_its_sources_and_list_its_folders(tmp_path):
     version, tree, index = _version(tmp_path)
-    assert [a["dist"] for a in index["archives"]] == ["pkg"] and index["elf"] == ["pkg/_native.so"]
-    again = write_archives(tree, tmp_path / "again")
-    assert again["archives"] == index["archives"]  # same tree, same bytes, same names
-    names = [r[0] for r in unpack((version / "archives" / index["archives"][0]["name"]).read_bytes())]
-    assert "pkg/_native.so" not in names and "pkg/sub/mod.py" in names and "pkg-1.0.dist-info/METADATA" in names
+    hot = _archived(version, index)
+    assert "pkg/sub/mod.py" in hot and f"pkg/sub/__pycache__/mod.{TAG}.pyc" in hot  # the source with its bytecode: the loader stats it
+    assert "pkg/cold/c.py" not in hot and "pkg/data.json" not in hot and "pkg/_native.so" not in hot
+    assert index["hot"] == {"recorded": True, "files": len(hot), "of": len(FILES) + 7}  # RECORD and 6 .pyc
+    assert set(index["dirs"]) == {"", "pkg", "pkg/sub", "pkg/sub/__pycache__", "pkg/__pycache__", "ns", "ns/__pycache__", "pkg-1.0.dist-info"}
+    assert index["dirs"]["pkg"]["cold"] == "p" and index["dirs"]["pkg"]["_native.so"] == "f" and index["dirs"][""]["ns"] == "d"
+    assert index["elf"] == ["pkg/_native.so"] and [a["dist"] for a in index["archives"]] == ["pkg"]
+    again = write_archives(tree, tmp_path / "again", opened=sorted(hot))
+    assert again["archives"] == index["archives"]  # same tree and hot set, same bytes, same names
+    assert source_of(f"a/__pycache__/m.{TAG}.opt-1.pyc") == "a/m.py" and source_of("a/m.py") is None
 
 
-def test_hydrate_unpacks_links_libraries_and_is_done_once(app, tmp_path):
-    version, tree, _ = _version(tmp_path)
-    local = app.hydrate(str(tree), str(tmp_path / "tmp"))
-    name = __import__("hashlib").sha256((version / "archives" / "index.json").read_bytes() + b"\0" + str(tree).encode()).hexdigest()[:16]
-    assert local == str(tmp_path / "tmp" / name)  # named by content and by the tree its links point into
-    assert Path(local, "pkg", "sub", "mod.py").read_text() == "VALUE = 42\n"
-    assert os.stat(os.path.join(local, "pkg", "tool.sh")).st_mode & 0o777 == 0o755
-    link = os.path.join(local, "pkg", "_native.so")
-    assert os.path.islink(link) and os.readlink(link) == str(tree / "pkg" / "_native.so")
-    os.remove(os.path.join(local, "pkg", "sub", "mod.py"))
-    assert app.hydrate(str(tree), str(tmp_path / "tmp")) == local  # marked complete: not unpacked again
-    assert not os.path.exists(os.path.join(local, "pkg", "sub", "mod.py"))
+def test_without_a_recorded_hot_set_every_file_but_the_libraries_is_archived(tmp_path):
+    version, tree, index = _version(tmp_path, opened=None)
+    assert _archived(version, index) == {str(p.relative_to(tree)) for p in tree.rglob("*") if p.is_file() and p.name != "_native.so"}
+    assert index["hot"]["recorded"] is False
 
 
-def test_no_archives_means_the_tree_itself_and_bad_paths_are_refused(app, tmp_path):
+IMPORTS = r"""
+import importlib, inspect, json, os, pkgutil, sys
+sys.path.insert(0, sys.argv[1])
+from hoist_lambda import activate as a
+tree = sys.argv[2]
+env = a.activate(tree)
+for rel in ("pkg/sub/mod.py", "pkg/nopyc.py"):  # the tree changes on disk after activation: the hot set comes from memory
+    with open(os.path.join(tree, rel), "w") as fh:
+        fh.write("VALUE = 0\nHOT = False\ndef where():\n    return 'disk'\n")
+for pyc in ("pkg/sub/__pycache__", "ns/__pycache__"):
+    for name in os.listdir(os.path.join(tree, pyc)):
+        os.remove(os.path.join(tree, pyc, name))
+import pkg, pkg.sub.mod, pkg.nopyc, pkg.cold.c, ns.part
+def inspected():
+    os.remove(os.path.join(tree, "pkg", "nopyc.py"))
+    try:
+        return inspect.getsource(pkg.nopyc)
+    except OSError:
+        return None
+print(json.dumps({
+    "hydrated": env.hydrated, "hot_files": env.hot_files, "last_on_path": sys.path[-1],
+    "value": pkg.sub.mod.VALUE, "hot": pkg.nopyc.HOT, "cold": pkg.cold.c.COLD, "part": ns.part.PART,
+    "file": pkg.sub.mod.where(), "pkg_path": list(pkg.__path__), "ns_path": list(ns.__path__),
+    "loaders": {m: type(sys.modules[m].__loader__).__name__ for m in ("pkg", "pkg.sub.mod", "pkg.cold.c")},
+    "source": pkg.sub.mod.__loader__.get_source("pkg.sub.mod"),
+    "inspected": inspected(),
+    "listed": sorted(name for _, name, _ in pkgutil.iter_modules(pkg.__path__)),
+    "listed_pkgs": sorted(name for _, name, ispkg in pkgutil.iter_modules(pkg.__path__) if ispkg),
+    "pyc_written": os.path.exists(os.path.join(tree, "pkg", "__pycache__", "nopyc." + sys.implementation.cache_tag + ".pyc")),
+    "data": open(os.path.join(os.path.dirname(pkg.__file__), "data.json")).read(),
+}))
+"""
+
+
+def _run(tmp_path: Path, tree: Path, env: dict | None = None) -> dict:
+    out = subprocess.run([sys.executable, "-I", "-c", IMPORTS, str(REPO / "handler"), str(tree)], capture_output=True, text=True, timeout=120,
+                         env={"PATH": os.environ.get("PATH", ""), **(env or {})})
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_hot_modules_import_from_memory_under_their_own_paths_and_the_rest_from_the_tree(tmp_path):
+    _, tree, _ = _version(tmp_path)
+    got = _run(tmp_path, tree)
+    assert got["hydrated"] and got["hot_files"] > 0 and got["last_on_path"] == str(tree)  # after the runtime's own entries
+    assert got["value"] == 42 and got["hot"] is True  # memory, though the files on disk now say otherwise
+    assert got["cold"] == 1 and got["part"] == 3 and got["ns_path"] == [str(tree / "ns")]
+    assert got["file"] == str(tree / "pkg" / "sub" / "mod.py") and got["pkg_path"] == [str(tree / "pkg")]
+    assert got["loaders"] == {"pkg": "HotSourceLoader", "pkg.sub.mod": "HotSourceLoader", "pkg.cold.c": "SourceFileLoader"}
+    assert got["source"] == FILES["pkg/sub/mod.py"] and got["inspected"] == FILES["pkg/nopyc.py"]  # inspect, tracebacks: from memory too
+    assert got["listed"] == ["_native", "cold", "nopyc", "sub"] and got["listed_pkgs"] == ["cold", "sub"]
+    assert got["pyc_written"] is False  # nothing is written into the tree, an immutable version
+    assert got["data"] == '{"k": 1}\n'  # data beside a module: read from the tree
+
+
+def test_without_hydration_or_archives_every_module_comes_from_the_tree(tmp_path, app):
+    _, tree, _ = _version(tmp_path)
+    got = _run(tmp_path, tree, {"HOIST_HYDRATE": "0"})
+    assert got["hydrated"] is False and got["value"] == 0 and got["loaders"]["pkg.sub.mod"] == "SourceFileLoader" and got["inspected"] is None
     plain = tmp_path / "v" / "site-packages"
     plain.mkdir(parents=True)
-    assert app.hydrate(str(plain), str(tmp_path / "tmp")) is None
+    assert app.hydrate(str(plain)) is None
+
+
+def test_an_index_of_another_version_or_an_unsafe_path_is_not_used(app, tmp_path):
+    version, tree, index = _version(tmp_path)
+    (version / "archives" / "index.json").write_text(json.dumps({**index, "version": 99}))
+    assert app.hydrate(str(tree)) is None  # a newer build than this handler: import from EFS, slower but right
     import struct
     import zlib
 
     evil = zlib.compress(struct.pack("<I", 9) + b"../escape" + struct.pack("<IQ", 0o644, 1) + b"x")
     with pytest.raises(OSError, match="unsafe path"):
-        app.unpack_into(evil, str(tmp_path / "out"))
-    assert not (tmp_path / "escape").exists()
+        list(app.hotimport.records(zlib.decompress(evil)))
 
 
-def test_a_large_distribution_is_cut_into_archives_that_hydrate_whole(app, tmp_path):
+def test_a_large_distribution_is_cut_into_archives_that_all_arrive(app, tmp_path):
     """Several archives per distribution let the handler decompress on every CPU at once."""
-    version, tree, _ = _version(tmp_path)
-    index = write_archives(tree, version / "archives", chunk_bytes=16)
+    version, tree, _ = _version(tmp_path, chunk_bytes=16)
+    index = json.loads((version / "archives" / "index.json").read_text())
     assert len(index["archives"]) >= 3 and {a["dist"] for a in index["archives"]} == {"pkg"}
-    assert sum(a["files"] for a in index["archives"]) == 5  # every non-ELF file, each in one archive
-    local = app.hydrate(str(tree), str(tmp_path / "tmp"))
-    assert Path(local, "pkg", "sub", "mod.py").read_text() == "VALUE = 42\n"
-    assert Path(local, "pkg-1.0.dist-info", "METADATA").read_text().startswith("Metadata-Version")
+    hot = app.hydrate(str(tree))
+    assert len(hot) == index["hot"]["files"] == sum(a["files"] for a in index["archives"])
+    assert hot.files[str(tree / "pkg" / "sub" / "mod.py")] == FILES["pkg/sub/mod.py"].encode()
 
 
 def test_loader_ranges_cover_what_the_loader_reads_and_leave_the_code(tmp_path):
@@ -105,42 +193,19 @@ def test_loader_ranges_cover_what_the_loader_reads_and_leave_the_code(tmp_path):
     assert loader_ranges(not_elf) == [[0, 64]]  # unreadable as ELF: read it whole
 
 
-def test_warm_reads_the_ranges_then_everything_else(app, tmp_path, monkeypatch):
+def test_read_ahead_pieces_and_the_rest_of_a_file(app, tmp_path):
+    assert app.pieces([[0, 10], [100, 25]], 10) == [[0, 10], [100, 10], [110, 10], [120, 5]]
     path = tmp_path / "lib.so"
-    path.write_bytes(bytes(range(256)) * 64)  # 16 KB
-    reads = []
-    real = os.pread
-    monkeypatch.setattr(os, "pread", lambda fd, n, off: reads.append((off, n)) or real(fd, n, off))
-    app.warm(str(path), [[0, 100], [4096, 50]], chunk=1 << 20)
-    assert reads == [(0, 100), (4096, 50)]
-    reads.clear()
-    app.warm(str(path), [[0, 100], [4096, 50]], rest=True, chunk=1 << 20)
-    assert reads == [(100, 3996), (4146, 16384 - 4146)]
-    reads.clear()
-    app.warm(str(path), None, chunk=8192)
-    assert [off for off, _ in reads] == [0, 8192, 16384]  # the whole file, until a read comes back empty
-
-
-def test_the_same_version_at_another_path_is_hydrated_again_with_links_that_resolve(app, tmp_path):
-    """A tree moved (another EFS mount, a test's temporary copy) must not reuse links into the old place."""
-    import shutil
-
-    version, tree, _ = _version(tmp_path / "a")
-    first = app.hydrate(str(tree), str(tmp_path / "tmp"))
-    moved = tmp_path / "b" / "envs" / "abc123"
-    shutil.copytree(version, moved)
-    shutil.rmtree(tmp_path / "a")
-    second = app.hydrate(str(moved / "site-packages"), str(tmp_path / "tmp"))
-    assert second != first
-    assert os.path.exists(os.path.join(second, "pkg", "_native.so"))  # the link resolves into the tree that exists
+    path.write_bytes(b"x" * 1000)
+    assert app._rest(str(path), [[0, 100], [500, 50]]) == [[100, 400], [550, 450]]
 
 
 def test_more_than_32_large_archives_hydrate_without_hanging(app, tmp_path, monkeypatch):
     """Whole-archive reads wait on their chunk reads: in one shared pool, 32 archives in
     flight would wait on chunks queued behind them and init would hang for good."""
-    import json
     import random
     import threading
+    import time
 
     from builder.archives import pack
 
@@ -156,28 +221,25 @@ def test_more_than_32_large_archives_hydrate_without_hanging(app, tmp_path, monk
         blob = pack(tree, [f"pkg{i}/data.bin"])
         (version / "archives" / f"pkg{i}.hz").write_bytes(blob)
         archives.append({"name": f"pkg{i}.hz", "dist": f"pkg{i}", "bytes": len(blob), "sha256": "", "files": 1})
-    (version / "archives" / "index.json").write_text(json.dumps({"version": 1, "archives": archives, "elf": [], "elf_ranges": {}}))
+    dirs = {"": {f"pkg{i}": "d" for i in range(48)}, **{f"pkg{i}": {"data.bin": "f"} for i in range(48)}}
+    (version / "archives" / "index.json").write_text(json.dumps({"version": 2, "archives": archives, "dirs": dirs, "elf": [], "elf_ranges": {}}))
     monkeypatch.setattr(app, "CHUNK_WORKERS", 32)
-    import time
-
     real_size = os.path.getsize
     # a round trip per stat, as on EFS: every archive read is in flight before any chunk is queued,
     # which made the shared-pool design hang every time (checked against the previous handler)
     monkeypatch.setattr(os.path, "getsize", lambda p: time.sleep(0.05) or real_size(p))
     result: list = []
-    worker = threading.Thread(target=lambda: result.append(app.hydrate(str(tree), str(tmp_path / "tmp"), chunk=4 << 10)), daemon=True)
+    worker = threading.Thread(target=lambda: result.append(app.hydrate(str(tree), chunk=4 << 10)), daemon=True)
     worker.start()
     worker.join(120)
     assert not worker.is_alive(), "hydrate hung with 48 archives of 24 chunks each"
-    local = result[0]
     for i in (0, 31, 47):
-        assert Path(local, f"pkg{i}", "data.bin").read_bytes() == (tree / f"pkg{i}" / "data.bin").read_bytes()
+        assert result[0].files[str(tree / f"pkg{i}" / "data.bin")] == (tree / f"pkg{i}" / "data.bin").read_bytes()
 
 
 @pytest.mark.parametrize("compression", ["none", "lzma"])
 def test_archives_stored_otherwise_hydrate_too(app, tmp_path, compression):
     """The benchmark's compression variants: the index says how its archives are stored."""
-    import json
     import lzma
     import zlib
 
@@ -187,43 +249,75 @@ def test_archives_stored_otherwise_hydrate_too(app, tmp_path, compression):
         raw = zlib.decompress(path.read_bytes())
         path.write_bytes(lzma.compress(raw) if compression == "lzma" else raw)
     (version / "archives" / "index.json").write_text(json.dumps({**index, "compression": compression}))
-    local = app.hydrate(str(tree), str(tmp_path / "tmp"))
-    assert Path(local, "pkg", "sub", "mod.py").read_text() == "VALUE = 42\n"
+    assert app.hydrate(str(tree)).files[str(tree / "pkg" / "sub" / "mod.py")] == FILES["pkg/sub/mod.py"].encode()
 
 
 def test_activate_appends_the_tree_after_the_runtime_once(app, tmp_path, monkeypatch):
-    import sys
-
     _, tree, _ = _version(tmp_path)
     monkeypatch.setattr(app, "_done", None)
     monkeypatch.setattr(sys, "path", list(sys.path))
-    monkeypatch.setenv("HOIST_EFS_TREE", str(tree))
-    monkeypatch.setenv("HOIST_HYDRATE_DIR", str(tmp_path / "tmp"))
+    monkeypatch.setattr(sys, "path_hooks", list(sys.path_hooks))
+    monkeypatch.setattr(sys, "path_importer_cache", dict(sys.path_importer_cache))
+    monkeypatch.setenv("HOIST_EFS_TREE", str(tree) + "/")
     first = app.activate()
-    assert first.hydrated and first.tree == str(tree) and sys.path[-1] == first.path and first.path.startswith(str(tmp_path / "tmp"))
-    assert app.activate() is first and sys.path.count(first.path) == 1  # once per execution environment
-    monkeypatch.setattr(app, "_done", None)
-    monkeypatch.setenv("HOIST_HYDRATE", "0")
-    plain = app.activate()
-    assert not plain.hydrated and plain.path == str(tree) and sys.path[-1] == str(tree)
+    assert first.hydrated and first.tree == str(tree) and sys.path[-1] == str(tree) and first.hot_files > 0
+    assert app.activate() is first and sys.path.count(str(tree)) == 1  # once per execution environment
 
 
-def test_the_read_ahead_takes_shared_libraries_only(app, tmp_path, monkeypatch):
-    """torch ships test executables (torch/bin/test_api, 15 MB): no import maps them, so none is read ahead."""
+def test_the_read_ahead_takes_touched_pages_and_shared_libraries_only(app, tmp_path, monkeypatch):
+    """torch ships test executables (torch/bin/test_api, 15 MB): no import maps them, so none is read ahead.
+    A library the build saw pages of gets those; one it saw none of, what the loader reads."""
+    import threading
+    import time
+
     assert app.is_library("torch/lib/libtorch_cpu.so") and app.is_library("x/libgomp.so.1") and app.is_library("torch/_C.cpython-311-x86_64-linux-gnu.so")
     assert not app.is_library("torch/bin/test_api") and not app.is_library("torch/bin/torch_shm_manager")
-    warmed = []
-    monkeypatch.setattr(app, "warm", lambda path, ranges=None, rest=False: warmed.append((os.path.basename(path), rest)))
-    index = {"elf": ["bin/test_api", "lib/liba.so"], "elf_ranges": {"bin/test_api": [[0, 10]], "lib/liba.so": [[0, 10]]}}
-    for how, expected in (("loader", [("liba.so", False)]), ("ordered", [("liba.so", False), ("liba.so", True)]), ("all", [("liba.so", False)]), ("none", [])):
-        warmed.clear()
-        app._start_prefetch(str(tmp_path), index, how)
-        import time
+    for rel in ("bin/test_api", "lib/liba.so", "lib/libb.so"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"\0" * 5000)
+    reads, lock = [], threading.Lock()
+    real = os.pread
 
+    def pread(fd, n, off):
+        with lock:
+            reads.append((os.readlink(f"/proc/self/fd/{fd}").rsplit("/", 1)[-1], off, n))
+        return real(fd, n, off)
+
+    monkeypatch.setattr(os, "pread", pread)
+    monkeypatch.setattr(app, "relocation_ranges", lambda path: [[0, 64]])
+    index = {"elf": ["bin/test_api", "lib/liba.so", "lib/libb.so"], "elf_ranges": {"bin/test_api": [[0, 10]], "lib/liba.so": [[0, 100]], "lib/libb.so": [[0, 200]]},
+             "touched_ranges": {"lib/liba.so": [[0, 4096], [4096 * 3, 2000]]}}
+    expect = {
+        "touched": {("liba.so", 0, 2048), ("liba.so", 2048, 2048), ("liba.so", 12288, 2000), ("libb.so", 0, 64)},
+        "relocs": {("liba.so", 0, 64), ("libb.so", 0, 64)},
+        "loader": {("liba.so", 0, 100), ("libb.so", 0, 200)},
+        "ordered": {("liba.so", 0, 100), ("liba.so", 100, 2048), ("liba.so", 2148, 2048), ("liba.so", 4196, 804), ("libb.so", 0, 200),
+                    ("libb.so", 200, 2048), ("libb.so", 2248, 2048), ("libb.so", 4296, 704)},
+        "none": set(),
+    }
+    for how, expected in expect.items():
+        reads.clear()
+        app._start_prefetch(str(tmp_path), index, how, piece=2048)
         deadline = time.time() + 10
-        while len(warmed) < len(expected) and time.time() < deadline:
+        while len(reads) < len(expected) and time.time() < deadline:
             time.sleep(0.01)
-        assert sorted(warmed) == sorted(expected), how
+        time.sleep(0.05)
+        assert set(reads) == expected, how
+
+
+def test_the_source_files_of_hot_folders_are_looked_up_ahead(app, tmp_path, monkeypatch):
+    """inspect.getmodule checks every loaded module's source with os.path.exists: those lookups are made ahead, in parallel."""
+    import threading
+    import time
+
+    seen, lock = [], threading.Lock()
+    real = os.stat
+    monkeypatch.setattr(os, "stat", lambda p, *a, **k: (lock.acquire(), seen.append(p), lock.release(), real(p, *a, **k))[-1])
+    app._start_stat_ahead("/t", {"": {"a.py": "f", "pkg": "p", "b.txt": "f"}, "pkg": {"__init__.py": "f", "m.pyc": "f"}})
+    deadline = time.time() + 10
+    while len(seen) < 2 and time.time() < deadline:
+        time.sleep(0.01)
+    assert sorted(seen) == ["/t/a.py", "/t/pkg/__init__.py"]
 
 
 def test_relocation_ranges_are_what_the_loader_reads_found_in_the_section_headers(app, tmp_path):

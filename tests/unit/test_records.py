@@ -99,6 +99,9 @@ SLIM_DOCS = [  # what builder/slim.py and builder/importcheck.py write, in their
                       "restored": [{"module": "reader", "package": "reader", "rule": "type-stubs", "files": 1, "error": "ImportError: x", "line": "[slim] keep = []",
                                     "paths": ["reader/__init__.pyi"]}],
                       "failing": {"bad": "ImportError: broken"}}},
+    {"enabled": True, "rules": [], "strip": {"files": 0, "bytes": 0, "reverted": []}, "guarded": [], "kept_beside": [], "removed_files": {},
+     "import_check": {"verified": True, "runtime": "CPython 3.11.7 on this machine", "modules": 2, "restored": [], "failing": {},
+                      "hot_modules": ["torch"], "opened": ["torch/__init__.py"], "touched": {"torch/lib/libc10.so": [[0, 8192], [65536, 4096]]}}},
 ]
 
 

@@ -185,7 +185,7 @@ def test_each_static_error_shows_what_the_smoke_test_saw():
     from validate.stage import _smoke_saw
 
     finding = checks.Finding("error", "needed-libraries", "efs:sk/_openmp.so", "scikit-learn", "needs libgomp.so.1")
-    ran = {"run": True, "level": 3, "ok": True, "distance": "emulated CPU", "loaded": ["/tmp/hoist-env/x/site-packages/cv2/cv2.so"], "failed_imports": {}}
+    ran = {"run": True, "level": 3, "ok": True, "distance": "emulated CPU", "loaded": ["/mnt/hoist/envs/x/site-packages/cv2/cv2.so"], "failed_imports": {}}
     saw = lambda doc: _smoke_saw(finding, checks.SmokeResult.from_json(doc))  # noqa: E731
     assert "no import loaded this file" in saw(ran)
     assert "loaded this file at level 3" in saw({**ran, "loaded": ["/mnt/h/site-packages/sk/_openmp.so"]})

@@ -1,0 +1,70 @@
+"""The hot set as the build records it: the import check imports the set's own
+requirements first, in a real interpreter, and notes the files of the tree
+they open and the pages of its libraries they map (builder/importcheck.py);
+the archives then hold those files (builder/archives.py)."""
+from __future__ import annotations
+
+import json
+import os
+import py_compile
+from pathlib import Path
+
+from builder import importcheck
+from builder.archives import write_archives
+from pipeline.interpreters import find_python
+from tests.wheels import compile_library
+
+HOT_INIT = """\
+import ctypes, os
+from . import helper
+LIB = ctypes.CDLL(os.path.join(os.path.dirname(__file__), "libhot.so"))
+"""
+
+
+def _tree(root: Path) -> Path:
+    tree = root / "site-packages"
+    files = {
+        "hotpkg/__init__.py": HOT_INIT,
+        "hotpkg/helper.py": "X = 1\n",
+        "hotpkg/unused.py": "Y = 2\n",
+        "coldpkg/__init__.py": "import hotpkg\nZ = 3\n",  # a dependency's module: imported by the check, not by the handler
+    }
+    for rel, text in files.items():
+        (tree / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tree / rel).write_text(text)
+        py_compile.compile(str(tree / rel), invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH, doraise=True)
+    lib = compile_library(root / "lib", filler=3000)
+    os.replace(lib, tree / "hotpkg" / "libhot.so")
+    for dist, prefix in (("hotpkg", "hotpkg/"), ("coldpkg", "coldpkg/")):
+        info = tree / f"{dist}-1.0.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.0\n")
+        (info / "RECORD").write_text("".join(f"{p.relative_to(tree).as_posix()},,\n" for p in tree.rglob("*") if p.is_file() and p.relative_to(tree).as_posix().startswith(prefix)))
+    return tree
+
+
+def test_the_hot_set_is_what_the_requirements_open_and_map_in_a_real_interpreter(tmp_path):
+    tree = _tree(tmp_path)
+    assert importcheck.hot_modules(tree, ["hotpkg>=1", "# a comment"]) == ["hotpkg"]  # the set's own requirements, not coldpkg
+    runner = importcheck.Runner("native", "CPython here", python=find_python("3.11").path)
+    noted = runner.imports_noting([tree], ["coldpkg", "hotpkg"], ["hotpkg"])
+    assert noted.failed == {}
+    tag = "cpython-311"
+    # not coldpkg's, not unused's; ctypes opens the library too (the archives leave libraries out)
+    assert set(noted.opened or ()) - {"hotpkg/libhot.so"} == {f"hotpkg/__pycache__/__init__.{tag}.pyc", f"hotpkg/__pycache__/helper.{tag}.pyc"}
+    touched = noted.touched or {}
+    assert set(touched) == {"hotpkg/libhot.so"}  # mapped by ctypes at import: its pages, found in /proc/self/pagemap
+    size = (tree / "hotpkg" / "libhot.so").stat().st_size
+    assert touched["hotpkg/libhot.so"][0][0] == 0 and all(start % 4096 == 0 and start + length <= size + 4095 for start, length in touched["hotpkg/libhot.so"])
+    assert runner.imports([tree], ["hotpkg"]) == {}
+
+    index = write_archives(tree, tmp_path / "archives", opened=noted.opened, touched=noted.touched)
+    assert index["hot"]["files"] == 4 and index["touched_ranges"] == touched  # the two .pyc and their sources
+    assert set(index["dirs"]) == {"", "hotpkg", "hotpkg/__pycache__"} and index["dirs"][""]["coldpkg"] == "p"
+    json.dumps(index)
+
+
+def test_under_qemu_no_pages_are_asked_for(tmp_path):
+    """qemu-user maps the guest's memory at addresses of its own: /proc/self/pagemap would not tell its pages."""
+    assert not importcheck.Runner("docker", "the Lambda image x on aarch64 (QEMU)", image="x").sees_pages
+    assert importcheck.Runner("emulated", "Debian trixie's CPython 3.13 on x86_64 (native CPU, chroot)").sees_pages
