@@ -42,9 +42,12 @@ MARK = "HOIST_IMPORTS "
 UNOWNED = "(not in any RECORD)"  # builder/slim.py's name for files no RECORD lists
 # argv: the paths (the checked tree first), the modules, the hot modules, and whether to
 # record pages. The hot modules are imported first, with an audit hook noting every file
-# of the tree they open (the hot set); with pages, the tree's libraries are dropped from
-# the page cache before and the pages of them mapped after are read from /proc/self/pagemap
-# (present or swapped; readable without privileges): what the handler reads ahead.
+# of the tree they open (the hot set). With pages, the tree's libraries are dropped from
+# the page cache before, and the pages of them mapped after are read from /proc/self/pagemap
+# (present or swapped; readable without privileges): what the handler reads ahead. pagemap
+# is first tried on pages of known state: under QEMU's user-mode emulation it describes the
+# guest's memory only when the guest's addresses are the host's (guest_base 0); if not, or
+# if a library cannot be dropped from the cache, no pages are recorded.
 SCRIPT = f"""\
 import importlib, json, os, struct, sys
 paths = [os.path.abspath(p) for p in sys.argv[1].split(":")]
@@ -60,7 +63,18 @@ def note(event, args):
 sys.addaudithook(note)
 def is_library(name):
     return name.endswith(".so") or ".so." in name
-if pages:
+def pagemap_tells():
+    import ctypes, mmap
+    size = os.sysconf("SC_PAGE_SIZE")
+    area = mmap.mmap(-1, 8 * size)
+    for i in (0, 2, 5):
+        area[i * size] = 1
+    at = ctypes.addressof(ctypes.c_char.from_buffer(area))
+    with open("/proc/self/pagemap", "rb") as pagemap:
+        pagemap.seek(at // size * 8)
+        entries = pagemap.read(64)
+    return [struct.unpack_from("<Q", entries, i * 8)[0] >> 63 for i in range(8)] == [1, 0, 1, 0, 0, 1, 0, 0]
+def drop_libraries():
     for folder, _, names in os.walk(paths[0]):
         for name in names:
             path = os.path.join(folder, name)
@@ -71,6 +85,13 @@ if pages:
                     os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
                 finally:
                     os.close(fd)
+if pages:
+    try:
+        pages = pagemap_tells()
+        if pages:
+            drop_libraries()
+    except (OSError, ValueError, AttributeError):
+        pages = False
 def mapped():
     size, found = os.sysconf("SC_PAGE_SIZE"), {{}}
     with open("/proc/self/maps") as maps, open("/proc/self/pagemap", "rb") as pagemap:
@@ -138,15 +159,9 @@ class Runner:
         """module -> error, for those that failed. Raises RuntimeError when the interpreter itself died."""
         return self.imports_noting(paths, modules, []).failed
 
-    @property
-    def sees_pages(self) -> bool:
-        """Whether /proc/self/pagemap tells this runtime's pages: not under QEMU's user-mode emulation,
-        which maps the guest's memory at addresses of its own."""
-        return "QEMU" not in self.describe
-
     def imports_noting(self, paths: list[Path], modules: list[str], hot: list[str]) -> Noted:
         """As ``imports``, the ``hot`` modules first; and what they opened of ``paths[0]`` and mapped of its libraries."""
-        args = [":".join(map(str, paths)), json.dumps(modules), json.dumps(hot), "1" if hot and self.sees_pages else "0"]
+        args = [":".join(map(str, paths)), json.dumps(modules), json.dumps(hot), "1" if hot else "0"]
         with tempfile.TemporaryDirectory(prefix="hoist-imports-") as home:
             if self.kind == "native":
                 assert self.python
@@ -237,7 +252,7 @@ def verify(tree: Path, aside: Path, report: slim_mod.SlimReport, target: Target,
     with nothing removed or with everything put back: not slimming's doing).
     """
     modules = sorted(top_level_modules(tree) - SKIP_MODULES)
-    if not report.enabled:
+    if not report.enabled and (runner is None or not hot):  # with slimming off, the check runs only to record the hot set
         return {"verified": True, "runtime": None, "why": "slimming is off", "modules": len(modules), "restored": [], "failing": {}}
     if runner is None:
         return {"verified": False, "why": why_none or "no runtime for the target here", "modules": len(modules), "restored": [], "failing": {}}
@@ -325,10 +340,11 @@ def hook(target: Target, target_dir: Path, set_names: list[str], progress, base_
     chosen: list[tuple[Runner | None, str]] = []
 
     def run(name: str, tree: Path, aside: Path, report: slim_mod.SlimReport) -> SlimRecord:
-        if not chosen and report.enabled:
-            progress.step(f"[{name}] finding a runtime for {target.describe()} to import-check the slimmed tree")
+        wanted = report.enabled or name == "efs"  # unslimmed, the efs set still wants its hot set
+        if not chosen and wanted:
+            progress.step(f"[{name}] finding a runtime for {target.describe()} to import-check the tree")
             chosen.append(runner_for(target, on_line=progress.step, base_image=base_image))  # building a root takes minutes: always shown
-        runner, why = chosen[0] if chosen else (None, "")
+        runner, why = chosen[0] if chosen and wanted else (None, "")
         others = [target_dir / other / "site-packages" for other in set_names if other != name and (target_dir / other / "site-packages").is_dir()]
         if runner:
             slow = " (under QEMU: this can take minutes; the demo's torch and torchvision about 3 on 2 CPUs)" if "QEMU" in runner.describe else ""

@@ -51,6 +51,13 @@ def print_build(console: Console, result: BuildResult, top: int = 12) -> None:
             console.print(f"  import-checked: {check.modules} modules in {check.runtime}, {len(check.restored)} restored")
         elif check and not check.verified:
             console.print("  [yellow]slimming not import-verified[/] (see warning below)")
+        if name == "efs" and check is not None:  # the set the handler hydrates (builder/archives.py)
+            if check.opened is not None:
+                pages = sum(length for ranges in (check.touched or {}).values() for _, length in ranges)
+                touched = f"; {human(pages)} of library pages to read ahead" if check.touched else "; no library pages recorded (read ahead: relocs)"
+                console.print(f"  hot set: what `import {', '.join(check.hot_modules)}` opened, {len(check.opened):,} files (with their sources) in the archives{touched}")
+            else:
+                console.print("  [yellow]no hot set[/]: the import check did not run, so the archives hold every file and a cold start keeps them all in memory")
         bc = s.bytecode
         if bc.compiled:
             console.print(f"  bytecode: {bc.files:,} .pyc by CPython {bc.python} (unchecked-hash), {len(bc.failed)} sources not compilable")

@@ -312,7 +312,7 @@ class DeployConfig(Section):
     route_table_ids: tuple[Annotated[Str, _aws_id("rtb")], ...] = ()
     s3_endpoint: Bool = True  # Gateway endpoint on route_table_ids (off when the VPC already has one)
     dynamodb_endpoint: Bool = False
-    ephemeral_storage_mb: Int = Field(2048, ge=512, le=10240, description="Lambda's 512-10240 MB; the hydrated tree lives in /tmp", examples=[2048])
+    ephemeral_storage_mb: Int = Field(512, ge=512, le=10240, description="Lambda's 512-10240 MB (512: its default); a model from HOIST_MODEL_S3 is downloaded to /tmp", examples=[512])
     log_retention_days: Int = Field(14, description="a value CloudWatch Logs accepts", examples=[14])
     # the function's access point's POSIX user, and the writer's, which owns the versions (never the function's uid)
     posix_uid: Int = Field(1000, ge=1, le=4294967294, description="1-4294967294 (0 is root)", examples=[1000])

@@ -2,9 +2,11 @@
 
 One job per module:
 
-- ``activate``: put the EFS dependency tree on ``sys.path`` (hydrated into
-  /tmp from the build's archives, shared libraries read ahead); any handler
-  calls ``activate.activate()`` first, before importing torch;
+- ``activate``: put the EFS dependency tree on ``sys.path`` (its hot set
+  read from the build's archives into memory, the libraries' pages read
+  ahead); any handler calls ``activate.activate()`` first, before importing
+  torch;
+- ``hotimport``: the path hook that imports the hot set from memory;
 - ``contract``: the model folder's files and the schema of preprocess.json,
   checked without torch;
 - ``model``: load a model folder (EFS or S3), check the labels against the

@@ -77,5 +77,10 @@ def test_the_docker_builder_builds_the_arm64_target_in_an_arm64_image(tmp_path, 
         check = manifest["slim"]["import_check"]
         assert check["verified"] and "aarch64" in check["runtime"] and check["failing"] == {}, check
     assert "markupsafe/_speedups.cpython-313-aarch64-linux-gnu.so" in {f["path"] for f in json.loads(result.sets["efs"].manifest.read_text())["files"]}
+    # the hot set, recorded under QEMU too: the files `import markupsafe` opened, and the pages of the
+    # extension it mapped (pagemap describes the guest here: QEMU maps it at the host's addresses)
+    index = json.loads((efs.parent / "archives" / "index.json").read_text())
+    assert index["hot"]["recorded"] and 0 < index["hot"]["files"] < index["hot"]["of"]
+    assert list(index["touched_ranges"]) == ["markupsafe/_speedups.cpython-313-aarch64-linux-gnu.so"], index["touched_ranges"]
     build_json = json.loads(cfg.build_json(cfg.target().target.name).read_text())
     assert build_json["builder"] == "docker", build_json

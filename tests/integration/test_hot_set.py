@@ -62,9 +62,3 @@ def test_the_hot_set_is_what_the_requirements_open_and_map_in_a_real_interpreter
     assert index["hot"]["files"] == 4 and index["touched_ranges"] == touched  # the two .pyc and their sources
     assert set(index["dirs"]) == {"", "hotpkg", "hotpkg/__pycache__"} and index["dirs"][""]["coldpkg"] == "p"
     json.dumps(index)
-
-
-def test_under_qemu_no_pages_are_asked_for(tmp_path):
-    """qemu-user maps the guest's memory at addresses of its own: /proc/self/pagemap would not tell its pages."""
-    assert not importcheck.Runner("docker", "the Lambda image x on aarch64 (QEMU)", image="x").sees_pages
-    assert importcheck.Runner("emulated", "Debian trixie's CPython 3.13 on x86_64 (native CPU, chroot)").sees_pages

@@ -120,6 +120,9 @@ def test_slimming_off_and_a_rule_turned_off(slim_project, house):
     assert (off.sets["efs"].tree / "stubreader" / "tests" / "test_x.py").is_file()
     assert (off.sets["efs"].tree / "datareader" / "tests" / "other.csv").is_file()
     assert _manifest(off, "efs")["slim"]["enabled"] is False
+    check = _manifest(off, "efs")["slim"]["import_check"]
+    assert check["verified"] and check["opened"] and check["runtime"]  # unslimmed, the check still runs: it records the hot set
+    assert json.loads((off.sets["efs"].tree.parent / "archives" / "index.json").read_text())["hot"]["recorded"]
 
     _, no_stubs = _build(slim_project, house, '[slim]\ndisable = ["type-stubs"]')
     assert _manifest(no_stubs, "efs")["slim"]["import_check"]["restored"] == []

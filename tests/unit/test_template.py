@@ -56,7 +56,7 @@ def test_the_stack_holds_what_the_seed_procedure_clicked_together(cfg):
     props = fn["Properties"]
     assert set(fn["DependsOn"]) >= {"MountTarget0", "MountTarget1"}
     assert props["FileSystemConfigs"] == [{"Arn": {"Fn::GetAtt": ["AccessPoint", "Arn"]}, "LocalMountPath": "/mnt/test"}]
-    assert props["Architectures"] == ["arm64"] and props["Runtime"] == "python3.13" and props["EphemeralStorage"] == {"Size": 2048}
+    assert props["Architectures"] == ["arm64"] and props["Runtime"] == "python3.13" and props["EphemeralStorage"] == {"Size": 512}  # the tree is not copied to /tmp: Lambda's free default
     env = props["Environment"]["Variables"]
     assert env["HOIST_EFS_TREE"] == "/mnt/test/envs/" + "c" * 64 + "/site-packages"  # sync/efs.py's layout
     assert env["HOIST_EFS_VERSION"] == "c" * 64 and env["HOIST_MODEL_S3"] == "s3://hoist-artifacts/hoist/models/" + "d" * 32 + "/"
