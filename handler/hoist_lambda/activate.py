@@ -16,13 +16,13 @@ from memory; everything else (shared libraries, modules not imported at init,
 data files) is read from EFS where it is. Nothing is written to /tmp
 (docs/design.md, 7).
 
-Two thread pools, never one: whole-archive reads each wait for their chunk
+Separate thread pools, never one: whole-archive reads each wait for their chunk
 reads, so if both shared a pool, 32 archives in flight would wait on chunks
 queued behind them and init would hang. Chunk reads wait on nothing.
 
 Variables: HOIST_EFS_TREE (the tree), HOIST_HYDRATE=0 (import from EFS
-directly), HOIST_PREFETCH (the libraries' read-ahead: relocs, loader, ordered,
-all or none; see DEFAULT_PREFETCH).
+directly), HOIST_PREFETCH (the libraries' read-ahead: touched, relocs, loader,
+ordered, all or none; see DEFAULT_PREFETCH).
 """
 from __future__ import annotations
 
@@ -74,6 +74,11 @@ class Activation:
     ms: float
     hot_files: int = 0
     hot_bytes: int = 0
+
+    @property
+    def path(self) -> str | None:
+        """What went on sys.path: the tree itself (handlers written when it was a copy in /tmp read this)."""
+        return self.tree
 
 
 _lock = threading.Lock()

@@ -73,10 +73,6 @@ def records(raw: bytes) -> Iterator[tuple[str, bytes]]:
         at = start + size
 
 
-def _join(tree: str, rel: str) -> str:
-    return f"{tree}/{rel}" if rel else tree
-
-
 # -------------------------------------------------------------------- loaders
 class _Memory:
     """Mixed into importlib's file loaders: read from the hot set first, never write into the tree."""

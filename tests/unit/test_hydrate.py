@@ -260,7 +260,7 @@ def test_activate_appends_the_tree_after_the_runtime_once(app, tmp_path, monkeyp
     monkeypatch.setattr(sys, "path_importer_cache", dict(sys.path_importer_cache))
     monkeypatch.setenv("HOIST_EFS_TREE", str(tree) + "/")
     first = app.activate()
-    assert first.hydrated and first.tree == str(tree) and sys.path[-1] == str(tree) and first.hot_files > 0
+    assert first.hydrated and first.tree == first.path == str(tree) and sys.path[-1] == str(tree) and first.hot_files > 0
     assert app.activate() is first and sys.path.count(str(tree)) == 1  # once per execution environment
 
 
