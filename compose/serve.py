@@ -6,12 +6,11 @@ from collections.abc import Callable
 from builder.build import build
 from builder.lock import current_locks, lock
 from pipeline.config import Config
-from pipeline.errors import LockError, ServeError
+from pipeline.errors import LockError
 from pipeline.records import manifest_path
 from runtime import serve
 from runtime.serve import Server
-from sync.efs import apply_sync, plan_sync
-from sync.shell import Remote
+from sync import stage as sync_stage
 
 
 def ensure_built(config: Config, target_name: str, say: Callable[[str], None]) -> None:
@@ -34,17 +33,10 @@ def ensure_built(config: Config, target_name: str, say: Callable[[str], None]) -
 
 
 def sync_local(config: Config, target_name: str) -> str:
-    """Sync the target's built EFS tree into the local sync folder as a version; its site-packages folder there."""
-    set_dir = config.build.output / target_name
-    efs = set_dir / "efs"
-    if not manifest_path(efs).is_file():
-        raise ServeError(f"no build of target {target_name} in {set_dir}", where=str(set_dir),
-                         fix=f"invoke lock --target {target_name} && invoke build --target {target_name}")
-    assert config.sync is not None
-    local_root = str((config.sync.local_path / config.efs.root.strip("/")).resolve())
-    remote = Remote()
-    plan = plan_sync(remote, local_root, efs / "site-packages", manifest_path(efs))
-    apply_sync(plan, remote, stale_lock_s=config.sync.stale_lock_s)
+    """Sync the target's built EFS tree into the local sync folder as a version (sync-efs's own
+    plan and apply, method local); its site-packages folder there."""
+    plan, remote = sync_stage.plan(config, target_name, "local")
+    sync_stage.apply(plan, remote, config)
     return f"{plan.dest}/site-packages"
 
 
