@@ -42,7 +42,7 @@ def print_report(console: Console, report: ValidationReport, show_info: bool = T
             console.print(f"    level {skipped.level} not run: {escape(skipped.why or '')}")
     counts = {s: sum(1 for f in report.findings if f.severity == s) for s in ("error", "warning", "info")}
     if not report.ok:
-        verdict = "[bold red]FAILED[/]"
+        verdict = "[bold red]FAILED[/]" + (" (the static checks above; the smoke test passed)" if smoke and smoke.run and smoke.ok else "")
     elif smoke and smoke.run:
         verdict = f"[bold green]passed (static checks and smoke test level {smoke.level}{escape(' on ' + smoke.machine if smoke.machine else '')})[/]"
     else:

@@ -197,7 +197,8 @@ def level1(inputs: SmokeInputs, target: Target, fix_for=None) -> tuple[SmokeResu
         fn = FunctionProcess(local_command(python.path, spec.handler), env, api, spec)
         result, findings = _exercise(fn, inputs, 1, INIT_LIMIT_S + inputs.timeout_s, fix_for)
         result = replace(result, python=python.version, machine=platform.machine(),
-                         distance=f"this machine's CPU and CPython {python.version}, with this machine's glibc and libraries rather than {target.os_name or 'Lambda'}'s")
+                         distance=None if target.kind == "local" else  # the target is this machine: no distance to tell
+                         f"this machine's CPU and CPython {python.version}, with this machine's glibc and libraries rather than {target.os_name or 'Lambda'}'s")
         return result, findings
 
 

@@ -34,6 +34,7 @@ def test_level1_imports_every_module_and_invokes_the_handler(project):
     assert report.ok, [f.as_json() for f in report.errors]
     smoke = report.smoke
     assert smoke.run and smoke.level == 1 and smoke.ok and smoke.status == "ok"
+    assert smoke.distance is None  # the local target is this machine: no distance from Lambda to tell
     assert {"nativepkg", "purepkg", "layerpkg"} <= set(smoke.modules) and set(smoke.import_ms) == set(smoke.modules)
     body = _body(report)
     assert body["efs_tree"] == str(project / "dist" / "local" / "efs" / "site-packages") and body["on_path"] is True

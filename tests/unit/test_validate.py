@@ -228,3 +228,20 @@ def test_the_sizes_write_the_keys_they_wrote():
     for doc in ({}, {"efs": [{"tree": "efs", "bytes": 3, "files": 1, "usd_per_month": 0.0}]},
                 {"efs": [{"tree": "efs", "bytes": 3, "files": 1, "usd_per_month": 0.0}], "function_and_layers_unzipped": 9, "limit_unzipped": checks.UNZIPPED_LIMIT}):
         assert json.dumps(checks.SizeReport.from_json(doc).as_json()) == json.dumps(doc)
+
+
+def test_a_passed_smoke_test_under_a_failed_verdict_says_the_static_checks_failed():
+    import dataclasses
+    import io
+
+    from rich.console import Console
+
+    from validate.report import print_report
+
+    finding = checks.Finding("error", "needed-libraries", "efs:sk/_openmp.so", "scikit-learn", "needs libgomp.so.1", "ship it")
+    smoke = checks.SmokeResult.from_json({"run": True, "level": 1, "ok": True, "modules": ["sk"], "init_ms": 5.0, "python": "3.13.1", "machine": "x86_64"})
+    out = io.StringIO()
+    print_report(Console(file=out, width=200), dataclasses.replace(_report(finding), smoke=smoke))
+    text = out.getvalue()
+    assert "smoke test level 1 on x86_64 (CPython 3.13.1): passed" in text and "distance from Lambda" not in text  # no distance to tell
+    assert text.rstrip().splitlines()[-1] == "FAILED (the static checks above; the smoke test passed): 1 errors, 0 warnings, 0 notes"
