@@ -30,6 +30,15 @@ class Model:
         return self.folder.labels
 
 
+def gist(exc: BaseException) -> str:
+    """One line of an error: TorchScript's own first line only says that "the following operation
+    failed in the TorchScript interpreter"; the cause (a shape mismatch, say) is its last line."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    return lines[-1] if lines[0].startswith("The following operation failed") else lines[0]
+
+
 def vcpus() -> int:
     return max(1, min(6, round(int(os.environ.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", MB_PER_VCPU)) / MB_PER_VCPU)))
 
@@ -63,7 +72,7 @@ def check_outputs(net: Any, folder: ModelFolder) -> None:
         with torch.inference_mode():
             out = net(torch.zeros(shape))
     except Exception as exc:
-        raise ModelFolderError(folder.folder, [Problem("model.pt", None, f"fails on a dummy input of shape {list(shape)} from preprocess.json: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
+        raise ModelFolderError(folder.folder, [Problem("model.pt", None, f"fails on a dummy input of shape {list(shape)} from preprocess.json: {gist(exc)}",
                                                        "make preprocess.json's mode (channels) and size/center_crop match the input the model was trained on")]) from None
     if not isinstance(out, torch.Tensor) or out.dim() not in (1, 2) or (out.dim() == 2 and out.shape[0] != 1):
         found = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
@@ -81,7 +90,7 @@ def load(source: str) -> Model:
     try:
         net = torch.jit.load(os.path.join(folder.folder, "model.pt"), map_location="cpu").eval()
     except RuntimeError as exc:
-        raise ModelFolderError(folder.folder, [Problem("model.pt", None, f"does not load as TorchScript: {str(exc).splitlines()[0]}",
+        raise ModelFolderError(folder.folder, [Problem("model.pt", None, f"does not load as TorchScript: {gist(exc)}",
                                                        "export it with torch.jit.script(model).save('model.pt') with a torch no newer than the tree's")]) from None
     threads = vcpus()
     torch.set_num_threads(threads)

@@ -153,3 +153,16 @@ def test_a_missing_folder_is_named_once(tmp_path):
     with pytest.raises(ModelError) as err:
         check(tmp_path / "nowhere")
     assert str(err.value).startswith(f"model ({tmp_path / 'nowhere'}): the model folder does not exist") and "[model] dir" in str(err.value)
+
+
+def test_a_torchscript_error_is_told_by_its_cause_not_its_banner(monkeypatch):
+    """TorchScript's first line only says an operation failed in its interpreter: the shape mismatch is the last."""
+    import importlib
+
+    monkeypatch.syspath_prepend(str(REPO / "handler"))
+    gist = importlib.import_module("hoist_lambda.model").gist
+    scripted = RuntimeError("The following operation failed in the TorchScript interpreter.\nTraceback of TorchScript (most recent call last):\n"
+                            "  File \"linear.py\", line 134, in forward\n    return F.linear(input, self.weight, self.bias)\n"
+                            "RuntimeError: mat1 and mat2 shapes cannot be multiplied (1x192 and 10x3)\n")
+    assert gist(scripted) == "RuntimeError: mat1 and mat2 shapes cannot be multiplied (1x192 and 10x3)"
+    assert gist(ValueError("bad magic number\nmore")) == "bad magic number" and gist(KeyError()) == "KeyError"
