@@ -370,7 +370,13 @@ def _packages_for_target(pylock: dict, target: Target, allow_sdist: bool = False
 
 
 def lock(config: Config, target_name: str | None = None, *, force: bool = False, on_line=None) -> LockResult:
-    """Resolve every set for the target into ``requirements/<set>.<target>.lock``."""
+    """Resolve every set for the target into ``requirements/<set>.<target>.lock``.
+
+    Versions of the existing locks are kept where the new inputs allow them (as constraints; a
+    resolution that fails with them is made again without), so adding a requirement moves no
+    unrelated pin and no unchanged package gets a new EFS version. ``force`` resolves afresh:
+    the newest versions the inputs allow.
+    """
     tcfg = config.target(target_name)
     target = tcfg.target
     links = find_links_for(config, tcfg)
@@ -387,9 +393,18 @@ def lock(config: Config, target_name: str | None = None, *, force: bool = False,
 
     reqs = set_requirements(config, tcfg)
     everything = [line for lines in reqs.values() for line in lines]
+    kept = [] if force else _previous_pins(paths)
     with tempfile.TemporaryDirectory(prefix="hoist-lock-") as tmp:
         sdists = config.build.builder != "native"  # the Docker builder compiles them in the Lambda image
-        union = _packages_for_target(_compile(Path(tmp) / "all", everything, target, config, tcfg, links, [], on_line), target, sdists)
+        try:  # the previous locks' versions where they still fit: a new requirement moves no unrelated pin
+            resolved = _compile(Path(tmp) / "kept", everything, target, config, tcfg, links, kept, on_line)
+        except LockError:
+            if not kept:
+                raise
+            if on_line:
+                on_line("the previous locks' versions do not fit the new inputs together: resolving without them")
+            resolved = _compile(Path(tmp) / "all", everything, target, config, tcfg, links, [], on_line)
+        union = _packages_for_target(resolved, target, sdists)
         layer_names: set[str] = set()
         if reqs.get("layer"):
             pins = [f"{p.name}=={p.version}" for p in union]
@@ -405,6 +420,17 @@ def lock(config: Config, target_name: str | None = None, *, force: bool = False,
         path.parent.mkdir(parents=True, exist_ok=True)
         locks[name] = write_lock(path, name, target, fingerprint, assigned[name])
     return LockResult(target=target, locks=locks, resolved=True)
+
+
+def _previous_pins(paths: dict[str, Path]) -> list[str]:
+    """``name==version`` of every package in the target's existing locks (none when unreadable)."""
+    pins = []
+    for path in paths.values():
+        try:
+            pins += [f"{p.name}=={p.version}" for p in read_lock(path).packages] if path.is_file() else []
+        except LockError:
+            continue
+    return pins
 
 
 def _any_of(names: list[str]) -> str:

@@ -260,3 +260,31 @@ def test_each_target_has_its_own_build_summary(project):
     assert from_build(cfg, "local", smoke_level="none").ok
     assert built_tree(cfg, "local")[0] == local.sets["efs"].tree
     assert built_tree(cfg, "arm")[0] == arm.sets["efs"].tree
+
+
+def test_a_relock_keeps_the_pins_that_still_fit_and_force_takes_the_newest(project, wheelhouse, tmp_path):
+    """Adding a source or a requirement must not move unrelated pins (each move is a new EFS version)."""
+    from tests.conftest import write_pipeline
+    from tests.wheels import make_wheel
+
+    first = lock(config.load(project / "pipeline.toml"))
+    assert {p.name: p.version for p in first.locks["efs"].packages}["purepkg"] == "2.0"
+    newer = tmp_path / "newer"
+    newer.mkdir()
+    make_wheel(newer, "purepkg", "2.1", "py3-none-any", {"purepkg/__init__.py": "DATA = 8\n"})
+    write_pipeline(project, wheelhouse, {f'"{wheelhouse}"]': f'"{wheelhouse}", "{newer}"]'})  # a new source: the inputs changed
+    kept = lock(config.load(project / "pipeline.toml"))
+    assert kept.resolved and {p.name: p.version for p in kept.locks["efs"].packages}["purepkg"] == "2.0"  # 2.1 is there, 2.0 still fits
+    (project / "requirements" / "efs.in").write_text("nativepkg\npurepkg>=2.1\n")  # now it does not: resolved without the old pins
+    lines: list[str] = []
+    moved = lock(config.load(project / "pipeline.toml"), on_line=lines.append)
+    assert {p.name: p.version for p in moved.locks["efs"].packages}["purepkg"] == "2.1"
+    assert any("resolving without them" in line for line in lines)
+    (project / "requirements" / "efs.in").write_text("nativepkg\n")
+    again = lock(config.load(project / "pipeline.toml"))
+    assert {p.name: p.version for p in again.locks["efs"].packages}["purepkg"] == "2.1"  # the pin stays where it moved
+    write_pipeline(project, wheelhouse)
+    lock(config.load(project / "pipeline.toml"))
+    write_pipeline(project, wheelhouse, {f'"{wheelhouse}"]': f'"{wheelhouse}", "{newer}"]'})
+    forced = lock(config.load(project / "pipeline.toml"), force=True)
+    assert {p.name: p.version for p in forced.locks["efs"].packages}["purepkg"] == "2.1"  # --force: the newest the inputs allow
