@@ -66,7 +66,7 @@ def _check_model(cfg, target=None, with_model=False):
                       "labels against the model's output are checked at serve start and init")
 
 
-@task(help={"config": CONFIG_HELP, "target": TARGET_HELP, "force": "resolve again even if the locks are current"})
+@task(help={"config": CONFIG_HELP, "target": TARGET_HELP, "force": "resolve afresh, even if the locks are current: the newest versions the inputs allow (without it, a re-lock keeps the pins that still fit)"})
 @_stage
 def lock(c, config=None, target=None, force=False):
     """Resolve the dependency sets for the target into hash-pinned locks."""
