@@ -3,7 +3,8 @@ torch and PIL, load the demo model) in a fresh process, with the EFS tree
 behind bench/latencyfs.py (a FUSE mount adding a round trip per operation and
 a throughput cap, mounted fresh for every run).
 
-Compared, on this machine's interpreter and platform (the `local` target):
+Compared, on this machine's interpreter and platform (the `local` target), each
+in a fresh `python -I -S` (nothing of this machine's site-packages, as on Lambda):
 - seed: a plain `uv pip install --target` tree of the same locks, no bytecode,
   everything on EFS, `sys.path.insert(0, tree)`;
 - hoist: the built EFS tree as the handler loads it (the archives of its hot
@@ -44,7 +45,7 @@ from builder.build import build
 from builder.install import install_native
 from builder.lock import current_locks
 from pipeline.config import Config
-from pipeline.files import atomic_write_bytes
+from pipeline.files import atomic_write_bytes, sha256_file
 from pipeline.interpreters import find_python
 
 from . import record
@@ -117,7 +118,7 @@ def _variant(version: Path, dest: Path, compression: str, cache: Path) -> Path:
         sizes = list(pool.map(_recompress, jobs))
     for a, (_, cached, _), size in zip(index["archives"], jobs, sizes, strict=True):
         os.link(cached, dest / "archives" / a["name"])
-        a["bytes"] = size
+        a["bytes"], a["sha256"] = size, sha256_file(cached)  # the handler checks each archive against it
     (dest / "archives" / "index.json").write_text(json.dumps({**index, "compression": compression}))
     return dest / "site-packages"
 
@@ -178,7 +179,7 @@ def _one(python: str, how: str, tree: Path, layer: Path | None, model: Path, lat
         env = {"PATH": os.environ.get("PATH", ""), "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "3008"}
         if prefetch:
             env["HOIST_PREFETCH"] = prefetch
-        out = subprocess.run([python, "-I", "-c", CHILD, how, str(source), str(layer) if layer else "-", str(model), str(handler_dir)], check=False, capture_output=True, text=True, timeout=900, env=env)
+        out = subprocess.run([python, "-I", "-S", "-c", CHILD, how, str(source), str(layer) if layer else "-", str(model), str(handler_dir)], check=False, capture_output=True, text=True, timeout=900, env=env)
         if out.returncode != 0:
             raise RuntimeError(f"cold init failed ({how}, {tree}): {out.stderr[-1500:]}")
         result = json.loads(out.stdout.strip().splitlines()[-1])

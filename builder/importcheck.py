@@ -111,7 +111,15 @@ def mapped():
                         spans[-1][1] += size
                     else:
                         spans.append([at, size])
-    return {{rel: sorted(spans) for rel, spans in found.items() if spans}}
+    merged = {{}}
+    for rel, spans in found.items():  # a library mapped more than once (its segments) overlaps itself
+        for start, length in sorted(spans):
+            out = merged.setdefault(rel, [])
+            if out and start <= out[-1][0] + out[-1][1]:
+                out[-1][1] = max(out[-1][1], start + length - out[-1][0])
+            else:
+                out.append([start, length])
+    return merged
 failed, touched = {{}}, None
 for name in hot + [m for m in modules if m not in hot]:
     if name not in hot and recording[0]:

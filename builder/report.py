@@ -55,7 +55,8 @@ def print_build(console: Console, result: BuildResult, top: int = 12) -> None:
             if check.opened is not None:
                 pages = sum(length for ranges in (check.touched or {}).values() for _, length in ranges)
                 touched = f"; {human(pages)} of library pages to read ahead" if check.touched else "; no library pages recorded (read ahead: relocs)"
-                console.print(f"  hot set: what `import {', '.join(check.hot_modules)}` opened, {len(check.opened):,} files (with their sources) in the archives{touched}")
+                console.print(f"  hot set: `import {', '.join(check.hot_modules)}` opened {len(check.opened):,} files; the archives hold them"
+                              f" and the sources of their bytecode (what the handler counts as hot files){touched}")
             else:
                 console.print("  [yellow]no hot set[/]: the import check did not run, so the archives hold every file and a cold start keeps them all in memory")
         bc = s.bytecode

@@ -25,6 +25,10 @@ from pipeline.targets import Target
 from .emulator import RuntimeAPI
 
 RIC_VERSION = "4.2.2"  # awslambdaric, the client Lambda's own Python images run
+# the SDK Lambda's Python runtimes carry in their own site-packages (lambda-facts.md, sys.path): the
+# runtime folder holds it beside the client, so a function run here finds boto3 where Lambda has one
+# and nothing else of this machine's site-packages
+BOTO3_VERSION = "1.43.11"
 
 
 @dataclass(frozen=True)
@@ -109,8 +113,9 @@ class FunctionProcess:
     """Start the runtime client with ``command``, deliver events, report like Lambda."""
 
     def __init__(self, command: list[str], env: dict[str, str], api: RuntimeAPI, spec: FunctionSpec, pid_for_memory: bool = True,
-                 on_line: Callable[[str], None] | None = None):
+                 on_line: Callable[[str], None] | None = None, cwd: str | None = None):
         self.command = command
+        self.cwd = cwd  # the task root for a function run here (Lambda's /var/task); None for a container
         self.env = env
         self.api = api
         self.spec = spec
@@ -123,7 +128,7 @@ class FunctionProcess:
 
     def start(self) -> None:
         self.started_at = time.monotonic()
-        self.proc = proc.start(self.command, env=self.env, clean_env=True)
+        self.proc = proc.start(self.command, env=self.env, clean_env=True, cwd=Path(self.cwd) if self.cwd else None)
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 
@@ -208,21 +213,24 @@ class FunctionProcess:
 
 
 def local_command(python: str, handler: str) -> list[str]:
-    return [python, "-s", "-m", "awslambdaric", handler]
+    """The runtime client on this machine's CPython, started in the task root (the cwd Lambda gives it).
+    -S: no site-packages of this machine, as on Lambda only the task root, the layer, the runtime
+    folder (the client and boto3) and the standard library are there (PYTHONPATH, lambda_environment)."""
+    return [python, "-S", "-m", "awslambdaric", handler]
 
 
 def runtime_client(target: Target, cache: Path) -> Path:
     """awslambdaric for the target's Python and CPU, installed once into the cache."""
-    dest = cache / f"awslambdaric-{RIC_VERSION}" / f"{target.python}-{target.machine}"
+    dest = cache / f"awslambdaric-{RIC_VERSION}-boto3-{BOTO3_VERSION}" / f"{target.python}-{target.machine}"
     if (dest / "awslambdaric").is_dir():
         return dest
     tmp = dest.with_name(dest.name + f".partial-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     cmd = [proc.uv_bin(), "pip", "install", "--no-config", "--no-python-downloads", "--quiet", "--target", str(tmp),
-           "--python-version", target.python, "--only-binary", ":all:", f"awslambdaric=={RIC_VERSION}"]
+           "--python-version", target.python, "--only-binary", ":all:", f"awslambdaric=={RIC_VERSION}", f"boto3=={BOTO3_VERSION}"]
     if target.uv_python_platform:
         cmd += ["--python-platform", target.uv_python_platform]
-    proc.run(cmd, what=f"installing awslambdaric {RIC_VERSION} for CPython {target.python} on {target.machine}", fix="the first smoke test needs PyPI; run it once with network access")
+    proc.run(cmd, what=f"installing awslambdaric {RIC_VERSION} and boto3 {BOTO3_VERSION} for CPython {target.python} on {target.machine}", fix="the first smoke test needs PyPI; run it once with network access")
     (tmp / ".lock").unlink(missing_ok=True)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp.rename(dest)

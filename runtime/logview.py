@@ -22,6 +22,8 @@ def render_line(line: str) -> str:
         return f"init: {phases}{model}"
     if event == "activate":
         how = f"its {doc.get('hot_files', 0):,} hot files ({doc.get('hot_bytes', 0) / 1e6:.1f} MB) in memory" if doc.get("hydrated") else "imported from EFS directly"
+        if doc.get("prefetch"):
+            how += f", read-ahead {doc['prefetch']}"
         return f"activate: EFS tree {doc.get('efs_tree')}, {how} ({doc.get('ms', 0):.0f} ms)"
     if event == "error":
         return f"request {doc.get('request_id')} failed: {doc.get('error', '')}\n{doc.get('traceback', '').rstrip()}"

@@ -119,7 +119,7 @@ def run(config: Config, tcfg: TargetConfig, efs_tree: str, model_dir: Path, port
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **lambda_environment(spec, layout, api.address), "HOIST_MODEL_DIR": str(model_dir.resolve()),
            "PYTHONUNBUFFERED": "1", **(extra_env or {})}  # unbuffered: every line reaches the console as it is printed
     say(f"starting the function: {spec.handler} on CPython {python.version}, EFS tree {efs_tree}")
-    function = FunctionProcess(local_command(python.path, spec.handler), env, api, spec, on_line=lambda line: say(render_line(line)))
+    function = FunctionProcess(local_command(python.path, spec.handler), env, api, spec, on_line=lambda line: say(render_line(line)), cwd=env["LAMBDA_TASK_ROOT"])
     function.start()
     state, init_ms = function.wait_ready(spec.timeout_s + 120)
     if state != "ready":

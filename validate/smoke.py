@@ -194,7 +194,7 @@ def level1(inputs: SmokeInputs, target: Target, fix_for=None) -> tuple[SmokeResu
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **lambda_environment(spec, layout, api.address), **_env_extra(inputs)}
         if inputs.model_dir:
             env["HOIST_MODEL_DIR"] = str(inputs.model_dir)
-        fn = FunctionProcess(local_command(python.path, spec.handler), env, api, spec)
+        fn = FunctionProcess(local_command(python.path, spec.handler), env, api, spec, cwd=str(task))
         result, findings = _exercise(fn, inputs, 1, INIT_LIMIT_S + inputs.timeout_s, fix_for)
         result = replace(result, python=python.version, machine=platform.machine(),
                          distance=None if target.kind == "local" else  # the target is this machine: no distance to tell

@@ -27,6 +27,7 @@ ordered, all or none; see DEFAULT_PREFETCH).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import struct
@@ -74,6 +75,7 @@ class Activation:
     ms: float
     hot_files: int = 0
     hot_bytes: int = 0
+    prefetch: str | None = None  # the libraries' read-ahead in effect (HOIST_PREFETCH, or the default)
 
     @property
     def path(self) -> str | None:
@@ -97,15 +99,15 @@ def activate(tree: str | None = None) -> Activation:
         if tree and os.environ.get("HOIST_HYDRATE", "1") != "0":
             try:
                 hot = hydrate(tree)
-            except OSError as exc:  # an EFS hiccup or a damaged archive: import from EFS directly, slower but working
-                log("hydrate_failed", error=str(exc))
+            except Exception as exc:  # an EFS hiccup or any damage to the archives: import from EFS directly, slower but working
+                log("hydrate_failed", error=f"{type(exc).__name__}: {exc}")
         if hot is not None:
             hotimport.install(hot)
         if tree and tree not in sys.path:
             sys.path.append(tree)
         _done = Activation(tree=tree or None, hydrated=hot is not None, ms=round((time.perf_counter() - t) * 1000, 2),
-                           hot_files=len(hot) if hot else 0, hot_bytes=hot.bytes if hot else 0)
-        log("activate", efs_tree=_done.tree, hydrated=_done.hydrated, hot_files=_done.hot_files, hot_bytes=_done.hot_bytes, ms=_done.ms)
+                           hot_files=len(hot) if hot else 0, hot_bytes=hot.bytes if hot else 0, prefetch=hot.prefetch if hot else None)
+        log("activate", efs_tree=_done.tree, hydrated=_done.hydrated, hot_files=_done.hot_files, hot_bytes=_done.hot_bytes, prefetch=_done.prefetch, ms=_done.ms)
         return _done
 
 
@@ -309,14 +311,17 @@ def hydrate(tree: str, chunk: int = CHUNK_BYTES) -> hotimport.HotSet | None:
             ThreadPoolExecutor(UNPACK_WORKERS, thread_name_prefix="hoist-unpack") as unpack:
         blobs = [whole.submit(read_file, os.path.join(archives, a["name"]), chunks, chunk) for a in names]
 
-        def unpack_one(blob: Future[bytes]) -> list[tuple[str, bytes]]:
-            return list(hotimport.records(decompress(blob.result(), compression)))
+        def unpack_one(entry: dict, blob: Future[bytes]) -> list[tuple[str, bytes]]:
+            data = blob.result()
+            if hashlib.sha256(data).hexdigest() != entry["sha256"]:  # a torn or damaged copy on EFS
+                raise OSError(f"archive {entry['name']} does not match its sha256 in the index")
+            return list(hotimport.records(decompress(data, compression)))
 
-        unpacked = [unpack.submit(unpack_one, f) for f in blobs]
+        unpacked = [unpack.submit(unpack_one, a, f) for a, f in zip(names, blobs, strict=True)]
         for f in blobs:  # the archives have the bandwidth first; the libraries take it while they unpack
             f.result()
         _start_prefetch(tree, index, how)
         for done in unpacked:
             files.update((f"{tree}/{rel}", data) for rel, data in done.result())
     dirs = {(f"{tree}/{rel}" if rel else tree): listing for rel, listing in index["dirs"].items()}
-    return hotimport.HotSet(tree, files, dirs)
+    return hotimport.HotSet(tree, files, dirs, prefetch=how)

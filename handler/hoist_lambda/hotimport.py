@@ -46,8 +46,9 @@ FILE, FOLDER, PACKAGE = "f", "d", "p"
 class HotSet:
     """The hot files by path in the tree, and the listing of each hot folder."""
 
-    def __init__(self, tree: str, files: dict[str, bytes], dirs: dict[str, dict[str, str]]):
+    def __init__(self, tree: str, files: dict[str, bytes], dirs: dict[str, dict[str, str]], prefetch: str | None = None):
         self.tree = tree
+        self.prefetch = prefetch  # the libraries' read-ahead started with it
         self.files = files  # absolute path -> content
         self.dirs = dirs  # absolute folder -> {name: FILE | FOLDER | PACKAGE}
 

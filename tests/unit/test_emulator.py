@@ -8,6 +8,7 @@ import urllib.request
 
 from runtime.emulator import MAX_RESPONSE_BYTES, RuntimeAPI
 from runtime.function import FunctionSpec, InvokeReport, Layout, lambda_environment
+from tests.conftest import REPO
 
 
 def _call(api, method, path, body=None, headers=None):
@@ -74,3 +75,12 @@ def test_environment_and_report_line_follow_lambda():
     assert "AWS_LAMBDA_MAX_CONCURRENCY" not in env  # it switches awslambdaric's mode
     line = InvokeReport("id-1", "ok", b"", None, 12.3, 450.0, 1769, 80).report_line()
     assert line.split("\t") == ["REPORT RequestId: id-1", "Duration: 12.30 ms", "Billed Duration: 13 ms", "Memory Size: 1769 MB", "Max Memory Used: 80 MB", "Init Duration: 450.00 ms"]
+
+
+def test_a_function_run_here_sees_no_site_packages_of_this_machine_and_the_runtimes_boto3():
+    """As on Lambda: the task root (its cwd), the layer, the runtime folder (client and boto3), the standard library."""
+    from runtime.function import BOTO3_VERSION, local_command
+
+    assert local_command("/usr/bin/python3", "app.handler") == ["/usr/bin/python3", "-S", "-m", "awslambdaric", "app.handler"]
+    pins = dict(line.split("==") for line in (REPO / "requirements" / "tooling.txt").read_text().splitlines() if "==" in line and not line.startswith("#"))
+    assert pins["boto3"] == BOTO3_VERSION  # the SDK the runtime folder holds is the one the pipeline is tested with

@@ -4,6 +4,7 @@ answers imports of the hot folders from there, everything else from the tree
 itself (handler/hoist_lambda/hotimport.py)."""
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import os
@@ -161,6 +162,33 @@ def test_an_index_of_another_version_or_an_unsafe_path_is_not_used(app, tmp_path
         list(app.hotimport.records(zlib.decompress(evil)))
 
 
+@pytest.mark.parametrize("damage", ["truncated", "index", "record"])
+def test_a_damaged_archive_or_index_means_importing_from_the_tree_not_a_failed_init(app, tmp_path, monkeypatch, damage):
+    """A torn copy on EFS must cost speed, never the cold start."""
+    import struct
+    import zlib
+
+    version, tree, index = _version(tmp_path)
+    archive = version / "archives" / index["archives"][0]["name"]
+    if damage == "truncated":
+        archive.write_bytes(archive.read_bytes()[:-20])
+        with pytest.raises(OSError, match="does not match its sha256"):
+            app.hydrate(str(tree))
+    elif damage == "index":
+        (version / "archives" / "index.json").write_text('{"version": 2, "archives": [')
+    else:  # a record whose length runs past the end, with an index that vouches for it
+        bad = zlib.compress(struct.pack("<I", 3) + b"a/b")
+        archive.write_bytes(bad)
+        (version / "archives" / "index.json").write_text(json.dumps({**index, "archives": [{**index["archives"][0], "sha256": hashlib.sha256(bad).hexdigest()}]}))
+    monkeypatch.setattr(app, "_done", None)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    logged = []
+    monkeypatch.setattr(app, "log", lambda event, **fields: logged.append((event, fields)))
+    env = app.activate(str(tree))
+    assert not env.hydrated and sys.path[-1] == str(tree)  # the tree itself, as without archives
+    assert logged[0][0] == "hydrate_failed" and logged[-1][0] == "activate"
+
+
 def test_a_large_distribution_is_cut_into_archives_that_all_arrive(app, tmp_path):
     """Several archives per distribution let the handler decompress on every CPU at once."""
     version, tree, _ = _version(tmp_path, chunk_bytes=16)
@@ -220,7 +248,7 @@ def test_more_than_32_large_archives_hydrate_without_hanging(app, tmp_path, monk
         (tree / f"pkg{i}" / "data.bin").write_bytes(rng.randbytes(96 << 10))  # incompressible
         blob = pack(tree, [f"pkg{i}/data.bin"])
         (version / "archives" / f"pkg{i}.hz").write_bytes(blob)
-        archives.append({"name": f"pkg{i}.hz", "dist": f"pkg{i}", "bytes": len(blob), "sha256": "", "files": 1})
+        archives.append({"name": f"pkg{i}.hz", "dist": f"pkg{i}", "bytes": len(blob), "sha256": hashlib.sha256(blob).hexdigest(), "files": 1})
     dirs = {"": {f"pkg{i}": "d" for i in range(48)}, **{f"pkg{i}": {"data.bin": "f"} for i in range(48)}}
     (version / "archives" / "index.json").write_text(json.dumps({"version": 2, "archives": archives, "dirs": dirs, "elf": [], "elf_ranges": {}}))
     monkeypatch.setattr(app, "CHUNK_WORKERS", 32)
@@ -248,6 +276,7 @@ def test_archives_stored_otherwise_hydrate_too(app, tmp_path, compression):
         path = version / "archives" / a["name"]
         raw = zlib.decompress(path.read_bytes())
         path.write_bytes(lzma.compress(raw) if compression == "lzma" else raw)
+        a["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
     (version / "archives" / "index.json").write_text(json.dumps({**index, "compression": compression}))
     assert app.hydrate(str(tree)).files[str(tree / "pkg" / "sub" / "mod.py")] == FILES["pkg/sub/mod.py"].encode()
 

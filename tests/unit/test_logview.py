@@ -20,6 +20,6 @@ def test_a_failed_request_shows_its_traceback_as_lines():
 def test_other_lines_pass_through():
     assert render_line("START RequestId: x") == "START RequestId: x"
     assert render_line('{"hoist": broken') == '{"hoist": broken'
-    assert render_line(json.dumps({"hoist": "activate", "efs_tree": "/t", "hydrated": True, "hot_files": 1473, "hot_bytes": 28_750_771, "ms": 5.2})) == \
-        "activate: EFS tree /t, its 1,473 hot files (28.8 MB) in memory (5 ms)"
+    assert render_line(json.dumps({"hoist": "activate", "efs_tree": "/t", "hydrated": True, "hot_files": 1473, "hot_bytes": 28_750_771, "prefetch": "touched", "ms": 5.2})) == \
+        "activate: EFS tree /t, its 1,473 hot files (28.8 MB) in memory, read-ahead touched (5 ms)"
     assert render_line(json.dumps({"hoist": "activate", "efs_tree": "/t", "hydrated": False, "ms": 1.0})) == "activate: EFS tree /t, imported from EFS directly (1 ms)"
