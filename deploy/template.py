@@ -214,6 +214,7 @@ def _function(config: Config, dcfg: DeployConfig, release: Release, fs_arn, ap_a
     # the function mounts its access point, whose root (efs.root) it sees as the mount path
     efs_tree = version_dir(config.efs.mount_path, config.efs.root, release.efs_version, through_access_point=True) + "/site-packages"
     env = {
+        **fn.environment,  # the user's own ([function] environment; names Hoist sets are refused there)
         "HOIST_EFS_TREE": efs_tree,
         "HOIST_EFS_VERSION": release.efs_version,
         "HOIST_MODEL_S3": f"s3://{dcfg.artifact_bucket}/{release.model_prefix.strip('/')}/",

@@ -19,6 +19,7 @@ from __future__ import annotations
 import difflib
 import json
 import os
+import re
 import tomllib
 import types
 import typing
@@ -194,6 +195,10 @@ class EfsConfig(Section):
     root: Str = Field("/hoist", pattern=r"^/", description="absolute inside the file system", examples=["/hoist"])  # holds envs/ and models/
 
 
+# the variables Hoist's stack sets (deploy/template.py) and serve's function gets: not the user's to set
+SET_BY_HOIST = frozenset({"HOIST_EFS_TREE", "HOIST_EFS_VERSION", "HOIST_MODEL_S3", "HOIST_MODEL_DIR", "HOIST_OUTPUT_S3"})
+
+
 class FunctionConfig(Section):
     name: Str = Field(pattern=FUNCTION_NAME_RE, description="1-64 letters, digits, - or _", examples=["hoist-classifier"])
     memory_mb: Int = Field(3008, ge=128, le=10240, description="Lambda's 128-10240 MB", examples=[3008])
@@ -201,6 +206,20 @@ class FunctionConfig(Section):
     handler: Str = "app.handler"
     # caps concurrent environments, and so the cold starts a flood of requests causes; None: unreserved
     reserved_concurrency: Int | None = Field(None, ge=1, le=10000, description="1-10000 (0 would stop every invocation)", examples=[20])
+    # variables of the function's own: the handler's settings (HOIST_PREFETCH, HOIST_HYDRATE) or yours;
+    # deploy puts them in the function's environment, serve in the local function's
+    environment: dict[Str, Str] = Field(default_factory=dict, description="NAME = \"value\" pairs, names not set by Lambda or Hoist",
+                                        examples=[{"HOIST_PREFETCH": "relocs"}])
+
+    @field_validator("environment")
+    @classmethod
+    def _own_variables(cls, value: dict[str, str]) -> dict[str, str]:
+        for name in value:
+            if not re.fullmatch(r"[a-zA-Z][a-zA-Z0-9_]*", name):
+                raise ValueError(f"{name!r} is not a name Lambda takes: a letter, then letters, digits or _")
+            if name in SET_BY_HOIST or name.startswith(("AWS_", "_", "LAMBDA_")):
+                raise ValueError(f"{name} is set by {'Hoist' if name in SET_BY_HOIST else 'Lambda'} itself: remove it from [function] environment")
+        return value
 
 
 class ApiConfig(Section):

@@ -117,7 +117,7 @@ def run(config: Config, tcfg: TargetConfig, efs_tree: str, model_dir: Path, port
     api = RuntimeAPI().__enter__()
     layout = Layout(task_root=str(config.build.handler_dir.resolve()), layer=str(layer) if layer.is_dir() else None, efs_tree=efs_tree, runtime_dir=str(ric))
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **lambda_environment(spec, layout, api.address), "HOIST_MODEL_DIR": str(model_dir.resolve()),
-           "PYTHONUNBUFFERED": "1", **(extra_env or {})}  # unbuffered: every line reaches the console as it is printed
+           **config.function.environment, "PYTHONUNBUFFERED": "1", **(extra_env or {})}  # unbuffered: every line reaches the console as it is printed
     say(f"starting the function: {spec.handler} on CPython {python.version}, EFS tree {efs_tree}")
     function = FunctionProcess(local_command(python.path, spec.handler), env, api, spec, on_line=lambda line: say(render_line(line)), cwd=env["LAMBDA_TASK_ROOT"])
     function.start()

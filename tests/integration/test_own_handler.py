@@ -22,7 +22,7 @@ from hoist_lambda import events
 
 def handler(event, context):
     return events.respond(event, 200, {"double": nativepkg.helpers.double(21), "hydrated": ENV.hydrated, "file": nativepkg.__file__,
-                                       "loader": type(nativepkg.__loader__).__name__})
+                                       "loader": type(nativepkg.__loader__).__name__, "prefetch": ENV.prefetch})
 '''
 
 
@@ -32,7 +32,7 @@ def test_an_own_handler_module_is_served_with_the_same_activation(project, wheel
 
     lock_and_build(project)
     (project / "handler" / "my_handler.py").write_text(OWN)
-    cfg = config.load(write_pipeline(project, wheelhouse, {'name = "test-fn"': 'name = "test-fn"\nhandler = "my_handler.handler"'}))
+    cfg = config.load(write_pipeline(project, wheelhouse, {'name = "test-fn"': 'name = "test-fn"\nhandler = "my_handler.handler"\nenvironment = { HOIST_PREFETCH = "relocs" }'}))
     assert cfg.function.handler == "my_handler.handler" and not cfg.model_dir.exists()  # no model folder: a handler of one's own may need none
     lines: list[str] = []
     server = start(cfg, port=0, on_line=lines.append)
@@ -42,6 +42,6 @@ def test_an_own_handler_module_is_served_with_the_same_activation(project, wheel
             doc = json.loads(resp.read())
     finally:
         server.stop()
-    assert doc["double"] == 42 and doc["hydrated"] is True
+    assert doc["double"] == 42 and doc["hydrated"] is True and doc["prefetch"] == "relocs"  # [function] environment reached the function
     assert doc["loader"] == "HotSourceLoader" and "/envs/" in doc["file"]  # from memory, under its own path in the synced tree
     assert any(line.startswith("activate: EFS tree ") and "hot files" in line and "in memory" in line for line in lines)  # streamed as it happened

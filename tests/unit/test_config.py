@@ -42,6 +42,9 @@ def test_the_committed_config_and_locks_name_no_path_of_this_machine():
         ('[sets.layer]', '[sets.extra]', "sets.extra", "[sets.layer]"),
         ('kind = "local"', 'kind = "laptop"', "targets.local.kind", 'kind = "lambda"'),
         ('default_target = "local"', 'default_target = "prod"', "default_target", "local"),
+        ('name = "test-fn"', 'name = "test-fn"\nenvironment = { AWS_REGION = "eu-west-1" }', "function.environment", "remove it from [function] environment"),
+        ('name = "test-fn"', 'name = "test-fn"\nenvironment = { HOIST_EFS_TREE = "/x" }', "function.environment", "set by Hoist itself"),
+        ('name = "test-fn"', 'name = "test-fn"\nenvironment = { "1X" = "y" }', "function.environment", "a letter, then letters, digits or _"),
     ],
 )
 def test_bad_values_name_the_key_and_the_fix(project, wheelhouse, old, new, key, fix):

@@ -60,6 +60,7 @@ def test_the_stack_holds_what_the_seed_procedure_clicked_together(cfg):
     env = props["Environment"]["Variables"]
     assert env["HOIST_EFS_TREE"] == "/mnt/test/envs/" + "c" * 64 + "/site-packages"  # sync/efs.py's layout
     assert env["HOIST_EFS_VERSION"] == "c" * 64 and env["HOIST_MODEL_S3"] == "s3://hoist-artifacts/hoist/models/" + "d" * 32 + "/"
+    assert "HOIST_PREFETCH" not in env  # the handler's default unless [function] environment says otherwise
     routes = sorted(r["Properties"]["RouteKey"] for r in res.values() if r["Type"] == "AWS::ApiGatewayV2::Route")
     assert routes == ["GET /health", "POST /classify"]
     assert res["Integration"]["Properties"]["IntegrationUri"] == {"Ref": "LiveAlias"}  # the API calls the alias, so rollback moves it
@@ -354,3 +355,9 @@ def test_mount_targets_per_zone_from_ec2_and_a_clear_error_when_zones_cannot_be_
         with pytest.raises(DeployError) as err:
             subnet_zones(ec2, tuple(subnets), "eu-west-1")
     assert "one mount target per zone" in str(err.value) and "ec2:DescribeSubnets" in str(err.value).split("fix:")[1]
+
+
+def test_the_functions_own_variables_reach_its_environment_beside_hoists(tmp_path, wheelhouse):
+    deploy_project(tmp_path, wheelhouse, replace={'name = "test-fn"': 'name = "test-fn"\nenvironment = { HOIST_PREFETCH = "relocs", MY_SETTING = "x" }'})
+    env = render(load(tmp_path), release())["Resources"]["Function"]["Properties"]["Environment"]["Variables"]
+    assert env["HOIST_PREFETCH"] == "relocs" and env["MY_SETTING"] == "x" and env["HOIST_EFS_TREE"].endswith("/site-packages")
