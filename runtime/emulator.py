@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import queue
+import sys
 import threading
 import time
 import uuid
@@ -17,6 +18,16 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 API = "/2018-06-01"
 MAX_RESPONSE_BYTES = 6 * 1024 * 1024  # synchronous payload limit
+
+
+class QuietHTTPServer(ThreadingHTTPServer):
+    """socketserver prints a traceback for every exception in a handler; a client that hung up
+    (a timed-out smoke request, an interrupted curl) is not one worth printing mid-report."""
+
+    def handle_error(self, request, client_address) -> None:
+        if isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)):
+            return
+        super().handle_error(request, client_address)
 
 
 @dataclass
@@ -52,7 +63,7 @@ class RuntimeAPI:
         self.first_next_at: float | None = None
         self.init_error_event = threading.Event()
         self.first_next = threading.Event()
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.server = QuietHTTPServer(("127.0.0.1", 0), self._handler())
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, name="runtime-api", daemon=True)
 

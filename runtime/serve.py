@@ -30,7 +30,7 @@ from pipeline.errors import ServeError
 from pipeline.interpreters import find_python
 from pipeline.routes import route_key
 
-from .emulator import RuntimeAPI
+from .emulator import QuietHTTPServer, RuntimeAPI
 from .function import FunctionProcess, FunctionSpec, Layout, lambda_environment, local_command, runtime_client
 from .gateway import http_api_event, http_response
 from .logview import render_line
@@ -175,7 +175,7 @@ def run(config: Config, tcfg: TargetConfig, efs_tree: str, model_dir: Path, port
             return self._invoke("POST")
 
     try:
-        httpd = ThreadingHTTPServer(("127.0.0.1", port), Gateway)
+        httpd = QuietHTTPServer(("127.0.0.1", port), Gateway)
     except OSError as exc:  # taken meanwhile
         function.stop()
         raise _port_error(port, exc) from None

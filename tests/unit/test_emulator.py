@@ -5,6 +5,7 @@ import json
 import threading
 import urllib.error
 import urllib.request
+from http.server import BaseHTTPRequestHandler
 
 from runtime.emulator import MAX_RESPONSE_BYTES, RuntimeAPI
 from runtime.function import FunctionSpec, InvokeReport, Layout, lambda_environment
@@ -84,3 +85,19 @@ def test_a_function_run_here_sees_no_site_packages_of_this_machine_and_the_runti
     assert local_command("/usr/bin/python3", "app.handler") == ["/usr/bin/python3", "-S", "-m", "awslambdaric", "app.handler"]
     pins = dict(line.split("==") for line in (REPO / "requirements" / "tooling.txt").read_text().splitlines() if "==" in line and not line.startswith("#"))
     assert pins["boto3"] == BOTO3_VERSION  # the SDK the runtime folder holds is the one the pipeline is tested with
+
+
+def test_a_client_that_hung_up_prints_no_traceback_and_other_errors_still_do(capsys):
+    """socketserver prints a traceback per failed request: a hang-up is not one (it broke `invoke validate`'s output)."""
+    from runtime.emulator import QuietHTTPServer
+
+    server = QuietHTTPServer(("127.0.0.1", 0), BaseHTTPRequestHandler)
+    try:
+        for exc, printed in ((ConnectionResetError(104, "Connection reset by peer"), False), (ValueError("a real bug"), True)):
+            try:
+                raise exc
+            except Exception:
+                server.handle_error(None, ("127.0.0.1", 1))
+            assert ("Traceback" in capsys.readouterr().err) is printed, exc
+    finally:
+        server.server_close()
