@@ -197,6 +197,9 @@ class EfsConfig(Section):
 
 # the variables Hoist's stack sets (deploy/template.py) and serve's function gets: not the user's to set
 SET_BY_HOIST = frozenset({"HOIST_EFS_TREE", "HOIST_EFS_VERSION", "HOIST_MODEL_S3", "HOIST_MODEL_DIR", "HOIST_OUTPUT_S3"})
+LAMBDA_RESERVED = frozenset({"TZ"})  # besides AWS_*, _* and LAMBDA_* (lambda-facts.md; AWS's reserved keys)
+ENVIRONMENT_BYTES = 4096  # Lambda's limit for all of a function's variables (lambda-facts.md, limits)
+HOIST_ENVIRONMENT_BYTES = 1024  # room for Hoist's own (paths under the mount, an S3 bucket and prefixes)
 
 
 class FunctionConfig(Section):
@@ -215,10 +218,13 @@ class FunctionConfig(Section):
     @classmethod
     def _own_variables(cls, value: dict[str, str]) -> dict[str, str]:
         for name in value:
-            if not re.fullmatch(r"[a-zA-Z][a-zA-Z0-9_]*", name):
-                raise ValueError(f"{name!r} is not a name Lambda takes: a letter, then letters, digits or _")
-            if name in SET_BY_HOIST or name.startswith(("AWS_", "_", "LAMBDA_")):
+            if not re.fullmatch(r"[a-zA-Z][a-zA-Z0-9_]+", name):  # Lambda's key pattern
+                raise ValueError(f"{name!r} is not a name Lambda takes: a letter, then at least one more letter, digit or _")
+            if name in SET_BY_HOIST or name in LAMBDA_RESERVED or name.startswith(("AWS_", "_", "LAMBDA_")):
                 raise ValueError(f"{name} is set by {'Hoist' if name in SET_BY_HOIST else 'Lambda'} itself: remove it from [function] environment")
+        size = sum(len(k) + len(v) for k, v in value.items())
+        if size > ENVIRONMENT_BYTES - HOIST_ENVIRONMENT_BYTES:
+            raise ValueError(f"{size:,} bytes of variables: Lambda takes 4 KB in all, and Hoist's own take up to {HOIST_ENVIRONMENT_BYTES}; shorten or drop some")
         return value
 
 

@@ -44,7 +44,10 @@ def test_the_committed_config_and_locks_name_no_path_of_this_machine():
         ('default_target = "local"', 'default_target = "prod"', "default_target", "local"),
         ('name = "test-fn"', 'name = "test-fn"\nenvironment = { AWS_REGION = "eu-west-1" }', "function.environment", "remove it from [function] environment"),
         ('name = "test-fn"', 'name = "test-fn"\nenvironment = { HOIST_EFS_TREE = "/x" }', "function.environment", "set by Hoist itself"),
-        ('name = "test-fn"', 'name = "test-fn"\nenvironment = { "1X" = "y" }', "function.environment", "a letter, then letters, digits or _"),
+        ('name = "test-fn"', 'name = "test-fn"\nenvironment = { "1X" = "y" }', "function.environment", "a letter, then at least one more"),
+        ('name = "test-fn"', 'name = "test-fn"\nenvironment = { X = "y" }', "function.environment", "a letter, then at least one more"),
+        ('name = "test-fn"', 'name = "test-fn"\nenvironment = { TZ = "UTC" }', "function.environment", "set by Lambda itself"),
+        ('name = "test-fn"', 'name = "test-fn"\nenvironment = { BIG = "' + "x" * 3500 + '" }', "function.environment", "Lambda takes 4 KB in all"),
     ],
 )
 def test_bad_values_name_the_key_and_the_fix(project, wheelhouse, old, new, key, fix):
