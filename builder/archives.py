@@ -68,17 +68,9 @@ def pack(tree: Path, paths: list[str]) -> bytes:
     return zlib.compress(bytes(out), 1)
 
 
-def unpack(blob: bytes) -> list[tuple[str, int, bytes]]:
-    raw = zlib.decompress(blob)
-    records, at = [], 0
-    while at < len(raw):
-        (n,) = struct.unpack_from("<I", raw, at)
-        name = raw[at + 4 : at + 4 + n].decode()
-        mode, size = RECORD.unpack_from(raw, at + 4 + n)
-        start = at + 4 + n + RECORD.size
-        records.append((name, mode, raw[start : start + size]))
-        at = start + size
-    return records
+def unpack(blob: bytes) -> list[tuple[str, bytes]]:
+    """(path, data) of each record of one archive, read by the handler's own reader (hoist_lambda/hotimport.py)."""
+    return list(handlerlib.load("hotimport").records(zlib.decompress(blob)))
 
 
 # allocated sections the loader does not read at load time: code runs (and faults in) page by page,

@@ -63,7 +63,7 @@ def _version(tmp_path: Path, opened: list[str] | None = "hot", **kwargs):  # typ
 
 
 def _archived(version: Path, index: dict) -> set[str]:
-    return {rel for a in index["archives"] for rel, _, _ in unpack((version / "archives" / a["name"]).read_bytes())}
+    return {rel for a in index["archives"] for rel, _ in unpack((version / "archives" / a["name"]).read_bytes())}
 
 
 def test_the_archives_hold_the_hot_set_with_its_sources_and_list_its_folders(tmp_path):
