@@ -30,6 +30,7 @@ from builder.archives import write_archives
 from builder.build import build
 from pipeline.config import Config
 from pipeline.console import human
+from pipeline.files import sha256_file
 from pipeline.records import ArchiveEntry, load_manifest, manifest_path, write_manifest
 from sync.efs import apply_sync, plan_sync
 from sync.shell import Remote
@@ -53,7 +54,8 @@ def _variant(tree: Path, manifest: Path, work: Path, package: str) -> tuple[Path
     mf.stamp_mtimes(new_tree, files)
     index = write_archives(new_tree, new_tree.parent / "archives")  # as the build writes them beside the tree
     variant = dataclasses.replace(load_manifest(manifest).with_files(files, mf.content_hash(files)),
-                                  archives=tuple(ArchiveEntry(a["name"], a["sha256"], a["bytes"]) for a in index["archives"]))
+                                  archives=tuple(ArchiveEntry(a["name"], a["sha256"], a["bytes"]) for a in index["archives"]),
+                                  archive_index=sha256_file(new_tree.parent / "archives" / "index.json"))
     new_manifest = manifest_path(work / f"variant-{package}")
     write_manifest(variant, new_manifest)
     return new_tree, new_manifest, changed

@@ -21,6 +21,7 @@ from typing import Any
 from pipeline.config import Config, TargetConfig
 from pipeline.console import Progress
 from pipeline.errors import BuildError, InterpreterNotFound
+from pipeline.files import sha256_file
 from pipeline.interpreters import Interpreter, find_python
 from pipeline.records import (
     BuildRecord,
@@ -45,7 +46,7 @@ from .lock import LockFile, current_locks, set_requirements
 from .package import Artifact, make_zip
 from .slim import Rules, SlimReport, configure, forget, load_rules, slim
 
-BUILDER_VERSION = "8"  # bump when a change to the steps changes trees
+BUILDER_VERSION = "9"  # bump when a change to the steps changes trees
 # Lambda: function + layers unzipped (lambda-facts.md, "Limits")
 LAMBDA_UNZIPPED_LIMIT = 262_144_000
 
@@ -56,6 +57,7 @@ class SetBuild:
     tree: Path
     manifest: Path
     content_hash: str
+    identity: str  # the published version's name: the tree and its archives (records.identity)
     bytes: int
     files: int
     bytecode: BytecodeReport
@@ -166,6 +168,7 @@ def _set_result(name: str, set_dir: Path, found: Manifest, rebuilt: bool) -> Set
         tree=set_dir / "site-packages",
         manifest=manifest_path(set_dir),
         content_hash=found.content_hash,
+        identity=found.identity,
         bytes=found.bytes,
         files=found.files_count,
         bytecode=found.bytecode,
@@ -209,10 +212,12 @@ def build_set(name: str, lock: LockFile, target: Target, target_dir: Path, rules
         files = mf.scan(tree)
         mf.stamp_mtimes(tree, files)
         index: dict[str, Any] = {"archives": []}
+        index_sha = ""
         if name == "efs":  # the layer is unzipped by Lambda onto local disk: nothing to hydrate
             progress.step(f"[{name}] writing per-package archives for a fast cold start")
             check = slim_record.import_check
             index = write_archives(tree, staging / "archives", opened=check.opened if check else None, touched=check.touched if check else None)
+            index_sha = sha256_file(str(staging / "archives" / "index.json"))
         made = mf.manifest(
             set_name=name,
             target=target.as_json(),
@@ -223,6 +228,7 @@ def build_set(name: str, lock: LockFile, target: Target, target_dir: Path, rules
             slim=slim_record,
             builder=installer.name,
             archives=index["archives"],
+            archive_index=index_sha,
         )
         write_manifest(made, manifest_path(staging))  # last: marks the staging folder complete
         _swap_into_place(staging, set_dir)
@@ -311,7 +317,7 @@ def build(config: Config, target_name: str | None = None, *, force: bool = False
         builder=installer.name,
         builder_detail=chosen,
         sets={
-            name: SetRecord(content_hash=s.content_hash, tree=s.tree, manifest=s.manifest, bytes=s.bytes, files=s.files,
+            name: SetRecord(content_hash=s.content_hash, identity=s.identity, tree=s.tree, manifest=s.manifest, bytes=s.bytes, files=s.files,
                             bytecode=s.bytecode.compiled, bytecode_python=s.bytecode.python, rebuilt=s.rebuilt)
             for name, s in sets.items()
         },

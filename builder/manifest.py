@@ -1,8 +1,11 @@
-"""The manifest: what a tree holds, and the content hash that names it.
+"""The manifest: what a tree holds, its content hash, and the identity that names its version.
 
 The content hash covers every file's path, mode and sha256, nothing else (no
-times, no build paths), so two builds of the same lock give the same hash, and
-sync can name an EFS version by it.
+times, no build paths), so two builds of the same lock give the same hash. The
+identity (``records.identity``) adds the archives' index, which names every
+archive by its sha256: sync names an EFS version by it, so a rebuild that
+changed only the archives (a hot set recorded at last, a new index format)
+publishes a new version instead of passing for the old one.
 """
 from __future__ import annotations
 
@@ -99,7 +102,7 @@ def package_sizes(tree: Path, files: list[FileEntry]) -> list[tuple[str, int, in
 
 
 def manifest(*, set_name: str, target: dict[str, Any], build_key: str, files: list[FileEntry], packages: list[PackageEntry], bytecode: BytecodeReport,
-             slim: SlimRecord, builder: str, archives: list[dict[str, Any]]) -> Manifest:
+             slim: SlimRecord, builder: str, archives: list[dict[str, Any]], archive_index: str = "") -> Manifest:
     return Manifest(
         set=set_name,
         target=target,
@@ -113,4 +116,5 @@ def manifest(*, set_name: str, target: dict[str, Any], build_key: str, files: li
         packages=tuple(packages),
         files=tuple(files),
         archives=tuple(ArchiveEntry(a["name"], a["sha256"], a["bytes"]) for a in archives),
+        archive_index=archive_index,
     )

@@ -29,7 +29,7 @@ def ensure_built(config: Config, target_name: str, say: Callable[[str], None]) -
     locked = lock(config, target_name)
     say(f"locked {target_name}" + (" (resolved again)" if locked.resolved else " (locks current)"))
     result = build(config, target_name)
-    say(f"built {target_name}: " + ", ".join(f"{name} {s.content_hash[:12]}" for name, s in result.sets.items()))
+    say(f"built {target_name}: " + ", ".join(f"{name} {s.identity[:12]}" for name, s in result.sets.items()))
 
 
 def sync_local(config: Config, target_name: str) -> str:

@@ -214,7 +214,7 @@ class Deployer:
         sync, job = self._plan_sync(record, unchecked, reach=not fs_missing)
         target = self.tcfg.target
         release = Release(runtime=target.runtime or "", arch=target.arch or "", function_key=plan_.function_key, layer_key=plan_.layer_key,
-                          efs_version=record.sets["efs"].content_hash, model_prefix=plan_.model_prefix)
+                          efs_version=record.sets["efs"].identity, model_prefix=plan_.model_prefix)
         live = alias.current(self.aws.lambda_, self.config.function.name) if self.aws is not None and state.exists else None
         template = render(self.config, release, zones=zones)
         return self._change_set(state, template, template_path, storage_only=False, dry_run=dry_run, release=release, plan_=plan_, sync=sync, live=live,
@@ -287,9 +287,9 @@ class Deployer:
                 raise DeployError(f"the build of target {target} has no EFS set", where=str(record.path), fix=f"run `invoke build --target {target}`")
             efs = load_manifest(record.sets["efs"].manifest)
             if reach:
-                unchecked.append(f"whether EFS version {efs.content_hash[:16]} is on the file system already ({method} is not reached offline)")
+                unchecked.append(f"whether EFS version {efs.identity[:16]} is on the file system already ({method} is not reached offline)")
             why = "not reached offline" if reach else "no file system yet"
-            return SyncSummary(method, efs.content_hash, "unknown", efs.files_count, efs.bytes, f"{method} ({why})"), None
+            return SyncSummary(method, efs.identity, "unknown", efs.files_count, efs.bytes, f"{method} ({why})"), None
         return self.steps.plan_sync(target, method)
 
     def _apply_sync(self, plan: DeployPlan) -> SyncSummary | None:

@@ -36,7 +36,7 @@ class Release:
     arch: str  # arm64 | x86_64
     function_key: str  # S3 key of the handler zip
     layer_key: str | None  # S3 key of the layer zip (None: no layer set)
-    efs_version: str  # content hash of the EFS tree (envs/<hash> on the file system)
+    efs_version: str  # the EFS version's identity (envs/<identity> on the file system: the tree and its archives)
     model_prefix: str  # S3 prefix of the model artifacts (<prefix>/models/<hash>/)
 
     def fingerprint(self, resources: dict) -> str:

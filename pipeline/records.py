@@ -1,14 +1,19 @@
 """The records stages pass through dist/: the build record and the manifest.
 
 A build writes ``dist/<target>/build.json`` (what it built, where, from which
-builder) and one ``manifest.json`` per set (what a tree holds and the content
-hash that names it). validate, sync, deploy, serve and the benchmarks read
-them. This module is the only one that writes or parses either file; every
-stage receives the frozen dataclasses below. The JSON format is unchanged
-from the dicts the stages used to read (``"version": 1``).
+builder) and one ``manifest.json`` per set (what a tree holds, its content hash,
+and the identity that names its published version). validate, sync, deploy,
+serve and the benchmarks read them. This module is the only one that writes or
+parses either file; every stage receives the frozen dataclasses below.
+
+Version 2 of both files added the identity: the content hash covers the tree
+alone, while an EFS version also holds the archives and their index, so a
+rebuild that changed only those published nothing new under a name that
+covered the tree only. A version 1 file is refused with the fix (rebuild).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -18,8 +23,8 @@ from .files import atomic_write_json
 
 MANIFEST_NAME = "manifest.json"  # beside a set's site-packages/, and in each EFS version
 BUILD_RECORD_NAME = "build.json"  # dist/<target>/build.json
-MANIFEST_VERSION = 1
-BUILD_RECORD_VERSION = 1
+MANIFEST_VERSION = 2  # 2: "identity" and "archive_index" (the published version's name covers the archives too)
+BUILD_RECORD_VERSION = 2  # 2: each set's "identity"
 SYMLINK_MODE = 0o120777  # a symlink's entry: size and sha256 are of its target path
 
 
@@ -35,6 +40,20 @@ def _read(path: Path) -> dict[str, Any]:
     if not isinstance(doc, dict):
         raise RecordError(f"{path}: not a JSON object")
     return doc
+
+
+def identity(content_hash: str, archive_index: str) -> str:
+    """The name of a set's published version: everything that travels with it, the tree (its content hash)
+    and the archives' index (its sha256, "" without archives), which names every archive by its sha256.
+    Two builds publish under one name only when the handler would find the same bytes in both."""
+    return hashlib.sha256(f"hoist-version\0{content_hash}\0{archive_index}\n".encode()).hexdigest()
+
+
+def _older(path: Path, doc: dict[str, Any], what: str, current: int) -> None:
+    found = doc.get("version")
+    if isinstance(found, int) and found < current:
+        raise RecordError(f"{path}: {what} written by an older Hoist (version {found}, this one reads {current}); "
+                          "run `invoke build` (a rebuild writes it anew)")
 
 
 def _relative(path: Path, root: Path) -> str:
@@ -224,7 +243,13 @@ class Manifest:
     packages: tuple[PackageEntry, ...]
     files: tuple[FileEntry, ...]
     archives: tuple[ArchiveEntry, ...] = ()
+    archive_index: str = ""  # sha256 of archives/index.json ("": no archives)
     version: int = MANIFEST_VERSION
+
+    @property
+    def identity(self) -> str:
+        """The published version's name (EFS ``envs/<identity>``): the tree and the archives together."""
+        return identity(self.content_hash, self.archive_index)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -234,6 +259,8 @@ class Manifest:
             "builder": self.builder,
             "build_key": self.build_key,
             "content_hash": self.content_hash,
+            "identity": self.identity,
+            "archive_index": self.archive_index,
             "totals": {"bytes": self.bytes, "files": self.files_count},
             "bytecode": self.bytecode.as_json(),
             "slim": self.slim.as_json(),
@@ -258,6 +285,7 @@ class Manifest:
             packages=tuple(PackageEntry(p["name"], p["version"], tuple(p["tags"]), p["set"]) for p in doc.get("packages", [])),
             files=tuple(FileEntry(f["path"], f["size"], int(f["mode"], 8), f["sha256"]) for f in doc["files"]),
             archives=tuple(ArchiveEntry(a["name"], a["sha256"], a["bytes"]) for a in doc.get("archives") or []),
+            archive_index=doc["archive_index"],
         )
 
     def with_files(self, files: list[FileEntry] | tuple[FileEntry, ...], content_hash: str) -> Manifest:
@@ -273,6 +301,7 @@ def manifest_path(set_dir: Path) -> Path:
 def load_manifest(path: Path) -> Manifest:
     """The manifest at ``path``; RecordError when it is not one, OSError when it cannot be read."""
     doc = _read(path)
+    _older(path, doc, "manifest", MANIFEST_VERSION)
     try:
         return Manifest.from_json(doc)
     except (KeyError, TypeError, ValueError) as exc:
@@ -315,6 +344,7 @@ class SetRecord:
     """One set of a build: its tree and manifest (absolute paths once loaded)."""
 
     content_hash: str
+    identity: str  # the published version's name (Manifest.identity)
     tree: Path
     manifest: Path
     bytes: int
@@ -350,6 +380,7 @@ class BuildRecord:
             "sets": {
                 name: {
                     "content_hash": s.content_hash,
+                    "identity": s.identity,
                     "tree": _relative(s.tree, root),
                     "manifest": _relative(s.manifest, root),
                     "bytes": s.bytes,
@@ -367,7 +398,7 @@ class BuildRecord:
     @classmethod
     def from_json(cls, doc: dict[str, Any], root: Path, path: Path | None = None) -> BuildRecord:
         sets = {
-            name: SetRecord(content_hash=s["content_hash"], tree=root / s["tree"], manifest=root / s["manifest"], bytes=s["bytes"], files=s["files"],
+            name: SetRecord(content_hash=s["content_hash"], identity=s["identity"], tree=root / s["tree"], manifest=root / s["manifest"], bytes=s["bytes"], files=s["files"],
                             bytecode=s["bytecode"], bytecode_python=s.get("bytecode_python"), rebuilt=s.get("rebuilt", False))
             for name, s in doc["sets"].items()
         }
@@ -384,6 +415,7 @@ def build_record_path(output: Path, target_name: str) -> Path:
 def load_build_record(path: Path, root: Path) -> BuildRecord:
     """The build record at ``path``, its relative paths resolved against the project ``root``."""
     doc = _read(path)
+    _older(path, doc, "build record", BUILD_RECORD_VERSION)
     try:
         return BuildRecord.from_json(doc, root, path)
     except (KeyError, TypeError, ValueError) as exc:

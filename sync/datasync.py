@@ -130,7 +130,7 @@ def version_files(tree: Path, manifest: Manifest) -> list[tuple[str, Path, int, 
 
 def plan_datasync(c: Clients, cfg: DataSyncConfig, efs_root: str, tree: Path, manifest: Path) -> DataSyncPlan:
     contents = load_manifest(manifest)
-    version = contents.content_hash
+    version = contents.identity
     prefix = f"{cfg.prefix}/envs/{version}/"
     # DataSync mounts the writer access point when one is given: its root (efs.root) is DataSync's /
     efs_dir = version_dir("/", efs_root, version, through_access_point=bool(cfg.access_point_arn))
@@ -372,7 +372,7 @@ def _apply(plan: DataSyncPlan, c: Clients, cfg: DataSyncConfig, poll_s: float, o
         _run_task(c, data_task, f"copy of {short}", poll_s, on_line)
 
         marker_prefix = f"{cfg.prefix}/markers/{plan.version}/"
-        marker = json.dumps({"content_hash": plan.version, "completed_at": int(time.time()), "by": "datasync"}).encode()
+        marker = json.dumps({"version": plan.version, "completed_at": int(time.time()), "by": "datasync"}).encode()
         call(c.s3, "put_object", Bucket=cfg.bucket, Key=marker_prefix + MARKER, Body=marker, Metadata=posix_metadata(StagedFile(MARKER, len(marker), 0o644, "", "")))
         marker_source = _s3_location(c, made, cfg, marker_prefix)
         marker_task = _task(c, made, f"hoist-marker-{short}", marker_source, efs, MARKER_OPTIONS, poll_s)

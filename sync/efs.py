@@ -2,13 +2,16 @@
 
 Layout under ``<mount>/<efs root>/``::
 
-    envs/<content hash>/site-packages/...   the tree
-    envs/<content hash>/manifest.json       its manifest
-    envs/<content hash>/.hoist-complete     written last, after verification
-    envs/.<content hash>.lock/              held while a sync writes that version
+    envs/<identity>/site-packages/...   the tree
+    envs/<identity>/archives/...        its hot set's archives and their index.json
+    envs/<identity>/manifest.json       its manifest
+    envs/<identity>/.hoist-complete     written last, after verification
+    envs/.<identity>.lock/              held while a sync writes that version
     models/<hash>/...                       model artifacts, the same scheme
 
-A version without the marker is never used; the next sync resumes it. A
+The identity (the manifest's, ``records.identity``) covers the tree and the
+archives' index, so whatever the handler reads from a version changes its
+name. A version without the marker is never used; the next sync resumes it. A
 version with the marker is never written again; rollback is pointing the
 function back to one that is still there (the deploy's job).
 """
@@ -63,7 +66,7 @@ class SyncResult:
     """What applying a sync did, whichever the method (local, bastion, DataSync): sync/stage.py's apply_job returns it."""
 
     method: str  # local | bastion | datasync
-    version: str  # the content hash: the version's folder name
+    version: str  # the manifest's identity: the version's folder name
     action: str  # the plan's: up-to-date | transfer | resume
     where: str  # the version's folder, as the plan names it
     files: int  # what the version holds (the manifest's tree)
@@ -124,7 +127,7 @@ def plan_sync(remote: Remote, efs_root: str, tree: Path, manifest_path: Path, ki
     if not manifest_path.is_file() or not tree.is_dir():
         raise SyncError(f"no built tree at {tree} (or no manifest)", where=str(tree), fix="run `invoke build` first")
     manifest = load_manifest(manifest_path)
-    version = manifest.content_hash
+    version = manifest.identity
     base = f"{efs_root.rstrip('/')}/{kind}"
     versions = {v.name: v for v in list_versions(remote, base)}
     current = versions.get(version)
@@ -261,10 +264,13 @@ def verify(remote: Remote, plan: SyncPlan) -> list[str]:
         elif got[1] != mode:
             problems.append(f"mode {got[1]} instead of {mode}: {path}")
     problems += [f"not in the manifest: {p}" for p in sorted(set(have) - set(want))]
-    if manifest.archives:
-        out = remote.run(f"cd {_q(plan.dest)}/archives && sha256sum {' '.join(_q(a.name) for a in manifest.archives)}", check=False).stdout
+    if manifest.archive_index:  # the index names what the handler reads: it is part of the version as much as the archives
+        names = [*(a.name for a in manifest.archives), "index.json"]
+        out = remote.run(f"cd {_q(plan.dest)}/archives && sha256sum {' '.join(_q(n) for n in names)}", check=False).stdout
         archived = {line.split("  ", 1)[1]: line.split()[0] for line in out.splitlines() if "  " in line}
         problems += [f"archive differs or is missing: {a.name}" for a in manifest.archives if archived.get(a.name) != a.sha256]
+        if archived.get("index.json") != manifest.archive_index:
+            problems.append("archive index differs or is missing: archives/index.json")
     return problems
 
 
@@ -323,7 +329,7 @@ def _locked_sync(plan: SyncPlan, remote: Remote, stale_lock_s: int, on_line, sta
                 where=f"{plan.where}:{plan.dest}",
                 fix="run sync-efs again; if it persists, check the EFS side (disk full, permissions)",
             )
-        marker = json.dumps({"content_hash": plan.version, "files": plan.files, "bytes": plan.bytes, "completed_at": int(time.time()), "by": platform.node()})
+        marker = json.dumps({"version": plan.version, "files": plan.files, "bytes": plan.bytes, "completed_at": int(time.time()), "by": platform.node()})
         remote.run(f"cat > {_q(plan.dest)}/{MARKER}.tmp && mv {_q(plan.dest)}/{MARKER}.tmp {_q(plan.dest)}/{MARKER}", stdin=marker)
         return _result(plan, remote, sent, time.monotonic() - started, repaired)
     finally:

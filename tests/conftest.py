@@ -204,3 +204,21 @@ def lock_and_build(project: Path, efs_requirements: str | None = None, target: s
     lock(cfg, target)
     build(cfg, target)
     return cfg
+
+
+def rebuild_archives_only(cfg, opened: list[str]) -> tuple[str, str]:
+    """What a rebuild that changes only the EFS set's archives leaves in dist/ (a hot set recorded at last, a new
+    index format): the same tree, new archives and index, the manifest naming them. (content hash, index sha256)."""
+    from dataclasses import replace as _replace
+
+    from builder.archives import write_archives
+    from pipeline.files import sha256_file
+    from pipeline.records import ArchiveEntry, load_build_record, load_manifest, write_manifest
+
+    record = load_build_record(cfg.build_json(cfg.target(None).target.name), cfg.root)
+    efs = record.sets["efs"]
+    index = write_archives(efs.tree, efs.tree.parent / "archives", opened=opened)
+    index_sha = sha256_file(efs.tree.parent / "archives" / "index.json")
+    made = _replace(load_manifest(efs.manifest), archives=tuple(ArchiveEntry(a["name"], a["sha256"], a["bytes"]) for a in index["archives"]), archive_index=index_sha)
+    write_manifest(made, efs.manifest)
+    return made.content_hash, index_sha

@@ -20,7 +20,7 @@ from botocore.stub import Stubber
 from pipeline.errors import SyncError, SyncInterrupted
 from sync import stage
 from sync.datasync import Clients
-from tests.conftest import lock_and_build, write_pipeline
+from tests.conftest import lock_and_build, rebuild_archives_only, write_pipeline
 
 pytestmark = [pytest.mark.moto]
 
@@ -193,6 +193,24 @@ def test_a_new_version_uploads_only_new_content(project, wheelhouse, aws):
     stage.datasync_apply(second, c, cfg, poll_s=0)
     staged = _objects(aws, f"{project.name}/hoist-staging/envs/{second.version}/")
     assert len(staged) == len(second.upload) + len(second.copy) + 2  # the whole version (tree, archives), the manifest and the marker
+
+
+def test_a_rebuild_that_changes_only_the_archives_is_a_new_version_for_datasync_too(project, wheelhouse, aws):
+    # GIVEN a version published through DataSync whose archives hold every file
+    cfg = _project(project, wheelhouse, "purepkg==2.0\n")
+    first, c = stage.datasync_plan(cfg, aws=aws)
+    stage.datasync_apply(first, c, cfg, poll_s=0)
+    # WHEN a rebuild records the hot set: the same tree, other archives and index
+    rebuild_archives_only(cfg, ["purepkg/__init__.py"])
+    second, c = stage.datasync_plan(cfg, aws=aws)
+    # THEN the plan is a transfer to a new version (the old marker does not make it "up to date"), the tree's files are
+    # copied inside S3 from the old version's staging, and the new index is uploaded
+    assert second.action == "transfer" and second.version != first.version
+    assert {item.path for item in second.upload} >= {"archives/index.json"}
+    assert not [item for item in second.upload if item.path.startswith("site-packages/")]
+    stage.datasync_apply(second, c, cfg, poll_s=0)
+    body = aws.s3.get_object(Bucket=BUCKET, Key=f"{project.name}/hoist-staging/envs/{second.version}/archives/index.json")["Body"].read()
+    assert json.loads(body)["hot"]["recorded"] is True
 
 
 def test_a_failed_execution_names_it_and_marks_nothing(project, wheelhouse, aws, monkeypatch):

@@ -186,7 +186,7 @@ def test_deploy_uploads_syncs_applies_and_smoke_tests_then_an_unchanged_deploy_c
         # planning changes nothing but the change set: no upload, no sync yet
         build_doc = json.loads((project / "dist" / "arm" / "build.json").read_text())
         fn_sha = build_doc["artifacts"]["function_zip"]["sha256"]
-        efs_version = build_doc["sets"]["efs"]["content_hash"]
+        efs_version = build_doc["sets"]["efs"]["identity"]  # the version's name covers the tree and its archives
         marker = project / ".hoist-efs" / "hoist" / "envs" / efs_version / ".hoist-complete"
         assert keys(c.s3) == set() and plan.uploaded == () and all(u.present is False for u in plan.artifacts.uploads)
         assert plan.sync.action == "transfer" and not marker.exists() and plan.has_work

@@ -60,7 +60,7 @@ def test_build_makes_an_importable_slim_precompiled_tree(project):
     assert int.from_bytes(pyc.read_bytes()[4:8], "little") == 0b01
     # manifest
     doc = json.loads(efs.manifest.read_text())
-    assert doc["version"] == 1 and doc["set"] == "efs" and doc["content_hash"] == efs.content_hash
+    assert doc["version"] == 2 and doc["set"] == "efs" and doc["content_hash"] == efs.content_hash and doc["identity"] == efs.identity != efs.content_hash
     assert {p["name"] for p in doc["packages"]} == {"nativepkg", "purepkg"}
     assert all(p["set"] == "efs" and p["tags"] for p in doc["packages"])
     paths = {f["path"]: f for f in doc["files"]}

@@ -19,7 +19,7 @@ from pipeline import config
 from pipeline.errors import SyncError
 from sync import stage
 from sync.efs import MARKER, holder_gone, list_versions, verify
-from tests.conftest import REPO, lock_and_build, write_pipeline
+from tests.conftest import REPO, lock_and_build, rebuild_archives_only, write_pipeline
 from tests.wheels import make_wheel
 
 
@@ -75,7 +75,7 @@ def test_sync_publishes_a_verified_immutable_version_and_links_unchanged_files(s
     first = stage.apply(plan, remote, cfg)
     base = _efs_base(project, method)
     v1 = base / first.version
-    assert (v1 / MARKER).is_file() and json.loads((v1 / MARKER).read_text())["content_hash"] == first.version
+    assert (v1 / MARKER).is_file() and json.loads((v1 / MARKER).read_text())["version"] == first.version
     assert verify(remote, plan) == []
     assert first.bytes_sent > 24_000_000  # the blobs went over
 
@@ -91,6 +91,31 @@ def test_sync_publishes_a_verified_immutable_version_and_links_unchanged_files(s
     blob1, blob2 = v1 / "site-packages/bigpkg/blob0.bin", v2 / "site-packages/bigpkg/blob0.bin"
     assert blob1.stat().st_ino == blob2.stat().st_ino  # a hard link to the previous version
     assert (v1 / MARKER).is_file() and not (v1 / "site-packages/smallpkg").exists()  # the old version is untouched
+
+
+def test_a_rebuild_that_changes_only_the_archives_publishes_a_new_version(setup):
+    # GIVEN a version on EFS whose archives hold every file (no hot set was recorded)
+    project, method, _ = setup
+    cfg = lock_and_build(project, "nativepkg==1.0\nsmallpkg==1.0\n")
+    plan, remote = stage.plan(cfg)
+    first = stage.apply(plan, remote, cfg)
+    v1 = _efs_base(project, method) / first.version
+    old_index = (v1 / "archives" / "index.json").read_text()
+    # WHEN a rebuild records the hot set at last: the same tree, other archives and index
+    tree_hash = json.loads(plan.manifest.read_text())["content_hash"]
+    assert rebuild_archives_only(cfg, ["smallpkg/__init__.py"])[0] == tree_hash
+    again, remote = stage.plan(cfg)
+    # THEN it is a new version, published whole, and the complete (maybe live) one is not written into
+    assert again.action == "transfer" and again.version != first.version
+    second = stage.apply(again, remote, cfg)
+    v2 = _efs_base(project, method) / second.version
+    assert json.loads((v2 / "archives" / "index.json").read_text())["hot"] == {"recorded": True, "files": 1, "of": json.loads(old_index)["hot"]["of"]}
+    assert (v1 / "archives" / "index.json").read_text() == old_index and (v1 / MARKER).is_file()
+    assert verify(remote, again) == [] and (v2 / MARKER).is_file()
+    # and a damaged index on EFS is a verification problem, not a pass
+    (v2 / "archives" / "index.json").chmod(0o644)
+    (v2 / "archives" / "index.json").write_text("{}\n")
+    assert verify(remote, again) == ["archive index differs or is missing: archives/index.json"]
 
 
 def test_a_killed_sync_leaves_no_marker_and_resumes(setup, wheelhouse, bigwheels):
