@@ -11,28 +11,27 @@ its own archive only, and unchanged archives keep their names
 
 What goes into the archives is the *hot set*: the files the build's import
 check saw opened while it imported the set's own requirements (torch and
-torchvision, not sympy: builder/importcheck.py), with the source of every
-bytecode file among them (the loader reads the source's size before it reads
-the .pyc, and torch reads some sources while it imports). Without a recorded
+torchvision, not sympy: builder/importcheck.py). The source of a hot bytecode
+file travels as its size only (``sizes`` in the index): the loader stats it but
+reads the unchecked-hash bytecode, and a source that torch reads while it
+imports was seen opened, so it is in the archives itself. Without a recorded
 hot set (no import check ran) every non-ELF file is hot. ``dirs`` lists every
 folder a hot file lives in, so the handler finds modules without listing a
 folder on EFS.
 
-Format (simple on purpose: the handler reads it with a few lines, fast):
-zlib-compressed concatenation of records ``<u32 path length><path><u32
-mode><u64 size><data>``.
+The format is the handler library's (handler/hoist_lambda/archive.py, loaded by
+path: pipeline/handlerlib.py), so the build writes exactly what the handler
+reads.
 
-    archives/index.json               {"version": 2, "archives": [...], "dirs": {...}, "hot": {...}, "elf": [...], "elf_ranges": {...}, "touched_ranges": {...}}
-    archives/<dist>-<sha256[:16]>.hz  one per distribution, or per ~12 MB of it (CHUNK_BYTES)
+    archives/index.json               {"version": 3, "archives": [...], "dirs": {...}, "sizes": {...}, "hot": {...}, "elf": [...], "touched_ranges": {...}}
+    archives/<dist>-<sha256[:16]>.hz  one per distribution, or per ~CHUNK_BYTES of it
 
-``elf_ranges`` lists, per shared library, the byte ranges the dynamic loader
-reads while it maps and relocates the library (headers, symbol and string
-tables, hash tables, relocations, read-only data, the data segment), not its
-machine code or unwind tables. ``touched_ranges`` lists the pages of each
-library the import check saw mapped after importing the set's requirements
-(its libraries dropped from the page cache before, so only what the imports
-faulted in): code included, about 70 of torch's 370 MB. The handler reads one
-of them ahead in the background, in parallel pieces (docs/design.md, 7).
+``touched_ranges`` lists the pages of each library the import check saw mapped
+after importing the set's requirements (its libraries dropped from the page
+cache before, so only what the imports faulted in): code included, about 70 of
+torch's 370 MB. The handler reads them ahead in the background, in parallel
+pieces (handler/hoist_lambda/prefetch.py); a library without recorded pages
+gets what the dynamic loader reads, found by the handler in its section headers.
 """
 from __future__ import annotations
 
@@ -40,8 +39,6 @@ import hashlib
 import json
 import os
 import shutil
-import struct
-import zlib
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -52,51 +49,26 @@ from pipeline.files import is_elf
 
 from .manifest import content_mtime
 
-INDEX_VERSION = 2  # 2: only the hot set is archived, with its folders' listings ("dirs"); the handler imports it from memory
-# a large distribution (torch: 175 MB of sources and bytecode) is cut into archives of
-# about this many uncompressed bytes, so the handler decompresses them on all CPUs at once
-CHUNK_BYTES = 12 << 20
-RECORD = struct.Struct("<IQ")  # mode, size (after the path)
+# 3: sources of hot bytecode as sizes only ("sizes"), no "elf_ranges" (the handler finds the loader's ranges itself);
+# 2: only the hot set is archived, with its folders' listings ("dirs")
+INDEX_VERSION = 3
+# a large distribution is cut into archives of about this many uncompressed bytes: the handler unpacks
+# several at once on all CPUs, and the fewer compressed bytes wait in memory beside the unpacked ones
+CHUNK_BYTES = 4 << 20
+
+
+def _format():
+    return handlerlib.load("archive")  # handler/hoist_lambda/archive.py: the format, defined once
 
 
 def pack(tree: Path, paths: list[str]) -> bytes:
-    out = bytearray()
-    for rel in paths:
-        name = rel.encode()
-        data = (tree / rel).read_bytes()
-        out += struct.pack("<I", len(name)) + name + RECORD.pack((tree / rel).stat().st_mode & 0o777, len(data)) + data
-    return zlib.compress(bytes(out), 1)
+    return _format().pack((rel, (tree / rel).stat().st_mode & 0o777, (tree / rel).read_bytes()) for rel in paths)
 
 
 def unpack(blob: bytes) -> list[tuple[str, bytes]]:
-    """(path, data) of each record of one archive, read by the handler's own reader (hoist_lambda/hotimport.py)."""
-    return list(handlerlib.load("hotimport").records(zlib.decompress(blob)))
-
-
-# allocated sections the loader does not read at load time: code runs (and faults in) page by page,
-# unwind tables are read when an exception passes through
-NOT_PREFETCHED = {".text", ".init", ".fini", ".plt", ".plt.got", ".plt.sec", ".iplt", ".eh_frame", ".gcc_except_table"}
-SHF_ALLOC, SHF_EXECINSTR = 0x2, 0x4
-
-
-def loader_ranges(path: Path) -> list[list[int]]:
-    """[offset, length] ranges of ``path`` worth reading ahead (see the module docstring)."""
-    from elftools.common.exceptions import ELFError
-    from elftools.elf.elffile import ELFFile
-
-    try:
-        with open(path, "rb") as fh:
-            elf = ELFFile(fh)
-            head = elf["e_phoff"] + elf["e_phnum"] * elf["e_phentsize"]
-            spans = [(0, max(head, 4096))]
-            for sec in elf.iter_sections():
-                flags, size = sec["sh_flags"], sec["sh_size"]
-                if not flags & SHF_ALLOC or flags & SHF_EXECINSTR or sec.name in NOT_PREFETCHED or sec["sh_type"] == "SHT_NOBITS" or not size:
-                    continue
-                spans.append((sec["sh_offset"], sec["sh_offset"] + size))
-    except (ELFError, OSError, ValueError):
-        return [[0, path.stat().st_size]]  # unreadable: read it all, as before
-    return handlerlib.load("spans").merge_spans(spans)  # the handler's own merge, so both read the same ranges
+    """(path, data) of each record of one archive, read by the handler's own reader."""
+    fmt = _format()
+    return [(rel, bytes(data)) for rel, data in fmt.records(fmt.unpack(blob))]
 
 
 def chunks(tree: Path, paths: list[str], limit: int = CHUNK_BYTES) -> list[list[str]]:
@@ -121,19 +93,14 @@ def source_of(rel: str) -> str | None:
     return folder + pyc.split(".", 1)[0] + ".py"
 
 
-def hot_files(candidates: Iterable[str], opened: Iterable[str] | None) -> set[str]:
-    """Of ``candidates`` (the tree's regular non-ELF files), those hydration copies: the ``opened``
-    ones and the sources of opened bytecode; every candidate when nothing was recorded (None)."""
+def hot_files(candidates: Iterable[str], opened: Iterable[str] | None) -> tuple[set[str], set[str]]:
+    """Of ``candidates`` (the tree's regular non-ELF files): (the files the archives hold, the sources they
+    hold the size of). Held: the ``opened`` ones, or every candidate when nothing was recorded (None);
+    sized: the source of held bytecode, unless it was opened itself."""
     pool = set(candidates)
-    if opened is None:
-        return pool
-    hot = set()
-    for rel in opened:
-        hot.add(rel)
-        source = source_of(rel)
-        if source:
-            hot.add(source)
-    return hot & pool
+    held = pool if opened is None else set(opened) & pool
+    sized = {src for rel in held if (src := source_of(rel)) in pool} - (held if opened is not None else set())
+    return held - sized, sized
 
 
 def listings(tree: Path, hot: set[str]) -> dict[str, dict[str, str]]:
@@ -178,10 +145,11 @@ def write_archives(tree: Path, dest: Path, chunk_bytes: int = CHUNK_BYTES, opene
                 elf.append(rel)
             else:
                 regular.append(rel)
-    hot = hot_files(regular, None if opened is None else list(opened))
+    held, sized = hot_files(regular, None if opened is None else list(opened))
+    hot = held | sized
     groups: dict[str, list[str]] = {}
     for rel in regular:
-        if rel in hot:
+        if rel in held:
             groups.setdefault(owner_of(owner, rel) or "_unowned", []).append(rel)
     tmp = dest.with_name(dest.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -198,9 +166,11 @@ def write_archives(tree: Path, dest: Path, chunk_bytes: int = CHUNK_BYTES, opene
             t = content_mtime(digest)  # same content, same time: sync's rsync links it to the previous version's copy
             os.utime(tmp / filename, (t, t))
             archives.append({"name": filename, "dist": name, "bytes": len(data), "sha256": digest, "files": len(part)})
-    index = {"version": INDEX_VERSION, "archives": archives, "dirs": listings(tree, hot),
-             "hot": {"recorded": opened is not None, "files": len(hot), "of": len(regular)},
-             "elf": sorted(elf), "elf_ranges": {rel: loader_ranges(tree / rel) for rel in sorted(elf)},
+    index = {"version": INDEX_VERSION, "compression": _format().COMPRESSION, "archives": archives, "dirs": listings(tree, hot),
+             "sizes": {rel: (tree / rel).stat().st_size for rel in sorted(sized)},
+             "hot": {"recorded": opened is not None, "files": len(held), "of": len(regular), "bytes": sum((tree / rel).stat().st_size for rel in held),
+                     "sized": len(sized)},
+             "elf": sorted(elf),
              "touched_ranges": {rel: ranges for rel, ranges in sorted((touched or {}).items()) if rel in elf}}
     (tmp / "index.json").write_text(json.dumps(index, indent=1) + "\n")
     shutil.rmtree(dest, ignore_errors=True)

@@ -17,7 +17,7 @@ import traceback
 from typing import Any
 
 from hoist_lambda import events, images
-from hoist_lambda.activate import activate
+from hoist_lambda.activate import activate, release, report
 from hoist_lambda.events import BadRequest
 from hoist_lambda.log import log
 from hoist_lambda.model import Model, load
@@ -44,6 +44,7 @@ def _init() -> tuple[Any, Model | None]:
 
 
 ENV, MODEL = _init()
+release()  # init is over: the hot set's memory goes back (hoist_lambda/activate.py)
 
 
 def classify(data: bytes) -> dict:
@@ -75,7 +76,7 @@ def handler(event: Any, context: Any) -> dict:
             raise BadRequest(400, "invalid_event", "the event must be a JSON object")
         if method == "GET" and (path or "").rstrip("/").endswith("/health"):
             return events.respond(event, 200, {"status": "ok", "efs_tree": ENV.tree, "hydrated": ENV.hydrated, "hot_files": ENV.hot_files, "on_path": bool(ENV.tree) and ENV.tree in sys.path,
-                                               "model": MODEL.folder.meta if MODEL else None})
+                                               "activation": report(), "model": MODEL.folder.meta if MODEL else None})
         if MODEL is None:
             raise BadRequest(503, "model_not_configured", "no model: set HOIST_MODEL_DIR or HOIST_MODEL_S3")
         t0 = time.perf_counter()

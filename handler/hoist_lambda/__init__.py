@@ -3,10 +3,12 @@
 One job per module:
 
 - ``activate``: put the EFS dependency tree on ``sys.path`` (its hot set
-  read from the build's archives into memory, the libraries' pages read
-  ahead); any handler calls ``activate.activate()`` first, before importing
-  torch;
+  read from the build's archives into memory); any handler calls
+  ``activate.activate()`` first, before importing torch, and
+  ``activate.release()`` once its init is over;
+- ``archive``: the archives' format, which the build writes with it too;
 - ``hotimport``: the path hook that imports the hot set from memory;
+- ``prefetch``: the libraries' pages read ahead in the background;
 - ``contract``: the model folder's files and the schema of preprocess.json,
   checked without torch;
 - ``model``: load a model folder (EFS or S3), check the labels against the

@@ -2,9 +2,11 @@
 
 Standard library only, so any handler can call it before importing torch:
 
-    from hoist_lambda.activate import activate
+    from hoist_lambda.activate import activate, release
     activate()          # the tree named by HOIST_EFS_TREE
     import torch
+    ...                 # the rest of the init: load the model
+    release()           # init is over: give the hot set's memory back
 
 The tree goes on sys.path *after* the runtime's own entries (the runtime's
 packages keep working, and stdlib imports never touch EFS). When the build
@@ -13,16 +15,20 @@ read with large parallel reads into memory: they hold the hot set, what
 importing the set's requirements opened at build time, and the listing of
 every folder it lives in. hotimport.py then answers imports of those folders
 from memory; everything else (shared libraries, modules not imported at init,
-data files) is read from EFS where it is. Nothing is written to /tmp
-(docs/design.md, 7).
+data files) is read from EFS where it is, and prefetch.py reads the libraries'
+pages ahead. Nothing is written to /tmp (docs/design.md, 7).
+
+Lambda sends no "init is over" signal, so ``release()`` is the handler's call:
+at the end of its module's init, or first thing in its handler (a second call
+does nothing). A snapshotting shape calls it before the snapshot.
 
 Separate thread pools, never one: whole-archive reads each wait for their chunk
 reads, so if both shared a pool, 32 archives in flight would wait on chunks
 queued behind them and init would hang. Chunk reads wait on nothing.
 
 Variables: HOIST_EFS_TREE (the tree), HOIST_HYDRATE=0 (import from EFS
-directly), HOIST_PREFETCH (the libraries' read-ahead: touched, relocs, loader,
-ordered, all or none; see DEFAULT_PREFETCH).
+directly), HOIST_PREFETCH (the libraries' read-ahead: touched or relocs,
+prefetch.py).
 """
 from __future__ import annotations
 
@@ -30,42 +36,20 @@ import contextlib
 import hashlib
 import json
 import os
-import struct
 import sys
 import threading
 import time
-import zlib
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
 
-from . import hotimport
+from . import archive, hotimport, prefetch
 from .log import log
-from .spans import merge_spans
 
 CHUNK_BYTES = 4 << 20  # one read of an archive: on EFS the round trips of several overlap
 CHUNK_WORKERS = 32  # reads in flight
-ARCHIVE_WORKERS = 8  # archives being assembled from their chunks
-UNPACK_WORKERS = 4  # zlib releases the GIL: one per vCPU up to 4
-PREFETCH_WORKERS = 16
-PIECE_BYTES = 1 << 20  # one read-ahead task of a library
+ARCHIVE_WORKERS = 4  # archives being read and unpacked at once (zlib releases the GIL: one per vCPU up to 4)
 STAT_WORKERS = 16  # lookups in flight for the stat read-ahead
-INDEX_VERSION = 2  # builder/archives.py's: the hot set and its folders' listings ("dirs")
-# The read-ahead of the shared libraries after the archives arrived, chosen from
-# `invoke bench coldstart`'s trade-off (README, "Cold start"):
-# - "touched": the pages the build's import check saw mapped after importing the
-#   set's requirements (index "touched_ranges"; "relocs" for a library without);
-# - "relocs": what the dynamic loader itself reads (headers, dynamic symbols and
-#   strings, hash tables, relocations and the data they patch), found in each
-#   library's section headers here; code and read-only data come on demand;
-# - "loader": the build's elf_ranges (the above plus .rodata and the unwind index);
-# - "ordered": those ranges, then the rest of every library; "all": whole files;
-# - "none": nothing, every page on demand.
-DEFAULT_PREFETCH = "touched"
-PREFETCH_MODES = ("touched", "relocs", "loader", "ordered", "all", "none")
-# sections the loader reads while it maps, relocates and binds a library
-LOADER_SECTIONS = {".dynsym", ".dynstr", ".gnu.hash", ".hash", ".gnu.version", ".gnu.version_r", ".gnu.version_d", ".rela.dyn", ".rela.plt",
-                   ".rel.dyn", ".rel.plt", ".relr.dyn", ".dynamic", ".got", ".got.plt", ".data.rel.ro", ".data.rel.ro.local", ".data",
-                   ".init_array", ".fini_array", ".tdata"}
+INDEX_VERSION = 3  # builder/archives.py's: the hot set, the sizes of sources only stat'ed, its folders' listings
 
 
 @dataclass(frozen=True)
@@ -74,8 +58,10 @@ class Activation:
     hydrated: bool  # its hot set is imported from memory
     ms: float
     hot_files: int = 0
-    hot_bytes: int = 0
+    hot_bytes: int = 0  # the hot files' bytes, as imports read them
     prefetch: str | None = None  # the libraries' read-ahead in effect (HOIST_PREFETCH, or the default)
+    why: str | None = None  # why it was not hydrated (None when it was, or when there is no tree)
+    archives: bool = False  # the version has archives (so not being hydrated costs seconds)
 
     @property
     def path(self) -> str | None:
@@ -85,180 +71,91 @@ class Activation:
 
 _lock = threading.Lock()
 _done: Activation | None = None
+_held = 0  # bytes of the hot set still in memory
+_released_at_ms: float | None = None
+
+
+class ActivationError(RuntimeError):
+    """activate() asked for another tree than the one this environment already has on sys.path."""
 
 
 def activate(tree: str | None = None) -> Activation:
-    """Put ``tree`` (default: $HOIST_EFS_TREE) on sys.path with its hot set in memory; the first call does the work."""
-    global _done  # noqa: PLW0603 - once per execution environment, by design
+    """Put ``tree`` (default: $HOIST_EFS_TREE) on sys.path with its hot set in memory; the first call does the work,
+    later calls for the same tree return its Activation, a call for another tree is an ActivationError."""
+    global _done, _held  # noqa: PLW0603 - once per execution environment, by design
     with _lock:
+        wanted = (tree if tree is not None else os.environ.get("HOIST_EFS_TREE", "")).rstrip("/")
         if _done is not None:
+            if wanted != (_done.tree or ""):
+                raise ActivationError(f"activate({wanted!r}): this environment already activated {_done.tree!r}; one execution environment holds one tree "
+                                      "(HOIST_EFS_TREE names it)")
             return _done
         t = time.perf_counter()
-        tree = (tree if tree is not None else os.environ.get("HOIST_EFS_TREE", "")).rstrip("/")
-        hot = None
-        if tree and os.environ.get("HOIST_HYDRATE", "1") != "0":
-            try:
-                hot = hydrate(tree)
-            except Exception as exc:  # an EFS hiccup or any damage to the archives: import from EFS directly, slower but working
-                log("hydrate_failed", error=f"{type(exc).__name__}: {exc}")
+        hot, why, has_archives = None, None, False
+        if wanted:
+            has_archives = os.path.exists(os.path.join(os.path.dirname(wanted), "archives", "index.json"))
+            if os.environ.get("HOIST_HYDRATE", "1") == "0":
+                why = "HOIST_HYDRATE=0"
+            elif not has_archives:
+                why = "the version has no archives (archives/index.json)"
+            else:
+                try:
+                    hot, why = hydrate(wanted)
+                except Exception as exc:
+                    why = f"hydration failed: {type(exc).__name__}: {exc}"
+                    log("hydrate_failed", error=why)
         if hot is not None:
             hotimport.install(hot)
-        if tree and tree not in sys.path:
-            sys.path.append(tree)
-        _done = Activation(tree=tree or None, hydrated=hot is not None, ms=round((time.perf_counter() - t) * 1000, 2),
-                           hot_files=len(hot) if hot else 0, hot_bytes=hot.bytes if hot else 0, prefetch=hot.prefetch if hot else None)
-        log("activate", efs_tree=_done.tree, hydrated=_done.hydrated, hot_files=_done.hot_files, hot_bytes=_done.hot_bytes, prefetch=_done.prefetch, ms=_done.ms)
+            _held = hot.held
+        if wanted and wanted not in sys.path:
+            sys.path.append(wanted)
+        _done = Activation(tree=wanted or None, hydrated=hot is not None, ms=round((time.perf_counter() - t) * 1000, 2),
+                           hot_files=len(hot) if hot else 0, hot_bytes=hot.bytes if hot else 0, prefetch=hot.prefetch if hot else None,
+                           why=why if wanted else None, archives=has_archives)
+        log("activate", efs_tree=_done.tree, hydrated=_done.hydrated, hot_files=_done.hot_files, hot_bytes=_done.hot_bytes, held_bytes=_held,
+            prefetch=_done.prefetch, why=_done.why, ms=_done.ms)
         return _done
 
 
-def read_file(path: str, chunks: ThreadPoolExecutor, chunk: int = CHUNK_BYTES) -> bytes:
+def release() -> int:
+    """Init is over: give the hot set's memory back (modules imported from it keep working). Returns the bytes freed;
+    0 when there was nothing to give back or it was given already."""
+    global _held, _released_at_ms  # noqa: PLW0603
+    with _lock:
+        freed = hotimport.release()
+        if freed and _released_at_ms is None:
+            _released_at_ms = round(time.time() * 1000)
+            log("release", freed_bytes=freed)
+        _held = 0
+        return freed
+
+
+def report() -> dict | None:
+    """What activation did and what it holds now (validate's and deploy's smoke tests read it); None before activate()."""
+    if _done is None:
+        return None
+    return {**asdict(_done), "held_bytes": _held, "released": _released_at_ms is not None}
+
+
+def read_file(path: str, chunks: ThreadPoolExecutor, chunk: int = CHUNK_BYTES) -> bytearray:
     """A whole file with concurrent reads in ``chunks``, a pool whose tasks never wait on others."""
     size = os.path.getsize(path)
     buf = bytearray(size)
     fd = os.open(path, os.O_RDONLY)
 
     def fetch(offset: int) -> None:
-        data = os.pread(fd, min(chunk, size - offset), offset)
+        want = min(chunk, size - offset)
+        data = os.pread(fd, want, offset)
+        if len(data) != want:
+            raise OSError(f"{path}: {len(data)} bytes at {offset}, {want} expected (the file changed while it was read)")
         buf[offset : offset + len(data)] = data
 
     try:
-        for f in [chunks.submit(fetch, offset) for offset in range(0, max(size, 1), chunk)]:
+        for f in [chunks.submit(fetch, offset) for offset in range(0, max(size, 1), chunk) if offset < size]:
             f.result()
     finally:
         os.close(fd)
-    return bytes(buf)
-
-
-def decompress(blob: bytes, compression: str) -> bytes:
-    """zlib (what the build writes), lzma or none: all in the standard library."""
-    if compression == "zlib":
-        return zlib.decompress(blob)
-    if compression == "lzma":
-        import lzma
-
-        return lzma.decompress(blob)
-    if compression == "none":
-        return blob
-    raise OSError(f"archive compression {compression!r} is not supported by this handler (zlib, lzma, none)")
-
-
-def is_library(rel: str) -> bool:
-    """A shared library the loader maps at import (libx.so, libx.so.1, _C.cpython-311-x86_64-linux-gnu.so), not an executable."""
-    name = rel.rsplit("/", 1)[-1]
-    return name.endswith(".so") or ".so." in name
-
-
-def relocation_ranges(path: str) -> list[list[int]] | None:
-    """[offset, length] of the ELF and program headers and LOADER_SECTIONS of a 64-bit
-    little-endian library (x86_64, aarch64), from its section headers; None if unreadable."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return None
-    try:
-        head = os.pread(fd, 64, 0)
-        if len(head) < 64 or head[:4] != b"\x7fELF" or head[4] != 2 or head[5] != 1:
-            return None
-        phoff, shoff = struct.unpack_from("<QQ", head, 32)
-        phentsize, phnum, shentsize, shnum, shstrndx = struct.unpack_from("<HHHHH", head, 54)
-        table = os.pread(fd, shentsize * shnum, shoff)
-        if shnum == 0 or len(table) < shentsize * shnum or shstrndx >= shnum:
-            return None
-        sections = [struct.unpack_from("<IIQQQQ", table, i * shentsize) for i in range(shnum)]  # name, type, flags, addr, offset, size
-        names = os.pread(fd, sections[shstrndx][5], sections[shstrndx][4])
-    except (OSError, struct.error):
-        return None
-    finally:
-        os.close(fd)
-    spans = [(0, max(phoff + phentsize * phnum, 4096))]
-    for name_at, kind, _flags, _addr, offset, size in sections:
-        name = names[name_at : names.find(b"\0", name_at)].decode(errors="replace")
-        if name in LOADER_SECTIONS and kind != 8 and size:  # 8: SHT_NOBITS, nothing in the file
-            spans.append((offset, offset + size))
-    return merge_spans(spans)
-
-
-def pieces(ranges: list[list[int]], piece: int) -> list[list[int]]:
-    """``ranges`` cut into reads of at most ``piece`` bytes, each one task: a library's ranges are
-    read by every prefetch thread at once, not one after the other by one."""
-    out = []
-    for start, length in ranges:
-        for at in range(start, start + length, piece):
-            out.append([at, min(piece, start + length - at)])
-    return out
-
-
-def _rest(path: str, ranges: list[list[int]]) -> list[list[int]]:
-    """What of the file ``ranges`` leave out."""
-    size, at, gaps = os.path.getsize(path), 0, []
-    for offset, length in ranges:
-        if offset > at:
-            gaps.append([at, offset - at])
-        at = max(at, offset + length)
-    return gaps + ([[at, size - at]] if size > at else [])
-
-
-class _Reader:
-    """One library open once, read ahead in pieces by many threads; closed after its last piece."""
-
-    def __init__(self, path: str):
-        self.fd = os.open(path, os.O_RDONLY)
-        self.left = 0
-        self.lock = threading.Lock()
-
-    def add(self, n: int) -> None:
-        with self.lock:
-            self.left += n
-
-    def read(self, start: int, length: int) -> None:
-        try:
-            at, end = start, start + length
-            while at < end and os.pread(self.fd, min(CHUNK_BYTES, end - at), at):
-                at += CHUNK_BYTES
-        except OSError:
-            pass
-        finally:
-            with self.lock:
-                self.left -= 1
-                last = self.left == 0
-            if last:
-                os.close(self.fd)
-
-
-def _start_prefetch(tree: str, index: dict, how: str, piece: int = PIECE_BYTES) -> None:
-    """Read the libraries' pages ahead in the background, in ``piece``-sized reads on PREFETCH_WORKERS threads."""
-    if how == "none":
-        return
-    recorded = index.get("elf_ranges", {})
-    touched = index.get("touched_ranges") or {}
-    libraries = [rel for rel in index["elf"] if is_library(rel)]  # executables (torch/bin/test_*) are never loaded by an import
-    pool = ThreadPoolExecutor(PREFETCH_WORKERS, thread_name_prefix="hoist-prefetch")
-
-    def ranges_of(path: str, rel: str) -> list[list[int]]:
-        if how == "touched" and rel in touched:
-            return touched[rel]
-        if how in ("relocs", "touched"):  # touched: a library the build saw no page of (not loaded at init) gets the loader's
-            return relocation_ranges(path) or []
-        if how == "all":
-            return [[0, os.path.getsize(path)]]
-        return recorded.get(rel) or [[0, os.path.getsize(path)]]  # loader, ordered: the build's ranges first
-
-    def plan(path: str, rel: str) -> None:  # a task: finding the ranges can read the library's headers
-        try:
-            ranges = pieces(ranges_of(path, rel), piece)
-            if how == "ordered":
-                ranges += pieces(_rest(path, recorded.get(rel) or []), piece)
-            if not ranges:
-                return
-            reader = _Reader(path)
-            reader.add(len(ranges))
-            for start, length in ranges:
-                pool.submit(reader.read, start, length)
-        except (OSError, RuntimeError):  # a library gone, or the interpreter shutting down: nothing to read ahead
-            return
-
-    for rel in libraries:
-        pool.submit(plan, os.path.join(tree, rel), rel)
+    return buf
 
 
 def _start_stat_ahead(tree: str, dirs: dict[str, dict[str, str]]) -> None:
@@ -284,44 +181,49 @@ def _start_stat_ahead(tree: str, dirs: dict[str, dict[str, str]]) -> None:
     pool.shutdown(wait=False)
 
 
-def hydrate(tree: str, chunk: int = CHUNK_BYTES) -> hotimport.HotSet | None:
-    """Read the tree's archives (built beside it) into memory and start the libraries' read-ahead;
-    the hot set, or None when there are no archives (or they are from a newer build)."""
+def hydrate(tree: str, chunk: int = CHUNK_BYTES) -> tuple[hotimport.HotSet | None, str | None]:
+    """Read the tree's archives (built beside it) into memory and start the libraries' read-ahead:
+    (the hot set, None), or (None, why not) when the index is of another format."""
     tree = tree.rstrip("/")
     version_dir = os.path.dirname(tree)
-    index_path = os.path.join(version_dir, "archives", "index.json")
-    if not os.path.exists(index_path):
-        return None
-    with open(index_path, "rb") as fh:
+    with open(os.path.join(version_dir, "archives", "index.json"), "rb") as fh:
         index = json.loads(fh.read())
     if index.get("version") != INDEX_VERSION:  # another build's format: import from EFS, slower but right
-        log("hydrate_skipped", reason=f"archive index version {index.get('version')}, this handler reads {INDEX_VERSION}")
-        return None
+        why = f"archive index version {index.get('version')}, this handler reads {INDEX_VERSION} (rebuild and sync the version)"
+        log("hydrate_skipped", reason=why)
+        return None, why
     _start_stat_ahead(tree, index["dirs"])
-    compression = index.get("compression", "zlib")
-    how = os.environ.get("HOIST_PREFETCH", DEFAULT_PREFETCH)
-    if how not in PREFETCH_MODES:
-        log("prefetch_unknown", mode=how, using=DEFAULT_PREFETCH)
-        how = DEFAULT_PREFETCH
+    how = os.environ.get("HOIST_PREFETCH", prefetch.DEFAULT)
+    if how not in prefetch.RANGES:
+        log("prefetch_unknown", mode=how, using=prefetch.DEFAULT, choices=sorted(prefetch.RANGES))
+        how = prefetch.DEFAULT
     archives = os.path.join(version_dir, "archives")
+    compression = index.get("compression", archive.COMPRESSION)
     names = sorted(index["archives"], key=lambda a: -a["bytes"])  # largest first: the long ones start early
-    files: dict[str, bytes] = {}
+    files: dict[str, memoryview] = {}
+    arrived = threading.Semaphore(0)
+
+    def load(entry: dict, chunks: ThreadPoolExecutor) -> list:
+        try:
+            data = read_file(os.path.join(archives, entry["name"]), chunks, chunk)
+        finally:
+            arrived.release()  # arrived or failed: the read-ahead waits for neither any longer
+        if hashlib.sha256(data).hexdigest() != entry["sha256"]:  # a torn or damaged copy on EFS
+            raise OSError(f"archive {entry['name']} does not match its sha256 in the index")
+        raw = archive.unpack(data, compression)
+        del data  # the compressed bytes go as soon as they are unpacked
+        return list(archive.records(raw))
+
     with ThreadPoolExecutor(CHUNK_WORKERS, thread_name_prefix="hoist-chunk") as chunks, \
-            ThreadPoolExecutor(ARCHIVE_WORKERS, thread_name_prefix="hoist-archive") as whole, \
-            ThreadPoolExecutor(UNPACK_WORKERS, thread_name_prefix="hoist-unpack") as unpack:
-        blobs = [whole.submit(read_file, os.path.join(archives, a["name"]), chunks, chunk) for a in names]
-
-        def unpack_one(entry: dict, blob: Future[bytes]) -> list[tuple[str, bytes]]:
-            data = blob.result()
-            if hashlib.sha256(data).hexdigest() != entry["sha256"]:  # a torn or damaged copy on EFS
-                raise OSError(f"archive {entry['name']} does not match its sha256 in the index")
-            return list(hotimport.records(decompress(data, compression)))
-
-        unpacked = [unpack.submit(unpack_one, a, f) for a, f in zip(names, blobs, strict=True)]
-        for f in blobs:  # the archives have the bandwidth first; the libraries take it while they unpack
-            f.result()
-        _start_prefetch(tree, index, how)
-        for done in unpacked:
-            files.update((f"{tree}/{rel}", data) for rel, data in done.result())
+            ThreadPoolExecutor(ARCHIVE_WORKERS, thread_name_prefix="hoist-archive") as whole:
+        done = [whole.submit(load, a, chunks) for a in names]
+        for _ in names:  # the archives have the bandwidth first; the libraries take it while they unpack
+            arrived.acquire()
+        prefetch.start(tree, index, how)
+        for f in done:
+            files.update((f"{tree}/{rel}", data) for rel, data in f.result())
+            del f
+        done.clear()
     dirs = {(f"{tree}/{rel}" if rel else tree): listing for rel, listing in index["dirs"].items()}
-    return hotimport.HotSet(tree, files, dirs, prefetch=how)
+    sizes = {f"{tree}/{rel}": size for rel, size in (index.get("sizes") or {}).items()}
+    return hotimport.HotSet(tree, files, dirs, sizes=sizes, prefetch=how), None

@@ -1,12 +1,15 @@
 """Import the hot set of an EFS tree from memory (standard library only).
 
 The build's archives hold the files the import check saw opened while it
-imported the set's own requirements (builder/archives.py). ``load`` reads them
-(a few large parallel reads of EFS) into a dictionary keyed by each file's path
-*in the tree*; ``install`` adds a path hook that answers imports for the tree's
-hot folders from that dictionary and the folder listings the build recorded.
-Nothing is written anywhere: creating ~2,000 files in /tmp had cost more than
-the reads themselves (docs/design.md, 7).
+imported the set's own requirements (builder/archives.py); the index records
+the sizes of the sources whose bytecode is among them (the loader stats a
+source, it does not read it: unchecked-hash bytecode). activate.py reads the
+archives (a few large parallel reads of EFS) into memory, keyed by each file's
+path *in the tree*; ``install`` adds a path hook that answers imports for the
+tree's hot folders from them and the folder listings the build recorded, and
+``release`` gives it all back once init is over. Nothing is written anywhere:
+creating ~2,000 files in /tmp had cost more than the reads themselves
+(docs/design.md, 7).
 
 Every module keeps its real place: ``__file__``, ``__path__`` and
 ``__spec__.origin`` name the file on EFS, which exists. So code that looks
@@ -17,12 +20,14 @@ a data file, a shared library) is read from EFS as it would be without Hoist.
 The path hook claims a folder only when the build listed it; any other folder
 (a package nothing hot lives in) gets the standard FileFinder, on EFS. Modules
 found through the hook load with importlib's own loaders, with ``get_data``
-and ``path_stats`` answered from memory and bytecode never written back.
+and ``path_stats`` answered from memory and bytecode never written back. A
+module the listing names but neither memory nor the tree holds (a partial
+copy, a version collected under a warm environment) is not found, so importing
+it raises ModuleNotFoundError, as it would without Hoist.
 """
 from __future__ import annotations
 
 import os
-import struct
 import sys
 import types
 from collections.abc import Iterator
@@ -36,7 +41,7 @@ from importlib.machinery import (
     SourceFileLoader,
     SourcelessFileLoader,
 )
-from importlib.util import spec_from_file_location
+from importlib.util import cache_from_source, spec_from_file_location
 
 # a folder's entry kinds in the index's "dirs" (builder/archives.py): a file, a folder, a
 # folder with an __init__.py (a package whose own listing may not be in the index)
@@ -44,13 +49,18 @@ FILE, FOLDER, PACKAGE = "f", "d", "p"
 
 
 class HotSet:
-    """The hot files by path in the tree, and the listing of each hot folder."""
+    """The hot files by path in the tree (views into the archives' unpacked streams), the sizes of the
+    sources whose bytecode is hot, and the listing of each hot folder."""
 
-    def __init__(self, tree: str, files: dict[str, bytes], dirs: dict[str, dict[str, str]], prefetch: str | None = None):
+    def __init__(self, tree: str, files: dict[str, memoryview], dirs: dict[str, dict[str, str]], sizes: dict[str, int] | None = None,
+                 prefetch: str | None = None):
         self.tree = tree
         self.prefetch = prefetch  # the libraries' read-ahead started with it
         self.files = files  # absolute path -> content
+        self.sizes = sizes or {}  # absolute path -> size, for sources the loader only stats
         self.dirs = dirs  # absolute folder -> {name: FILE | FOLDER | PACKAGE}
+        streams = {id(getattr(v, "obj", v)): getattr(v, "obj", v) for v in files.values()}
+        self.held = sum(len(stream) for stream in streams.values())  # the unpacked streams the views keep alive
 
     def __len__(self) -> int:
         return len(self.files)
@@ -59,19 +69,12 @@ class HotSet:
     def bytes(self) -> int:
         return sum(len(data) for data in self.files.values())
 
+    def has(self, path: str) -> bool:
+        """Whether ``path`` exists as far as the hot set knows (in memory, or a source it knows the size of)."""
+        return path in self.files or path in self.sizes
 
-def records(raw: bytes) -> Iterator[tuple[str, bytes]]:
-    """(path, data) of each record of an uncompressed archive: <u32 n><path><u32 mode><u64 size><data>."""
-    at = 0
-    while at < len(raw):
-        (n,) = struct.unpack_from("<I", raw, at)
-        rel = raw[at + 4 : at + 4 + n].decode()
-        _mode, size = struct.unpack_from("<IQ", raw, at + 4 + n)
-        start = at + 4 + n + 12
-        if rel.startswith("/") or ".." in rel.split("/"):
-            raise OSError(f"unsafe path in archive: {rel}")
-        yield rel, raw[start : start + size]
-        at = start + size
+    def clear(self) -> None:
+        self.files, self.sizes, self.dirs, self.held = {}, {}, {}, 0
 
 
 # -------------------------------------------------------------------- loaders
@@ -82,15 +85,16 @@ class _Memory:
 
     def get_data(self, path: str) -> bytes:
         data = self.hot.files.get(path)
-        return data if data is not None else super().get_data(path)  # type: ignore[misc]
+        return bytes(data) if data is not None else super().get_data(path)  # type: ignore[misc]
 
     def path_stats(self, path: str) -> dict:
         data = self.hot.files.get(path)
-        if data is None:
+        size = len(data) if data is not None else self.hot.sizes.get(path)
+        if size is None:
             return super().path_stats(path)  # type: ignore[misc]
         # the build's bytecode is unchecked-hash: the loader never compares a time; a timestamp
-        # .pyc from a wheel does not match 0 and is compiled from the source in memory instead
-        return {"mtime": 0, "size": len(data)}
+        # .pyc from a wheel does not match 0 and is compiled from the source instead
+        return {"mtime": 0, "size": size}
 
     def set_data(self, path: str, data: bytes, *, _mode: int = 0o666) -> None:
         return  # the tree on EFS is an immutable version: no bytecode is written into it
@@ -130,6 +134,8 @@ class HotFinder:
             self._disk.invalidate_caches()
 
     def _spec(self, fullname: str, path: str, loader_class: type, package: str | None = None) -> ModuleSpec | None:
+        if not (self.hot.has(path) or self.hot.has(_bytecode_of(path)) or os.path.isfile(path)):
+            return None  # listed by the build, gone from the tree: not found, as FileFinder would say
         return spec_from_file_location(fullname, path, loader=loader_class(fullname, path), submodule_search_locations=[package] if package else None)
 
     def find_spec(self, fullname: str, target: types.ModuleType | None = None) -> ModuleSpec | None:
@@ -173,6 +179,18 @@ class HotFinder:
                 yield prefix + module, package
 
 
+def _bytecode_of(path: str) -> str:
+    if not path.endswith(".py"):
+        return ""
+    try:
+        return cache_from_source(path)
+    except NotImplementedError:  # no cache tag: no bytecode
+        return ""
+
+
+_installed: list = []  # the hook installed, while it is
+
+
 def install(hot: HotSet) -> None:
     """Answer imports for the hot folders of ``hot.tree`` from memory (a path hook ahead of FileFinder's)."""
     loaders = _loaders(hot)
@@ -184,5 +202,24 @@ def install(hot: HotSet) -> None:
         return HotFinder(path, listing, hot, loaders)
 
     sys.path_hooks.insert(0, hook)
+    _installed.append((hook, hot))
     for path in hot.dirs:  # a finder cached before this hook would read EFS
         sys.path_importer_cache.pop(path, None)
+
+
+def release() -> int:
+    """Give the hot set back: remove the hook and the finders it made (FileFinder takes the folders over, on EFS),
+    drop the files, sizes and listings. Modules already imported keep working (their loaders read EFS from
+    now on, for tracebacks and ``inspect``). Returns the bytes given back."""
+    freed = 0
+    while _installed:
+        hook, hot = _installed.pop()
+        if hook in sys.path_hooks:
+            sys.path_hooks.remove(hook)
+        for path in hot.dirs:
+            finder = sys.path_importer_cache.get(path)
+            if isinstance(finder, HotFinder):
+                del sys.path_importer_cache[path]
+        freed += hot.held
+        hot.clear()
+    return freed

@@ -1,8 +1,6 @@
-"""Byte ranges of a file to read ahead, merged: shared by the builder (which
-records them in the archive index, builder/archives.py) and the handler (which
-computes them when the index has none, activate.py). Standard library only and
-imports nothing: the handler imports nothing from the pipeline, so the builder
-loads this file by path (pipeline/handlerlib.py).
+"""Byte ranges of a file to read ahead, merged (prefetch.py reads a library's
+loader sections as one range where they lie close). Standard library only and
+imports nothing.
 """
 from __future__ import annotations
 

@@ -5,10 +5,9 @@ itself (handler/hoist_lambda/hotimport.py)."""
 from __future__ import annotations
 
 import hashlib
-import importlib.util
+import importlib
 import json
 import os
-import py_compile
 import subprocess
 import sys
 from pathlib import Path
@@ -36,6 +35,7 @@ FILES = {
     "pkg/nopyc.py": "HOT = True\n",  # hot, no bytecode: compiled from memory, nothing written
     "pkg/cold/__init__.py": "",
     "pkg/cold/c.py": "COLD = 1\n",  # never imported at build time: read from the tree
+    "pkg/sub/other.py": "OTHER = 1\n",  # in a hot folder, not hot itself: read from the tree, while it is there
     "pkg/data.json": '{"k": 1}\n',
     "pkg/tool.sh": "#!/bin/sh\n",
     "ns/part.py": "PART = 3\n",  # a namespace package (no __init__.py)
@@ -44,7 +44,8 @@ FILES = {
 HOT_MODULES = ("pkg/__init__.py", "pkg/sub/__init__.py", "pkg/sub/mod.py", "ns/part.py")
 
 
-def _version(tmp_path: Path, opened: list[str] | None = "hot", **kwargs):  # type: ignore[assignment]
+def _version(tmp_path: Path, opened: list[str] | None = "hot", python: str | None = None, **kwargs):  # type: ignore[assignment]
+    """A version folder: the tree (bytecode compiled by ``python``, default this one) and its archives."""
     version = tmp_path / "envs" / "abc123"
     tree = version / "site-packages"
     for rel, text in FILES.items():
@@ -52,11 +53,15 @@ def _version(tmp_path: Path, opened: list[str] | None = "hot", **kwargs):  # typ
         (tree / rel).write_text(text)
     (tree / "pkg" / "tool.sh").chmod(0o755)
     (tree / "pkg" / "_native.so").write_bytes(b"\x7fELF" + b"\0" * 60)
-    for rel in (*HOT_MODULES, "pkg/cold/__init__.py", "pkg/cold/c.py"):
-        py_compile.compile(str(tree / rel), invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH, doraise=True)
+    compiled = [str(tree / rel) for rel in (*HOT_MODULES, "pkg/cold/__init__.py", "pkg/cold/c.py", "pkg/sub/other.py")]
+    script = ("import importlib.util, json, py_compile, sys\n"
+              "for p in sys.argv[1:]:\n    py_compile.compile(p, invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH, doraise=True)\n"
+              "print(json.dumps([importlib.util.cache_from_source(p) for p in sys.argv[1:]]))")
+    out = subprocess.run([python or sys.executable, "-I", "-c", script, *compiled], capture_output=True, text=True, check=True)
+    pycs = dict(zip(compiled, json.loads(out.stdout), strict=True))
     (tree / "pkg-1.0.dist-info" / "RECORD").write_text("\n".join(f"{rel},," for rel in [*FILES, "pkg/_native.so"]) + "\n")
-    if opened == "hot":  # what an import check would have seen: the bytecode of the hot modules, and the metadata
-        opened = [str(Path(importlib.util.cache_from_source(str(tree / rel))).relative_to(tree)) for rel in HOT_MODULES]
+    if opened == "hot":  # what an import check would have seen: the bytecode of the hot modules, the source it read, the metadata
+        opened = [str(Path(pycs[str(tree / rel)]).relative_to(tree)) for rel in HOT_MODULES]
         opened += ["pkg/nopyc.py", "pkg-1.0.dist-info/METADATA"]
     index = write_archives(tree, version / "archives", opened=opened, **kwargs)
     return version, tree, index
@@ -66,15 +71,18 @@ def _archived(version: Path, index: dict) -> set[str]:
     return {rel for a in index["archives"] for rel, _ in unpack((version / "archives" / a["name"]).read_bytes())}
 
 
-def test_the_archives_hold_the_hot_set_with_its_sources_and_list_its_folders(tmp_path):
+def test_the_archives_hold_what_was_opened_the_sizes_of_its_sources_and_list_its_folders(tmp_path):
     version, tree, index = _version(tmp_path)
     hot = _archived(version, index)
-    assert "pkg/sub/mod.py" in hot and f"pkg/sub/__pycache__/mod.{TAG}.pyc" in hot  # the source with its bytecode: the loader stats it
+    # the bytecode in memory; its source as a size only (the loader stats it, never reads it); a source read itself, whole
+    assert f"pkg/sub/__pycache__/mod.{TAG}.pyc" in hot and "pkg/sub/mod.py" not in hot and index["sizes"]["pkg/sub/mod.py"] == len(FILES["pkg/sub/mod.py"])
+    assert "pkg/nopyc.py" in hot and "pkg/nopyc.py" not in index["sizes"]
     assert "pkg/cold/c.py" not in hot and "pkg/data.json" not in hot and "pkg/_native.so" not in hot
-    assert index["hot"] == {"recorded": True, "files": len(hot), "of": len(FILES) + 7}  # RECORD and 6 .pyc
+    held = sum((tree / rel).stat().st_size for rel in hot)
+    assert index["hot"] == {"recorded": True, "files": len(hot), "of": len(FILES) + 8, "bytes": held, "sized": len(HOT_MODULES)}  # RECORD, 7 .pyc
     assert set(index["dirs"]) == {"", "pkg", "pkg/sub", "pkg/sub/__pycache__", "pkg/__pycache__", "ns", "ns/__pycache__", "pkg-1.0.dist-info"}
     assert index["dirs"]["pkg"]["cold"] == "p" and index["dirs"]["pkg"]["_native.so"] == "f" and index["dirs"][""]["ns"] == "d"
-    assert index["elf"] == ["pkg/_native.so"] and [a["dist"] for a in index["archives"]] == ["pkg"]
+    assert index["elf"] == ["pkg/_native.so"] and [a["dist"] for a in index["archives"]] == ["pkg"] and "elf_ranges" not in index
     again = write_archives(tree, tmp_path / "again", opened=sorted(hot))
     assert again["archives"] == index["archives"]  # same tree and hot set, same bytes, same names
     assert source_of(f"a/__pycache__/m.{TAG}.opt-1.pyc") == "a/m.py" and source_of("a/m.py") is None
@@ -82,7 +90,8 @@ def test_the_archives_hold_the_hot_set_with_its_sources_and_list_its_folders(tmp
 
 def test_without_a_recorded_hot_set_every_file_but_the_libraries_is_archived(tmp_path):
     version, tree, index = _version(tmp_path, opened=None)
-    assert _archived(version, index) == {str(p.relative_to(tree)) for p in tree.rglob("*") if p.is_file() and p.name != "_native.so"}
+    files = {str(p.relative_to(tree)) for p in tree.rglob("*") if p.is_file() and p.name != "_native.so"}
+    assert _archived(version, index) == files - set(index["sizes"]) and set(index["sizes"]) == {*HOT_MODULES, "pkg/cold/__init__.py", "pkg/cold/c.py", "pkg/sub/other.py"}
     assert index["hot"]["recorded"] is False
 
 
@@ -97,7 +106,16 @@ for rel in ("pkg/sub/mod.py", "pkg/nopyc.py"):  # the tree changes on disk after
         fh.write("VALUE = 0\nHOT = False\ndef where():\n    return 'disk'\n")
 for pyc in ("pkg/sub/__pycache__", "ns/__pycache__"):
     for name in os.listdir(os.path.join(tree, pyc)):
-        os.remove(os.path.join(tree, pyc, name))
+        if "other" not in name:
+            os.remove(os.path.join(tree, pyc, name))
+os.remove(os.path.join(tree, "pkg", "sub", "other.py"))  # listed by the build, gone from the tree (a partial copy, a collected version)
+for name in os.listdir(os.path.join(tree, "pkg", "sub", "__pycache__")):
+    os.remove(os.path.join(tree, "pkg", "sub", "__pycache__", name))
+try:
+    import pkg.sub.other
+    missing = "imported"
+except ImportError as exc:  # an optional dependency's guard catches it, as without Hoist
+    missing = type(exc).__name__
 import pkg, pkg.sub.mod, pkg.nopyc, pkg.cold.c, ns.part
 def inspected():
     os.remove(os.path.join(tree, "pkg", "nopyc.py"))
@@ -105,69 +123,112 @@ def inspected():
         return inspect.getsource(pkg.nopyc)
     except OSError:
         return None
+source = pkg.sub.mod.__loader__.get_source("pkg.sub.mod")
+listed = sorted(name for _, name, _ in pkgutil.iter_modules(pkg.__path__))
+listed_pkgs = sorted(name for _, name, ispkg in pkgutil.iter_modules(pkg.__path__) if ispkg)
+inspected_source = inspected()
+report = a.report()
+freed = a.release()
 print(json.dumps({
-    "hydrated": env.hydrated, "hot_files": env.hot_files, "last_on_path": sys.path[-1],
+    "hydrated": env.hydrated, "hot_files": env.hot_files, "why": env.why, "last_on_path": sys.path[-1], "missing": missing,
     "value": pkg.sub.mod.VALUE, "hot": pkg.nopyc.HOT, "cold": pkg.cold.c.COLD, "part": ns.part.PART,
     "file": pkg.sub.mod.where(), "pkg_path": list(pkg.__path__), "ns_path": list(ns.__path__),
     "loaders": {m: type(sys.modules[m].__loader__).__name__ for m in ("pkg", "pkg.sub.mod", "pkg.cold.c")},
-    "source": pkg.sub.mod.__loader__.get_source("pkg.sub.mod"),
-    "inspected": inspected(),
-    "listed": sorted(name for _, name, _ in pkgutil.iter_modules(pkg.__path__)),
-    "listed_pkgs": sorted(name for _, name, ispkg in pkgutil.iter_modules(pkg.__path__) if ispkg),
+    "source": source,
+    "inspected": inspected_source,
+    "listed": listed, "listed_pkgs": listed_pkgs,
     "pyc_written": os.path.exists(os.path.join(tree, "pkg", "__pycache__", "nopyc." + sys.implementation.cache_tag + ".pyc")),
     "data": open(os.path.join(os.path.dirname(pkg.__file__), "data.json")).read(),
+    "report": report, "freed": freed, "after": a.report(), "hooks_left": [h for h in sys.path_hooks if "hotimport" in getattr(h, "__module__", "")],
+    "python": "%d.%d" % sys.version_info[:2],
 }))
 """
 
 
-def _run(tmp_path: Path, tree: Path, env: dict | None = None) -> dict:
-    out = subprocess.run([sys.executable, "-I", "-c", IMPORTS, str(REPO / "handler"), str(tree)], capture_output=True, text=True, timeout=120,
+def _run(tmp_path: Path, tree: Path, env: dict | None = None, python: str | None = None) -> dict:
+    out = subprocess.run([python or sys.executable, "-I", "-c", IMPORTS, str(REPO / "handler"), str(tree)], capture_output=True, text=True, timeout=120,
                          env={"PATH": os.environ.get("PATH", ""), **(env or {})})
     assert out.returncode == 0, out.stderr[-3000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def test_hot_modules_import_from_memory_under_their_own_paths_and_the_rest_from_the_tree(tmp_path):
-    _, tree, _ = _version(tmp_path)
-    got = _run(tmp_path, tree)
-    assert got["hydrated"] and got["hot_files"] > 0 and got["last_on_path"] == str(tree)  # after the runtime's own entries
+def _runtimes() -> list[str]:
+    """The oldest and the newest runtime Hoist accepts that this machine has a CPython of (pipeline/runtimes.json)."""
+    from pipeline.errors import InterpreterNotFound
+    from pipeline.interpreters import find_python
+
+    accepted = json.loads((REPO / "pipeline" / "runtimes.json").read_text())["runtimes"]
+    here = []
+    for name in sorted(accepted, key=lambda n: tuple(int(x) for x in accepted[n]["python"].split("."))):
+        try:
+            here.append(str(find_python(accepted[name]["python"]).path))
+        except InterpreterNotFound:
+            continue
+    assert len(here) >= 2, "this machine has fewer than two of the runtimes Hoist accepts (pyenv holds 3.9-3.13)"
+    return [here[0], here[-1]]
+
+
+@pytest.fixture(params=["oldest", "newest"])
+def runtime_python(request):
+    oldest, newest = _runtimes()
+    return oldest if request.param == "oldest" else newest
+
+
+def test_hot_modules_import_from_memory_under_their_own_paths_and_the_rest_from_the_tree(tmp_path, runtime_python):
+    # GIVEN a version built for the runtime (its bytecode compiled by it), run by that runtime's CPython
+    _, tree, index = _version(tmp_path, python=runtime_python)
+    got = _run(tmp_path, tree, python=runtime_python)
+    # THEN it hydrates, on the oldest runtime Hoist accepts as on the newest
+    assert got["hydrated"] and got["why"] is None and got["hot_files"] == index["hot"]["files"] and got["last_on_path"] == str(tree)  # after the runtime's own entries
     assert got["value"] == 42 and got["hot"] is True  # memory, though the files on disk now say otherwise
     assert got["cold"] == 1 and got["part"] == 3 and got["ns_path"] == [str(tree / "ns")]
+    assert got["missing"] == "ModuleNotFoundError"  # listed, gone from the tree: what Python says without Hoist
     assert got["file"] == str(tree / "pkg" / "sub" / "mod.py") and got["pkg_path"] == [str(tree / "pkg")]
     assert got["loaders"] == {"pkg": "HotSourceLoader", "pkg.sub.mod": "HotSourceLoader", "pkg.cold.c": "SourceFileLoader"}
-    assert got["source"] == FILES["pkg/sub/mod.py"] and got["inspected"] == FILES["pkg/nopyc.py"]  # inspect, tracebacks: from memory too
+    # a source only stat'ed is read from the tree, as linecache does anyway; a source the import check saw read is in memory
+    assert got["source"].startswith("VALUE = 0") and got["inspected"] == FILES["pkg/nopyc.py"]
     assert got["listed"] == ["_native", "cold", "nopyc", "sub"] and got["listed_pkgs"] == ["cold", "sub"]
     assert got["pyc_written"] is False  # nothing is written into the tree, an immutable version
     assert got["data"] == '{"k": 1}\n'  # data beside a module: read from the tree
+    # what it held, and that release gives it back (the hook gone, nothing held)
+    assert got["report"]["held_bytes"] >= index["hot"]["bytes"] and got["report"]["released"] is False
+    assert got["freed"] == got["report"]["held_bytes"] and got["after"]["held_bytes"] == 0 and got["after"]["released"] is True and got["hooks_left"] == []
 
 
-def test_without_hydration_or_archives_every_module_comes_from_the_tree(tmp_path, app):
+def test_without_hydration_or_archives_every_module_comes_from_the_tree_and_says_why(tmp_path, app):
     _, tree, _ = _version(tmp_path)
     got = _run(tmp_path, tree, {"HOIST_HYDRATE": "0"})
-    assert got["hydrated"] is False and got["value"] == 0 and got["loaders"]["pkg.sub.mod"] == "SourceFileLoader" and got["inspected"] is None
+    assert got["hydrated"] is False and got["why"] == "HOIST_HYDRATE=0" and got["value"] == 0 and got["loaders"]["pkg.sub.mod"] == "SourceFileLoader"
+    _, tree, _ = _version(tmp_path / "again")
     plain = tmp_path / "v" / "site-packages"
-    plain.mkdir(parents=True)
-    assert app.hydrate(str(plain)) is None
+    __import__("shutil").copytree(tree, plain)  # the same tree, no archives beside it
+    got = _run(tmp_path, plain)
+    assert got["hydrated"] is False and got["why"] == "the version has no archives (archives/index.json)"
 
 
 def test_an_index_of_another_version_or_an_unsafe_path_is_not_used(app, tmp_path):
     version, tree, index = _version(tmp_path)
     (version / "archives" / "index.json").write_text(json.dumps({**index, "version": 99}))
-    assert app.hydrate(str(tree)) is None  # a newer build than this handler: import from EFS, slower but right
-    import struct
-    import zlib
-
-    evil = zlib.compress(struct.pack("<I", 9) + b"../escape" + struct.pack("<IQ", 0o644, 1) + b"x")
+    hot, why = app.hydrate(str(tree))
+    assert hot is None and why == "archive index version 99, this handler reads 3 (rebuild and sync the version)"  # import from EFS, slower but right
+    evil = app.archive.pack([("../escape", 0o644, b"x")])
     with pytest.raises(OSError, match="unsafe path"):
-        list(app.hotimport.records(zlib.decompress(evil)))
+        list(app.archive.records(app.archive.unpack(evil)))
+
+
+def test_a_truncated_record_is_refused_wherever_it_is_cut(app):
+    """A stream cut inside the data of its last record, inside its header, or inside the path's length."""
+    fmt = app.archive
+    raw = fmt.unpack(fmt.pack([("a/b.py", 0o644, b"x = 1\n"), ("a/c.py", 0o644, b"y = 22\n")]))
+    assert [(rel, bytes(data)) for rel, data in fmt.records(raw)] == [("a/b.py", b"x = 1\n"), ("a/c.py", b"y = 22\n")]
+    for cut, match in ((len(raw) - 3, "a/c.py needs 7 bytes, 4 are left"), (len(raw) - 7 - 5, "inside a record's header"), (len(raw) - 7 - 12 - 6 - 2, "where a record starts")):
+        with pytest.raises(OSError, match=match):
+            list(fmt.records(raw[:cut]))
 
 
 @pytest.mark.parametrize("damage", ["truncated", "index", "record"])
 def test_a_damaged_archive_or_index_means_importing_from_the_tree_not_a_failed_init(app, tmp_path, monkeypatch, damage):
     """A torn copy on EFS must cost speed, never the cold start."""
-    import struct
-    import zlib
-
     version, tree, index = _version(tmp_path)
     archive = version / "archives" / index["archives"][0]["name"]
     if damage == "truncated":
@@ -175,57 +236,35 @@ def test_a_damaged_archive_or_index_means_importing_from_the_tree_not_a_failed_i
         with pytest.raises(OSError, match="does not match its sha256"):
             app.hydrate(str(tree))
     elif damage == "index":
-        (version / "archives" / "index.json").write_text('{"version": 2, "archives": [')
-    else:  # a record whose length runs past the end, with an index that vouches for it
-        bad = zlib.compress(struct.pack("<I", 3) + b"a/b")
+        (version / "archives" / "index.json").write_text('{"version": 3, "archives": [')
+    else:  # a record whose data run past the end of its stream, with an index that vouches for the archive
+        good = app.archive.unpack(archive.read_bytes())
+        bad = __import__("zlib").compress(good[:-5])
         archive.write_bytes(bad)
         (version / "archives" / "index.json").write_text(json.dumps({**index, "archives": [{**index["archives"][0], "sha256": hashlib.sha256(bad).hexdigest()}]}))
+        with pytest.raises(OSError, match="archive truncated"):
+            app.hydrate(str(tree))
     monkeypatch.setattr(app, "_done", None)
     monkeypatch.setattr(sys, "path", list(sys.path))
     logged = []
     monkeypatch.setattr(app, "log", lambda event, **fields: logged.append((event, fields)))
     env = app.activate(str(tree))
-    assert not env.hydrated and sys.path[-1] == str(tree)  # the tree itself, as without archives
+    assert not env.hydrated and sys.path[-1] == str(tree) and env.why.startswith("hydration failed: ")  # the tree itself, as without archives
     assert logged[0][0] == "hydrate_failed" and logged[-1][0] == "activate"
 
 
 def test_a_large_distribution_is_cut_into_archives_that_all_arrive(app, tmp_path):
-    """Several archives per distribution let the handler decompress on every CPU at once."""
+    """Several archives per distribution let the handler unpack on every CPU at once."""
     version, tree, _ = _version(tmp_path, chunk_bytes=16)
     index = json.loads((version / "archives" / "index.json").read_text())
     assert len(index["archives"]) >= 3 and {a["dist"] for a in index["archives"]} == {"pkg"}
-    hot = app.hydrate(str(tree))
-    assert len(hot) == index["hot"]["files"] == sum(a["files"] for a in index["archives"])
-    assert hot.files[str(tree / "pkg" / "sub" / "mod.py")] == FILES["pkg/sub/mod.py"].encode()
+    hot, _ = app.hydrate(str(tree))
+    assert len(hot) == index["hot"]["files"] == sum(a["files"] for a in index["archives"]) and hot.bytes == index["hot"]["bytes"]
+    assert bytes(hot.files[str(tree / "pkg" / "nopyc.py")]) == FILES["pkg/nopyc.py"].encode()
 
 
-def test_loader_ranges_cover_what_the_loader_reads_and_leave_the_code(tmp_path):
-    from elftools.elf.elffile import ELFFile
-
-    from builder.archives import loader_ranges
-    from tests.wheels import compile_library
-
-    lib = compile_library(tmp_path / "lib", filler=8000)  # a .text of some size
-    ranges = loader_ranges(lib)
-    covered = lambda off: any(start <= off < start + length for start, length in ranges)  # noqa: E731
-    with open(lib, "rb") as fh:
-        sections = {s.name: (s["sh_offset"], s["sh_size"]) for s in ELFFile(fh).iter_sections()}
-    assert ranges[0][0] == 0  # the ELF and program headers
-    for name in (".dynsym", ".dynstr", ".rela.dyn"):
-        assert covered(sections[name][0]), name
-    text_off, text_size = sections[".text"]
-    assert text_size > 64 << 10 and not covered(text_off + text_size // 2)
-    assert sum(length for _, length in ranges) < lib.stat().st_size
-    not_elf = tmp_path / "fake.so"
-    not_elf.write_bytes(b"\x7fELF" + b"\0" * 60)
-    assert loader_ranges(not_elf) == [[0, 64]]  # unreadable as ELF: read it whole
-
-
-def test_read_ahead_pieces_and_the_rest_of_a_file(app, tmp_path):
-    assert app.pieces([[0, 10], [100, 25]], 10) == [[0, 10], [100, 10], [110, 10], [120, 5]]
-    path = tmp_path / "lib.so"
-    path.write_bytes(b"x" * 1000)
-    assert app._rest(str(path), [[0, 100], [500, 50]]) == [[100, 400], [550, 450]]
+def test_read_ahead_pieces(app):
+    assert app.prefetch.pieces([[0, 10], [100, 25]], 10) == [[0, 10], [100, 10], [110, 10], [120, 5]]
 
 
 def test_more_than_32_large_archives_hydrate_without_hanging(app, tmp_path, monkeypatch):
@@ -250,8 +289,9 @@ def test_more_than_32_large_archives_hydrate_without_hanging(app, tmp_path, monk
         (version / "archives" / f"pkg{i}.hz").write_bytes(blob)
         archives.append({"name": f"pkg{i}.hz", "dist": f"pkg{i}", "bytes": len(blob), "sha256": hashlib.sha256(blob).hexdigest(), "files": 1})
     dirs = {"": {f"pkg{i}": "d" for i in range(48)}, **{f"pkg{i}": {"data.bin": "f"} for i in range(48)}}
-    (version / "archives" / "index.json").write_text(json.dumps({"version": 2, "archives": archives, "dirs": dirs, "elf": [], "elf_ranges": {}}))
+    (version / "archives" / "index.json").write_text(json.dumps({"version": 3, "archives": archives, "dirs": dirs, "sizes": {}, "elf": []}))
     monkeypatch.setattr(app, "CHUNK_WORKERS", 32)
+    monkeypatch.setattr(app, "ARCHIVE_WORKERS", 48)
     real_size = os.path.getsize
     # a round trip per stat, as on EFS: every archive read is in flight before any chunk is queued,
     # which made the shared-pool design hang every time (checked against the previous handler)
@@ -262,12 +302,12 @@ def test_more_than_32_large_archives_hydrate_without_hanging(app, tmp_path, monk
     worker.join(120)
     assert not worker.is_alive(), "hydrate hung with 48 archives of 24 chunks each"
     for i in (0, 31, 47):
-        assert result[0].files[str(tree / f"pkg{i}" / "data.bin")] == (tree / f"pkg{i}" / "data.bin").read_bytes()
+        assert bytes(result[0][0].files[str(tree / f"pkg{i}" / "data.bin")]) == (tree / f"pkg{i}" / "data.bin").read_bytes()
 
 
 @pytest.mark.parametrize("compression", ["none", "lzma"])
-def test_archives_stored_otherwise_hydrate_too(app, tmp_path, compression):
-    """The benchmark's compression variants: the index says how its archives are stored."""
+def test_archives_stored_otherwise_hydrate_only_where_the_handler_is_told_how(app, tmp_path, monkeypatch, compression):
+    """The production handler reads what the build writes; the benchmark injects other compressions, as here."""
     import lzma
     import zlib
 
@@ -278,10 +318,13 @@ def test_archives_stored_otherwise_hydrate_too(app, tmp_path, compression):
         path.write_bytes(lzma.compress(raw) if compression == "lzma" else raw)
         a["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
     (version / "archives" / "index.json").write_text(json.dumps({**index, "compression": compression}))
-    assert app.hydrate(str(tree)).files[str(tree / "pkg" / "sub" / "mod.py")] == FILES["pkg/sub/mod.py"].encode()
+    with pytest.raises(OSError, match=f"archive compression '{compression}' is not supported by this handler"):
+        app.hydrate(str(tree))
+    monkeypatch.setitem(app.archive.DECOMPRESS, compression, lzma.decompress if compression == "lzma" else bytes)
+    assert bytes(app.hydrate(str(tree))[0].files[str(tree / "pkg" / "nopyc.py")]) == FILES["pkg/nopyc.py"].encode()
 
 
-def test_activate_appends_the_tree_after_the_runtime_once(app, tmp_path, monkeypatch):
+def test_activate_appends_the_tree_after_the_runtime_once_and_refuses_another(app, tmp_path, monkeypatch):
     _, tree, _ = _version(tmp_path)
     monkeypatch.setattr(app, "_done", None)
     monkeypatch.setattr(sys, "path", list(sys.path))
@@ -289,21 +332,18 @@ def test_activate_appends_the_tree_after_the_runtime_once(app, tmp_path, monkeyp
     monkeypatch.setattr(sys, "path_importer_cache", dict(sys.path_importer_cache))
     monkeypatch.setenv("HOIST_EFS_TREE", str(tree) + "/")
     first = app.activate()
-    assert first.hydrated and first.tree == first.path == str(tree) and sys.path[-1] == str(tree) and first.hot_files > 0
-    assert app.activate() is first and sys.path.count(str(tree)) == 1  # once per execution environment
+    try:
+        assert first.hydrated and first.tree == first.path == str(tree) and sys.path[-1] == str(tree) and first.hot_files > 0
+        assert app.activate() is first and app.activate(str(tree)) is first and sys.path.count(str(tree)) == 1  # once per execution environment
+        with pytest.raises(app.ActivationError, match="already activated"):
+            app.activate(str(tmp_path / "elsewhere" / "site-packages"))
+    finally:
+        app.release()
 
 
-def test_the_read_ahead_takes_touched_pages_and_shared_libraries_only(app, tmp_path, monkeypatch):
-    """torch ships test executables (torch/bin/test_api, 15 MB): no import maps them, so none is read ahead.
-    A library the build saw pages of gets those; one it saw none of, what the loader reads."""
+def _reads(monkeypatch):
     import threading
-    import time
 
-    assert app.is_library("torch/lib/libtorch_cpu.so") and app.is_library("x/libgomp.so.1") and app.is_library("torch/_C.cpython-311-x86_64-linux-gnu.so")
-    assert not app.is_library("torch/bin/test_api") and not app.is_library("torch/bin/torch_shm_manager")
-    for rel in ("bin/test_api", "lib/liba.so", "lib/libb.so"):
-        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / rel).write_bytes(b"\0" * 5000)
     reads, lock = [], threading.Lock()
     real = os.pread
 
@@ -313,25 +353,58 @@ def test_the_read_ahead_takes_touched_pages_and_shared_libraries_only(app, tmp_p
         return real(fd, n, off)
 
     monkeypatch.setattr(os, "pread", pread)
-    monkeypatch.setattr(app, "relocation_ranges", lambda path: [[0, 64]])
-    index = {"elf": ["bin/test_api", "lib/liba.so", "lib/libb.so"], "elf_ranges": {"bin/test_api": [[0, 10]], "lib/liba.so": [[0, 100]], "lib/libb.so": [[0, 200]]},
-             "touched_ranges": {"lib/liba.so": [[0, 4096], [4096 * 3, 2000]]}}
+    return reads
+
+
+def _settle(reads: list, count: int) -> None:
+    import time
+
+    deadline = time.time() + 10
+    while len(reads) < count and time.time() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.05)
+
+
+def test_the_read_ahead_takes_touched_pages_and_shared_libraries_only(app, tmp_path, monkeypatch):
+    """torch ships test executables (torch/bin/test_api, 15 MB): no import maps them, so none is read ahead.
+    A library the build saw pages of gets those; one it saw none of, what the loader reads."""
+    pf = app.prefetch
+    assert pf.is_library("torch/lib/libtorch_cpu.so") and pf.is_library("x/libgomp.so.1") and pf.is_library("torch/_C.cpython-311-x86_64-linux-gnu.so")
+    assert not pf.is_library("torch/bin/test_api") and not pf.is_library("torch/bin/torch_shm_manager")
+    assert set(pf.RANGES) == {"touched", "relocs"} and pf.DEFAULT == "touched"  # what a user may choose; the benchmark adds its own
+    for rel in ("bin/test_api", "lib/liba.so", "lib/libb.so"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"\0" * 5000)
+    reads = _reads(monkeypatch)
+    monkeypatch.setattr(pf, "relocation_ranges", lambda path: [[0, 64]])
+    index = {"elf": ["bin/test_api", "lib/liba.so", "lib/libb.so"], "touched_ranges": {"lib/liba.so": [[0, 4096], [4096 * 3, 2000]]}}
     expect = {
         "touched": {("liba.so", 0, 2048), ("liba.so", 2048, 2048), ("liba.so", 12288, 2000), ("libb.so", 0, 64)},
         "relocs": {("liba.so", 0, 64), ("libb.so", 0, 64)},
-        "loader": {("liba.so", 0, 100), ("libb.so", 0, 200)},
-        "ordered": {("liba.so", 0, 100), ("liba.so", 100, 2048), ("liba.so", 2148, 2048), ("liba.so", 4196, 804), ("libb.so", 0, 200),
-                    ("libb.so", 200, 2048), ("libb.so", 2248, 2048), ("libb.so", 4296, 704)},
-        "none": set(),
     }
     for how, expected in expect.items():
         reads.clear()
-        app._start_prefetch(str(tmp_path), index, how, piece=2048)
-        deadline = time.time() + 10
-        while len(reads) < len(expected) and time.time() < deadline:
-            time.sleep(0.01)
-        time.sleep(0.05)
+        pf.start(str(tmp_path), index, how, piece=2048)
+        _settle(reads, len(expected))
         assert set(reads) == expected, how
+
+
+def test_a_read_ahead_failure_of_any_kind_is_logged_once_and_never_fails_the_init(app, tmp_path, monkeypatch):
+    pf = app.prefetch
+    for rel in ("lib/liba.so", "lib/libb.so"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"\0" * 5000)
+    logged = []
+    monkeypatch.setattr(pf, "log", lambda event, **fields: logged.append((event, fields)))
+    monkeypatch.setattr(os, "pread", lambda fd, n, off: (_ for _ in ()).throw(ValueError("not an OSError")))
+    failed = pf.start(str(tmp_path), {"elf": ["lib/liba.so", "lib/libb.so"], "touched_ranges": {"lib/liba.so": [[0, 4096]], "lib/libb.so": [[0, 4096]]}}, "touched", piece=1024)
+    _settle(logged, 1)
+    import time
+
+    deadline = time.time() + 10
+    while failed.count < 8 and time.time() < deadline:
+        time.sleep(0.01)
+    assert failed.count == 8 and [event for event, _ in logged] == ["prefetch_failed"] and "ValueError: not an OSError" in logged[0][1]["error"]
 
 
 def test_the_source_files_of_hot_folders_are_looked_up_ahead(app, tmp_path, monkeypatch):
@@ -350,13 +423,13 @@ def test_the_source_files_of_hot_folders_are_looked_up_ahead(app, tmp_path, monk
 
 
 def test_relocation_ranges_are_what_the_loader_reads_found_in_the_section_headers(app, tmp_path):
-    """The default read-ahead: symbols, hash tables, relocations and the data they patch; not code, not .rodata."""
+    """The fallback read-ahead: symbols, hash tables, relocations and the data they patch; not code, not .rodata."""
     from elftools.elf.elffile import ELFFile
 
     from tests.wheels import compile_library
 
     lib = compile_library(tmp_path / "lib", filler=8000)
-    ranges = app.relocation_ranges(str(lib))
+    ranges = app.prefetch.relocation_ranges(str(lib))
     covered = lambda off: any(start <= off < start + length for start, length in ranges)  # noqa: E731
     with open(lib, "rb") as fh:
         sections = {s.name: (s["sh_offset"], s["sh_size"]) for s in ELFFile(fh).iter_sections()}
@@ -365,6 +438,6 @@ def test_relocation_ranges_are_what_the_loader_reads_found_in_the_section_header
         assert covered(sections[name][0]), name
     text_off, text_size = sections[".text"]
     assert not covered(text_off + text_size // 2)
-    assert app.relocation_ranges(str(tmp_path / "missing.so")) is None
+    assert app.prefetch.relocation_ranges(str(tmp_path / "missing.so")) is None
     (tmp_path / "fake.so").write_bytes(b"\x7fELF" + b"\0" * 60)
-    assert app.relocation_ranges(str(tmp_path / "fake.so")) is None  # not a 64-bit little-endian ELF: no read-ahead
+    assert app.prefetch.relocation_ranges(str(tmp_path / "fake.so")) is None  # not a 64-bit little-endian ELF: no read-ahead

@@ -1,0 +1,61 @@
+"""The archive format of a version's hot set, defined once (standard library only, imports nothing).
+
+The build writes the archives with ``pack`` (builder/archives.py loads this file
+by path, pipeline/handlerlib.py); the handler reads them with ``records``.
+An archive is a zlib stream of records ``<u32 path length><path><u32 mode><u64
+size><data>``: simple on purpose, so that reading one is a few lines and fast.
+A record cut short, or a path that leaves the tree, is refused (OSError): the
+handler then imports from the tree itself instead (activate.py).
+"""
+from __future__ import annotations
+
+import struct
+import zlib
+from collections.abc import Iterable, Iterator
+
+COMPRESSION = "zlib"  # what the build writes and the handler reads; the benchmark injects others (bench/coldstart.py)
+LEVEL = 1  # zlib's fastest: unpacking speed is what matters at init
+NAME = struct.Struct("<I")  # the path's length
+RECORD = struct.Struct("<IQ")  # mode, size (after the path)
+# how an archive's bytes become its records' stream: {compression: function}; a name the
+# index gives that is not here is an archive this handler cannot read (an OSError)
+DECOMPRESS = {COMPRESSION: zlib.decompress}
+
+
+def pack(items: Iterable[tuple[str, int, bytes]]) -> bytes:
+    """One archive of ``(path, mode, data)`` items, in their order."""
+    out = bytearray()
+    for rel, mode, data in items:
+        name = rel.encode()
+        out += NAME.pack(len(name)) + name + RECORD.pack(mode, len(data)) + data
+    return zlib.compress(bytes(out), LEVEL)
+
+
+def unpack(blob: bytes | bytearray | memoryview, compression: str = COMPRESSION) -> bytes:
+    """The records' stream of one archive."""
+    try:
+        decompress = DECOMPRESS[compression]
+    except KeyError:
+        raise OSError(f"archive compression {compression!r} is not supported by this handler ({', '.join(DECOMPRESS)})") from None
+    return decompress(blob)
+
+
+def records(raw: bytes | bytearray | memoryview) -> Iterator[tuple[str, memoryview]]:
+    """(path, data) of each record of a records' stream; the data are views into ``raw``, not copies."""
+    view = memoryview(raw)
+    at, end = 0, len(view)
+    while at < end:
+        if at + NAME.size > end:
+            raise OSError(f"archive truncated: {end - at} bytes where a record starts")
+        (n,) = NAME.unpack_from(view, at)
+        start = at + NAME.size + n + RECORD.size
+        if start > end:
+            raise OSError(f"archive truncated inside a record's header at byte {at}")
+        rel = bytes(view[at + NAME.size : at + NAME.size + n]).decode()
+        _mode, size = RECORD.unpack_from(view, at + NAME.size + n)
+        if start + size > end:
+            raise OSError(f"archive truncated: {rel} needs {size} bytes, {end - start} are left")
+        if rel.startswith("/") or ".." in rel.split("/"):
+            raise OSError(f"unsafe path in archive: {rel}")
+        yield rel, view[start : start + size]
+        at = start + size
