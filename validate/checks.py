@@ -144,6 +144,7 @@ class SmokeResult:
     import_ms: dict[str, float] | None = None
     loaded: tuple[str, ...] = ()
     handler_result: Any = None
+    activation: dict[str, Any] | None = None  # what hoist_lambda.activate reported (hydrated, why, hot files and bytes, held bytes, read-ahead, ms)
     log_tail: str | None = None
     events: tuple[SmokeAnswer, ...] = ()
     python: str | None = None
@@ -172,6 +173,8 @@ class SmokeResult:
                 doc.update(report=self.report, status=self.status, error=self.error)
                 if self.status == "ok":
                     doc.update(import_ms=self.import_ms, loaded=list(self.loaded), handler_result=self.handler_result)
+                    if self.activation is not None:
+                        doc["activation"] = self.activation
             if self.log_tail is not None:
                 doc["log_tail"] = self.log_tail
             if self.events:
@@ -196,7 +199,7 @@ class SmokeResult:
             run=bool(doc.get("run")), level=doc.get("level"), why=doc.get("why"), image=doc.get("image"), init_ms=doc.get("init_ms"),
             modules=tuple(doc.get("modules") or ()), ok=bool(doc.get("ok")), state=doc.get("state"), failed_imports=doc.get("failed_imports"),
             report=doc.get("report"), status=doc.get("status"), error=doc.get("error"), import_ms=doc.get("import_ms"), loaded=tuple(doc.get("loaded") or ()),
-            handler_result=doc.get("handler_result"), log_tail=doc.get("log_tail"), events=tuple(SmokeAnswer.from_json(a) for a in doc.get("events") or ()),
+            handler_result=doc.get("handler_result"), activation=doc.get("activation"), log_tail=doc.get("log_tail"), events=tuple(SmokeAnswer.from_json(a) for a in doc.get("events") or ()),
             python=doc.get("python"), machine=doc.get("machine"), emulated=doc.get("emulated"), distance=doc.get("distance"), root=doc.get("root"),
             runner=doc.get("runner"), skipped_levels=tuple(cls.from_json(a) for a in skipped) if skipped is not None else None,
             sample_label=doc.get("sample_label"), sample_expected=doc.get("sample_expected"),

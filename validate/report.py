@@ -4,9 +4,29 @@ from __future__ import annotations
 from rich.console import Console
 from rich.markup import escape
 
-from .checks import ValidationReport
+from .checks import SmokeResult, ValidationReport
 
 STYLE = {"error": "bold red", "warning": "yellow", "info": "dim"}
+
+
+def init_breakdown(smoke: SmokeResult) -> list[str]:
+    """Where the smoke test's init went: the handler's module (activation within it), the other modules, what stayed held."""
+    if smoke.init_ms is None or smoke.status != "ok":
+        return []
+    a = smoke.activation
+    emulated = " (emulated CPU: not Lambda's timings)" if smoke.emulated else ""
+    others = sum((smoke.import_ms or {}).values())
+    lines = [f"init {smoke.init_ms / 1000:.2f} s{emulated}: " + (f"the handler module {a['handler_ms'] / 1000:.2f} s, " if a and a.get("handler_ms") is not None else "")
+             + f"then the other top-level modules {others / 1000:.2f} s"]
+    if a is None:
+        lines.append("activation: not through hoist_lambda.activate (nothing reported)")
+    elif a.get("hydrated"):
+        held = a.get("held_after_init")
+        lines.append(f"activation {a['ms'] / 1000:.2f} s: hydrated, {a['hot_files']:,} hot files ({a['hot_bytes'] / 1e6:,.1f} MB) from memory, "
+                     f"read-ahead {a['prefetch']}; held after init: " + (f"{held / 1e6:,.1f} MB" if held is not None else "?"))
+    else:
+        lines.append(f"activation {a['ms'] / 1000:.2f} s: not hydrated ({a.get('why') or 'no tree'})")
+    return lines
 
 
 def print_report(console: Console, report: ValidationReport, show_info: bool = True) -> None:
@@ -34,6 +54,8 @@ def print_report(console: Console, report: ValidationReport, show_info: bool = T
         console.print(f"  smoke test level {smoke.level}{escape(on)} ({escape(where)}): {verdict}, imported {len(smoke.modules)} modules, init {smoke.init_ms} ms")
         if smoke.distance:
             console.print(f"    distance from Lambda: {escape(smoke.distance)}")
+        for line in init_breakdown(smoke):
+            console.print(f"    {escape(line)}")
         if smoke.report:
             console.print(f"    {escape(smoke.report)}")
         if smoke.sample_expected is not None:

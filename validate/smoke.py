@@ -19,7 +19,7 @@ import platform
 import shutil
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from pipeline import docker, emulation
@@ -41,10 +41,15 @@ WRAPPER_SOURCE = '''\
 import importlib
 import json
 import os
+import sys
 import time
 
 _module, _, _function = os.environ["HOIST_REAL_HANDLER"].rpartition(".")
+_t = time.perf_counter()
 _real = getattr(importlib.import_module(_module), _function)  # the handler puts the EFS tree on sys.path
+HANDLER_MS = round((time.perf_counter() - _t) * 1000, 1)
+_activate = sys.modules.get("hoist_lambda.activate")  # what activation did, when the handler activated through Hoist's library
+ACTIVATION = _activate.report() if _activate is not None and hasattr(_activate, "report") else None
 IMPORT_MS = {}
 _failed = {}
 for _name in json.loads(os.environ["HOIST_SMOKE_MODULES"]):
@@ -68,7 +73,10 @@ def _loaded():
 
 
 def handler(event, context):
-    return {"hoist_smoke": {"import_ms": IMPORT_MS, "loaded": _loaded()}, "handler_result": _real(event, context)}
+    result = _real(event, context)
+    held = _activate.report()["held_bytes"] if ACTIVATION is not None else None  # after init and the first invocation
+    return {"hoist_smoke": {"import_ms": IMPORT_MS, "handler_ms": HANDLER_MS, "activation": ACTIVATION, "held_after_init": held, "loaded": _loaded()},
+            "handler_result": result}
 '''
 
 
@@ -85,6 +93,7 @@ class SmokeInputs:
     cache: Path  # where awslambdaric is installed per Python version and CPU
     model_dir: Path | None = None  # the model folder the handler reads (HOIST_MODEL_DIR); None: no model
     events: tuple[bytes, ...] = ()  # more events after GET /health; their payloads land in the result's events
+    environment: dict[str, str] = field(default_factory=dict)  # the function's own variables ([function] environment), as deploy and serve set them
 
 
 def modules_of(trees: dict[str, Path]) -> list[str]:
@@ -111,7 +120,7 @@ def _spec(inputs: SmokeInputs, target: Target) -> FunctionSpec:
 
 
 def _env_extra(inputs: SmokeInputs) -> dict[str, str]:
-    return {"HOIST_REAL_HANDLER": inputs.handler, "HOIST_SMOKE_MODULES": json.dumps(modules_of(inputs.trees))}
+    return {**inputs.environment, "HOIST_REAL_HANDLER": inputs.handler, "HOIST_SMOKE_MODULES": json.dumps(modules_of(inputs.trees))}
 
 
 def _layer_and_efs(inputs: SmokeInputs) -> tuple[Path | None, Path | None]:
@@ -157,8 +166,16 @@ def _exercise(fn: FunctionProcess, inputs: SmokeInputs, level: int, init_limit_s
         result = replace(result, ok=report.status == "ok", report=report.report_line(), status=report.status, error=report.error)
         if report.status == "ok":
             payload = json.loads(report.payload or b"null")
-            result = replace(result, import_ms=(payload or {}).get("hoist_smoke", {}).get("import_ms"), loaded=tuple((payload or {}).get("hoist_smoke", {}).get("loaded", [])),
+            seen = (payload or {}).get("hoist_smoke", {})
+            activation = seen.get("activation")
+            if activation is not None:
+                activation = {**activation, "held_after_init": seen.get("held_after_init"), "handler_ms": seen.get("handler_ms")}
+            result = replace(result, import_ms=seen.get("import_ms"), loaded=tuple(seen.get("loaded", [])), activation=activation,
                              handler_result=(payload or {}).get("handler_result"))
+            hydration = hydration_findings(inputs, activation, where)
+            if hydration:
+                result = replace(result, ok=False)
+            findings += hydration
         else:
             findings.append(Finding("error", "smoke-invoke", where, None, f"the handler {inputs.handler} failed on a GET /health event: {report.error}", "see the log tail in the JSON report"))
             result = replace(result, log_tail=fn.log_tail())
@@ -176,6 +193,30 @@ def _exercise(fn: FunctionProcess, inputs: SmokeInputs, level: int, init_limit_s
         return result, findings
     finally:
         fn.stop()
+
+
+def archives_of(inputs: SmokeInputs) -> Path | None:
+    """The EFS tree's archive index, when the build wrote one beside it (the version then hydrates)."""
+    _, efs = _layer_and_efs(inputs)
+    index = efs.parent / "archives" / "index.json" if efs else None
+    return index if index is not None and index.is_file() else None
+
+
+def hydration_findings(inputs: SmokeInputs, activation: dict | None, where: str) -> list[Finding]:
+    """An error when the version has archives and the function's init did not hydrate from them: it works, seconds slower
+    per cold start, and nothing else would say so."""
+    if archives_of(inputs) is None:
+        return []
+    if activation is None:
+        return [Finding("error", "smoke-hydrate", where, None,
+                        "the handler did not activate the EFS tree through hoist_lambda.activate, so the archives beside it are never read: every cold start imports from EFS",
+                        "call hoist_lambda.activate.activate() at the top of the handler module, before importing from the tree (README, Your own handler)")]
+    if not activation.get("hydrated"):
+        why = activation.get("why") or "not said"
+        fix = {"HOIST_HYDRATE=0": "remove HOIST_HYDRATE from [function] environment in pipeline.toml"}.get(why,
+               "run `invoke build --force` (the archives and the handler library are built together), then validate again; the function's log has the line 'hydrate_failed'")
+        return [Finding("error", "smoke-hydrate", where, None, f"the version has archives, but the init imported from the tree instead of hydrating: {why}", fix)]
+    return []
 
 
 def level1(inputs: SmokeInputs, target: Target, fix_for=None) -> tuple[SmokeResult, list[Finding]]:

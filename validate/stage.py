@@ -170,7 +170,7 @@ def from_record(config: Config, record: BuildRecord, *, smoke_level: str = "auto
         handler_dir=config.build.handler_dir, handler=config.function.handler, trees=trees, layer_set=layer_set,
         mount_path=config.efs.mount_path, function_name=config.function.name, memory_mb=config.function.memory_mb,
         timeout_s=config.function.timeout_s, cache=config.root / DEFAULT_CACHE,
-        model_dir=model_dir if (model_dir / "model.pt").is_file() else None,
+        model_dir=model_dir if (model_dir / "model.pt").is_file() else None, environment=dict(config.function.environment),
     )
     expect = ""
     if inputs.model_dir and sample and sample[0].is_file():

@@ -39,7 +39,24 @@ def test_level1_imports_every_module_and_invokes_the_handler(project):
     body = _body(report)
     assert body["efs_tree"] == str(project / "dist" / "local" / "efs" / "site-packages") and body["on_path"] is True
     assert body["hydrated"] is True and body["hot_files"] > 0  # the hot set read from the archives beside the tree
+    # what activation did, as the smoke test saw it: hydrated, from the archives, and nothing held once init was over (the demo releases)
+    a = smoke.activation
+    assert a["hydrated"] is True and a["why"] is None and a["hot_files"] == body["hot_files"] and a["hot_bytes"] > 0 and a["prefetch"] == "touched"
+    assert a["held_bytes"] >= a["hot_bytes"] and a["released"] is True and a["held_after_init"] == 0 and 0 < a["ms"] <= a["handler_ms"] <= smoke.init_ms
     assert smoke.report.startswith("REPORT RequestId: ") and "Init Duration: " in smoke.report and "Memory Size: 3008 MB" in smoke.report
+
+
+def test_a_version_with_archives_that_does_not_hydrate_fails_the_smoke_test_naming_the_cause(project):
+    # GIVEN a build whose function is told not to hydrate ([function] environment reaches the smoke test as it reaches Lambda)
+    text = (project / "pipeline.toml").read_text()
+    (project / "pipeline.toml").write_text(text + '\n[function.environment]\nHOIST_HYDRATE = "0"\n' if "[function]" not in text else
+                                           text.replace("[function]\n", '[function]\nenvironment = { HOIST_HYDRATE = "0" }\n', 1))
+    cfg = _built(project)
+    report = from_build(cfg, smoke_level="1")
+    # THEN the function answers, but the smoke test fails and says why the archives went unread
+    assert _body(report)["hydrated"] is False and report.smoke.status == "ok" and not report.smoke.ok
+    [err] = report.errors
+    assert err.rule == "smoke-hydrate" and err.message.endswith("instead of hydrating: HOIST_HYDRATE=0") and "[function] environment" in err.fix
 
 
 def test_an_import_that_only_worked_on_a_laptop_is_caught(project):
