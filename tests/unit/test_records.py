@@ -245,3 +245,16 @@ def test_the_bytecode_report_reads_and_writes_the_json_the_builder_wrote():
     doc = {"compiled": True, "python": "3.13.1", "invalidation_mode": "unchecked-hash", "files": 12, "failed": ["a/b.py"], "reason": None}
     report = BytecodeReport.from_json(doc)
     assert json.dumps(report.as_json()) == json.dumps(doc) and report.compiled and report.failed == ("a/b.py",)
+
+
+def test_every_schema_in_docs_is_a_valid_json_schema_with_its_own_id():
+    import jsonschema
+
+    from tests.schemas import SCHEMAS
+
+    paths = sorted(SCHEMAS.glob("*.schema.json"))
+    assert {p.name for p in paths} >= {"manifest.schema.json", "build-record.schema.json", "validation-report.schema.json", "target.schema.json"}
+    for path in paths:
+        schema = json.loads(path.read_text())
+        jsonschema.Draft202012Validator.check_schema(schema)
+        assert schema["$id"].endswith("/" + path.name), path
