@@ -44,7 +44,10 @@ from builder.archives import INDEX_VERSION, write_archives
 from builder.build import build
 from builder.install import install_native
 from builder.lock import current_locks
+from compose.serve import ensure_built
+from pipeline import proc
 from pipeline.config import Config
+from pipeline.errors import BenchError
 from pipeline.files import atomic_write_bytes, sha256_file
 from pipeline.interpreters import find_python
 
@@ -132,6 +135,33 @@ def _everything(version: Path, dest: Path) -> Path:
     return dest / "site-packages"
 
 
+LIBFUSE_PACKAGE = "libfuse2"  # fusepy (bench/latencyfs.py) loads libfuse.so.2; Ubuntu 24.04's apt picks libfuse2t64 for it
+FUSE_DEVICE = Path("/dev/fuse")
+
+
+def prepare_machine(say) -> None:
+    """What the latency mount needs on this machine: libfuse2, installed here when root with apt-get (as `invoke test`
+    installs what its tests start), else a BenchError saying what to install; and /dev/fuse."""
+    import ctypes.util
+
+    if not ctypes.util.find_library("fuse"):
+        if os.geteuid() != 0 or not shutil.which("apt-get"):
+            raise BenchError(f"the latency file system (bench/latencyfs.py, through fusepy) needs libfuse.so.2, which is not installed ({LIBFUSE_PACKAGE})",
+                             where="invoke bench coldstart",
+                             fix=f"sudo apt-get install {LIBFUSE_PACKAGE} (then run again); run as root, the benchmark installs it itself")
+        say(f"installing {LIBFUSE_PACKAGE} (the latency file system loads libfuse.so.2): apt-get install {LIBFUSE_PACKAGE}")
+        env = {"DEBIAN_FRONTEND": "noninteractive"}
+        proc.run(["apt-get", "update", "-q"], what="apt-get update", env=env)
+        proc.run(["apt-get", "install", "-y", "-q", LIBFUSE_PACKAGE], what=f"apt-get install {LIBFUSE_PACKAGE}", env=env,
+                 fix=f"install {LIBFUSE_PACKAGE} by hand (apt-get install {LIBFUSE_PACKAGE}), then run again")
+        if not ctypes.util.find_library("fuse"):
+            raise BenchError(f"{LIBFUSE_PACKAGE} was installed, yet libfuse.so.2 is still not found", where="invoke bench coldstart",
+                             fix="check `ldconfig -p | grep libfuse.so.2`; install the package that provides it, then run again")
+    if not FUSE_DEVICE.exists():
+        raise BenchError(f"no {FUSE_DEVICE}: the latency file system mounts through FUSE", where="invoke bench coldstart",
+                         fix="load the module (modprobe fuse); in a container, start it with --device /dev/fuse --cap-add SYS_ADMIN")
+
+
 def _mounted(source: Path, latency_ms: float, mbps: float, work: Path):
     """Start a fresh latency mount of ``source``; returns (mountpoint, process, stats file)."""
     mnt = Path(tempfile.mkdtemp(prefix="mnt-", dir=work))
@@ -196,6 +226,9 @@ def run(cfg: Config, *, target: str | None = None, runs: int = 3, console: Conso
     runs = max(1, runs)
     target = target or "local"
     tcfg = cfg.target(target)
+    say = lambda line: console.print(f"[bold cyan]==>[/] {line}")  # noqa: E731
+    prepare_machine(say)
+    ensure_built(cfg, target, say)  # locks it first when its locks are missing or stale, as `invoke serve` does
     console.print(f"[bold cyan]==>[/] invoke build --target {target} (reused when current)")
     built = build(cfg, target)
     efs, layer = built.sets["efs"].tree, built.sets["layer"].tree if "layer" in built.sets else None

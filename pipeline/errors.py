@@ -84,3 +84,9 @@ class SyncInterrupted(SyncError):
 
 class ServeError(PipelineError):
     stage = "serve"
+
+
+class BenchError(PipelineError):
+    """A benchmark cannot start on this machine (a missing system library or device); the fix says what to install."""
+
+    stage = "bench"

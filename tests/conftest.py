@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -76,13 +77,40 @@ def local_torch_wheel() -> str | None:
     return None
 
 
+# Markers a run skips, each with its reason, one "marker: reason" a line: what a CI that cannot run some
+# tests leaves out (.github/workflows/ci.yml). They show as skipped with that reason, not as deselected.
+SKIP_ENV = "HOIST_CI_SKIP"
+
+
+def marker_skips(text: str, known: set[str]) -> dict[str, str]:
+    """marker -> reason from ``text`` ("marker: reason" lines); a line that is not one, an unknown
+    marker or a missing reason is a usage error naming the line."""
+    skips = {}
+    for line in filter(None, (raw.strip() for raw in text.splitlines())):
+        marker, sep, reason = line.partition(":")
+        marker, reason = marker.strip(), reason.strip()
+        if not sep or not reason or marker not in known:
+            raise pytest.UsageError(f"{SKIP_ENV}: {line!r} is not `marker: reason` with a registered marker ({', '.join(sorted(known))}); "
+                                    "fix the line, one `marker: reason` a line")
+        skips[marker] = reason
+    return skips
+
+
 def pytest_collection_modifyitems(config, items):
     """Tests marked `local_torch` are skipped, with the reason, where the wheel is absent;
     where it is there (this project's machines, so CI) they run. Tests that run
-    aarch64 code (the `emulated_arm64` fixture) are marked `emulated`."""
+    aarch64 code (the `emulated_arm64` fixture) are marked `emulated`. Tests of a
+    marker HOIST_CI_SKIP names are skipped with its reason."""
     for item in items:
         if "emulated_arm64" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.emulated)
+    known = {re.match(r"\w+", line).group() for line in config.getini("markers")}  # "name(args): help" or "name: help"
+    skips = marker_skips(os.environ.get(SKIP_ENV, ""), known)
+    for item in items:
+        for marker, reason in skips.items():
+            if item.get_closest_marker(marker):
+                item.add_marker(pytest.mark.skip(reason=f"{marker}: {reason} ({SKIP_ENV})"))
+                break
     marked = [item for item in items if item.get_closest_marker("local_torch")]
     if not marked or local_torch_wheel():
         return

@@ -190,9 +190,15 @@ def test_a_new_version_uploads_only_new_content(project, wheelhouse, aws):
     assert tree_copies <= old_paths and tree_copies  # unchanged purepkg files: copied inside S3
     new_tree = {f["path"] for f in json.loads(second.manifest.read_text())["files"]} - old_paths
     assert {item.path.removeprefix("site-packages/") for item in second.upload if item.path.startswith("site-packages/")} == new_tree  # only nativepkg
-    stage.datasync_apply(second, c, cfg, poll_s=0)
+    done = stage.datasync_apply(second, c, cfg, poll_s=0)
     staged = _objects(aws, f"{project.name}/hoist-staging/envs/{second.version}/")
     assert len(staged) == len(second.upload) + len(second.copy) + 2  # the whole version (tree, archives), the manifest and the marker
+    # the result says what was published and what travelled: the uploaded objects' bytes as S3 holds them, the copies inside S3
+    made = json.loads(second.manifest.read_text())
+    uploaded = sum(staged[f"{project.name}/hoist-staging/envs/{second.version}/{item.path}"]["Size"] for item in second.upload)
+    assert (done.method, done.version, done.action, done.files, done.bytes) == ("datasync", made["identity"], "transfer", made["totals"]["files"], made["totals"]["bytes"])
+    assert (done.uploaded, done.copied, done.bytes_sent) == (len(second.upload), len(second.copy), uploaded)
+    assert 0 < uploaded < sum(o["Size"] for o in staged.values())  # the copies did not travel
 
 
 def test_a_rebuild_that_changes_only_the_archives_is_a_new_version_for_datasync_too(project, wheelhouse, aws):

@@ -13,6 +13,7 @@ from builder.build import build
 from builder.lock import lock, read_lock
 from pipeline import config
 from pipeline.errors import BuildError, LockError
+from tests.schemas import assert_conforms
 
 
 def _build(project, target=None, **kw):
@@ -68,10 +69,13 @@ def test_build_makes_an_importable_slim_precompiled_tree(project):
     assert doc["totals"] == {"bytes": sum(f["size"] for f in doc["files"]), "files": len(doc["files"])}
     assert doc["bytecode"]["compiled"] and doc["bytecode"]["invalidation_mode"] == "unchecked-hash"
     assert {r["name"]: r["files"] for r in doc["slim"]["rules"]}["tests"] == 2
+    assert_conforms("manifest", doc)  # with the import check's hot set, and the archives' index
+    assert doc["slim"]["import_check"]["opened"] and doc["archives"]
     # build.json for later stages
     summary = json.loads((project / "dist" / "local" / "build.json").read_text())
     assert summary["sets"]["efs"]["content_hash"] == efs.content_hash and summary["sets"]["efs"]["bytecode"] is True
     assert summary["artifacts"]["layer_zip"]["sha256"] == result.layer_zip.sha256
+    assert_conforms("build-record", summary)
     with zipfile.ZipFile(result.layer_zip.path) as zf:
         names = zf.namelist()
     assert "python/layerpkg/__init__.py" in names and any(n.startswith("python/layerpkg/__pycache__/") for n in names)

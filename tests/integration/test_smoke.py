@@ -12,6 +12,7 @@ from pipeline import config
 from pipeline.interpreters import find_python
 from runtime.function import runtime_client
 from tests.conftest import lock_and_build, write_pipeline
+from tests.schemas import assert_conforms
 from validate.stage import from_build
 
 pytestmark = [pytest.mark.network]
@@ -44,6 +45,7 @@ def test_level1_imports_every_module_and_invokes_the_handler(project):
     assert a["hydrated"] is True and a["why"] is None and a["hot_files"] == body["hot_files"] and a["hot_bytes"] > 0 and a["prefetch"] == "touched"
     assert a["held_bytes"] >= a["hot_bytes"] and a["released"] is True and a["held_after_init"] == 0 and 0 < a["ms"] <= a["handler_ms"] <= smoke.init_ms
     assert smoke.report.startswith("REPORT RequestId: ") and "Init Duration: " in smoke.report and "Memory Size: 3008 MB" in smoke.report
+    assert_conforms("validation-report", json.loads(json.dumps(report.as_json())))  # the report `invoke validate --json` writes
 
 
 def test_a_version_with_archives_that_does_not_hydrate_fails_the_smoke_test_naming_the_cause(project):
@@ -75,11 +77,13 @@ def test_handler_errors_and_timeouts_are_reported(project, wheelhouse):
     cfg = _built(project)
     report = from_build(cfg, smoke_level="1")
     assert [f.rule for f in report.errors] == ["smoke-invoke"] and "bad event" in report.errors[0].message
+    assert_conforms("validation-report", json.loads(json.dumps(report.as_json())))
 
     app.write_text(setup + "\n\ndef handler(event, context):\n    time.sleep(30)\n")
     write_pipeline(project, wheelhouse, {'name = "test-fn"': 'name = "test-fn"\ntimeout_s = 2'})
     report = from_build(config.load(project / "pipeline.toml"), smoke_level="1")
     assert report.smoke.status == "timeout" and "Task timed out after 2.00 seconds" in report.errors[0].message
+    assert_conforms("validation-report", json.loads(json.dumps(report.as_json())))
 
 
 def test_level1_runs_a_pyenv_interpreter_of_the_runtime(project, wheelhouse):
@@ -101,6 +105,7 @@ def test_a_level_that_cannot_run_says_why_and_never_passes(project, monkeypatch)
     whys = {a.level: a.why for a in smoke.skipped_levels}
     assert "aarch64" in whys[1] and "x86_64" in whys[1]
     assert "install Docker" in whys[2]
+    assert_conforms("validation-report", json.loads(json.dumps(report.as_json())))
 
 
 @pytest.mark.docker

