@@ -1,5 +1,10 @@
 """The deployed API's smoke test: GET /health, then POST /classify with a sample image.
 
+GET /health answers what activation did (``activation``: hoist_lambda.activate's
+report). When the version has archives, an init that did not hydrate from them
+fails the test, naming the cause: the function works, seconds slower per cold
+start, and nothing else would say so.
+
 A function that has just been deployed starts cold: the first requests may
 meet API Gateway's 30 s limit (503/504) while init hydrates the tree, so each
 check is retried with backoff before it counts as failed.
@@ -56,7 +61,22 @@ def _retrying(url: str, data: bytes | None, content_type: str | None, attempts: 
     return status, body
 
 
-def smoke(api_url: str, image: Path, expect: str, *, attempts: int = 5, timeout_s: float = 35, on_line=None) -> SmokeResult:
+def hydration_problem(health: dict, archives: bool) -> str | None:
+    """Why GET /health's answer shows a version with archives that did not hydrate; None when it did (or has nothing to hydrate)."""
+    if not archives:
+        return None
+    activation = health.get("activation")
+    if not isinstance(activation, dict):
+        if health.get("hydrated") is True:
+            return None
+        return ("GET /health does not say what activation did (no 'activation': hoist_lambda.activate.report()), and the version has archives: "
+                "add it to the handler's health answer (README, Your own handler)")
+    if activation.get("hydrated"):
+        return None
+    return f"the version has archives, but the init imported from the tree instead of hydrating: {activation.get('why') or 'not said'} (the function's log has the details)"
+
+
+def smoke(api_url: str, image: Path, expect: str, *, attempts: int = 5, timeout_s: float = 35, on_line=None, archives: bool = False) -> SmokeResult:
     t0 = time.perf_counter()
     base = api_url.rstrip("/")
 
@@ -68,10 +88,16 @@ def smoke(api_url: str, image: Path, expect: str, *, attempts: int = 5, timeout_
         return done(False, health if isinstance(health, dict) else None, None, f"GET /health answered {status}: {health}")
     if not health.get("on_path"):
         return done(False, health, None, f"GET /health: the EFS tree {health.get('efs_tree')} is not on sys.path (is the version synced and complete?)")
+    problem = hydration_problem(health, archives)
+    if problem:
+        return done(False, health, None, problem)
     status, body = _retrying(f"{base}/classify", image.read_bytes(), "image/png", attempts, timeout_s, on_line)
     if status != 200 or not isinstance(body, dict) or not body.get("predictions"):
         return done(False, health, None, f"POST /classify answered {status}: {body}")
     label = str(body["predictions"][0]["label"])
     if expect and label != expect:
         return done(False, health, label, f"POST /classify labelled {image.name} {label!r}, expected {expect!r}")
-    return done(True, health, label, f"health ok, {image.name} classified as {label!r}")
+    activation = health.get("activation") if isinstance(health.get("activation"), dict) else None
+    how = (f", hydrated ({activation.get('hot_files', 0):,} hot files, {activation.get('ms', 0) / 1000:.2f} s)" if activation and activation.get("hydrated")
+           else "")
+    return done(True, health, label, f"health ok{how}, {image.name} classified as {label!r}")

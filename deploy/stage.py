@@ -38,7 +38,7 @@ from pipeline.config import Config, DeployConfig
 from pipeline.console import Progress
 from pipeline.errors import DeployError
 from pipeline.files import atomic_write_json, atomic_write_text
-from pipeline.records import BuildRecord, load_manifest
+from pipeline.records import BuildRecord, RecordError, load_build_record, load_manifest
 
 from . import alias, artifacts, lint, network, stack
 from .smoke import SmokeResult, smoke
@@ -344,13 +344,21 @@ class Deployer:
         if smoke_test:
             self.progress.step(f"smoke test: {state.outputs.get('ApiUrl')}")
             image, expect = self._smoke_sample()
-            result = smoke(state.outputs["ApiUrl"], image, expect, on_line=self.progress.line)
+            result = smoke(state.outputs["ApiUrl"], image, expect, on_line=self.progress.line, archives=self._has_archives())
             if not result.ok and plan.live_version and plan.live_version != stack_version:
                 self.progress.step(f"smoke test failed: pointing {alias.ALIAS} back to version {plan.live_version}")
                 alias.point(lam, function, plan.live_version)
                 rolled_back = plan.live_version
         record = self._record(plan, state, result, rolled_back)
         return DeployResult(plan=plan, state=state, smoke=result, rolled_back_to=rolled_back, record=record, notes=tuple(notes))
+
+    def _has_archives(self) -> bool:
+        """Whether the built EFS version has archives: then its init must hydrate (the smoke test checks it)."""
+        try:
+            record = load_build_record(self.config.build_json(self.tcfg.target.name), self.config.root)
+            return bool(load_manifest(record.sets["efs"].manifest).archive_index)
+        except (OSError, KeyError, RecordError):
+            return False
 
     def _record(self, plan: DeployPlan, state: stack.StackState, result: SmokeResult | None, rolled_back: str | None) -> Path:
         """What is live, for CI, rollback and efs-gc (which keeps these versions): dist/deploy.json, and the same

@@ -22,7 +22,8 @@ def init_breakdown(smoke: SmokeResult) -> list[str]:
         lines.append("activation: not through hoist_lambda.activate (nothing reported)")
     elif a.get("hydrated"):
         held = a.get("held_after_init")
-        lines.append(f"activation {a['ms'] / 1000:.2f} s: hydrated, {a['hot_files']:,} hot files ({a['hot_bytes'] / 1e6:,.1f} MB) from memory, "
+        lines.append(f"activation {a['ms'] / 1000:.2f} s: hydrated, {a['hot_files']:,} hot files ({a['hot_bytes'] / 1e6:,.1f} MB) from memory "
+                     f"({a['held_bytes'] / 1e6:,.1f} MB held during init), "
                      f"read-ahead {a['prefetch']}; held after init: " + (f"{held / 1e6:,.1f} MB" if held is not None else "?"))
     else:
         lines.append(f"activation {a['ms'] / 1000:.2f} s: not hydrated ({a.get('why') or 'no tree'})")

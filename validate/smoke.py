@@ -74,7 +74,7 @@ def _loaded():
 
 def handler(event, context):
     result = _real(event, context)
-    held = _activate.report()["held_bytes"] if ACTIVATION is not None else None  # after init and the first invocation
+    held = _activate.report()["held_now"] if ACTIVATION is not None else None  # after init and the first invocation
     return {"hoist_smoke": {"import_ms": IMPORT_MS, "handler_ms": HANDLER_MS, "activation": ACTIVATION, "held_after_init": held, "loaded": _loaded()},
             "handler_result": result}
 '''

@@ -71,7 +71,7 @@ class Activation:
 
 _lock = threading.Lock()
 _done: Activation | None = None
-_held = 0  # bytes of the hot set still in memory
+_held = 0  # bytes the hot set held in memory during init
 _released_at_ms: float | None = None
 
 
@@ -120,21 +120,22 @@ def activate(tree: str | None = None) -> Activation:
 def release() -> int:
     """Init is over: give the hot set's memory back (modules imported from it keep working). Returns the bytes freed;
     0 when there was nothing to give back or it was given already."""
-    global _held, _released_at_ms  # noqa: PLW0603
+    global _released_at_ms  # noqa: PLW0603
     with _lock:
         freed = hotimport.release()
         if freed and _released_at_ms is None:
             _released_at_ms = round(time.time() * 1000)
             log("release", freed_bytes=freed)
-        _held = 0
         return freed
 
 
 def report() -> dict | None:
-    """What activation did and what it holds now (validate's and deploy's smoke tests read it); None before activate()."""
+    """What activation did, what the hot set held during init and holds now (validate's and deploy's smoke tests read it);
+    None before activate()."""
     if _done is None:
         return None
-    return {**asdict(_done), "held_bytes": _held, "released": _released_at_ms is not None}
+    released = _released_at_ms is not None
+    return {**asdict(_done), "held_bytes": _held, "released": released, "held_now": 0 if released else _held}
 
 
 def read_file(path: str, chunks: ThreadPoolExecutor, chunk: int = CHUNK_BYTES) -> bytearray:

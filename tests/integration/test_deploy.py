@@ -383,6 +383,26 @@ def test_the_smoke_test_waits_out_a_cold_start_then_fails_on_a_tree_that_is_not_
     assert not result.ok and "502" in result.message
 
 
+def test_the_smoke_test_fails_a_version_with_archives_whose_init_did_not_hydrate(monkeypatch, tmp_path):
+    """GET /health carries hoist_lambda.activate.report(): an init that imported from the tree though the version has archives works,
+    seconds slower per cold start; the smoke test says so and why, before `live` counts it as good."""
+    from deploy import smoke as smoke_mod
+
+    image = tmp_path / "x.png"
+    image.write_bytes(b"\x89PNG fake")
+    failed = {"hydrated": False, "why": "hydration failed: OSError: archive torch-0a1b.hz does not match its sha256 in the index", "hot_files": 0, "ms": 3.0}
+    for health, archives, ok, said in [
+        ({"activation": failed}, True, False, "instead of hydrating: hydration failed: OSError: archive torch-0a1b.hz"),
+        ({}, True, False, "does not say what activation did"),
+        ({"activation": {**failed, "hydrated": True, "why": None, "hot_files": 757, "ms": 310.0}}, True, True, "hydrated (757 hot files, 0.31 s)"),
+        ({"activation": failed}, False, True, "health ok, x.png"),  # nothing to hydrate: a version without archives
+    ]:
+        answers = iter([(200, {"status": "ok", "on_path": True, **health}), (200, {"predictions": [{"label": "3"}]})])
+        monkeypatch.setattr(smoke_mod, "_request", lambda *a, answers=answers: next(answers))
+        result = smoke_mod.smoke("https://api.example", image, "3", archives=archives)
+        assert result.ok is ok and said in result.message, (health, result.message)
+
+
 def test_dry_run_without_any_aws_credentials_builds_validates_renders_lints_and_says_what_it_could_not_check(tmp_path, wheelhouse):
     """A user previewing the stack offline: no credentials, no profile, no instance metadata, no endpoint."""
     import os

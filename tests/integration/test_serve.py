@@ -314,8 +314,9 @@ def test_the_readmes_own_handler_example_passes_the_deploys_smoke_test(server, r
     own = start(config.load(root / "readme.toml"), port=0, on_line=lines.append)
     try:
         sample = json.loads((root / "model" / "artifacts" / "sample.json").read_text())
-        result = smoke(own.url, root / "model" / "artifacts" / sample["image"], sample["label"], attempts=1)
-        assert result.ok, (result.message, "\n".join(lines[-20:]))
+        result = smoke(own.url, root / "model" / "artifacts" / sample["image"], sample["label"], attempts=1, archives=True)
+        assert result.ok and "hydrated" in result.message, (result.message, "\n".join(lines[-20:]))
+        assert result.health["activation"]["hydrated"] is True and result.health["activation"]["held_now"] == 0  # released after its init
         assert _post(own, b"not an image", "image/png")[0] == 400  # the example keeps the 4xx contract
     finally:
         own.stop()

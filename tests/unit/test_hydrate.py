@@ -192,7 +192,7 @@ def test_hot_modules_import_from_memory_under_their_own_paths_and_the_rest_from_
     assert got["data"] == '{"k": 1}\n'  # data beside a module: read from the tree
     # what it held, and that release gives it back (the hook gone, nothing held)
     assert got["report"]["held_bytes"] >= index["hot"]["bytes"] and got["report"]["released"] is False
-    assert got["freed"] == got["report"]["held_bytes"] and got["after"]["held_bytes"] == 0 and got["after"]["released"] is True and got["hooks_left"] == []
+    assert got["freed"] == got["report"]["held_bytes"] and got["after"]["held_now"] == 0 and got["report"]["held_now"] == got["report"]["held_bytes"] and got["after"]["released"] is True and got["hooks_left"] == []
 
 
 def test_without_hydration_or_archives_every_module_comes_from_the_tree_and_says_why(tmp_path, app):

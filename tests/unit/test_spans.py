@@ -1,11 +1,10 @@
 """handler/hoist_lambda/spans.py and prefetch.py: what the handler reads ahead of a library, merged by the gap."""
 from __future__ import annotations
 
-from elftools.elf.elffile import ELFFile
-
 import importlib
 
 import pytest
+from elftools.elf.elffile import ELFFile
 
 from pipeline import handlerlib
 from tests.wheels import compile_library

@@ -232,7 +232,8 @@ def test_the_report_of_a_smoke_test_that_did_not_run_conforms_to_the_schema(tmp_
 
 RAN = checks.SmokeResult(run=True, level=1, init_ms=12.5, modules=("a",), ok=True, report="REPORT RequestId: x", status="ok", error=None, import_ms={"a": 1.0},
                          loaded=("a/x.so",), handler_result={"body": "{}"}, python="3.13.1", machine="x86_64", skipped_levels=())
-ACTIVATION = {"hydrated": True, "why": None, "hot_files": 3, "hot_bytes": 300, "held_bytes": 100, "prefetch": "touched", "ms": 4.5}
+ACTIVATION = {"tree": "/mnt/hoist/envs/x/site-packages", "hydrated": True, "why": None, "archives": True, "hot_files": 3, "hot_bytes": 300, "held_bytes": 100,
+              "released": True, "held_now": 0, "prefetch": "touched", "ms": 4.5, "handler_ms": 40.0, "held_after_init": 0}
 BROKEN_SMOKE = {  # what a reader of the report could not rely on
     "passed without an answer": {**RAN.as_json(), "status": "error"},
     "neither an init state nor an answer": {k: v for k, v in RAN.as_json().items() if k not in ("report", "status", "import_ms", "loaded", "handler_result")},
@@ -241,6 +242,8 @@ BROKEN_SMOKE = {  # what a reader of the report could not rely on
     "an unknown key": {**RAN.as_json(), "surprise": 1},
     "a level that does not exist": {**RAN.as_json(), "level": 4},
     "hydration said in words": {**RAN.as_json(), "activation": {**ACTIVATION, "hydrated": "yes"}},
+    "hydrated, with a reason it was not": {**RAN.as_json(), "activation": {**ACTIVATION, "why": "HOIST_HYDRATE=0"}},
+    "activation without what it holds": {**RAN.as_json(), "activation": {k: v for k, v in ACTIVATION.items() if k != "held_bytes"}},
 }
 
 
