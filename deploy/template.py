@@ -148,6 +148,15 @@ def sync_role_trust() -> dict:
     ]}
 
 
+def role_fence(dcfg: DeployConfig) -> dict:
+    """With a CloudFormation service role (deploy/iam.py), every role of the stack carries the boundary the service
+    role may create roles with, under the IAM path its rights are scoped to; without one, nothing."""
+    if not dcfg.cloudformation_role_arn:
+        return {}
+    return {"Path": f"/hoist/{dcfg.stack_name}/",
+            "PermissionsBoundary": sub(f"arn:${{AWS::Partition}}:iam::${{AWS::AccountId}}:policy/{dcfg.stack_name}-boundary")}
+
+
 def _storage(config: Config, dcfg: DeployConfig, zones: dict[str, str] | None) -> tuple[dict, dict | str, dict, dict]:
     """Security groups, file system and its policy, mount targets, access points, the sync role, endpoints;
     and the file system id/ARN and the function's access point ARN as template expressions."""
@@ -177,9 +186,11 @@ def _storage(config: Config, dcfg: DeployConfig, zones: dict[str, str] | None) -
             "Properties": {
                 "Description": f"{name}: writes EFS versions (file system policy grants ClientWrite to this role only)",
                 "AssumeRolePolicyDocument": sync_role_trust(),
+                **role_fence(dcfg),
             },
         },
-        "SyncInstanceProfile": {"Type": "AWS::IAM::InstanceProfile", "Properties": {"Roles": [ref("SyncRole")]}},
+        "SyncInstanceProfile": {"Type": "AWS::IAM::InstanceProfile",
+                                "Properties": {"Roles": [ref("SyncRole")], **{k: v for k, v in role_fence(dcfg).items() if k == "Path"}}},
     }
     if dcfg.creates_file_system:
         res["MountTargetSecurityGroup"] = {
@@ -264,6 +275,7 @@ def _function(config: Config, dcfg: DeployConfig, release: Release, fs_arn, ap_a
                     "Statement": [{"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}],
                 },
                 "ManagedPolicyArns": [sub(VPC_ACCESS_POLICY)],
+                **role_fence(dcfg),
                 "Policies": [{
                     "PolicyName": "hoist-function",
                     "PolicyDocument": {

@@ -352,6 +352,11 @@ class DeployConfig(Section):
     file_system_id: Str = _aws_id("fs", optional=True)  # an existing file system instead of the stack's own
     access_point_id: Str = _aws_id("fsap", optional=True)
     mount_target_security_group_id: Str = _aws_id("sg", optional=True)  # existing mount targets' group: the stack adds NFS from the function
+    # the CloudFormation service role (deploy/policies/bootstrap.json): CloudFormation acts as it, so the deployer needs
+    # no IAM rights; the stack's roles then carry the boundary <stack_name>-boundary and live under /hoist/<stack_name>/
+    cloudformation_role_arn: Str | None = Field(None, pattern=r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]+$",
+                                                description="an IAM role ARN (the bootstrap stack's CloudFormationRoleArn output)",
+                                                examples=["arn:aws:iam::123456789012:role/hoist-demo-cloudformation"])
     # the [model] folder (set by load from [model] dir, not written here): uploaded to <artifact_prefix>/models/<hash>/
     model_dir: Path | None = None
     smoke_image: Path | None = None  # with smoke_expect; neither: the model folder's sample.json

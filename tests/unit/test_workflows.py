@@ -124,3 +124,16 @@ def test_ci_runs_the_readme_set_up_and_test_command_less_what_needs_this_project
     assert "python3 -m pip install -q -r requirements/tooling.txt" in ci_run and ci_run.rstrip().endswith("invoke test")
     readme = (REPO / "README.md").read_text()
     assert "python3 -m pip install -r requirements/tooling.txt && invoke test" in readme
+
+
+def test_the_release_credentials_outlast_the_job():
+    """configure-aws-credentials asks STS for role-duration-seconds (its default: one hour) and the job may run for
+    timeout-minutes; AssumeRoleWithWebIdentity refuses a duration over the role's MaxSessionDuration (IAM API reference,
+    AssumeRoleWithWebIdentity, DurationSeconds)."""
+    wf = load("release.yml")
+    (job,) = wf["jobs"].values()
+    creds = next(s for s in job["steps"] if s.get("uses", "").startswith("aws-actions/configure-aws-credentials@"))
+    duration = int(creds["with"]["role-duration-seconds"])
+    assert duration >= job["timeout-minutes"] * 60
+    bootstrap = json.loads((REPO / "deploy" / "policies" / "bootstrap.json").read_text())
+    assert duration <= bootstrap["Resources"]["DeployerRole"]["Properties"]["MaxSessionDuration"] <= 43200
