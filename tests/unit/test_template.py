@@ -440,3 +440,20 @@ def test_a_failed_first_create_leaks_nothing_and_a_teardown_keeps_the_data(cfg):
         assert _left_behind(res[logical], "the stack was deleted") and _left_behind(res[logical], "a later update removed it"), logical
         assert res[logical]["UpdateReplacePolicy"] in ("Delete", "Retain", "Snapshot")
     assert not _left_behind(res["LogGroup"], "the stack was deleted")
+
+
+def test_the_docs_say_throttling_is_per_route_and_a_target(cfg):
+    """API Gateway developer guide, "Throttle requests to your HTTP APIs" (http-api-throttling.html): the stage's default
+    route settings apply to each route, and throttling is best effort, a target rather than a ceiling. With Hoist's
+    routes the API as a whole can pass len(ROUTES) times the rate; the help and the README must say so."""
+    from pipeline.config import ApiConfig
+    from pipeline.routes import ROUTES
+
+    res = render(cfg, release())["Resources"]
+    routes = [r for r in res.values() if r["Type"] == "AWS::ApiGatewayV2::Route"]
+    assert len(routes) == len(ROUTES) == 2 and "RouteSettings" not in res["ApiStage"]["Properties"]  # every route takes the default
+    help_text = ApiConfig.model_fields["throttle_rate"].description or ""
+    assert "each route" in help_text and "not a ceiling" in help_text
+    readme = " ".join((Path(__file__).parents[2] / "README.md").read_text().split())
+    assert "apply to **each route** on its own (Hoist has two, so up to twice `throttle_rate` across the API)" in readme
+    assert "**a target, not a guaranteed ceiling**" in readme
