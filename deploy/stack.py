@@ -94,15 +94,19 @@ def change_set_type(state: StackState) -> str:
     return "UPDATE"
 
 
-def plan(cfn, state: StackState, template_body: str, *, description: str = "hoist deploy", poll_s: float = 2.0, timeout_s: float = 600) -> ChangeSetPlan:
-    """Create a change set for ``template_body`` and read what it would do."""
+def plan(cfn, state: StackState, template_body: str, *, description: str = "hoist deploy", poll_s: float = 2.0, timeout_s: float = 600,
+         role_arn: str | None = None) -> ChangeSetPlan:
+    """Create a change set for ``template_body`` and read what it would do. ``role_arn``: the service role
+    CloudFormation acts as for this stack (RoleARN; CloudFormation uses it for this and later operations), so the
+    caller needs no rights on the resources themselves (deploy/iam.py)."""
     if len(template_body.encode()) > TEMPLATE_BODY_LIMIT:
         raise DeployError(f"the template is {len(template_body.encode()):,} bytes, over CloudFormation's {TEMPLATE_BODY_LIMIT:,} for a TemplateBody",
                           where=f"stack {state.name}", fix="fewer subnets, or upload the template to S3 (not supported yet)")
     kind = change_set_type(state)
     name = f"hoist-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
     created = _call(cfn, "create_change_set", StackName=state.name, ChangeSetName=name, ChangeSetType=kind, TemplateBody=template_body,
-                    Capabilities=CAPABILITIES, Description=(description or "hoist deploy")[:1024], Tags=[{"Key": "hoist:stack", "Value": state.name}])
+                    Capabilities=CAPABILITIES, Description=(description or "hoist deploy")[:1024], Tags=[{"Key": "hoist:stack", "Value": state.name}],
+                    **({"RoleARN": role_arn} if role_arn else {}))
     cs_id = created["Id"]
     deadline = time.monotonic() + timeout_s
     while True:

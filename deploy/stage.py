@@ -249,7 +249,10 @@ class Deployer:
         else:
             self.progress.step(f"creating a change set for stack {self.dcfg.stack_name} ({stack.change_set_type(state)})")
             cs = stack.plan(self.aws.cloudformation, state, body, description=f"hoist deploy of {self.tcfg.target.name}" + (f", efs {release.efs_version[:16]}" if release else ""),
-                            poll_s=min(self.poll_s, 2.0))
+                            poll_s=min(self.poll_s, 2.0), role_arn=self.dcfg.cloudformation_role_arn)
+        if not self.dcfg.cloudformation_role_arn:
+            warnings += ("no deploy.cloudformation_role_arn: CloudFormation acts with your own credentials, which then need the right to "
+                         "create roles (README, The deployer's permissions); set it to the bootstrap stack's CloudFormationRoleArn",)
         return DeployPlan(target=self.tcfg.target.name, stack_name=self.dcfg.stack_name, storage_only=storage_only, dry_run=dry_run, release=release,
                           artifacts=plan_, uploaded=(), sync=sync, before=state, live_version=live, change_set=cs, template_path=template_path,
                           warnings=warnings, unchecked=tuple(unchecked), sync_job=sync_job)

@@ -26,6 +26,9 @@ ALIAS = "live"
 # Lambda: the managed policy for ENIs in the VPC and CloudWatch Logs (lambda-facts.md, "EFS for Lambda")
 VPC_ACCESS_POLICY = "arn:${AWS::Partition}:iam::aws:policy/service-role/AWSLambdaVPCAccessExecutionRole"
 NFS_PORT = 2049
+# CloudFormation's DeletionPolicy: like Retain, except that the stack operation that created the resource deletes it
+# when it rolls back (CloudFormation user guide, "DeletionPolicy attribute"); UpdateReplacePolicy has no such value
+RETAIN_EXCEPT_ON_CREATE = "RetainExceptOnCreate"
 
 
 @dataclass(frozen=True)
@@ -103,22 +106,55 @@ def _access_point(config: Config, dcfg: DeployConfig, uid: int, gid: int, name: 
 
 # every grant needs a mount target and some access point (its POSIX user, its root): no client mounts the bare root
 THROUGH_AN_ACCESS_POINT = {"Bool": {"elasticfilesystem:AccessedViaMountTarget": "true"}, "Null": {"elasticfilesystem:AccessPointArn": "false"}}
+CLIENT_MOUNT, CLIENT_WRITE, CLIENT_ROOT = "elasticfilesystem:ClientMount", "elasticfilesystem:ClientWrite", "elasticfilesystem:ClientRootAccess"
 
 
 def file_system_policy() -> dict:
-    """Without a policy EFS lets any client that reaches 2049 write (lambda-facts.md). Readers mount with their own
-    IAM grant (the function's role: ClientMount through its access point only); only the sync role may write;
-    clients without TLS are refused. The access points cannot be named here: they refer to the file system (a cycle)."""
+    """Who may mount and write, as EFS evaluates it (docs/design.md, "Deploy"; README, "What the file system policy holds").
+
+    EFS allows a client action that *either* the caller's identity policy *or* this policy allows, and only an
+    explicit deny in either beats an allow (EFS user guide, "Using IAM to control access to file systems"). So the
+    allows here cannot keep out a role whose own policy grants EFS client actions: the two denies do. Nobody gets
+    root (a root client could rewrite every version), and nobody mounts or writes without an access point (its POSIX
+    user is fixed, whatever the client's uid). EFS evaluates only aws:SecureTransport, aws:SourceIp,
+    elasticfilesystem:AccessPointArn, elasticfilesystem:AccessedViaMountTarget (and, for EFS Endpoints,
+    elasticfilesystem:AccessedViaRegionalEndpoint) for NFS clients, so aws:PrincipalArn cannot pin the writer.
+    The access points cannot be named here: they refer to the file system (a cycle)."""
+    everyone = {"AWS": "*"}
     return {
         "Version": "2012-10-17",
         "Statement": [
             {"Sid": "ReadersMountWithTheirOwnGrant", "Effect": "Allow", "Principal": {"AWS": sub("arn:${AWS::Partition}:iam::${AWS::AccountId}:root")},
-             "Action": ["elasticfilesystem:ClientMount"], "Condition": THROUGH_AN_ACCESS_POINT},
+             "Action": [CLIENT_MOUNT], "Condition": THROUGH_AN_ACCESS_POINT},
             {"Sid": "OnlyTheSyncRoleWrites", "Effect": "Allow", "Principal": {"AWS": att("SyncRole", "Arn")},
-             "Action": ["elasticfilesystem:ClientMount", "elasticfilesystem:ClientWrite"], "Condition": THROUGH_AN_ACCESS_POINT},
-            {"Sid": "RefuseWithoutTls", "Effect": "Deny", "Principal": {"AWS": "*"}, "Action": "*", "Condition": {"Bool": {"aws:SecureTransport": "false"}}},
+             "Action": [CLIENT_MOUNT, CLIENT_WRITE], "Condition": THROUGH_AN_ACCESS_POINT},
+            {"Sid": "NobodyIsRoot", "Effect": "Deny", "Principal": everyone, "Action": CLIENT_ROOT},
+            {"Sid": "NobodyWithoutAnAccessPoint", "Effect": "Deny", "Principal": everyone, "Action": [CLIENT_MOUNT, CLIENT_WRITE],
+             "Condition": {"Null": {"elasticfilesystem:AccessPointArn": "true"}}},
+            {"Sid": "RefuseWithoutTls", "Effect": "Deny", "Principal": everyone, "Action": "*", "Condition": {"Bool": {"aws:SecureTransport": "false"}}},
         ],
     }
+
+
+def sync_role_trust() -> dict:
+    """DataSync (its EFS location's FileSystemAccessRoleArn) and EC2 (the bastion's instance profile) assume the sync
+    role. DataSync only for this account's tasks and locations in this region: the confused-deputy conditions of
+    DataSync's guide (aws:SourceAccount and aws:SourceArn; "Cross-service confused deputy prevention")."""
+    return {"Version": "2012-10-17", "Statement": [
+        {"Sid": "DataSyncOfThisAccount", "Effect": "Allow", "Principal": {"Service": "datasync.amazonaws.com"}, "Action": "sts:AssumeRole",
+         "Condition": {"StringEquals": {"aws:SourceAccount": sub("${AWS::AccountId}")},
+                       "ArnLike": {"aws:SourceArn": sub("arn:${AWS::Partition}:datasync:${AWS::Region}:${AWS::AccountId}:*")}}},
+        {"Sid": "TheBastion", "Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"},
+    ]}
+
+
+def role_fence(dcfg: DeployConfig) -> dict:
+    """With a CloudFormation service role (deploy/iam.py), every role of the stack carries the boundary the service
+    role may create roles with, under the IAM path its rights are scoped to; without one, nothing."""
+    if not dcfg.cloudformation_role_arn:
+        return {}
+    return {"Path": f"/hoist/{dcfg.stack_name}/",
+            "PermissionsBoundary": sub(f"arn:${{AWS::Partition}}:iam::${{AWS::AccountId}}:policy/{dcfg.stack_name}-boundary")}
 
 
 def _storage(config: Config, dcfg: DeployConfig, zones: dict[str, str] | None) -> tuple[dict, dict | str, dict, dict]:
@@ -149,11 +185,12 @@ def _storage(config: Config, dcfg: DeployConfig, zones: dict[str, str] | None) -
             "Type": "AWS::IAM::Role",
             "Properties": {
                 "Description": f"{name}: writes EFS versions (file system policy grants ClientWrite to this role only)",
-                "AssumeRolePolicyDocument": {"Version": "2012-10-17", "Statement": [
-                    {"Effect": "Allow", "Principal": {"Service": ["datasync.amazonaws.com", "ec2.amazonaws.com"]}, "Action": "sts:AssumeRole"}]},
+                "AssumeRolePolicyDocument": sync_role_trust(),
+                **role_fence(dcfg),
             },
         },
-        "SyncInstanceProfile": {"Type": "AWS::IAM::InstanceProfile", "Properties": {"Roles": [ref("SyncRole")]}},
+        "SyncInstanceProfile": {"Type": "AWS::IAM::InstanceProfile",
+                                "Properties": {"Roles": [ref("SyncRole")], **{k: v for k, v in role_fence(dcfg).items() if k == "Path"}}},
     }
     if dcfg.creates_file_system:
         res["MountTargetSecurityGroup"] = {
@@ -164,8 +201,9 @@ def _storage(config: Config, dcfg: DeployConfig, zones: dict[str, str] | None) -
         mt_group: dict | str = ref("MountTargetSecurityGroup")
         res["FileSystem"] = {
             "Type": "AWS::EFS::FileSystem",
-            # the trees outlive the stack: deleting it never deletes data (teardown --delete-data does)
-            "DeletionPolicy": "Retain",
+            # the trees outlive the stack: deleting it never deletes data (teardown --delete-data does); but a create
+            # that rolls back deletes what it made, so a failed first deploy run again leaks no file system
+            "DeletionPolicy": RETAIN_EXCEPT_ON_CREATE,
             "UpdateReplacePolicy": "Retain",
             "Properties": {
                 "Encrypted": True,
@@ -205,6 +243,13 @@ def _storage(config: Config, dcfg: DeployConfig, zones: dict[str, str] | None) -
     return res, fs_id, fs_arn, ap_arn
 
 
+# one JSON object per request, from the HTTP API's $context variables (API Gateway, "Customize HTTP API access logs")
+ACCESS_LOG_FORMAT = {"requestId": "$context.requestId", "ip": "$context.identity.sourceIp", "requestTime": "$context.requestTime",
+                     "routeKey": "$context.routeKey", "status": "$context.status", "responseLength": "$context.responseLength",
+                     "latencyMs": "$context.responseLatency", "integrationLatencyMs": "$context.integrationLatency",
+                     "integrationStatus": "$context.integrationStatus", "error": "$context.integrationErrorMessage"}
+
+
 def _s3_arn(bucket: str, prefix: str) -> dict:
     return sub(f"arn:${{AWS::Partition}}:s3:::{bucket}/{prefix.strip('/')}/*")
 
@@ -230,6 +275,7 @@ def _function(config: Config, dcfg: DeployConfig, release: Release, fs_arn, ap_a
                     "Statement": [{"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}],
                 },
                 "ManagedPolicyArns": [sub(VPC_ACCESS_POLICY)],
+                **role_fence(dcfg),
                 "Policies": [{
                     "PolicyName": "hoist-function",
                     "PolicyDocument": {
@@ -255,8 +301,8 @@ def _function(config: Config, dcfg: DeployConfig, release: Release, fs_arn, ap_a
     if release.layer_key:
         res["Layer"] = {
             "Type": "AWS::Lambda::LayerVersion",
-            # older function versions keep using their layer version: a rollback needs it
-            "DeletionPolicy": "Retain",
+            # older function versions keep using their layer version: a rollback needs it (one a failed deploy made goes)
+            "DeletionPolicy": RETAIN_EXCEPT_ON_CREATE,
             "UpdateReplacePolicy": "Retain",
             "Properties": {"LayerName": f"{fn.name}-deps", "Description": f"hoist layer {release.layer_key.rsplit('/', 1)[-1][:16]}",
                            "Content": {"S3Bucket": dcfg.artifact_bucket, "S3Key": release.layer_key},
@@ -281,7 +327,7 @@ def _function(config: Config, dcfg: DeployConfig, release: Release, fs_arn, ap_a
     }
     if layers:
         props["Layers"] = layers
-    if fn.reserved_concurrency is not None:
+    if fn.reserved_concurrency != "unreserved":
         # a cap on environments is a cap on cold starts, each reading hundreds of MB from EFS (README, "Cost of a cold start")
         props["ReservedConcurrentExecutions"] = fn.reserved_concurrency
     # the function cannot mount EFS before a mount target exists in its subnets
@@ -289,7 +335,7 @@ def _function(config: Config, dcfg: DeployConfig, release: Release, fs_arn, ap_a
     version_id = "FunctionVersion" + release.fingerprint({"Function": props, "Layer": res.get("Layer", {}).get("Properties")})
     res[version_id] = {
         "Type": "AWS::Lambda::Version",
-        "DeletionPolicy": "Retain",  # rollback points the alias back at older versions
+        "DeletionPolicy": RETAIN_EXCEPT_ON_CREATE,  # rollback points the alias back at older versions; a failed deploy's own goes
         "UpdateReplacePolicy": "Retain",
         "Properties": {"FunctionName": ref("Function"), "Description": f"efs {release.efs_version[:16]} code {release.function_key.rsplit('/', 1)[-1][:16]}"},
     }
@@ -314,10 +360,16 @@ def _function(config: Config, dcfg: DeployConfig, release: Release, fs_arn, ap_a
             "Properties": {"Action": "lambda:InvokeFunction", "FunctionName": ref("LiveAlias"), "Principal": "apigateway.amazonaws.com",
                            "SourceArn": sub(f"arn:${{AWS::Partition}}:execute-api:${{AWS::Region}}:${{AWS::AccountId}}:${{HttpApi}}/*/{method}{path}")},
         }
+    # who called which route, when, with what status and latency: the HTTP API's access log (API Gateway developer
+    # guide, "Configure logging for HTTP APIs"); its own log group, with the function's retention
+    res["ApiLogGroup"] = {"Type": "AWS::Logs::LogGroup", "DeletionPolicy": "Delete",
+                          "Properties": {"LogGroupName": f"/aws/apigateway/{config.api_name}", "RetentionInDays": dcfg.log_retention_days}}
     res["ApiStage"] = {"Type": "AWS::ApiGatewayV2::Stage",
                        "Properties": {"ApiId": ref("HttpApi"), "StageName": "$default", "AutoDeploy": True,
-                                      # a flood of requests becomes 429s, not a flood of cold starts
-                                      "DefaultRouteSettings": {"ThrottlingRateLimit": config.api_rate_limit, "ThrottlingBurstLimit": config.api_burst_limit}}}
+                                      # per route, and a target rather than a ceiling (HTTP API throttling docs): it turns most
+                                      # of a flood into 429s; reserved concurrency is the hard cap on environments
+                                      "DefaultRouteSettings": {"ThrottlingRateLimit": config.api_rate_limit, "ThrottlingBurstLimit": config.api_burst_limit},
+                                      "AccessLogSettings": {"DestinationArn": att("ApiLogGroup", "Arn"), "Format": json.dumps(ACCESS_LOG_FORMAT, sort_keys=True)}}}
     return res, version_id
 
 

@@ -207,8 +207,11 @@ class FunctionConfig(Section):
     memory_mb: Int = Field(3008, ge=128, le=10240, description="Lambda's 128-10240 MB", examples=[3008])
     timeout_s: Int = Field(60, ge=1, le=900, description="Lambda's 1-900 s", examples=[60])
     handler: Str = "app.handler"
-    # caps concurrent environments, and so the cold starts a flood of requests causes; None: unreserved
-    reserved_concurrency: Int | None = Field(None, ge=1, le=10000, description="1-10000 (0 would stop every invocation)", examples=[20])
+    # caps concurrent environments, and so the cold starts a flood of requests causes (the API's throttling is only a
+    # target); "unreserved" leaves the function in the account's shared pool (an account whose concurrency quota is
+    # under 110 cannot reserve any: Lambda keeps 100 unreserved)
+    reserved_concurrency: Annotated[int, Field(ge=1, le=10000), Strict()] | Literal["unreserved"] = Field(
+        10, description='1-10000 (0 would stop every invocation), or "unreserved"', examples=[10])
     # variables of the function's own: the handler's settings (HOIST_PREFETCH, HOIST_HYDRATE) or yours;
     # deploy puts them in the function's environment, serve in the local function's
     environment: dict[Str, Str] = Field(default_factory=dict, description="NAME = \"value\" pairs, names not set by Lambda or Hoist",
@@ -230,9 +233,11 @@ class FunctionConfig(Section):
 
 class ApiConfig(Section):
     name: Str = Field(min_length=1, max_length=128, description="1-128 characters", examples=["hoist-api"])
-    # the HTTP API stage's throttling (DefaultRouteSettings)
-    throttle_rate: Annotated[float, Strict()] | Int = Field(50.0, gt=0, description="steady requests per second, more than 0", examples=[50])
-    throttle_burst: Int = Field(100, ge=1, description="a burst of requests, at least 1", examples=[100])
+    # the HTTP API stage's throttling (DefaultRouteSettings): it applies to each route on its own (two routes: up to twice
+    # the rate across the API), and API Gateway treats it as a target, not a ceiling (HTTP API throttling docs)
+    throttle_rate: Annotated[float, Strict()] | Int = Field(50.0, gt=0, description="steady requests per second for each route (a target, not a ceiling), more than 0",
+                                                            examples=[50])
+    throttle_burst: Int = Field(100, ge=1, description="a burst of requests for each route, at least 1", examples=[100])
 
 
 class BuildConfig(Section):
@@ -347,6 +352,11 @@ class DeployConfig(Section):
     file_system_id: Str = _aws_id("fs", optional=True)  # an existing file system instead of the stack's own
     access_point_id: Str = _aws_id("fsap", optional=True)
     mount_target_security_group_id: Str = _aws_id("sg", optional=True)  # existing mount targets' group: the stack adds NFS from the function
+    # the CloudFormation service role (deploy/policies/bootstrap.json): CloudFormation acts as it, so the deployer needs
+    # no IAM rights; the stack's roles then carry the boundary <stack_name>-boundary and live under /hoist/<stack_name>/
+    cloudformation_role_arn: Str | None = Field(None, pattern=r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]+$",
+                                                description="an IAM role ARN (the bootstrap stack's CloudFormationRoleArn output)",
+                                                examples=["arn:aws:iam::123456789012:role/hoist-demo-cloudformation"])
     # the [model] folder (set by load from [model] dir, not written here): uploaded to <artifact_prefix>/models/<hash>/
     model_dir: Path | None = None
     smoke_image: Path | None = None  # with smoke_expect; neither: the model folder's sample.json

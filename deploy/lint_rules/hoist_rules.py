@@ -173,12 +173,37 @@ class EveryClientReachesNfs(CloudFormationLintRule):
         return matches
 
 
-# E9007: the file system has a policy: writes only by a named principal, TLS required.
+# E9007: the file system has a policy: writes only by a named principal, TLS required, nobody root, nothing without an
+# access point. EFS allows what *either* the caller's own IAM policy or this policy allows: only a Deny here limits a
+# role whose own policy grants EFS client actions (an administrator), so the two denies are required.
+
+EVERYONE = ({"AWS": "*"}, "*")
+MOUNT_OR_WRITE = {"elasticfilesystem:ClientMount", "elasticfilesystem:ClientWrite"}
+
+
+def _actions(st: dict) -> set[str]:
+    return {a for a in as_list(st.get("Action", [])) if isinstance(a, str)}
+
+
+def _denies_to_everyone(st: dict) -> bool:
+    return st.get("Effect") == "Deny" and st.get("Principal") in EVERYONE
+
+
+def _denies_root(statements: list[dict]) -> bool:
+    return any(_denies_to_everyone(st) and not st.get("Condition") and _actions(st) & {"*", "elasticfilesystem:*", "elasticfilesystem:ClientRootAccess"}
+               for st in statements)
+
+
+def _denies_without_access_point(statements: list[dict]) -> bool:
+    return any(_denies_to_everyone(st) and (st.get("Condition") or {}) == {"Null": {"elasticfilesystem:AccessPointArn": "true"}}
+               and (_actions(st) >= MOUNT_OR_WRITE or _actions(st) & {"*", "elasticfilesystem:*"}) for st in statements)
+
 
 class FileSystemPolicy(CloudFormationLintRule):
     id = "E9007"
-    shortdesc = "EFS file system policy: TLS only, writes by a named principal"
-    description = ("Without a FileSystemPolicy EFS lets every client that reaches 2049 write. The policy must deny aws:SecureTransport false "
+    shortdesc = "EFS file system policy: TLS only, nobody root, nothing without an access point, writes by a named principal"
+    description = ("Without a FileSystemPolicy EFS lets every client that reaches 2049 write. The policy must deny aws:SecureTransport false, "
+                   "deny ClientRootAccess to everyone, deny ClientMount and ClientWrite to everyone when elasticfilesystem:AccessPointArn is null, "
                    "and grant ClientWrite (or ClientRootAccess) only to a principal named by a role's ARN, never '*' or the account.")
     source_url = "https://docs.aws.amazon.com/efs/latest/ug/iam-access-control-nfs-efs.html"
     tags: ClassVar[list[str]] = ["hoist", "efs", "iam"]
@@ -196,6 +221,12 @@ class FileSystemPolicy(CloudFormationLintRule):
             if not any(st.get("Effect") == "Deny" and (st.get("Condition") or {}).get("Bool", {}).get("aws:SecureTransport") in ("false", False)
                        for st in statements):
                 matches.append(RuleMatch(path, f"{name}: the policy must deny requests whose aws:SecureTransport is false"))
+            if not _denies_root(statements):
+                matches.append(RuleMatch(path, f"{name}: the policy must deny elasticfilesystem:ClientRootAccess to every principal (AWS: '*'): "
+                                               "a role whose own IAM policy grants it could otherwise rewrite every version as root"))
+            if not _denies_without_access_point(statements):
+                matches.append(RuleMatch(path, f"{name}: the policy must deny ClientMount and ClientWrite to every principal when "
+                                               "elasticfilesystem:AccessPointArn is null (Null: true): no client mounts the bare root"))
             for j, st in enumerate(statements):
                 actions = [a for a in as_list(st.get("Action", [])) if isinstance(a, str)]
                 if st.get("Effect") != "Allow" or not any(a in ("*", "elasticfilesystem:*", "elasticfilesystem:ClientWrite", "elasticfilesystem:ClientRootAccess") for a in actions):

@@ -243,3 +243,16 @@ def test_the_template_body_limit_is_checked_before_calling(cfn):
     with pytest.raises(DeployError) as err:
         stack.plan(client, stack.StackState(name=NAME, status=None), "x" * 60_000, poll_s=0)
     assert "51,200" in str(err.value)
+
+
+def test_a_service_role_is_passed_as_role_arn_so_cloudformation_acts_as_it(cfn):
+    """CloudFormation user guide, "CloudFormation service role": RoleARN on CreateChangeSet makes CloudFormation use
+    the role's credentials for the stack's operations; the deployer then needs no IAM rights (deploy/iam.py)."""
+    client, stub = cfn
+    role = "arn:aws:iam::123456789012:role/hoist-test-cloudformation"
+    stub.add_response("create_change_set", {"Id": CS_ARN, "StackId": STACK_ARN},
+                      {"StackName": NAME, "ChangeSetName": ANY, "ChangeSetType": "CREATE", "TemplateBody": "{}", "Capabilities": ["CAPABILITY_IAM"],
+                       "Description": ANY, "Tags": ANY, "RoleARN": role})
+    stub.add_response("describe_change_set", {"ChangeSetId": CS_ARN, "Status": "CREATE_COMPLETE", "Changes": []}, {"ChangeSetName": CS_ARN, "StackName": NAME})
+    plan = stack.plan(client, stack.StackState(name=NAME, status=None), "{}", poll_s=0, role_arn=role)
+    assert plan.change_set_id == CS_ARN

@@ -46,7 +46,7 @@ def test_the_stack_holds_what_the_seed_procedure_clicked_together(cfg):
         assert kind in types, kind
     assert types.count("AWS::EFS::MountTarget") == 2  # one per subnet
     fs = res["FileSystem"]
-    assert fs["Properties"]["Encrypted"] is True and fs["Properties"]["ThroughputMode"] == "elastic" and fs["DeletionPolicy"] == "Retain"
+    assert fs["Properties"]["Encrypted"] is True and fs["Properties"]["ThroughputMode"] == "elastic" and fs["DeletionPolicy"] == "RetainExceptOnCreate"
     ap = res["AccessPoint"]["Properties"]
     assert ap["PosixUser"] == {"Uid": "1000", "Gid": "1000"} and ap["RootDirectory"]["Path"] == "/hoist"
     assert ap["RootDirectory"]["CreationInfo"]["Permissions"] == "755"
@@ -216,8 +216,9 @@ def test_the_function_reads_as_its_own_uid_and_only_the_sync_role_writes(cfg):
     assert deny["Effect"] == "Deny" and deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
     function_actions = {a for st in res["FunctionRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"] for a in st["Action"]}
     assert not {a for a in function_actions if a.startswith("elasticfilesystem:") and a != "elasticfilesystem:ClientMount"}
-    trust = res["SyncRole"]["Properties"]["AssumeRolePolicyDocument"]["Statement"][0]["Principal"]["Service"]
-    assert set(trust) == {"datasync.amazonaws.com", "ec2.amazonaws.com"} and res["SyncInstanceProfile"]["Properties"]["Roles"] == [{"Ref": "SyncRole"}]
+    trust = {st["Principal"]["Service"] for st in res["SyncRole"]["Properties"]["AssumeRolePolicyDocument"]["Statement"]}
+    assert trust == {"datasync.amazonaws.com", "ec2.amazonaws.com"} and res["SyncInstanceProfile"]["Properties"]["Roles"] == [{"Ref": "SyncRole"}]
+    # who may do what, as EFS evaluates it: tests/unit/test_storage_access.py
 
 
 def test_every_writer_and_the_function_have_their_own_path_to_2049(cfg, existing_cfg):
@@ -255,14 +256,41 @@ def _everyone_in_the_account_writes(r):
     st["Principal"] = {"AWS": {"Fn::Sub": "arn:${AWS::Partition}:iam::${AWS::AccountId}:root"}}
 
 
+def _statement(r, sid):
+    statements = r["FileSystem"]["Properties"]["FileSystemPolicy"]["Statement"]
+    return statements, next(i for i, st in enumerate(statements) if st["Sid"] == sid)
+
+
 def _plain_nfs_allowed(r):
-    r["FileSystem"]["Properties"]["FileSystemPolicy"]["Statement"].pop()
+    statements, i = _statement(r, "RefuseWithoutTls")
+    del statements[i]
+
+
+def _root_allowed(r):
+    statements, i = _statement(r, "NobodyIsRoot")
+    del statements[i]
+
+
+def _root_denied_only_to_one_role(r):
+    statements, i = _statement(r, "NobodyIsRoot")
+    statements[i]["Principal"] = {"AWS": {"Fn::GetAtt": ["FunctionRole", "Arn"]}}
+
+
+def _bare_root_allowed(r):
+    statements, i = _statement(r, "NobodyWithoutAnAccessPoint")
+    del statements[i]
+
+
+def _bare_root_denied_for_mounts_only(r):
+    statements, i = _statement(r, "NobodyWithoutAnAccessPoint")
+    statements[i]["Action"] = ["elasticfilesystem:ClientMount"]
 
 
 @pytest.mark.parametrize(
     ("change", "rule"),
     [(_no_sync_ingress, "E9006"), (_sync_group_without_nfs_out, "E9006"), (_sync_ingress_all_ports, "E9002"), (_nfs_from_another_group, "E9002"),
-     (_no_file_system_policy, "E9007"), (_everyone_in_the_account_writes, "E9007"), (_plain_nfs_allowed, "E9007")],
+     (_no_file_system_policy, "E9007"), (_everyone_in_the_account_writes, "E9007"), (_plain_nfs_allowed, "E9007"), (_root_allowed, "E9007"),
+     (_root_denied_only_to_one_role, "E9007"), (_bare_root_allowed, "E9007"), (_bare_root_denied_for_mounts_only, "E9007")],
 )
 def test_the_writer_rules_catch_the_template_that_breaks_them(cfg, change, rule):
     good = render(cfg, release())
@@ -294,7 +322,31 @@ def test_the_version_moves_with_every_function_property(tmp_path, wheelhouse, cf
     deploy_project(tmp_path / "rc", wheelhouse, replace={'name = "test-fn"': 'name = "test-fn"\nreserved_concurrency = 5'})
     rc = load(tmp_path / "rc")
     assert version_id(rc) != base and render(rc, release())["Resources"]["Function"]["Properties"]["ReservedConcurrentExecutions"] == 5
-    assert "ReservedConcurrentExecutions" not in render(cfg, release())["Resources"]["Function"]["Properties"]
+
+
+def test_the_function_reserves_ten_environments_unless_told_otherwise(tmp_path, wheelhouse, cfg):
+    """The API's throttling is a target, not a ceiling: reserved concurrency is the hard cap on environments, and so on
+    concurrent cold starts (Lambda, "Configuring reserved concurrency")."""
+    assert render(cfg, release())["Resources"]["Function"]["Properties"]["ReservedConcurrentExecutions"] == 10
+    deploy_project(tmp_path / "u", wheelhouse, replace={'name = "test-fn"': 'name = "test-fn"\nreserved_concurrency = "unreserved"'})
+    assert "ReservedConcurrentExecutions" not in render(load(tmp_path / "u"), release())["Resources"]["Function"]["Properties"]
+    deploy_project(tmp_path / "bad", wheelhouse, replace={'name = "test-fn"': 'name = "test-fn"\nreserved_concurrency = "none"'})
+    with pytest.raises(ConfigError) as err:
+        load(tmp_path / "bad")
+    assert "reserved_concurrency" in str(err.value) and "unreserved" in str(err.value)
+
+
+def test_the_api_writes_an_access_log_line_per_request_to_its_own_log_group(cfg):
+    """HTTP API access logging: the stage names a CloudWatch Logs group by ARN and a format of $context variables
+    (API Gateway developer guide, "Configure logging for HTTP APIs")."""
+    res = render(cfg, release())["Resources"]
+    logs = res["ApiStage"]["Properties"]["AccessLogSettings"]
+    assert logs["DestinationArn"] == {"Fn::GetAtt": ["ApiLogGroup", "Arn"]}
+    fmt = json.loads(logs["Format"])
+    assert {"$context.requestId", "$context.routeKey", "$context.status", "$context.identity.sourceIp"} <= set(fmt.values())
+    group = res["ApiLogGroup"]
+    assert group["Type"] == "AWS::Logs::LogGroup" and group["Properties"]["RetentionInDays"] == 14
+    assert group["Properties"]["LogGroupName"] != res["LogGroup"]["Properties"]["LogGroupName"]
 
 
 def test_the_api_may_invoke_the_alias_on_its_routes_only_and_is_throttled(tmp_path, wheelhouse, cfg):
@@ -361,3 +413,47 @@ def test_the_functions_own_variables_reach_its_environment_beside_hoists(tmp_pat
     deploy_project(tmp_path, wheelhouse, replace={'name = "test-fn"': 'name = "test-fn"\nenvironment = { HOIST_PREFETCH = "relocs", MY_SETTING = "x" }'})
     env = render(load(tmp_path), release())["Resources"]["Function"]["Properties"]["Environment"]["Variables"]
     assert env["HOIST_PREFETCH"] == "relocs" and env["MY_SETTING"] == "x" and env["HOIST_EFS_TREE"].endswith("/site-packages")
+
+
+# -- what a failed deploy leaves behind -------------------------------------------------------------
+# CloudFormation user guide, "DeletionPolicy attribute": Retain keeps the resource whenever the stack would delete it,
+# including when the stack operation that created it rolls back; RetainExceptOnCreate "behaves like Retain for stack
+# operations, except for the stack operation that initially created the resource": that operation's rollback deletes it.
+# No DeletionPolicy (or Delete) deletes it. UpdateReplacePolicy takes Delete, Retain or Snapshot only.
+
+def _left_behind(resource: dict, event: str) -> bool:
+    policy = resource.get("DeletionPolicy", "Delete")
+    if event == "the operation that created it rolled back":
+        return policy == "Retain"
+    if event in ("the stack was deleted", "a later update removed it"):
+        return policy in ("Retain", "RetainExceptOnCreate")
+    raise ValueError(event)
+
+
+def test_a_failed_first_create_leaks_nothing_and_a_teardown_keeps_the_data(cfg):
+    res = render(cfg, release())["Resources"]
+    version = next(k for k, r in res.items() if r["Type"] == "AWS::Lambda::Version")
+    for logical in ("FileSystem", "Layer", version):
+        # a first deploy that rolls back (the IAM race, a quota) is run again: nothing of the first attempt stays
+        assert not _left_behind(res[logical], "the operation that created it rolled back"), logical
+        # the trees, layer versions and function versions outlive the stack and later releases (rollback, efs-gc)
+        assert _left_behind(res[logical], "the stack was deleted") and _left_behind(res[logical], "a later update removed it"), logical
+        assert res[logical]["UpdateReplacePolicy"] in ("Delete", "Retain", "Snapshot")
+    assert not _left_behind(res["LogGroup"], "the stack was deleted")
+
+
+def test_the_docs_say_throttling_is_per_route_and_a_target(cfg):
+    """API Gateway developer guide, "Throttle requests to your HTTP APIs" (http-api-throttling.html): the stage's default
+    route settings apply to each route, and throttling is best effort, a target rather than a ceiling. With Hoist's
+    routes the API as a whole can pass len(ROUTES) times the rate; the help and the README must say so."""
+    from pipeline.config import ApiConfig
+    from pipeline.routes import ROUTES
+
+    res = render(cfg, release())["Resources"]
+    routes = [r for r in res.values() if r["Type"] == "AWS::ApiGatewayV2::Route"]
+    assert len(routes) == len(ROUTES) == 2 and "RouteSettings" not in res["ApiStage"]["Properties"]  # every route takes the default
+    help_text = ApiConfig.model_fields["throttle_rate"].description or ""
+    assert "each route" in help_text and "not a ceiling" in help_text
+    readme = " ".join((Path(__file__).parents[2] / "README.md").read_text().split())
+    assert "apply to **each route** on its own (Hoist has two, so up to twice `throttle_rate` across the API)" in readme
+    assert "**a target, not a guaranteed ceiling**" in readme

@@ -164,3 +164,16 @@ def test_a_skip_line_that_is_not_a_marker_and_a_reason_stops_the_run_naming_it()
     with pytest.raises(pytest.UsageError, match="'local_torch' is not"):
         marker_skips("local_torch", {"local_torch"})  # no reason
     assert marker_skips("\n local_torch : why \n", {"local_torch"}) == {"local_torch": "why"}
+
+
+def test_the_release_credentials_outlast_the_job():
+    """configure-aws-credentials asks STS for role-duration-seconds (its default: one hour) and the job may run for
+    timeout-minutes; AssumeRoleWithWebIdentity refuses a duration over the role's MaxSessionDuration (IAM API reference,
+    AssumeRoleWithWebIdentity, DurationSeconds)."""
+    wf = load("release.yml")
+    (job,) = wf["jobs"].values()
+    creds = next(s for s in job["steps"] if s.get("uses", "").startswith("aws-actions/configure-aws-credentials@"))
+    duration = int(creds["with"]["role-duration-seconds"])
+    assert duration >= job["timeout-minutes"] * 60
+    bootstrap = json.loads((REPO / "deploy" / "policies" / "bootstrap.json").read_text())
+    assert duration <= bootstrap["Resources"]["DeployerRole"]["Properties"]["MaxSessionDuration"] <= 43200
