@@ -217,7 +217,7 @@ def efs_gc(c, config=None, keep=None, protect="", method=None, yes=False, dry_ru
         console.print("nothing to remove" if not plan.remove else "dry run: nothing removed")
         return
     _confirm(f"remove {len(plan.remove)} version(s) from {plan.where}:{plan.base}?", yes, refused="nothing removed")
-    removed = stage.gc_apply(plan, remote)
+    removed = stage.gc_apply(plan, remote, cfg)
     console.print(f"removed {len(removed)} version(s)")
 
 

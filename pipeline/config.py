@@ -280,6 +280,8 @@ class DataSyncConfig(Section):
     s3_role_arn: Str
     access_point_arn: Str | None = None
     file_system_role_arn: Str | None = None
+    # staged versions (<prefix>/envs/, <prefix>/markers/) expire after this many days (a lifecycle rule; the completeness records never)
+    expire_staged_days: Int = Field(30, ge=1, examples=[30])
 
     @field_validator("region")
     @classmethod

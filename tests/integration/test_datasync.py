@@ -55,6 +55,16 @@ def aws(moto_server, monkeypatch):
         return {"LocationArn": made["LocationArn"]}
 
     datasync.create_location_efs = create_location_efs
+    # moto's second gap: no ListTagsForResource. The tags each create call sent are kept here and answered as DataSync
+    # documents it (ListTagsForResource: Tags, a list of Key/Value)
+    tags: dict[str, list] = {}
+    for name, key in (("create_task", "TaskArn"), ("create_location_s3", "LocationArn"), ("create_location_efs", "LocationArn")):
+        def tagged(_real=getattr(datasync, name), _key=key, **params):
+            made = _real(**params)
+            tags[made[_key]] = params.get("Tags", [])
+            return made
+        setattr(datasync, name, tagged)
+    datasync.list_tags_for_resource = lambda ResourceArn, **_: {"Tags": tags.get(ResourceArn, [])}
     return Clients(s3=s3, datasync=datasync, calls=calls)
 
 
@@ -84,7 +94,10 @@ def test_stage_copy_verify_then_mark(project, wheelhouse, aws):
 
     base = f"{project.name}/hoist-staging/envs/{plan.version}/"
     staged = _objects(aws, base)
-    assert base + ".hoist-complete" in staged and base + "manifest.json" in staged
+    assert base + "manifest.json" in staged
+    # the completeness record: keyed by the file system, the access point and efs.root, outside what a lifecycle rule expires
+    record_key = f"{project.name}/hoist-staging/complete/fs-0123456789abcdef0/fsap-0123456789abcdef0/~hoist/{plan.version}.json"
+    assert json.loads(aws.s3.get_object(Bucket=BUCKET, Key=record_key)["Body"].read())["file_system_id"] == "fs-0123456789abcdef0"
     for archive in manifest["archives"]:  # staged with the bytes the manifest names
         body = aws.s3.get_object(Bucket=BUCKET, Key=base + "archives/" + archive["name"])["Body"].read()
         assert hashlib.sha256(body).hexdigest() == archive["sha256"]
@@ -108,7 +121,10 @@ def test_stage_copy_verify_then_mark(project, wheelhouse, aws):
     efs = next(params for name, params in aws.calls if name == "CreateLocationEfs")
     # through the writer access point, whose root is efs.root: the version is /envs/<hash> for DataSync, never /hoist/envs/<hash>
     assert efs == {"EfsFilesystemArn": FS, "Subdirectory": f"/envs/{plan.version}", "Ec2Config": {"SubnetArn": SUBNET, "SecurityGroupArns": [SG]},
-                   "InTransitEncryption": "TLS1_2", "AccessPointArn": AP}
+                   "InTransitEncryption": "TLS1_2", "AccessPointArn": AP,
+                   "Tags": [{"Key": "hoist:staging", "Value": f"s3://{BUCKET}/{project.name}/hoist-staging/"}, {"Key": "hoist:version", "Value": plan.version}]}
+    # every task and location carries the tags the sweep finds a killed run's leftovers by
+    assert all(p["Tags"] == efs["Tags"] for name, p in aws.calls if name in ("CreateTask", "CreateLocationS3"))
     s3_locations = [params for name, params in aws.calls if name == "CreateLocationS3"]
     assert [p["Subdirectory"] for p in s3_locations] == [f"/{project.name}/hoist-staging/envs/{plan.version}/", f"/{project.name}/hoist-staging/markers/{plan.version}/"]
     assert {p["S3BucketArn"] for p in s3_locations} == {f"arn:aws:s3:::{BUCKET}"}
@@ -125,7 +141,8 @@ def test_stage_copy_verify_then_mark(project, wheelhouse, aws):
 def test_a_version_not_fully_staged_starts_no_task(project, wheelhouse, aws):
     cfg = _project(project, wheelhouse, "purepkg==2.0\n")
     plan, c = stage.datasync_plan(cfg, aws=aws)
-    broken = dataclasses.replace(plan, expected=(*plan.expected, ("archives/lost-0000.hz", "0" * 32)))
+    lost = dataclasses.replace(plan.expected[0], path="archives/lost-0000.hz")
+    broken = dataclasses.replace(plan, expected=(*plan.expected, lost))
     with pytest.raises(SyncError) as err:
         stage.datasync_apply(broken, c, cfg, poll_s=0)
     assert "not staged: archives/lost-0000.hz" in str(err.value) and "nothing was copied to EFS" in str(err.value)
@@ -192,7 +209,7 @@ def test_a_new_version_uploads_only_new_content(project, wheelhouse, aws):
     assert {item.path.removeprefix("site-packages/") for item in second.upload if item.path.startswith("site-packages/")} == new_tree  # only nativepkg
     stage.datasync_apply(second, c, cfg, poll_s=0)
     staged = _objects(aws, f"{project.name}/hoist-staging/envs/{second.version}/")
-    assert len(staged) == len(second.upload) + len(second.copy) + 2  # the whole version (tree, archives), the manifest and the marker
+    assert len(staged) == len(second.upload) + len(second.copy) + 1  # the whole version (tree, archives) and the manifest; the record lives under complete/
 
 
 def test_a_failed_execution_names_it_and_marks_nothing(project, wheelhouse, aws, monkeypatch):
@@ -209,7 +226,7 @@ def test_a_failed_execution_names_it_and_marks_nothing(project, wheelhouse, aws,
         stage.datasync_apply(plan, c, cfg, poll_s=0)
     text = str(err.value)
     assert "execution arn:aws:datasync" in text and "SyncTaskErrorLocationNotAdded" in text and "mount target not reachable" in text
-    assert f"{project.name}/hoist-staging/envs/{plan.version}/.hoist-complete" not in _objects(aws, f"{project.name}/hoist-staging/envs/")
+    assert _objects(aws, f"{project.name}/hoist-staging/complete/") == {}
     assert stage.datasync_plan(cfg, aws=aws)[0].action == "transfer"
     names = [name for name, _ in aws.calls]
     after = names[names.index("StartTaskExecution"):]
@@ -236,7 +253,7 @@ def test_a_task_that_never_becomes_available_names_the_network_path(project, whe
 def test_expired_credentials_say_so(project, wheelhouse, aws):
     cfg = _project(project, wheelhouse, "purepkg==2.0\n")
     with Stubber(aws.s3) as stub:
-        stub.add_client_error("list_objects_v2", service_error_code="ExpiredToken", service_message="The provided token has expired.")
+        stub.add_client_error("get_object", service_error_code="ExpiredToken", service_message="The provided token has expired.")
         with pytest.raises(SyncError) as err:
             stage.datasync_plan(cfg, aws=aws)
     assert "credentials have expired" in str(err.value) and "aws sso login" in str(err.value)
