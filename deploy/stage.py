@@ -44,6 +44,7 @@ from . import alias, artifacts, lint, network, stack
 from .smoke import SmokeResult, smoke
 from .stack import StackState
 from .template import Release, dumps, render
+from .template import mount_target_zone as template_zone
 
 DEPLOY_JSON_VERSION = 1
 HISTORY = 5  # EFS versions of the last deploys, protected from efs-gc
@@ -195,10 +196,12 @@ class Deployer:
                 f"stack {self.dcfg.stack_name} holds the function and the API: a storage-only template would remove them",
                 where=f"stack {self.dcfg.stack_name}", fix="run `invoke deploy` (the full template keeps the storage as it is)")
         zones = self._zones(unchecked)
+        mounts = self._live_mount_targets(state, zones)
+        self._check_gateway_endpoints(state, unchecked)
         if storage_only:
-            template = render(self.config, None, storage_only=True, zones=zones)
+            template = render(self.config, None, storage_only=True, zones=zones, live_mount_targets=mounts)
             return self._change_set(state, template, template_path, storage_only=True, dry_run=dry_run, release=None, plan_=None, sync=None,
-                                    live=None, unchecked=tuple(unchecked))
+                                    live=None, unchecked=tuple(unchecked), zones=zones, mounts=mounts)
         fs_missing = self.dcfg.creates_file_system and "FileSystemId" not in state.outputs
         if fs_missing and not dry_run:
             raise DeployError(f"stack {self.dcfg.stack_name} creates the EFS file system, and it does not exist yet: there is nowhere to sync the tree",
@@ -216,9 +219,9 @@ class Deployer:
         release = Release(runtime=target.runtime or "", arch=target.arch or "", function_key=plan_.function_key, layer_key=plan_.layer_key,
                           efs_version=record.sets["efs"].content_hash, model_prefix=plan_.model_prefix)
         live = alias.current(self.aws.lambda_, self.config.function.name) if self.aws is not None and state.exists else None
-        template = render(self.config, release, zones=zones)
+        template = render(self.config, release, zones=zones, live_mount_targets=mounts)
         return self._change_set(state, template, template_path, storage_only=False, dry_run=dry_run, release=release, plan_=plan_, sync=sync, live=live,
-                                warnings=record.warnings + self._local_sync_warning(), unchecked=tuple(unchecked), sync_job=job)
+                                warnings=record.warnings + self._local_sync_warning(), unchecked=tuple(unchecked), sync_job=job, zones=zones, mounts=mounts)
 
     def _local_sync_warning(self) -> tuple[str, ...]:
         """sync method local writes a folder on this machine: right only where that folder is the stack's file system, mounted here."""
@@ -238,7 +241,39 @@ class Deployer:
         self.progress.step(f"reading the Availability Zones of {len(self.dcfg.subnet_ids)} subnet(s)")
         return network.subnet_zones(self.aws.ec2, self.dcfg.subnet_ids, self.dcfg.region)
 
-    def _change_set(self, state, template, template_path, *, storage_only, dry_run, release, plan_, sync, live, warnings=(), unchecked=(), sync_job=None) -> DeployPlan:
+    def _live_mount_targets(self, state: StackState, zones: dict[str, str] | None) -> dict[str, str] | None:
+        """Zone -> subnet of the stack's file system's mount targets now: each zone keeps its subnet (deploy/network.py)."""
+        fs = state.outputs.get("FileSystemId")
+        if not self.dcfg.creates_file_system or zones is None or self.aws is None or not fs:
+            return None
+        self.progress.step(f"reading the mount targets of {fs} (a zone keeps its subnet)")
+        return network.live_mount_targets(self.aws.efs, fs)
+
+    def _check_gateway_endpoints(self, state: StackState, unchecked: list[str]) -> None:
+        """s3_endpoint/dynamodb_endpoint on route tables that already route the service through another endpoint: refused here."""
+        wanted = tuple(s for s in ("s3_endpoint", "dynamodb_endpoint") if getattr(self.dcfg, s))
+        if not wanted:
+            return
+        if self.aws is None or self.aws.ec2 is None:
+            unchecked.append("whether the route tables already route S3/DynamoDB through another gateway endpoint (EC2 DescribeVpcEndpoints)")
+            return
+        own = {r[2] for r in self._stack_resources(state) if r[1] == "AWS::EC2::VPCEndpoint"}
+        conflicts = network.gateway_endpoint_conflicts(self.aws.ec2, self.dcfg.vpc_id, self.dcfg.route_table_ids, self.dcfg.region, wanted, own)
+        if conflicts:
+            lines = "; ".join(f"{ep} already routes {network.GATEWAY_SERVICES[setting]} for {', '.join(tables)}" for setting, ep, tables in conflicts)
+            settings = sorted({setting for setting, _, _ in conflicts})
+            raise DeployError(f"the VPC has gateway endpoints on these route tables already ({lines}): a route table holds one route per "
+                              "service prefix list, so the stack's own endpoint would fail", where=f"[deploy] {', '.join(settings)}",
+                              fix=" and ".join(f"set {s} = false" for s in settings) + " in [deploy]: the function reaches the service through the existing endpoint "
+                                  "(check its policy admits the artifact bucket)")
+
+    def _stack_resources(self, state: StackState) -> list[tuple[str, str, str]]:
+        if self.aws is None or not state.exists:
+            return []
+        return [(r["LogicalResourceId"], r["ResourceType"], r.get("PhysicalResourceId", "")) for r in stack.resources(self.aws.cloudformation, state.name)]
+
+    def _change_set(self, state, template, template_path, *, storage_only, dry_run, release, plan_, sync, live, warnings=(), unchecked=(), sync_job=None,
+                    zones=None, mounts=None) -> DeployPlan:
         body = dumps(template)
         atomic_write_text(template_path, body)
         self.progress.step(f"linting {template_path.name} (cfn-lint + deploy/lint_rules)")
@@ -250,9 +285,22 @@ class Deployer:
             self.progress.step(f"creating a change set for stack {self.dcfg.stack_name} ({stack.change_set_type(state)})")
             cs = stack.plan(self.aws.cloudformation, state, body, description=f"hoist deploy of {self.tcfg.target.name}" + (f", efs {release.efs_version[:16]}" if release else ""),
                             poll_s=min(self.poll_s, 2.0))
+            self._refuse_mount_target_replacement(cs, zones, mounts)
         return DeployPlan(target=self.tcfg.target.name, stack_name=self.dcfg.stack_name, storage_only=storage_only, dry_run=dry_run, release=release,
                           artifacts=plan_, uploaded=(), sync=sync, before=state, live_version=live, change_set=cs, template_path=template_path,
                           warnings=warnings, unchecked=tuple(unchecked), sync_job=sync_job)
+
+    def _refuse_mount_target_replacement(self, cs: stack.ChangeSetPlan, zones, mounts) -> None:
+        assert self.aws is not None
+        problems = stack.mount_target_conflicts(cs, set(mounts or {}), lambda logical: template_zone(logical, zones))
+        if not problems:
+            return
+        stack.discard(self.aws.cloudformation, cs)
+        where = ", ".join(f"{zone}: {subnet}" for zone, subnet in sorted((mounts or {}).items()))
+        raise DeployError("the change set would create a second mount target in a zone, which EFS refuses (one per Availability Zone): " + "; ".join(problems)
+                          + "; the change set was deleted, nothing changed", where=f"stack {self.dcfg.stack_name}",
+                          fix=f"keep each zone's mount target subnet in deploy.subnet_ids ({where}); to move a zone to another subnet, delete its mount "
+                              "target first (aws efs delete-mount-target --mount-target-id <id>; the function loses its mount in that zone meanwhile), then deploy")
 
     def _build_and_validate(self) -> BuildRecord:
         self.progress.step(f"building {self.tcfg.target.describe()} (reused when the locks are unchanged)")
