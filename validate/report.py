@@ -4,6 +4,8 @@ from __future__ import annotations
 from rich.console import Console
 from rich.markup import escape
 
+from pipeline.targets import init_report
+
 from .checks import ValidationReport
 
 STYLE = {"error": "bold red", "warning": "yellow", "info": "dim"}
@@ -31,7 +33,8 @@ def print_report(console: Console, report: ValidationReport, show_info: bool = T
             where = f"image {smoke.image}"
         verdict = "[green]passed[/]" if smoke.ok else "[bold red]failed[/]"
         on = f" on {smoke.machine}" + (" (emulated)" if smoke.emulated else "") if smoke.machine else ""
-        console.print(f"  smoke test level {smoke.level}{escape(on)} ({escape(where)}): {verdict}, imported {len(smoke.modules)} modules, init {smoke.init_ms} ms")
+        init, _ = init_report(smoke.init_ms, emulated=bool(smoke.emulated))
+        console.print(f"  smoke test level {smoke.level}{escape(on)} ({escape(where)}): {verdict}, imported {len(smoke.modules)} modules, {escape(init)}")
         if smoke.distance:
             console.print(f"    distance from Lambda: {escape(smoke.distance)}")
         if smoke.report:
