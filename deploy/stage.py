@@ -451,9 +451,12 @@ def protected_versions(config: Config, s3=None) -> set[str]:
 
 
 # -- rollback and teardown -------------------------------------------------
-def plan_rollback(config: Config, clients_: Clients, to: str | None = None) -> alias.AliasMove:
-    deploy_config(config)
-    return alias.plan_rollback(clients_.lambda_, config.function.name, to)
+def plan_rollback(config: Config, clients_: Clients, to: str | None = None, efs_present=None) -> alias.AliasMove:
+    """Where rollback would move the alias; refused when the target mounts a replaced access point (the stack's
+    AccessPointArn now) or when ``efs_present`` says its EFS version was collected."""
+    dcfg = deploy_config(config)
+    current = stack.describe(clients_.cloudformation, dcfg.stack_name).outputs.get("AccessPointArn")
+    return alias.plan_rollback(clients_.lambda_, config.function.name, to, access_point_arn=current, efs_present=efs_present)
 
 
 def apply_rollback(config: Config, clients_: Clients, move: alias.AliasMove) -> alias.AliasMove:

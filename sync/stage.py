@@ -12,7 +12,7 @@ from pipeline.layout import root_dir
 from pipeline.records import load_build_record
 
 from . import record
-from .efs import GcPlan, SyncPlan, SyncResult, apply_gc, apply_sync, plan_gc, plan_sync, read_marker
+from .efs import GcPlan, SyncPlan, SyncResult, apply_gc, apply_sync, list_versions, plan_gc, plan_sync, read_marker
 from .shell import Remote
 
 if TYPE_CHECKING:
@@ -145,3 +145,17 @@ def apply_job(job: SyncJob, config: Config, on_line: Callable[[str], None] | Non
         return datasync_apply(job.plan, job.transport, config, on_line=on_line)
     assert isinstance(job.plan, SyncPlan) and isinstance(job.transport, Remote)
     return apply(job.plan, job.transport, config, on_line=on_line)
+
+
+def version_complete(config: Config, version: str, method: str | None = None) -> bool:
+    """Whether the EFS version is complete where the sync method writes (the same record every method keeps):
+    the staging bucket's record for datasync, the marker on the file system for local and bastion."""
+    method = method or _sync(config).method
+    if method == "datasync":
+        from .datasync import clients
+
+        dcfg = _sync(config).datasync
+        assert dcfg is not None
+        return record.read(clients(dcfg).s3, dcfg.bucket, dcfg.prefix, record.datasync_location(dcfg, config.efs.root), version) is not None
+    remote, root = remote_for(config, method)
+    return any(v.name == version and v.complete for v in list_versions(remote, f"{root.rstrip('/')}/envs"))

@@ -243,3 +243,37 @@ def test_the_template_body_limit_is_checked_before_calling(cfn):
     with pytest.raises(DeployError) as err:
         stack.plan(client, stack.StackState(name=NAME, status=None), "x" * 60_000, poll_s=0)
     assert "51,200" in str(err.value)
+
+
+def test_a_rollback_target_with_a_replaced_access_point_or_a_collected_efs_version_is_refused(stubbed):
+    """Issue 23, 16. A published version's configuration, FileSystemConfigs included, is fixed (Lambda Developer
+    Guide, "Function versions": a version's code and settings are locked); ListVersionsByFunction returns each
+    version's FileSystemConfigs and Environment. Pointing the alias at a version whose access point was replaced,
+    or whose EFS version efs-gc removed, would leave the function without its tree."""
+    from deploy import alias
+
+    lam, stub = stubbed("lambda")
+    old_ap = "arn:aws:elasticfilesystem:eu-west-1:123456789012:access-point/fsap-00000000000000001"
+    new_ap = "arn:aws:elasticfilesystem:eu-west-1:123456789012:access-point/fsap-00000000000000002"
+
+    def version(n, ap, efs):
+        return {"FunctionName": "fn", "Version": str(n), "Description": f"release {n}", "Environment": {"Variables": {"HOIST_EFS_VERSION": efs}},
+                "FileSystemConfigs": [{"Arn": ap, "LocalMountPath": "/mnt/hoist"}]}
+
+    listing = {"Versions": [{"FunctionName": "fn", "Version": "$LATEST"}, version(1, old_ap, "a" * 64), version(2, new_ap, "b" * 64), version(3, new_ap, "c" * 64)]}
+
+    def expect():
+        stub.add_response("get_alias", {"Name": "live", "FunctionVersion": "3"}, {"FunctionName": "fn", "Name": "live"})
+        stub.add_response("list_versions_by_function", listing, {"FunctionName": "fn"})
+
+    expect()
+    with pytest.raises(DeployError) as err:
+        alias.plan_rollback(lam, "fn", "1", access_point_arn=new_ap)
+    assert "fsap-00000000000000001" in str(err.value) and "replaced" in str(err.value) and "--to" in str(err.value)
+    expect()
+    with pytest.raises(DeployError) as err:
+        alias.plan_rollback(lam, "fn", None, access_point_arn=new_ap, efs_present=lambda v: v != "b" * 64)
+    assert "bbbbbbbbbbbbbbbb" in str(err.value) and "collected" in str(err.value) and "sync-efs" in str(err.value)
+    expect()
+    move = alias.plan_rollback(lam, "fn", None, access_point_arn=new_ap, efs_present=lambda v: True)
+    assert move.to.version == "2" and move.to.access_point_arn == new_ap
