@@ -219,7 +219,12 @@ class Deployer:
         release = Release(runtime=target.runtime or "", arch=target.arch or "", function_key=plan_.function_key, layer_key=plan_.layer_key,
                           efs_version=record.sets["efs"].content_hash, model_prefix=plan_.model_prefix)
         live = alias.current(self.aws.lambda_, self.config.function.name) if self.aws is not None and state.exists else None
-        template = render(self.config, release, zones=zones, live_mount_targets=mounts)
+        key = None
+        if self.aws is None:
+            unchecked.append(f"whether s3://{self.dcfg.artifact_bucket} encrypts with a KMS key the function's role must decrypt the model with")
+        else:
+            key = artifacts.model_key_arn(self.aws.s3, self.dcfg.artifact_bucket, self.dcfg.region)
+        template = render(self.config, release, zones=zones, live_mount_targets=mounts, model_key_arn=key)
         return self._change_set(state, template, template_path, storage_only=False, dry_run=dry_run, release=release, plan_=plan_, sync=sync, live=live,
                                 warnings=record.warnings + self._local_sync_warning(), unchecked=tuple(unchecked), sync_job=job, zones=zones, mounts=mounts)
 

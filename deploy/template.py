@@ -218,8 +218,16 @@ def _s3_arn(bucket: str, prefix: str) -> dict:
     return sub(f"arn:${{AWS::Partition}}:s3:::{bucket}/{prefix.strip('/')}/*")
 
 
+def _model_key_statement(key_arn: str | None, region: str) -> list[dict]:
+    """kms:Decrypt on the artifact bucket's KMS key, through S3 only: reading an SSE-KMS model object needs it."""
+    if not key_arn:
+        return []
+    return [{"Sid": "DecryptModel", "Effect": "Allow", "Action": ["kms:Decrypt"], "Resource": sub(key_arn) if "${" in key_arn else key_arn,
+             "Condition": {"StringEquals": {"kms:ViaService": f"s3.{region}.amazonaws.com"}}}]
+
+
 def _function(config: Config, dcfg: DeployConfig, release: Release, fs_arn, ap_arn, zones: dict[str, str] | None,
-              live: dict[str, str] | None = None) -> tuple[dict, str]:
+              live: dict[str, str] | None = None, model_key_arn: str | None = None) -> tuple[dict, str]:
     fn = config.function
     # the function mounts its access point, whose root (efs.root) it sees as the mount path
     efs_tree = version_dir(config.efs.mount_path, config.efs.root, release.efs_version, through_access_point=True) + "/site-packages"
@@ -250,6 +258,7 @@ def _function(config: Config, dcfg: DeployConfig, release: Release, fs_arn, ap_a
                              "Condition": {"StringEquals": {"elasticfilesystem:AccessPointArn": ap_arn}}},
                             {"Sid": "ReadModel", "Effect": "Allow", "Action": ["s3:GetObject"], "Resource": _s3_arn(dcfg.artifact_bucket, f"{dcfg.artifact_prefix}/models")},
                             {"Sid": "WriteOutputs", "Effect": "Allow", "Action": ["s3:PutObject"], "Resource": _s3_arn(dcfg.artifact_bucket, dcfg.output_prefix)},
+                            *_model_key_statement(model_key_arn, dcfg.region),
                         ],
                     },
                 }],
@@ -332,10 +341,11 @@ def _function(config: Config, dcfg: DeployConfig, release: Release, fs_arn, ap_a
 
 
 def render(config: Config, release: Release | None, *, storage_only: bool = False, zones: dict[str, str] | None = None,
-           live_mount_targets: dict[str, str] | None = None) -> dict:
+           live_mount_targets: dict[str, str] | None = None, model_key_arn: str | None = None) -> dict:
     """The stack's template. ``release`` may be None only with ``storage_only``; ``zones`` maps subnets to
     Availability Zones (None: unknown, each subnet taken as its own zone); ``live_mount_targets`` maps a zone to
-    the subnet of the mount target it has now (kept: see mount_targets)."""
+    the subnet of the mount target it has now (kept: see mount_targets); ``model_key_arn``: the artifact bucket's KMS
+    key, which the function's role may then decrypt with (deploy/artifacts.py, model_key_arn)."""
     dcfg = config.deploy
     if dcfg is None:
         raise ValueError("render needs [deploy] in the config")
@@ -353,7 +363,7 @@ def render(config: Config, release: Release | None, *, storage_only: bool = Fals
     if not storage_only:
         if release is None:
             raise ValueError("a full template needs a release")
-        function, version_id = _function(config, dcfg, release, fs_arn, ap_arn, zones, live_mount_targets)
+        function, version_id = _function(config, dcfg, release, fs_arn, ap_arn, zones, live_mount_targets, model_key_arn)
         resources.update(function)
         outputs.update({
             "ApiUrl": {"Description": "HTTP API", "Value": sub("https://${HttpApi}.execute-api.${AWS::Region}.${AWS::URLSuffix}")},

@@ -277,3 +277,41 @@ def test_a_rollback_target_with_a_replaced_access_point_or_a_collected_efs_versi
     expect()
     move = alias.plan_rollback(lam, "fn", None, access_point_arn=new_ap, efs_present=lambda v: True)
     assert move.to.version == "2" and move.to.access_point_arn == new_ap
+
+
+def test_a_kms_encrypted_artifact_bucket_gives_the_function_kms_decrypt_on_its_key_or_is_refused(stubbed, tmp_path, wheelhouse):
+    """Issue 23, 4. Reading an SSE-KMS object needs kms:Decrypt on its key (S3 User Guide, "Using server-side
+    encryption with AWS KMS keys"); GetBucketEncryption names the bucket's default key (KMSMasterKeyID: key id,
+    key ARN or alias; absent for the AWS managed aws/s3 key, whose key policy admits the account through S3)."""
+    from deploy.artifacts import model_key_arn
+    from deploy.template import render
+    from tests.deploy_support import deploy_project, load, release
+
+    s3, stub = stubbed("s3")
+    key = "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+
+    def encryption(algorithm, key_id=None):
+        default = {"SSEAlgorithm": algorithm, **({"KMSMasterKeyID": key_id} if key_id else {})}
+        stub.add_response("get_bucket_encryption", {"ServerSideEncryptionConfiguration": {"Rules": [{"ApplyServerSideEncryptionByDefault": default}]}},
+                          {"Bucket": "hoist-artifacts"})
+
+    encryption("aws:kms", key)
+    assert model_key_arn(s3, "hoist-artifacts", "eu-west-1") == key
+    encryption("AES256")
+    assert model_key_arn(s3, "hoist-artifacts", "eu-west-1") is None
+    encryption("aws:kms")  # the AWS managed key
+    assert model_key_arn(s3, "hoist-artifacts", "eu-west-1") is None
+    encryption("aws:kms", "1234abcd-12ab-34cd-56ef-1234567890ab")
+    assert model_key_arn(s3, "hoist-artifacts", "eu-west-1") == "arn:aws:kms:eu-west-1:${AWS::AccountId}:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+    encryption("aws:kms", "alias/org-default")
+    with pytest.raises(DeployError) as err:
+        model_key_arn(s3, "hoist-artifacts", "eu-west-1")
+    assert "alias" in str(err.value) and "describe-key" in str(err.value)
+
+    deploy_project(tmp_path, wheelhouse)
+    template = render(load(tmp_path), release(), model_key_arn=key)
+    statements = template["Resources"]["FunctionRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+    decrypt = next(s for s in statements if s.get("Sid") == "DecryptModel")
+    assert decrypt["Action"] == ["kms:Decrypt"] and decrypt["Resource"] == key and decrypt["Condition"]["StringEquals"]["kms:ViaService"] == "s3.eu-west-1.amazonaws.com"
+    plain = render(load(tmp_path), release())
+    assert not any(s.get("Sid") == "DecryptModel" for s in plain["Resources"]["FunctionRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"])
