@@ -211,6 +211,11 @@ class Deployer:
         if fs_missing:
             unchecked.append("the EFS side: the stack's file system does not exist yet" + (" (or could not be read offline)" if self.offline else "")
                              + ", so the sync is not planned; `invoke deploy --storage-only` creates it")
+        mismatch = datasync_mismatch(self.config, state.outputs) if self.sync_method == "datasync" else []
+        if mismatch:
+            raise DeployError("[sync.datasync] names another file system or access point than the stack's: " + "; ".join(mismatch)
+                              + " (after a teardown and deploy, the stack's file system is a new one)", where="[sync.datasync]",
+                              fix="copy the stack's outputs into [sync.datasync]: file_system_arn (FileSystemId), access_point_arn (WriterAccessPointArn)")
         self._smoke_sample()  # the model folder's contract (and its sample) before any work
         record = self._build_and_validate()
         plan_ = self._artifacts(record, unchecked)
@@ -432,6 +437,22 @@ class Deployer:
         aws.call(self.aws.s3, "put_object", error=DeployError, context="artifact-bucket", Bucket=self.dcfg.artifact_bucket, Key=record_key(self.dcfg),
                  Body=body.encode(), ContentType="application/json")
         return path
+
+
+def datasync_mismatch(config: Config, outputs: dict[str, str]) -> list[str]:
+    """Where [sync.datasync] and the stack disagree on the file system or the writer access point (empty: they agree,
+    or the stack does not say): DataSync would write a version where the function does not look."""
+    ds = config.sync.datasync if config.sync else None
+    if ds is None:
+        return []
+    found = []
+    fs = outputs.get("FileSystemId")
+    if fs and ds.file_system_arn.rsplit("/", 1)[-1] != fs:
+        found.append(f"file_system_arn {ds.file_system_arn} is not the stack's {fs}")
+    ap = outputs.get("WriterAccessPointArn")
+    if ap and ds.access_point_arn != ap:
+        found.append(f"access_point_arn {ds.access_point_arn} is not the stack's WriterAccessPointArn {ap}")
+    return found
 
 
 def record_key(dcfg: DeployConfig) -> str:

@@ -315,3 +315,20 @@ def test_a_kms_encrypted_artifact_bucket_gives_the_function_kms_decrypt_on_its_k
     assert decrypt["Action"] == ["kms:Decrypt"] and decrypt["Resource"] == key and decrypt["Condition"]["StringEquals"]["kms:ViaService"] == "s3.eu-west-1.amazonaws.com"
     plain = render(load(tmp_path), release())
     assert not any(s.get("Sid") == "DecryptModel" for s in plain["Resources"]["FunctionRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"])
+
+
+def test_datasync_settings_that_name_another_file_system_or_access_point_than_the_stack_are_found(tmp_path, wheelhouse):
+    """Issue 23, 1: after a teardown and deploy the stack's file system is a new one (DeletionPolicy Retain keeps the old
+    one and does not re-adopt it); [sync.datasync] still naming the old one would sync where the function does not look."""
+    from deploy.stage import datasync_mismatch
+    from tests.deploy_support import deploy_project, load
+
+    fs, ap = "arn:aws:elasticfilesystem:eu-west-1:123456789012:file-system/fs-0123456789abcdef0", "arn:aws:elasticfilesystem:eu-west-1:123456789012:access-point/fsap-0123456789abcdef0"
+    datasync = (f'[sync.datasync]\nbucket = "b-staging"\nregion = "eu-west-1"\nfile_system_arn = "{fs}"\naccess_point_arn = "{ap}"\n'
+                'file_system_role_arn = "arn:aws:iam::123456789012:role/sync"\nsubnet_arn = "arn:aws:ec2:eu-west-1:123456789012:subnet/subnet-0123"\n'
+                'security_group_arns = ["arn:aws:ec2:eu-west-1:123456789012:security-group/sg-0123"]\ns3_role_arn = "arn:aws:iam::123456789012:role/s3"\n\n[efs]')
+    deploy_project(tmp_path, wheelhouse, replace={"[efs]": datasync})
+    cfg = load(tmp_path)
+    assert datasync_mismatch(cfg, {"FileSystemId": "fs-0123456789abcdef0", "WriterAccessPointArn": ap}) == []
+    found = datasync_mismatch(cfg, {"FileSystemId": "fs-0fedcba9876543210", "WriterAccessPointArn": ap.replace("abcdef0", "abcdef9")})
+    assert len(found) == 2 and "fs-0fedcba9876543210" in found[0] and "abcdef9" in found[1]
