@@ -217,7 +217,7 @@ def efs_gc(c, config=None, keep=None, protect="", method=None, yes=False, dry_ru
         console.print("nothing to remove" if not plan.remove else "dry run: nothing removed")
         return
     _confirm(f"remove {len(plan.remove)} version(s) from {plan.where}:{plan.base}?", yes, refused="nothing removed")
-    removed = stage.gc_apply(plan, remote)
+    removed = stage.gc_apply(plan, remote, cfg)
     console.print(f"removed {len(removed)} version(s)")
 
 
@@ -286,10 +286,11 @@ def deploy(c, config=None, target=None, dry_run=False, yes=False, storage_only=F
 @_stage
 def rollback(c, config=None, to=None, yes=False):
     """Point the alias live back to the previous function version (its code and EFS version)."""
+    from compose.deploy import plan_rollback
     from deploy import stage
 
     cfg, clients = _with_aws(config)
-    move = stage.plan_rollback(cfg, clients, to)
+    move = plan_rollback(cfg, clients, to)
     console.print(f"[bold]rollback[/] {move.function}: alias live {move.from_version} -> {move.to.version} (EFS version {move.to.efs_version[:16] or '?'}, {move.to.description})")
     _confirm("move the alias?", yes)
     stage.apply_rollback(cfg, clients, move)

@@ -49,3 +49,8 @@ class Deployer(deploy_stage.Deployer):
     def __init__(self, config: Config, target_name: str | None, clients_: Clients | None, progress: Progress | None = None, *, poll_s: float = 5.0,
                  sync_method: str | None = None):
         super().__init__(config, target_name, clients_, progress, poll_s=poll_s, sync_method=sync_method, steps=PipelineSteps(config))
+
+
+def plan_rollback(config: Config, clients_: Clients, to: str | None = None):
+    """deploy's rollback plan, with sync's answer to whether the target's EFS version is still complete."""
+    return deploy_stage.plan_rollback(config, clients_, to, efs_present=lambda version: sync_stage.version_complete(config, version))

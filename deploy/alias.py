@@ -19,6 +19,7 @@ class VersionInfo:
     version: str
     efs_version: str  # from the version's HOIST_EFS_VERSION
     description: str
+    access_point_arn: str = ""  # the access point it mounts (FileSystemConfigs), fixed in the version
 
 
 @dataclass(frozen=True)
@@ -43,12 +44,31 @@ def versions(lam, function: str) -> list[VersionInfo]:
     for v in aws.pages(lam, "list_versions_by_function", "Versions", error=DeployError, context="lambda-alias", FunctionName=function):
         if v["Version"] != "$LATEST":
             env = (v.get("Environment") or {}).get("Variables") or {}
-            out.append(VersionInfo(version=v["Version"], efs_version=env.get("HOIST_EFS_VERSION", ""), description=v.get("Description", "")))
+            mounts = v.get("FileSystemConfigs") or [{}]
+            out.append(VersionInfo(version=v["Version"], efs_version=env.get("HOIST_EFS_VERSION", ""), description=v.get("Description", ""),
+                                   access_point_arn=mounts[0].get("Arn", "")))
     return sorted(out, key=lambda v: int(v.version))
 
 
-def plan_rollback(lam, function: str, to: str | None = None) -> AliasMove:
-    """Where the alias would go: ``to``, or the newest version older than the live one."""
+def plan_rollback(lam, function: str, to: str | None = None, *, access_point_arn: str | None = None, efs_present=None) -> AliasMove:
+    """Where the alias would go: ``to``, or the newest version older than the live one. Refused when that version
+    mounts another access point than the stack's now (``access_point_arn``: a published version's FileSystemConfigs
+    cannot change, and a replaced access point is gone), or when ``efs_present(efs version)`` says its EFS version
+    was collected (False; None: unknown)."""
+    move = _pick(lam, function, to)
+    target = move.to
+    if access_point_arn and target.access_point_arn and target.access_point_arn != access_point_arn:
+        raise DeployError(f"version {target.version} mounts access point {target.access_point_arn}, which the stack has replaced by {access_point_arn}: "
+                          "the function would fail to mount EFS", where=f"lambda {function}:{target.version}",
+                          fix="roll back to a version published since the access point changed (--to N), or deploy the release you want again (invoke deploy)")
+    if efs_present is not None and target.efs_version and efs_present(target.efs_version) is False:
+        raise DeployError(f"version {target.version} needs EFS version {target.efs_version[:16]}, which is no longer on the file system (efs-gc collected it)",
+                          where=f"lambda {function}:{target.version}",
+                          fix="sync that version again (check out its commit, invoke build, invoke sync-efs), then roll back; or roll back to another (--to N)")
+    return move
+
+
+def _pick(lam, function: str, to: str | None) -> AliasMove:
     live = current(lam, function)
     if live is None:
         raise DeployError(f"{function} has no alias {ALIAS!r}", where=f"lambda {function}", fix="deploy first: invoke deploy")

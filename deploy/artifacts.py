@@ -90,3 +90,28 @@ def upload(s3, plan: ArtifactPlan, on_line=None) -> list[Upload]:
             raise DeployError(f"uploading {u.name} to s3://{plan.bucket}/{u.key} failed: {exc}", where="s3:upload", fix="check the bucket, its region and s3:PutObject on the artifact prefix") from None
         done.append(u)
     return done
+
+
+def model_key_arn(s3, bucket: str, region: str) -> str | None:
+    """The customer managed KMS key the artifact bucket encrypts new objects with by default, as the ARN the
+    function's role needs kms:Decrypt on to read the model (S3 User Guide, "Using server-side encryption with AWS
+    KMS keys": reading an SSE-KMS object needs kms:Decrypt on its key). None: SSE-S3, or the AWS managed key aws/s3,
+    whose key policy admits the account's principals through S3. A key named by an alias is refused: IAM authorizes
+    kms:Decrypt on the key's ARN, not on an alias."""
+    got = aws.call(s3, "get_bucket_encryption", error=DeployError, context="artifact-bucket", absent=("ServerSideEncryptionConfigurationNotFoundError",),
+                   Bucket=bucket)
+    for rule in (got or {}).get("ServerSideEncryptionConfiguration", {}).get("Rules", []):
+        default = rule.get("ApplyServerSideEncryptionByDefault", {})
+        if not default.get("SSEAlgorithm", "").startswith("aws:kms"):
+            continue
+        key = default.get("KMSMasterKeyID", "")
+        if not key or key in ("alias/aws/s3",) or key.endswith(":alias/aws/s3"):
+            return None
+        if "alias/" in key:
+            raise DeployError(f"the artifact bucket {bucket} encrypts with KMS key {key}, named by an alias: the function's role needs kms:Decrypt on "
+                              "the key itself to read the model, and an alias cannot be granted", where=f"s3://{bucket} default encryption",
+                              fix=f"set the bucket's default encryption to the key's ARN (aws kms describe-key --key-id {key} --query KeyMetadata.Arn), then deploy")
+        if key.startswith("arn:"):
+            return key
+        return f"arn:{aws.partition(region)}:kms:{region}:${{AWS::AccountId}}:key/{key}"  # a bare key id is in this account and region
+    return None

@@ -166,14 +166,17 @@ def deployer_policy() -> dict:
          "Condition": {"StringEquals": {"iam:PassedToService": "cloudformation.amazonaws.com"}}},
         {"Sid": "PassTheStacksRolesToDataSync", "Effect": "Allow", "Action": "iam:PassRole", "Resource": STACK_ROLES,
          "Condition": {"StringEquals": {"iam:PassedToService": "datasync.amazonaws.com"}}},
-        {"Sid": "Buckets", "Effect": "Allow", "Action": ["s3:ListBucket", "s3:GetBucketLocation"],
+        {"Sid": "Buckets", "Effect": "Allow", "Action": ["s3:ListBucket", "s3:GetBucketLocation", "s3:GetEncryptionConfiguration",  # a KMS key to grant
+                                                          "s3:GetLifecycleConfiguration", "s3:PutLifecycleConfiguration"],  # the staging prefix's expiry
          "Resource": [bucket("ArtifactBucket"), bucket("StagingBucket")]},
         {"Sid": "ArtifactsModelAndRecord", "Effect": "Allow", "Action": ["s3:GetObject", "s3:PutObject"], "Resource": bucket("ArtifactBucket", "/*")},
-        {"Sid": "Staging", "Effect": "Allow", "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"], "Resource": bucket("StagingBucket", "/*")},
+        {"Sid": "Staging", "Effect": "Allow", "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:GetObjectAttributes"],
+         "Resource": bucket("StagingBucket", "/*")},
         {"Sid": "PlanReadsAndDataSyncChecks", "Effect": "Allow", "Resource": "*",
          "Action": ["ec2:DescribeSubnets", "ec2:DescribeSecurityGroups", "elasticfilesystem:DescribeFileSystems", "elasticfilesystem:DescribeMountTargets",
                     "elasticfilesystem:DescribeAccessPoints", "datasync:CreateLocationS3", "datasync:CreateLocationEfs", "datasync:CreateTask",
-                    "datasync:ListLocations", "datasync:ListTasks"]},
+                    "datasync:ListLocations", "datasync:ListTasks", "datasync:TagResource", "datasync:ListTagsForResource",
+                    "ec2:DescribeVpcEndpoints"]},  # an S3 gateway endpoint already on the route tables
         {"Sid": "DataSyncTasks", "Effect": "Allow", "Resource": [sub(f"{datasync}:task/*"), sub(f"{datasync}:task/*/execution/*"), sub(f"{datasync}:location/*")],
          "Action": ["datasync:DescribeTask", "datasync:StartTaskExecution", "datasync:DeleteTask", "datasync:DescribeTaskExecution",
                     "datasync:CancelTaskExecution", "datasync:DeleteLocation"]},

@@ -38,3 +38,38 @@ def subnet_zones(ec2, subnet_ids: tuple[str, ...], region: str) -> dict[str, str
         raise DeployError(f"EC2 did not return {', '.join(missing)}: their Availability Zones are unknown", where="ec2:DescribeSubnets",
                           fix=f"fix deploy.subnet_ids; the subnets must be in {region} and in deploy.vpc_id")
     return zones
+
+
+def live_mount_targets(efs, file_system_id: str) -> dict[str, str]:
+    """Availability Zone -> subnet of each mount target the file system has now (EFS DescribeMountTargets).
+
+    ``AWS::EFS::MountTarget``'s SubnetId is "Update requires: Replacement" (CloudFormation template reference),
+    CloudFormation creates a replacement before it deletes the old resource, and EFS allows one mount target per
+    zone: so a zone keeps the subnet its mount target is in, whatever order ``subnet_ids`` lists."""
+    found: dict[str, str] = {}
+    for mt in aws.pages(efs, "describe_mount_targets", "MountTargets", error=DeployError, default_fix="grant the deployer elasticfilesystem:DescribeMountTargets",
+                        FileSystemId=file_system_id):
+        found[mt["AvailabilityZoneName"]] = mt["SubnetId"]
+    return found
+
+
+GATEWAY_SERVICES = {"s3_endpoint": "s3", "dynamodb_endpoint": "dynamodb"}
+
+
+def gateway_endpoint_conflicts(ec2, vpc_id: str, route_table_ids: tuple[str, ...], region: str, wanted: tuple[str, ...],
+                               own: set[str]) -> list[tuple[str, str, list[str]]]:
+    """(setting, endpoint id, route tables) for each gateway endpoint of another owner that already routes a wanted
+    service ("s3_endpoint", "dynamodb_endpoint") on one of ``route_table_ids``. A route table holds one route per
+    destination, and a gateway endpoint's route's destination is the service's prefix list (Amazon VPC, "Gateway
+    endpoints", routing): a second endpoint for the same service on the same table fails. ``own``: the stack's own
+    endpoints (an update keeps them)."""
+    out = []
+    for setting in wanted:
+        service = f"com.amazonaws.{region}.{GATEWAY_SERVICES[setting]}"
+        filters = [{"Name": "vpc-id", "Values": [vpc_id]}, {"Name": "service-name", "Values": [service]}, {"Name": "vpc-endpoint-type", "Values": ["Gateway"]}]
+        for ep in aws.pages(ec2, "describe_vpc_endpoints", "VpcEndpoints", error=DeployError, default_fix="grant the deployer ec2:DescribeVpcEndpoints",
+                            Filters=filters):
+            shared = sorted(set(ep.get("RouteTableIds", [])) & set(route_table_ids))
+            if ep["VpcEndpointId"] not in own and ep.get("State", "available").lower() not in ("deleted", "deleting", "rejected", "failed") and shared:
+                out.append((setting, ep["VpcEndpointId"], shared))
+    return out

@@ -139,6 +139,22 @@ def _changes(desc: dict) -> list[Change]:
     return out
 
 
+def mount_target_conflicts(cs: ChangeSetPlan, live_zones: set[str], zone_of) -> list[str]:
+    """What in the change set would make CloudFormation create a second mount target in a zone: EFS allows one per
+    zone, and CloudFormation creates a replacement (or an added resource) before it deletes the old one
+    ("Update requires: Replacement" on AWS::EFS::MountTarget's SubnetId, IpAddress and FileSystemId; CloudFormation
+    User Guide, "Update behaviors of stack resources"). ``zone_of(logical id)``: the zone a mount target is for."""
+    problems = []
+    for c in cs.changes:
+        if c.resource_type != "AWS::EFS::MountTarget":
+            continue
+        if c.action == "Modify" and c.replacement in ("True", "Conditional"):
+            problems.append(f"{c.logical_id} would be replaced ({', '.join(c.details) or 'a property that requires replacement'})")
+        elif c.action == "Add" and zone_of(c.logical_id) in live_zones:
+            problems.append(f"{c.logical_id} would be added in {zone_of(c.logical_id)}, whose mount target still exists")
+    return problems
+
+
 def discard(cfn, cs: ChangeSetPlan) -> None:
     """Delete the change set; a CREATE change set also leaves an empty stack in REVIEW_IN_PROGRESS, deleted too."""
     if cs.change_set_id:

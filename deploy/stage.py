@@ -44,6 +44,7 @@ from . import alias, artifacts, lint, network, stack
 from .smoke import SmokeResult, smoke
 from .stack import StackState
 from .template import Release, dumps, render
+from .template import mount_target_zone as template_zone
 
 DEPLOY_JSON_VERSION = 1
 HISTORY = 5  # EFS versions of the last deploys, protected from efs-gc
@@ -195,10 +196,12 @@ class Deployer:
                 f"stack {self.dcfg.stack_name} holds the function and the API: a storage-only template would remove them",
                 where=f"stack {self.dcfg.stack_name}", fix="run `invoke deploy` (the full template keeps the storage as it is)")
         zones = self._zones(unchecked)
+        mounts = self._live_mount_targets(state, zones)
+        self._check_gateway_endpoints(state, unchecked)
         if storage_only:
-            template = render(self.config, None, storage_only=True, zones=zones)
+            template = render(self.config, None, storage_only=True, zones=zones, live_mount_targets=mounts)
             return self._change_set(state, template, template_path, storage_only=True, dry_run=dry_run, release=None, plan_=None, sync=None,
-                                    live=None, unchecked=tuple(unchecked))
+                                    live=None, unchecked=tuple(unchecked), zones=zones, mounts=mounts)
         fs_missing = self.dcfg.creates_file_system and "FileSystemId" not in state.outputs
         if fs_missing and not dry_run:
             raise DeployError(f"stack {self.dcfg.stack_name} creates the EFS file system, and it does not exist yet: there is nowhere to sync the tree",
@@ -208,6 +211,11 @@ class Deployer:
         if fs_missing:
             unchecked.append("the EFS side: the stack's file system does not exist yet" + (" (or could not be read offline)" if self.offline else "")
                              + ", so the sync is not planned; `invoke deploy --storage-only` creates it")
+        mismatch = datasync_mismatch(self.config, state.outputs) if self.sync_method == "datasync" else []
+        if mismatch:
+            raise DeployError("[sync.datasync] names another file system or access point than the stack's: " + "; ".join(mismatch)
+                              + " (after a teardown and deploy, the stack's file system is a new one)", where="[sync.datasync]",
+                              fix="copy the stack's outputs into [sync.datasync]: file_system_arn (FileSystemId), access_point_arn (WriterAccessPointArn)")
         self._smoke_sample()  # the model folder's contract (and its sample) before any work
         record = self._build_and_validate()
         plan_ = self._artifacts(record, unchecked)
@@ -216,9 +224,14 @@ class Deployer:
         release = Release(runtime=target.runtime or "", arch=target.arch or "", function_key=plan_.function_key, layer_key=plan_.layer_key,
                           efs_version=record.sets["efs"].identity, model_prefix=plan_.model_prefix)
         live = alias.current(self.aws.lambda_, self.config.function.name) if self.aws is not None and state.exists else None
-        template = render(self.config, release, zones=zones)
+        key = None
+        if self.aws is None:
+            unchecked.append(f"whether s3://{self.dcfg.artifact_bucket} encrypts with a KMS key the function's role must decrypt the model with")
+        else:
+            key = artifacts.model_key_arn(self.aws.s3, self.dcfg.artifact_bucket, self.dcfg.region)
+        template = render(self.config, release, zones=zones, live_mount_targets=mounts, model_key_arn=key)
         return self._change_set(state, template, template_path, storage_only=False, dry_run=dry_run, release=release, plan_=plan_, sync=sync, live=live,
-                                warnings=record.warnings + self._local_sync_warning(), unchecked=tuple(unchecked), sync_job=job)
+                                warnings=record.warnings + self._local_sync_warning(), unchecked=tuple(unchecked), sync_job=job, zones=zones, mounts=mounts)
 
     def _local_sync_warning(self) -> tuple[str, ...]:
         """sync method local writes a folder on this machine: right only where that folder is the stack's file system, mounted here."""
@@ -238,7 +251,39 @@ class Deployer:
         self.progress.step(f"reading the Availability Zones of {len(self.dcfg.subnet_ids)} subnet(s)")
         return network.subnet_zones(self.aws.ec2, self.dcfg.subnet_ids, self.dcfg.region)
 
-    def _change_set(self, state, template, template_path, *, storage_only, dry_run, release, plan_, sync, live, warnings=(), unchecked=(), sync_job=None) -> DeployPlan:
+    def _live_mount_targets(self, state: StackState, zones: dict[str, str] | None) -> dict[str, str] | None:
+        """Zone -> subnet of the stack's file system's mount targets now: each zone keeps its subnet (deploy/network.py)."""
+        fs = state.outputs.get("FileSystemId")
+        if not self.dcfg.creates_file_system or zones is None or self.aws is None or not fs:
+            return None
+        self.progress.step(f"reading the mount targets of {fs} (a zone keeps its subnet)")
+        return network.live_mount_targets(self.aws.efs, fs)
+
+    def _check_gateway_endpoints(self, state: StackState, unchecked: list[str]) -> None:
+        """s3_endpoint/dynamodb_endpoint on route tables that already route the service through another endpoint: refused here."""
+        wanted = tuple(s for s in ("s3_endpoint", "dynamodb_endpoint") if getattr(self.dcfg, s))
+        if not wanted:
+            return
+        if self.aws is None or self.aws.ec2 is None:
+            unchecked.append("whether the route tables already route S3/DynamoDB through another gateway endpoint (EC2 DescribeVpcEndpoints)")
+            return
+        own = {r[2] for r in self._stack_resources(state) if r[1] == "AWS::EC2::VPCEndpoint"}
+        conflicts = network.gateway_endpoint_conflicts(self.aws.ec2, self.dcfg.vpc_id, self.dcfg.route_table_ids, self.dcfg.region, wanted, own)
+        if conflicts:
+            lines = "; ".join(f"{ep} already routes {network.GATEWAY_SERVICES[setting]} for {', '.join(tables)}" for setting, ep, tables in conflicts)
+            settings = sorted({setting for setting, _, _ in conflicts})
+            raise DeployError(f"the VPC has gateway endpoints on these route tables already ({lines}): a route table holds one route per "
+                              "service prefix list, so the stack's own endpoint would fail", where=f"[deploy] {', '.join(settings)}",
+                              fix=" and ".join(f"set {s} = false" for s in settings) + " in [deploy]: the function reaches the service through the existing endpoint "
+                                  "(check its policy admits the artifact bucket)")
+
+    def _stack_resources(self, state: StackState) -> list[tuple[str, str, str]]:
+        if self.aws is None or not state.exists:
+            return []
+        return [(r["LogicalResourceId"], r["ResourceType"], r.get("PhysicalResourceId", "")) for r in stack.resources(self.aws.cloudformation, state.name)]
+
+    def _change_set(self, state, template, template_path, *, storage_only, dry_run, release, plan_, sync, live, warnings=(), unchecked=(), sync_job=None,
+                    zones=None, mounts=None) -> DeployPlan:
         body = dumps(template)
         atomic_write_text(template_path, body)
         self.progress.step(f"linting {template_path.name} (cfn-lint + deploy/lint_rules)")
@@ -250,12 +295,25 @@ class Deployer:
             self.progress.step(f"creating a change set for stack {self.dcfg.stack_name} ({stack.change_set_type(state)})")
             cs = stack.plan(self.aws.cloudformation, state, body, description=f"hoist deploy of {self.tcfg.target.name}" + (f", efs {release.efs_version[:16]}" if release else ""),
                             poll_s=min(self.poll_s, 2.0), role_arn=self.dcfg.cloudformation_role_arn)
+            self._refuse_mount_target_replacement(cs, zones, mounts)
         if not self.dcfg.cloudformation_role_arn:
             warnings += ("no deploy.cloudformation_role_arn: CloudFormation acts with your own credentials, which then need the right to "
                          "create roles (README, The deployer's permissions); set it to the bootstrap stack's CloudFormationRoleArn",)
         return DeployPlan(target=self.tcfg.target.name, stack_name=self.dcfg.stack_name, storage_only=storage_only, dry_run=dry_run, release=release,
                           artifacts=plan_, uploaded=(), sync=sync, before=state, live_version=live, change_set=cs, template_path=template_path,
                           warnings=warnings, unchecked=tuple(unchecked), sync_job=sync_job)
+
+    def _refuse_mount_target_replacement(self, cs: stack.ChangeSetPlan, zones, mounts) -> None:
+        assert self.aws is not None
+        problems = stack.mount_target_conflicts(cs, set(mounts or {}), lambda logical: template_zone(logical, zones))
+        if not problems:
+            return
+        stack.discard(self.aws.cloudformation, cs)
+        where = ", ".join(f"{zone}: {subnet}" for zone, subnet in sorted((mounts or {}).items()))
+        raise DeployError("the change set would create a second mount target in a zone, which EFS refuses (one per Availability Zone): " + "; ".join(problems)
+                          + "; the change set was deleted, nothing changed", where=f"stack {self.dcfg.stack_name}",
+                          fix=f"keep each zone's mount target subnet in deploy.subnet_ids ({where}); to move a zone to another subnet, delete its mount "
+                              "target first (aws efs delete-mount-target --mount-target-id <id>; the function loses its mount in that zone meanwhile), then deploy")
 
     def _build_and_validate(self) -> BuildRecord:
         self.progress.step(f"building {self.tcfg.target.describe()} (reused when the locks are unchanged)")
@@ -392,6 +450,22 @@ class Deployer:
         return path
 
 
+def datasync_mismatch(config: Config, outputs: dict[str, str]) -> list[str]:
+    """Where [sync.datasync] and the stack disagree on the file system or the writer access point (empty: they agree,
+    or the stack does not say): DataSync would write a version where the function does not look."""
+    ds = config.sync.datasync if config.sync else None
+    if ds is None:
+        return []
+    found = []
+    fs = outputs.get("FileSystemId")
+    if fs and ds.file_system_arn.rsplit("/", 1)[-1] != fs:
+        found.append(f"file_system_arn {ds.file_system_arn} is not the stack's {fs}")
+    ap = outputs.get("WriterAccessPointArn")
+    if ap and ds.access_point_arn != ap:
+        found.append(f"access_point_arn {ds.access_point_arn} is not the stack's WriterAccessPointArn {ap}")
+    return found
+
+
 def record_key(dcfg: DeployConfig) -> str:
     return f"{dcfg.artifact_prefix}/{RECORD_NAME}"
 
@@ -414,9 +488,12 @@ def protected_versions(config: Config, s3=None) -> set[str]:
 
 
 # -- rollback and teardown -------------------------------------------------
-def plan_rollback(config: Config, clients_: Clients, to: str | None = None) -> alias.AliasMove:
-    deploy_config(config)
-    return alias.plan_rollback(clients_.lambda_, config.function.name, to)
+def plan_rollback(config: Config, clients_: Clients, to: str | None = None, efs_present=None) -> alias.AliasMove:
+    """Where rollback would move the alias; refused when the target mounts a replaced access point (the stack's
+    AccessPointArn now) or when ``efs_present`` says its EFS version was collected."""
+    dcfg = deploy_config(config)
+    current = stack.describe(clients_.cloudformation, dcfg.stack_name).outputs.get("AccessPointArn")
+    return alias.plan_rollback(clients_.lambda_, config.function.name, to, access_point_arn=current, efs_present=efs_present)
 
 
 def apply_rollback(config: Config, clients_: Clients, move: alias.AliasMove) -> alias.AliasMove:

@@ -65,23 +65,32 @@ def _zone_id(zone: str) -> str:
     return "MountTarget" + "".join(part.capitalize() for part in zone.replace("_", "-").split("-"))
 
 
-def mount_targets(dcfg: DeployConfig, zones: dict[str, str] | None) -> dict[str, str]:
+def mount_targets(dcfg: DeployConfig, zones: dict[str, str] | None, live: dict[str, str] | None = None) -> dict[str, str]:
     """logical id -> subnet: one mount target per Availability Zone (EFS allows no more).
 
     ``zones`` maps each subnet to its zone (EC2 DescribeSubnets, read at plan
-    time); None (a dry run without AWS) assumes every subnet is in its own zone."""
+    time); None (a dry run without AWS) assumes every subnet is in its own zone.
+    ``live`` maps a zone to the subnet its mount target is in now (EFS
+    DescribeMountTargets): that zone keeps it, since a new SubnetId would
+    replace the mount target, which EFS refuses (deploy/network.py)."""
     if not dcfg.creates_file_system:
         return {}
     if zones is None:
         return {f"MountTarget{i}": subnet for i, subnet in enumerate(dcfg.subnet_ids)}
     chosen: dict[str, str] = {}
-    for subnet in dcfg.subnet_ids:  # the first subnet listed in a zone gets its mount target
-        chosen.setdefault(_zone_id(zones[subnet]), subnet)
+    for subnet in dcfg.subnet_ids:  # the zone's live mount target's subnet, else the first subnet listed in the zone
+        zone = zones[subnet]
+        chosen.setdefault(_zone_id(zone), (live or {}).get(zone, subnet))
     return chosen
 
 
-def mount_target_ids(dcfg: DeployConfig, zones: dict[str, str] | None = None) -> list[str]:
-    return list(mount_targets(dcfg, zones))
+def mount_target_zone(logical_id: str, zones: dict[str, str] | None) -> str | None:
+    """The zone a mount target's logical id stands for (None: not a zone-named mount target, or zones unknown)."""
+    return next((zone for zone in set((zones or {}).values()) if _zone_id(zone) == logical_id), None)
+
+
+def mount_target_ids(dcfg: DeployConfig, zones: dict[str, str] | None = None, live: dict[str, str] | None = None) -> list[str]:
+    return list(mount_targets(dcfg, zones, live))
 
 
 def _nfs_rule(kind: str, group, other_key: str, other, description: str) -> dict:
@@ -157,7 +166,7 @@ def role_fence(dcfg: DeployConfig) -> dict:
             "PermissionsBoundary": sub(f"arn:${{AWS::Partition}}:iam::${{AWS::AccountId}}:policy/{dcfg.stack_name}-boundary")}
 
 
-def _storage(config: Config, dcfg: DeployConfig, zones: dict[str, str] | None) -> tuple[dict, dict | str, dict, dict]:
+def _storage(config: Config, dcfg: DeployConfig, zones: dict[str, str] | None, live: dict[str, str] | None = None) -> tuple[dict, dict | str, dict, dict]:
     """Security groups, file system and its policy, mount targets, access points, the sync role, endpoints;
     and the file system id/ARN and the function's access point ARN as template expressions."""
     name = config.function.name
@@ -214,7 +223,7 @@ def _storage(config: Config, dcfg: DeployConfig, zones: dict[str, str] | None) -
                 "FileSystemTags": [{"Key": "Name", "Value": config.efs.file_system_name}],
             },
         }
-        for logical, subnet in mount_targets(dcfg, zones).items():
+        for logical, subnet in mount_targets(dcfg, zones, live).items():
             res[logical] = {
                 "Type": "AWS::EFS::MountTarget",
                 "Properties": {"FileSystemId": ref("FileSystem"), "SubnetId": subnet, "SecurityGroups": [mt_group]},
@@ -254,7 +263,16 @@ def _s3_arn(bucket: str, prefix: str) -> dict:
     return sub(f"arn:${{AWS::Partition}}:s3:::{bucket}/{prefix.strip('/')}/*")
 
 
-def _function(config: Config, dcfg: DeployConfig, release: Release, fs_arn, ap_arn, zones: dict[str, str] | None) -> tuple[dict, str]:
+def _model_key_statement(key_arn: str | None, region: str) -> list[dict]:
+    """kms:Decrypt on the artifact bucket's KMS key, through S3 only: reading an SSE-KMS model object needs it."""
+    if not key_arn:
+        return []
+    return [{"Sid": "DecryptModel", "Effect": "Allow", "Action": ["kms:Decrypt"], "Resource": sub(key_arn) if "${" in key_arn else key_arn,
+             "Condition": {"StringEquals": {"kms:ViaService": f"s3.{region}.amazonaws.com"}}}]
+
+
+def _function(config: Config, dcfg: DeployConfig, release: Release, fs_arn, ap_arn, zones: dict[str, str] | None,
+              live: dict[str, str] | None = None, model_key_arn: str | None = None) -> tuple[dict, str]:
     fn = config.function
     # the function mounts its access point, whose root (efs.root) it sees as the mount path
     efs_tree = version_dir(config.efs.mount_path, config.efs.root, release.efs_version, through_access_point=True) + "/site-packages"
@@ -265,7 +283,7 @@ def _function(config: Config, dcfg: DeployConfig, release: Release, fs_arn, ap_a
         "HOIST_MODEL_S3": f"s3://{dcfg.artifact_bucket}/{release.model_prefix.strip('/')}/",
         "HOIST_OUTPUT_S3": f"s3://{dcfg.artifact_bucket}/{dcfg.output_prefix}/",
     }
-    targets = mount_target_ids(dcfg, zones)
+    targets = mount_target_ids(dcfg, zones, live)
     res: dict = {
         "FunctionRole": {
             "Type": "AWS::IAM::Role",
@@ -286,6 +304,7 @@ def _function(config: Config, dcfg: DeployConfig, release: Release, fs_arn, ap_a
                              "Condition": {"StringEquals": {"elasticfilesystem:AccessPointArn": ap_arn}}},
                             {"Sid": "ReadModel", "Effect": "Allow", "Action": ["s3:GetObject"], "Resource": _s3_arn(dcfg.artifact_bucket, f"{dcfg.artifact_prefix}/models")},
                             {"Sid": "WriteOutputs", "Effect": "Allow", "Action": ["s3:PutObject"], "Resource": _s3_arn(dcfg.artifact_bucket, dcfg.output_prefix)},
+                            *_model_key_statement(model_key_arn, dcfg.region),
                         ],
                     },
                 }],
@@ -373,13 +392,16 @@ def _function(config: Config, dcfg: DeployConfig, release: Release, fs_arn, ap_a
     return res, version_id
 
 
-def render(config: Config, release: Release | None, *, storage_only: bool = False, zones: dict[str, str] | None = None) -> dict:
+def render(config: Config, release: Release | None, *, storage_only: bool = False, zones: dict[str, str] | None = None,
+           live_mount_targets: dict[str, str] | None = None, model_key_arn: str | None = None) -> dict:
     """The stack's template. ``release`` may be None only with ``storage_only``; ``zones`` maps subnets to
-    Availability Zones (None: unknown, each subnet taken as its own zone)."""
+    Availability Zones (None: unknown, each subnet taken as its own zone); ``live_mount_targets`` maps a zone to
+    the subnet of the mount target it has now (kept: see mount_targets); ``model_key_arn``: the artifact bucket's KMS
+    key, which the function's role may then decrypt with (deploy/artifacts.py, model_key_arn)."""
     dcfg = config.deploy
     if dcfg is None:
         raise ValueError("render needs [deploy] in the config")
-    resources, fs_id, fs_arn, ap_arn = _storage(config, dcfg, zones)
+    resources, fs_id, fs_arn, ap_arn = _storage(config, dcfg, zones, live_mount_targets)
     outputs = {
         "FileSystemId": {"Description": "EFS file system", "Value": fs_id},
         "AccessPointArn": {"Description": "EFS access point the function mounts", "Value": ap_arn},
@@ -393,7 +415,7 @@ def render(config: Config, release: Release | None, *, storage_only: bool = Fals
     if not storage_only:
         if release is None:
             raise ValueError("a full template needs a release")
-        function, version_id = _function(config, dcfg, release, fs_arn, ap_arn, zones)
+        function, version_id = _function(config, dcfg, release, fs_arn, ap_arn, zones, live_mount_targets, model_key_arn)
         resources.update(function)
         outputs.update({
             "ApiUrl": {"Description": "HTTP API", "Value": sub("https://${HttpApi}.execute-api.${AWS::Region}.${AWS::URLSuffix}")},

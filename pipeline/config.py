@@ -81,6 +81,20 @@ def aws_regions() -> frozenset[str]:
     return frozenset(region for partition in endpoints["partitions"] for region in partition["regions"])
 
 
+# Lambda cannot mount EFS here: "Amazon EFS for Lambda is available in all commercial Regions except Asia Pacific
+# (New Zealand), Asia Pacific (Taipei), Asia Pacific (Malaysia), Mexico (Central), Asia Pacific (Thailand), and Canada
+# West (Calgary)" (Lambda Developer Guide, "Configuring file system access for Lambda functions", Supported Regions)
+NO_EFS_FOR_LAMBDA = {"ap-southeast-6": "Asia Pacific (New Zealand)", "ap-east-2": "Asia Pacific (Taipei)", "ap-southeast-5": "Asia Pacific (Malaysia)",
+                     "mx-central-1": "Mexico (Central)", "ap-southeast-7": "Asia Pacific (Thailand)", "ca-west-1": "Canada West (Calgary)"}
+
+
+def _check_lambda_efs_region(value: str) -> str:
+    if value in NO_EFS_FOR_LAMBDA:
+        raise _problem(f"Lambda cannot mount EFS in {value} ({NO_EFS_FOR_LAMBDA[value]}): the function would have no tree",
+                       "deploy to a region where Lambda supports EFS (every other commercial region, e.g. the nearest one), with the artifact bucket there too")
+    return value
+
+
 def _check_region(value: str) -> str:
     if value not in aws_regions():
         close = difflib.get_close_matches(value, sorted(aws_regions()), n=3, cutoff=0.6)
@@ -285,6 +299,8 @@ class DataSyncConfig(Section):
     s3_role_arn: Str
     access_point_arn: Str | None = None
     file_system_role_arn: Str | None = None
+    # staged versions (<prefix>/envs/, <prefix>/markers/) expire after this many days (a lifecycle rule; the completeness records never)
+    expire_staged_days: Int = Field(30, ge=1, examples=[30])
 
     @field_validator("region")
     @classmethod
@@ -373,7 +389,7 @@ class DeployConfig(Section):
     @field_validator("region")
     @classmethod
     def _region(cls, value: str) -> str:
-        return _check_region(value)
+        return _check_lambda_efs_region(_check_region(value))
 
     @field_validator("artifact_prefix", "output_prefix")
     @classmethod

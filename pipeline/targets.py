@@ -177,3 +177,20 @@ def image_ref_problem(ref: str) -> str | None:
     if "@sha256:" in ref or (tag and tag != "latest"):
         return None
     return f"image {ref!r} is not pinned (no tag, or `latest`)"
+
+
+# An on-demand function's init may take 10 s; a longer one is stopped and run again as part of the first invoke
+# (Lambda Developer Guide, "Understanding the Lambda execution environment lifecycle", Init phase; lambda-facts.md)
+LAMBDA_INIT_LIMIT_S = 10.0
+
+
+def init_report(init_ms: float | None, *, emulated: bool, lambda_target: bool = True) -> tuple[str, str | None]:
+    """How a measured init reads, and the warning when it passes Lambda's 10 s on the target's own CPU.
+    An emulated CPU's figure is said to be one and warns of nothing: it is not Lambda's. A report, not a limit."""
+    if init_ms is None:
+        return "init not measured", None
+    line = f"init {init_ms / 1000:.2f} s" + (" on an emulated CPU (QEMU): not Lambda's figure" if emulated else " on the target's own CPU")
+    if emulated or not lambda_target or init_ms <= LAMBDA_INIT_LIMIT_S * 1000:
+        return line, None
+    return line, (f"the init took {init_ms / 1000:.1f} s, over the {LAMBDA_INIT_LIMIT_S:.0f} s Lambda allows an on-demand function: Lambda stops it and "
+                  "runs it again as part of the first invoke, which then pays for both (Lambda's execution environment lifecycle)")

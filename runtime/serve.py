@@ -29,6 +29,7 @@ from pipeline.config import Config, TargetConfig
 from pipeline.errors import ServeError
 from pipeline.interpreters import find_python
 from pipeline.routes import route_key
+from pipeline.targets import init_report
 
 from .emulator import QuietHTTPServer, RuntimeAPI
 from .function import FunctionProcess, FunctionSpec, Layout, lambda_environment, local_command, runtime_client
@@ -130,7 +131,10 @@ def run(config: Config, tcfg: TargetConfig, efs_tree: str, model_dir: Path, port
         fix = ("fix the model folder as the message says (its output is above)" if error.get("errorType") == "ModelFolderError"
                else f"read the function's output above; `invoke validate --target {target.name}` checks the tree")
         raise ServeError(f"the handler did not start ({state}): {error.get('errorType', '')}: {message}", where=config.function.handler, fix=fix)
-    say(f"handler ready: init {init_ms:.0f} ms")
+    init, warning = init_report(init_ms, emulated=False, lambda_target=target.kind == "lambda")  # serve runs the tree natively (pick_target)
+    say(f"handler ready: {init}")
+    if warning:
+        say(f"warning: {warning}")
     lock = threading.Lock()
 
     class Gateway(BaseHTTPRequestHandler):

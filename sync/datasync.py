@@ -4,29 +4,45 @@ it into the version folder on EFS, then copy the completion marker the same way.
 1. The version is what the local and bastion methods publish: site-packages/,
    archives/ (the cold start reads these) and manifest.json. Only files the
    staging prefix does not hold yet are uploaded: a file already staged for
-   this version (same key, ETag = its MD5) is skipped; one staged for another
-   version with the same content is copied inside S3 (no bytes from here).
+   this version (same key and size) is kept; one staged for another version
+   at the same path with the same size is copied inside S3 (no bytes from
+   here). Both are guesses that step 3 checks.
 2. Every object carries DataSync's POSIX metadata (file-permissions,
    file-mtime), so modes survive the copy: a plain upload would arrive without
-   its executable bit (lambda-facts.md). No owner is staged: the task ignores
-   UID and GID, and files belong to the writer access point's POSIX user.
-3. Before any task runs, the staged listing is checked against the manifest
-   and the archive index (every key present, its MD5 as computed here).
+   its executable bit (lambda-facts.md). The mtime is the local file's, which
+   is what rsync keeps (-a): a version either transport wrote has the same
+   times, so TransferMode CHANGED finds nothing to copy. No owner is staged:
+   the task ignores UID and GID, and files belong to the writer access
+   point's POSIX user.
+3. Before any task runs, every staged object is checked against the manifest
+   and the archive index with S3's own SHA-256 checksum (put with
+   ChecksumSHA256, read with HeadObject ChecksumMode=ENABLED), never the ETag:
+   the ETag of an SSE-KMS object is not the MD5 of its data (S3 API
+   reference, "Object", ETag). A multipart object's checksum is composite (the
+   SHA-256 of its parts' SHA-256s, "-N"), compared with the same composite of
+   the local file. What differs is uploaded again, once, and checked again.
 4. A DataSync task from s3://bucket/<prefix>/envs/<hash>/ into the version's
    folder as DataSync sees it (pipeline/layout.py: through the writer access
    point its root is ``/``), VerifyMode POINT_IN_TIME_CONSISTENT; its
    execution is polled until SUCCESS or ERROR.
 5. Only then the marker: a second task copies markers/<hash>/.hoist-complete
-   into the same folder without deleting anything, and the staging side
-   records completion, which the next plan reads.
+   into the same folder without deleting anything, and the completeness
+   record (sync/record.py) is written in the staging bucket, keyed by where
+   the version lives (file system, access point, root): what the next plan
+   reads, whichever method wrote the version.
 
-Each run creates its own locations and tasks and waits for each task to be
+Each run creates its own locations and tasks, tagged ``hoist:staging`` (the
+bucket and prefix) and ``hoist:version``, and waits for each task to be
 AVAILABLE before starting it (an EFS task passes through CREATING, and on new
 mount targets UNAVAILABLE, first). It never reuses one it finds: a location's
 URI names neither its access point, role nor network, so a leftover could
 write as another user. Whatever the run created is deleted when it ends, as it
 ends (success, failure or interruption); an interrupted run cancels its
-execution first.
+execution first. What a killed run left (SIGKILL) is swept by the next run
+and by efs-gc: tagged with this staging prefix, for a version nobody holds
+the lock of (``sweep``). The staged content expires by a lifecycle rule on
+``<prefix>/envs/`` and ``<prefix>/markers/`` (``lifecycle_rules``), which
+spares the records.
 
 A run holds ``<prefix>/locks/<hash>.lock`` in the staging bucket while it
 works (a conditional put: If-None-Match to take it, If-Match on the ETag it
@@ -37,10 +53,10 @@ List calls go through boto3's paginators; ARNs take the partition of the region.
 """
 from __future__ import annotations
 
+import base64
 import concurrent.futures
 import contextlib
 import hashlib
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,7 +68,9 @@ from pipeline.errors import SyncError
 from pipeline.layout import version_dir
 from pipeline.records import MANIFEST_NAME, Manifest, load_manifest
 
+from . import record
 from .efs import MARKER, SyncResult, holder_gone, lock_owner
+from .record import Location
 from .shell import interruptible
 
 TERMINAL = {"SUCCESS", "ERROR"}
@@ -63,8 +81,8 @@ class StagedFile:
     path: str  # under the version: site-packages/..., archives/...
     size: int
     mode: int
-    md5: str
-    sha256: str
+    sha256: str  # hex
+    mtime_ns: int = 0  # the local file's: what rsync keeps
 
 
 @dataclass(frozen=True)
@@ -79,7 +97,8 @@ class DataSyncPlan:
     copy: tuple[tuple[StagedFile, str], ...] = ()  # (file, key already holding its content)
     present: int = 0
     where: str = ""
-    expected: tuple[tuple[str, str], ...] = ()  # (path under the version, md5) of every file the version holds
+    expected: tuple[StagedFile, ...] = ()  # every file the version holds
+    location: Location | None = None  # where the version lives: the completeness record's key
 
     @property
     def upload_bytes(self) -> int:
@@ -103,16 +122,31 @@ def call(client, operation: str, **params):
     return aws.call(client, operation, error=SyncError, context="datasync", default_fix="read the message; check the names and ARNs in [sync.datasync]", **params)
 
 
-def _digests(path: Path) -> tuple[str, str]:
-    md5, sha = hashlib.md5(usedforsecurity=False), hashlib.sha256()
+def _sha256(path: Path) -> str:
+    sha = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
-            md5.update(chunk)
             sha.update(chunk)
-    return md5.hexdigest(), sha.hexdigest()
+    return sha.hexdigest()
+
+
+def b64(hex_digest: str) -> str:
+    """S3's form of a checksum: base64 of the digest's bytes."""
+    return base64.b64encode(bytes.fromhex(hex_digest)).decode()
+
+
+def composite_sha256(path: Path, part_sizes: list[int]) -> str:
+    """S3's composite checksum of a multipart object (S3 User Guide, "Checking object integrity", composite
+    checksums): the SHA-256 of the concatenated SHA-256 digests of its parts, base64, then "-<parts>"."""
+    digests = b""
+    with open(path, "rb") as fh:
+        for size in part_sizes:
+            digests += hashlib.sha256(fh.read(size)).digest()
+    return base64.b64encode(hashlib.sha256(digests).digest()).decode() + f"-{len(part_sizes)}"
 
 
 def _listing(c: Clients, bucket: str, prefix: str) -> dict[str, tuple[str, int]]:
+    """key -> (ETag, size). The ETag is never taken for a digest (it is not one for SSE-KMS or multipart objects)."""
     return {obj["Key"]: (obj["ETag"].strip('"'), obj["Size"])
             for obj in aws.pages(c.s3, "list_objects_v2", "Contents", error=SyncError, context="datasync", Bucket=bucket, Prefix=prefix)}
 
@@ -128,6 +162,10 @@ def version_files(tree: Path, manifest: Manifest) -> list[tuple[str, Path, int, 
     return files
 
 
+def _staged_file(rel: str, path: Path, size: int, mode: int) -> StagedFile:
+    return StagedFile(path=rel, size=size, mode=mode, sha256=_sha256(path), mtime_ns=path.stat().st_mtime_ns)
+
+
 def plan_datasync(c: Clients, cfg: DataSyncConfig, efs_root: str, tree: Path, manifest: Path) -> DataSyncPlan:
     contents = load_manifest(manifest)
     version = contents.identity
@@ -135,43 +173,86 @@ def plan_datasync(c: Clients, cfg: DataSyncConfig, efs_root: str, tree: Path, ma
     # DataSync mounts the writer access point when one is given: its root (efs.root) is DataSync's /
     efs_dir = version_dir("/", efs_root, version, through_access_point=bool(cfg.access_point_arn))
     where = f"s3://{cfg.bucket}/{prefix} -> {cfg.access_point_arn or cfg.file_system_arn}:{efs_dir}"
+    location = record.datasync_location(cfg, efs_root)
+    if record.read(c.s3, cfg.bucket, cfg.prefix, location, version) is not None:  # complete there, by whichever method
+        return DataSyncPlan(version=version, tree=tree, manifest=manifest, prefix=prefix, efs_dir=efs_dir, action="up-to-date", where=where, location=location)
     staged = _listing(c, cfg.bucket, f"{cfg.prefix}/envs/")
-    if prefix + MARKER in staged:
-        return DataSyncPlan(version=version, tree=tree, manifest=manifest, prefix=prefix, efs_dir=efs_dir, action="up-to-date", where=where)
-    by_content = {(etag, size): key for key, (etag, size) in staged.items() if "-" not in etag}
+    # the same path of another version with the same size: worth a copy inside S3 (checked by checksum before any task)
+    elsewhere = {(key.split("/", 1)[1] if "/" in key else key, size): f"{cfg.prefix}/envs/{key}"
+                 for key, (_, size) in ((k.removeprefix(f"{cfg.prefix}/envs/"), v) for k, v in staged.items()) if not key.startswith(version + "/")}
     upload, copy, present, expected = [], [], 0, []
     for rel, path, size, mode in version_files(tree, contents):
-        md5, sha = _digests(path)
-        expected.append((rel, md5))
-        item = StagedFile(path=rel, size=size, mode=mode, md5=md5, sha256=sha)
-        key = prefix + rel
-        if staged.get(key, ("", -1))[0] == md5:
+        item = _staged_file(rel, path, size, mode)
+        expected.append(item)
+        if staged.get(prefix + rel, ("", -1))[1] == size:
             present += 1
-        elif (md5, size) in by_content:
-            copy.append((item, by_content[(md5, size)]))
+        elif (rel, size) in elsewhere:
+            copy.append((item, elsewhere[(rel, size)]))
         else:
             upload.append(item)
     return DataSyncPlan(version=version, tree=tree, manifest=manifest, prefix=prefix, efs_dir=efs_dir, action="transfer", upload=tuple(upload), copy=tuple(copy),
-                        present=present, where=where, expected=tuple(expected))
+                        present=present, where=where, expected=tuple(expected), location=location)
 
 
-def verify_staged(c: Clients, cfg: DataSyncConfig, plan: DataSyncPlan) -> list[str]:
-    """Differences between the staged version and what it must hold (empty: every file staged, same MD5)."""
-    staged = _listing(c, cfg.bucket, plan.prefix)
-    problems = [f"not staged: {rel}" for rel, _ in plan.expected if plan.prefix + rel not in staged]
-    problems += [f"staged content differs: {rel}" for rel, md5 in plan.expected if plan.prefix + rel in staged and staged[plan.prefix + rel][0] != md5]
-    if plan.prefix + MANIFEST_NAME not in staged:
-        problems.append(f"not staged: {MANIFEST_NAME}")
-    return problems
+def _staged_checksum(c: Clients, bucket: str, key: str) -> tuple[str, list[int]] | None:
+    """S3's SHA-256 checksum of an object (HeadObject, ChecksumMode ENABLED), and its part sizes when it is composite;
+    None when there is no such object. "" when the object has no SHA-256 checksum (uploaded without one)."""
+    head = aws.call(c.s3, "head_object", error=SyncError, context="datasync", absent=("404", "NoSuchKey"), Bucket=bucket, Key=key, ChecksumMode="ENABLED")
+    if head is None:
+        return None
+    value = head.get("ChecksumSHA256") or ""
+    if head.get("ChecksumType") != "COMPOSITE" and "-" not in value:
+        return value, []
+    attrs = call(c.s3, "get_object_attributes", Bucket=bucket, Key=key, ObjectAttributes=["ObjectParts"], MaxParts=10000)
+    return value, [p["Size"] for p in attrs.get("ObjectParts", {}).get("Parts", [])]
+
+
+def _differs(c: Clients, bucket: str, key: str, item: StagedFile, local: Path) -> str | None:
+    """Why the staged object is not the local file (None: same SHA-256, like compared with like)."""
+    got = _staged_checksum(c, bucket, key)
+    if got is None:
+        return "not staged"
+    value, parts = got
+    if not value:
+        return "staged without a SHA-256 checksum"
+    if parts or "-" in value:
+        if not parts:
+            return "staged as a multipart object whose parts S3 did not list"
+        want = composite_sha256(local, parts)
+        return None if value.split("-")[0] == want.split("-")[0] else "staged content differs"
+    return None if value == b64(item.sha256) else "staged content differs"
+
+
+def verify_staged(c: Clients, cfg: DataSyncConfig, plan: DataSyncPlan, source_of: dict[str, Path] | None = None) -> list[tuple[StagedFile, str]]:
+    """(file, why) for every staged object that is missing or whose SHA-256 is not the local file's (empty: all staged, same bytes)."""
+    source_of = source_of or {rel: path for rel, path, _, _ in version_files(plan.tree, load_manifest(plan.manifest))}
+    manifest_item = _staged_file(MANIFEST_NAME, plan.manifest, plan.manifest.stat().st_size, 0o644)
+    items = [*plan.expected, manifest_item]
+    paths = {**source_of, MANIFEST_NAME: plan.manifest}
+
+    def check(item: StagedFile) -> tuple[StagedFile, str | None]:
+        return item, (_differs(c, cfg.bucket, plan.prefix + item.path, item, paths[item.path]) if item.path in paths else "not staged")
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
+        return [(item, why) for item, why in pool.map(check, items) if why]
 
 
 def posix_metadata(item: StagedFile) -> dict[str, str]:
-    """DataSync's POSIX keys (verify the formats against a real task when one is at hand)."""
+    """DataSync's POSIX keys (verify the formats against a real task when one is at hand). The mtime is the
+    local file's, as rsync keeps it: either transport leaves the same times, so CHANGED recopies nothing."""
     return {
         "file-permissions": f"{0o100000 | item.mode:o}",
-        "file-mtime": f"{946684800}000000000ns",
+        "file-mtime": f"{item.mtime_ns}ns",
         "hoist-sha256": item.sha256,
     }
+
+
+STAGING_TAG, VERSION_TAG = "hoist:staging", "hoist:version"
+
+
+def tags(cfg: DataSyncConfig, version: str) -> list[dict[str, str]]:
+    """What every location and task a run creates carries: the sweep finds leftovers by them."""
+    return [{"Key": STAGING_TAG, "Value": f"s3://{cfg.bucket}/{cfg.prefix}/"}, {"Key": VERSION_TAG, "Value": version}]
 
 
 class Created:
@@ -200,17 +281,19 @@ class Created:
         return removed
 
 
-def _s3_location(c: Clients, made: Created, cfg: DataSyncConfig, prefix: str) -> str:
+def _s3_location(c: Clients, made: Created, cfg: DataSyncConfig, prefix: str, version: str) -> str:
     bucket_arn = f"arn:{aws.partition(cfg.region)}:s3:::{cfg.bucket}"
-    return made.location(call(c.datasync, "create_location_s3", S3BucketArn=bucket_arn, Subdirectory=f"/{prefix}", S3Config={"BucketAccessRoleArn": cfg.s3_role_arn}))
+    return made.location(call(c.datasync, "create_location_s3", S3BucketArn=bucket_arn, Subdirectory=f"/{prefix}", S3Config={"BucketAccessRoleArn": cfg.s3_role_arn},
+                              Tags=tags(cfg, version)))
 
 
-def _efs_location(c: Clients, made: Created, cfg: DataSyncConfig, efs_dir: str) -> str:
-    params = {
+def _efs_location(c: Clients, made: Created, cfg: DataSyncConfig, efs_dir: str, version: str) -> str:
+    params: dict[str, Any] = {
         "EfsFilesystemArn": cfg.file_system_arn,
         "Subdirectory": efs_dir,
         "Ec2Config": {"SubnetArn": cfg.subnet_arn, "SecurityGroupArns": list(cfg.security_group_arns)},
         "InTransitEncryption": "TLS1_2",  # the file system policy refuses clients without TLS
+        "Tags": tags(cfg, version),
     }
     if cfg.access_point_arn:
         params["AccessPointArn"] = cfg.access_point_arn
@@ -223,8 +306,8 @@ def _efs_location(c: Clients, made: Created, cfg: DataSyncConfig, efs_dir: str) 
 TASK_READY_S = 600.0
 
 
-def _task(c: Clients, made: Created, name: str, source: str, dest: str, options: dict, poll_s: float) -> str:
-    task = call(c.datasync, "create_task", SourceLocationArn=source, DestinationLocationArn=dest, Name=name, Options=options)["TaskArn"]
+def _task(c: Clients, made: Created, name: str, source: str, dest: str, options: dict, poll_s: float, task_tags: list[dict[str, str]]) -> str:
+    task = call(c.datasync, "create_task", SourceLocationArn=source, DestinationLocationArn=dest, Name=name, Options=options, Tags=task_tags)["TaskArn"]
     made.tasks.append(task)
     deadline = time.monotonic() + TASK_READY_S
     while True:
@@ -318,6 +401,67 @@ def _acquire(c: Clients, cfg: DataSyncConfig, plan: DataSyncPlan, stale_s: int) 
     )
 
 
+def lifecycle_rules(cfg: DataSyncConfig) -> list[dict]:
+    """Hoist's rules on the staging bucket: staged versions and markers expire after ``expire_staged_days``
+    (a later version re-uploads what expired); locks and the completeness records (``<prefix>/complete/``) are
+    under no rule, so no record a later plan reads expires."""
+    return [{"ID": f"hoist-{cfg.prefix}-{part}", "Filter": {"Prefix": f"{cfg.prefix}/{part}/"}, "Status": "Enabled",
+             "Expiration": {"Days": cfg.expire_staged_days}, "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 1}}
+            for part in ("envs", "markers")]
+
+
+def ensure_lifecycle(c: Clients, cfg: DataSyncConfig) -> bool:
+    """Put Hoist's rules into the bucket's lifecycle configuration, keeping every other rule: PutBucketLifecycleConfiguration
+    replaces the whole configuration (S3 API reference), so the rules are read first. True when it changed anything."""
+    got = aws.call(c.s3, "get_bucket_lifecycle_configuration", error=SyncError, context="datasync", absent=("NoSuchLifecycleConfiguration",), Bucket=cfg.bucket)
+    current = (got or {}).get("Rules", [])
+    ours = lifecycle_rules(cfg)
+    ids = {r["ID"] for r in ours}
+    kept = [r for r in current if r.get("ID") not in ids]
+    if all(r in current for r in ours):
+        return False
+    call(c.s3, "put_bucket_lifecycle_configuration", Bucket=cfg.bucket, LifecycleConfiguration={"Rules": kept + ours})
+    return True
+
+
+def _held(c: Clients, cfg: DataSyncConfig, version: str, stale_s: int) -> bool:
+    """Whether a run holds the version's lock now (a stale lock or one whose holder is provably gone does not count)."""
+    held = aws.call(c.s3, "get_object", error=SyncError, context="datasync", absent=("NoSuchKey",), Bucket=cfg.bucket, Key=lock_key(cfg, version))
+    if held is None:
+        return False
+    holder = held["Body"].read().decode(errors="replace").strip()
+    return not holder_gone(holder) and time.time() - held["LastModified"].timestamp() <= stale_s
+
+
+def _tags_of(c: Clients, arn: str) -> dict[str, str]:
+    found: dict[str, str] = {}
+    token = None
+    while True:
+        page = call(c.datasync, "list_tags_for_resource", ResourceArn=arn, **({"NextToken": token} if token else {}))
+        found.update({t["Key"]: t.get("Value", "") for t in page.get("Tags", [])})
+        token = page.get("NextToken")
+        if not token:
+            return found
+
+
+def sweep(c: Clients, cfg: DataSyncConfig, keep_version: str | None = None, stale_s: int = 3600) -> list[str]:
+    """Delete the tasks, then the locations, that runs against this staging prefix left behind (a SIGKILL skips the
+    run's own clean-up): tagged ``hoist:staging`` with it, for a version no live run holds the lock of. ``keep_version``
+    (the caller's own, whose lock it holds) is never swept."""
+    ours = f"s3://{cfg.bucket}/{cfg.prefix}/"
+    removed: list[str] = []
+    for what, listing, key, delete in (("tasks", "list_tasks", "TaskArn", "delete_task"), ("locations", "list_locations", "LocationArn", "delete_location")):
+        for item in aws.pages(c.datasync, listing, what.capitalize(), error=SyncError, context="datasync"):
+            arn = item[key]
+            found = _tags_of(c, arn)
+            version = found.get(VERSION_TAG)
+            if found.get(STAGING_TAG) != ours or not version or version == keep_version or _held(c, cfg, version, stale_s):
+                continue
+            call(c.datasync, delete, **{key: arn})
+            removed.append(arn)
+    return removed
+
+
 def _result(plan: DataSyncPlan, started: float, uploaded: int = 0, copied: int = 0, bytes_sent: int = 0, removed: int = 0) -> SyncResult:
     contents = load_manifest(plan.manifest)
     return SyncResult(method="datasync", version=plan.version, action=plan.action, where=plan.where, files=contents.files_count, bytes=contents.bytes,
@@ -331,8 +475,11 @@ def apply_datasync(plan: DataSyncPlan, c: Clients, cfg: DataSyncConfig, *, poll_
     with interruptible():
         key = _acquire(c, cfg, plan, stale_lock_s)
         try:
-            if _listing(c, cfg.bucket, plan.prefix + MARKER):  # another run finished it meanwhile
+            assert plan.location is not None
+            if record.read(c.s3, cfg.bucket, cfg.prefix, plan.location, plan.version) is not None:  # another run finished it meanwhile
                 return _result(plan, started)
+            ensure_lifecycle(c, cfg)
+            sweep(c, cfg, keep_version=plan.version, stale_s=stale_lock_s)
             removed = _apply(plan, c, cfg, poll_s, on_line)
             return _result(plan, started, uploaded=len(plan.upload), copied=len(plan.copy), bytes_sent=plan.upload_bytes, removed=removed)
         finally:
@@ -344,40 +491,52 @@ def _apply(plan: DataSyncPlan, c: Clients, cfg: DataSyncConfig, poll_s: float, o
     """Stage, check, copy to EFS, mark; the number of tasks and locations removed afterwards."""
     source_of = {rel: path for rel, path, _, _ in version_files(plan.tree, load_manifest(plan.manifest))}
 
-    def put(item: StagedFile):
-        with open(source_of[item.path], "rb") as fh:
-            call(c.s3, "put_object", Bucket=cfg.bucket, Key=plan.prefix + item.path, Body=fh, Metadata=posix_metadata(item))
+    source_of[MANIFEST_NAME] = plan.manifest
 
-    with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
-        for i, _ in enumerate(pool.map(put, plan.upload), 1):
-            if on_line and (i % 500 == 0 or i == len(plan.upload)):
-                on_line(f"uploaded {i:,} of {len(plan.upload):,} files")
+    def put(item: StagedFile):
+        # S3 checks the bytes against this SHA-256 on arrival and keeps it: what verify_staged compares
+        with open(source_of[item.path], "rb") as fh:
+            call(c.s3, "put_object", Bucket=cfg.bucket, Key=plan.prefix + item.path, Body=fh, Metadata=posix_metadata(item),
+                 ChecksumAlgorithm="SHA256", ChecksumSHA256=b64(item.sha256))
+
+    def put_all(items, what: str) -> None:
+        with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
+            for i, _ in enumerate(pool.map(put, items), 1):
+                if on_line and (i % 500 == 0 or i == len(items)):
+                    on_line(f"{what} {i:,} of {len(items):,} files")
+
+    put_all(plan.upload, "uploaded")
     for item, source in plan.copy:
         call(c.s3, "copy_object", Bucket=cfg.bucket, Key=plan.prefix + item.path, CopySource={"Bucket": cfg.bucket, "Key": source},
-             MetadataDirective="REPLACE", Metadata=posix_metadata(item))
-    call(c.s3, "put_object", Bucket=cfg.bucket, Key=plan.prefix + MANIFEST_NAME, Body=plan.manifest.read_bytes(),
-         Metadata=posix_metadata(StagedFile(MANIFEST_NAME, plan.manifest.stat().st_size, 0o644, "", "")))
-    problems = verify_staged(c, cfg, plan)
+             MetadataDirective="REPLACE", Metadata=posix_metadata(item), ChecksumAlgorithm="SHA256")
+    put(_staged_file(MANIFEST_NAME, plan.manifest, plan.manifest.stat().st_size, 0o644))
+    problems = verify_staged(c, cfg, plan, source_of)
+    if problems:  # a guess of the plan (same path and size, other bytes), or an object staged without a checksum: send those again
+        put_all([item for item, _ in problems if item.path in source_of], "uploaded again")
+        problems = verify_staged(c, cfg, plan, source_of)
     if problems:
-        raise SyncError(f"the staged version {plan.version[:12]} is incomplete ({len(problems)} problems): " + "; ".join(problems[:5]),
+        raise SyncError(f"the staged version {plan.version[:12]} is incomplete ({len(problems)} problems): " + "; ".join(f"{why}: {item.path}" for item, why in problems[:5]),
                         where=f"s3://{cfg.bucket}/{plan.prefix}", fix="run sync-efs again (what is staged is kept); nothing was copied to EFS")
     if on_line:
-        on_line(f"staged and checked {len(plan.expected):,} files (site-packages, archives) and the manifest")
+        on_line(f"staged and checked {len(plan.expected):,} files (site-packages, archives) and the manifest by SHA-256")
 
     short = plan.version[:12]
     made = Created(c)
     try:
-        data_source, efs = _s3_location(c, made, cfg, plan.prefix), _efs_location(c, made, cfg, plan.efs_dir)
-        data_task = _task(c, made, f"hoist-{short}", data_source, efs, DATA_OPTIONS, poll_s)
+        task_tags = tags(cfg, plan.version)
+        data_source, efs = _s3_location(c, made, cfg, plan.prefix, plan.version), _efs_location(c, made, cfg, plan.efs_dir, plan.version)
+        data_task = _task(c, made, f"hoist-{short}", data_source, efs, DATA_OPTIONS, poll_s, task_tags)
         _run_task(c, data_task, f"copy of {short}", poll_s, on_line)
 
         marker_prefix = f"{cfg.prefix}/markers/{plan.version}/"
-        marker = json.dumps({"version": plan.version, "completed_at": int(time.time()), "by": "datasync"}).encode()
-        call(c.s3, "put_object", Bucket=cfg.bucket, Key=marker_prefix + MARKER, Body=marker, Metadata=posix_metadata(StagedFile(MARKER, len(marker), 0o644, "", "")))
-        marker_source = _s3_location(c, made, cfg, marker_prefix)
-        marker_task = _task(c, made, f"hoist-marker-{short}", marker_source, efs, MARKER_OPTIONS, poll_s)
+        assert plan.location is not None
+        marker = record.body(plan.location, plan.version, "datasync")
+        call(c.s3, "put_object", Bucket=cfg.bucket, Key=marker_prefix + MARKER, Body=marker,
+             Metadata=posix_metadata(StagedFile(MARKER, len(marker), 0o644, hashlib.sha256(marker).hexdigest(), time.time_ns())))
+        marker_source = _s3_location(c, made, cfg, marker_prefix, plan.version)
+        marker_task = _task(c, made, f"hoist-marker-{short}", marker_source, efs, MARKER_OPTIONS, poll_s, task_tags)
         _run_task(c, marker_task, f"marker of {short}", poll_s, on_line)
-        call(c.s3, "put_object", Bucket=cfg.bucket, Key=plan.prefix + MARKER, Body=marker)  # what the next plan reads
+        record.write(c.s3, cfg.bucket, cfg.prefix, plan.location, plan.version, marker)  # what the next plan reads
     except BaseException:
         made.remove(strict=False)
         raise

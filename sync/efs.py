@@ -28,6 +28,8 @@ from pathlib import Path
 from pipeline.errors import SyncError
 from pipeline.records import MANIFEST_NAME, load_manifest
 
+from . import record
+from .record import Location
 from .shell import Remote, interruptible
 
 MARKER = ".hoist-complete"
@@ -299,15 +301,21 @@ def _rsync_tree(remote: Remote, plan: SyncPlan, on_line, checksum: bool = False)
     return sent
 
 
-def apply_sync(plan: SyncPlan, remote: Remote, *, stale_lock_s: int = 3600, on_line=None) -> SyncResult:
+def apply_sync(plan: SyncPlan, remote: Remote, *, stale_lock_s: int = 3600, on_line=None, location: Location | None = None) -> SyncResult:
+    """Publish the version; its marker is the completeness record (sync/record.py), naming ``location`` when known."""
     started = time.monotonic()
     if plan.action == "up-to-date":
         return _result(plan, remote, 0, 0.0, 0)
     with interruptible():
-        return _locked_sync(plan, remote, stale_lock_s, on_line, started)
+        return _locked_sync(plan, remote, stale_lock_s, on_line, started, location)
 
 
-def _locked_sync(plan: SyncPlan, remote: Remote, stale_lock_s: int, on_line, started: float) -> SyncResult:
+def read_marker(remote: Remote, plan: SyncPlan) -> bytes:
+    """The version's marker as written on EFS: the text of its completeness record."""
+    return remote.run(f"cat {_q(plan.dest)}/{MARKER}").stdout.encode()
+
+
+def _locked_sync(plan: SyncPlan, remote: Remote, stale_lock_s: int, on_line, started: float, location: Location | None = None) -> SyncResult:
     lock = _acquire(remote, plan, stale_lock_s)
     try:
         # a sync that waited on the lock may find the version finished meanwhile
@@ -329,7 +337,11 @@ def _locked_sync(plan: SyncPlan, remote: Remote, stale_lock_s: int, on_line, sta
                 where=f"{plan.where}:{plan.dest}",
                 fix="run sync-efs again; if it persists, check the EFS side (disk full, permissions)",
             )
-        marker = json.dumps({"version": plan.version, "files": plan.files, "bytes": plan.bytes, "completed_at": int(time.time()), "by": platform.node()})
+        by = f"{'bastion' if remote.bastion else 'local'} {platform.node()}"
+        if location is not None:
+            marker = record.body(location, plan.version, by, files=plan.files, bytes=plan.bytes).decode()
+        else:
+            marker = json.dumps({"version": plan.version, "files": plan.files, "bytes": plan.bytes, "completed_at": int(time.time()), "by": by}, sort_keys=True)
         remote.run(f"cat > {_q(plan.dest)}/{MARKER}.tmp && mv {_q(plan.dest)}/{MARKER}.tmp {_q(plan.dest)}/{MARKER}", stdin=marker)
         return _result(plan, remote, sent, time.monotonic() - started, repaired)
     finally:

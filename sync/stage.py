@@ -11,7 +11,8 @@ from pipeline.errors import SyncError
 from pipeline.layout import root_dir
 from pipeline.records import load_build_record
 
-from .efs import GcPlan, SyncPlan, SyncResult, apply_gc, apply_sync, plan_gc, plan_sync
+from . import record
+from .efs import GcPlan, SyncPlan, SyncResult, apply_gc, apply_sync, list_versions, plan_gc, plan_sync, read_marker
 from .shell import Remote
 
 if TYPE_CHECKING:
@@ -58,8 +59,22 @@ def plan(config: Config, target_name: str | None = None, method: str | None = No
     return plan_sync(remote, root, tree, manifest), remote
 
 
-def apply(plan_: SyncPlan, remote: Remote, config: Config, on_line=None) -> SyncResult:
-    return apply_sync(plan_, remote, stale_lock_s=_sync(config).stale_lock_s, on_line=on_line)
+def apply(plan_: SyncPlan, remote: Remote, config: Config, on_line=None, s3=None) -> SyncResult:
+    """Publish by rsync; then, when [sync.datasync] names the file system, put the same completeness record in
+    the staging bucket (sync/record.py), so a later DataSync run finds the version complete there. A version
+    already complete on EFS whose record is missing there gets it now. ``s3`` replaces the boto3 client (tests)."""
+    where = record.shell_location(config, "bastion" if remote.bastion else "local")
+    result = apply_sync(plan_, remote, stale_lock_s=_sync(config).stale_lock_s, on_line=on_line, location=where)
+    if where is not None:
+        dcfg = _sync(config).datasync
+        assert dcfg is not None
+        if s3 is None:
+            from .datasync import clients
+
+            s3 = clients(dcfg).s3
+        if record.read(s3, dcfg.bucket, dcfg.prefix, where, plan_.version) is None:
+            record.write(s3, dcfg.bucket, dcfg.prefix, where, plan_.version, read_marker(remote, plan_))
+    return result
 
 
 def gc_plan(config: Config, keep: int | None = None, protect: set[str] | None = None, method: str | None = None) -> tuple[GcPlan, Remote]:
@@ -68,7 +83,19 @@ def gc_plan(config: Config, keep: int | None = None, protect: set[str] | None = 
     return plan_gc(remote, root, keep or sync.keep, protect or set(), sync.stale_lock_s), remote
 
 
-def gc_apply(plan_: GcPlan, remote: Remote) -> list[str]:
+def gc_apply(plan_: GcPlan, remote: Remote, config: Config | None = None, s3=None) -> list[str]:
+    """Remove the versions; their completeness records in the staging bucket go first (when [sync.datasync] names
+    one), so no plan finds a collected version complete. ``s3`` replaces the boto3 client (tests)."""
+    where = record.shell_location(config, "bastion" if remote.bastion else "local") if config is not None else None
+    if where is not None:
+        dcfg = _sync(config).datasync if config is not None else None
+        assert dcfg is not None
+        if s3 is None:
+            from .datasync import clients
+
+            s3 = clients(dcfg).s3
+        for v in plan_.remove:
+            record.delete(s3, dcfg.bucket, dcfg.prefix, where, v.name)
     return apply_gc(plan_, remote)
 
 
@@ -118,3 +145,17 @@ def apply_job(job: SyncJob, config: Config, on_line: Callable[[str], None] | Non
         return datasync_apply(job.plan, job.transport, config, on_line=on_line)
     assert isinstance(job.plan, SyncPlan) and isinstance(job.transport, Remote)
     return apply(job.plan, job.transport, config, on_line=on_line)
+
+
+def version_complete(config: Config, version: str, method: str | None = None) -> bool:
+    """Whether the EFS version is complete where the sync method writes (the same record every method keeps):
+    the staging bucket's record for datasync, the marker on the file system for local and bastion."""
+    method = method or _sync(config).method
+    if method == "datasync":
+        from .datasync import clients
+
+        dcfg = _sync(config).datasync
+        assert dcfg is not None
+        return record.read(clients(dcfg).s3, dcfg.bucket, dcfg.prefix, record.datasync_location(dcfg, config.efs.root), version) is not None
+    remote, root = remote_for(config, method)
+    return any(v.name == version and v.complete for v in list_versions(remote, f"{root.rstrip('/')}/envs"))

@@ -4,6 +4,8 @@ from __future__ import annotations
 from rich.console import Console
 from rich.markup import escape
 
+from pipeline.targets import init_report
+
 from .checks import SmokeResult, ValidationReport
 
 STYLE = {"error": "bold red", "warning": "yellow", "info": "dim"}
@@ -14,9 +16,8 @@ def init_breakdown(smoke: SmokeResult) -> list[str]:
     if smoke.init_ms is None or smoke.status != "ok":
         return []
     a = smoke.activation
-    emulated = " (emulated CPU: not Lambda's timings)" if smoke.emulated else ""
     others = sum((smoke.import_ms or {}).values())
-    lines = [f"init {smoke.init_ms / 1000:.2f} s{emulated}: " + (f"the handler module {a['handler_ms'] / 1000:.2f} s, " if a and a.get("handler_ms") is not None else "")
+    lines = ["where the init went: " + (f"the handler module {a['handler_ms'] / 1000:.2f} s (activation within it), " if a and a.get("handler_ms") is not None else "")
              + f"then the other top-level modules {others / 1000:.2f} s"]
     if a is None:
         lines.append("activation: not through hoist_lambda.activate (nothing reported)")
@@ -52,7 +53,8 @@ def print_report(console: Console, report: ValidationReport, show_info: bool = T
             where = f"image {smoke.image}"
         verdict = "[green]passed[/]" if smoke.ok else "[bold red]failed[/]"
         on = f" on {smoke.machine}" + (" (emulated)" if smoke.emulated else "") if smoke.machine else ""
-        console.print(f"  smoke test level {smoke.level}{escape(on)} ({escape(where)}): {verdict}, imported {len(smoke.modules)} modules, init {smoke.init_ms} ms")
+        init, _ = init_report(smoke.init_ms, emulated=bool(smoke.emulated))
+        console.print(f"  smoke test level {smoke.level}{escape(on)} ({escape(where)}): {verdict}, imported {len(smoke.modules)} modules, {escape(init)}")
         if smoke.distance:
             console.print(f"    distance from Lambda: {escape(smoke.distance)}")
         for line in init_breakdown(smoke):

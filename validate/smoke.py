@@ -26,7 +26,7 @@ from pipeline import docker, emulation
 from pipeline.dists import top_level_modules
 from pipeline.errors import CommandError, InterpreterNotFound
 from pipeline.interpreters import find_python
-from pipeline.targets import Target
+from pipeline.targets import Target, init_report
 from runtime.emulator import RuntimeAPI
 from runtime.function import FunctionProcess, FunctionSpec, Layout, lambda_environment, local_command, runtime_client
 
@@ -344,6 +344,13 @@ def _in_chroot(inputs: SmokeInputs, target: Target, root: Path, init_limit_s: fl
         return replace(result, runner="chroot", machine=target.machine), findings
 
 
+def init_findings(result: SmokeResult) -> list[Finding]:
+    """A warning when the measured init passes Lambda's 10 s on the target's own CPU (none for an emulated CPU)."""
+    _, warning = init_report(result.init_ms, emulated=bool(result.emulated))
+    return [Finding("warning", "smoke-init-over-10s", None, None, warning,
+                    "make the init lighter: fewer imports at init, HOIST_PREFETCH (README, Cold start); the figure is this machine's CPU, not Lambda's")] if warning else []
+
+
 LEVELS = {"1": "a CPython of the target's version on this machine", "2": "the Lambda base image in Docker", "3": "an emulated Debian CPython"}
 
 
@@ -368,7 +375,7 @@ def smoke(inputs: SmokeInputs, target: Target, level: str = "auto", image: str |
             else:
                 result, findings = level3(inputs, target, fix_for, on_line)
             if result.run:
-                return replace(result, skipped_levels=tuple(attempts)), findings
+                return replace(result, skipped_levels=tuple(attempts)), findings + init_findings(result)
             attempts.append(result)
     except CommandError as exc:
         return SmokeResult(run=False, why=exc.render(), skipped_levels=tuple(attempts)), []

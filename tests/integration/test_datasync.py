@@ -6,6 +6,7 @@ the real parameters), and checks the staging bucket and the exact DataSync
 requests instead of files on EFS."""
 from __future__ import annotations
 
+import base64
 import contextlib
 import dataclasses
 import hashlib
@@ -55,13 +56,27 @@ def aws(moto_server, monkeypatch):
         return {"LocationArn": made["LocationArn"]}
 
     datasync.create_location_efs = create_location_efs
+    # moto's second gap: no ListTagsForResource. The tags each create call sent are kept here and answered as DataSync
+    # documents it (ListTagsForResource: Tags, a list of Key/Value)
+    tags: dict[str, list] = {}
+    def keeping_tags(real, key):
+        def tagged(**params):
+            made = real(**params)
+            tags[made[key]] = params.get("Tags", [])
+            return made
+        return tagged
+
+    for name, key in (("create_task", "TaskArn"), ("create_location_s3", "LocationArn"), ("create_location_efs", "LocationArn")):
+        setattr(datasync, name, keeping_tags(getattr(datasync, name), key))
+    datasync.list_tags_for_resource = lambda ResourceArn, **_: {"Tags": tags.get(ResourceArn, [])}
     return Clients(s3=s3, datasync=datasync, calls=calls)
 
 
-def _project(project, wheelhouse, reqs):
+def _project(project, wheelhouse, reqs, access_point=True):
     # every test stages under its own prefix: the server (and bucket) outlive a test
+    ap = f'access_point_arn = "{AP}"\n' if access_point else ""
     sync = (f'[sync]\nmethod = "datasync"\n\n[sync.datasync]\nbucket = "{BUCKET}"\nprefix = "{project.name}/hoist-staging"\nregion = "us-east-1"\n'
-            f'file_system_arn = "{FS}"\naccess_point_arn = "{AP}"\nsubnet_arn = "{SUBNET}"\nsecurity_group_arns = ["{SG}"]\ns3_role_arn = "{ROLE}"\n\n[efs]')
+            f'file_system_arn = "{FS}"\n{ap}subnet_arn = "{SUBNET}"\nsecurity_group_arns = ["{SG}"]\ns3_role_arn = "{ROLE}"\n\n[efs]')
     write_pipeline(project, wheelhouse, {"[efs]": sync})
     return lock_and_build(project, reqs)
 
@@ -84,7 +99,10 @@ def test_stage_copy_verify_then_mark(project, wheelhouse, aws):
 
     base = f"{project.name}/hoist-staging/envs/{plan.version}/"
     staged = _objects(aws, base)
-    assert base + ".hoist-complete" in staged and base + "manifest.json" in staged
+    assert base + "manifest.json" in staged
+    # the completeness record: keyed by the file system, the access point and efs.root, outside what a lifecycle rule expires
+    record_key = f"{project.name}/hoist-staging/complete/fs-0123456789abcdef0/fsap-0123456789abcdef0/~hoist/{plan.version}.json"
+    assert json.loads(aws.s3.get_object(Bucket=BUCKET, Key=record_key)["Body"].read())["file_system_id"] == "fs-0123456789abcdef0"
     for archive in manifest["archives"]:  # staged with the bytes the manifest names
         body = aws.s3.get_object(Bucket=BUCKET, Key=base + "archives/" + archive["name"])["Body"].read()
         assert hashlib.sha256(body).hexdigest() == archive["sha256"]
@@ -108,7 +126,10 @@ def test_stage_copy_verify_then_mark(project, wheelhouse, aws):
     efs = next(params for name, params in aws.calls if name == "CreateLocationEfs")
     # through the writer access point, whose root is efs.root: the version is /envs/<hash> for DataSync, never /hoist/envs/<hash>
     assert efs == {"EfsFilesystemArn": FS, "Subdirectory": f"/envs/{plan.version}", "Ec2Config": {"SubnetArn": SUBNET, "SecurityGroupArns": [SG]},
-                   "InTransitEncryption": "TLS1_2", "AccessPointArn": AP}
+                   "InTransitEncryption": "TLS1_2", "AccessPointArn": AP,
+                   "Tags": [{"Key": "hoist:staging", "Value": f"s3://{BUCKET}/{project.name}/hoist-staging/"}, {"Key": "hoist:version", "Value": plan.version}]}
+    # every task and location carries the tags the sweep finds a killed run's leftovers by
+    assert all(p["Tags"] == efs["Tags"] for name, p in aws.calls if name in ("CreateTask", "CreateLocationS3"))
     s3_locations = [params for name, params in aws.calls if name == "CreateLocationS3"]
     assert [p["Subdirectory"] for p in s3_locations] == [f"/{project.name}/hoist-staging/envs/{plan.version}/", f"/{project.name}/hoist-staging/markers/{plan.version}/"]
     assert {p["S3BucketArn"] for p in s3_locations} == {f"arn:aws:s3:::{BUCKET}"}
@@ -125,7 +146,8 @@ def test_stage_copy_verify_then_mark(project, wheelhouse, aws):
 def test_a_version_not_fully_staged_starts_no_task(project, wheelhouse, aws):
     cfg = _project(project, wheelhouse, "purepkg==2.0\n")
     plan, c = stage.datasync_plan(cfg, aws=aws)
-    broken = dataclasses.replace(plan, expected=(*plan.expected, ("archives/lost-0000.hz", "0" * 32)))
+    lost = dataclasses.replace(plan.expected[0], path="archives/lost-0000.hz")
+    broken = dataclasses.replace(plan, expected=(*plan.expected, lost))
     with pytest.raises(SyncError) as err:
         stage.datasync_apply(broken, c, cfg, poll_s=0)
     assert "not staged: archives/lost-0000.hz" in str(err.value) and "nothing was copied to EFS" in str(err.value)
@@ -192,7 +214,7 @@ def test_a_new_version_uploads_only_new_content(project, wheelhouse, aws):
     assert {item.path.removeprefix("site-packages/") for item in second.upload if item.path.startswith("site-packages/")} == new_tree  # only nativepkg
     done = stage.datasync_apply(second, c, cfg, poll_s=0)
     staged = _objects(aws, f"{project.name}/hoist-staging/envs/{second.version}/")
-    assert len(staged) == len(second.upload) + len(second.copy) + 2  # the whole version (tree, archives), the manifest and the marker
+    assert len(staged) == len(second.upload) + len(second.copy) + 1  # the whole version (tree, archives) and the manifest; the record lives under complete/
     # the result says what was published and what travelled: the uploaded objects' bytes as S3 holds them, the copies inside S3
     made = json.loads(second.manifest.read_text())
     uploaded = sum(staged[f"{project.name}/hoist-staging/envs/{second.version}/{item.path}"]["Size"] for item in second.upload)
@@ -233,7 +255,7 @@ def test_a_failed_execution_names_it_and_marks_nothing(project, wheelhouse, aws,
         stage.datasync_apply(plan, c, cfg, poll_s=0)
     text = str(err.value)
     assert "execution arn:aws:datasync" in text and "SyncTaskErrorLocationNotAdded" in text and "mount target not reachable" in text
-    assert f"{project.name}/hoist-staging/envs/{plan.version}/.hoist-complete" not in _objects(aws, f"{project.name}/hoist-staging/envs/")
+    assert _objects(aws, f"{project.name}/hoist-staging/complete/") == {}
     assert stage.datasync_plan(cfg, aws=aws)[0].action == "transfer"
     names = [name for name, _ in aws.calls]
     after = names[names.index("StartTaskExecution"):]
@@ -260,7 +282,152 @@ def test_a_task_that_never_becomes_available_names_the_network_path(project, whe
 def test_expired_credentials_say_so(project, wheelhouse, aws):
     cfg = _project(project, wheelhouse, "purepkg==2.0\n")
     with Stubber(aws.s3) as stub:
-        stub.add_client_error("list_objects_v2", service_error_code="ExpiredToken", service_message="The provided token has expired.")
+        stub.add_client_error("get_object", service_error_code="ExpiredToken", service_message="The provided token has expired.")
         with pytest.raises(SyncError) as err:
             stage.datasync_plan(cfg, aws=aws)
     assert "credentials have expired" in str(err.value) and "aws sso login" in str(err.value)
+
+
+def test_complete_means_complete_in_that_place_file_system_access_point_and_root(project, wheelhouse, aws):
+    """Issue 23, 1: after a teardown and deploy (new file system), a replaced access point or another efs.root,
+    the same version is not on the new place; the record of the old one must not make the sync skip it."""
+    from sync.datasync import plan_datasync
+
+    cfg = _project(project, wheelhouse, "purepkg==2.0\n")
+    plan, c = stage.datasync_plan(cfg, aws=aws)
+    stage.datasync_apply(plan, c, cfg, poll_s=0)
+    ds = cfg.sync.datasync
+    again = lambda dcfg, root=cfg.efs.root: plan_datasync(c, dcfg, root, plan.tree, plan.manifest).action  # noqa: E731
+    assert again(ds) == "up-to-date"
+    assert again(ds.model_copy(update={"file_system_arn": FS.replace("fs-0123456789abcdef0", "fs-0fedcba987654321f")})) == "transfer"
+    assert again(ds.model_copy(update={"access_point_arn": AP.replace("fsap-0123456789abcdef0", "fsap-0aaaaaaaaaaaaaaaa")})) == "transfer"
+    assert again(ds, "/other-root") == "transfer"
+
+
+def test_a_version_rsync_published_is_up_to_date_for_datasync_with_the_same_mtimes_and_gc_drops_its_record(project, wheelhouse, aws):
+    """Issue 23, 9: the local/bastion methods write the same record in the staging bucket (the marker's own text), so
+    the first DataSync release of that tree plans nothing; and DataSync stages each file's own mtime, the one rsync kept
+    (-a), so TransferMode CHANGED would find every file unchanged (DataSync User Guide, "Configuring how to handle files,
+    objects, and metadata": CHANGED copies only data and metadata that differ)."""
+    from pipeline.records import load_manifest
+    from sync.datasync import _staged_file, posix_metadata, version_files
+    from sync.efs import MARKER, GcPlan, Version
+
+    cfg = _project(project, wheelhouse, "nativepkg==1.0\n", access_point=False)  # DataSync on the file system's root, as the local folder stands for it
+    local, remote = stage.plan(cfg, method="local")
+    stage.apply(local, remote, cfg, s3=aws.s3)
+    on_efs = project / ".hoist-efs" / "hoist" / "envs" / local.version
+    plan, _ = stage.datasync_plan(cfg, aws=aws)
+    assert plan.action == "up-to-date" and plan.location.access_point_id is None
+    record_key = f"{project.name}/hoist-staging/complete/fs-0123456789abcdef0/no-access-point/~hoist/{local.version}.json"
+    assert aws.s3.get_object(Bucket=BUCKET, Key=record_key)["Body"].read() == (on_efs / MARKER).read_bytes()  # one record, two places
+    for rel, path, size, mode in version_files(local.source, load_manifest(local.manifest)):
+        assert posix_metadata(_staged_file(rel, path, size, mode))["file-mtime"] == f"{(on_efs / rel).stat().st_mtime_ns}ns", rel
+
+    gone = GcPlan(base=str(on_efs.parent), remove=(Version(local.version, True, 0, None),), keep=(), where="this machine")
+    stage.gc_apply(gone, remote, cfg, s3=aws.s3)
+    assert not on_efs.exists() and stage.datasync_plan(cfg, aws=aws)[0].action == "transfer"  # a collected version is not complete anywhere
+
+
+def test_sse_kms_etags_are_not_md5_and_the_staged_check_compares_sha256_checksums(project, wheelhouse, aws):
+    """Issue 23, 4: an SSE-KMS object's ETag is not an MD5 of its data (S3 API Reference, "Object", ETag: objects
+    encrypted by SSE-C or SSE-KMS have ETags that are not an MD5 digest). moto returns MD5s, so the bucket's answers
+    are given KMS-like ETags here; S3's SHA-256 checksums (ChecksumSHA256 on put, HeadObject ChecksumMode ENABLED)
+    are what moto keeps as S3 does. A same-size object with other bytes, already staged, is found and sent again."""
+    cfg = _project(project, wheelhouse, "purepkg==2.0\n")
+    plan, c = stage.datasync_plan(cfg, aws=aws)
+    wrong = next(item for item in plan.upload if item.size > 0)
+    aws.s3.put_object(Bucket=BUCKET, Key=plan.prefix + wrong.path, Body=b"x" * wrong.size)  # a guess the plan cannot tell apart
+    plan, c = stage.datasync_plan(cfg, aws=aws)
+    assert plan.present == 1
+
+    def kms_etags(parsed, **_):
+        for obj in parsed.get("Contents", []):
+            obj["ETag"] = '"' + os.urandom(16).hex() + '"'
+        if "ETag" in parsed:
+            parsed["ETag"] = '"' + os.urandom(16).hex() + '"'
+
+    for op in ("ListObjectsV2", "HeadObject", "PutObject", "CopyObject"):
+        aws.s3.meta.events.register(f"after-call.s3.{op}", kms_etags)
+    stage.datasync_apply(plan, c, cfg, poll_s=0)
+    body = aws.s3.get_object(Bucket=BUCKET, Key=plan.prefix + wrong.path)["Body"].read()
+    assert hashlib.sha256(body).hexdigest() == wrong.sha256  # the wrong bytes were replaced before any task ran
+    head = aws.s3.head_object(Bucket=BUCKET, Key=plan.prefix + wrong.path, ChecksumMode="ENABLED")
+    assert head["ChecksumSHA256"] == base64.b64encode(bytes.fromhex(wrong.sha256)).decode()
+
+
+def test_a_multipart_object_is_compared_by_its_composite_checksum(aws, tmp_path):
+    """S3 User Guide, "Checking object integrity": a multipart object's checksum is the checksum of its parts'
+    checksums ("-<parts>" on AWS). moto computes it the same way; Hoist's composite of the local file must match it."""
+    from sync.datasync import composite_sha256
+
+    parts = [os.urandom(5 * 1024 * 1024), os.urandom(1000)]
+    local = tmp_path / "blob"
+    local.write_bytes(b"".join(parts))
+    up = aws.s3.create_multipart_upload(Bucket=BUCKET, Key="composite/blob", ChecksumAlgorithm="SHA256")
+    done = [{"PartNumber": i, **{k: v for k, v in aws.s3.upload_part(Bucket=BUCKET, Key="composite/blob", UploadId=up["UploadId"], PartNumber=i, Body=p,
+                                                                   ChecksumAlgorithm="SHA256").items() if k in ("ETag", "ChecksumSHA256")}}
+            for i, p in enumerate(parts, 1)]
+    aws.s3.complete_multipart_upload(Bucket=BUCKET, Key="composite/blob", UploadId=up["UploadId"], MultipartUpload={"Parts": done})
+    theirs = aws.s3.head_object(Bucket=BUCKET, Key="composite/blob", ChecksumMode="ENABLED")["ChecksumSHA256"]
+    ours = composite_sha256(local, [len(p) for p in parts])
+    assert ours.endswith("-2") and ours.split("-")[0] == theirs.split("-")[0]
+    assert composite_sha256(local, [len(b"".join(parts))]).split("-")[0] != theirs.split("-")[0]  # like with like: the full-object digest is another value
+
+
+def test_the_lifecycle_rule_expires_staging_keeps_other_rules_and_never_covers_a_record(project, wheelhouse, aws):
+    """Issue 23, 17. PutBucketLifecycleConfiguration replaces the whole configuration (S3 API Reference), so the
+    user's own rules are read and kept; a rule's Filter.Prefix covers every key that starts with it."""
+    from sync import record
+    from sync.datasync import ensure_lifecycle
+
+    cfg = _project(project, wheelhouse, "purepkg==2.0\n")
+    ds = cfg.sync.datasync
+    theirs = {"ID": "their-logs", "Filter": {"Prefix": "logs/"}, "Status": "Enabled", "Expiration": {"Days": 90}}
+    aws.s3.put_bucket_lifecycle_configuration(Bucket=BUCKET, LifecycleConfiguration={"Rules": [theirs]})
+    try:
+        assert ensure_lifecycle(aws, ds) is True
+        rules = aws.s3.get_bucket_lifecycle_configuration(Bucket=BUCKET)["Rules"]
+        assert any(r["ID"] == "their-logs" for r in rules)
+        prefixes = {r["Filter"]["Prefix"] for r in rules}
+        assert f"{ds.prefix}/envs/" in prefixes and f"{ds.prefix}/markers/" in prefixes
+        key = record.key(ds.prefix, record.datasync_location(ds, cfg.efs.root), "a" * 64)
+        assert not any(key.startswith(p) for p in prefixes)
+        assert ensure_lifecycle(aws, ds) is False  # already there: not put again
+    finally:
+        aws.s3.delete_bucket_lifecycle(Bucket=BUCKET)
+
+
+def test_the_sweep_removes_what_a_killed_run_left_and_nothing_a_live_run_or_another_prefix_uses(project, wheelhouse, aws):
+    """Issue 23, 17: a SIGKILL skips the run's own clean-up; its tagged tasks and locations go with the next run
+    (or efs-gc). Tasks before locations: a location a task uses cannot be deleted (DataSync API, DeleteLocation)."""
+    import platform
+
+    from sync.datasync import sweep, tags
+
+    cfg = _project(project, wheelhouse, "purepkg==2.0\n")
+    ds = cfg.sync.datasync
+
+    def leftover(version, staging_tags):
+        src = aws.datasync.create_location_s3(S3BucketArn=f"arn:aws:s3:::{BUCKET}", Subdirectory=f"/{version}", S3Config={"BucketAccessRoleArn": ROLE},
+                                              Tags=staging_tags)["LocationArn"]
+        dst = aws.datasync.create_location_s3(S3BucketArn=f"arn:aws:s3:::{BUCKET}", Subdirectory=f"/{version}-dst", S3Config={"BucketAccessRoleArn": ROLE},
+                                              Tags=staging_tags)["LocationArn"]
+        task = aws.datasync.create_task(SourceLocationArn=src, DestinationLocationArn=dst, Name=version, Tags=staging_tags)["TaskArn"]
+        return {task, src, dst}
+
+    killed = leftover("d" * 64, tags(ds, "d" * 64))
+    running = leftover("e" * 64, tags(ds, "e" * 64))
+    aws.s3.put_object(Bucket=BUCKET, Key=f"{ds.prefix}/locks/{'e' * 64}.lock", Body=f"{platform.node()}:{os.getpid()}:{int(time.time())}".encode())
+    other = leftover("f" * 64, [{"Key": "hoist:staging", "Value": f"s3://{BUCKET}/someone-else/"}, {"Key": "hoist:version", "Value": "f" * 64}])
+    removed = sweep(aws, ds)
+    assert set(removed) == killed
+    assert [a for a in removed if ":task/" in a] == removed[:1]  # the task first
+    left = {t["TaskArn"] for t in aws.datasync.list_tasks()["Tasks"]} | {loc["LocationArn"] for loc in aws.datasync.list_locations()["Locations"]}
+    assert running | other <= left and not killed & left
+    for arn in running | other:  # leave the shared server clean for the other tests
+        if ":task/" in arn:
+            aws.datasync.delete_task(TaskArn=arn)
+    for arn in running | other:
+        if ":task/" not in arn:
+            aws.datasync.delete_location(LocationArn=arn)

@@ -279,9 +279,11 @@ def test_a_stack_that_creates_its_file_system_asks_for_storage_first(tmp_path, w
 
 
 def test_rollback_moves_the_alias_to_the_previous_version_or_the_one_asked(project, clients):
-    c, _ = clients
+    c, stub = clients
     cfg = load(project)
     lambda_function(c.lambda_, versions=3, live="3")
+    for _ in range(4):  # each plan reads the stack's access point (a replaced one is refused)
+        stub.add_response("describe_stacks", stack_doc("UPDATE_COMPLETE"), {"StackName": NAME})
     move = stage.plan_rollback(cfg, c)
     assert (move.from_version, move.to.version, move.to.efs_version) == ("3", "2", f"{2:064x}")
     stage.apply_rollback(cfg, c, move)
@@ -514,3 +516,73 @@ def test_a_validation_error_during_deploy_is_one_clear_error_naming_rule_and_fil
     assert "invoke validate --target arm" in text
     assert keys(c.s3) == set()  # nothing uploaded
     assert not (tmp_path / "p" / ".hoist-efs").exists()  # nothing synced
+
+
+def _vpc(ec2, zones):
+    vpc = ec2.create_vpc(CidrBlock="198.19.0.0/16")["Vpc"]["VpcId"]  # RFC 2544 benchmarking range, inside moto only
+    subnets = [ec2.create_subnet(VpcId=vpc, CidrBlock=f"198.19.{i}.0/24", AvailabilityZone=zone)["Subnet"]["SubnetId"] for i, zone in enumerate(zones)]
+    return vpc, subnets
+
+
+def _storage_project(tmp_path, wheelhouse, vpc, subnets, route_tables=("rtb-0123456789abcdef0",)):
+    deploy_project(tmp_path, wheelhouse)
+    path = tmp_path / "pipeline.toml"
+    path.write_text(path.read_text().replace('vpc_id = "vpc-0123456789abcdef0"', f'vpc_id = "{vpc}"')
+                    .replace('subnet_ids = ["subnet-0123456789abcdef0", "subnet-0123456789abcdef1"]', f"subnet_ids = {json.dumps(subnets)}")
+                    .replace('route_table_ids = ["rtb-0123456789abcdef0"]', f"route_table_ids = {json.dumps(list(route_tables))}"))
+    return load(tmp_path)
+
+
+def test_a_zone_keeps_its_mount_target_s_subnet_and_a_change_set_replacing_one_is_refused(tmp_path, wheelhouse, clients):
+    """Issue 23, 2. AWS::EFS::MountTarget SubnetId: "Update requires: Replacement" (CloudFormation template reference);
+    CloudFormation creates the replacement before deleting the old one (User Guide, "Update behaviors of stack
+    resources"); EFS allows one mount target per Availability Zone (CreateMountTarget: MountTargetConflict). So
+    reordering subnet_ids within a zone must not change that zone's SubnetId, and a change set that would still
+    replace a mount target is refused (and deleted) at plan. moto's EFS answers DescribeMountTargets."""
+    c, stub = clients
+    ec2 = aws.client(aws.session(REGION), "ec2")
+    vpc, (b1, b2, c1) = _vpc(ec2, ("eu-west-1b", "eu-west-1b", "eu-west-1c"))
+    fs = c.efs.create_file_system(CreationToken=f"hoist-{tmp_path.name}")["FileSystemId"]
+    for subnet in (b1, c1):  # what the first deploy, listing b1 first, made
+        c.efs.create_mount_target(FileSystemId=fs, SubnetId=subnet)
+    cfg = _storage_project(tmp_path, wheelhouse, vpc, [b2, b1, c1])  # b2 now comes first in zone b
+    live = {"StackName": NAME, "StackId": STACK_ARN, "CreationTime": T0, "StackStatus": "UPDATE_COMPLETE", "Outputs": [{"OutputKey": "FileSystemId", "OutputValue": fs}]}
+
+    def plan_with(changes, refused=False):
+        stub.add_response("describe_stacks", {"Stacks": [live]}, {"StackName": NAME})
+        stub.add_response("list_stack_resources", {"StackResourceSummaries": []}, {"StackName": NAME})
+        stub.add_response("create_change_set", {"Id": CS_ARN, "StackId": STACK_ARN})
+        stub.add_response("describe_change_set", {"ChangeSetId": CS_ARN, "Status": "CREATE_COMPLETE", "Changes": [{"Type": "Resource", "ResourceChange": rc} for rc in changes]})
+        if refused:
+            stub.add_response("delete_change_set", {}, {"ChangeSetName": CS_ARN, "StackName": NAME})
+        return Deployer(cfg, "arm", dataclasses.replace(c, ec2=ec2), poll_s=0).plan(storage_only=True)
+
+    plan = plan_with([])
+    template = json.loads(plan.template_path.read_text())
+    targets = {k: r["Properties"]["SubnetId"] for k, r in template["Resources"].items() if r["Type"] == "AWS::EFS::MountTarget"}
+    assert targets == {"MountTargetEuWest1b": b1, "MountTargetEuWest1c": c1}  # the live subnet, not the first listed
+
+    replaced = {"Action": "Modify", "LogicalResourceId": "MountTargetEuWest1b", "ResourceType": "AWS::EFS::MountTarget", "Replacement": "True",
+                "Details": [{"Target": {"Attribute": "Properties", "Name": "IpAddress"}}]}
+    with pytest.raises(DeployError) as err:
+        plan_with([replaced], refused=True)
+    text = str(err.value)
+    assert "MountTargetEuWest1b would be replaced" in text and "one per Availability Zone" in text and "change set was deleted" in text
+    assert f"eu-west-1b: {b1}" in text and "delete-mount-target" in text
+
+
+def test_an_s3_gateway_endpoint_already_on_the_route_tables_is_refused_at_plan(tmp_path, wheelhouse, clients):
+    """Issue 23, 3. A gateway endpoint adds a route to each of its route tables whose destination is the service's
+    prefix list (Amazon VPC, "Gateway endpoints", routing); a table has one route per destination, so the stack's
+    own S3 endpoint on a table another endpoint already routes fails. moto's EC2 answers DescribeVpcEndpoints."""
+    c, stub = clients
+    ec2 = aws.client(aws.session(REGION), "ec2")
+    vpc, subnets = _vpc(ec2, ("eu-west-1b",))
+    table = ec2.create_route_table(VpcId=vpc)["RouteTable"]["RouteTableId"]
+    theirs = ec2.create_vpc_endpoint(VpcId=vpc, ServiceName=f"com.amazonaws.{REGION}.s3", VpcEndpointType="Gateway", RouteTableIds=[table])["VpcEndpoint"]["VpcEndpointId"]
+    cfg = _storage_project(tmp_path, wheelhouse, vpc, subnets, [table])
+    stub.add_client_error("describe_stacks", "ValidationError", f"Stack with id {NAME} does not exist")
+    with pytest.raises(DeployError) as err:
+        Deployer(cfg, "arm", dataclasses.replace(c, ec2=ec2), poll_s=0).plan(storage_only=True)
+    text = str(err.value)
+    assert theirs in text and table in text and "set s3_endpoint = false" in text

@@ -190,6 +190,21 @@ def test_region_is_checked_offline_against_botocore(tmp_path, wheelhouse, monkey
     assert "deploy.region" in text and "unknown AWS region 'eu-west1'" in text and 'region = "eu-west-1"' in text
 
 
+@pytest.mark.parametrize("region", ["ap-southeast-6", "ca-west-1", "mx-central-1"])
+def test_a_region_where_lambda_cannot_mount_efs_is_refused(tmp_path, wheelhouse, region):
+    """Issue 23, 15. Lambda Developer Guide, "Configuring file system access for Lambda functions", Supported Regions:
+    all commercial regions except New Zealand, Taipei, Malaysia, Mexico (Central), Thailand and Canada West (Calgary)."""
+    from tests.deploy_support import deploy_project
+
+    path = deploy_project(tmp_path, wheelhouse)
+    path.write_text(path.read_text().replace('region = "eu-west-1"', f'region = "{region}"'))
+    with pytest.raises(ConfigError) as err:
+        config.load(path)
+    text = str(err.value)
+    assert "deploy.region" in text and f"Lambda cannot mount EFS in {region}" in text and "fix" in text
+    assert region in config.aws_regions()  # botocore knows it: refused for EFS, not as a typo
+
+
 def test_a_target_has_its_own_indexes_and_pins(project, wheelhouse):
     path = write_pipeline(project, wheelhouse, {'arch = "arm64"': 'arch = "arm64"\noverride = ["purepkg==2.0"]\ntorch_backend = "cpu"\n'
                                                 '[[targets.arm.index]]\nname = "pytorch-cpu"\nurl = "https://download.pytorch.org/whl/cpu"\npackages = ["Torch"]'})

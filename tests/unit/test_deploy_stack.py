@@ -256,3 +256,92 @@ def test_a_service_role_is_passed_as_role_arn_so_cloudformation_acts_as_it(cfn):
     stub.add_response("describe_change_set", {"ChangeSetId": CS_ARN, "Status": "CREATE_COMPLETE", "Changes": []}, {"ChangeSetName": CS_ARN, "StackName": NAME})
     plan = stack.plan(client, stack.StackState(name=NAME, status=None), "{}", poll_s=0, role_arn=role)
     assert plan.change_set_id == CS_ARN
+
+
+def test_a_rollback_target_with_a_replaced_access_point_or_a_collected_efs_version_is_refused(stubbed):
+    """Issue 23, 16. A published version's configuration, FileSystemConfigs included, is fixed (Lambda Developer
+    Guide, "Function versions": a version's code and settings are locked); ListVersionsByFunction returns each
+    version's FileSystemConfigs and Environment. Pointing the alias at a version whose access point was replaced,
+    or whose EFS version efs-gc removed, would leave the function without its tree."""
+    from deploy import alias
+
+    lam, stub = stubbed("lambda")
+    old_ap = "arn:aws:elasticfilesystem:eu-west-1:123456789012:access-point/fsap-00000000000000001"
+    new_ap = "arn:aws:elasticfilesystem:eu-west-1:123456789012:access-point/fsap-00000000000000002"
+
+    def version(n, ap, efs):
+        return {"FunctionName": "fn", "Version": str(n), "Description": f"release {n}", "Environment": {"Variables": {"HOIST_EFS_VERSION": efs}},
+                "FileSystemConfigs": [{"Arn": ap, "LocalMountPath": "/mnt/hoist"}]}
+
+    listing = {"Versions": [{"FunctionName": "fn", "Version": "$LATEST"}, version(1, old_ap, "a" * 64), version(2, new_ap, "b" * 64), version(3, new_ap, "c" * 64)]}
+
+    def expect():
+        stub.add_response("get_alias", {"Name": "live", "FunctionVersion": "3"}, {"FunctionName": "fn", "Name": "live"})
+        stub.add_response("list_versions_by_function", listing, {"FunctionName": "fn"})
+
+    expect()
+    with pytest.raises(DeployError) as err:
+        alias.plan_rollback(lam, "fn", "1", access_point_arn=new_ap)
+    assert "fsap-00000000000000001" in str(err.value) and "replaced" in str(err.value) and "--to" in str(err.value)
+    expect()
+    with pytest.raises(DeployError) as err:
+        alias.plan_rollback(lam, "fn", None, access_point_arn=new_ap, efs_present=lambda v: v != "b" * 64)
+    assert "bbbbbbbbbbbbbbbb" in str(err.value) and "collected" in str(err.value) and "sync-efs" in str(err.value)
+    expect()
+    move = alias.plan_rollback(lam, "fn", None, access_point_arn=new_ap, efs_present=lambda v: True)
+    assert move.to.version == "2" and move.to.access_point_arn == new_ap
+
+
+def test_a_kms_encrypted_artifact_bucket_gives_the_function_kms_decrypt_on_its_key_or_is_refused(stubbed, tmp_path, wheelhouse):
+    """Issue 23, 4. Reading an SSE-KMS object needs kms:Decrypt on its key (S3 User Guide, "Using server-side
+    encryption with AWS KMS keys"); GetBucketEncryption names the bucket's default key (KMSMasterKeyID: key id,
+    key ARN or alias; absent for the AWS managed aws/s3 key, whose key policy admits the account through S3)."""
+    from deploy.artifacts import model_key_arn
+    from deploy.template import render
+    from tests.deploy_support import deploy_project, load, release
+
+    s3, stub = stubbed("s3")
+    key = "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+
+    def encryption(algorithm, key_id=None):
+        default = {"SSEAlgorithm": algorithm, **({"KMSMasterKeyID": key_id} if key_id else {})}
+        stub.add_response("get_bucket_encryption", {"ServerSideEncryptionConfiguration": {"Rules": [{"ApplyServerSideEncryptionByDefault": default}]}},
+                          {"Bucket": "hoist-artifacts"})
+
+    encryption("aws:kms", key)
+    assert model_key_arn(s3, "hoist-artifacts", "eu-west-1") == key
+    encryption("AES256")
+    assert model_key_arn(s3, "hoist-artifacts", "eu-west-1") is None
+    encryption("aws:kms")  # the AWS managed key
+    assert model_key_arn(s3, "hoist-artifacts", "eu-west-1") is None
+    encryption("aws:kms", "1234abcd-12ab-34cd-56ef-1234567890ab")
+    assert model_key_arn(s3, "hoist-artifacts", "eu-west-1") == "arn:aws:kms:eu-west-1:${AWS::AccountId}:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+    encryption("aws:kms", "alias/org-default")
+    with pytest.raises(DeployError) as err:
+        model_key_arn(s3, "hoist-artifacts", "eu-west-1")
+    assert "alias" in str(err.value) and "describe-key" in str(err.value)
+
+    deploy_project(tmp_path, wheelhouse)
+    template = render(load(tmp_path), release(), model_key_arn=key)
+    statements = template["Resources"]["FunctionRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+    decrypt = next(s for s in statements if s.get("Sid") == "DecryptModel")
+    assert decrypt["Action"] == ["kms:Decrypt"] and decrypt["Resource"] == key and decrypt["Condition"]["StringEquals"]["kms:ViaService"] == "s3.eu-west-1.amazonaws.com"
+    plain = render(load(tmp_path), release())
+    assert not any(s.get("Sid") == "DecryptModel" for s in plain["Resources"]["FunctionRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"])
+
+
+def test_datasync_settings_that_name_another_file_system_or_access_point_than_the_stack_are_found(tmp_path, wheelhouse):
+    """Issue 23, 1: after a teardown and deploy the stack's file system is a new one (DeletionPolicy Retain keeps the old
+    one and does not re-adopt it); [sync.datasync] still naming the old one would sync where the function does not look."""
+    from deploy.stage import datasync_mismatch
+    from tests.deploy_support import deploy_project, load
+
+    fs, ap = "arn:aws:elasticfilesystem:eu-west-1:123456789012:file-system/fs-0123456789abcdef0", "arn:aws:elasticfilesystem:eu-west-1:123456789012:access-point/fsap-0123456789abcdef0"
+    datasync = (f'[sync.datasync]\nbucket = "b-staging"\nregion = "eu-west-1"\nfile_system_arn = "{fs}"\naccess_point_arn = "{ap}"\n'
+                'file_system_role_arn = "arn:aws:iam::123456789012:role/sync"\nsubnet_arn = "arn:aws:ec2:eu-west-1:123456789012:subnet/subnet-0123"\n'
+                'security_group_arns = ["arn:aws:ec2:eu-west-1:123456789012:security-group/sg-0123"]\ns3_role_arn = "arn:aws:iam::123456789012:role/s3"\n\n[efs]')
+    deploy_project(tmp_path, wheelhouse, replace={"[efs]": datasync})
+    cfg = load(tmp_path)
+    assert datasync_mismatch(cfg, {"FileSystemId": "fs-0123456789abcdef0", "WriterAccessPointArn": ap}) == []
+    found = datasync_mismatch(cfg, {"FileSystemId": "fs-0fedcba9876543210", "WriterAccessPointArn": ap.replace("abcdef0", "abcdef9")})
+    assert len(found) == 2 and "fs-0fedcba9876543210" in found[0] and "abcdef9" in found[1]

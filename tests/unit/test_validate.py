@@ -272,3 +272,19 @@ def test_a_passed_smoke_test_under_a_failed_verdict_says_the_static_checks_faile
     text = out.getvalue()
     assert "smoke test level 1 on x86_64 (CPython 3.13.1): passed" in text and "distance from Lambda" not in text  # no distance to tell
     assert text.rstrip().splitlines()[-1] == "FAILED (the static checks above; the smoke test passed): 1 errors, 0 warnings, 0 notes"
+
+
+def test_the_smoke_test_reports_its_init_and_warns_past_lambda_s_10_s_only_on_the_target_s_own_cpu():
+    """Issue 23, 14. Lambda stops an on-demand function's init after 10 s and runs it again as part of the first
+    invoke (Lambda Developer Guide, execution environment lifecycle). A report, not a timed test: the figures here
+    are given, not measured. An emulated CPU's figure is said to be emulated and warns of nothing."""
+    from pipeline.targets import init_report
+    from validate.smoke import init_findings
+
+    slow = checks.SmokeResult(run=True, level=2, init_ms=12_500.0, machine="x86_64", emulated=False)
+    (finding,) = init_findings(slow)
+    assert finding.severity == "warning" and "12.5 s" in finding.message and "first invoke" in finding.message
+    assert init_findings(checks.SmokeResult(run=True, level=3, init_ms=95_000.0, machine="aarch64", emulated=True)) == []
+    assert init_findings(checks.SmokeResult(run=True, level=2, init_ms=9_900.0, machine="x86_64", emulated=False)) == []
+    assert "emulated CPU" in init_report(95_000.0, emulated=True)[0] and "target's own CPU" in init_report(900.0, emulated=False)[0]
+    assert init_report(12_000.0, emulated=False, lambda_target=False)[1] is None  # a local target is not bound by Lambda's init

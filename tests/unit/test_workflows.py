@@ -97,8 +97,9 @@ def test_release_runs_on_tags_or_by_hand_with_least_permissions_and_never_overla
     assert on["push"]["tags"] == ["v*"] and on["workflow_dispatch"]["inputs"]["environment"]["type"] == "environment"
     assert wf["permissions"] == {}
     assert wf["concurrency"]["cancel-in-progress"] is False and "release" in wf["concurrency"]["group"]
-    (job,) = wf["jobs"].values()
+    job = wf["jobs"]["release"]
     assert job["permissions"] == {"contents": "read", "id-token": "write"}
+    assert wf["jobs"]["runner"]["permissions"] == {"contents": "read"}  # picking the runner needs no token
     assert "inputs.environment" in job["environment"]
     steps = job["steps"]
     runs = [s.get("run", "") for s in steps]
@@ -107,7 +108,8 @@ def test_release_runs_on_tags_or_by_hand_with_least_permissions_and_never_overla
     creds = next(i for i, s in enumerate(steps) if s.get("uses", "").startswith("aws-actions/configure-aws-credentials@"))
     assert order[1] < creds < order[2], "credentials are assumed only after build and validate, right before deploy"
     assert steps[creds]["with"]["role-to-assume"] == "${{ vars.HOIST_DEPLOY_ROLE_ARN }}"
-    assert any(s.get("uses", "").startswith("docker/setup-qemu-action@") for s in steps)
+    qemu = next(s for s in steps if s.get("uses", "").startswith("docker/setup-qemu-action@"))
+    assert qemu["if"] == "needs.runner.outputs.emulate == 'true'" and job["runs-on"] == "${{ needs.runner.outputs.label }}"
     assert all(s["with"]["persist-credentials"] is False for s in steps if s.get("uses", "").startswith("actions/checkout@"))
 
 
@@ -171,9 +173,30 @@ def test_the_release_credentials_outlast_the_job():
     timeout-minutes; AssumeRoleWithWebIdentity refuses a duration over the role's MaxSessionDuration (IAM API reference,
     AssumeRoleWithWebIdentity, DurationSeconds)."""
     wf = load("release.yml")
-    (job,) = wf["jobs"].values()
+    job = wf["jobs"]["release"]
     creds = next(s for s in job["steps"] if s.get("uses", "").startswith("aws-actions/configure-aws-credentials@"))
     duration = int(creds["with"]["role-duration-seconds"])
     assert duration >= job["timeout-minutes"] * 60
     bootstrap = json.loads((REPO / "deploy" / "policies" / "bootstrap.json").read_text())
     assert duration <= bootstrap["Resources"]["DeployerRole"]["Properties"]["MaxSessionDuration"] <= 43200
+
+
+def _pick(tmp_path, toml: str, override: str = "") -> dict[str, str]:
+    """Run the release's runner step as GitHub runs it (bash, GITHUB_OUTPUT) on a pipeline.toml."""
+    step = next(s for s in load("release.yml")["jobs"]["runner"]["steps"] if s.get("id") == "pick")
+    (tmp_path / "pipeline.toml").write_text(toml)
+    out = tmp_path / "github_output"
+    out.write_text("")
+    env = {"PATH": os.environ["PATH"], "GITHUB_OUTPUT": str(out), "HOIST_RUNNER": override}
+    subprocess.run(["bash", "-e", "-c", step["run"]], cwd=tmp_path, env=env, check=True, capture_output=True, text=True, timeout=60)
+    return dict(line.split("=", 1) for line in out.read_text().splitlines())
+
+
+def test_an_arm64_target_releases_on_github_s_arm64_runner_natively_and_emulates_only_elsewhere(tmp_path):
+    """Issue 23, 20. GitHub's ubuntu-24.04-arm runner (changelog 2025-01-16) runs arm64 code natively: no QEMU there.
+    The repository's pipeline.toml targets arm64; an x86_64 target stays on ubuntu-24.04; a runner forced by
+    HOIST_RUNNER to another CPU (a private repository without arm64 runners) emulates."""
+    assert _pick(tmp_path, (REPO / "pipeline.toml").read_text()) == {"label": "ubuntu-24.04-arm", "emulate": "false"}
+    x86 = 'default_target = "fn"\n[targets.fn]\nkind = "lambda"\narch = "x86_64"\n'
+    assert _pick(tmp_path, x86) == {"label": "ubuntu-24.04", "emulate": "false"}
+    assert _pick(tmp_path, (REPO / "pipeline.toml").read_text(), override="ubuntu-24.04") == {"label": "ubuntu-24.04", "emulate": "true"}
