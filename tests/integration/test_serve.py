@@ -148,7 +148,7 @@ def test_init_wires_the_efs_tree_from_the_sync_folder_through_the_real_client(se
 
 def test_phone_photos_are_classified_upright_and_were_not_without_their_orientation_tag(server):
     """Digits as a phone stores them (turned, with the EXIF tag that turns them back) get the model's accuracy; the same
-    pixels without the tag, which is what the handler classified before it read the tag, mostly do not."""
+    pixels without the tag, which is what the handler classified before it read the tag, do not."""
     expected = json.loads((REPO / "model" / "artifacts" / "metrics.json").read_text())["held_out_accuracy"]
     images, labels = held_out()
     picked = range(0, len(labels), 10)  # 45 digits, every class
@@ -160,7 +160,10 @@ def test_phone_photos_are_classified_upright_and_were_not_without_their_orientat
                 assert status == 200, doc
                 right[tagged] += doc["predictions"][0]["label"] == str(labels[i])
         assert right[True] / len(picked) >= expected - 0.05, (orientation, right, len(picked))  # 2 misses of 45 at most
-        assert right[False] / len(picked) < 0.5, (orientation, right, len(picked))  # sideways or upside down, the model is mostly wrong
+        if orientation in (6, 8):  # sideways, the model is mostly wrong
+            assert right[False] / len(picked) < 0.5, (orientation, right, len(picked))
+        else:  # upside down, 0, 1 and 8 look much the same: wrong far more often, not mostly
+            assert right[False] <= right[True] - 0.25 * len(picked), (orientation, right, len(picked))
 
 
 def _pixels(img) -> np.ndarray:
