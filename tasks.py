@@ -11,7 +11,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from invoke import Collection, Exit, task
+import invoke
+from invoke import Collection, Exit
 from rich.console import Console
 
 from pipeline import config as config_mod
@@ -22,6 +23,17 @@ console = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
 
 CONFIG_HELP = "pipeline file (default: pipeline.toml)"
 TARGET_HELP = "target from pipeline.toml [targets.*] (default: default_target)"
+
+
+class Task(invoke.Task):
+    """invoke's Task, but an automatic short flag is a letter: invoke picks the first free character of the long
+    name, and for --sync-method (s, y, n, c taken) that was the dash, a flag shown as `--=STRING`."""
+
+    def arg_opts(self, name: str, default: str, taken_names: set[str]) -> dict[str, Any]:
+        return super().arg_opts(name, default, taken_names | {"-"})
+
+
+task = functools.partial(invoke.task, klass=Task)
 
 
 def _load(path):
@@ -344,10 +356,18 @@ def bench(c, name, config=None, target=None, runs=None):
     """Run a benchmark; print a table and write bench/results/<name>.json."""
     from bench import registry
 
+    if name in ("--help", "-h"):  # invoke gives a missing positional the next word, even --help: say the task's help as `invoke --help bench` does
+        _task_help("bench")
+        return
     if name not in registry.BENCHMARKS:
         raise Exit(f"error: no benchmark {name!r}; available: {', '.join(registry.BENCHMARKS)}", code=1)
     kwargs = {"runs": int(runs)} if runs else {}
     registry.BENCHMARKS[name](_load(config), target=target, console=console, command=" ".join(["invoke", *sys.argv[1:]]), **kwargs)
+
+
+def _task_help(name: str) -> None:
+    """invoke's own help of the task ``name``, as `invoke --help <name>` prints it."""
+    invoke.Program(namespace=ns, binary="inv[oke]").run(["invoke", "--help", name], exit=False)
 
 
 # what the component tests start themselves, by the command that shows it is there

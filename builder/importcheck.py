@@ -14,6 +14,7 @@ it puts back are compiled after it.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -358,7 +359,8 @@ def hook(target: Target, target_dir: Path, set_names: list[str], progress, base_
             slow = " (under QEMU: this can take minutes; the demo's torch and torchvision about 3 on 2 CPUs)" if "QEMU" in runner.describe else ""
             progress.step(f"[{name}] importing every top-level module in {runner.describe}{slow}")
         hot = hot_modules(tree, (requirements or {}).get(name, [])) if name == "efs" else None  # the layer is on local disk in Lambda: no hot set
-        check = verify(tree, aside, report, target, others, runner=runner, why_none=why, on_line=progress.line, hot=hot)
+        with progress.waiting(f"importing the {name} set's modules in {runner.describe}") if runner else contextlib.nullcontext():
+            check = verify(tree, aside, report, target, others, runner=runner, why_none=why, on_line=progress.line, hot=hot)
         return SlimRecord.from_json(record(report.as_json(), check, tree))
 
     return run

@@ -47,13 +47,15 @@ ENV, MODEL = _init()
 release()  # init is over: the hot set's memory goes back (hoist_lambda/activate.py)
 
 
-def classify(data: bytes) -> dict:
+def classify(data: bytes, preview: bool = False) -> dict:
+    """The top predictions for an image; with ``preview``, also the image the model was given (``model_input``)."""
     import torch
 
     model = MODEL
     assert model is not None
     t0 = time.perf_counter()
-    x = images.to_tensor(images.decode(data), model.folder.pre)
+    seen = images.resized(images.decode(data), model.folder.pre)  # upright (EXIF), then resized and cropped
+    x = images.tensor_of(seen, model.folder.pre)
     t1 = time.perf_counter()
     with torch.inference_mode():
         probs = torch.softmax(model.net(x)[0], dim=0)
@@ -61,11 +63,14 @@ def classify(data: bytes) -> dict:
     top = torch.topk(probs, min(TOP_K, probs.numel()))
     values, indices = top.values.tolist(), top.indices.tolist()
     meta = model.folder.meta
-    return {  # no zip(strict=): the handler also runs on python3.9
+    doc = {  # no zip(strict=): the handler also runs on python3.9
         "predictions": [{"label": model.labels[indices[k]], "probability": round(float(values[k]), 6)} for k in range(len(indices))],
         "model": {"id": meta.get("model", "model"), "version": meta.get("version", "")},
         "timings_ms": {"preprocess": round((t1 - t0) * 1000, 3), "inference": round((t2 - t1) * 1000, 3)},
     }
+    if preview:
+        doc["model_input"] = images.preview(seen, model.folder.pre)
+    return doc
 
 
 def handler(event: Any, context: Any) -> dict:
@@ -80,10 +85,10 @@ def handler(event: Any, context: Any) -> dict:
         if MODEL is None:
             raise BadRequest(503, "model_not_configured", "no model: set HOIST_MODEL_DIR or HOIST_MODEL_S3")
         t0 = time.perf_counter()
-        doc = classify(events.image_bytes(event))
+        doc = classify(events.image_bytes(event), preview=events.wants_preview(event))
         doc["request_id"] = request_id
         doc["timings_ms"]["total"] = round((time.perf_counter() - t0) * 1000, 3)
-        events.write_output(request_id, doc)
+        events.write_output(request_id, {k: v for k, v in doc.items() if k != "model_input"})  # the result, not the picture
         return events.respond(event, 200, doc)
     except BadRequest as exc:
         log("bad_request", request_id=request_id, code=exc.code)

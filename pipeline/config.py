@@ -46,6 +46,7 @@ Bool = Annotated[bool, Strict()]
 # Lambda's own pattern for FileSystemConfigs.LocalMountPath (lambda-facts.md)
 MOUNT_PATH_RE = r"^/mnt/[a-zA-Z0-9-_.]+$"
 FUNCTION_NAME_RE = r"^[a-zA-Z0-9-_]{1,64}$"
+HANDLER_RE = r"[A-Za-z_]\w*([./][A-Za-z_]\w*)*\.[A-Za-z_]\w*"  # folders/module.function (awslambdaric reads / as .)
 INDEX_NAME_RE = r"^[a-z0-9][a-z0-9-]*$"
 SET_NAMES = ("efs", "layer")
 SYNC_METHODS = ("local", "bastion", "datasync")
@@ -68,7 +69,7 @@ def _aws_id(kind: str, optional: bool = False) -> Any:
     """An AWS id field; an optional one may be "" (not set)."""
     extra: dict[str, Any] = {"default": ""} if optional else {}
     pattern = f"^({AWS_ID_RE[kind]})?$" if optional else f"^{AWS_ID_RE[kind]}$"
-    return Field(pattern=pattern, description=f"a {kind}-... id", examples=[f"{kind}-0123456789abcdef0"], **extra)
+    return Field(pattern=pattern, description=f"an AWS {kind}-... id", examples=[f"{kind}-0123456789abcdef0"], **extra)
 
 
 @cache
@@ -206,7 +207,7 @@ class SetsSpec(Section):
 class EfsConfig(Section):
     file_system_name: Str
     mount_path: Str = Field(pattern=MOUNT_PATH_RE, description="a single directory under /mnt (Lambda's pattern)", examples=["/mnt/hoist"])
-    root: Str = Field("/hoist", pattern=r"^/", description="absolute inside the file system", examples=["/hoist"])  # holds envs/ and models/
+    root: Str = Field("/hoist", pattern=r"^/", description="an absolute path inside the file system", examples=["/hoist"])  # holds envs/ and models/
 
 
 # the variables Hoist's stack sets (deploy/template.py) and serve's function gets: not the user's to set
@@ -220,28 +221,55 @@ class FunctionConfig(Section):
     name: Str = Field(pattern=FUNCTION_NAME_RE, description="1-64 letters, digits, - or _", examples=["hoist-classifier"])
     memory_mb: Int = Field(3008, ge=128, le=10240, description="Lambda's 128-10240 MB", examples=[3008])
     timeout_s: Int = Field(60, ge=1, le=900, description="Lambda's 1-900 s", examples=[60])
-    handler: Str = "app.handler"
+    # <module>.<function>, as Lambda's Python runtime reads it: the module's path in the handler folder, with . or / between
+    # folders (https://docs.aws.amazon.com/lambda/latest/dg/python-handler.html#naming); load() checks that the file is there
+    handler: Str = Field("app.handler", description="<module>.<function>: a file of the handler folder and its function", examples=["app.handler"])
     # caps concurrent environments, and so the cold starts a flood of requests causes (the API's throttling is only a
     # target); "unreserved" leaves the function in the account's shared pool (an account whose concurrency quota is
     # under 110 cannot reserve any: Lambda keeps 100 unreserved)
-    reserved_concurrency: Annotated[int, Field(ge=1, le=10000), Strict()] | Literal["unreserved"] = Field(
-        10, description='1-10000 (0 would stop every invocation), or "unreserved"', examples=[10])
+    reserved_concurrency: Any = Field(10, description='1-10000 (0 would stop every invocation), or "unreserved"', examples=[10])
     # variables of the function's own: the handler's settings (HOIST_PREFETCH, HOIST_HYDRATE) or yours;
     # deploy puts them in the function's environment, serve in the local function's
     environment: dict[Str, Str] = Field(default_factory=dict, description="NAME = \"value\" pairs, names not set by Lambda or Hoist",
                                         examples=[{"HOIST_PREFETCH": "relocs"}])
+
+    @field_validator("handler")
+    @classmethod
+    def _module_dot_function(cls, value: str) -> str:
+        if not re.fullmatch(HANDLER_RE, value):
+            module = value.rsplit(".", 1)[0] if value.endswith((".py", ".")) else value
+            example = f"{module}.handler" if re.fullmatch(r"[A-Za-z_]\w*([./][A-Za-z_]\w*)*", module) else "app.handler"
+            raise _problem(f"handler {value!r} is not <module>.<function>: Lambda imports the module (a .py file in the handler folder, build.handler_dir) "
+                           "and calls the function named after the last dot",
+                           f'set handler = "{example}" (the function handler(event, context) in {example.rsplit(".", 1)[0].replace(".", "/")}.py)')
+        return value
+
+    @field_validator("reserved_concurrency")
+    @classmethod
+    def _reserved(cls, value: Any) -> int | str:
+        """One check with one message (a union type would report each of its arms, in pydantic's words)."""
+        if value == "unreserved" or (isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 10000):
+            return value
+        raise _problem(f"reserved_concurrency = {_toml(value)}: expected a whole number from 1 to 10000 (0 would stop every invocation), or \"unreserved\"",
+                       'set reserved_concurrency = 10, or reserved_concurrency = "unreserved" to leave the function in the account\'s shared pool')
 
     @field_validator("environment")
     @classmethod
     def _own_variables(cls, value: dict[str, str]) -> dict[str, str]:
         for name in value:
             if not re.fullmatch(r"[a-zA-Z][a-zA-Z0-9_]+", name):  # Lambda's key pattern
-                raise ValueError(f"{name!r} is not a name Lambda takes: a letter, then at least one more letter, digit or _")
+                fixed = re.sub(r"[^a-zA-Z0-9_]", "_", name)
+                fixed = fixed if fixed[:1].isalpha() else "MY_" + fixed.lstrip("_")
+                fixed = fixed if len(fixed) > 1 else fixed + "_VALUE"
+                raise _problem(f"{name!r} is not a name Lambda takes: a letter, then at least one more letter, digit or _",
+                               f"rename it in [function] environment, e.g. {fixed} = {_toml(value[name])} (and read that name in the handler)")
             if name in SET_BY_HOIST or name in LAMBDA_RESERVED or name.startswith(("AWS_", "_", "LAMBDA_")):
-                raise ValueError(f"{name} is set by {'Hoist' if name in SET_BY_HOIST else 'Lambda'} itself: remove it from [function] environment")
+                raise _problem(f"{name} is set by {'Hoist' if name in SET_BY_HOIST else 'Lambda'} itself",
+                               f"remove it from [function] environment ({name} = {_toml(value[name])})")
         size = sum(len(k) + len(v) for k, v in value.items())
         if size > ENVIRONMENT_BYTES - HOIST_ENVIRONMENT_BYTES:
-            raise ValueError(f"{size:,} bytes of variables: Lambda takes 4 KB in all, and Hoist's own take up to {HOIST_ENVIRONMENT_BYTES}; shorten or drop some")
+            raise _problem(f"{size:,} bytes of variables: Lambda takes 4 KB in all, and Hoist's own take up to {HOIST_ENVIRONMENT_BYTES}",
+                           f"shorten or drop some of [function] environment, to {ENVIRONMENT_BYTES - HOIST_ENVIRONMENT_BYTES:,} bytes of names and values at most")
         return value
 
 
@@ -249,8 +277,8 @@ class ApiConfig(Section):
     name: Str = Field(min_length=1, max_length=128, description="1-128 characters", examples=["hoist-api"])
     # the HTTP API stage's throttling (DefaultRouteSettings): it applies to each route on its own (two routes: up to twice
     # the rate across the API), and API Gateway treats it as a target, not a ceiling (HTTP API throttling docs)
-    throttle_rate: Annotated[float, Strict()] | Int = Field(50.0, gt=0, description="steady requests per second for each route (a target, not a ceiling), more than 0",
-                                                            examples=[50])
+    throttle_rate: Annotated[float, Strict()] = Field(50.0, gt=0, description="steady requests per second for each route (a target, not a ceiling), more than 0",
+                                                      examples=[50])
     throttle_burst: Int = Field(100, ge=1, description="a burst of requests for each route, at least 1", examples=[100])
 
 
@@ -280,7 +308,7 @@ class BastionConfig(Section):
     port: Int = Field(22, ge=1, le=65535, examples=[22])
     identity_file: Str
     known_hosts: Str = "~/.ssh/known_hosts"
-    efs_path: Str = Field(pattern=r"^/", description="absolute on the bastion", examples=["/mnt/efs"])  # where the bastion mounts the file system
+    efs_path: Str = Field(pattern=r"^/", description="an absolute path on the bastion", examples=["/mnt/efs"])  # where the bastion mounts the file system
     through_access_point: Bool = True  # mounted through the writer access point: efs_path is efs.root (pipeline/layout.py)
 
     @field_validator("identity_file", "known_hosts")
@@ -581,7 +609,7 @@ class Config:
     api_rate_limit: float = 50.0  # HTTP API stage: steady requests per second
     api_burst_limit: int = 100  # HTTP API stage: burst
     model_dir: Path | None = None  # [model] dir: the model folder serve, validate and deploy use (None: model/artifacts under root)
-    model_dir_set: bool = False  # [model] dir given explicitly: a missing folder is an error at build
+    model_dir_set: bool = False  # [model] dir given explicitly: a missing folder is an error at load, a broken one at build
     raw: dict = field(repr=False, default_factory=dict)
     slim: SlimConfig = field(default_factory=SlimConfig)
     waivers: tuple[Waiver, ...] = ()
@@ -696,15 +724,77 @@ def _explain(error: Any, raw: dict | None = None) -> Problem:
             return Problem(key, f"missing table [{key}]", f"add [{key}]" + (f" ({hint})" if hint else ""))
         return Problem(key, f"missing key {key!r}", f"add {name} = {_toml(example) if example is not None else '...'} under [{_key(parent)}]")
     found = error.get("input")
-    msg = error["msg"][0].lower() + error["msg"][1:]
-    what = f"{key} = {'a table' if isinstance(found, dict) else _toml(found)}: {msg}"
+    what = f"{key} = {'a table' if isinstance(found, dict) else _toml(found)}: {_in_our_words(kind, error, hint)}"
     aws = next((k for k, rx in AWS_ID_RE.items() if (error.get("ctx") or {}).get("pattern") in (f"^{rx}$", f"^({rx})?$")), None)
     if kind == "string_pattern_mismatch" and aws:  # a placeholder such as "subnet-..." or a mistyped id
         digits = AWS_ID_RE[aws].rsplit("{", 1)[1].rstrip("}").replace(",", " to ")
         return Problem(key, what, f"set {key} to the id of an existing {AWS_ID_NAMES[aws]} of your account ({aws}- and {digits} hex digits),"
                                   f" e.g. {_toml(f'{aws}-0123456789abcdef0')}")
-    fix = f"set {key}" + (f" to {hint}" if hint else "") + (f", e.g. {name} = {_toml(example)}" if example is not None and not isinstance(example, dict) else "")
+    choices = typing.get_args(_unwrap(info.annotation)) if info and typing.get_origin(_unwrap(info.annotation)) is Literal else ()
+    if kind in ("bool_type", "bool_parsing") or (kind == "literal_error" and choices):
+        said = " or ".join(f"{name} = {_toml(c)}" for c in (choices or (True, False)))
+        return Problem(key, what, f"set {said}" + (f" ({hint})" if hint else "") + (f" under [{_key(parent)}]" if parent else ""), kind=kind)
+    if example is None or isinstance(example, dict):
+        example = _example(kind, found, info)
+        if example is not None and field_loc != loc:  # an element: the example is its list
+            example = [example]
+    fix = f"set {key}" + (f" to {hint}" if hint else "") + (f", e.g. {name} = {_toml(example)}" if example is not None else "")
     return Problem(key, what, fix, kind=kind)
+
+
+def _in_our_words(kind: str, error: Any, hint: str) -> str:
+    """What is wrong with a value, said for a TOML file: pydantic's own messages name regular expressions,
+    Python classes and "value error"s, and speak of validation instead of the file."""
+    ctx = {k: _toml(int(v) if isinstance(v, float) and v.is_integer() else v) for k, v in (error.get("ctx") or {}).items()}  # gt=0 on a float: 0, not 0.0
+    quoted = isinstance(error.get("input"), str)
+    said = {
+        "string_pattern_mismatch": f"expected {hint}" if hint else "not of the form this key takes",
+        "int_type": "expected a whole number" + (", written without quotes" if quoted else ""),
+        "int_parsing": "expected a whole number",
+        "int_from_float": "expected a whole number, not a fraction",
+        "float_type": "expected a number" + (", written without quotes" if quoted else ""),
+        "float_parsing": "expected a number",
+        "bool_type": "expected true or false" + (", written without quotes" if quoted else ""),
+        "bool_parsing": "expected true or false",
+        "string_type": "expected a string, in quotes",
+        "literal_error": "expected " + str((error.get("ctx") or {}).get("expected", "")).replace("'", '"'),
+        "less_than_equal": f"more than {ctx.get('le')}, the most this key takes",
+        "less_than": f"expected less than {ctx.get('lt')}",
+        "greater_than_equal": f"less than {ctx.get('ge')}, the least this key takes",
+        "greater_than": f"expected more than {ctx.get('gt')}",
+        "string_too_short": f"expected at least {ctx.get('min_length')} character(s)",
+        "string_too_long": f"expected at most {ctx.get('max_length')} characters",
+        "too_short": f"expected at least {ctx.get('min_length')} item(s)",
+        "too_long": f"expected at most {ctx.get('max_length')} items",
+        "tuple_type": "expected a list, in brackets",
+        "list_type": "expected a list, in brackets",
+        "dict_type": "expected a table",
+        "model_type": "expected a table",
+        "model_attributes_type": "expected a table",
+        "path_type": "expected a path, in quotes",
+    }.get(kind)
+    if said is not None:
+        return said
+    msg = str(error["msg"])
+    if kind == "value_error":  # a validator's ValueError: its own text, without pydantic's prefix
+        msg = msg.removeprefix("Value error, ")
+    return msg[:1].lower() + msg[1:]
+
+
+def _example(kind: str, found: Any, info: Any) -> Any:
+    """A value of the right kind for a key that declares no example: the value found, fixed where that is clear, else the default."""
+    if kind == "string_type" and isinstance(found, int | float) and not isinstance(found, bool):
+        return str(found)  # 3 -> "3"
+    if kind in ("int_type", "int_parsing") and isinstance(found, str) and found.strip().isdigit():
+        return int(found)  # "2048" -> 2048
+    if kind in ("tuple_type", "list_type") and isinstance(found, str | int | float):
+        return [str(found)]  # "torch" -> ["torch"]
+    default = getattr(info, "default", None)
+    if isinstance(default, str | int | float | bool) and not (isinstance(default, str) and not default):
+        return default
+    if isinstance(default, tuple):
+        return ["..."]
+    return None
 
 
 def _table_at(raw: dict | None, loc: tuple) -> dict:
@@ -773,6 +863,70 @@ def _target(name: str, spec: TargetSpec) -> TargetConfig:
                         indexes=spec.index, find_links=spec.find_links, torch_backend=spec.torch_backend, allow_gpu=spec.allow_gpu)
 
 
+def _shown(folder: Path, root: Path) -> str:
+    return str(folder.relative_to(root)) if folder.is_relative_to(root) else str(folder)
+
+
+def _check_handler(handler: str, handler_dir: Path, root: Path, path: Path) -> None:
+    """The handler's module is a file of the handler folder, and defines the function (when that can be read off its source)."""
+    import ast
+
+    module, function = handler.rsplit(".", 1)
+    parts = module.replace("/", ".").split(".")
+    folder = _shown(handler_dir, root)
+    if not handler_dir.is_dir():
+        raise ConfigError(f"the handler folder {folder} does not exist", where=f"{path.name}: build.handler_dir",
+                          fix=f"create {folder}/ with {'/'.join(parts)}.py in it, or set handler_dir under [build] to the folder holding it")
+    candidates = [handler_dir.joinpath(*parts[:-1], parts[-1] + ".py"), handler_dir.joinpath(*parts, "__init__.py")]
+    source = next((c for c in candidates if c.is_file()), None)
+    if source is None:
+        found = sorted(p.stem for p in handler_dir.glob("*.py"))  # the modules a handler names most often: the folder's own files
+        close = difflib.get_close_matches(module.replace("/", "."), found, n=1, cutoff=0.6)
+        raise ConfigError(f"handler {handler!r}: there is no {_shown(candidates[0], root)} (the handler folder is build.handler_dir, {folder})",
+                          where=f"{path.name}: function.handler",
+                          fix=f'set handler = "{close[0]}.{function}"' if close else
+                          f"create {_shown(candidates[0], root)} with def {function}(event, context)" + (f", or name a module of {folder}: {', '.join(found)}" if found else ""))
+    try:
+        tree = ast.parse(source.read_bytes())
+    except (SyntaxError, ValueError):
+        return  # the function's init says where (serve, validate's smoke test)
+    names: set[str] = set()
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            names.add(node.name)
+        elif isinstance(node, ast.Assign | ast.AnnAssign):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names.update(n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name))
+        elif isinstance(node, ast.Import | ast.ImportFrom):
+            if any(a.name == "*" for a in node.names):
+                return  # a star import may define it
+            names.update((a.asname or a.name).split(".")[0] for a in node.names)
+        elif not isinstance(node, ast.Expr):
+            return  # defined under an if, try or with: cannot tell without running it
+    if function not in names:
+        functions = sorted(n.name for n in tree.body if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef) and not n.name.startswith("_"))
+        close = difflib.get_close_matches(function, functions, n=1, cutoff=0.6)
+        if function == "py" and functions:  # "app.py": the file, not <module>.<function>
+            close = ["handler" if "handler" in functions else functions[0]]
+        raise ConfigError(f"handler {handler!r}: {_shown(source, root)} defines no {function}",
+                          where=f"{path.name}: function.handler",
+                          fix=f'set handler = "{module}.{close[0]}"' if close else
+                          f"add def {function}(event, context) to {_shown(source, root)}" + (f", or name one of its functions ({', '.join(functions)})" if functions else ""))
+
+
+def _check_model_dir(folder: Path, root: Path, path: Path) -> None:
+    """[model] dir, when written, names a folder that is there (without it, model/artifacts is used when present)."""
+    if folder.is_dir():
+        return
+    shown = _shown(folder, root)
+    siblings = sorted(d.name for d in folder.parent.iterdir() if d.is_dir()) if folder.parent.is_dir() else []
+    close = difflib.get_close_matches(folder.name, siblings, n=1, cutoff=0.6)
+    fix = (f'set dir = "{_shown(folder.parent / close[0], root)}" under [model]' if close else
+           f"put the model folder (model.pt, labels.json, preprocess.json) at {shown}, or remove dir from [model]: without it, "
+           "model/artifacts is used when it exists, and the tasks that need no model run without one")
+    raise ConfigError(f"the model folder {shown} {'is a file, not a folder' if folder.exists() else 'does not exist'}", where=f"{path.name}: model.dir", fix=fix)
+
+
 def load(path: str | Path = "pipeline.toml") -> Config:
     path = Path(path).resolve()
     if not path.is_file():
@@ -812,6 +966,9 @@ def load(path: str | Path = "pipeline.toml") -> Config:
     unknown_sets = sorted(set(doc.slim.sets) - set(sets))
     if unknown_sets:
         raise ConfigError(f"[slim.sets.{unknown_sets[0]}]: no such dependency set", where=f"{path.name}: slim.sets.{unknown_sets[0]}", fix=f"use one of {', '.join(sets)}")
+    _check_handler(doc.function.handler, doc.build.handler_dir, root, path)
+    if "dir" in (raw.get("model") or {}):
+        _check_model_dir(doc.model.dir, root, path)
     return Config(
         path=path,
         root=root,

@@ -169,12 +169,12 @@ def ensure_root(python: str, machine: str, on_line: Callable[[str], None] | None
         if on_line:
             on_line(f"building the Debian {suite} {DEBIAN_ARCH[machine]} root (CPython {python}) into {root}: about 8 minutes, once")
         started = time.monotonic()
-        out = proc.capture(cmd)
-        if out.returncode != 0:
+        code, output = proc.run(cmd, what="debootstrap", check=False, on_line=DebootstrapProgress(on_line or (lambda line: None)))
+        if code != 0:
             shutil.rmtree(partial, ignore_errors=True)
-            tail = "\n".join((out.stdout + out.stderr).strip().splitlines()[-8:])
+            tail = "\n".join(output.strip().splitlines()[-8:])
             raise EmulationUnavailable(
-                f"debootstrap of Debian {suite} for {machine} failed (exit {out.returncode}):\n{tail}",
+                f"debootstrap of Debian {suite} for {machine} failed (exit {code}):\n{tail}",
                 where=str(root),
                 fix="check that the Debian mirror answers (HOIST_DEBIAN_MIRROR overrides it) and that qemu binfmt is registered",
             )
@@ -183,6 +183,40 @@ def ensure_root(python: str, machine: str, on_line: Callable[[str], None] | None
         shutil.rmtree(root, ignore_errors=True)
         partial.rename(root)
     return root
+
+
+class DebootstrapProgress:
+    """debootstrap's output as a line per stage with the time so far ("debootstrap 2:41: configuring the base system"), and
+    a line every ``every_s`` within a long stage (the package it is at): its own line per package would be hundreds."""
+
+    # its stage lines (the info messages of /usr/share/debootstrap/functions), not the per-package ones
+    STAGES = ("Retrieving InRelease", "Retrieving Release", "Checking component", "Resolving dependencies", "Installing core packages",
+              "Unpacking required packages", "Configuring required packages", "Installing base packages", "Unpacking the base system",
+              "Configuring the base system", "Base system installed")
+
+    def __init__(self, say: Callable[[str], None], every_s: float = 30.0, now: Callable[[], float] = time.monotonic):
+        self.say, self.every_s, self.now = say, every_s, now
+        self.started = self.last = now()
+        self.stage = "starting"
+
+    def _say(self, text: str) -> None:
+        self.last = self.now()
+        elapsed = int(self.last - self.started)
+        self.say(f"debootstrap {elapsed // 60}:{elapsed % 60:02d}: {text}")
+
+    def __call__(self, line: str) -> None:
+        line = line.strip()
+        text = line.removeprefix("I: ").rstrip(".")
+        if line.startswith(("W: ", "E: ")):
+            self._say(line)
+        elif text.startswith(self.STAGES):
+            self.stage = text[:1].lower() + text[1:]
+            self._say(self.stage)
+        elif line.startswith("I: Retrieving ") and self.stage.startswith("checking component"):
+            self.stage = "downloading the packages"
+            self._say(self.stage)
+        elif line.startswith("I: ") and self.now() - self.last >= self.every_s:
+            self._say(f"{self.stage}, at: {text}")
 
 
 def finish_root(root: Path, python: str) -> None:
@@ -205,7 +239,7 @@ def image_tag(root: Path) -> str:
     return f"hoist-emulated/{root.name.rsplit('-', 1)[0]}:{key}"
 
 
-def ensure_image(root: Path, machine: str) -> str:
+def ensure_image(root: Path, machine: str, on_line: Callable[[str], None] | None = None) -> str:
     """`docker import` of the root (once per root), tagged for ``machine``."""
     tag = image_tag(root)
     if docker.image_exists(tag):
@@ -213,6 +247,8 @@ def ensure_image(root: Path, machine: str) -> str:
     with _locked(root.with_name(root.name + ".image")), tempfile.TemporaryDirectory(prefix="hoist-root-") as tmp:
         if docker.image_exists(tag):
             return tag
+        if on_line:
+            on_line(f"importing the root into Docker as {tag} (once)")
         tar_path = Path(tmp) / "root.tar"
         with tarfile.open(tar_path, "w") as tar:
             tar.add(root, arcname=".", filter=lambda info: None if info.name in ("./proc", "./sys") or info.name.startswith(("./proc/", "./sys/")) else info)
@@ -264,5 +300,5 @@ def emulated_python(python: str, machine: str, on_line: Callable[[str], None] | 
     if no_chroot and no_docker:
         raise EmulationUnavailable(f"{no_chroot}; and {no_docker}", where="level 3", fix="run as root, or install and start Docker (apt-get install docker.io)")
     root = ensure_root(python, machine, on_line)
-    image = ensure_image(root, machine) if no_chroot else None
+    image = ensure_image(root, machine, on_line) if no_chroot else None
     return EmulatedPython(python=python, machine=machine, suite=suite, root=root, image=image)

@@ -210,6 +210,14 @@ def project(tmp_path, wheelhouse) -> Path:
     return tmp_path
 
 
+def without_model(path: Path) -> str:
+    """The text of a pipeline.toml (the shipped one) without [model] dir: a project that has no model folder, where the
+    tasks run without one (a dir that is written must be there)."""
+    text = path.read_text()
+    assert 'dir = "model/artifacts"\n' in text
+    return text.replace('dir = "model/artifacts"\n', "")
+
+
 def write_pipeline(root: Path, wheelhouse: Path, replace: dict[str, str] | None = None) -> Path:
     text = PIPELINE.format(find_links=f'"{wheelhouse}"', python="{}.{}".format(*sys.version_info[:2]))
     for old, new in (replace or {}).items():

@@ -31,6 +31,8 @@ def deploy_project(root: Path, wheelhouse: Path, extra: str = "", replace: dict[
         if not (root / "requirements" / name).exists():
             (root / "requirements" / name).write_text(text)
     (root / "handler").mkdir(exist_ok=True)
+    if not (root / "handler" / "app.py").exists():  # function.handler = "app.handler" names it: pipeline.toml's load checks that it is there
+        (root / "handler" / "app.py").write_text("def handler(event, context):\n    return {}\n")
     path = write_pipeline(root, wheelhouse, replace)
     path.write_text(path.read_text() + DEPLOY + extra)
     return path

@@ -39,6 +39,17 @@ def route(event: dict) -> tuple[str | None, str | None]:
     return None, None
 
 
+def wants_preview(event: dict) -> bool:
+    """``?preview=1`` on the request (``"preview": true`` in a direct invoke): the answer also carries the image the model saw."""
+    from urllib.parse import parse_qsl
+
+    method, _ = route(event)
+    if method is None:
+        return event.get("preview") is True
+    params = event.get("queryStringParameters") or dict(parse_qsl(event.get("rawQueryString") or ""))  # REST (1.0) has no rawQueryString
+    return params.get("preview") in ("1", "true")
+
+
 def image_bytes(event: dict) -> bytes:
     method, _ = route(event)
     if method is None:  # direct invoke: {"image": base64} or {"s3": {...}}

@@ -1,15 +1,20 @@
 """PNG/JPEG bytes to a checked PIL image, and an image to the model's input tensor.
 
 Decoding refuses decompression bombs (HOIST_MAX_PIXELS), other formats and
-truncated data with a 4xx (``events.BadRequest``). Preprocessing follows
+truncated data with a 4xx (``events.BadRequest``), and turns the image upright
+as its EXIF orientation says (a phone stores a portrait photo sideways, with
+the turn in the tag), as Pillow's ``ImageOps.exif_transpose`` does. Preprocessing follows
 preprocess.json (``contract.Preprocess``) the way torchvision's transforms
 do: Resize(int) scales the shorter side, pairs are (height, width),
-CenterCrop pads with zeros when the image is smaller.
+CenterCrop pads with zeros when the image is smaller. ``preview`` is the
+image the model is given, as a PNG data URL (the serve page shows it).
 """
 from __future__ import annotations
 
+import base64
 import io
 import os
+import struct
 from typing import Any
 
 from .contract import Preprocess
@@ -19,7 +24,7 @@ MAX_PIXELS = int(os.environ.get("HOIST_MAX_PIXELS", str(4096 * 4096)))  # decomp
 
 
 def decode(data: bytes) -> Any:
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     Image.MAX_IMAGE_PIXELS = MAX_PIXELS
     try:
@@ -36,7 +41,12 @@ def decode(data: bytes) -> Any:
         img.load()
     except (OSError, SyntaxError, ValueError):
         raise BadRequest(400, "truncated_image", "the image data is truncated or corrupt") from None
-    return img
+    # upright as it is shown: the EXIF orientation tag (0x0112) applied, then dropped; without one, unchanged.
+    # An EXIF block too broken to read leaves the pixels as stored: the image itself decoded.
+    try:
+        return ImageOps.exif_transpose(img)
+    except (OSError, SyntaxError, ValueError, struct.error):
+        return img
 
 
 def resized(img: Any, pre: Preprocess) -> Any:
@@ -62,9 +72,14 @@ def resized(img: Any, pre: Preprocess) -> Any:
 
 
 def to_tensor(img: Any, pre: Preprocess) -> Any:
+    """The model's input tensor [1, C, H, W] of a decoded image."""
+    return tensor_of(resized(img, pre), pre)
+
+
+def tensor_of(img: Any, pre: Preprocess) -> Any:
+    """The tensor of an image already ``resized``: inverted, scaled and normalized as preprocess.json says."""
     import torch
 
-    img = resized(img, pre)
     x = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8).float()
     x = x.reshape(img.height, img.width, pre.channels).permute(2, 0, 1)
     if pre.invert:
@@ -73,3 +88,15 @@ def to_tensor(img: Any, pre: Preprocess) -> Any:
     mean = torch.tensor(pre.mean).reshape(-1, 1, 1)
     std = torch.tensor(pre.std).reshape(-1, 1, 1)
     return ((x - mean) / std).unsqueeze(0)
+
+
+def preview(img: Any, pre: Preprocess) -> dict:
+    """The image the model is given (``resized``, inverted when preprocess.json inverts), as a PNG data URL with its size:
+    what the tensor holds before scaling and normalization, which have no picture."""
+    from PIL import ImageOps
+
+    if pre.invert:
+        img = ImageOps.invert(img)
+    out = io.BytesIO()
+    img.save(out, "PNG")
+    return {"image": "data:image/png;base64," + base64.b64encode(out.getvalue()).decode("ascii"), "width": img.width, "height": img.height}

@@ -22,7 +22,7 @@ from builder.install import install_native
 from builder.lock import current_locks, lock
 from pipeline import config
 from pipeline.dists import top_level_modules
-from tests.conftest import REPO
+from tests.conftest import REPO, without_model
 from tests.digits import held_out, render
 
 pytestmark = [pytest.mark.network, pytest.mark.slow]
@@ -54,8 +54,9 @@ def _files(tree):
 
 
 def test_lock_for_arm64_from_x86_64_takes_the_cpu_aarch64_torch(tmp_path):
-    shutil.copy(REPO / "pipeline.toml", tmp_path)
+    (tmp_path / "pipeline.toml").write_text(without_model(REPO / "pipeline.toml"))
     shutil.copytree(REPO / "requirements", tmp_path / "requirements")
+    shutil.copytree(REPO / "handler", tmp_path / "handler", ignore=shutil.ignore_patterns("__pycache__"))  # function.handler must be there
     result = lock(config.load(tmp_path / "pipeline.toml"), force=True)
     efs = {p.name: p for p in result.locks["efs"].packages}
     assert efs["torch"].filename == "torch-2.9.1-cp313-cp313-manylinux_2_28_aarch64.whl"

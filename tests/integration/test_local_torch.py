@@ -17,7 +17,7 @@ from builder.build import build
 from builder.lock import lock, pip_config_find_links
 from pipeline import config
 from pipeline.interpreters import find_python
-from tests.conftest import REPO
+from tests.conftest import REPO, without_model
 
 pytestmark = [pytest.mark.network, pytest.mark.slow, pytest.mark.local_torch]
 
@@ -25,7 +25,7 @@ pytestmark = [pytest.mark.network, pytest.mark.slow, pytest.mark.local_torch]
 def test_local_torch_tree_imports_after_slimming_and_stripping(tmp_path):
     links = pip_config_find_links()
     assert links, "pip's configuration names no find-links; the local target's torch 2.13.0+cpu comes from there on this machine"
-    shutil.copy(REPO / "pipeline.toml", tmp_path)
+    (tmp_path / "pipeline.toml").write_text(without_model(REPO / "pipeline.toml"))
     shutil.copytree(REPO / "requirements", tmp_path / "requirements", ignore=shutil.ignore_patterns("*.local.lock"))
     shutil.copytree(REPO / "handler", tmp_path / "handler")
     cfg = config.load(tmp_path / "pipeline.toml")
@@ -57,7 +57,7 @@ def test_local_torch_tree_imports_after_slimming_and_stripping(tmp_path):
 def test_a_hydrated_tree_keeps_sources_scripting_tracebacks_and_metadata(tmp_path):
     """The cold-start path (the hot set imported from memory, everything else
     from the tree) must keep what torch and users rely on."""
-    shutil.copy(REPO / "pipeline.toml", tmp_path)
+    (tmp_path / "pipeline.toml").write_text(without_model(REPO / "pipeline.toml"))
     shutil.copytree(REPO / "requirements", tmp_path / "requirements", ignore=shutil.ignore_patterns("*.local.lock"))
     shutil.copytree(REPO / "handler", tmp_path / "handler")
     cfg = config.load(tmp_path / "pipeline.toml")

@@ -12,12 +12,13 @@ import time
 import urllib.error
 import urllib.request
 
+import numpy as np
 import pytest
 from PIL import Image
 
 from pipeline import config
 from tests.conftest import REPO
-from tests.digits import held_out, render
+from tests.digits import held_out, photo, render
 
 pytestmark = [pytest.mark.network, pytest.mark.slow, pytest.mark.local_torch]
 
@@ -145,23 +146,78 @@ def test_init_wires_the_efs_tree_from_the_sync_folder_through_the_real_client(se
     assert init and {"path_setup_ms", "import_torch_ms", "model_load_ms"} <= set(init[0])
 
 
-def test_the_web_page_classifies_an_upload_in_a_real_browser(server, tmp_path):
+def test_phone_photos_are_classified_upright_and_were_not_without_their_orientation_tag(server):
+    """Digits as a phone stores them (turned, with the EXIF tag that turns them back) get the model's accuracy; the same
+    pixels without the tag, which is what the handler classified before it read the tag, do not."""
+    expected = json.loads((REPO / "model" / "artifacts" / "metrics.json").read_text())["held_out_accuracy"]
+    images, labels = held_out()
+    picked = range(0, len(labels), 10)  # 45 digits, every class
+    for orientation in (6, 8, 3):  # the two portrait turns, and upside down
+        right = {True: 0, False: 0}
+        for i in picked:
+            for tagged in (True, False):
+                status, doc = _post(server, photo(images[i], orientation, "JPEG", tagged=tagged), "image/jpeg")
+                assert status == 200, doc
+                right[tagged] += doc["predictions"][0]["label"] == str(labels[i])
+        assert right[True] / len(picked) >= expected - 0.05, (orientation, right, len(picked))  # 2 misses of 45 at most
+        if orientation in (6, 8):  # sideways, the model is mostly wrong
+            assert right[False] / len(picked) < 0.5, (orientation, right, len(picked))
+        else:  # upside down, 0, 1 and 8 look much the same: wrong far more often, not mostly
+            assert right[False] <= right[True] - 0.25 * len(picked), (orientation, right, len(picked))
+
+
+def _pixels(img) -> np.ndarray:
+    return np.asarray(img.convert("L"), dtype=float)
+
+
+def test_the_web_page_shows_the_image_as_the_model_saw_it_and_the_predictions_as_bars(server, tmp_path):
+    """Headless Chromium: a phone photo (stored sideways, EXIF orientation 6) uploaded through the page. The page
+    shows the server's picture of the model's input, upright, and one bar per prediction; checked on a screenshot."""
     from tests.browser import chrome
 
-    image = tmp_path / "digit.png"
+    image = tmp_path / "digit.jpg"
     images, labels = held_out()
-    image.write_bytes(render(images[3], scale=16))
+    digit = images[3]
+    image.write_bytes(photo(digit, 6, "JPEG", scale=16))
+    upright, sideways = digit * 255 / 16, np.rot90(digit) * 255 / 16  # the 8x8 digit the model was trained on, and turned
     with chrome() as driver:
         from selenium.webdriver.common.by import By
         from selenium.webdriver.support import expected_conditions as ec
         from selenium.webdriver.support.ui import WebDriverWait
 
+        driver.set_window_size(1000, 800)
         driver.get(server.url + "/")
         driver.find_element(By.ID, "file").send_keys(str(image))
         driver.find_element(By.ID, "send").click()
         WebDriverWait(driver, 30).until(ec.presence_of_element_located((By.CSS_SELECTOR, "li.prediction")))
-        first = driver.find_elements(By.CSS_SELECTOR, "li.prediction")[0].text
-    assert first.startswith(f"{labels[3]}: ")
+        WebDriverWait(driver, 10).until(lambda d: d.execute_script("const i = document.getElementById('model-input'); return i.complete && i.naturalWidth > 0"))
+        names = [e.text for e in driver.find_elements(By.CSS_SELECTOR, "li.prediction .name")]
+        src = driver.find_element(By.ID, "model-input").get_attribute("src")
+        scale = driver.execute_script("return window.devicePixelRatio")
+        rect = lambda el: [round(v * scale) for v in driver.execute_script(  # noqa: E731
+            "const r = arguments[0].getBoundingClientRect(); return [r.left, r.top, r.right, r.bottom]", el)]
+        shown = rect(driver.find_element(By.ID, "model-input"))
+        tracks = [rect(e) for e in driver.find_elements(By.CSS_SELECTOR, "li.prediction .track")]
+        shot = Image.open(io.BytesIO(driver.get_screenshot_as_png())).convert("RGB")
+        shot.save(tmp_path / "serve-page.png")
+    assert names[0].startswith(f"{labels[3]}: ") and len(names) == len(tracks) == 3
+
+    returned = Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1])))  # what the server answered: the model's input
+    assert returned.size == (8, 8)
+    assert np.abs(_pixels(returned) - upright).mean() < 12 < np.abs(_pixels(returned) - sideways).mean()
+
+    on_screen = _pixels(shot.crop(tuple(shown)).resize((8, 8), Image.Resampling.BOX))  # the page shows it, upright, pixel for pixel
+    assert np.abs(on_screen - _pixels(returned)).mean() < 6, (tmp_path / "serve-page.png")
+    assert np.abs(on_screen - upright).mean() < 12 < np.abs(on_screen - sideways).mean()
+
+    bar = np.array([0x1F, 0x6F, 0xEB])  # the page's bar colour
+    drawn = []
+    for left, top, right, bottom in tracks:  # the bar's drawn length along the middle of its track, as a share of the track
+        row = np.asarray(shot, dtype=int)[(top + bottom) // 2, left:right]
+        drawn.append(int((np.abs(row - bar).max(axis=1) < 12).sum()) / (right - left))
+    probabilities = [float(n.split(": ")[1].rstrip("%")) / 100 for n in names]
+    assert drawn == sorted(drawn, reverse=True) and drawn[0] > 0.5, drawn
+    assert all(abs(d - p) < 0.02 for d, p in zip(drawn, probabilities, strict=True)), (drawn, probabilities)
 
 
 ARTIFACTS = ("model.pt", "labels.json", "preprocess.json", "metrics.json")

@@ -231,6 +231,8 @@ def test_the_schema_is_data_every_table_forbids_unknown_keys():
 
 
 def test_slim_and_validate_settings_are_read_and_checked(tmp_path, wheelhouse):
+    (tmp_path / "handler").mkdir()
+    (tmp_path / "handler" / "app.py").write_text("def handler(event, context):\n    return {}\n")
     (tmp_path / "requirements").mkdir()
     (tmp_path / "requirements" / "efs.in").write_text("nativepkg\n")
     (tmp_path / "requirements" / "layer.in").write_text("layerpkg\n")
@@ -280,3 +282,103 @@ def test_datasync_for_the_stacks_file_system_needs_the_writer_access_point_and_r
     path.write_text(path.read_text() + 'access_point_arn = "arn:aws:elasticfilesystem:eu-west-1:123456789012:access-point/fsap-0123456789abcdef0"\n'
                     'file_system_role_arn = "arn:aws:iam::123456789012:role/sync"\n')
     assert config.load(path).sync.datasync.access_point_arn
+
+
+# pydantic's own words: its prefix for a validator's ValueError, regular expressions, Python classes, "after validation"
+PYDANTIC_WORDING = ("value error", "should match pattern", "input should be", "after validation", "<class", "^", "$", "valid tuple", "valid dictionary")
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "key", "said", "fix", "applied"),
+    [
+        ('mount_path = "/mnt/test"', 'mount_path = "/efs/test"', "efs.mount_path", "expected a single directory under /mnt", 'mount_path = "/mnt/hoist"', None),
+        ('name = "test-fn"', 'name = "bad name!"', "function.name", "expected 1-64 letters, digits, - or _", 'name = "hoist-classifier"', None),
+        ('name = "test-fn"', 'name = "test-fn"\nenvironment = { "1X" = "y" }', "function.environment", "'1X' is not a name Lambda takes", 'MY_1X = "y"',
+         'name = "test-fn"\nenvironment = { MY_1X = "y" }'),
+        ('name = "test-fn"', 'name = "test-fn"\nenvironment = { TZ = "UTC" }', "function.environment", "TZ is set by Lambda itself", "remove it from [function] environment",
+         'name = "test-fn"\nenvironment = {}'),
+        ('name = "test-fn"', 'name = "test-fn"\nenvironment = { A1 = 3 }', "function.environment.A1", "expected a string, in quotes", 'A1 = "3"',
+         'name = "test-fn"\nenvironment = { A1 = "3" }'),
+        ('name = "test-fn"', 'name = "test-fn"\nmemory_mb = "2048"', "function.memory_mb", "expected a whole number, written without quotes", "memory_mb = 3008", None),
+        ('name = "test-fn"', 'name = "test-fn"\nreserved_concurrency = 0', "function.reserved_concurrency", "expected a whole number from 1 to 10000",
+         "set reserved_concurrency = 10", 'name = "test-fn"\nreserved_concurrency = 10'),
+        ('name = "test-fn"', 'name = "test-fn"\nreserved_concurrency = "many"', "function.reserved_concurrency", 'or "unreserved"',
+         'reserved_concurrency = "unreserved"', 'name = "test-fn"\nreserved_concurrency = "unreserved"'),
+        ('name = "test-fn"', 'name = "test-fn"\nmemory_mb = 20000', "function.memory_mb", "more than 10240, the most this key takes", "memory_mb = 3008", None),
+        ("no_index = true", "no_index = 1", "no_index", "expected true or false", "set no_index = true or no_index = false", None),
+        ('kind = "local"', 'kind = "laptop"', "targets.local.kind", 'expected "lambda" or "local"', 'kind = "local"', 'kind = "local"'),
+        ('name = "test-api"', 'name = "test-api"\nthrottle_rate = 0', "api.throttle_rate", "expected more than 0", "throttle_rate = 50", None),
+        ('name = "test-api"', 'name = "test-api"\nthrottle_rate = "x"', "api.throttle_rate", "expected a number, written without quotes", "throttle_rate = 50", None),
+        ('python = "', 'exclude = [1]\npython = "', "targets.local.exclude[0]", "expected a string, in quotes", 'exclude = ["1"]', 'exclude = ["1"]\npython = "'),
+        ('python = "', 'override = "purepkg==2.0"\npython = "', "targets.local.override", "expected a list, in brackets", 'override = ["purepkg==2.0"]',
+         'override = ["purepkg==2.0"]\npython = "'),
+        ("[build]", '[validate]\nwaive = [{ rule = "x", files = "a.so", reason = "r" }]\n\n[build]', "validate.waive[0].files", "expected <set>:<glob>", 'files = "efs:', None),
+    ],
+)
+def test_errors_are_said_in_hoists_words_and_the_fix_loads(project, wheelhouse, old, new, key, said, fix, applied):
+    """No regular expression, no "value error", no Python class: what the key expected, and a fix that, applied, loads."""
+    path = write_pipeline(project, wheelhouse, {old: new})
+    with pytest.raises(ConfigError) as err:
+        config.load(path)
+    text = str(err.value)
+    assert f"pipeline.toml: {key})" in text and said in text and fix in text, text
+    assert not [w for w in PYDANTIC_WORDING if w in text.lower()], text
+    if applied is None and fix.count(" = ") == 1 and "\n" not in new:  # the one line, as the fix writes it
+        applied = new.split(" = ", 1)[0] + " = " + fix.split(" = ", 1)[1]
+    if applied is not None:
+        path.write_text(path.read_text().replace(new, applied))
+        config.load(path)  # the fix, applied, loads
+
+
+@pytest.mark.parametrize(
+    ("handler", "said", "fix"),
+    [
+        ("app", "handler 'app' is not <module>.<function>", 'set handler = "app.handler"'),
+        ("app.py", "handler/app.py defines no py", 'set handler = "app.handler"'),
+        ("apps.handler", "there is no handler/apps.py", 'set handler = "app.handler"'),
+        ("app.handle", "handler/app.py defines no handle", 'set handler = "app.handler"'),
+        ("mine.handler", "there is no handler/mine.py", "create handler/mine.py with def handler(event, context)"),
+        ("app.nothing_like_it", "handler/app.py defines no nothing_like_it", "add def nothing_like_it(event, context) to handler/app.py"),
+    ],
+)
+def test_a_handler_that_lambda_could_not_import_is_refused_at_load_with_a_fix_that_works(project, wheelhouse, handler, said, fix):
+    path = write_pipeline(project, wheelhouse, {'name = "test-fn"': f'name = "test-fn"\nhandler = "{handler}"'})
+    with pytest.raises(ConfigError) as err:
+        config.load(path)
+    assert "pipeline.toml: function.handler)" in str(err.value) and said in str(err.value) and fix in err.value.fix, str(err.value)
+    if fix.startswith("set "):
+        path.write_text(path.read_text().replace(f'handler = "{handler}"', fix.removeprefix("set ")))
+    elif fix.startswith("create "):
+        (project / "handler" / "mine.py").write_text("def handler(event, context):\n    return {}\n")
+    else:
+        (project / "handler" / "app.py").write_text((project / "handler" / "app.py").read_text() + "\n\ndef nothing_like_it(event, context):\n    return {}\n")
+    assert config.load(path).function.handler  # the fix, applied, loads
+
+
+def test_a_handler_in_a_subfolder_or_package_loads_as_lambda_imports_it(project, wheelhouse):
+    """awslambdaric takes folders/module.function with / or . between folders."""
+    for handler in ("hoist_lambda/events.respond", "hoist_lambda.events.respond"):
+        assert config.load(write_pipeline(project, wheelhouse, {'name = "test-fn"': f'name = "test-fn"\nhandler = "{handler}"'})).function.handler == handler
+    path = write_pipeline(project, wheelhouse, {'handler_dir = "handler"': 'handler_dir = "src"'})
+    with pytest.raises(ConfigError) as err:
+        config.load(path)
+    assert "build.handler_dir" in str(err.value) and "the handler folder src does not exist" in str(err.value)
+
+
+def test_a_model_folder_that_is_written_must_be_there_and_the_default_one_stays_optional(project, wheelhouse):
+    assert not (project / "model").exists() and config.load(project / "pipeline.toml").model_dir == project / "model" / "artifacts"  # not written: optional
+    (project / "model" / "artifacts").mkdir(parents=True)
+    path = write_pipeline(project, wheelhouse, {"[api]": '[model]\ndir = "model/artifact"\n\n[api]'})
+    with pytest.raises(ConfigError) as err:
+        config.load(path)
+    assert "pipeline.toml: model.dir)" in str(err.value) and "the model folder model/artifact does not exist" in str(err.value)
+    assert err.value.fix == 'set dir = "model/artifacts" under [model]'
+    path.write_text(path.read_text().replace('dir = "model/artifact"', 'dir = "model/artifacts"'))
+    assert config.load(path).model_dir == project / "model" / "artifacts"  # the fix, applied, loads
+
+    path = write_pipeline(project, wheelhouse, {"[api]": '[model]\ndir = "elsewhere"\n\n[api]'})
+    with pytest.raises(ConfigError) as err:
+        config.load(path)
+    assert "the model folder elsewhere does not exist" in str(err.value) and "remove dir from [model]" in err.value.fix
+    path.write_text(path.read_text().replace('dir = "elsewhere"\n', ""))
+    assert not config.load(path).model_dir_set  # the other fix, applied, loads

@@ -48,3 +48,51 @@ def test_the_chroot_command_binds_read_only_in_a_private_namespace():
     script = cmd[11]
     assert 'mount -o remount,bind,ro "$R/var/task"' in script and 'mount --bind "$HOIST_BIND_1" "$R/mnt/x"' in script and "tmpfs" in script
     assert script.endswith('exec chroot "$R" "$@"') and cmd[-2:] == ["/var/lang/bin/python3.13", "-V"]
+
+
+# debootstrap's own lines (the info messages of /usr/share/debootstrap/functions, printed as "I: ..."), abridged:
+# the stages once each, and a line per package within them
+DEBOOTSTRAP = """I: Retrieving InRelease
+I: Checking Release signature
+I: Valid Release signature (key id 4CB50190207B4758A3F73A796ED0E7B82643E131)
+I: Retrieving Packages
+I: Validating Packages
+I: Resolving dependencies of required packages...
+I: Resolving dependencies of base packages...
+I: Checking component main on http://deb.debian.org/debian...
+I: Retrieving adduser 3.152
+I: Validating adduser 3.152
+I: Retrieving apt 3.0.3
+I: Validating apt 3.0.3
+W: an example warning
+I: Chosen extractor for .deb packages: dpkg-deb
+I: Extracting adduser...
+I: Extracting apt...
+I: Installing core packages...
+I: Unpacking required packages...
+I: Unpacking adduser...
+I: Configuring required packages...
+I: Configuring apt...
+I: Configuring libc-bin...
+I: Unpacking the base system...
+I: Configuring the base system...
+I: Configuring python3.13...
+I: Base system installed successfully.
+"""
+
+
+def test_debootstrap_shows_a_line_per_stage_with_the_time_so_far_and_one_per_half_minute_within_a_stage():
+    said: list[str] = []
+    now = [100.0]
+    progress = emulation.DebootstrapProgress(said.append, every_s=30, now=lambda: now[0])
+    for line in DEBOOTSTRAP.splitlines():
+        now[0] += 40 if "python3.13" in line else 4  # python3.13's configuration under QEMU: the long wait of the last stage
+        progress(line)
+    assert said[0] == "debootstrap 0:04: retrieving InRelease"
+    assert "debootstrap 0:36: downloading the packages" in said and "debootstrap 0:52: W: an example warning" in said
+    assert [s.split(": ", 1)[1] for s in said] == [
+        "retrieving InRelease", "resolving dependencies of required packages", "resolving dependencies of base packages",
+        "checking component main on http://deb.debian.org/debian", "downloading the packages", "W: an example warning",
+        "installing core packages", "unpacking required packages", "configuring required packages", "unpacking the base system",
+        "configuring the base system", "configuring the base system, at: Configuring python3.13", "base system installed successfully"]
+    # the per-package lines (Retrieving adduser, Extracting apt, ...) are not said: only the one at the half minute

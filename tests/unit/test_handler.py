@@ -21,15 +21,16 @@ def app(monkeypatch):
     spec = importlib.util.spec_from_file_location("hoist_handler_under_test", REPO / "handler" / "app.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    seen = []
+    seen, previews = [], []
 
-    def fake_classify(data):
+    def fake_classify(data, preview=False):
         seen.append(data)
+        previews.append(preview)
         return {"predictions": [{"label": "7", "probability": 1.0}], "model": {"id": "m", "version": "1"}, "timings_ms": {}}
 
     monkeypatch.setattr(module, "classify", fake_classify)
     monkeypatch.setattr(module, "MODEL", SimpleNamespace(folder=SimpleNamespace(meta={"model": "m"})))
-    module.seen = seen
+    module.seen, module.previews = seen, previews
     return module
 
 
@@ -53,7 +54,7 @@ def test_http_api_rest_and_direct_invokes(app):
 
 
 def test_unexpected_failure_is_a_500_with_the_request_id_and_the_next_request_works(app, monkeypatch, capsys):
-    def boom(data):
+    def boom(data, preview=False):
         raise RuntimeError("model exploded")
 
     monkeypatch.setattr(app, "classify", boom)
@@ -62,7 +63,7 @@ def test_unexpected_failure_is_a_500_with_the_request_id_and_the_next_request_wo
     assert "req-1" in r["message"] and "log" in r["message"]  # the 500 points to the log
     logged = json.loads([line for line in capsys.readouterr().out.splitlines() if '"error"' in line][-1])
     assert logged["error"] == "RuntimeError: model exploded" and "Traceback" in logged["traceback"]  # logged, not returned
-    monkeypatch.setattr(app, "classify", lambda data: {"predictions": [], "model": {}, "timings_ms": {}})
+    monkeypatch.setattr(app, "classify", lambda data, preview=False: {"predictions": [], "model": {}, "timings_ms": {}})
     assert "predictions" in app.handler({"image": base64.b64encode(b"x").decode()}, Ctx())
 
 
@@ -102,3 +103,51 @@ def test_s3_references_inside_the_allowed_prefix_only(app, monkeypatch, moto_ser
         assert made == [("s3",)]  # one client for the execution environment: inputs and outputs of every request reuse it
     finally:
         sys.modules.pop("hoist_handler_under_test", None)
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
+def test_a_photo_is_read_upright_as_its_exif_orientation_says(monkeypatch, fmt):
+    """A phone stores a portrait photo sideways and says so in EXIF: decode turns it upright (as ImageOps.exif_transpose)."""
+    import numpy as np
+
+    from tests.digits import held_out, photo, render
+
+    monkeypatch.syspath_prepend(str(REPO / "handler"))
+    from hoist_lambda import images
+
+    digit = held_out()[0][5]
+    upright = np.asarray(images.decode(render(digit, fmt)).convert("L"), dtype=float)
+    for orientation in (2, 3, 6, 8):  # mirrored, upside down, and the two portrait turns
+        seen = images.decode(photo(digit, orientation, fmt))
+        untagged = np.asarray(images.decode(photo(digit, orientation, fmt, tagged=False)).convert("L"), dtype=float)  # what was classified before
+        assert seen.getexif().get(0x0112) in (None, 1)  # applied, so no longer said
+        error = np.abs(np.asarray(seen.convert("L"), dtype=float) - upright).mean()
+        assert error == 0 if fmt == "PNG" else error < 4, (orientation, error)  # JPEG: its own loss only
+        assert np.abs(untagged - upright).mean() > 20, orientation  # the test tells sideways from upright
+
+
+def test_the_image_the_model_saw_is_returned_when_asked(app, monkeypatch):
+    """?preview=1 (HTTP API and REST events) or "preview": true (direct invoke); not otherwise, so answers stay small."""
+    import io
+
+    from PIL import Image
+
+    monkeypatch.syspath_prepend(str(REPO / "handler"))
+    from hoist_lambda import images
+    from hoist_lambda.contract import parse_preprocess
+
+    data = base64.b64encode(b"png").decode()
+    v2 = {"version": "2.0", "requestContext": {"http": {"method": "POST", "path": "/classify"}}, "rawPath": "/classify", "rawQueryString": "preview=1",
+          "headers": {"content-type": "image/png"}, "body": data, "isBase64Encoded": True}
+    rest = {"httpMethod": "POST", "path": "/classify", "queryStringParameters": {"preview": "true"}, "headers": {"content-type": "image/png"}, "body": data, "isBase64Encoded": True}
+    for event in (v2, rest, {"image": data, "preview": True}, {**v2, "rawQueryString": ""}, {"image": data}):
+        app.handler(event, Ctx())
+    assert app.previews == [True, True, True, False, False]
+
+    img = Image.new("L", (3, 2))
+    img.frombytes(bytes([0, 50, 100, 150, 200, 250]))
+    for invert, expected in ((False, [0, 50, 100, 150, 200, 250]), (True, [255, 205, 155, 105, 55, 5])):
+        shown = images.preview(img, parse_preprocess({"mode": "L", "size": [2, 3], "invert": invert})[0])
+        assert shown["image"].startswith("data:image/png;base64,") and (shown["width"], shown["height"]) == (3, 2)
+        back = Image.open(io.BytesIO(base64.b64decode(shown["image"].split(",", 1)[1])))
+        assert back.format == "PNG" and back.tobytes() == bytes(expected)

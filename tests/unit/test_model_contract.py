@@ -108,6 +108,7 @@ def test_label_count_against_outputs_names_labels_json():
 def test_one_setting_names_the_model_folder(project, wheelhouse):
     from tests.conftest import write_pipeline
 
+    (project / "models" / "mine").mkdir(parents=True)  # [model] dir, written, must be there (pipeline.toml's load says so)
     cfg = config.load(write_pipeline(project, wheelhouse, {"[api]": '[model]\ndir = "models/mine"\n\n[api]'}))
     assert cfg.model_dir == project / "models" / "mine" and cfg.model_dir_set
     with pytest.raises(ConfigError, match=r"model\.name"):

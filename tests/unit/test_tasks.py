@@ -44,6 +44,26 @@ def test_aws_tasks_without_a_deploy_section_say_what_to_add(task, project):
     assert "no [deploy] section" in str(err.value.message) and "stack_name" in str(err.value.message)
 
 
+def test_every_flag_is_a_word_or_a_letter_and_a_dash_is_no_flag():
+    """invoke picked the first free character of a long name as its short flag: the dash of --sync-method gave `--=STRING`."""
+    for name in tasks.ns.task_names:
+        for arg in tasks.ns[name].get_arguments():
+            assert all(n.replace("-", "").replace("_", "").isalnum() for n in arg.names), (name, arg.names)
+            assert not [n for n in arg.names if len(n) == 1 and not n.isalpha()], (name, arg.names)
+    out = invoke("--help", "deploy").stdout
+    assert "--=" not in out and "-m STRING, --sync-method=STRING" in out
+    refused = invoke("deploy", "--=local")
+    assert refused.returncode == 1 and "No idea what" in refused.stderr
+
+
+def test_a_task_with_a_positional_argument_shows_its_help_after_its_name():
+    """`invoke bench --help` as `invoke --help bench`: invoke gives the missing positional the next word, even --help."""
+    for argv in (["bench", "--help"], ["bench", "-h"]):
+        result = invoke(*argv)
+        assert result.returncode == 0 and "no benchmark" not in result.stderr, result.stderr
+        assert result.stdout == invoke("--help", "bench").stdout and "Usage: inv[oke] [--core-opts] bench" in result.stdout
+
+
 def test_unknown_benchmark_is_named():
     with pytest.raises(Exit) as err:
         tasks.bench(MockContext(), "nope")
