@@ -31,7 +31,7 @@ from .spans import merge_spans
 DEFAULT = "touched"
 WORKERS = 16
 PIECE_BYTES = 1 << 20  # one read-ahead task of a library
-READ_BYTES = 256 << 10  # one read: into one scratch buffer all threads share (what is read is never looked at)
+READ_BYTES = 128 << 10  # one read: into one scratch buffer all threads share (what is read is never looked at)
 # sections the loader reads while it maps, relocates and binds a library
 LOADER_SECTIONS = {".dynsym", ".dynstr", ".gnu.hash", ".hash", ".gnu.version", ".gnu.version_r", ".gnu.version_d", ".rela.dyn", ".rela.plt",
                    ".rel.dyn", ".rel.plt", ".relr.dyn", ".dynamic", ".got", ".got.plt", ".data.rel.ro", ".data.rel.ro.local", ".data",
