@@ -61,8 +61,19 @@ def _format():
     return handlerlib.load("archive")  # handler/hoist_lambda/archive.py: the format, defined once
 
 
+def stream(tree: Path, paths: list[str]) -> bytes:
+    """The records' stream of ``paths`` (uncompressed: the handler unpacks into a buffer of exactly this size)."""
+    return _format().stream((rel, (tree / rel).stat().st_mode & 0o777, (tree / rel).read_bytes()) for rel in paths)
+
+
 def pack(tree: Path, paths: list[str]) -> bytes:
-    return _format().pack((rel, (tree / rel).stat().st_mode & 0o777, (tree / rel).read_bytes()) for rel in paths)
+    return _format().compress(stream(tree, paths))
+
+
+def _packed(tree: Path, paths: list[str]) -> tuple[int, bytes]:
+    """(the records' stream's size, the archive)."""
+    raw = stream(tree, paths)
+    return len(raw), _format().compress(raw)
 
 
 def unpack(blob: bytes) -> list[tuple[str, bytes]]:
@@ -158,14 +169,14 @@ def write_archives(tree: Path, dest: Path, chunk_bytes: int = CHUNK_BYTES, opene
     jobs = [(name, part) for name in sorted(groups) for part in chunks(tree, sorted(groups[name]), chunk_bytes)]
     # zlib and file reads release the GIL: the archives compress on every CPU at once, in the same order
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        packed = pool.map(lambda job: pack(tree, job[1]), jobs)
-        for (name, part), data in zip(jobs, packed, strict=True):
+        packed = pool.map(lambda job: _packed(tree, job[1]), jobs)
+        for (name, part), (raw_bytes, data) in zip(jobs, packed, strict=True):
             digest = hashlib.sha256(data).hexdigest()
             filename = f"{name}-{digest[:16]}.hz"
             (tmp / filename).write_bytes(data)
             t = content_mtime(digest)  # same content, same time: sync's rsync links it to the previous version's copy
             os.utime(tmp / filename, (t, t))
-            archives.append({"name": filename, "dist": name, "bytes": len(data), "sha256": digest, "files": len(part)})
+            archives.append({"name": filename, "dist": name, "bytes": len(data), "raw": raw_bytes, "sha256": digest, "files": len(part)})
     index = {"version": INDEX_VERSION, "compression": _format().COMPRESSION, "archives": archives, "dirs": listings(tree, hot),
              "sizes": {rel: (tree / rel).stat().st_size for rel in sorted(sized)},
              "hot": {"recorded": opened is not None, "files": len(held), "of": len(regular), "bytes": sum((tree / rel).stat().st_size for rel in held),

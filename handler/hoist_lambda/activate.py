@@ -45,9 +45,14 @@ from dataclasses import asdict, dataclass
 from . import archive, hotimport, prefetch
 from .log import log
 
-CHUNK_BYTES = 4 << 20  # one read of an archive: on EFS the round trips of several overlap
-CHUNK_WORKERS = 32  # reads in flight
-ARCHIVE_WORKERS = 4  # archives being read and unpacked at once (zlib releases the GIL: one per vCPU up to 4)
+# Memory: an archive is read in pieces, each unpacked at once into a buffer of exactly the records' size (the
+# index's "raw"), whose views the hot set keeps. So no more than ARCHIVE_WORKERS * READS_AHEAD pieces of
+# compressed bytes wait beside the hot set, never whole archives (`invoke bench coldstart` measures the peak).
+CHUNK_BYTES = 64 << 10  # one read of an archive: on EFS the round trips of several overlap
+PIECE_BYTES = 64 << 10  # the most one unpacking step gives at a time (zlib's max_length)
+READS_AHEAD = 2  # reads in flight per archive
+CHUNK_WORKERS = 32  # reads in flight in all
+ARCHIVE_WORKERS = 2  # archives being read and unpacked at once (zlib releases the GIL: one per vCPU)
 STAT_WORKERS = 16  # lookups in flight for the stat read-ahead
 INDEX_VERSION = 3  # builder/archives.py's: the hot set, the sizes of sources only stat'ed, its folders' listings
 
@@ -138,25 +143,55 @@ def report() -> dict | None:
     return {**asdict(_done), "held_bytes": _held, "released": released, "held_now": 0 if released else _held}
 
 
-def read_file(path: str, chunks: ThreadPoolExecutor, chunk: int = CHUNK_BYTES) -> bytearray:
-    """A whole file with concurrent reads in ``chunks``, a pool whose tasks never wait on others."""
-    size = os.path.getsize(path)
-    buf = bytearray(size)
+def unpack_file(path: str, entry: dict, compression: str, chunks: ThreadPoolExecutor, chunk: int = CHUNK_BYTES) -> bytearray:
+    """An archive's records' stream: read in ``chunk`` pieces (READS_AHEAD in flight, in ``chunks``), each unpacked
+    into a buffer of the stream's size and hashed as it arrives; an OSError when it does not match the index."""
+    size, raw = entry["bytes"], entry["raw"]
+    out = bytearray(raw)
+    at = 0
+    digest = hashlib.sha256()
+    d = archive.decompressor(compression)
     fd = os.open(path, os.O_RDONLY)
 
-    def fetch(offset: int) -> None:
-        want = min(chunk, size - offset)
-        data = os.pread(fd, want, offset)
-        if len(data) != want:
-            raise OSError(f"{path}: {len(data)} bytes at {offset}, {want} expected (the file changed while it was read)")
-        buf[offset : offset + len(data)] = data
+    def fetch(offset: int) -> bytes:
+        return os.pread(fd, min(chunk, size - offset), offset)
 
     try:
-        for f in [chunks.submit(fetch, offset) for offset in range(0, max(size, 1), chunk) if offset < size]:
-            f.result()
+        pending: list = []
+        offsets = iter(range(0, size, chunk))
+        for offset in offsets:
+            pending.append(chunks.submit(fetch, offset))
+            if len(pending) < READS_AHEAD:
+                continue
+            at = _take(pending.pop(0).result(), d, digest, out, at, path)
+        for f in pending:
+            at = _take(f.result(), d, digest, out, at, path)
+        if hasattr(d, "flush"):
+            at = _put(d.flush(), out, at, path)
     finally:
         os.close(fd)
-    return buf
+    if digest.hexdigest() != entry["sha256"]:  # a torn or damaged copy on EFS
+        raise OSError(f"archive {entry['name']} does not match its sha256 in the index")
+    if at != raw:
+        raise OSError(f"archive {entry['name']} unpacks to {at} bytes, the index says {raw}")
+    return out
+
+
+def _take(data: bytes, d, digest, out: bytearray, at: int, path: str) -> int:
+    digest.update(data)
+    if not hasattr(d, "unconsumed_tail"):  # a decompressor the benchmark injected: its whole output at once
+        return _put(d.decompress(data), out, at, path)
+    at = _put(d.decompress(data, PIECE_BYTES), out, at, path)  # zlib: in pieces, so no large output waits beside the buffer
+    while d.unconsumed_tail:
+        at = _put(d.decompress(d.unconsumed_tail, PIECE_BYTES), out, at, path)
+    return at
+
+
+def _put(piece: bytes, out: bytearray, at: int, path: str) -> int:
+    if at + len(piece) > len(out):
+        raise OSError(f"{path}: unpacks to more bytes than the index says")
+    out[at : at + len(piece)] = piece
+    return at + len(piece)
 
 
 def _start_stat_ahead(tree: str, dirs: dict[str, dict[str, str]]) -> None:
@@ -206,21 +241,16 @@ def hydrate(tree: str, chunk: int = CHUNK_BYTES) -> tuple[hotimport.HotSet | Non
 
     def load(entry: dict, chunks: ThreadPoolExecutor) -> list:
         try:
-            data = read_file(os.path.join(archives, entry["name"]), chunks, chunk)
+            return list(archive.records(unpack_file(os.path.join(archives, entry["name"]), entry, compression, chunks, chunk)))
         finally:
             arrived.release()  # arrived or failed: the read-ahead waits for neither any longer
-        if hashlib.sha256(data).hexdigest() != entry["sha256"]:  # a torn or damaged copy on EFS
-            raise OSError(f"archive {entry['name']} does not match its sha256 in the index")
-        raw = archive.unpack(data, compression)
-        del data  # the compressed bytes go as soon as they are unpacked
-        return list(archive.records(raw))
 
     with ThreadPoolExecutor(CHUNK_WORKERS, thread_name_prefix="hoist-chunk") as chunks, \
             ThreadPoolExecutor(ARCHIVE_WORKERS, thread_name_prefix="hoist-archive") as whole:
         done = [whole.submit(load, a, chunks) for a in names]
         for _ in names:  # the archives have the bandwidth first; the libraries take it while they unpack
             arrived.acquire()
-        prefetch.start(tree, index, how)
+        prefetch.start(tree, {"elf": index["elf"], "touched_ranges": index.get("touched_ranges") or {}}, how)  # not the listings
         for f in done:
             files.update((f"{tree}/{rel}", data) for rel, data in f.result())
             del f

@@ -17,27 +17,42 @@ COMPRESSION = "zlib"  # what the build writes and the handler reads; the benchma
 LEVEL = 1  # zlib's fastest: unpacking speed is what matters at init
 NAME = struct.Struct("<I")  # the path's length
 RECORD = struct.Struct("<IQ")  # mode, size (after the path)
-# how an archive's bytes become its records' stream: {compression: function}; a name the
-# index gives that is not here is an archive this handler cannot read (an OSError)
-DECOMPRESS = {COMPRESSION: zlib.decompress}
+# how an archive's bytes become its records' stream, piece by piece: {compression: a factory of objects
+# whose .decompress(piece) returns the stream's next bytes}; a name the index gives that is not here is an
+# archive this handler cannot read (an OSError). The benchmark adds others (bench/coldstart.py).
+DECOMPRESS = {COMPRESSION: zlib.decompressobj}
 
 
-def pack(items: Iterable[tuple[str, int, bytes]]) -> bytes:
-    """One archive of ``(path, mode, data)`` items, in their order."""
+def stream(items: Iterable[tuple[str, int, bytes]]) -> bytes:
+    """The records' stream of ``(path, mode, data)`` items, in their order (what ``records`` reads)."""
     out = bytearray()
     for rel, mode, data in items:
         name = rel.encode()
         out += NAME.pack(len(name)) + name + RECORD.pack(mode, len(data)) + data
-    return zlib.compress(bytes(out), LEVEL)
+    return bytes(out)
+
+
+def compress(raw: bytes) -> bytes:
+    return zlib.compress(raw, LEVEL)
+
+
+def pack(items: Iterable[tuple[str, int, bytes]]) -> bytes:
+    """One archive of ``(path, mode, data)`` items, in their order."""
+    return compress(stream(items))
+
+
+def decompressor(compression: str = COMPRESSION):
+    """An object whose ``decompress(piece)`` gives the records' stream of an archive read piece by piece."""
+    try:
+        return DECOMPRESS[compression]()
+    except KeyError:
+        raise OSError(f"archive compression {compression!r} is not supported by this handler ({', '.join(DECOMPRESS)})") from None
 
 
 def unpack(blob: bytes | bytearray | memoryview, compression: str = COMPRESSION) -> bytes:
-    """The records' stream of one archive."""
-    try:
-        decompress = DECOMPRESS[compression]
-    except KeyError:
-        raise OSError(f"archive compression {compression!r} is not supported by this handler ({', '.join(DECOMPRESS)})") from None
-    return decompress(blob)
+    """The records' stream of one whole archive."""
+    d = decompressor(compression)
+    return d.decompress(blob) + (d.flush() if hasattr(d, "flush") else b"")
 
 
 def records(raw: bytes | bytearray | memoryview) -> Iterator[tuple[str, memoryview]]:

@@ -31,7 +31,7 @@ from .spans import merge_spans
 DEFAULT = "touched"
 WORKERS = 16
 PIECE_BYTES = 1 << 20  # one read-ahead task of a library
-READ_BYTES = 4 << 20  # one pread
+READ_BYTES = 128 << 10  # one read: into one scratch buffer all threads share (what is read is never looked at)
 # sections the loader reads while it maps, relocates and binds a library
 LOADER_SECTIONS = {".dynsym", ".dynstr", ".gnu.hash", ".hash", ".gnu.version", ".gnu.version_r", ".gnu.version_d", ".rela.dyn", ".rela.plt",
                    ".rel.dyn", ".rel.plt", ".relr.dyn", ".dynamic", ".got", ".got.plt", ".data.rel.ro", ".data.rel.ro.local", ".data",
@@ -113,19 +113,21 @@ class _Failures:
 
 
 class _Reader:
-    """One library open once, read ahead in pieces by many threads; closed after its last piece."""
+    """One library open once, read ahead in pieces by many threads; closed after its last piece. The pages land in
+    the page cache; the bytes land in ``scratch``, shared and overwritten, so reading ahead costs no memory of its own."""
 
-    def __init__(self, path: str, pieces_left: int, failed: _Failures):
+    def __init__(self, path: str, pieces_left: int, failed: _Failures, scratch: bytearray):
         self.path = path
         self.fd = os.open(path, os.O_RDONLY)
         self.left = pieces_left
         self.lock = threading.Lock()
         self.failed = failed
+        self.scratch = memoryview(scratch)
 
     def read(self, start: int, length: int) -> None:
         try:
             at, end = start, start + length
-            while at < end and os.pread(self.fd, min(READ_BYTES, end - at), at):
+            while at < end and os.preadv(self.fd, [self.scratch[: min(READ_BYTES, end - at)]], at):
                 at += READ_BYTES
         except Exception as exc:
             self.failed(self.path, exc)
@@ -140,6 +142,7 @@ class _Reader:
 def start(tree: str, index: dict, how: str, piece: int = PIECE_BYTES) -> _Failures:
     """Read the libraries' pages ahead in the background, in ``piece``-sized reads on WORKERS threads."""
     failed = _Failures()
+    scratch = bytearray(READ_BYTES)
     ranges_of = RANGES[how]
     libraries = [rel for rel in index["elf"] if is_library(rel)]  # executables (torch/bin/test_*) are never loaded by an import
     pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="hoist-prefetch")
@@ -149,7 +152,7 @@ def start(tree: str, index: dict, how: str, piece: int = PIECE_BYTES) -> _Failur
             ranges = pieces(ranges_of(path, rel, index), piece)
             if not ranges:
                 return
-            reader = _Reader(path, len(ranges), failed)
+            reader = _Reader(path, len(ranges), failed, scratch)
             for at, length in ranges:
                 pool.submit(reader.read, at, length)
         except RuntimeError:  # the interpreter shutting down: nothing to read ahead

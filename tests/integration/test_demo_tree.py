@@ -162,6 +162,9 @@ def test_the_built_demo_runs_on_aarch64_and_classifies_held_out_digits(demo):
     smoke = report.smoke
     assert smoke.level == 3 and smoke.machine == "aarch64" and smoke.ok and {"torch", "torchvision", "PIL"} <= set(smoke.modules)
     assert smoke.sample_label == "3"  # model/samples/digit.png, as deploy's smoke test expects
+    # torch's hot set hydrated on aarch64, and given back once the demo's init was over
+    a = smoke.activation
+    assert a["hydrated"] is True and a["hot_files"] > 500 and a["prefetch"] == "touched" and a["held_bytes"] >= a["hot_bytes"] > 5_000_000 and a["held_after_init"] == 0
     answers = smoke.events[1:]
     predicted = [json.loads(a.result["body"])["predictions"][0]["label"] for a in answers]
     right = sum(p == str(label) for p, label in zip(predicted, labels, strict=True))

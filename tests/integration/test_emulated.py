@@ -35,6 +35,8 @@ def test_auto_takes_level3_on_aarch64_and_says_how_far_it_is_from_lambda(project
     assert {"purepkg", "layerpkg"} <= set(smoke.modules)
     body = json.loads(smoke.handler_result["body"])
     assert body["efs_tree"] == "/mnt/test/site-packages" and body["on_path"] is True
+    # hydrated under QEMU too, from the archives the build wrote (the smoke test fails otherwise, naming the cause)
+    assert smoke.activation["hydrated"] is True and smoke.activation["hot_files"] > 0 and smoke.activation["held_after_init"] == 0
     # the build's import check ran in the same root
     check = json.loads((project / "dist" / "arm" / "efs" / "manifest.json").read_text())["slim"]["import_check"]
     assert check["verified"] and "Debian trixie" in check["runtime"] and "aarch64" in check["runtime"]

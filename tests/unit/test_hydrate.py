@@ -241,7 +241,8 @@ def test_a_damaged_archive_or_index_means_importing_from_the_tree_not_a_failed_i
         good = app.archive.unpack(archive.read_bytes())
         bad = __import__("zlib").compress(good[:-5])
         archive.write_bytes(bad)
-        (version / "archives" / "index.json").write_text(json.dumps({**index, "archives": [{**index["archives"][0], "sha256": hashlib.sha256(bad).hexdigest()}]}))
+        entry = {**index["archives"][0], "sha256": hashlib.sha256(bad).hexdigest(), "raw": len(good) - 5}
+        (version / "archives" / "index.json").write_text(json.dumps({**index, "archives": [entry]}))
         with pytest.raises(OSError, match="archive truncated"):
             app.hydrate(str(tree))
     monkeypatch.setattr(app, "_done", None)
@@ -287,7 +288,8 @@ def test_more_than_32_large_archives_hydrate_without_hanging(app, tmp_path, monk
         (tree / f"pkg{i}" / "data.bin").write_bytes(rng.randbytes(96 << 10))  # incompressible
         blob = pack(tree, [f"pkg{i}/data.bin"])
         (version / "archives" / f"pkg{i}.hz").write_bytes(blob)
-        archives.append({"name": f"pkg{i}.hz", "dist": f"pkg{i}", "bytes": len(blob), "sha256": hashlib.sha256(blob).hexdigest(), "files": 1})
+        archives.append({"name": f"pkg{i}.hz", "dist": f"pkg{i}", "bytes": len(blob), "raw": len(__import__("zlib").decompress(blob)),
+                         "sha256": hashlib.sha256(blob).hexdigest(), "files": 1})
     dirs = {"": {f"pkg{i}": "d" for i in range(48)}, **{f"pkg{i}": {"data.bin": "f"} for i in range(48)}}
     (version / "archives" / "index.json").write_text(json.dumps({"version": 3, "archives": archives, "dirs": dirs, "sizes": {}, "elf": []}))
     monkeypatch.setattr(app, "CHUNK_WORKERS", 32)
@@ -297,7 +299,7 @@ def test_more_than_32_large_archives_hydrate_without_hanging(app, tmp_path, monk
     # which made the shared-pool design hang every time (checked against the previous handler)
     monkeypatch.setattr(os.path, "getsize", lambda p: time.sleep(0.05) or real_size(p))
     result: list = []
-    worker = threading.Thread(target=lambda: result.append(app.hydrate(str(tree), chunk=4 << 10)), daemon=True)
+    worker = threading.Thread(target=lambda: result.append(app.hydrate(str(tree), chunk=4 << 10)), daemon=True)  # 24 reads per archive
     worker.start()
     worker.join(120)
     assert not worker.is_alive(), "hydrate hung with 48 archives of 24 chunks each"
@@ -316,11 +318,15 @@ def test_archives_stored_otherwise_hydrate_only_where_the_handler_is_told_how(ap
         path = version / "archives" / a["name"]
         raw = zlib.decompress(path.read_bytes())
         path.write_bytes(lzma.compress(raw) if compression == "lzma" else raw)
-        a["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+        a["sha256"], a["bytes"] = hashlib.sha256(path.read_bytes()).hexdigest(), path.stat().st_size
     (version / "archives" / "index.json").write_text(json.dumps({**index, "compression": compression}))
     with pytest.raises(OSError, match=f"archive compression '{compression}' is not supported by this handler"):
         app.hydrate(str(tree))
-    monkeypatch.setitem(app.archive.DECOMPRESS, compression, lzma.decompress if compression == "lzma" else bytes)
+    class Stored:
+        def decompress(self, data):
+            return data
+
+    monkeypatch.setitem(app.archive.DECOMPRESS, compression, lzma.LZMADecompressor if compression == "lzma" else Stored)
     assert bytes(app.hydrate(str(tree))[0].files[str(tree / "pkg" / "nopyc.py")]) == FILES["pkg/nopyc.py"].encode()
 
 
@@ -345,14 +351,14 @@ def _reads(monkeypatch):
     import threading
 
     reads, lock = [], threading.Lock()
-    real = os.pread
+    real = os.preadv
 
-    def pread(fd, n, off):
+    def preadv(fd, buffers, off):
         with lock:
-            reads.append((os.readlink(f"/proc/self/fd/{fd}").rsplit("/", 1)[-1], off, n))
-        return real(fd, n, off)
+            reads.append((os.readlink(f"/proc/self/fd/{fd}").rsplit("/", 1)[-1], off, sum(len(b) for b in buffers)))
+        return real(fd, buffers, off)
 
-    monkeypatch.setattr(os, "pread", pread)
+    monkeypatch.setattr(os, "preadv", preadv)
     return reads
 
 
@@ -396,7 +402,7 @@ def test_a_read_ahead_failure_of_any_kind_is_logged_once_and_never_fails_the_ini
         (tmp_path / rel).write_bytes(b"\0" * 5000)
     logged = []
     monkeypatch.setattr(pf, "log", lambda event, **fields: logged.append((event, fields)))
-    monkeypatch.setattr(os, "pread", lambda fd, n, off: (_ for _ in ()).throw(ValueError("not an OSError")))
+    monkeypatch.setattr(os, "preadv", lambda fd, buffers, off: (_ for _ in ()).throw(ValueError("not an OSError")))
     failed = pf.start(str(tmp_path), {"elf": ["lib/liba.so", "lib/libb.so"], "touched_ranges": {"lib/liba.so": [[0, 4096]], "lib/libb.so": [[0, 4096]]}}, "touched", piece=1024)
     _settle(logged, 1)
     import time
