@@ -278,6 +278,8 @@ def deploy(c, config=None, target=None, dry_run=False, yes=False, storage_only=F
     print_result(console, result)
     if storage_only:
         console.print("storage is in place: set up the writers (README, First deploy on AWS), then `invoke deploy`")
+    if result.version_test is not None and not result.version_test.ok:
+        raise Exit(f"error: version {result.state.outputs.get('FunctionVersion')} failed its test; alias live stays on version {result.live}", code=1)
     if not result.ok:
         raise Exit("error: the smoke test failed" + (f"; alias live is back on version {result.rolled_back_to}" if result.rolled_back_to else ""), code=1)
 
@@ -294,7 +296,8 @@ def rollback(c, config=None, to=None, yes=False):
     console.print(f"[bold]rollback[/] {move.function}: alias live {move.from_version} -> {move.to.version} (EFS version {move.to.efs_version[:16] or '?'}, {move.to.description})")
     _confirm("move the alias?", yes)
     stage.apply_rollback(cfg, clients, move)
-    console.print(f"alias live now points at version {move.to.version}; the next `invoke deploy` moves it to the stack's version again")
+    console.print(f"alias live now points at version {move.to.version}; the next `invoke deploy` tests the stack's version directly and moves "
+                  "the alias back to it only when it passes")
 
 
 @task(help={"config": CONFIG_HELP, "yes": "delete without asking", "delete_data": "also delete the stack's EFS file system and everything on it"})
