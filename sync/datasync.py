@@ -74,7 +74,7 @@ from pipeline.layout import version_dir
 from pipeline.records import MANIFEST_NAME, Manifest, load_manifest
 
 from . import record
-from .efs import MARKER, SyncResult, holder_gone, lock_owner
+from .efs import MARKER, GcPlan, SyncResult, Version, holder_gone, lock_owner
 from .record import Location
 from .shell import interruptible
 
@@ -586,3 +586,45 @@ def _apply(plan: DataSyncPlan, c: Clients, cfg: DataSyncConfig, poll_s: float, o
         raise
     # each version would leave two tasks and three locations behind: remove them once the version is complete
     return made.remove(strict=True)
+
+
+# -- garbage collection through DataSync (no shell on EFS) ------------------------------------------------------
+def plan_gc(c: Clients, cfg: DataSyncConfig, efs_root: str, keep: int, protect: set[str]) -> GcPlan:
+    """Versions complete where DataSync writes (their records in the bucket, newest first) that are neither among the
+    newest ``keep`` nor protected (deployed). Reads only."""
+    where = record.datasync_location(cfg, efs_root)
+    found = sorted(record.listed(c.s3, cfg.bucket, cfg.prefix, where).items(), key=lambda kv: kv[1], reverse=True)
+    versions = [Version(name, True, at, None) for name, at in found]
+    kept = {v.name for v in versions[:keep]} | {v.name for v in versions if any(p and v.name.startswith(p) for p in protect)}
+    base = version_dir("/", efs_root, "", through_access_point=bool(cfg.access_point_arn)).rstrip("/")
+    return GcPlan(base=base, remove=tuple(v for v in versions if v.name not in kept), keep=tuple(v for v in versions if v.name in kept),
+                  where=f"DataSync ({cfg.access_point_arn or cfg.file_system_arn})")
+
+
+EMPTY = "gc-empty"  # <prefix>/gc-empty/: never written, the source that empties a version folder
+
+
+def apply_gc(plan: GcPlan, c: Clients, cfg: DataSyncConfig, efs_root: str, *, poll_s: float = 5.0, on_line=None, stale_lock_s: int = 3600) -> list[str]:
+    """Sweep what killed runs left, then empty each version: its record goes first (no plan finds it complete), then a
+    task from an empty S3 prefix into the version's folder with PreserveDeletedFiles REMOVE deletes every file there
+    (DataSync User Guide: REMOVE deletes destination files that are not in the source), the marker among them. The
+    empty folder stays (DataSync deletes files, not its location's root). A version a run holds the lock of is skipped."""
+    sweep(c, cfg, stale_s=stale_lock_s)
+    where = record.datasync_location(cfg, efs_root)
+    removed = []
+    for v in plan.remove:
+        if _held(c, cfg, v.name, stale_lock_s):
+            continue
+        record.delete(c.s3, cfg.bucket, cfg.prefix, where, v.name)
+        made = Created(c)
+        try:
+            empty = _s3_location(c, made, cfg, f"{cfg.prefix}/{EMPTY}/", v.name)
+            folder = _efs_location(c, made, cfg, version_dir("/", efs_root, v.name, through_access_point=bool(cfg.access_point_arn)), v.name)
+            task = _task(c, made, f"hoist-gc-{v.name[:12]}", empty, folder, DATA_OPTIONS, poll_s, tags(cfg, v.name))
+            _run_task(c, task, f"removal of {v.name[:12]}", poll_s, on_line)
+        except BaseException:
+            made.remove(strict=False)
+            raise
+        made.remove(strict=True)
+        removed.append(v.name)
+    return removed

@@ -464,3 +464,40 @@ def test_the_sweep_removes_what_a_killed_run_left_and_nothing_a_live_run_or_anot
     for arn in running | other:
         if ":task/" not in arn:
             aws.datasync.delete_location(LocationArn=arn)
+
+
+def test_gc_through_datasync_keeps_the_newest_and_the_deployed_empties_the_rest_with_datasync_and_sweeps(aws, tmp_path):
+    """Issue 23, 17: a DataSync-only install collects old versions with DataSync itself. The records in the bucket say
+    which versions are complete (it cannot list EFS); each collected version's record goes first, then a task from an
+    empty S3 prefix into its folder with PreserveDeletedFiles REMOVE ("REMOVE - Deletes destination files that aren't
+    present in the source", DataSync API reference, Options) and TransferMode CHANGED (REMOVE is refused with ALL).
+    What a killed run left is swept too. No build: the records are the input."""
+    from pipeline.config import DataSyncConfig
+    from sync import datasync, record
+    from sync.datasync import tags
+
+    ds = DataSyncConfig(bucket=BUCKET, prefix=f"{tmp_path.name}/hoist-staging", region="us-east-1", file_system_arn=FS, access_point_arn=AP,
+                        subnet_arn=SUBNET, security_group_arns=(SG,), s3_role_arn=ROLE)
+    where = record.datasync_location(ds, "/hoist")
+    old, deployed, middle, newest = ("1" * 64, "2" * 64, "3" * 64, "4" * 64)
+    for version in (old, deployed, middle, newest):  # oldest first; S3's LastModified has whole seconds
+        record.write(aws.s3, BUCKET, ds.prefix, where, version, record.body(where, version, "datasync"))
+        time.sleep(1.05)
+    plan = datasync.plan_gc(aws, ds, "/hoist", keep=1, protect={deployed[:16]})
+    assert [v.name for v in plan.remove] == [middle, old] and {v.name for v in plan.keep} == {newest, deployed}
+    killed = aws.datasync.create_location_s3(S3BucketArn=f"arn:aws:s3:::{BUCKET}", Subdirectory="/x", S3Config={"BucketAccessRoleArn": ROLE},
+                                             Tags=tags(ds, "d" * 64))["LocationArn"]
+    before = len(aws.calls)
+    assert datasync.apply_gc(plan, aws, ds, "/hoist", poll_s=0) == [middle, old]
+    assert set(record.listed(aws.s3, BUCKET, ds.prefix, where)) == {newest, deployed}  # the records of the collected ones are gone
+    calls = aws.calls[before:]
+    efs = [p["Subdirectory"] for name, p in calls if name == "CreateLocationEfs"]
+    assert efs == [f"/envs/{middle}", f"/envs/{old}"]  # each version's own folder, through the writer access point
+    sources = [p["Subdirectory"] for name, p in calls if name == "CreateLocationS3"]
+    assert sources == [f"/{ds.prefix}/gc-empty/"] * 2 and not _objects(aws, f"{ds.prefix}/gc-empty/")  # an empty source
+    for name, p in calls:
+        if name == "CreateTask":
+            assert p["Options"]["PreserveDeletedFiles"] == "REMOVE" and p["Options"]["TransferMode"] == "CHANGED"
+    assert [n for n, _ in calls].count("StartTaskExecution") == 2 and [n for n, _ in calls].count("DeleteTask") == 2
+    deleted = {p["LocationArn"] for name, p in calls if name == "DeleteLocation"}
+    assert killed in deleted and len(deleted) == 5  # the killed run's leftover, and each removal's two locations
