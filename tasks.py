@@ -184,7 +184,7 @@ def _progress_line(line: str):
         "config": CONFIG_HELP,
         "keep": "newest complete versions to keep (default: sync.keep)",
         "protect": "comma-separated version hashes (or prefixes) to keep; the last deploys' versions (dist/deploy.json and the bucket's record) are always kept",
-        "method": "local or bastion (default: sync.method)",
+        "method": "local, bastion or datasync (default: sync.method; datasync empties collected versions with DataSync tasks)",
         "yes": "remove without asking",
         "dry_run": "show what would be removed, remove nothing",
     },
