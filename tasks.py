@@ -196,7 +196,7 @@ def _progress_line(line: str):
         "config": CONFIG_HELP,
         "keep": "newest complete versions to keep (default: sync.keep)",
         "protect": "comma-separated version hashes (or prefixes) to keep; the last deploys' versions (dist/deploy.json and the bucket's record) are always kept",
-        "method": "local or bastion (default: sync.method)",
+        "method": "local, bastion or datasync (default: sync.method; datasync empties collected versions with DataSync tasks)",
         "yes": "remove without asking",
         "dry_run": "show what would be removed, remove nothing",
     },
@@ -290,6 +290,8 @@ def deploy(c, config=None, target=None, dry_run=False, yes=False, storage_only=F
     print_result(console, result)
     if storage_only:
         console.print("storage is in place: set up the writers (README, First deploy on AWS), then `invoke deploy`")
+    if result.version_test is not None and not result.version_test.ok:
+        raise Exit(f"error: version {result.state.outputs.get('FunctionVersion')} failed its test; alias live stays on version {result.live}", code=1)
     if not result.ok:
         raise Exit("error: the smoke test failed" + (f"; alias live is back on version {result.rolled_back_to}" if result.rolled_back_to else ""), code=1)
 
@@ -306,7 +308,8 @@ def rollback(c, config=None, to=None, yes=False):
     console.print(f"[bold]rollback[/] {move.function}: alias live {move.from_version} -> {move.to.version} (EFS version {move.to.efs_version[:16] or '?'}, {move.to.description})")
     _confirm("move the alias?", yes)
     stage.apply_rollback(cfg, clients, move)
-    console.print(f"alias live now points at version {move.to.version}; the next `invoke deploy` moves it to the stack's version again")
+    console.print(f"alias live now points at version {move.to.version}; the next `invoke deploy` tests the stack's version directly and moves "
+                  "the alias back to it only when it passes")
 
 
 @task(help={"config": CONFIG_HELP, "yes": "delete without asking", "delete_data": "also delete the stack's EFS file system and everything on it"})

@@ -183,6 +183,10 @@ def deployer_policy() -> dict:
         {"Sid": "TheAlias", "Effect": "Allow", "Action": ["lambda:GetAlias", "lambda:UpdateAlias", "lambda:ListVersionsByFunction"],
          "Resource": [sub("arn:${AWS::Partition}:lambda:${AWS::Region}:${AWS::AccountId}:function:${FunctionName}"),
                       sub("arn:${AWS::Partition}:lambda:${AWS::Region}:${AWS::AccountId}:function:${FunctionName}:*")]},
+        # the release's version is invoked directly (Qualifier = its number) before the alias moves to it; a qualified
+        # ARN is the resource (Lambda developer guide, "Resources and conditions for Lambda actions")
+        {"Sid": "TestTheReleasesVersion", "Effect": "Allow", "Action": "lambda:InvokeFunction",
+         "Resource": sub("arn:${AWS::Partition}:lambda:${AWS::Region}:${AWS::AccountId}:function:${FunctionName}:*")},
     ]}
 
 

@@ -54,8 +54,11 @@ def print_plan(console: Console, plan: DeployPlan) -> None:
             table.add_row(f"[{style}]{c.action}[/]" if style else c.action, c.logical_id, c.resource_type,
                           f"[red]{c.replacement}[/]" if c.replacement == "True" else c.replacement, ", ".join(c.details))
         console.print(table)
-    if plan.live_version:
-        console.print(f"  alias live is on version {plan.live_version} now; a failed smoke test points it back there")
+    if plan.untested:
+        console.print(f"  version {plan.untested} is published but not live (it failed its test, or a rollback moved the alias away): "
+                      f"it is tested directly again before alias live moves from {plan.live_version}")
+    elif plan.live_version:
+        console.print(f"  alias live is on version {plan.live_version} now and stays there until the release's version passes its own test")
     for w in plan.warnings:
         console.print(f"[yellow]warning:[/] {escape(w)}")
     console.print(f"  template: {plan.template_path}")
@@ -72,9 +75,12 @@ def print_result(console: Console, result: DeployResult) -> None:
             console.print(f"  {key:<16} {outputs[key]}")
     for note in result.notes:
         console.print(f"  note: {escape(note)}")
-    if result.smoke:
-        colour = "green" if result.smoke.ok else "red"
-        console.print(f"  smoke test: [{colour}]{'passed' if result.smoke.ok else 'FAILED'}[/] ({escape(result.smoke.message)}, {result.smoke.seconds:.1f} s)")
+    for what, check in (("version test", result.version_test), ("smoke test", result.smoke)):
+        if check:
+            colour = "green" if check.ok else "red"
+            console.print(f"  {what}: [{colour}]{'passed' if check.ok else 'FAILED'}[/] ({escape(check.message)}, {check.seconds:.1f} s)")
+    if result.live:
+        console.print(f"  alias live is on version {result.live}")
     if result.rolled_back_to:
         console.print(f"  [red]rolled back[/]: alias live points at version {result.rolled_back_to} again")
     if result.record:

@@ -12,9 +12,14 @@ nothing remote except creating the change set:
    against the stack's current state.
 
 ``Deployer.apply`` runs after the user confirmed (or ``--yes``): it uploads
-what is missing, syncs the EFS version, executes the change set, streams
-stack events, smoke-tests the API and, when that fails, points the alias back
-to the version that was live before; it records what is live in
+what is missing, syncs the EFS version, executes the change set (which
+publishes the release's version and leaves the alias ``live`` where it is),
+tests that version directly (Lambda Invoke with the version as the Qualifier
+and the API's events), and only when it passes moves the alias with a second
+change set; then it smoke-tests the API and, when that fails, points the
+alias back to the version that was live before. A version that failed its
+test stays published and not live: the next deploy, even a no-op, tests it
+again instead of moving ``live`` onto it. What is live is recorded in
 ``dist/deploy.json`` and in the artifact bucket. A dry run without AWS
 credentials (``clients_`` None) still builds, validates, renders and lints;
 what it could not check is listed in the plan (``unchecked``). Every AWS
@@ -41,9 +46,9 @@ from pipeline.files import atomic_write_json, atomic_write_text
 from pipeline.records import BuildRecord, RecordError, load_build_record, load_manifest
 
 from . import alias, artifacts, lint, network, stack
-from .smoke import SmokeResult, smoke
+from .smoke import SmokeResult, check_version, smoke
 from .stack import StackState
-from .template import Release, dumps, render
+from .template import Release, dumps, promoted, render
 from .template import mount_target_zone as template_zone
 
 DEPLOY_JSON_VERSION = 1
@@ -123,24 +128,33 @@ class DeployPlan:
     sync_job: Any = field(default=None, repr=False, compare=False)  # what Steps.plan_sync returned for Steps.apply_sync
 
     @property
+    def untested(self) -> str | None:
+        """The stack's published version when the alias is not on it (it failed its test, or a rollback moved the
+        alias away): apply tests it again before ``live`` moves to it. None when the alias is on it, or no stack yet."""
+        version = self.before.outputs.get("FunctionVersion")
+        return version if version and self.live_version and version != self.live_version and not self.storage_only else None
+
+    @property
     def has_work(self) -> bool:
-        """Anything to do on apply: stack changes, missing uploads or an EFS version to sync."""
+        """Anything to do on apply: stack changes, missing uploads, an EFS version to sync, or a version to test and promote."""
         return (not self.change_set.empty or bool(self.artifacts and self.artifacts.missing)
-                or bool(self.sync and self.sync.action != "up-to-date"))
+                or bool(self.sync and self.sync.action != "up-to-date") or self.untested is not None)
 
 
 @dataclass(frozen=True)
 class DeployResult:
     plan: DeployPlan
     state: stack.StackState
-    smoke: SmokeResult | None
+    smoke: SmokeResult | None  # the failed check, or the last that passed (the API's)
     rolled_back_to: str | None = None
     record: Path | None = None
     notes: tuple[str, ...] = field(default_factory=tuple)
+    version_test: SmokeResult | None = None  # the release's version invoked directly, before the alias moved
+    live: str | None = None  # the version the alias is on afterwards
 
     @property
     def ok(self) -> bool:
-        return self.smoke is None or self.smoke.ok
+        return all(r is None or r.ok for r in (self.smoke, self.version_test))
 
 
 def deploy_config(config: Config) -> DeployConfig:
@@ -229,7 +243,8 @@ class Deployer:
             unchecked.append(f"whether s3://{self.dcfg.artifact_bucket} encrypts with a KMS key the function's role must decrypt the model with")
         else:
             key = artifacts.model_key_arn(self.aws.s3, self.dcfg.artifact_bucket, self.dcfg.region)
-        template = render(self.config, release, zones=zones, live_mount_targets=mounts, model_key_arn=key)
+        # the alias stays where it is until the release's version passed its own test (apply promotes it)
+        template = render(self.config, release, zones=zones, live_mount_targets=mounts, model_key_arn=key, live_version=live)
         return self._change_set(state, template, template_path, storage_only=False, dry_run=dry_run, release=release, plan_=plan_, sync=sync, live=live,
                                 warnings=record.warnings + self._local_sync_warning(), unchecked=tuple(unchecked), sync_job=job, zones=zones, mounts=mounts)
 
@@ -394,24 +409,59 @@ class Deployer:
         state = stack.execute(cfn, plan.change_set, on_event=self.progress.event, poll_s=self.poll_s)
         if plan.storage_only:
             return DeployResult(plan=plan, state=state, smoke=None)
-        notes = []
-        function, stack_version = state.outputs.get("FunctionName", self.config.function.name), state.outputs.get("FunctionVersion")
-        if stack_version and alias.current(lam, function) != stack_version:
-            # a rollback moved the alias since the stack last set it: converge back to what the stack says
-            notes.append(f"alias {alias.ALIAS} pointed away from the stack's version {stack_version} (a rollback); moved it back")
-            alias.point(lam, function, stack_version)
+        function, candidate = state.outputs.get("FunctionName", self.config.function.name), state.outputs.get("FunctionVersion")
+        live = alias.current(lam, function)
+        notes: list[str] = []
+        tested = None
+        if candidate and live and candidate != live:
+            # the release's version is published, the alias still on the live one: test the version itself first
+            if smoke_test:
+                image, expect = self._smoke_sample()
+                self.progress.step(f"testing version {candidate} directly (Invoke, Qualifier {candidate}, the API's events) before {alias.ALIAS} moves from {live}")
+                tested = check_version(lam, function, candidate, image, expect, on_line=self.progress.line, archives=self._has_archives())
+                if not tested.ok:
+                    notes.append(f"version {candidate} failed its test: alias {alias.ALIAS} stays on version {live}; the next deploy tests it again "
+                                 "(or publishes a fixed release)")
+                    record = self._record(plan, state, tested, None, live)
+                    return DeployResult(plan=plan, state=state, smoke=None, version_test=tested, record=record, notes=tuple(notes), live=live)
+            state = self._promote(plan, state, candidate)
+            notes.append(f"alias {alias.ALIAS} moved from version {live} to {candidate}" + (" after its test passed" if tested else " (not tested: --no-smoke)"))
         result = None
         rolled_back = None
         if smoke_test:
             self.progress.step(f"smoke test: {state.outputs.get('ApiUrl')}")
             image, expect = self._smoke_sample()
             result = smoke(state.outputs["ApiUrl"], image, expect, on_line=self.progress.line, archives=self._has_archives())
-            if not result.ok and plan.live_version and plan.live_version != stack_version:
-                self.progress.step(f"smoke test failed: pointing {alias.ALIAS} back to version {plan.live_version}")
-                alias.point(lam, function, plan.live_version)
-                rolled_back = plan.live_version
-        record = self._record(plan, state, result, rolled_back)
-        return DeployResult(plan=plan, state=state, smoke=result, rolled_back_to=rolled_back, record=record, notes=tuple(notes))
+            if not result.ok and live and live != candidate:
+                self.progress.step(f"smoke test failed: pointing {alias.ALIAS} back to version {live}")
+                alias.point(lam, function, live)
+                rolled_back = live
+        now = rolled_back or candidate or live
+        record = self._record(plan, state, result, rolled_back, now)
+        return DeployResult(plan=plan, state=state, smoke=result, rolled_back_to=rolled_back, record=record, notes=tuple(notes), version_test=tested, live=now)
+
+    def _promote(self, plan: DeployPlan, state: stack.StackState, version: str) -> stack.StackState:
+        """Move the alias to ``version`` through the stack: a second change set of the same template with the alias
+        on it (deploy/template.py, ``promoted``), so the stack keeps naming what is live and a later deploy's change
+        set is empty. Checked afterwards with GetAlias."""
+        assert self.aws is not None
+        body = dumps(promoted(json.loads(plan.template_path.read_text()), version))
+        atomic_write_text(plan.template_path, body)  # what the stack now holds: the next plan renders the same
+        self.progress.step(f"promoting version {version}: a change set that moves alias {alias.ALIAS} only")
+        cs = stack.plan(self.aws.cloudformation, state, body, description=f"hoist promote version {version} to {alias.ALIAS}",
+                        poll_s=min(self.poll_s, 2.0), role_arn=self.dcfg.cloudformation_role_arn)
+        others = [c.logical_id for c in cs.changes if c.logical_id != "LiveAlias"]
+        if others:
+            stack.discard(self.aws.cloudformation, cs)
+            raise DeployError(f"the promotion's change set would change more than the alias: {', '.join(others)}; it was deleted, the alias did not move",
+                              where=f"stack {self.dcfg.stack_name}", fix="the stack changed since the deploy's change set ran: run `invoke deploy` again")
+        state = stack.execute(self.aws.cloudformation, cs, on_event=self.progress.event, poll_s=self.poll_s)
+        function = state.outputs.get("FunctionName", self.config.function.name)
+        now = alias.current(self.aws.lambda_, function)
+        if now != version:
+            raise DeployError(f"alias {alias.ALIAS} is on version {now}, not {version}, after the promotion", where=f"lambda {function}",
+                              fix="run `invoke deploy` again: it tests the version and promotes it")
+        return state
 
     def _has_archives(self) -> bool:
         """Whether the built EFS version has archives: then its init must hydrate (the smoke test checks it)."""
@@ -421,7 +471,7 @@ class Deployer:
         except (OSError, KeyError, RecordError):
             return False
 
-    def _record(self, plan: DeployPlan, state: stack.StackState, result: SmokeResult | None, rolled_back: str | None) -> Path:
+    def _record(self, plan: DeployPlan, state: stack.StackState, result: SmokeResult | None, rolled_back: str | None, live: str | None) -> Path:
         """What is live, for CI, rollback and efs-gc (which keeps these versions): dist/deploy.json, and the same
         document in the artifact bucket, so a CI run (whose dist/ is gone) and the bastion read the same history."""
         assert plan.release is not None and self.aws is not None
@@ -442,6 +492,7 @@ class Deployer:
             "model_prefix": plan.release.model_prefix,
             "smoke": None if result is None else {"ok": result.ok, "message": result.message, "label": result.label, "seconds": result.seconds},
             "rolled_back_to": rolled_back,
+            "live_version": live,  # the alias's version afterwards (the stack's FunctionVersion is the release's, tested or not)
             "efs_history": history[:HISTORY],
         }
         body = atomic_write_json(path, doc, sort_keys=True)

@@ -9,8 +9,10 @@ before the first sync can put a tree on it (docs/design.md, "Deploy").
 Logical ids are stable, so an unchanged input renders the same template and the
 change set is empty. The function's published version carries a hash of
 everything that defines it in its logical id: a new code zip, layer or EFS
-version publishes a new version and moves the alias ``live``; old versions are
-retained, so a rollback can point the alias back at them.
+version publishes a new version; the alias ``live`` stays on the version that
+was live (``live_version``) until the deployer has tested the new one directly,
+then a second change set moves it (``promoted``). Old versions are retained, so
+a rollback can point the alias back at them.
 """
 from __future__ import annotations
 
@@ -272,7 +274,7 @@ def _model_key_statement(key_arn: str | None, region: str) -> list[dict]:
 
 
 def _function(config: Config, dcfg: DeployConfig, release: Release, fs_arn, ap_arn, zones: dict[str, str] | None,
-              live: dict[str, str] | None = None, model_key_arn: str | None = None) -> tuple[dict, str]:
+              live: dict[str, str] | None = None, model_key_arn: str | None = None, live_version: str | None = None) -> tuple[dict, str]:
     fn = config.function
     # the function mounts its access point, whose root (efs.root) it sees as the mount path
     efs_tree = version_dir(config.efs.mount_path, config.efs.root, release.efs_version, through_access_point=True) + "/site-packages"
@@ -358,9 +360,11 @@ def _function(config: Config, dcfg: DeployConfig, release: Release, fs_arn, ap_a
         "UpdateReplacePolicy": "Retain",
         "Properties": {"FunctionName": ref("Function"), "Description": f"efs {release.efs_version[:16]} code {release.function_key.rsplit('/', 1)[-1][:16]}"},
     }
+    # the alias stays on the version that is live until the new one passed its test (deploy/stage.py invokes the new
+    # version directly, then promotes it with a second change set, ``promoted``); the first deploy has nothing live
     res["LiveAlias"] = {
         "Type": "AWS::Lambda::Alias",
-        "Properties": {"FunctionName": ref("Function"), "FunctionVersion": att(version_id, "Version"), "Name": ALIAS},
+        "Properties": {"FunctionName": ref("Function"), "FunctionVersion": live_version or att(version_id, "Version"), "Name": ALIAS},
     }
     res["HttpApi"] = {"Type": "AWS::ApiGatewayV2::Api", "Properties": {"Name": config.api_name, "ProtocolType": "HTTP",
                                                                          "Description": f"hoist: {fn.name}"}}
@@ -393,11 +397,13 @@ def _function(config: Config, dcfg: DeployConfig, release: Release, fs_arn, ap_a
 
 
 def render(config: Config, release: Release | None, *, storage_only: bool = False, zones: dict[str, str] | None = None,
-           live_mount_targets: dict[str, str] | None = None, model_key_arn: str | None = None) -> dict:
+           live_mount_targets: dict[str, str] | None = None, model_key_arn: str | None = None, live_version: str | None = None) -> dict:
     """The stack's template. ``release`` may be None only with ``storage_only``; ``zones`` maps subnets to
     Availability Zones (None: unknown, each subnet taken as its own zone); ``live_mount_targets`` maps a zone to
     the subnet of the mount target it has now (kept: see mount_targets); ``model_key_arn``: the artifact bucket's KMS
-    key, which the function's role may then decrypt with (deploy/artifacts.py, model_key_arn)."""
+    key, which the function's role may then decrypt with (deploy/artifacts.py, model_key_arn); ``live_version``: the
+    version the alias ``live`` is on now, which it stays on (None: the first deploy, the alias starts on the release's
+    version)."""
     dcfg = config.deploy
     if dcfg is None:
         raise ValueError("render needs [deploy] in the config")
@@ -415,13 +421,13 @@ def render(config: Config, release: Release | None, *, storage_only: bool = Fals
     if not storage_only:
         if release is None:
             raise ValueError("a full template needs a release")
-        function, version_id = _function(config, dcfg, release, fs_arn, ap_arn, zones, live_mount_targets, model_key_arn)
+        function, version_id = _function(config, dcfg, release, fs_arn, ap_arn, zones, live_mount_targets, model_key_arn, live_version)
         resources.update(function)
         outputs.update({
             "ApiUrl": {"Description": "HTTP API", "Value": sub("https://${HttpApi}.execute-api.${AWS::Region}.${AWS::URLSuffix}")},
             "FunctionName": {"Description": "Lambda function", "Value": ref("Function")},
             "AliasArn": {"Description": "alias the API invokes", "Value": ref("LiveAlias")},
-            "FunctionVersion": {"Description": "version behind the alias", "Value": att(version_id, "Version")},
+            "FunctionVersion": {"Description": "the release's published version (live once it passed its test)", "Value": att(version_id, "Version")},
             "EfsVersion": {"Description": "EFS dependency version (envs/<hash>)", "Value": release.efs_version},
         })
     return {
@@ -430,6 +436,14 @@ def render(config: Config, release: Release | None, *, storage_only: bool = Fals
         "Resources": resources,
         "Outputs": outputs,
     }
+
+
+def promoted(template: dict, version: str) -> dict:
+    """The same template with the alias ``live`` on ``version``: the second change set of a deploy, once the version
+    passed its test. Nothing else changes, so the change set modifies the alias only (UpdateAlias)."""
+    doc = json.loads(json.dumps(template))
+    doc["Resources"]["LiveAlias"]["Properties"]["FunctionVersion"] = str(version)
+    return doc
 
 
 def dumps(template: dict) -> str:

@@ -89,7 +89,7 @@ def call(client_, operation: str, *, error: type[PipelineError], context: str | 
     except (ClientError, ParamValidationError, BotoCoreError) as exc:
         if isinstance(exc, ClientError) and _absent(exc, absent):
             return None
-        raise _translate(exc, operation, service, error, context, default_fix) from None
+        raise translate(exc, operation, service, error, context, default_fix) from None
 
 
 def paginate(client_, operation: str, *, error: type[PipelineError], context: str | None = None, default_fix: str = "read AWS's message",
@@ -105,7 +105,7 @@ def paginate(client_, operation: str, *, error: type[PipelineError], context: st
     try:
         yield from client_.get_paginator(operation).paginate(**params)
     except (ClientError, ParamValidationError, BotoCoreError) as exc:
-        raise _translate(exc, operation, service, error, context, default_fix) from None
+        raise translate(exc, operation, service, error, context, default_fix) from None
 
 
 def pages(client_, operation: str, key: str, *, error: type[PipelineError], context: str | None = None,
@@ -128,7 +128,8 @@ def _absent(exc, absent: tuple[str, ...]) -> bool:
     return any(code == c and text in message for c, _, text in (entry.partition(":") for entry in absent))
 
 
-def _translate(exc, operation: str, service: str, error: type[PipelineError], context: str | None, default_fix: str) -> PipelineError:
+def translate(exc, operation: str, service: str, error: type[PipelineError], context: str | None, default_fix: str) -> PipelineError:
+    """An exception of a call as one ``error`` in words (``meanings(context)``), for callers that read some codes themselves."""
     from botocore.exceptions import ClientError, ParamValidationError
 
     if isinstance(exc, ClientError):

@@ -25,6 +25,10 @@ it into the version folder on EFS, then copy the completion marker the same way.
    folder as DataSync sees it (pipeline/layout.py: through the writer access
    point its root is ``/``), VerifyMode POINT_IN_TIME_CONSISTENT; its
    execution is polled until SUCCESS or ERROR.
+   Before any of this, a probe task (EFS -> S3, an include filter naming only
+   the version's marker) tells whether EFS holds the version complete already:
+   one a shell method published before the bucket kept records. Then its
+   record is written and nothing is copied (``marker_on_efs``).
 5. Only then the marker: a second task copies markers/<hash>/.hoist-complete
    into the same folder without deleting anything, and the completeness
    record (sync/record.py) is written in the staging bucket, keyed by where
@@ -56,6 +60,7 @@ from __future__ import annotations
 import base64
 import concurrent.futures
 import contextlib
+import dataclasses
 import hashlib
 import time
 from dataclasses import dataclass, field
@@ -69,7 +74,7 @@ from pipeline.layout import version_dir
 from pipeline.records import MANIFEST_NAME, Manifest, load_manifest
 
 from . import record
-from .efs import MARKER, SyncResult, holder_gone, lock_owner
+from .efs import MARKER, GcPlan, SyncResult, Version, holder_gone, lock_owner
 from .record import Location
 from .shell import interruptible
 
@@ -324,8 +329,8 @@ def _task(c: Clients, made: Created, name: str, source: str, dest: str, options:
         time.sleep(poll_s)
 
 
-def _run_task(c: Clients, task: str, what: str, poll_s: float, on_line) -> dict:
-    execution = call(c.datasync, "start_task_execution", TaskArn=task)["TaskExecutionArn"]
+def _run_task(c: Clients, task: str, what: str, poll_s: float, on_line, includes: list[dict] | None = None) -> dict:
+    execution = call(c.datasync, "start_task_execution", TaskArn=task, **({"Includes": includes} if includes else {}))["TaskExecutionArn"]
     try:
         return _wait(c, execution, what, poll_s, on_line)
     except BaseException:
@@ -370,6 +375,39 @@ DATA_OPTIONS = {
     "Gid": "NONE",
 }
 MARKER_OPTIONS = {**DATA_OPTIONS, "PreserveDeletedFiles": "PRESERVE", "VerifyMode": "ONLY_FILES_TRANSFERRED"}
+# EFS -> S3, one file at most: copies what matches the include filter, deletes nothing, reads nothing at the destination
+PROBE_OPTIONS = {"VerifyMode": "ONLY_FILES_TRANSFERRED", "TransferMode": "ALL", "OverwriteMode": "ALWAYS", "PreserveDeletedFiles": "PRESERVE",
+                 "PosixPermissions": "NONE", "Uid": "NONE", "Gid": "NONE", "Mtime": "NONE", "Atime": "NONE"}
+
+
+def probe_key(cfg: DataSyncConfig, plan: DataSyncPlan) -> str:
+    """Where the probe puts the version's marker when EFS has one: its path under the EFS location's root, kept."""
+    return f"{cfg.prefix}/probe/{plan.version}/{plan.efs_dir.strip('/')}/{MARKER}"
+
+
+def marker_on_efs(c: Clients, cfg: DataSyncConfig, plan: DataSyncPlan, poll_s: float, on_line=None) -> bytes | None:
+    """The version's marker on EFS, read the one way DataSync can (it runs no command there): a task from the EFS
+    location's root to ``<prefix>/probe/<version>/`` that transfers only ``<version folder>/.hoist-complete`` (an
+    include filter on StartTaskExecution; with one, DataSync lists only what matches at the source: DataSync User
+    Guide, "Transferring specific files, objects, and folders by using filters", and TaskExecutionFilesListedDetail).
+    Its text, or None when the folder has no marker (or no folder). A version published by another method before
+    [sync.datasync] named the file system has no record in the bucket: this is what keeps DataSync from writing into
+    it (PreserveDeletedFiles REMOVE would delete its marker)."""
+    key = probe_key(cfg, plan)
+    call(c.s3, "delete_object", Bucket=cfg.bucket, Key=key)  # an earlier probe's answer is not this one's
+    made = Created(c)
+    try:
+        root = _efs_location(c, made, cfg, "/", plan.version)  # the writer access point's root (or the file system's): it exists
+        dest = _s3_location(c, made, cfg, f"{cfg.prefix}/probe/{plan.version}/", plan.version)
+        task = _task(c, made, f"hoist-probe-{plan.version[:12]}", root, dest, PROBE_OPTIONS, poll_s, tags(cfg, plan.version))
+        _run_task(c, task, f"check for a marker of {plan.version[:12]} on EFS", poll_s, on_line,
+                  includes=[{"FilterType": "SIMPLE_PATTERN", "Value": f"{plan.efs_dir}/{MARKER}"}])
+        got = aws.call(c.s3, "get_object", error=SyncError, context="datasync", absent=("NoSuchKey", "404"), Bucket=cfg.bucket, Key=key)
+    except BaseException:
+        made.remove(strict=False)
+        raise
+    made.remove(strict=True)
+    return None if got is None else got["Body"].read()
 
 
 def lock_key(cfg: DataSyncConfig, version: str) -> str:
@@ -402,12 +440,12 @@ def _acquire(c: Clients, cfg: DataSyncConfig, plan: DataSyncPlan, stale_s: int) 
 
 
 def lifecycle_rules(cfg: DataSyncConfig) -> list[dict]:
-    """Hoist's rules on the staging bucket: staged versions and markers expire after ``expire_staged_days``
+    """Hoist's rules on the staging bucket: staged versions, markers and the probes' answers expire after ``expire_staged_days``
     (a later version re-uploads what expired); locks and the completeness records (``<prefix>/complete/``) are
     under no rule, so no record a later plan reads expires."""
     return [{"ID": f"hoist-{cfg.prefix}-{part}", "Filter": {"Prefix": f"{cfg.prefix}/{part}/"}, "Status": "Enabled",
              "Expiration": {"Days": cfg.expire_staged_days}, "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 1}}
-            for part in ("envs", "markers")]
+            for part in ("envs", "markers", "probe")]
 
 
 def ensure_lifecycle(c: Clients, cfg: DataSyncConfig) -> bool:
@@ -480,6 +518,12 @@ def apply_datasync(plan: DataSyncPlan, c: Clients, cfg: DataSyncConfig, *, poll_
                 return _result(plan, started)
             ensure_lifecycle(c, cfg)
             sweep(c, cfg, keep_version=plan.version, stale_s=stale_lock_s)
+            found = marker_on_efs(c, cfg, plan, poll_s, on_line)
+            if found is not None:  # complete on EFS, published by another method before the bucket kept records: never written into
+                record.write(c.s3, cfg.bucket, cfg.prefix, plan.location, plan.version, found)
+                if on_line:
+                    on_line(f"version {plan.version[:12]} is complete on EFS already (its marker): recorded, nothing copied")
+                return _result(dataclasses.replace(plan, action="up-to-date"), started)
             removed = _apply(plan, c, cfg, poll_s, on_line)
             return _result(plan, started, uploaded=len(plan.upload), copied=len(plan.copy), bytes_sent=plan.upload_bytes, removed=removed)
         finally:
@@ -542,3 +586,45 @@ def _apply(plan: DataSyncPlan, c: Clients, cfg: DataSyncConfig, poll_s: float, o
         raise
     # each version would leave two tasks and three locations behind: remove them once the version is complete
     return made.remove(strict=True)
+
+
+# -- garbage collection through DataSync (no shell on EFS) ------------------------------------------------------
+def plan_gc(c: Clients, cfg: DataSyncConfig, efs_root: str, keep: int, protect: set[str]) -> GcPlan:
+    """Versions complete where DataSync writes (their records in the bucket, newest first) that are neither among the
+    newest ``keep`` nor protected (deployed). Reads only."""
+    where = record.datasync_location(cfg, efs_root)
+    found = sorted(record.listed(c.s3, cfg.bucket, cfg.prefix, where).items(), key=lambda kv: kv[1], reverse=True)
+    versions = [Version(name, True, at, None) for name, at in found]
+    kept = {v.name for v in versions[:keep]} | {v.name for v in versions if any(p and v.name.startswith(p) for p in protect)}
+    base = version_dir("/", efs_root, "", through_access_point=bool(cfg.access_point_arn)).rstrip("/")
+    return GcPlan(base=base, remove=tuple(v for v in versions if v.name not in kept), keep=tuple(v for v in versions if v.name in kept),
+                  where=f"DataSync ({cfg.access_point_arn or cfg.file_system_arn})")
+
+
+EMPTY = "gc-empty"  # <prefix>/gc-empty/: never written, the source that empties a version folder
+
+
+def apply_gc(plan: GcPlan, c: Clients, cfg: DataSyncConfig, efs_root: str, *, poll_s: float = 5.0, on_line=None, stale_lock_s: int = 3600) -> list[str]:
+    """Sweep what killed runs left, then empty each version: its record goes first (no plan finds it complete), then a
+    task from an empty S3 prefix into the version's folder with PreserveDeletedFiles REMOVE deletes every file there
+    (DataSync User Guide: REMOVE deletes destination files that are not in the source), the marker among them. The
+    empty folder stays (DataSync deletes files, not its location's root). A version a run holds the lock of is skipped."""
+    sweep(c, cfg, stale_s=stale_lock_s)
+    where = record.datasync_location(cfg, efs_root)
+    removed = []
+    for v in plan.remove:
+        if _held(c, cfg, v.name, stale_lock_s):
+            continue
+        record.delete(c.s3, cfg.bucket, cfg.prefix, where, v.name)
+        made = Created(c)
+        try:
+            empty = _s3_location(c, made, cfg, f"{cfg.prefix}/{EMPTY}/", v.name)
+            folder = _efs_location(c, made, cfg, version_dir("/", efs_root, v.name, through_access_point=bool(cfg.access_point_arn)), v.name)
+            task = _task(c, made, f"hoist-gc-{v.name[:12]}", empty, folder, DATA_OPTIONS, poll_s, tags(cfg, v.name))
+            _run_task(c, task, f"removal of {v.name[:12]}", poll_s, on_line)
+        except BaseException:
+            made.remove(strict=False)
+            raise
+        made.remove(strict=True)
+        removed.append(v.name)
+    return removed

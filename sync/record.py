@@ -85,6 +85,15 @@ def shell_location(config: Config, method: str) -> Location | None:
     return Location(fs, arn_id(ds.access_point_arn) if through else None, config.efs.root)
 
 
+def listed(s3, bucket: str, prefix: str, where: Location) -> dict[str, int]:
+    """version -> when its record was written (epoch seconds), for every version complete in ``where``: what DataSync's
+    garbage collection knows of the versions on EFS (it cannot list the file system)."""
+    folder = key(prefix, where, "x").rsplit("/", 1)[0] + "/"
+    return {obj["Key"][len(folder):].removesuffix(".json"): int(obj["LastModified"].timestamp())
+            for obj in aws.pages(s3, "list_objects_v2", "Contents", error=SyncError, context="datasync", Bucket=bucket, Prefix=folder)
+            if obj["Key"].endswith(".json") and "/" not in obj["Key"][len(folder):]}
+
+
 def read(s3, bucket: str, prefix: str, where: Location, version: str) -> dict | None:
     got = aws.call(s3, "get_object", error=SyncError, context="datasync", absent=("NoSuchKey", "404"), Bucket=bucket, Key=key(prefix, where, version))
     return None if got is None else json.loads(got["Body"].read())

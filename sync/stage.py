@@ -77,15 +77,36 @@ def apply(plan_: SyncPlan, remote: Remote, config: Config, on_line=None, s3=None
     return result
 
 
-def gc_plan(config: Config, keep: int | None = None, protect: set[str] | None = None, method: str | None = None) -> tuple[GcPlan, Remote]:
-    remote, root = remote_for(config, method)
+def gc_plan(config: Config, keep: int | None = None, protect: set[str] | None = None, method: str | None = None, aws=None) -> tuple[GcPlan, Remote | Clients]:
+    """What efs-gc would remove. Through DataSync (no shell on EFS) the records in the staging bucket say which
+    versions are complete there; ``aws`` replaces the boto3 clients (tests)."""
     sync = _sync(config)
+    if (method or sync.method) == "datasync":
+        from . import datasync
+
+        dcfg = _datasync(config)
+        c = aws or datasync.clients(dcfg)
+        return datasync.plan_gc(c, dcfg, config.efs.root, keep or sync.keep, protect or set()), c
+    remote, root = remote_for(config, method)
     return plan_gc(remote, root, keep or sync.keep, protect or set(), sync.stale_lock_s), remote
 
 
-def gc_apply(plan_: GcPlan, remote: Remote, config: Config | None = None, s3=None) -> list[str]:
+def _datasync(config: Config):
+    dcfg = _sync(config).datasync
+    if dcfg is None:
+        raise SyncError("sync method datasync needs [sync.datasync] in pipeline.toml", where="sync.datasync",
+                        fix="add bucket, region, file_system_arn, subnet_arn, security_group_arns and s3_role_arn")
+    return dcfg
+
+
+def gc_apply(plan_: GcPlan, remote: Remote | Clients, config: Config | None = None, s3=None, poll_s: float = 5.0) -> list[str]:
     """Remove the versions; their completeness records in the staging bucket go first (when [sync.datasync] names
     one), so no plan finds a collected version complete. ``s3`` replaces the boto3 client (tests)."""
+    if not isinstance(remote, Remote):
+        from . import datasync
+
+        assert config is not None
+        return datasync.apply_gc(plan_, remote, _datasync(config), config.efs.root, poll_s=poll_s, stale_lock_s=_sync(config).stale_lock_s)
     where = record.shell_location(config, "bastion" if remote.bastion else "local") if config is not None else None
     if where is not None:
         dcfg = _sync(config).datasync if config is not None else None

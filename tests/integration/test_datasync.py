@@ -113,17 +113,18 @@ def test_stage_copy_verify_then_mark(project, wheelhouse, aws):
     assert "file-owner" not in head["Metadata"] and "file-group" not in head["Metadata"]  # a non-root writer cannot chown: no owner staged
 
     names = [name for name, _ in aws.calls]
-    assert names.count("StartTaskExecution") == 2  # the tree (archives included), then the marker
+    assert names.count("StartTaskExecution") == 3  # the probe (no marker on EFS), the tree (archives included), then the marker
     for i, name in enumerate(names):  # each task is seen AVAILABLE before it starts
         if name == "StartTaskExecution":
             assert names[i - 1] == "DescribeTask"
     creates = [params for name, params in aws.calls if name == "CreateTask"]
-    data, marker = creates
+    probe, data, marker = creates
+    assert probe["Name"] == f"hoist-probe-{plan.version[:12]}" and probe["Options"]["PreserveDeletedFiles"] == "PRESERVE"
     assert data["Name"] == f"hoist-{plan.version[:12]}" and data["Options"]["VerifyMode"] == "POINT_IN_TIME_CONSISTENT"  # DataSync verifies the copy
     assert data["Options"]["TransferMode"] == "CHANGED" and data["Options"]["PosixPermissions"] == "PRESERVE"
     assert (data["Options"]["Uid"], data["Options"]["Gid"]) == ("NONE", "NONE")  # files belong to the writer access point's user
     assert marker["Options"]["PreserveDeletedFiles"] == "PRESERVE"  # the marker copy deletes nothing
-    efs = next(params for name, params in aws.calls if name == "CreateLocationEfs")
+    efs = [params for name, params in aws.calls if name == "CreateLocationEfs"][-1]
     # through the writer access point, whose root is efs.root: the version is /envs/<hash> for DataSync, never /hoist/envs/<hash>
     assert efs == {"EfsFilesystemArn": FS, "Subdirectory": f"/envs/{plan.version}", "Ec2Config": {"SubnetArn": SUBNET, "SecurityGroupArns": [SG]},
                    "InTransitEncryption": "TLS1_2", "AccessPointArn": AP,
@@ -131,7 +132,8 @@ def test_stage_copy_verify_then_mark(project, wheelhouse, aws):
     # every task and location carries the tags the sweep finds a killed run's leftovers by
     assert all(p["Tags"] == efs["Tags"] for name, p in aws.calls if name in ("CreateTask", "CreateLocationS3"))
     s3_locations = [params for name, params in aws.calls if name == "CreateLocationS3"]
-    assert [p["Subdirectory"] for p in s3_locations] == [f"/{project.name}/hoist-staging/envs/{plan.version}/", f"/{project.name}/hoist-staging/markers/{plan.version}/"]
+    assert [p["Subdirectory"] for p in s3_locations] == [f"/{project.name}/hoist-staging/probe/{plan.version}/", f"/{project.name}/hoist-staging/envs/{plan.version}/",
+                                                         f"/{project.name}/hoist-staging/markers/{plan.version}/"]
     assert {p["S3BucketArn"] for p in s3_locations} == {f"arn:aws:s3:::{BUCKET}"}
     assert names.index("StartTaskExecution") < names.index("CreateLocationS3", names.index("StartTaskExecution"))  # marker staged after the copy succeeded
     # nothing left behind: both tasks and the three locations go after the marker arrived
@@ -151,7 +153,9 @@ def test_a_version_not_fully_staged_starts_no_task(project, wheelhouse, aws):
     with pytest.raises(SyncError) as err:
         stage.datasync_apply(broken, c, cfg, poll_s=0)
     assert "not staged: archives/lost-0000.hz" in str(err.value) and "nothing was copied to EFS" in str(err.value)
-    assert "StartTaskExecution" not in [name for name, _ in aws.calls]
+    started = [p["TaskArn"] for name, p in aws.calls if name == "StartTaskExecution"]
+    probe = [t for name, t in aws.calls if name == "CreateTask" and t["Name"].startswith("hoist-probe-")]
+    assert len(started) == 1 and len(probe) == 1  # only the probe ran (it reads EFS); no task copied anything to it
 
 
 def test_an_interrupted_run_cancels_its_execution(project, wheelhouse, aws, monkeypatch):
@@ -324,6 +328,35 @@ def test_a_version_rsync_published_is_up_to_date_for_datasync_with_the_same_mtim
     for rel, path, size, mode in version_files(local.source, load_manifest(local.manifest)):
         assert posix_metadata(_staged_file(rel, path, size, mode))["file-mtime"] == f"{(on_efs / rel).stat().st_mtime_ns}ns", rel
 
+    # the same version rsynced before [sync.datasync] named the file system: no record in the bucket. DataSync's probe
+    # (an EFS -> S3 task whose include filter names the marker) finds it on EFS: recorded, nothing staged or copied,
+    # so PreserveDeletedFiles REMOVE never runs over it
+    aws.s3.delete_object(Bucket=BUCKET, Key=record_key)
+    plan, _ = stage.datasync_plan(cfg, aws=aws)
+    assert plan.action == "transfer"
+    real_start, started = aws.datasync.start_task_execution, []
+
+    def start(**params):
+        """DataSync with an include filter copies only the matching file, path kept, from the source (here the local
+        folder standing for the file system's root) to the destination prefix: the probe's one job."""
+        started.append(params)
+        for pattern in params.get("Includes", []):
+            source = project / ".hoist-efs" / pattern["Value"].lstrip("/")
+            if source.is_file():
+                aws.s3.put_object(Bucket=BUCKET, Key=f"{project.name}/hoist-staging/probe/{plan.version}/{pattern['Value'].lstrip('/')}", Body=source.read_bytes())
+        return real_start(**params)
+
+    aws.datasync.start_task_execution = start
+    marker_before = (on_efs / MARKER).read_bytes()
+    done = stage.datasync_apply(plan, aws, cfg, poll_s=0)
+    assert done.action == "up-to-date" and done.uploaded == 0 and len(started) == 1  # the probe only: no copy, no marker task
+    assert started[0]["Includes"] == [{"FilterType": "SIMPLE_PATTERN", "Value": f"/hoist/envs/{plan.version}/{MARKER}"}]
+    assert not _objects(aws, f"{project.name}/hoist-staging/envs/{plan.version}/")  # nothing staged
+    assert aws.s3.get_object(Bucket=BUCKET, Key=record_key)["Body"].read() == marker_before == (on_efs / MARKER).read_bytes()
+    probe = [p for name, p in aws.calls if name == "CreateTask"][-1]
+    assert probe["Options"]["PreserveDeletedFiles"] == "PRESERVE" and probe["Options"]["TransferMode"] == "ALL"  # deletes nothing
+    assert [p["Subdirectory"] for name, p in aws.calls if name == "CreateLocationEfs"][-1] == "/"  # the root exists, whatever the version's folder
+
     gone = GcPlan(base=str(on_efs.parent), remove=(Version(local.version, True, 0, None),), keep=(), where="this machine")
     stage.gc_apply(gone, remote, cfg, s3=aws.s3)
     assert not on_efs.exists() and stage.datasync_plan(cfg, aws=aws)[0].action == "transfer"  # a collected version is not complete anywhere
@@ -431,3 +464,40 @@ def test_the_sweep_removes_what_a_killed_run_left_and_nothing_a_live_run_or_anot
     for arn in running | other:
         if ":task/" not in arn:
             aws.datasync.delete_location(LocationArn=arn)
+
+
+def test_gc_through_datasync_keeps_the_newest_and_the_deployed_empties_the_rest_with_datasync_and_sweeps(aws, tmp_path):
+    """Issue 23, 17: a DataSync-only install collects old versions with DataSync itself. The records in the bucket say
+    which versions are complete (it cannot list EFS); each collected version's record goes first, then a task from an
+    empty S3 prefix into its folder with PreserveDeletedFiles REMOVE ("REMOVE - Deletes destination files that aren't
+    present in the source", DataSync API reference, Options) and TransferMode CHANGED (REMOVE is refused with ALL).
+    What a killed run left is swept too. No build: the records are the input."""
+    from pipeline.config import DataSyncConfig
+    from sync import datasync, record
+    from sync.datasync import tags
+
+    ds = DataSyncConfig(bucket=BUCKET, prefix=f"{tmp_path.name}/hoist-staging", region="us-east-1", file_system_arn=FS, access_point_arn=AP,
+                        subnet_arn=SUBNET, security_group_arns=(SG,), s3_role_arn=ROLE)
+    where = record.datasync_location(ds, "/hoist")
+    old, deployed, middle, newest = ("1" * 64, "2" * 64, "3" * 64, "4" * 64)
+    for version in (old, deployed, middle, newest):  # oldest first; S3's LastModified has whole seconds
+        record.write(aws.s3, BUCKET, ds.prefix, where, version, record.body(where, version, "datasync"))
+        time.sleep(1.05)
+    plan = datasync.plan_gc(aws, ds, "/hoist", keep=1, protect={deployed[:16]})
+    assert [v.name for v in plan.remove] == [middle, old] and {v.name for v in plan.keep} == {newest, deployed}
+    killed = aws.datasync.create_location_s3(S3BucketArn=f"arn:aws:s3:::{BUCKET}", Subdirectory="/x", S3Config={"BucketAccessRoleArn": ROLE},
+                                             Tags=tags(ds, "d" * 64))["LocationArn"]
+    before = len(aws.calls)
+    assert datasync.apply_gc(plan, aws, ds, "/hoist", poll_s=0) == [middle, old]
+    assert set(record.listed(aws.s3, BUCKET, ds.prefix, where)) == {newest, deployed}  # the records of the collected ones are gone
+    calls = aws.calls[before:]
+    efs = [p["Subdirectory"] for name, p in calls if name == "CreateLocationEfs"]
+    assert efs == [f"/envs/{middle}", f"/envs/{old}"]  # each version's own folder, through the writer access point
+    sources = [p["Subdirectory"] for name, p in calls if name == "CreateLocationS3"]
+    assert sources == [f"/{ds.prefix}/gc-empty/"] * 2 and not _objects(aws, f"{ds.prefix}/gc-empty/")  # an empty source
+    for name, p in calls:
+        if name == "CreateTask":
+            assert p["Options"]["PreserveDeletedFiles"] == "REMOVE" and p["Options"]["TransferMode"] == "CHANGED"
+    assert [n for n, _ in calls].count("StartTaskExecution") == 2 and [n for n, _ in calls].count("DeleteTask") == 2
+    deleted = {p["LocationArn"] for name, p in calls if name == "DeleteLocation"}
+    assert killed in deleted and len(deleted) == 5  # the killed run's leftover, and each removal's two locations

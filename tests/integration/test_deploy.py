@@ -71,6 +71,10 @@ def project(tmp_path, wheelhouse):
     return tmp_path
 
 
+# what the demo handler's GET /health answers for a version with archives that hydrated (hoist_lambda.activate.report())
+HEALTHY = {"status": "ok", "on_path": True, "efs_tree": "/mnt/test/envs/x/site-packages", "activation": {"hydrated": True, "hot_files": 3, "ms": 120}}
+
+
 class FakeApi:
     """API Gateway + function for the smoke test: answers /health and /classify with ``label``."""
 
@@ -89,7 +93,7 @@ class FakeApi:
 
             def do_GET(self):
                 api.requests.append(("GET", self.path))
-                self._send(200, {"status": "ok", "on_path": True, "efs_tree": "/mnt/test/envs/x/site-packages"} if api.healthy else {"status": "broken"})
+                self._send(200, HEALTHY if api.healthy else {"status": "broken"})
 
             def do_POST(self):
                 body = self.rfile.read(int(self.headers["Content-Length"]))
@@ -133,6 +137,47 @@ def expect_execute(stub, api_url, version):
     ev = {"StackId": STACK_ARN, "EventId": "e1", "StackName": NAME, "LogicalResourceId": NAME, "ResourceType": "AWS::CloudFormation::Stack", "Timestamp": T0, "ResourceStatus": "UPDATE_COMPLETE"}
     stub.add_response("describe_stack_events", {"StackEvents": [ev]})
     stub.add_response("describe_stacks", stack_doc("UPDATE_COMPLETE", {"ApiUrl": api_url, "FunctionName": "test-fn", "FunctionVersion": version}))
+
+
+class VersionInvoke:
+    """Lambda's Invoke of a published version (Qualifier), which moto's server can only answer by running the code in
+    Docker: answered here as the Lambda API reference ("Invoke") describes, StatusCode 200, ExecutedVersion and the
+    function's proxy response to the API's event as Payload; every other call goes to moto's server."""
+
+    def __init__(self, lam, label: str = "3"):
+        self._lam, self.label, self.events = lam, label, []
+
+    def __getattr__(self, name):
+        return getattr(self._lam, name)
+
+    def invoke(self, FunctionName, Qualifier, Payload, **_):
+        from botocore.response import StreamingBody
+
+        event = json.loads(Payload)
+        self.events.append((Qualifier, event["routeKey"]))
+        doc = HEALTHY if event["routeKey"] == "GET /health" else {"predictions": [{"label": self.label, "probability": 0.9}]}
+        body = json.dumps({"statusCode": 200, "body": json.dumps(doc)}).encode()
+        return {"StatusCode": 200, "ExecutedVersion": Qualifier, "Payload": StreamingBody(io.BytesIO(body), len(body))}
+
+
+def expect_promotion(stub, c, api_url, version):
+    """The second change set, which moves the alias only; executing it calls UpdateAlias, as CloudFormation's alias
+    handler does (modelled on moto's server: the alias moves when the change set executes)."""
+    promote = CS_ARN.replace("hoist-x", "hoist-promote")
+    stub.add_response("create_change_set", {"Id": promote, "StackId": STACK_ARN})
+    rc = {"Action": "Modify", "LogicalResourceId": "LiveAlias", "ResourceType": "AWS::Lambda::Alias", "Replacement": "False", "Details": []}
+    stub.add_response("describe_change_set", {"ChangeSetId": promote, "Status": "CREATE_COMPLETE", "Changes": [{"Type": "Resource", "ResourceChange": rc}]})
+    stub.add_response("describe_stack_events", {"StackEvents": []})
+    stub.add_response("execute_change_set", {}, {"ChangeSetName": promote, "StackName": NAME})
+    ev = {"StackId": STACK_ARN, "EventId": "e2", "StackName": NAME, "LogicalResourceId": NAME, "ResourceType": "AWS::CloudFormation::Stack", "Timestamp": T0, "ResourceStatus": "UPDATE_COMPLETE"}
+    stub.add_response("describe_stack_events", {"StackEvents": [ev]})
+    stub.add_response("describe_stacks", stack_doc("UPDATE_COMPLETE", {"ApiUrl": api_url, "FunctionName": "test-fn", "FunctionVersion": version}))
+
+    def update_alias(params, **_):
+        if params.get("ChangeSetName") == promote:
+            c.lambda_.update_alias(FunctionName="test-fn", Name="live", FunctionVersion=version)
+
+    c.cloudformation.meta.events.register("before-parameter-build.cloudformation.ExecuteChangeSet", update_alias)
 
 
 def lambda_function(lam, versions: int, live: str):
@@ -198,9 +243,15 @@ def test_deploy_uploads_syncs_applies_and_smoke_tests_then_an_unchanged_deploy_c
         assert any("sync method local writes the EFS version" in w and "bastion" in w for w in plan.warnings)  # a folder here is not EFS
         assert "Modify" in shown and "AWS::Lambda::Function" in shown and f"hoist/artifacts/{fn_sha}.zip" in shown and "to upload" in shown
 
-        c.lambda_.update_alias(FunctionName="test-fn", Name="live", FunctionVersion="2")  # what CloudFormation's update does
+        # the change set publishes version 2 and leaves the alias on 1 (the template names 1); 2 is tested, then promoted
+        assert json.loads(plan.template_path.read_text())["Resources"]["LiveAlias"]["Properties"]["FunctionVersion"] == "1"
+        invoked = VersionInvoke(c.lambda_)
+        deployer.aws = dataclasses.replace(c, lambda_=invoked)
         expect_execute(stub, api.url, "2")
+        expect_promotion(stub, c, api.url, "2")
         result = deployer.apply(plan)
+        assert invoked.events == [("2", "GET /health"), ("2", "POST /classify")] and result.version_test.ok, result.version_test
+        assert c.lambda_.get_alias(FunctionName="test-fn", Name="live")["FunctionVersion"] == "2" and result.live == "2"
         # content-addressed uploads (handler zip, layer zip, the model's files) and the record of what is live
         assert keys(c.s3) == {u.key for u in plan.artifacts.uploads} | {"hoist/deploy.json"} and len(keys(c.s3)) >= 6
         assert set(result.plan.uploaded) >= {"function.zip", "layer.zip", "model/model.pt"}
@@ -224,7 +275,7 @@ def test_deploy_uploads_syncs_applies_and_smoke_tests_then_an_unchanged_deploy_c
         zip_before = (project / "dist" / "arm" / "function.zip").read_bytes()
         build(cfg, "arm", force=True)
         assert (project / "dist" / "arm" / "function.zip").read_bytes() == zip_before
-        template_before = plan.template_path.read_bytes()
+        template_before = plan.template_path.read_bytes()  # as promoted: the alias on 2
         expect_plan(stub, changes=False)
         again = deployer.plan()
         assert again.uploaded == () and all(u.present for u in again.artifacts.uploads)
@@ -238,13 +289,14 @@ def test_a_failed_smoke_test_points_the_alias_back_to_the_version_that_was_live(
     c, stub = clients
     cfg = load(project)
     lambda_function(c.lambda_, versions=2, live="1")
-    api = FakeApi(label="8")  # the new version answers, but wrongly
+    api = FakeApi(label="8")  # the version passed its own test, but the API answers wrongly once the alias is on it
     try:
         expect_plan(stub, changes=True)
         deployer = Deployer(cfg, "arm", c, poll_s=0)
         plan = deployer.plan()
-        c.lambda_.update_alias(FunctionName="test-fn", Name="live", FunctionVersion="2")
+        deployer.aws = dataclasses.replace(c, lambda_=VersionInvoke(c.lambda_))
         expect_execute(stub, api.url, "2")
+        expect_promotion(stub, c, api.url, "2")
         result = deployer.apply(plan)
     finally:
         api.close()

@@ -172,6 +172,9 @@ def test_with_a_service_role_the_stacks_roles_carry_the_boundary_the_service_rol
         ("datasync:StartTaskExecution", f"arn:aws:datasync:eu-west-1:{ACCOUNT}:task/task-0123456789abcdef0", {}, ALLOW),
         ("lambda:UpdateAlias", f"arn:aws:lambda:eu-west-1:{ACCOUNT}:function:test-fn:live", {}, ALLOW),
         ("lambda:UpdateFunctionCode", f"arn:aws:lambda:eu-west-1:{ACCOUNT}:function:test-fn", {}, IMPLICIT),
+        # the release's version is invoked (Qualifier: a qualified ARN) before the alias moves; no other function
+        ("lambda:InvokeFunction", f"arn:aws:lambda:eu-west-1:{ACCOUNT}:function:test-fn:7", {}, ALLOW),
+        ("lambda:InvokeFunction", f"arn:aws:lambda:eu-west-1:{ACCOUNT}:function:other-fn:7", {}, IMPLICIT),
     ],
 )
 def test_the_deployer_keeps_change_sets_s3_datasync_and_passing_the_one_service_role(bootstrap, action, resource, context, expected):
