@@ -158,15 +158,16 @@ def validate(c, config=None, target=None, tree=None, runtime=None, arch=None, la
         "target": TARGET_HELP + "; syncs the EFS set of its last build",
         "method": "local, bastion or datasync (default: sync.method)",
         "dry_run": "show the plan, transfer nothing",
+        "no_hot_set": "sync a tree built without its hot set (build.import_check = false) anyway: every cold start then reads and holds all its archives",
     },
 )
 @_stage
-def sync_efs(c, config=None, target=None, method=None, dry_run=False):
+def sync_efs(c, config=None, target=None, method=None, dry_run=False, no_hot_set=False):
     """Put the built EFS tree on EFS as a new immutable, verified version."""
     from sync import stage
 
     cfg = _load(config)
-    job = stage.plan_job(cfg, target, method)
+    job = stage.plan_job(cfg, target, method, no_hot_set=no_hot_set)
     plan: Any = job.plan  # a SyncPlan, or a DataSyncPlan when job.method is datasync
     if job.method == "datasync":
         console.print(f"[bold]sync-efs[/] {plan.version[:16]} through DataSync: {plan.where}")
@@ -260,10 +261,11 @@ def _with_aws(config):
         "storage_only": "create or update only the security groups, file system, mount targets, access points, sync role and endpoints (first deploy)",
         "no_smoke": "skip the smoke test of the deployed API",
         "sync_method": "local, bastion or datasync (default: sync.method); GitHub-hosted runners use datasync",
+        "no_hot_set": "deploy a tree built without its hot set (build.import_check = false) anyway: every cold start then reads and holds all its archives",
     }
 )
 @_stage
-def deploy(c, config=None, target=None, dry_run=False, yes=False, storage_only=False, no_smoke=False, sync_method=None):
+def deploy(c, config=None, target=None, dry_run=False, yes=False, storage_only=False, no_smoke=False, sync_method=None, no_hot_set=False):
     """Plan (build, validate, change set), confirm, then upload, sync EFS, apply and smoke-test."""
     from compose.deploy import Deployer
     from deploy import stage
@@ -273,7 +275,7 @@ def deploy(c, config=None, target=None, dry_run=False, yes=False, storage_only=F
     dcfg = stage.deploy_config(cfg)
     # no credentials: a dry run still builds, renders and lints; a real deploy stops with what to do
     clients = stage.clients(dcfg) if stage.has_credentials(dcfg.region) else None
-    deployer = Deployer(cfg, target, clients, ConsoleProgress(console), sync_method=sync_method)
+    deployer = Deployer(cfg, target, clients, ConsoleProgress(console), sync_method=sync_method, no_hot_set=no_hot_set)
     plan = deployer.plan(storage_only=storage_only, dry_run=dry_run)
     print_plan(console, plan)
     if dry_run:

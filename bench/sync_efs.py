@@ -54,7 +54,7 @@ def _variant(tree: Path, manifest: Path, work: Path, package: str) -> tuple[Path
     mf.stamp_mtimes(new_tree, files)
     index = write_archives(new_tree, new_tree.parent / "archives")  # as the build writes them beside the tree
     variant = dataclasses.replace(load_manifest(manifest).with_files(files, mf.content_hash(files)),
-                                  archives=tuple(ArchiveEntry(a["name"], a["sha256"], a["bytes"]) for a in index["archives"]),
+                                  archives=tuple(ArchiveEntry(a["name"], a["sha256"], a["bytes"], a["raw"]) for a in index["archives"]),
                                   archive_index=sha256_file(new_tree.parent / "archives" / "index.json"))
     new_manifest = manifest_path(work / f"variant-{package}")
     write_manifest(variant, new_manifest)

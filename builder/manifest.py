@@ -115,6 +115,6 @@ def manifest(*, set_name: str, target: dict[str, Any], build_key: str, files: li
         slim=slim,
         packages=tuple(packages),
         files=tuple(files),
-        archives=tuple(ArchiveEntry(a["name"], a["sha256"], a["bytes"]) for a in archives),
+        archives=tuple(ArchiveEntry(a["name"], a["sha256"], a["bytes"], a["raw"]) for a in archives),
         archive_index=archive_index,
     )

@@ -17,8 +17,9 @@ from validate import stage as validate_stage
 class PipelineSteps:
     """The real stages behind deploy/stage.py's ``Steps``."""
 
-    def __init__(self, config: Config):
+    def __init__(self, config: Config, no_hot_set: bool = False):
         self.config = config
+        self.no_hot_set = no_hot_set  # the user accepted a tree without its hot set (records.Manifest.hot_set_cost)
 
     def build(self, target_name: str, progress: Progress) -> BuildRecord:
         return builder_build.build(self.config, target_name, progress=progress).record
@@ -28,7 +29,7 @@ class PipelineSteps:
         return [f"{f.rule} {f.file or f.package or '(tree)'}: {f.message}" for f in report.errors]
 
     def plan_sync(self, target_name: str, method: str) -> tuple[SyncSummary, sync_stage.SyncJob]:
-        job = sync_stage.plan_job(self.config, target_name, method)
+        job = sync_stage.plan_job(self.config, target_name, method, no_hot_set=self.no_hot_set)
         return summary(job), job
 
     def apply_sync(self, job: sync_stage.SyncJob, on_line: Callable[[str], None] | None) -> None:
@@ -47,8 +48,8 @@ class Deployer(deploy_stage.Deployer):
     """deploy/stage.py's Deployer over the real build, validate and sync stages."""
 
     def __init__(self, config: Config, target_name: str | None, clients_: Clients | None, progress: Progress | None = None, *, poll_s: float = 5.0,
-                 sync_method: str | None = None):
-        super().__init__(config, target_name, clients_, progress, poll_s=poll_s, sync_method=sync_method, steps=PipelineSteps(config))
+                 sync_method: str | None = None, no_hot_set: bool = False):
+        super().__init__(config, target_name, clients_, progress, poll_s=poll_s, sync_method=sync_method, steps=PipelineSteps(config, no_hot_set))
 
 
 def plan_rollback(config: Config, clients_: Clients, to: str | None = None):

@@ -362,6 +362,9 @@ class Deployer:
             if "efs" not in record.sets:
                 raise DeployError(f"the build of target {target} has no EFS set", where=str(record.path), fix=f"run `invoke build --target {target}`")
             efs = load_manifest(record.sets["efs"].manifest)
+            cost = efs.hot_set_cost()
+            if cost:  # checked by the sync's plan where it is reached; said here where it is not
+                unchecked.append(f"{cost}; a real deploy refuses it unless --no-hot-set")
             if reach:
                 unchecked.append(f"whether EFS version {efs.identity[:16]} is on the file system already ({method} is not reached offline)")
             why = "not reached offline" if reach else "no file system yet"

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from pipeline.config import Config, SyncConfig
 from pipeline.errors import SyncError
 from pipeline.layout import root_dir
-from pipeline.records import load_build_record
+from pipeline.records import load_build_record, load_manifest
 
 from . import record
 from .efs import GcPlan, SyncPlan, SyncResult, apply_gc, apply_sync, list_versions, plan_gc, plan_sync, read_marker
@@ -150,8 +150,15 @@ class SyncJob:
     transport: Remote | Clients
 
 
-def plan_job(config: Config, target_name: str | None = None, method: str | None = None) -> SyncJob:
-    """Plan the sync of the target's built EFS tree by ``method`` (default sync.method): reads, writes nothing."""
+def plan_job(config: Config, target_name: str | None = None, method: str | None = None, *, no_hot_set: bool = False) -> SyncJob:
+    """Plan the sync of the target's built EFS tree by ``method`` (default sync.method): reads, writes nothing.
+    A tree without its hot set is refused, with its cost, unless ``no_hot_set`` (the user said so)."""
+    if not no_hot_set:
+        problem = load_manifest(built_tree(config, target_name)[1]).hot_set_cost()
+        if problem:
+            raise SyncError(problem, where=f"target {config.target(target_name).target.name}",
+                            fix="build where the import check runs (`invoke build` prepares QEMU and its root for an arm64 target), "
+                                "or accept the cost with --no-hot-set (invoke sync-efs --no-hot-set, invoke deploy --no-hot-set)")
     method = method or _sync(config).method
     if method == "datasync":
         dplan, c = datasync_plan(config, target_name)

@@ -242,7 +242,7 @@ def lock_and_build(project: Path, efs_requirements: str | None = None, target: s
     return cfg
 
 
-def rebuild_archives_only(cfg, opened: list[str]) -> tuple[str, str]:
+def rebuild_archives_only(cfg, opened: list[str] | None, drop_check: bool = False) -> tuple[str, str]:
     """What a rebuild that changes only the EFS set's archives leaves in dist/ (a hot set recorded at last, a new
     index format): the same tree, new archives and index, the manifest naming them. (content hash, index sha256)."""
     from dataclasses import replace as _replace
@@ -255,6 +255,8 @@ def rebuild_archives_only(cfg, opened: list[str]) -> tuple[str, str]:
     efs = record.sets["efs"]
     index = write_archives(efs.tree, efs.tree.parent / "archives", opened=opened)
     index_sha = sha256_file(efs.tree.parent / "archives" / "index.json")
-    made = _replace(load_manifest(efs.manifest), archives=tuple(ArchiveEntry(a["name"], a["sha256"], a["bytes"]) for a in index["archives"]), archive_index=index_sha)
+    made = _replace(load_manifest(efs.manifest), archives=tuple(ArchiveEntry(a["name"], a["sha256"], a["bytes"], a["raw"]) for a in index["archives"]), archive_index=index_sha)
+    if drop_check:  # as a build with build.import_check = false records it: no check, so no hot set
+        made = _replace(made, slim=_replace(made.slim, import_check=None))
     write_manifest(made, efs.manifest)
     return made.content_hash, index_sha

@@ -109,13 +109,32 @@ def test_a_rebuild_that_changes_only_the_archives_publishes_a_new_version(setup)
     assert again.action == "transfer" and again.version != first.version
     second = stage.apply(again, remote, cfg)
     v2 = _efs_base(project, method) / second.version
-    assert json.loads((v2 / "archives" / "index.json").read_text())["hot"] == {"recorded": True, "files": 1, "of": json.loads(old_index)["hot"]["of"]}
+    hot = json.loads((v2 / "archives" / "index.json").read_text())["hot"]
+    assert (hot["recorded"], hot["files"], hot["of"]) == (True, 1, json.loads(old_index)["hot"]["of"])
     assert (v1 / "archives" / "index.json").read_text() == old_index and (v1 / MARKER).is_file()
     assert verify(remote, again) == [] and (v2 / MARKER).is_file()
     # and a damaged index on EFS is a verification problem, not a pass
     (v2 / "archives" / "index.json").chmod(0o644)
     (v2 / "archives" / "index.json").write_text("{}\n")
     assert verify(remote, again) == ["archive index differs or is missing: archives/index.json"]
+
+
+def test_a_tree_without_its_hot_set_is_synced_only_when_the_user_accepts_its_cost(project, wheelhouse, bigwheels):
+    # GIVEN a build whose import check did not run (the opt-out): archives of every file, no hot set
+    _configure(project, wheelhouse, bigwheels, "local")
+    cfg = lock_and_build(project, "nativepkg==1.0\nsmallpkg==1.0\n")
+    rebuild_archives_only(cfg, None, drop_check=True)
+    # WHEN it is planned for sync-efs (and deploy, which plans through the same job)
+    with pytest.raises(SyncError) as err:
+        stage.plan_job(cfg)
+    # THEN it is refused with what every cold start would pay, and the flag that accepts it
+    said = err.value.render()
+    assert "built without its hot set" in said and "MB in memory during init" in said and "--no-hot-set" in said, said
+    # and the fix, run as written, publishes it
+    run = subprocess.run([sys.executable, "-m", "invoke", "-r", str(REPO), "sync-efs", "--config", str(project / "pipeline.toml"), "--no-hot-set"],
+                         capture_output=True, text=True, timeout=300, check=False)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    assert "published" in run.stdout and stage.plan_job(cfg, no_hot_set=True).plan.action == "up-to-date"
 
 
 def test_a_killed_sync_leaves_no_marker_and_resumes(setup, wheelhouse, bigwheels):

@@ -33,7 +33,7 @@ def _manifest(tree, slim: SlimRecord | None = None, target: dict | None = None):
     return mf.manifest(set_name="efs", target=target or ARM, build_key="b" * 64, files=files, packages=[],
                        bytecode=BytecodeReport.from_json({"compiled": False, "python": None, "invalidation_mode": None, "files": 0, "failed": [], "reason": "none here"}),
                        slim=slim or SlimRecord.from_json({"enabled": True, "rules": []}), builder="native",
-                       archives=[{"name": "a.zip", "sha256": "5" * 64, "bytes": 3, "extra": 1}], archive_index="1" * 64)
+                       archives=[{"name": "a.zip", "sha256": "5" * 64, "bytes": 3, "raw": 9, "extra": 1}], archive_index="1" * 64)
 
 
 def test_a_manifest_comes_back_as_written_in_the_format_dist_holds(tmp_path):
@@ -53,7 +53,7 @@ def test_a_manifest_comes_back_as_written_in_the_format_dist_holds(tmp_path):
                          "files", "archives"]
     assert doc["totals"] == {"bytes": made.bytes, "files": 2} and doc["content_hash"] == mf.content_hash(mf.scan(tree))
     assert {f["path"]: f["mode"] for f in doc["files"]} == {"pkg/__init__.py": "644", "pkg/link.py": "120777"}
-    assert doc["archives"] == [{"name": "a.zip", "sha256": "5" * 64, "bytes": 3}]
+    assert doc["archives"] == [{"name": "a.zip", "sha256": "5" * 64, "bytes": 3, "raw": 9}]
     assert_conforms("manifest", doc)
     assert not list(path.parent.glob(".*tmp*"))  # written through a temp file and a rename
 

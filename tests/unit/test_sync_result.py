@@ -21,8 +21,10 @@ def _built(tmp_path: Path, text: str = "x = 1\n") -> tuple[Path, Path]:
     (tree / "pkg" / "__init__.py").write_text(text)
     (tree / "pkg" / "data.txt").write_text("d" * 5000)
     mf.normalize_modes(tree)
+    files = mf.scan(tree)
+    mf.stamp_mtimes(tree, files)  # as the builder does: the same content, the same time, so rsync links it to an earlier version's copy
     index = write_archives(tree, set_dir / "archives", opened=["pkg/__init__.py"])
-    made = mf.manifest(set_name="efs", target={"name": "arm"}, build_key="k" * 64, files=mf.scan(tree), packages=[], bytecode=BytecodeReport(),
+    made = mf.manifest(set_name="efs", target={"name": "arm"}, build_key="k" * 64, files=files, packages=[], bytecode=BytecodeReport(),
                        slim=SlimRecord(), builder="native", archives=index["archives"], archive_index=sha256_file(set_dir / "archives" / "index.json"))
     write_manifest(made, manifest_path(set_dir))
     return tree, manifest_path(set_dir)
