@@ -26,11 +26,12 @@ TARGET_HELP = "target from pipeline.toml [targets.*] (default: default_target)"
 
 
 class Task(invoke.Task):
-    """invoke's Task, but an automatic short flag is a letter: invoke picks the first free character of the long
-    name, and for --sync-method (s, y, n, c taken) that was the dash, a flag shown as `--=STRING`."""
+    """invoke's Task, but an automatic short flag is a letter, never h: invoke picks the first free character of the
+    long name, and for --sync-method (s, y, n, c taken) that was the dash, a flag shown as `--=STRING`; and -h after
+    a task's name is its help (`invoke bench -h`), so --chart-only may not take it."""
 
     def arg_opts(self, name: str, default: str, taken_names: set[str]) -> dict[str, Any]:
-        return super().arg_opts(name, default, taken_names | {"-"})
+        return super().arg_opts(name, default, taken_names | {"-", "h"})
 
 
 task = functools.partial(invoke.task, klass=Task)
@@ -353,19 +354,24 @@ def serve(c, config=None, target=None, port=8000):
 
 
 @task(help={"name": "benchmark to run: build, sync, serve or coldstart", "config": CONFIG_HELP, "target": TARGET_HELP,
-            "runs": "timed runs of each side, the median is reported (default: the benchmark's own, 3 for coldstart, else 1)"})
+            "runs": "timed runs of each side, the median is reported (default: the benchmark's own, 3 for coldstart, else 1)",
+            "chart_only": "run nothing: draw bench/results/<name>.png again from the JSON already there"})
 @_stage
-def bench(c, name, config=None, target=None, runs=None):
-    """Run a benchmark; print a table and write bench/results/<name>.json."""
-    from bench import registry
+def bench(c, name, config=None, target=None, runs=None, chart_only=False):
+    """Run a benchmark; print a table, write bench/results/<name>.json and its chart <name>.png."""
+    from bench import charts, record, registry
 
     if name in ("--help", "-h"):  # invoke gives a missing positional the next word, even --help: say the task's help as `invoke --help bench` does
         _task_help("bench")
         return
     if name not in registry.BENCHMARKS:
         raise Exit(f"error: no benchmark {name!r}; available: {', '.join(registry.BENCHMARKS)}", code=1)
+    if chart_only:
+        console.print(f"chart: {charts.redraw(record.RESULTS / f'{name}.json')}")
+        return
     kwargs = {"runs": int(runs)} if runs else {}
     registry.BENCHMARKS[name](_load(config), target=target, console=console, command=" ".join(["invoke", *sys.argv[1:]]), **kwargs)
+    console.print(f"chart: {charts.chart_path(record.RESULTS / f'{name}.json')}")
 
 
 def _task_help(name: str) -> None:
