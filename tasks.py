@@ -33,6 +33,15 @@ class Task(invoke.Task):
     def arg_opts(self, name: str, default: str, taken_names: set[str]) -> dict[str, Any]:
         return super().arg_opts(name, default, taken_names | {"-", "h"})
 
+    def get_arguments(self, ignore_unknown_help: bool | None = None) -> list[Any]:
+        """invoke pops each flag's help as it reads it (to find help for no flag): a second reading in the same process
+        (the docs' task reference prints every task's help) would show none. Read a copy."""
+        kept = dict(self.help)
+        try:
+            return super().get_arguments(ignore_unknown_help)
+        finally:
+            self.help = kept
+
 
 task = functools.partial(invoke.task, klass=Task)
 
@@ -395,6 +404,8 @@ def _missing_system_packages() -> list[str]:
     return sorted(missing)
 
 
+# where `invoke test` builds the documentation site (ignored by git, as the rest of .hoist-cache)
+DOCS_SITE = ".hoist-cache/site"
 # the pipeline code whose lines the full suite must cover (pyproject.toml [tool.coverage] says what is left out)
 COVERAGE_FLOOR = 85
 
@@ -402,7 +413,7 @@ COVERAGE_FLOOR = 85
 @task(help={"markers": "pytest -m expression (default: all tests)", "k": "pytest -k expression", "verbose": "pytest -v",
             "no_system": "do not apt-get install the system packages the component tests need"})
 def test(c, markers="", k="", verbose=False, no_system=False):
-    """Lint (ruff), type-check (mypy), then run the tests with coverage (all markers: docker, sshd, moto, network, slow)."""
+    """Lint (ruff), type-check (mypy), build the docs site strictly, then run the tests with coverage (all markers: docker, sshd, moto, network, slow)."""
     import os
 
     missing = [] if no_system else _missing_system_packages()
@@ -412,7 +423,8 @@ def test(c, markers="", k="", verbose=False, no_system=False):
         console.print(f"[bold cyan]==>[/] installing what the component tests start: {' '.join(missing)}")
         c.run("apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq " + " ".join(missing) + " >/dev/null", pty=False)
     python = shlex.quote(sys.executable)
-    steps = {"ruff": f"{python} -m ruff check .", "mypy": f"{python} -m mypy"}
+    # the documentation site, strictly: a broken link or anchor, or a page missing from the nav, fails it (mkdocs.yml)
+    steps = {"ruff": f"{python} -m ruff check .", "mypy": f"{python} -m mypy", "docs": f"{python} -m mkdocs build --strict --quiet --site-dir {DOCS_SITE}"}
     if not no_system:
         # the aarch64 root (debootstrap under QEMU, ~8 min once per machine, cached in ~/.cache/hoist):
         # prepared here, so that no test's 600 s budget pays for it
@@ -431,7 +443,7 @@ def test(c, markers="", k="", verbose=False, no_system=False):
     failed = []
     for name, command in steps.items():
         console.print(f"[bold cyan]==>[/] {name}")
-        result = c.run(command, pty=False, warn=True, env={"PYTHONDONTWRITEBYTECODE": "1"})
+        result = c.run(command, pty=False, warn=True, env={"PYTHONDONTWRITEBYTECODE": "1", "NO_MKDOCS_2_WARNING": "1"})  # mkdocs: no banner about its successor
         if result.exited != 0:
             failed.append(name)
     if failed:
