@@ -26,11 +26,21 @@ TARGET_HELP = "target from pipeline.toml [targets.*] (default: default_target)"
 
 
 class Task(invoke.Task):
-    """invoke's Task, but an automatic short flag is a letter: invoke picks the first free character of the long
-    name, and for --sync-method (s, y, n, c taken) that was the dash, a flag shown as `--=STRING`."""
+    """invoke's Task, but an automatic short flag is a letter, never h: invoke picks the first free character of the
+    long name, and for --sync-method (s, y, n, c taken) that was the dash, a flag shown as `--=STRING`; and -h after
+    a task's name is its help (`invoke bench -h`), so --chart-only may not take it."""
 
     def arg_opts(self, name: str, default: str, taken_names: set[str]) -> dict[str, Any]:
-        return super().arg_opts(name, default, taken_names | {"-"})
+        return super().arg_opts(name, default, taken_names | {"-", "h"})
+
+    def get_arguments(self, ignore_unknown_help: bool | None = None) -> list[Any]:
+        """invoke pops each flag's help as it reads it (to find help for no flag): a second reading in the same process
+        (the docs' task reference prints every task's help) would show none. Read a copy."""
+        kept = dict(self.help)
+        try:
+            return super().get_arguments(ignore_unknown_help)
+        finally:
+            self.help = kept
 
 
 task = functools.partial(invoke.task, klass=Task)
@@ -355,19 +365,24 @@ def serve(c, config=None, target=None, port=8000):
 
 
 @task(help={"name": "benchmark to run: build, sync, serve or coldstart", "config": CONFIG_HELP, "target": TARGET_HELP,
-            "runs": "timed runs of each side, the median is reported (default: the benchmark's own, 3 for coldstart, else 1)"})
+            "runs": "timed runs of each side, the median is reported (default: the benchmark's own, 3 for coldstart, else 1)",
+            "chart_only": "run nothing: draw bench/results/<name>.png again from the JSON already there"})
 @_stage
-def bench(c, name, config=None, target=None, runs=None):
-    """Run a benchmark; print a table and write bench/results/<name>.json."""
-    from bench import registry
+def bench(c, name, config=None, target=None, runs=None, chart_only=False):
+    """Run a benchmark; print a table, write bench/results/<name>.json and its chart <name>.png."""
+    from bench import charts, record, registry
 
     if name in ("--help", "-h"):  # invoke gives a missing positional the next word, even --help: say the task's help as `invoke --help bench` does
         _task_help("bench")
         return
     if name not in registry.BENCHMARKS:
         raise Exit(f"error: no benchmark {name!r}; available: {', '.join(registry.BENCHMARKS)}", code=1)
+    if chart_only:
+        console.print(f"chart: {charts.redraw(record.RESULTS / f'{name}.json')}")
+        return
     kwargs = {"runs": int(runs)} if runs else {}
     registry.BENCHMARKS[name](_load(config), target=target, console=console, command=" ".join(["invoke", *sys.argv[1:]]), **kwargs)
+    console.print(f"chart: {charts.chart_path(record.RESULTS / f'{name}.json')}")
 
 
 def _task_help(name: str) -> None:
@@ -391,6 +406,8 @@ def _missing_system_packages() -> list[str]:
     return sorted(missing)
 
 
+# where `invoke test` builds the documentation site (ignored by git, as the rest of .hoist-cache)
+DOCS_SITE = ".hoist-cache/site"
 # the pipeline code whose lines the full suite must cover (pyproject.toml [tool.coverage] says what is left out)
 COVERAGE_FLOOR = 85
 
@@ -398,7 +415,7 @@ COVERAGE_FLOOR = 85
 @task(help={"markers": "pytest -m expression (default: all tests)", "k": "pytest -k expression", "verbose": "pytest -v",
             "no_system": "do not apt-get install the system packages the component tests need"})
 def test(c, markers="", k="", verbose=False, no_system=False):
-    """Lint (ruff), type-check (mypy), then run the tests with coverage (all markers: docker, sshd, moto, network, slow)."""
+    """Lint (ruff), type-check (mypy), build the docs site strictly, then run the tests with coverage (all markers: docker, sshd, moto, network, slow)."""
     import os
 
     missing = [] if no_system else _missing_system_packages()
@@ -408,7 +425,8 @@ def test(c, markers="", k="", verbose=False, no_system=False):
         console.print(f"[bold cyan]==>[/] installing what the component tests start: {' '.join(missing)}")
         c.run("apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq " + " ".join(missing) + " >/dev/null", pty=False)
     python = shlex.quote(sys.executable)
-    steps = {"ruff": f"{python} -m ruff check .", "mypy": f"{python} -m mypy"}
+    # the documentation site, strictly: a broken link or anchor, or a page missing from the nav, fails it (mkdocs.yml)
+    steps = {"ruff": f"{python} -m ruff check .", "mypy": f"{python} -m mypy", "docs": f"{python} -m mkdocs build --strict --quiet --site-dir {DOCS_SITE}"}
     if not no_system:
         # the aarch64 root (debootstrap under QEMU, ~8 min once per machine, cached in ~/.cache/hoist):
         # prepared here, so that no test's 600 s budget pays for it
@@ -427,7 +445,7 @@ def test(c, markers="", k="", verbose=False, no_system=False):
     failed = []
     for name, command in steps.items():
         console.print(f"[bold cyan]==>[/] {name}")
-        result = c.run(command, pty=False, warn=True, env={"PYTHONDONTWRITEBYTECODE": "1"})
+        result = c.run(command, pty=False, warn=True, env={"PYTHONDONTWRITEBYTECODE": "1", "NO_MKDOCS_2_WARNING": "1"})  # mkdocs: no banner about its successor
         if result.exited != 0:
             failed.append(name)
     if failed:

@@ -16,7 +16,7 @@ from pathlib import Path
 from tests.conftest import REPO
 
 STAGES = ("builder", "validate", "sync", "deploy", "runtime")
-PROJECT = {*STAGES, "pipeline", "compose", "bench", "tasks", "handler", "model", "tests"}
+PROJECT = {*STAGES, "pipeline", "compose", "bench", "docsite", "tasks", "handler", "model", "tests"}
 ALLOWED = {("validate", "runtime")}  # the smoke test runs the handler under runtime/'s Runtime API emulator
 RECORDS_MODULE = "pipeline/records.py"
 RECORD_FILES = ("build.json", "manifest.json")

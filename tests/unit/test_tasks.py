@@ -125,7 +125,7 @@ def test_a_change_that_needs_confirmation_refuses_without_a_terminal_or_yes(monk
     tasks._confirm("apply 3 change(s)?", yes=True)  # no question asked
 
 
-def test_the_test_task_runs_ruff_mypy_and_pytest_with_coverage_and_the_slowest_tests(monkeypatch):
+def test_the_test_task_runs_ruff_mypy_the_strict_docs_build_and_pytest_with_coverage_and_the_slowest_tests(monkeypatch):
     seen: list[str] = []
 
     class Ctx(MockContext):
@@ -136,8 +136,9 @@ def test_the_test_task_runs_ruff_mypy_and_pytest_with_coverage_and_the_slowest_t
     monkeypatch.setattr(tasks, "_missing_system_packages", lambda: [])
     monkeypatch.delenv("HOIST_CI_SKIP", raising=False)
     tasks.test(Ctx())
-    ruff, mypy, root, pytest_cmd = seen
+    ruff, mypy, docs, root, pytest_cmd = seen
     assert "-m ruff check" in ruff and "-m mypy" in mypy and "emulation_support import prepare" in root
+    assert "-m mkdocs build --strict" in docs  # a broken link or a missing page fails `invoke test`, here and in CI
     assert "-m pytest" in pytest_cmd and "--durations=10" in pytest_cmd
     assert "--cov" in pytest_cmd and "--cov-fail-under=85" in pytest_cmd
 
@@ -145,6 +146,7 @@ def test_the_test_task_runs_ruff_mypy_and_pytest_with_coverage_and_the_slowest_t
     tasks.test(Ctx(), markers="not slow", no_system=True)
     assert "-m 'not slow'" in seen[-1] and "--cov-fail-under" not in seen[-1]  # a subset is not held to the floor
     assert not any("prepare" in command for command in seen)  # --no-system: nothing installed or prepared
+    assert any("-m mkdocs build --strict" in command for command in seen)  # CI's `invoke test --no-system` builds the site too
 
     seen.clear()
     monkeypatch.setenv("HOIST_CI_SKIP", "emulated: needs root")

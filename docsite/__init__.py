@@ -1,0 +1,1 @@
+"""The documentation site: its generated pages (reference.py) and the MkDocs hook that adds them (hooks.py)."""
