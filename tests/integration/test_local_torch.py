@@ -71,7 +71,7 @@ def test_a_hydrated_tree_keeps_sources_scripting_tracebacks_and_metadata(tmp_pat
         f"sys.path.insert(0, {str(REPO / 'handler')!r})\n"
         "from hoist_lambda.activate import activate\n"
         f"env = activate({str(tree)!r})\n"
-        "assert env.hydrated and env.hot_files > 1000, env\n"
+        "assert env.hydrated and env.hot_files > 500, env  # torch's opened files; the sources of its bytecode travel as sizes\n"
         "import torch\n"
         f"assert torch.__file__ == {str(tree / 'torch' / '__init__.py')!r}, torch.__file__\n"
         "assert type(torch.__loader__).__name__ == 'HotSourceLoader', torch.__loader__\n"
