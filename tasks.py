@@ -86,17 +86,19 @@ def lock(c, config=None, target=None, force=False):
         "force": "rebuild even if a set's lock and inputs are unchanged",
         "verbose": "show every line the tools print",
         "builder": "native (cross-platform wheels), docker (in the Lambda base image) or auto (docker when usable); default: build.builder",
+        "no_import_check": "opt out of the import check where no runtime for the target can run: slimming unverified and no hot set "
+                           "(cold starts read and hold every file); default: build.import_check",
     }
 )
 @_stage
-def build(c, config=None, target=None, force=False, verbose=False, builder=None):
+def build(c, config=None, target=None, force=False, verbose=False, builder=None, no_import_check=False):
     """Install the locks into slim, precompiled trees; write manifests, zips, dist/<target>/build.json."""
     from builder.build import build as do_build
     from builder.report import ConsoleProgress, print_build
 
     cfg = _load(config)
     _check_model(cfg, target)
-    result = do_build(cfg, target, force=force, progress=ConsoleProgress(console, verbose), builder=builder)
+    result = do_build(cfg, target, force=force, progress=ConsoleProgress(console, verbose), builder=builder, import_check=False if no_import_check else None)
     print_build(console, result)
 
 

@@ -104,13 +104,16 @@ class NativeInstaller:
         return compile_tree(tree, self.interpreter, self.why_not, on_line=on_line)
 
 
-def build_key(lock: LockFile, target: Target, rules: Rules, installer) -> str:
+def build_key(lock: LockFile, target: Target, rules: Rules, installer, check: str | None = None) -> str:
+    """What a set's tree depends on. ``check``: the import check's runtime identity
+    (importcheck.Runner.identity), importcheck.OPTED_OUT, or None when the set wants no check."""
     doc = {
         "builder_version": BUILDER_VERSION,
         "installer": installer.identity,
         "lock": hashlib.sha256(lock.path.read_bytes()).hexdigest(),
         "target": target.identity(),
         "slim_rules": rules.digest,
+        "import_check": check,
     }
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
@@ -122,6 +125,9 @@ def _existing(set_dir: Path, key: str) -> Manifest | None:
     try:
         found = load_manifest(path)
     except (OSError, RecordError):
+        return None
+    check = found.slim.import_check
+    if check is not None and not check.verified and check.runtime is not None:  # it had a runtime and could not run: try again
         return None
     return found if found.build_key == key else None
 
@@ -175,9 +181,10 @@ def _set_result(name: str, set_dir: Path, found: Manifest, rebuilt: bool) -> Set
     )
 
 
-def build_set(name: str, lock: LockFile, target: Target, target_dir: Path, rules: Rules, installer, progress: Progress, force: bool = False, verify=None) -> SetBuild:
+def build_set(name: str, lock: LockFile, target: Target, target_dir: Path, rules: Rules, installer, progress: Progress, force: bool = False, verify=None,
+              check: str | None = None) -> SetBuild:
     set_dir = target_dir / name
-    key = build_key(lock, target, rules, installer)
+    key = build_key(lock, target, rules, installer, check)
     if not force and (found := _existing(set_dir, key)):
         progress.step(f"[{name}] up to date ({found.content_hash[:12]}), not rebuilt")
         return _set_result(name, set_dir, found, rebuilt=False)
@@ -211,8 +218,8 @@ def build_set(name: str, lock: LockFile, target: Target, target_dir: Path, rules
         index: dict[str, Any] = {"archives": []}
         if name == "efs":  # the layer is unzipped by Lambda onto local disk: nothing to hydrate
             progress.step(f"[{name}] writing per-package archives for a fast cold start")
-            check = slim_record.import_check
-            index = write_archives(tree, staging / "archives", opened=check.opened if check else None, touched=check.touched if check else None)
+            done = slim_record.import_check
+            index = write_archives(tree, staging / "archives", opened=done.opened if done else None, touched=done.touched if done else None)
         made = mf.manifest(
             set_name=name,
             target=target.as_json(),
@@ -230,6 +237,29 @@ def build_set(name: str, lock: LockFile, target: Target, target_dir: Path, rules
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return _set_result(name, set_dir, made, rebuilt=True)
+
+
+def _check_runtime(config: Config, target: Target, rules: dict[str, Rules], progress: Progress, enabled: bool) -> tuple[importcheck.Runner | None, str]:
+    """The import check's runtime, chosen before any set's build key (the key holds its identity).
+
+    None with why when no set wants the check, or the user opted out; a BuildError when it is
+    wanted and none can run here (after preparing what this process can: importcheck.runner_for).
+    """
+    if not any(importcheck.wanted(name, r) for name, r in rules.items()):
+        return None, "no set wants it"
+    if not enabled:
+        return None, importcheck.OPTED_OUT_WHY
+    runner, why = importcheck.runner_for(target, on_line=progress.step, base_image=config.build.base_image,
+                                         cache=config.root / ".hoist-cache" / "interpreters.json")
+    if runner is None:
+        raise BuildError(
+            f"no runtime for {target.describe()} can run here to import-check the trees: {why}",
+            where=f"target {target.name}, the import check (README, Slimming)",
+            fix="install what the runtime named above needs and run again (as root the build installs qemu-user-static, binfmt-support and "
+                "debootstrap itself and prepares the Debian root, ~8 minutes once); or opt out, knowing what it costs, with "
+                f"`invoke build --no-import-check` or `import_check = false` under [build] in {config.path.name}: {importcheck.OPT_OUT_COST}",
+        )
+    return runner, why
 
 
 def _bytecode_interpreter(target: Target, cache: Path | None = None) -> tuple[Interpreter | None, str | None]:
@@ -260,7 +290,10 @@ def choose_installer(config: Config, target: Target, builder: str, progress: Pro
     return NativeInstaller(interpreter, why_not), "native"
 
 
-def build(config: Config, target_name: str | None = None, *, force: bool = False, progress: Progress | None = None, builder: str | None = None) -> BuildResult:
+def build(config: Config, target_name: str | None = None, *, force: bool = False, progress: Progress | None = None, builder: str | None = None,
+          import_check: bool | None = None) -> BuildResult:
+    """Build every set of the target. ``import_check``: False opts out of the import check (default:
+    build.import_check); when it is wanted and no runtime for the target can run here, the build stops."""
     progress = progress or Progress()
     tcfg: TargetConfig = config.target(target_name)
     target = tcfg.target
@@ -282,10 +315,12 @@ def build(config: Config, target_name: str | None = None, *, force: bool = False
     with _exclusive(target_dir, target):
         _clean_leftovers(target_dir)
         sets = {}
-        verify = importcheck.hook(target, target_dir, list(locks), progress, base_image=config.build.base_image, requirements=set_requirements(config, tcfg))
+        runner, why = _check_runtime(config, target, rules, progress, config.build.import_check if import_check is None else import_check)
+        verify = importcheck.hook(target, target_dir, list(locks), progress, runner=runner, why=why, requirements=set_requirements(config, tcfg))
         for name, lock in sorted(locks.items(), key=lambda item: item[0] != "layer"):  # the layer first: EFS packages import from it
+            check = (runner.identity if runner else importcheck.OPTED_OUT) if importcheck.wanted(name, rules[name]) else None
             try:
-                sets[name] = build_set(name, lock, target, target_dir, rules[name], installer, progress, force=force, verify=verify)
+                sets[name] = build_set(name, lock, target, target_dir, rules[name], installer, progress, force=force, verify=verify, check=check)
             except OSError as exc:
                 raise BuildError(f"{exc}", where=f"set {name}, {target_dir}", fix="check free disk space and permissions of the output folder") from exc
 

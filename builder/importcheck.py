@@ -39,7 +39,14 @@ from . import slim as slim_mod
 SKIP_MODULES = {"_distutils_hack", "isympy", "distutils-precedence"}
 TIMEOUT_S = 3600  # the demo's torch under QEMU on a busy machine takes minutes
 MARK = "HOIST_IMPORTS "
-UNOWNED = "(not in any RECORD)"  # builder/slim.py's name for files no RECORD lists
+UNOWNED = "(not in any RECORD)"
+# the build key's import check of a set whose user opted out (build.import_check = false, --no-import-check)
+OPTED_OUT = "opted out"
+OPTED_OUT_WHY = "opted out (build.import_check = false in pipeline.toml, or `invoke build --no-import-check`)"
+# what opting out costs, in the figures of the demo (README, Cold start; issue 22)
+OPT_OUT_COST = ("slimming is then not import-verified (an import it breaks shows on Lambda, not here), and the efs tree has no hot set: "
+                "its archives hold every file and each cold start reads and keeps them all in memory (the demo: 54.8 MB of archives, "
+                "160 MB held for the environment's life and 232 MB at peak; 4.21 s against 2.31 s with its hot set)")  # builder/slim.py's name for files no RECORD lists
 # argv: the paths (the checked tree first), the modules, the hot modules, and whether to
 # record pages. The hot modules are imported first, with an audit hook noting every file
 # of the tree they open (the hot set). With pages, the tree's libraries are dropped from
@@ -162,6 +169,9 @@ class Runner:
     docker_platform: str | None = None  # None: the image's own (a stand-in imported without a platform)
     entry: str | None = None  # the interpreter inside the image or root
     root: Path | None = None  # emulated without Docker: the root to chroot into
+    # what the check's result depends on of the runtime (interpreter, image id, root and emulator):
+    # part of the build key, so a different runtime rebuilds what the check decided (builder/build.py)
+    identity: str = ""
 
     def imports(self, paths: list[Path], modules: list[str]) -> dict[str, str]:
         """module -> error, for those that failed. Raises RuntimeError when the interpreter itself died."""
@@ -201,27 +211,40 @@ class Runner:
         raise RuntimeError(f"the interpreter exited with code {out.returncode} before reporting:\n{tail}")
 
 
-def runner_for(target: Target, on_line: Callable[[str], None] | None = None, base_image: str | None = None) -> tuple[Runner | None, str]:
-    """The closest runtime for ``target`` that runs here, or None and why none does (``base_image``: build.base_image, else the runtime's)."""
+def runner_for(target: Target, on_line: Callable[[str], None] | None = None, base_image: str | None = None,
+               cache: Path | None = None) -> tuple[Runner | None, str]:
+    """The closest runtime for ``target`` that runs here, or None and why none does (``base_image``: build.base_image, else the runtime's).
+
+    With HOIST_EMULATION=prepare (the default) what the emulated runtime needs is prepared when this
+    process can: the apt packages (as root, said through ``on_line``) and the Debian root (minutes, once).
+    ``cache``: the interpreters' cache file (pipeline/interpreters.py), so that a no-op build probes none.
+    """
     whys = []
     if target.machine == platform.machine():
         try:
-            python = find_python(target.python)
-            return Runner("native", f"CPython {python.version} on this machine", python=python.path), ""
+            python = find_python(target.python, cache=cache)
+            return Runner("native", f"CPython {python.version} on this machine", python=python.path, identity=f"native|{python.path}|{python.version}"), ""
         except InterpreterNotFound as exc:
             whys.append(f"native: no CPython {target.python} here ({exc.what})")
     else:
         whys.append(f"native: the target runs on {target.machine}, this machine is {platform.machine()}")
+    mode = os.environ.get("HOIST_EMULATION", "prepare")
+    if mode == "prepare":
+        try:
+            emulation.install_missing(target.machine, on_line)
+        except emulation.EmulationUnavailable as exc:
+            whys.append(f"emulated: {exc.what} (fix: {exc.fix})")
     problem = docker.daemon_problem() or emulation.binfmt_problem(target.machine)
     if target.kind == "lambda" and not problem:
         image = base_image or target.base_image()
-        if docker.image_exists(image):
+        image_id = docker.inspect(image)
+        if image_id is not None:
             how = f" on {target.machine}" + (" (QEMU)" if target.machine != platform.machine() else "")
-            return Runner("docker", f"the Lambda image {image}{how}", image=image, docker_platform=target.docker_platform, entry=f"/var/lang/bin/python{target.python}"), ""
+            return Runner("docker", f"the Lambda image {image}{how}", image=image, docker_platform=target.docker_platform, entry=f"/var/lang/bin/python{target.python}",
+                          identity=f"docker|{image}|{image_id}|{emulation.emulator_identity(target.machine)}"), ""
         whys.append(f"docker: the Lambda image {image} is not here")
     elif problem:
         whys.append(f"docker: {problem}")
-    mode = os.environ.get("HOIST_EMULATION", "prepare")
     if mode == "off":
         whys.append("emulated: HOIST_EMULATION=off")
         return None, "; ".join(whys)
@@ -236,7 +259,8 @@ def runner_for(target: Target, on_line: Callable[[str], None] | None = None, bas
         return None, "; ".join(whys)
     how = "QEMU" if em.machine != platform.machine() else "native CPU"
     return Runner("emulated", f"Debian {em.suite}'s CPython {em.python} on {em.machine} ({how}, {'Docker' if em.image else 'chroot'})",
-                  image=em.image, docker_platform=emulation.run_platform(em.image, target.machine) if em.image else None, entry=f"/var/lang/bin/python{target.python}", root=em.root), ""
+                  image=em.image, docker_platform=emulation.run_platform(em.image, target.machine) if em.image else None, entry=f"/var/lang/bin/python{target.python}", root=em.root,
+                  identity=f"emulated|{emulation.root_identity(em.root)}|{emulation.emulator_identity(target.machine)}"), ""
 
 
 def _package_of(tree: Path, module: str, removed: dict[str, dict[str, list[str]]]) -> str | None:
@@ -336,29 +360,30 @@ def hot_modules(tree: Path, requirements: list[str]) -> list[str]:
     return sorted(m for m in top_level_modules(tree) - SKIP_MODULES if provided.get(m, set()) & names)
 
 
-def hook(target: Target, target_dir: Path, set_names: list[str], progress, base_image: str | None = None,
+def wanted(set_name: str, rules: slim_mod.Rules) -> bool:
+    """Whether a set's build imports its modules: to verify slimming, and for the efs set to record its hot set."""
+    return bool(rules.rules) or rules.strip_enabled or set_name == "efs"
+
+
+def hook(target: Target, target_dir: Path, set_names: list[str], progress, runner: Runner | None = None, why: str = "",
          requirements: dict[str, list[str]] | None = None) -> Callable[[str, Path, Path, slim_mod.SlimReport], SlimRecord]:
     """What builder/build.py calls after slimming a set: verify, and the manifest's slim section.
 
-    ``requirements``: each set's requirement lines; the modules they name are imported first and
-    the files they open recorded (the hot set the efs archives hold).
-
-    The runtime is chosen once per build, on the first set that needs it.
+    ``runner``: the runtime builder/build.py chose before the sets' build keys (their key holds
+    its identity); None and ``why`` when the user opted out. ``requirements``: each set's
+    requirement lines; the modules they name are imported first and the files they open
+    recorded (the hot set the efs archives hold).
     """
-    chosen: list[tuple[Runner | None, str]] = []
 
     def run(name: str, tree: Path, aside: Path, report: slim_mod.SlimReport) -> SlimRecord:
-        wanted = report.enabled or name == "efs"  # unslimmed, the efs set still wants its hot set
-        if not chosen and wanted:
-            progress.step(f"[{name}] finding a runtime for {target.describe()} to import-check the tree")
-            chosen.append(runner_for(target, on_line=progress.step, base_image=base_image))  # building a root takes minutes: always shown
-        runner, why = chosen[0] if chosen and wanted else (None, "")
+        want = report.enabled or name == "efs"  # unslimmed, the efs set still wants its hot set
+        use = runner if want else None
         others = [target_dir / other / "site-packages" for other in set_names if other != name and (target_dir / other / "site-packages").is_dir()]
-        if runner:
-            slow = " (under QEMU: this can take minutes; the demo's torch and torchvision about 3 on 2 CPUs)" if "QEMU" in runner.describe else ""
-            progress.step(f"[{name}] importing every top-level module in {runner.describe}{slow}")
+        if use:
+            slow = " (under QEMU: this can take minutes; the demo's torch and torchvision about 3 on 2 CPUs)" if "QEMU" in use.describe else ""
+            progress.step(f"[{name}] importing every top-level module in {use.describe}{slow}")
         hot = hot_modules(tree, (requirements or {}).get(name, [])) if name == "efs" else None  # the layer is on local disk in Lambda: no hot set
-        check = verify(tree, aside, report, target, others, runner=runner, why_none=why, on_line=progress.line, hot=hot)
+        check = verify(tree, aside, report, target, others, runner=use, why_none=why if want else "", on_line=progress.line, hot=hot)
         return SlimRecord.from_json(record(report.as_json(), check, tree))
 
     return run
@@ -371,8 +396,10 @@ def warnings(sets: dict) -> list[str]:
         check = s.slim.import_check
         if check is None:
             continue
-        if not check.verified:
-            out.append(f"[{name}] slimming was not import-verified: {check.why}\n  the manifest records it; `invoke validate` warns until a runtime for the target can run here")
+        if not check.verified and check.why == OPTED_OUT_WHY:
+            out.append(f"[{name}] not import-checked: {check.why}\n  what it costs: {OPT_OUT_COST}")
+        elif not check.verified:
+            out.append(f"[{name}] slimming was not import-verified: {check.why}\n  the manifest records it; the next `invoke build` tries the check again")
         for r in check.restored:
             out.append(f"[{name}] slimming rule {r.rule!r} removed files `import {r.module}` needs ({r.error}); the build put back {r.files} file(s) of {r.package}."
                        f"\n  to keep them without the check, add to pipeline.toml: {r.line}")

@@ -288,3 +288,25 @@ def test_a_relock_keeps_the_pins_that_still_fit_and_force_takes_the_newest(proje
     write_pipeline(project, wheelhouse, {f'"{wheelhouse}"]': f'"{wheelhouse}", "{newer}"]'})
     forced = lock(config.load(project / "pipeline.toml"), force=True)
     assert {p.name: p.version for p in forced.locks["efs"].packages}["purepkg"] == "2.1"  # --force: the newest the inputs allow
+
+
+def test_up_to_date_covers_whether_the_import_check_ran_and_its_runtime(project, monkeypatch, tmp_path):
+    """An opted-out build, then the check possible again, or another runtime for it: the next plain build redoes the sets."""
+    from pipeline.interpreters import find_python
+
+    cfg = config.load(project / "pipeline.toml")
+    lock(cfg)
+    skipped = build(cfg, import_check=False)
+    assert skipped.sets["efs"].slim.import_check.verified is False
+    assert json.loads((project / "dist" / "local" / "efs" / "archives" / "index.json").read_text())["hot"]["recorded"] is False
+    checked = build(cfg)  # nothing changed but the check, which can run now: not "up to date"
+    assert checked.sets["efs"].rebuilt and checked.sets["layer"].rebuilt
+    assert checked.sets["efs"].slim.import_check.verified and checked.sets["efs"].slim.import_check.opened is not None
+    assert not build(cfg).sets["efs"].rebuilt
+    other = tmp_path / "bin" / "python{}.{}".format(*sys.version_info[:2])  # the same CPython by another path: another runtime
+    other.parent.mkdir()
+    other.symlink_to(find_python("{}.{}".format(*sys.version_info[:2])).path)
+    monkeypatch.setenv("HOIST_PYTHON{}_{}".format(*sys.version_info[:2]), str(other))
+    again = build(cfg)
+    assert again.sets["efs"].rebuilt and again.sets["layer"].rebuilt
+    assert again.sets["efs"].content_hash == checked.sets["efs"].content_hash  # the same output: only the key moved
