@@ -14,7 +14,8 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,21 @@ class SetBuild:
     packages: tuple[tuple[str, int, int], ...]  # (package, bytes, files), largest first
     slim: SlimRecord
     rebuilt: bool
+    seconds: dict[str, float] = field(default_factory=dict)  # wall time of each step (install, slim, ...): the benchmark's breakdown
+
+
+class _Laps:
+    """Wall time per step of one build, summed by name."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._at = time.perf_counter()
+
+    def lap(self, step: str) -> None:
+        """The time since the last lap was spent on ``step``."""
+        now = time.perf_counter()
+        self.seconds[step] = self.seconds.get(step, 0.0) + now - self._at
+        self._at = now
 
 
 @dataclass(frozen=True)
@@ -74,6 +90,7 @@ class BuildResult:
     build_json: Path
     warnings: tuple[str, ...]
     record: BuildRecord  # what build_json holds, as every later stage reads it
+    seconds: dict[str, float] = field(default_factory=dict)  # steps outside the sets (the check's runtime, the zips)
 
 
 class NativeInstaller:
@@ -189,37 +206,46 @@ def build_set(name: str, lock: LockFile, target: Target, target_dir: Path, rules
         progress.step(f"[{name}] up to date ({found.content_hash[:12]}), not rebuilt")
         return _set_result(name, set_dir, found, rebuilt=False)
 
+    laps = _Laps()
     staging = Path(tempfile.mkdtemp(prefix=f".{name}.partial-", dir=target_dir))
     try:
         tree = staging / "site-packages"
         progress.step(f"[{name}] installing {len(lock.packages)} packages for {target.describe()} ({installer.name} builder)")
         installer.install(lock, target, tree, on_line=progress.line)
         check_wheel_tags(tree, target, installer.built_on_target)
+        laps.lap("install")
 
         progress.step(f"[{name}] slimming")
         report: SlimReport = slim(tree, rules, on_line=progress.line, aside=staging / "slimmed")
         mf.normalize_modes(tree)
+        laps.lap("slim")
 
         # bytecode before the import check: under QEMU, compiling every imported
         # module from source was most of the check's time; the .pyc are the ones Lambda loads
         progress.step(f"[{name}] compiling bytecode (unchecked-hash)")
         bytecode: BytecodeResult = installer.bytecode(tree, on_line=progress.line)
+        laps.lap("bytecode")
         slim_record = verify(name, tree, staging / "slimmed", report) if verify else SlimRecord.from_json(report.as_json())  # builder/importcheck.py
         forget(staging / "slimmed")
+        laps.lap("import check")
         if slim_record.import_check and slim_record.import_check.restored:  # the files put back need their .pyc too
             progress.step(f"[{name}] compiling bytecode again for the files the import check put back")
             bytecode = installer.bytecode(tree, on_line=progress.line)
+            laps.lap("bytecode")
         metadata.canonicalize(tree)
         mf.normalize_modes(tree)
+        laps.lap("metadata")
 
         progress.step(f"[{name}] hashing files for the manifest")
         files = mf.scan(tree)
         mf.stamp_mtimes(tree, files)
+        laps.lap("hash")
         index: dict[str, Any] = {"archives": []}
         if name == "efs":  # the layer is unzipped by Lambda onto local disk: nothing to hydrate
             progress.step(f"[{name}] writing per-package archives for a fast cold start")
             done = slim_record.import_check
             index = write_archives(tree, staging / "archives", opened=done.opened if done else None, touched=done.touched if done else None)
+            laps.lap("archives")
         made = mf.manifest(
             set_name=name,
             target=target.as_json(),
@@ -236,7 +262,9 @@ def build_set(name: str, lock: LockFile, target: Target, target_dir: Path, rules
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return _set_result(name, set_dir, made, rebuilt=True)
+    result = _set_result(name, set_dir, made, rebuilt=True)
+    laps.lap("manifest")
+    return replace(result, seconds=laps.seconds)
 
 
 def _check_runtime(config: Config, target: Target, rules: dict[str, Rules], progress: Progress, enabled: bool) -> tuple[importcheck.Runner | None, str]:
@@ -315,8 +343,10 @@ def build(config: Config, target_name: str | None = None, *, force: bool = False
     with _exclusive(target_dir, target):
         _clean_leftovers(target_dir)
         sets = {}
+        laps = _Laps()
         runner, why = _check_runtime(config, target, rules, progress, config.build.import_check if import_check is None else import_check)
         verify = importcheck.hook(target, target_dir, list(locks), progress, runner=runner, why=why, requirements=set_requirements(config, tcfg))
+        laps.lap("check runtime")
         for name, lock in sorted(locks.items(), key=lambda item: item[0] != "layer"):  # the layer first: EFS packages import from it
             check = (runner.identity if runner else importcheck.OPTED_OUT) if importcheck.wanted(name, rules[name]) else None
             try:
@@ -324,6 +354,7 @@ def build(config: Config, target_name: str | None = None, *, force: bool = False
             except OSError as exc:
                 raise BuildError(f"{exc}", where=f"set {name}, {target_dir}", fix="check free disk space and permissions of the output folder") from exc
 
+        laps.lap("sets")  # each set's steps are in its own SetBuild.seconds
         layer_zip = None
         if "layer" in sets:
             progress.step("packaging the layer zip (python/...)")
@@ -331,6 +362,7 @@ def build(config: Config, target_name: str | None = None, *, force: bool = False
             layer_zip = make_zip(sets["layer"].tree, target_dir / "layer.zip", prefix="python/", skip_dirs=set(), key=sets["layer"].content_hash)
         progress.step("packaging the function zip")
         function_zip = make_zip(config.build.handler_dir, target_dir / "function.zip")
+        laps.lap("zips")
         sets = {name: sets[name] for name in locks}
         warnings += importcheck.warnings(sets)
 
@@ -355,6 +387,7 @@ def build(config: Config, target_name: str | None = None, *, force: bool = False
     )
     record = write_build_record(record, build_json, config.root)
     return BuildResult(target=target, builder=installer.name, sets=sets, layer_zip=layer_zip, function_zip=function_zip, build_json=build_json,
-                       warnings=tuple(warnings), record=record)
+                       warnings=tuple(warnings), record=record,
+                       seconds={k: v for k, v in laps.seconds.items() if k != "sets"})
 
 

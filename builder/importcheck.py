@@ -19,7 +19,7 @@ import os
 import platform
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from packaging.requirements import InvalidRequirement, Requirement
@@ -172,6 +172,7 @@ class Runner:
     # what the check's result depends on of the runtime (interpreter, image id, root and emulator):
     # part of the build key, so a different runtime rebuilds what the check decided (builder/build.py)
     identity: str = ""
+    qemu: dict[str, str] = field(default_factory=dict)  # QEMU_CPU for a foreign CPU (pipeline/emulation.py)
 
     def imports(self, paths: list[Path], modules: list[str]) -> dict[str, str]:
         """module -> error, for those that failed. Raises RuntimeError when the interpreter itself died."""
@@ -190,14 +191,14 @@ class Runner:
                 assert self.root and self.entry
                 inside = [f"/hoist/p{i}" for i in range(len(paths))]
                 cmd = emulation.chroot_command(self.root, list(zip(paths, inside, strict=True)), [self.entry, "-s", "-B", "-c", SCRIPT, ":".join(inside), *args[1:]])
-                env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), "HOME": "/tmp", "PYTHONDONTWRITEBYTECODE": "1", "LANG": "C.UTF-8"}
+                env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), "HOME": "/tmp", "PYTHONDONTWRITEBYTECODE": "1", "LANG": "C.UTF-8", **self.qemu}
                 out = proc.capture(cmd, env=env, clean_env=True, timeout=TIMEOUT_S)
             else:
                 assert self.image and self.entry
                 name = docker.container_name("hoist-imports")
                 inside = [f"/hoist/p{i}" for i in range(len(paths))]
                 cmd = docker.run_command(self.image, ["-s", "-B", "-c", SCRIPT, ":".join(inside), *args[1:]], name=name, network="none",
-                                         platform=self.docker_platform, env={"PYTHONDONTWRITEBYTECODE": "1", "HOME": "/tmp"}, entrypoint=self.entry,
+                                         platform=self.docker_platform, env={"PYTHONDONTWRITEBYTECODE": "1", "HOME": "/tmp", **self.qemu}, entrypoint=self.entry,
                                          mounts=[docker.Mount(host, mount) for host, mount in zip(paths, inside, strict=True)])
                 try:
                     out = proc.capture(cmd, timeout=TIMEOUT_S)
@@ -241,7 +242,7 @@ def runner_for(target: Target, on_line: Callable[[str], None] | None = None, bas
         if image_id is not None:
             how = f" on {target.machine}" + (" (QEMU)" if target.machine != platform.machine() else "")
             return Runner("docker", f"the Lambda image {image}{how}", image=image, docker_platform=target.docker_platform, entry=f"/var/lang/bin/python{target.python}",
-                          identity=f"docker|{image}|{image_id}|{emulation.emulator_identity(target.machine)}"), ""
+                          identity=f"docker|{image}|{image_id}|{emulation.emulator_identity(target.machine)}", qemu=emulation.qemu_env(target.machine)), ""
         whys.append(f"docker: the Lambda image {image} is not here")
     elif problem:
         whys.append(f"docker: {problem}")
@@ -257,10 +258,10 @@ def runner_for(target: Target, on_line: Callable[[str], None] | None = None, bas
     except emulation.EmulationUnavailable as exc:
         whys.append(f"emulated: {exc.what} (fix: {exc.fix})")
         return None, "; ".join(whys)
-    how = "QEMU" if em.machine != platform.machine() else "native CPU"
+    how = f"QEMU {emulation.qemu_env(em.machine)['QEMU_CPU']}" if emulation.qemu_env(em.machine) else "QEMU" if em.machine != platform.machine() else "native CPU"
     return Runner("emulated", f"Debian {em.suite}'s CPython {em.python} on {em.machine} ({how}, {'Docker' if em.image else 'chroot'})",
                   image=em.image, docker_platform=emulation.run_platform(em.image, target.machine) if em.image else None, entry=f"/var/lang/bin/python{target.python}", root=em.root,
-                  identity=f"emulated|{emulation.root_identity(em.root)}|{emulation.emulator_identity(target.machine)}"), ""
+                  identity=f"emulated|{emulation.root_identity(em.root)}|{emulation.emulator_identity(target.machine)}", qemu=emulation.qemu_env(target.machine)), ""
 
 
 def _package_of(tree: Path, module: str, removed: dict[str, dict[str, list[str]]]) -> str | None:

@@ -45,6 +45,12 @@ PACKAGES = ("python3", "python3-venv")
 # layer's /opt, the EFS mount's parent, and the base image's interpreter path
 LAMBDA_DIRS = ("var/task", "var/runtime", "var/lang/bin", "opt", "mnt", "tmp")
 BINFMT_DIR = Path("/proc/sys/fs/binfmt_misc")
+# The CPU QEMU emulates for a target (its QEMU_CPU variable, read by qemu-user in binfmt mode too).
+# Lambda's arm64 runs on AWS Graviton processors (docs/design.md, 3.14): Neoverse N1 (Graviton2,
+# Armv8.2) is the oldest of them, so code that needs a newer CPU fails here as it could there.
+# QEMU's default, "max", also emulates pointer authentication, which Debian's arm64 binaries use in
+# every function: the import check of the demo took 4-8x longer under it (README, Benchmarks).
+QEMU_CPU = {"aarch64": "neoverse-n1"}
 
 
 class EmulationUnavailable(PipelineError):
@@ -144,6 +150,13 @@ def install_missing(machine: str, on_line: Callable[[str], None] | None = None) 
     return missing
 
 
+def qemu_env(machine: str) -> dict[str, str]:
+    """The variables that choose what QEMU emulates for ``machine`` code: {} on the target's own CPU."""
+    if machine == platform.machine() or machine not in QEMU_CPU:
+        return {}
+    return {"QEMU_CPU": QEMU_CPU[machine]}
+
+
 def emulator_identity(machine: str, binfmt_dir: Path = BINFMT_DIR) -> str:
     """The emulator that runs ``machine`` code here (its path, size and mtime), "" on the target's own CPU:
     part of the import check's runtime identity (a new QEMU may import differently)."""
@@ -155,7 +168,7 @@ def emulator_identity(machine: str, binfmt_dir: Path = BINFMT_DIR) -> str:
         st = os.stat(path)
     except (OSError, StopIteration, IndexError):
         return "unregistered"
-    return f"{path}:{st.st_size}:{st.st_mtime_ns}"
+    return f"{path}:{st.st_size}:{st.st_mtime_ns}:{qemu_env(machine).get('QEMU_CPU', 'max')}"
 
 
 def root_identity(root: Path) -> str:
