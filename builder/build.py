@@ -37,7 +37,7 @@ from pipeline.records import (
 )
 from pipeline.targets import Target
 
-from . import importcheck, metadata
+from . import cache, importcheck, metadata
 from . import manifest as mf
 from .archives import write_archives
 from .bytecode import BytecodeResult, compile_tree
@@ -91,6 +91,7 @@ class BuildResult:
     warnings: tuple[str, ...]
     record: BuildRecord  # what build_json holds, as every later stage reads it
     seconds: dict[str, float] = field(default_factory=dict)  # steps outside the sets (the check's runtime, the zips)
+    cache: cache.Counts = field(default_factory=cache.Counts)  # what the build cache held (builder/cache.py)
 
 
 class NativeInstaller:
@@ -117,8 +118,8 @@ class NativeInstaller:
             )
         install_native(lock, target, dest, on_line=on_line)
 
-    def bytecode(self, tree: Path, on_line=None) -> BytecodeResult:
-        return compile_tree(tree, self.interpreter, self.why_not, on_line=on_line)
+    def bytecode(self, tree: Path, on_line=None, store: cache.Store | None = None) -> BytecodeResult:
+        return compile_tree(tree, self.interpreter, self.why_not, on_line=on_line, store=store, version=BUILDER_VERSION)
 
 
 def build_key(lock: LockFile, target: Target, rules: Rules, installer, check: str | None = None) -> str:
@@ -199,7 +200,7 @@ def _set_result(name: str, set_dir: Path, found: Manifest, rebuilt: bool) -> Set
 
 
 def build_set(name: str, lock: LockFile, target: Target, target_dir: Path, rules: Rules, installer, progress: Progress, force: bool = False, verify=None,
-              check: str | None = None) -> SetBuild:
+              check: str | None = None, store: cache.Store | None = None) -> SetBuild:
     set_dir = target_dir / name
     key = build_key(lock, target, rules, installer, check)
     if not force and (found := _existing(set_dir, key)):
@@ -216,21 +217,21 @@ def build_set(name: str, lock: LockFile, target: Target, target_dir: Path, rules
         laps.lap("install")
 
         progress.step(f"[{name}] slimming")
-        report: SlimReport = slim(tree, rules, on_line=progress.line, aside=staging / "slimmed")
+        report: SlimReport = slim(tree, rules, on_line=progress.line, aside=staging / "slimmed", store=store, version=BUILDER_VERSION)
         mf.normalize_modes(tree)
         laps.lap("slim")
 
         # bytecode before the import check: under QEMU, compiling every imported
         # module from source was most of the check's time; the .pyc are the ones Lambda loads
         progress.step(f"[{name}] compiling bytecode (unchecked-hash)")
-        bytecode: BytecodeResult = installer.bytecode(tree, on_line=progress.line)
+        bytecode: BytecodeResult = installer.bytecode(tree, on_line=progress.line, store=store)
         laps.lap("bytecode")
         slim_record = verify(name, tree, staging / "slimmed", report) if verify else SlimRecord.from_json(report.as_json())  # builder/importcheck.py
         forget(staging / "slimmed")
         laps.lap("import check")
         if slim_record.import_check and slim_record.import_check.restored:  # the files put back need their .pyc too
             progress.step(f"[{name}] compiling bytecode again for the files the import check put back")
-            bytecode = installer.bytecode(tree, on_line=progress.line)
+            bytecode = installer.bytecode(tree, on_line=progress.line, store=store)
             laps.lap("bytecode")
         metadata.canonicalize(tree)
         mf.normalize_modes(tree)
@@ -319,9 +320,10 @@ def choose_installer(config: Config, target: Target, builder: str, progress: Pro
 
 
 def build(config: Config, target_name: str | None = None, *, force: bool = False, progress: Progress | None = None, builder: str | None = None,
-          import_check: bool | None = None) -> BuildResult:
+          import_check: bool | None = None, cache_dir: Path | None = None) -> BuildResult:
     """Build every set of the target. ``import_check``: False opts out of the import check (default:
-    build.import_check); when it is wanted and no runtime for the target can run here, the build stops."""
+    build.import_check); when it is wanted and no runtime for the target can run here, the build stops.
+    ``cache_dir``: the build cache's folder (default: builder/cache.py's root())."""
     progress = progress or Progress()
     tcfg: TargetConfig = config.target(target_name)
     target = tcfg.target
@@ -345,12 +347,14 @@ def build(config: Config, target_name: str | None = None, *, force: bool = False
         sets = {}
         laps = _Laps()
         runner, why = _check_runtime(config, target, rules, progress, config.build.import_check if import_check is None else import_check)
-        verify = importcheck.hook(target, target_dir, list(locks), progress, runner=runner, why=why, requirements=set_requirements(config, tcfg))
+        store = cache.Store(cache_dir, on_line=progress.step)
+        verify = importcheck.hook(target, target_dir, list(locks), progress, runner=runner, why=why, requirements=set_requirements(config, tcfg),
+                                  store=store, version=BUILDER_VERSION)
         laps.lap("check runtime")
         for name, lock in sorted(locks.items(), key=lambda item: item[0] != "layer"):  # the layer first: EFS packages import from it
             check = (runner.identity if runner else importcheck.OPTED_OUT) if importcheck.wanted(name, rules[name]) else None
             try:
-                sets[name] = build_set(name, lock, target, target_dir, rules[name], installer, progress, force=force, verify=verify, check=check)
+                sets[name] = build_set(name, lock, target, target_dir, rules[name], installer, progress, force=force, verify=verify, check=check, store=store)
             except OSError as exc:
                 raise BuildError(f"{exc}", where=f"set {name}, {target_dir}", fix="check free disk space and permissions of the output folder") from exc
 
@@ -388,6 +392,6 @@ def build(config: Config, target_name: str | None = None, *, force: bool = False
     record = write_build_record(record, build_json, config.root)
     return BuildResult(target=target, builder=installer.name, sets=sets, layer_zip=layer_zip, function_zip=function_zip, build_json=build_json,
                        warnings=tuple(warnings), record=record,
-                       seconds={k: v for k, v in laps.seconds.items() if k != "sets"})
+                       seconds={k: v for k, v in laps.seconds.items() if k != "sets"}, cache=store.counts)
 
 

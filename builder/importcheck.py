@@ -14,6 +14,8 @@ it puts back are compiled after it.
 """
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
 import platform
@@ -30,9 +32,11 @@ from pipeline.config import keep_line
 from pipeline.dists import owners, top_level_modules
 from pipeline.errors import InterpreterNotFound
 from pipeline.interpreters import find_python
-from pipeline.records import SlimRecord
+from pipeline.records import MANIFEST_NAME, RecordError, SlimRecord, load_manifest
 from pipeline.targets import Target
 
+from . import cache
+from . import manifest as mf
 from . import slim as slim_mod
 
 # not meant to be imported: setuptools' import hook and a console script module
@@ -367,27 +371,51 @@ def wanted(set_name: str, rules: slim_mod.Rules) -> bool:
 
 
 def hook(target: Target, target_dir: Path, set_names: list[str], progress, runner: Runner | None = None, why: str = "",
-         requirements: dict[str, list[str]] | None = None) -> Callable[[str, Path, Path, slim_mod.SlimReport], SlimRecord]:
+         requirements: dict[str, list[str]] | None = None, store: cache.Store | None = None,
+         version: str = "") -> Callable[[str, Path, Path, slim_mod.SlimReport], SlimRecord]:
     """What builder/build.py calls after slimming a set: verify, and the manifest's slim section.
 
     ``runner``: the runtime builder/build.py chose before the sets' build keys (their key holds
     its identity); None and ``why`` when the user opted out. ``requirements``: each set's
     requirement lines; the modules they name are imported first and the files they open
-    recorded (the hot set the efs archives hold).
+    recorded (the hot set the efs archives hold). ``store``: the build cache, which holds a
+    set's check under the key ``check_key`` gives (``version``: the builder's).
     """
 
     def run(name: str, tree: Path, aside: Path, report: slim_mod.SlimReport) -> SlimRecord:
         want = report.enabled or name == "efs"  # unslimmed, the efs set still wants its hot set
         use = runner if want else None
         others = [target_dir / other / "site-packages" for other in set_names if other != name and (target_dir / other / "site-packages").is_dir()]
-        if use:
-            slow = " (under QEMU: this can take minutes; the demo's torch and torchvision about 3 on 2 CPUs)" if "QEMU" in use.describe else ""
-            progress.step(f"[{name}] importing every top-level module in {use.describe}{slow}")
         hot = hot_modules(tree, (requirements or {}).get(name, [])) if name == "efs" else None  # the layer is on local disk in Lambda: no hot set
-        check = verify(tree, aside, report, target, others, runner=use, why_none=why if want else "", on_line=progress.line, hot=hot)
+        entry = check_key(tree, aside, report, others, use, hot, version) if store is not None and use is not None else None
+        check = store.get_json("check", entry) if store is not None and entry else None
+        if check is not None:
+            progress.step(f"[{name}] import check: the same tree, other sets and runtime as a check in the cache; its result reused")
+            for item in check.get("restored", []):
+                slim_mod.restore(tree, aside, item["paths"])
+        else:
+            if use:
+                slow = " (under QEMU: this can take minutes; the demo's torch and torchvision about 3 on 2 CPUs)" if "QEMU" in use.describe else ""
+                progress.step(f"[{name}] importing every top-level module in {use.describe}{slow}")
+            check = verify(tree, aside, report, target, others, runner=use, why_none=why if want else "", on_line=progress.line, hot=hot)
+            if store is not None and entry and check.get("verified"):  # a check that could not run is tried again, never kept
+                store.put_json("check", entry, check)
         return SlimRecord.from_json(record(report.as_json(), check, tree))
 
     return run
+
+
+def check_key(tree: Path, aside: Path, report: slim_mod.SlimReport, others: list[Path], runner: Runner, hot: list[str] | None, version: str) -> str:
+    """Everything a set's import check can depend on (builder/cache.py): any change to the set reruns it."""
+    def tree_hash(folder: Path) -> str:
+        manifest = folder.parent / MANIFEST_NAME  # another set, built before: its manifest names its content
+        if folder not in (tree, aside) and manifest.is_file():
+            with contextlib.suppress(OSError, RecordError):
+                return load_manifest(manifest).content_hash
+        return mf.content_hash(mf.scan(folder)) if folder.is_dir() else ""
+
+    return cache.key("check", version, runner.identity, hashlib.sha256(SCRIPT.encode()).hexdigest(), json.dumps(hot), tree_hash(tree), tree_hash(aside),
+                     json.dumps(report.removed_files, sort_keys=True), json.dumps([tree_hash(o) for o in others]))
 
 
 def warnings(sets: dict) -> list[str]:

@@ -12,6 +12,8 @@ from tests.wheels import compile_extension, local_abi, make_wheel
 # builds in tests use an emulation root when one is prepared, and prepare none
 # themselves (the emulated_arm64 fixture does, once per machine)
 os.environ.setdefault("HOIST_EMULATION", "use")
+# the build cache (builder/cache.py) of this session, not the user's
+os.environ.setdefault("HOIST_BUILD_CACHE", __import__("tempfile").mkdtemp(prefix="hoist-test-build-cache-"))
 
 REPO = Path(__file__).resolve().parent.parent
 
