@@ -348,10 +348,12 @@ def build(config: Config, target_name: str | None = None, *, force: bool = False
         laps = _Laps()
         runner, why = _check_runtime(config, target, rules, progress, config.build.import_check if import_check is None else import_check)
         store = cache.Store(cache_dir, on_line=progress.step)
-        verify = importcheck.hook(target, target_dir, list(locks), progress, runner=runner, why=why, requirements=set_requirements(config, tcfg),
+        order = sorted(locks, key=lambda name: name != "layer")  # the layer first: EFS packages import from it
+        verify = importcheck.hook(target, target_dir, order, progress, runner=runner, why=why, requirements=set_requirements(config, tcfg),
                                   store=store, version=BUILDER_VERSION)
         laps.lap("check runtime")
-        for name, lock in sorted(locks.items(), key=lambda item: item[0] != "layer"):  # the layer first: EFS packages import from it
+        for name in order:
+            lock = locks[name]
             check = (runner.identity if runner else importcheck.OPTED_OUT) if importcheck.wanted(name, rules[name]) else None
             try:
                 sets[name] = build_set(name, lock, target, target_dir, rules[name], installer, progress, force=force, verify=verify, check=check, store=store)

@@ -385,7 +385,10 @@ def hook(target: Target, target_dir: Path, set_names: list[str], progress, runne
     def run(name: str, tree: Path, aside: Path, report: slim_mod.SlimReport) -> SlimRecord:
         want = report.enabled or name == "efs"  # unslimmed, the efs set still wants its hot set
         use = runner if want else None
-        others = [target_dir / other / "site-packages" for other in set_names if other != name and (target_dir / other / "site-packages").is_dir()]
+        # the sets built before this one (``set_names`` is the build's order: the layer first), never a
+        # later set's tree of the previous build: a fresh build and a rebuild check the same thing
+        before = set_names[: set_names.index(name)] if name in set_names else []
+        others = [target_dir / other / "site-packages" for other in before if (target_dir / other / "site-packages").is_dir()]
         hot = hot_modules(tree, (requirements or {}).get(name, [])) if name == "efs" else None  # the layer is on local disk in Lambda: no hot set
         entry = check_key(tree, aside, report, others, use, hot, version) if store is not None and use is not None else None
         check = store.get_json("check", entry) if store is not None and entry else None
