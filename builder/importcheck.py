@@ -398,7 +398,7 @@ def hook(target: Target, target_dir: Path, set_names: list[str], progress, runne
                 slim_mod.restore(tree, aside, item["paths"])
         else:
             if use:
-                slow = " (under QEMU: this can take minutes; the demo's torch and torchvision about 3 on 2 CPUs)" if "QEMU" in use.describe else ""
+                slow = " (under QEMU: the demo's torch and torchvision take about 20 s on 2 CPUs)" if "QEMU" in use.describe else ""
                 progress.step(f"[{name}] importing every top-level module in {use.describe}{slow}")
             check = verify(tree, aside, report, target, others, runner=use, why_none=why if want else "", on_line=progress.line, hot=hot)
             if store is not None and entry and check.get("verified"):  # a check that could not run is tried again, never kept
