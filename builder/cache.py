@@ -45,7 +45,7 @@ from typing import Any
 from pipeline.emulation import cache_dir
 
 FORMAT = "1"  # the cache's own layout: a new format starts a new folder
-KINDS = ("pyc", "strip", "check")
+KINDS = ("pyc", "strip", "check", "unit")
 
 
 def root() -> Path:

@@ -21,8 +21,10 @@ import os
 import platform
 import tempfile
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
@@ -43,14 +45,14 @@ from . import slim as slim_mod
 SKIP_MODULES = {"_distutils_hack", "isympy", "distutils-precedence"}
 TIMEOUT_S = 3600  # the demo's torch under QEMU on a busy machine takes minutes
 MARK = "HOIST_IMPORTS "
-UNOWNED = "(not in any RECORD)"
+UNOWNED = "(not in any RECORD)"  # builder/slim.py's name for files no RECORD lists
 # the build key's import check of a set whose user opted out (build.import_check = false, --no-import-check)
 OPTED_OUT = "opted out"
 OPTED_OUT_WHY = "opted out (build.import_check = false in pipeline.toml, or `invoke build --no-import-check`)"
 # what opting out costs, in the figures of the demo (README, Cold start; issue 22)
 OPT_OUT_COST = ("slimming is then not import-verified (an import it breaks shows on Lambda, not here), and the efs tree has no hot set: "
                 "its archives hold every file and each cold start reads and keeps them all in memory (the demo: 54.8 MB of archives, "
-                "160 MB held for the environment's life and 232 MB at peak; 4.21 s against 2.31 s with its hot set)")  # builder/slim.py's name for files no RECORD lists
+                "160 MB held for the environment's life and 232 MB at peak; 4.21 s against 2.31 s with its hot set)")
 # argv: the paths (the checked tree first), the modules, the hot modules, and whether to
 # record pages. The hot modules are imported first, with an audit hook noting every file
 # of the tree they open (the hot set). With pages, the tree's libraries are dropped from
@@ -66,12 +68,36 @@ modules, hot, pages = json.loads(sys.argv[2]), json.loads(sys.argv[3]), sys.argv
 sys.path[1:1] = paths
 sys.dont_write_bytecode = True
 root, opened, recording = paths[0] + os.sep, set(), [bool(hot)]
+roots, deps, tracing = [p + os.sep for p in paths], {{"open": set(), "names": set(), "lists": set(), "stats": set()}}, [False]
+def where(path):
+    if not isinstance(path, str):
+        return None
+    path = os.path.normpath(os.path.abspath(path))
+    for i, r in enumerate(roots):
+        if path.startswith(r) or path + os.sep == r:
+            return f"{{i}}:{{path[len(r):]}}"
+    return None
 def note(event, args):
     if recording[0] and event == "open" and args and isinstance(args[0], str):
         path = os.path.normpath(args[0])
         if path.startswith(root):
             opened.add(path[len(root):])
+    if not tracing[0]:
+        return
+    if event == "import":
+        deps["names"].add(args[0])
+    elif event == "open" and args and (at := where(args[0])):
+        deps["open"].add(at)
+    elif event in ("os.listdir", "os.scandir") and sys._getframe(1).f_code.co_name != "_fill_cache" and (at := where(args[0] if args and args[0] is not None else ".")):
+        deps["lists"].add(at)
 sys.addaudithook(note)
+def probing(real):
+    def probe(path, *args, **kwargs):
+        if tracing[0] and (at := where(path)):
+            deps["stats"].add(at)
+        return real(path, *args, **kwargs)
+    return probe
+os.stat, os.lstat = probing(os.stat), probing(os.lstat)
 def is_library(name):
     return name.endswith(".so") or ".so." in name
 def pagemap_tells():
@@ -132,6 +158,7 @@ def mapped():
                 out.append([start, length])
     return merged
 failed, touched = {{}}, None
+tracing[0] = True
 for name in hot + [m for m in modules if m not in hot]:
     if name not in hot and recording[0]:
         recording[0] = False
@@ -149,7 +176,11 @@ if recording[0] and pages:
         touched = mapped()
     except OSError:
         touched = None
-print({MARK!r} + json.dumps({{"failed": failed, "opened": sorted(opened) if hot else None, "touched": touched}}), flush=True)
+tracing[0] = False
+with open("/proc/self/maps") as maps:
+    deps["maps"] = sorted({{at for line in maps if len(fields := line.split(None, 5)) == 6 and (at := where(fields[5].strip()))}})
+print({MARK!r} + json.dumps({{"failed": failed, "opened": sorted(opened) if hot else None, "touched": touched,
+                              "deps": {{k: sorted(v) for k, v in deps.items()}}}}), flush=True)
 """
 
 
@@ -160,6 +191,9 @@ class Noted:
     failed: dict[str, str]  # module -> error
     opened: list[str] | None  # files of the checked tree the hot modules opened; None: no hot modules
     touched: dict[str, list[list[int]]] | None  # library -> [offset, length] of its pages mapped after them; None: not recorded
+    # what the imports depended on ("<path index>:<relative path>"): files opened and libraries mapped, module names
+    # whose import was tried (found or not), folders listed other than by the import system, paths stat'ed
+    deps: dict[str, list[str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -211,7 +245,7 @@ class Runner:
         for line in reversed(out.stdout.splitlines()):
             if line.startswith(MARK):
                 doc = json.loads(line[len(MARK):])
-                return Noted(doc["failed"], doc["opened"], doc["touched"])
+                return Noted(doc["failed"], doc["opened"], doc["touched"], doc.get("deps") or {})
         tail = "\n".join((out.stdout + out.stderr).strip().splitlines()[-10:])
         raise RuntimeError(f"the interpreter exited with code {out.returncode} before reporting:\n{tail}")
 
@@ -268,6 +302,111 @@ def runner_for(target: Target, on_line: Callable[[str], None] | None = None, bas
                   identity=f"emulated|{emulation.root_identity(em.root)}|{emulation.emulator_identity(target.machine)}", qemu=emulation.qemu_env(target.machine)), ""
 
 
+class _State:
+    """The files an import check sees: per path (the checked tree first, then the sets before it), relative path -> sha256."""
+
+    def __init__(self, files: list[dict[str, str]]):
+        self.files = files
+        self.children: list[dict[str, set[str]]] = []  # folder -> the names in it
+        for listed in files:
+            kids: dict[str, set[str]] = {"": set()}
+            for rel in listed:
+                parts = rel.split("/")
+                for i in range(len(parts)):
+                    kids.setdefault("/".join(parts[:i]), set()).add(parts[i])
+            self.children.append(kids)
+
+    @staticmethod
+    def _at(at: str) -> tuple[int, str]:
+        index, _, rel = at.partition(":")
+        return int(index), rel
+
+    def what(self, at: str) -> str | None:
+        """A file's sha256, "dir" for a folder, None when nothing is there."""
+        i, rel = self._at(at)
+        if i >= len(self.files):
+            return None
+        return self.files[i].get(rel) or ("dir" if rel in self.children[i] else None)
+
+    def listing(self, at: str) -> list[str]:
+        i, rel = self._at(at)
+        return sorted(self.children[i].get(rel, ())) if i < len(self.children) else []
+
+    def candidates(self, name: str) -> list[str]:
+        """What could answer ``import name`` in any path: the names in its folder that are it or start with it and a dot."""
+        parts = name.split(".")
+        folder, tail = "/".join(parts[:-1]), parts[-1]
+        return sorted(f"{i}:{folder + '/' if folder else ''}{entry}" for i, kids in enumerate(self.children)
+                      for entry in kids.get(folder, ()) if entry == tail or entry.startswith(tail + "."))
+
+
+def _state(paths: list[Path]) -> _State:
+    files = []
+    for i, folder in enumerate(paths):
+        manifest = folder.parent / MANIFEST_NAME  # a set built before: its manifest lists its files
+        listed: dict[str, str] | None = None
+        if i and manifest.is_file():
+            with contextlib.suppress(OSError, RecordError):
+                listed = {e.path: e.sha256 for e in load_manifest(manifest).files}
+        files.append(listed if listed is not None else {e.path: e.sha256 for e in mf.scan(folder)})
+    return _State(files)
+
+
+def signature(deps: dict[str, list[str]], state: _State) -> dict[str, Any]:
+    """What an import run's result depends on, as ``state`` has it: the same signature, the same result."""
+    sig: dict[str, Any] = {}
+    for at in deps.get("open", []) + deps.get("maps", []) + deps.get("stats", []):
+        sig[f"f {at}"] = state.what(at)
+    for name in deps.get("names", []):  # found or not: a new package can turn a failed optional import into a success
+        sig[f"n {name}"] = state.candidates(name)
+    for at in deps.get("lists", []):
+        sig[f"l {at}"] = state.listing(at)
+    for at in deps.get("maps", []):  # the loader looks for a library's needed libraries beside it
+        folder = at.rpartition("/")[0] if "/" in at else at.partition(":")[0] + ":"
+        sig[f"L {folder}"] = [n for n in state.listing(folder) if ".so" in n]
+    return sig
+
+
+def _runs(paths: list[Path], modules: list[str], first: list[str], runner: Runner, store: cache.Store | None, version: str,
+          say: Callable[[str], None]) -> Noted:
+    """The import runs of a check: the hot modules together, every other module alone; each one reused from
+    ``store`` while its signature holds, else run (two at a time) and stored with what it depended on."""
+    units = ([first] if first else []) + [[m] for m in modules if m not in first]
+    state = _state(paths) if store is not None else None
+    script = hashlib.sha256(SCRIPT.encode()).hexdigest()
+    results: dict[int, Noted] = {}
+    todo = []
+    for n, unit in enumerate(units):
+        hot = unit if unit is first else []
+        entry = cache.key("unit", version, runner.identity, script, json.dumps(unit), json.dumps(hot))
+        found = store.get_json("unit", entry) if store is not None else None
+        if found is not None and state is not None and found["signature"] == signature(found["deps"], state):
+            results[n] = Noted(found["failed"], found["opened"], found["touched"], found["deps"])
+            continue
+        if found is not None and store is not None:  # there, but what it depended on changed
+            store.counts.hits["unit"] -= 1
+            store.counts.miss("unit")
+        todo.append((n, unit, hot, entry))
+    if results:
+        say(f"{len(results)} of {len(units)} import runs reused from the build cache: nothing they depended on changed")
+
+    def run(job: tuple[int, list[str], list[str], str]) -> tuple[int, Noted]:
+        n, unit, hot, entry = job
+        noted = runner.imports_noting(paths, unit, hot)
+        if store is not None and state is not None:
+            store.put_json("unit", entry, {"failed": noted.failed, "opened": noted.opened, "touched": noted.touched, "deps": noted.deps,
+                                           "signature": signature(noted.deps, state)})
+        return n, noted
+
+    with ThreadPoolExecutor(max_workers=2) as pool:  # the hot run is the longest: it starts first
+        results.update(pool.map(run, todo))
+    failed: dict[str, str] = {}
+    for noted in results.values():
+        failed.update(noted.failed)
+    hot_run = results.get(0) if first else None
+    return Noted(failed, hot_run.opened if hot_run else None, hot_run.touched if hot_run else None)
+
+
 def _package_of(tree: Path, module: str, removed: dict[str, dict[str, list[str]]]) -> str | None:
     """The package whose removed files sit under ``module``'s folder (or its .so/.py)."""
     for package, by_rule in removed.items():
@@ -278,11 +417,15 @@ def _package_of(tree: Path, module: str, removed: dict[str, dict[str, list[str]]
 
 
 def verify(tree: Path, aside: Path, report: slim_mod.SlimReport, target: Target, others: list[Path], *,
-           runner: Runner | None = None, why_none: str = "", on_line: Callable[[str], None] | None = None, hot: list[str] | None = None) -> dict:
+           runner: Runner | None = None, why_none: str = "", on_line: Callable[[str], None] | None = None, hot: list[str] | None = None,
+           store: cache.Store | None = None, version: str = "") -> dict:
     """Import every top-level module of ``tree`` (``others`` on the path after it); put back what slimming broke.
 
     ``hot``: the modules the handler imports at init (the set's own requirements'), imported
-    first; the files of ``tree`` they open are the hot set (``opened``, builder/archives.py).
+    together in one interpreter; the files of ``tree`` they open are the hot set (``opened``,
+    builder/archives.py). Every other module is imported alone, in its own interpreter, two
+    at a time. ``store``: the build cache, where each of those runs is kept with what it
+    depended on, and reused while none of that changed (``_runs``).
 
     Returns the manifest's "import_check": verified, runtime, restored (module,
     package, rule, files, the pipeline.toml line), failing (modules that fail
@@ -298,7 +441,7 @@ def verify(tree: Path, aside: Path, report: slim_mod.SlimReport, target: Target,
     first = sorted(set(hot or ()) & set(modules))
     say(f"importing {len(modules)} modules in {runner.describe}" + (f", first {', '.join(first)}, noting the files they open" if first else ""))
     try:
-        noted = runner.imports_noting(paths, modules, first) if first else Noted(runner.imports(paths, modules), None, None)
+        noted = _runs(paths, modules, first, runner, store, version, say)
     except (RuntimeError, proc.TimeoutExpired, OSError) as exc:
         return {"verified": False, "runtime": runner.describe, "why": f"the import check could not run: {exc}", "modules": len(modules), "restored": [], "failing": {}}
     restored: list[dict] = []
@@ -400,7 +543,8 @@ def hook(target: Target, target_dir: Path, set_names: list[str], progress, runne
             if use:
                 slow = " (under QEMU: the demo's torch and torchvision take about 20 s on 2 CPUs)" if "QEMU" in use.describe else ""
                 progress.step(f"[{name}] importing every top-level module in {use.describe}{slow}")
-            check = verify(tree, aside, report, target, others, runner=use, why_none=why if want else "", on_line=progress.line, hot=hot)
+            check = verify(tree, aside, report, target, others, runner=use, why_none=why if want else "", on_line=progress.line, hot=hot,
+                           store=store, version=version)
             if store is not None and entry and check.get("verified"):  # a check that could not run is tried again, never kept
                 store.put_json("check", entry, check)
         return SlimRecord.from_json(record(report.as_json(), check, tree))

@@ -62,3 +62,39 @@ def test_the_hot_set_is_what_the_requirements_open_and_map_in_a_real_interpreter
     assert index["hot"]["files"] == 4 and index["touched_ranges"] == touched  # the two .pyc and their sources
     assert set(index["dirs"]) == {"", "hotpkg", "hotpkg/__pycache__"} and index["dirs"][""]["coldpkg"] == "p"
     json.dumps(index)
+
+
+def test_an_import_run_is_reused_only_while_nothing_it_depended_on_changed(tmp_path):
+    """Each run's record: the files it opened, the names it tried (a failed optional import too), the paths it probed."""
+    from builder import cache
+
+    tree = tmp_path / "site-packages"
+    files = {
+        "opt/__init__.py": "try:\n    import extra\nexcept ImportError:\n    extra = None\n",
+        "plain/__init__.py": "from . import data\n",
+        "plain/data.py": "X = 1\n",
+        "probe/__init__.py": "import os\nHAS = os.path.exists(os.path.join(os.path.dirname(__file__), 'plugin.cfg'))\n",
+    }
+    for rel, text in files.items():
+        (tree / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tree / rel).write_text(text)
+    runner = importcheck.Runner("native", "CPython here", python=find_python("3.11").path, identity="native test")
+    store = cache.Store(tmp_path / "cache")
+
+    def check(modules):
+        before = dict(store.counts.hits)
+        importcheck._runs([tree], modules, [], runner, store, "test", lambda line: None)
+        return store.counts.hits.get("unit", 0) - before.get("unit", 0)
+
+    modules = ["opt", "plain", "probe"]
+    assert check(modules) == 0 and store.counts.misses["unit"] == 3  # each module alone, each stored
+    assert check(modules) == 3  # nothing changed: all three reused
+    (tree / "extra").mkdir()
+    (tree / "extra" / "__init__.py").write_text("")  # the package opt's optional import looked for: opt runs again
+    assert check([*modules, "extra"]) == 2
+    (tree / "plain" / "data.py").write_text("X = 2\n")  # a file plain's import opened
+    assert check([*modules, "extra"]) == 3
+    (tree / "probe" / "plugin.cfg").write_text("")  # a path probe's import stat'ed
+    assert check([*modules, "extra"]) == 3
+    (tree / "unrelated.py").write_text("")  # a module nothing tried to import: every run stands
+    assert check([*modules, "extra"]) == 4
