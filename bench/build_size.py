@@ -145,6 +145,8 @@ def one_package(cfg: Config, target_name: str | None, work: Path, cache: Path, c
         naive_seconds = naive(project, target_name, work / f"naive-{change}")
         shutil.rmtree(work / f"naive-{change}")
         seconds, _, result = hoist(project, target_name, out, cache, force=False)
+        for w in result.warnings:
+            console.print(f"[yellow]build warning:[/] {w}")
         figures[change] = {"change": what, "naive_seconds": round(naive_seconds, 2), "seconds": round(seconds, 2), "ratio": round(seconds / naive_seconds, 4),
                            "steps": breakdown(result), "cache": {"hits": result.cache.hits, "misses": result.cache.misses}, "target": tname}
     return figures
@@ -187,6 +189,8 @@ def run(cfg: Config, *, target: str | None = None, runs: int = 1, console: Conso
             if json.loads((work / f"cached-{i}" / tcfg.target.name / "efs" / "manifest.json").read_text())["content_hash"] != cold.sets["efs"].content_hash:
                 raise RuntimeError("the build from the cache differs from the cold build")
             steps = {"cold": breakdown(cold), "cached": breakdown(cached)}
+            for w in (*cold.warnings, *cached.warnings):
+                console.print(f"[yellow]build warning:[/] {w}")
             sizes = {"naive": tree_size(naive_dir), "hoist": tree_size(*trees)}
             modules = {"naive": top_level_modules(naive_dir), "hoist": top_level_modules(*trees)}
             if i < runs - 1:

@@ -70,9 +70,9 @@ def test_an_import_run_is_reused_only_while_nothing_it_depended_on_changed(tmp_p
 
     tree = tmp_path / "site-packages"
     files = {
-        "opt/__init__.py": "try:\n    import extra\nexcept ImportError:\n    extra = None\n",
-        "plain/__init__.py": "from . import data\n",
-        "plain/data.py": "X = 1\n",
+        "hotmod/__init__.py": "from . import data\n",
+        "hotmod/data.py": "X = 1\n",
+        "opt/__init__.py": "try:\n    from . import extra\nexcept ImportError:\n    extra = None\n",
         "probe/__init__.py": "import os\nHAS = os.path.exists(os.path.join(os.path.dirname(__file__), 'plugin.cfg'))\n",
     }
     for rel, text in files.items():
@@ -81,20 +81,19 @@ def test_an_import_run_is_reused_only_while_nothing_it_depended_on_changed(tmp_p
     runner = importcheck.Runner("native", "CPython here", python=find_python("3.11").path, identity="native test")
     store = cache.Store(tmp_path / "cache")
 
-    def check(modules):
-        before = dict(store.counts.hits)
-        importcheck._runs([tree], modules, [], runner, store, "test", lambda line: None)
-        return store.counts.hits.get("unit", 0) - before.get("unit", 0)
+    def reused():
+        before = store.counts.hits.get("unit", 0)
+        noted = importcheck._runs([tree], ["hotmod", "opt", "probe"], ["hotmod"], runner, store, "test", lambda line: None)
+        assert noted.failed == {} and noted.opened is not None and "hotmod/data.py" in noted.opened
+        return store.counts.hits.get("unit", 0) - before
 
-    modules = ["opt", "plain", "probe"]
-    assert check(modules) == 0 and store.counts.misses["unit"] == 3  # each module alone, each stored
-    assert check(modules) == 3  # nothing changed: all three reused
-    (tree / "extra").mkdir()
-    (tree / "extra" / "__init__.py").write_text("")  # the package opt's optional import looked for: opt runs again
-    assert check([*modules, "extra"]) == 2
-    (tree / "plain" / "data.py").write_text("X = 2\n")  # a file plain's import opened
-    assert check([*modules, "extra"]) == 3
-    (tree / "probe" / "plugin.cfg").write_text("")  # a path probe's import stat'ed
-    assert check([*modules, "extra"]) == 3
-    (tree / "unrelated.py").write_text("")  # a module nothing tried to import: every run stands
-    assert check([*modules, "extra"]) == 4
+    assert reused() == 0 and store.counts.misses["unit"] == 2  # two runs: the hot modules, the others
+    assert reused() == 2  # nothing changed
+    (tree / "opt" / "extra.py").write_text("")  # what opt's optional import looked for: the run that tried it runs again
+    assert reused() == 1
+    (tree / "hotmod" / "data.py").write_text("X = 2\n")  # a file the hot run opened
+    assert reused() == 1
+    (tree / "probe" / "plugin.cfg").write_text("")  # a path a run stat'ed
+    assert reused() == 1
+    (tree / "NOTES.txt").write_text("")  # nothing any run looked at
+    assert reused() == 2
