@@ -268,6 +268,16 @@ def build_set(name: str, lock: LockFile, target: Target, target_dir: Path, rules
     return replace(result, seconds=laps.seconds)
 
 
+def _check_enabled(config: Config, flag: bool | None) -> bool:
+    """Whether the user asked for the import check: --no-import-check, else HOIST_IMPORT_CHECK=off (a CI runner
+    that cannot run the target's runtime), else build.import_check."""
+    if flag is not None:
+        return flag
+    if os.environ.get("HOIST_IMPORT_CHECK", "").lower() in ("off", "0", "false", "no"):
+        return False
+    return config.build.import_check
+
+
 def _check_runtime(config: Config, target: Target, rules: dict[str, Rules], progress: Progress, enabled: bool) -> tuple[importcheck.Runner | None, str]:
     """The import check's runtime, chosen before any set's build key (the key holds its identity).
 
@@ -346,7 +356,7 @@ def build(config: Config, target_name: str | None = None, *, force: bool = False
         _clean_leftovers(target_dir)
         sets = {}
         laps = _Laps()
-        runner, why = _check_runtime(config, target, rules, progress, config.build.import_check if import_check is None else import_check)
+        runner, why = _check_runtime(config, target, rules, progress, _check_enabled(config, import_check))
         store = cache.Store(cache_dir, on_line=progress.step)
         order = sorted(locks, key=lambda name: name != "layer")  # the layer first: EFS packages import from it
         verify = importcheck.hook(target, target_dir, order, progress, runner=runner, why=why, requirements=set_requirements(config, tcfg),

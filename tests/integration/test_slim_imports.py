@@ -150,6 +150,8 @@ def test_without_a_runtime_the_build_stops_unless_the_user_opts_out_and_then_say
     check = _manifest(result, "efs")["slim"]["import_check"]
     assert check["verified"] is False and "opted out" in check["why"]
     assert any("not import-checked" in w and "every file" in w for w in result.warnings)
+    monkeypatch.setenv("HOIST_IMPORT_CHECK", "off")  # the same opt-out from the environment (a CI runner's): the same build key
+    assert not build(cfg, "arm").sets["efs"].rebuilt
     report = from_build(cfg, "arm", smoke_level="none")
     warned = [f for f in report.findings if f.rule == "slim-unverified"]
     assert {f.file for f in warned} == {"efs", "layer"} and all(f.severity == "warning" for f in warned)
