@@ -98,6 +98,15 @@ def probing(real):
         return real(path, *args, **kwargs)
     return probe
 os.stat, os.lstat = probing(os.stat), probing(os.lstat)
+import importlib.machinery
+def finding(real):
+    def find_spec(cls, fullname, path=None, target=None):
+        if tracing[0]:
+            deps["names"].add(fullname)
+        return real(cls, fullname, path, target)
+    return classmethod(find_spec)
+# importlib.util.find_spec (an optional dependency looked up, not imported) raises no "import" event
+importlib.machinery.PathFinder.find_spec = finding(importlib.machinery.PathFinder.find_spec.__func__)
 def is_library(name):
     return name.endswith(".so") or ".so." in name
 def pagemap_tells():

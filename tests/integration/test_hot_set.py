@@ -70,7 +70,7 @@ def test_an_import_run_is_reused_only_while_nothing_it_depended_on_changed(tmp_p
 
     tree = tmp_path / "site-packages"
     files = {
-        "hotmod/__init__.py": "from . import data\n",
+        "hotmod/__init__.py": "import importlib.util\nfrom . import data\nPLUGIN = importlib.util.find_spec('hotmod.plugin')\n",
         "hotmod/data.py": "X = 1\n",
         "opt/__init__.py": "try:\n    from . import extra\nexcept ImportError:\n    extra = None\n",
         "probe/__init__.py": "import os\nHAS = os.path.exists(os.path.join(os.path.dirname(__file__), 'plugin.cfg'))\n",
@@ -92,6 +92,8 @@ def test_an_import_run_is_reused_only_while_nothing_it_depended_on_changed(tmp_p
     (tree / "opt" / "extra.py").write_text("")  # what opt's optional import looked for: the run that tried it runs again
     assert reused() == 1
     (tree / "hotmod" / "data.py").write_text("X = 2\n")  # a file the hot run opened
+    assert reused() == 1
+    (tree / "hotmod" / "plugin.py").write_text("")  # what the hot run looked up with find_spec, without importing it
     assert reused() == 1
     (tree / "probe" / "plugin.cfg").write_text("")  # a path a run stat'ed
     assert reused() == 1
