@@ -70,6 +70,10 @@ sys.dont_write_bytecode = True
 root, opened, recording = paths[0] + os.sep, set(), [bool(hot)]
 roots, deps, tracing = [p + os.sep for p in paths], {{"open": set(), "names": set(), "lists": set(), "stats": set()}}, [False]
 def where(path):
+    try:
+        path = os.fspath(path)
+    except TypeError:
+        return None
     if not isinstance(path, str):
         return None
     path = os.path.normpath(os.path.abspath(path))

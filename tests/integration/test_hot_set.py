@@ -73,7 +73,7 @@ def test_an_import_run_is_reused_only_while_nothing_it_depended_on_changed(tmp_p
         "hotmod/__init__.py": "import importlib.util\nfrom . import data\nPLUGIN = importlib.util.find_spec('hotmod.plugin')\n",
         "hotmod/data.py": "X = 1\n",
         "opt/__init__.py": "try:\n    from . import extra\nexcept ImportError:\n    extra = None\n",
-        "probe/__init__.py": "import os\nHAS = os.path.exists(os.path.join(os.path.dirname(__file__), 'plugin.cfg'))\n",
+        "probe/__init__.py": "import pathlib\nHAS = (pathlib.Path(__file__).parent / 'plugin.cfg').exists()\n",
     }
     for rel, text in files.items():
         (tree / rel).parent.mkdir(parents=True, exist_ok=True)
