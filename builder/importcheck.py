@@ -275,7 +275,7 @@ def runner_for(target: Target, on_line: Callable[[str], None] | None = None, bas
     if target.machine == platform.machine():
         try:
             python = find_python(target.python, cache=cache)
-            return Runner("native", f"CPython {python.version} on this machine", python=python.path, identity=f"native|{python.path}|{python.version}"), ""
+            return Runner("native", f"CPython {python.version} on this machine", python=python.path, identity=f"native|CPython {python.version}|{python.path}"), ""
         except InterpreterNotFound as exc:
             whys.append(f"native: no CPython {target.python} here ({exc.what})")
     else:
@@ -293,7 +293,7 @@ def runner_for(target: Target, on_line: Callable[[str], None] | None = None, bas
         if image_id is not None:
             how = f" on {target.machine}" + (" (QEMU)" if target.machine != platform.machine() else "")
             return Runner("docker", f"the Lambda image {image}{how}", image=image, docker_platform=target.docker_platform, entry=f"/var/lang/bin/python{target.python}",
-                          identity=f"docker|{image}|{image_id}|{emulation.emulator_identity(target.machine)}", qemu=emulation.qemu_env(target.machine)), ""
+                          identity=f"docker|{image}{how}|{image_id}|{emulation.emulator_identity(target.machine)}", qemu=emulation.qemu_env(target.machine)), ""
         whys.append(f"docker: the Lambda image {image} is not here")
     elif problem:
         whys.append(f"docker: {problem}")
@@ -310,9 +310,11 @@ def runner_for(target: Target, on_line: Callable[[str], None] | None = None, bas
         whys.append(f"emulated: {exc.what} (fix: {exc.fix})")
         return None, "; ".join(whys)
     how = f"QEMU {emulation.qemu_env(em.machine)['QEMU_CPU']}" if emulation.qemu_env(em.machine) else "QEMU" if em.machine != platform.machine() else "native CPU"
-    return Runner("emulated", f"Debian {em.suite}'s CPython {em.python} on {em.machine} ({how}, {'Docker' if em.image else 'chroot'})",
-                  image=em.image, docker_platform=emulation.run_platform(em.image, target.machine) if em.image else None, entry=f"/var/lang/bin/python{target.python}", root=em.root,
-                  identity=f"emulated|{emulation.root_identity(em.root)}|{emulation.emulator_identity(target.machine)}", qemu=emulation.qemu_env(target.machine)), ""
+    describe = f"Debian {em.suite}'s CPython {em.python} on {em.machine} ({how}, {'Docker' if em.image else 'chroot'})"
+    # the description is in the manifest: a check in Docker is not reused as one in a chroot
+    return Runner("emulated", describe, image=em.image, docker_platform=emulation.run_platform(em.image, target.machine) if em.image else None,
+                  entry=f"/var/lang/bin/python{target.python}", root=em.root,
+                  identity=f"emulated|{describe}|{emulation.root_identity(em.root)}|{emulation.emulator_identity(target.machine)}", qemu=emulation.qemu_env(target.machine)), ""
 
 
 class _State:
