@@ -3,7 +3,9 @@
 Each set is built in a staging folder beside its final place and renamed into
 place only when its manifest is written, so an interrupted build never leaves a
 tree that looks complete. A set whose build key (lock, target, slim rules,
-bytecode interpreter, builder version) has not changed is not rebuilt.
+bytecode interpreter, builder version, the import check's runtime or the
+opt-out) has not changed is not rebuilt; a set that is rebuilt takes from the
+build cache (builder/cache.py) every step whose own inputs did not change.
 """
 from __future__ import annotations
 
