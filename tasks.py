@@ -5,6 +5,7 @@ Tasks only parse options, call one stage function and print its result.
 from __future__ import annotations
 
 import functools
+import os
 import shlex
 import sys
 from collections.abc import Callable
@@ -108,18 +109,40 @@ def lock(c, config=None, target=None, force=False):
         "force": "rebuild even if a set's lock and inputs are unchanged",
         "verbose": "show every line the tools print",
         "builder": "native (cross-platform wheels), docker (in the Lambda base image) or auto (docker when usable); default: build.builder",
+        "no_import_check": "opt out of the import check where no runtime for the target can run: slimming unverified and no hot set "
+                           "(cold starts read and hold every file); default: build.import_check",
     }
 )
 @_stage
-def build(c, config=None, target=None, force=False, verbose=False, builder=None):
+def build(c, config=None, target=None, force=False, verbose=False, builder=None, no_import_check=False):
     """Install the locks into slim, precompiled trees; write manifests, zips, dist/<target>/build.json."""
     from builder.build import build as do_build
     from builder.report import ConsoleProgress, print_build
 
     cfg = _load(config)
     _check_model(cfg, target)
-    result = do_build(cfg, target, force=force, progress=ConsoleProgress(console, verbose), builder=builder)
+    result = do_build(cfg, target, force=force, progress=ConsoleProgress(console, verbose), builder=builder, import_check=False if no_import_check else None)
     print_build(console, result)
+
+
+@task(help={"clear": "empty it: the next build installs, strips, compiles and import-checks every set again"})
+@_stage
+def cache(c, clear=False):
+    """Show where the build cache is and how big it is (--clear empties it)."""
+    from builder import cache as cache_mod
+    from pipeline.console import human
+
+    if clear:
+        held = cache_mod.clear()
+        console.print(f"emptied the build cache {held.root}: {human(held.total)} in {sum(held.entries.values()):,} entries")
+        return
+    usage = cache_mod.usage()
+    console.print(f"build cache: {usage.root} ({'HOIST_BUILD_CACHE' if os.environ.get('HOIST_BUILD_CACHE') else 'HOIST_BUILD_CACHE moves it'})")
+    names = {"pyc": "bytecode files, by source sha256 and path", "strip": "stripped libraries, by their sha256", "check": "import checks, by everything a set's check depends on",
+             "unit": "import runs (a module, or the hot modules), with what they depended on"}
+    for kind in cache_mod.KINDS:
+        console.print(f"  {kind:6} {usage.entries[kind]:>8,} entries {human(usage.bytes[kind]):>10}  {names[kind]}")
+    console.print(f"  total  {human(usage.total)}; empty it with `invoke cache --clear` (builds then do every step again)")
 
 
 @task(
@@ -452,5 +475,5 @@ def test(c, markers="", k="", verbose=False, no_system=False):
         raise Exit(f"error: {', '.join(failed)} failed (see above)", code=1)
 
 
-ns = Collection(lock, build, validate, sync_efs, efs_gc, deploy, rollback, teardown, serve, bench, test)
+ns = Collection(lock, build, cache, validate, sync_efs, efs_gc, deploy, rollback, teardown, serve, bench, test)
 ns.configure({"run": {"echo": True}})

@@ -3,7 +3,9 @@
 Each set is built in a staging folder beside its final place and renamed into
 place only when its manifest is written, so an interrupted build never leaves a
 tree that looks complete. A set whose build key (lock, target, slim rules,
-bytecode interpreter, builder version) has not changed is not rebuilt.
+bytecode interpreter, builder version, the import check's runtime or the
+opt-out) has not changed is not rebuilt; a set that is rebuilt takes from the
+build cache (builder/cache.py) every step whose own inputs did not change.
 """
 from __future__ import annotations
 
@@ -14,7 +16,8 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +40,7 @@ from pipeline.records import (
 )
 from pipeline.targets import Target
 
-from . import importcheck, metadata
+from . import cache, importcheck, metadata
 from . import manifest as mf
 from .archives import write_archives
 from .bytecode import BytecodeResult, compile_tree
@@ -64,6 +67,21 @@ class SetBuild:
     packages: tuple[tuple[str, int, int], ...]  # (package, bytes, files), largest first
     slim: SlimRecord
     rebuilt: bool
+    seconds: dict[str, float] = field(default_factory=dict)  # wall time of each step (install, slim, ...): the benchmark's breakdown
+
+
+class _Laps:
+    """Wall time per step of one build, summed by name."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._at = time.perf_counter()
+
+    def lap(self, step: str) -> None:
+        """The time since the last lap was spent on ``step``."""
+        now = time.perf_counter()
+        self.seconds[step] = self.seconds.get(step, 0.0) + now - self._at
+        self._at = now
 
 
 @dataclass(frozen=True)
@@ -76,6 +94,8 @@ class BuildResult:
     build_json: Path
     warnings: tuple[str, ...]
     record: BuildRecord  # what build_json holds, as every later stage reads it
+    seconds: dict[str, float] = field(default_factory=dict)  # steps outside the sets (the check's runtime, the zips)
+    cache: cache.Counts = field(default_factory=cache.Counts)  # what the build cache held (builder/cache.py)
 
 
 class NativeInstaller:
@@ -102,17 +122,20 @@ class NativeInstaller:
             )
         install_native(lock, target, dest, on_line=on_line)
 
-    def bytecode(self, tree: Path, on_line=None) -> BytecodeResult:
-        return compile_tree(tree, self.interpreter, self.why_not, on_line=on_line)
+    def bytecode(self, tree: Path, on_line=None, store: cache.Store | None = None) -> BytecodeResult:
+        return compile_tree(tree, self.interpreter, self.why_not, on_line=on_line, store=store, version=BUILDER_VERSION)
 
 
-def build_key(lock: LockFile, target: Target, rules: Rules, installer) -> str:
+def build_key(lock: LockFile, target: Target, rules: Rules, installer, check: str | None = None) -> str:
+    """What a set's tree depends on. ``check``: the import check's runtime identity
+    (importcheck.Runner.identity), importcheck.OPTED_OUT, or None when the set wants no check."""
     doc = {
         "builder_version": BUILDER_VERSION,
         "installer": installer.identity,
         "lock": hashlib.sha256(lock.path.read_bytes()).hexdigest(),
         "target": target.identity(),
         "slim_rules": rules.digest,
+        "import_check": check,
     }
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
@@ -124,6 +147,9 @@ def _existing(set_dir: Path, key: str) -> Manifest | None:
     try:
         found = load_manifest(path)
     except (OSError, RecordError):
+        return None
+    check = found.slim.import_check
+    if check is not None and not check.verified and check.runtime is not None:  # it had a runtime and could not run: try again
         return None
     return found if found.build_key == key else None
 
@@ -178,46 +204,56 @@ def _set_result(name: str, set_dir: Path, found: Manifest, rebuilt: bool) -> Set
     )
 
 
-def build_set(name: str, lock: LockFile, target: Target, target_dir: Path, rules: Rules, installer, progress: Progress, force: bool = False, verify=None) -> SetBuild:
+def build_set(name: str, lock: LockFile, target: Target, target_dir: Path, rules: Rules, installer, progress: Progress, force: bool = False, verify=None,
+              check: str | None = None, store: cache.Store | None = None) -> SetBuild:
     set_dir = target_dir / name
-    key = build_key(lock, target, rules, installer)
+    key = build_key(lock, target, rules, installer, check)
     if not force and (found := _existing(set_dir, key)):
         progress.step(f"[{name}] up to date ({found.content_hash[:12]}), not rebuilt")
         return _set_result(name, set_dir, found, rebuilt=False)
 
+    laps = _Laps()
     staging = Path(tempfile.mkdtemp(prefix=f".{name}.partial-", dir=target_dir))
     try:
         tree = staging / "site-packages"
         progress.step(f"[{name}] installing {len(lock.packages)} packages for {target.describe()} ({installer.name} builder)")
         installer.install(lock, target, tree, on_line=progress.line)
         check_wheel_tags(tree, target, installer.built_on_target)
+        laps.lap("install")
 
         progress.step(f"[{name}] slimming")
-        report: SlimReport = slim(tree, rules, on_line=progress.line, aside=staging / "slimmed")
+        report: SlimReport = slim(tree, rules, on_line=progress.line, aside=staging / "slimmed", store=store, version=BUILDER_VERSION)
         mf.normalize_modes(tree)
+        laps.lap("slim")
 
         # bytecode before the import check: under QEMU, compiling every imported
         # module from source was most of the check's time; the .pyc are the ones Lambda loads
         progress.step(f"[{name}] compiling bytecode (unchecked-hash)")
-        bytecode: BytecodeResult = installer.bytecode(tree, on_line=progress.line)
+        bytecode: BytecodeResult = installer.bytecode(tree, on_line=progress.line, store=store)
+        laps.lap("bytecode")
         slim_record = verify(name, tree, staging / "slimmed", report) if verify else SlimRecord.from_json(report.as_json())  # builder/importcheck.py
         forget(staging / "slimmed")
+        laps.lap("import check")
         if slim_record.import_check and slim_record.import_check.restored:  # the files put back need their .pyc too
             progress.step(f"[{name}] compiling bytecode again for the files the import check put back")
-            bytecode = installer.bytecode(tree, on_line=progress.line)
+            bytecode = installer.bytecode(tree, on_line=progress.line, store=store)
+            laps.lap("bytecode")
         metadata.canonicalize(tree)
         mf.normalize_modes(tree)
+        laps.lap("metadata")
 
         progress.step(f"[{name}] hashing files for the manifest")
         files = mf.scan(tree)
         mf.stamp_mtimes(tree, files)
+        laps.lap("hash")
         index: dict[str, Any] = {"archives": []}
         index_sha = ""
         if name == "efs":  # the layer is unzipped by Lambda onto local disk: nothing to hydrate
             progress.step(f"[{name}] writing per-package archives for a fast cold start")
-            check = slim_record.import_check
-            index = write_archives(tree, staging / "archives", opened=check.opened if check else None, touched=check.touched if check else None)
+            done = slim_record.import_check
+            index = write_archives(tree, staging / "archives", opened=done.opened if done else None, touched=done.touched if done else None)
             index_sha = sha256_file(str(staging / "archives" / "index.json"))
+            laps.lap("archives")
         made = mf.manifest(
             set_name=name,
             target=target.as_json(),
@@ -235,7 +271,42 @@ def build_set(name: str, lock: LockFile, target: Target, target_dir: Path, rules
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return _set_result(name, set_dir, made, rebuilt=True)
+    result = _set_result(name, set_dir, made, rebuilt=True)
+    laps.lap("manifest")
+    return replace(result, seconds=laps.seconds)
+
+
+def _check_enabled(config: Config, flag: bool | None) -> bool:
+    """Whether the user asked for the import check: --no-import-check, else HOIST_IMPORT_CHECK=off (a CI runner
+    that cannot run the target's runtime), else build.import_check."""
+    if flag is not None:
+        return flag
+    if os.environ.get("HOIST_IMPORT_CHECK", "").lower() in ("off", "0", "false", "no"):
+        return False
+    return config.build.import_check
+
+
+def _check_runtime(config: Config, target: Target, rules: dict[str, Rules], progress: Progress, enabled: bool) -> tuple[importcheck.Runner | None, str]:
+    """The import check's runtime, chosen before any set's build key (the key holds its identity).
+
+    None with why when no set wants the check, or the user opted out; a BuildError when it is
+    wanted and none can run here (after preparing what this process can: importcheck.runner_for).
+    """
+    if not any(importcheck.wanted(name, r) for name, r in rules.items()):
+        return None, "no set wants it"
+    if not enabled:
+        return None, importcheck.OPTED_OUT_WHY
+    runner, why = importcheck.runner_for(target, on_line=progress.step, base_image=config.build.base_image,
+                                         cache=config.root / ".hoist-cache" / "interpreters.json")
+    if runner is None:
+        raise BuildError(
+            f"no runtime for {target.describe()} can run here to import-check the trees: {why}",
+            where=f"target {target.name}, the import check (README, Slimming)",
+            fix="install what the runtime named above needs and run again (as root the build installs qemu-user-static, binfmt-support and "
+                "debootstrap itself and prepares the Debian root, ~8 minutes once); or opt out, knowing what it costs, with "
+                f"`invoke build --no-import-check` or `import_check = false` under [build] in {config.path.name}: {importcheck.OPT_OUT_COST}",
+        )
+    return runner, why
 
 
 def _bytecode_interpreter(target: Target, cache: Path | None = None) -> tuple[Interpreter | None, str | None]:
@@ -266,7 +337,11 @@ def choose_installer(config: Config, target: Target, builder: str, progress: Pro
     return NativeInstaller(interpreter, why_not), "native"
 
 
-def build(config: Config, target_name: str | None = None, *, force: bool = False, progress: Progress | None = None, builder: str | None = None) -> BuildResult:
+def build(config: Config, target_name: str | None = None, *, force: bool = False, progress: Progress | None = None, builder: str | None = None,
+          import_check: bool | None = None, cache_dir: Path | None = None) -> BuildResult:
+    """Build every set of the target. ``import_check``: False opts out of the import check (default:
+    build.import_check); when it is wanted and no runtime for the target can run here, the build stops.
+    ``cache_dir``: the build cache's folder (default: builder/cache.py's root())."""
     progress = progress or Progress()
     tcfg: TargetConfig = config.target(target_name)
     target = tcfg.target
@@ -288,13 +363,22 @@ def build(config: Config, target_name: str | None = None, *, force: bool = False
     with _exclusive(target_dir, target):
         _clean_leftovers(target_dir)
         sets = {}
-        verify = importcheck.hook(target, target_dir, list(locks), progress, base_image=config.build.base_image, requirements=set_requirements(config, tcfg))
-        for name, lock in sorted(locks.items(), key=lambda item: item[0] != "layer"):  # the layer first: EFS packages import from it
+        laps = _Laps()
+        runner, why = _check_runtime(config, target, rules, progress, _check_enabled(config, import_check))
+        store = cache.Store(cache_dir, on_line=progress.step)
+        order = sorted(locks, key=lambda name: name != "layer")  # the layer first: EFS packages import from it
+        verify = importcheck.hook(target, target_dir, order, progress, runner=runner, why=why, requirements=set_requirements(config, tcfg),
+                                  store=store, version=BUILDER_VERSION)
+        laps.lap("check runtime")
+        for name in order:
+            lock = locks[name]
+            check = (runner.identity if runner else importcheck.OPTED_OUT) if importcheck.wanted(name, rules[name]) else None
             try:
-                sets[name] = build_set(name, lock, target, target_dir, rules[name], installer, progress, force=force, verify=verify)
+                sets[name] = build_set(name, lock, target, target_dir, rules[name], installer, progress, force=force, verify=verify, check=check, store=store)
             except OSError as exc:
                 raise BuildError(f"{exc}", where=f"set {name}, {target_dir}", fix="check free disk space and permissions of the output folder") from exc
 
+        laps.lap("sets")  # each set's steps are in its own SetBuild.seconds
         layer_zip = None
         if "layer" in sets:
             progress.step("packaging the layer zip (python/...)")
@@ -302,6 +386,7 @@ def build(config: Config, target_name: str | None = None, *, force: bool = False
             layer_zip = make_zip(sets["layer"].tree, target_dir / "layer.zip", prefix="python/", skip_dirs=set(), key=sets["layer"].content_hash)
         progress.step("packaging the function zip")
         function_zip = make_zip(config.build.handler_dir, target_dir / "function.zip")
+        laps.lap("zips")
         sets = {name: sets[name] for name in locks}
         warnings += importcheck.warnings(sets)
 
@@ -326,6 +411,7 @@ def build(config: Config, target_name: str | None = None, *, force: bool = False
     )
     record = write_build_record(record, build_json, config.root)
     return BuildResult(target=target, builder=installer.name, sets=sets, layer_zip=layer_zip, function_zip=function_zip, build_json=build_json,
-                       warnings=tuple(warnings), record=record)
+                       warnings=tuple(warnings), record=record,
+                       seconds={k: v for k, v in laps.seconds.items() if k != "sets"}, cache=store.counts)
 
 

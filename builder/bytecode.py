@@ -9,14 +9,19 @@ source to check it.
 """
 from __future__ import annotations
 
+import contextlib
+import os
 import re
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline import proc
-from pipeline.files import bytecode_tag
+from pipeline.files import bytecode_tag, sha256_file
 from pipeline.interpreters import Interpreter
 from pipeline.records import BytecodeReport
+
+from . import cache
 
 _ERROR = re.compile(r"\*\*\* Error compiling '(.+?)'")
 
@@ -44,7 +49,11 @@ class BytecodeResult:
         return BytecodeReport.from_json(self.as_json())
 
 
-def compile_tree(tree: Path, interpreter: Interpreter | None, reason: str | None = None, on_line=None) -> BytecodeResult:
+def compile_tree(tree: Path, interpreter: Interpreter | None, reason: str | None = None, on_line=None, store: cache.Store | None = None,
+                 version: str = "") -> BytecodeResult:
+    """Compile every source of ``tree``. ``store``: the build cache (builder/cache.py) holds each .pyc by
+    its source's sha256 and path, the interpreter's version and ``version`` (the builder's): only the
+    sources it does not hold are compiled."""
     if interpreter is None:
         return BytecodeResult(compiled=False, python=None, files=0, failed=(), reason=reason or "no interpreter of the target version")
     tag = bytecode_tag(interpreter.version)
@@ -54,12 +63,52 @@ def compile_tree(tree: Path, interpreter: Interpreter | None, reason: str | None
         # record paths relative to the tree: the tree moves (staging dir, EFS
         # version dir) and the import system fixes co_filename on load anyway
         "-s", str(tree),
-        str(tree),
     ]
-    # PYTHONHASHSEED fixes the order of frozenset constants: byte-identical .pyc
-    _, out = proc.run(cmd, what="compileall", env={"PYTHONHASHSEED": "0"}, on_line=on_line, check=False)
+    missing: list[tuple[str, str]] = []  # (source, cache key) compiled here
+    if store is None:
+        cmd.append(str(tree))
+    else:
+        for rel in _sources(tree):
+            entry = cache.key("pyc", version, interpreter.version, rel, sha256_file(tree / rel))
+            pyc = tree / pyc_path(rel, tag)
+            pyc.parent.mkdir(exist_ok=True)
+            if not store.get_file("pyc", entry, pyc):
+                missing.append((rel, entry))
+    out = ""
+    if store is None or missing:
+        with tempfile.NamedTemporaryFile("w", prefix="hoist-compile-", suffix=".txt") as listing:
+            if store is not None:
+                listing.write("".join(f"{tree / rel}\n" for rel, _ in missing))
+                listing.flush()
+                cmd += ["-i", listing.name]
+            # PYTHONHASHSEED fixes the order of frozenset constants: byte-identical .pyc
+            _, out = proc.run(cmd, what="compileall", env={"PYTHONHASHSEED": "0"}, on_line=on_line, check=False)
+    if store is not None:
+        for rel, entry in missing:
+            pyc = tree / pyc_path(rel, tag)
+            if pyc.is_file():
+                store.put_file("pyc", entry, pyc)
+        for folder in tree.rglob("__pycache__"):  # made for sources that did not compile
+            with contextlib.suppress(OSError):
+                folder.rmdir()
     written = sum(1 for _ in tree.rglob(f"*.{tag}.pyc"))
     return BytecodeResult(compiled=True, python=interpreter.version, files=written, failed=parse_failures(out, str(tree)))
+
+
+def _sources(tree: Path) -> list[str]:
+    """The .py files compileall compiles: every folder but symlinked ones, sorted."""
+    found = []
+    for root, dirs, files in os.walk(tree):
+        dirs[:] = sorted(d for d in dirs if d != "__pycache__")
+        rel = os.path.relpath(root, tree).replace(os.sep, "/")
+        found += [f if rel == "." else f"{rel}/{f}" for f in sorted(files) if f.endswith(".py")]
+    return found
+
+
+def pyc_path(source: str, tag: str) -> str:
+    """Where the import system looks for ``source``'s bytecode (PEP 3147)."""
+    folder, _, name = source.rpartition("/")
+    return f"{folder + '/' if folder else ''}__pycache__/{name[:-3]}.{tag}.pyc"
 
 
 def parse_failures(output: str, root: str) -> tuple[str, ...]:

@@ -68,6 +68,13 @@ def print_build(console: Console, result: BuildResult, top: int = 12) -> None:
     for label, art in (("layer zip", result.layer_zip), ("function zip", result.function_zip)):
         if art:
             console.print(f"{label}: {art.path} {human(art.bytes)} (unzipped {human(art.unzipped_bytes)}), sha256 {art.sha256[:16]}")
+    counts = result.cache
+    if counts.hits or counts.misses:
+        names = {"pyc": "bytecode files", "strip": "stripped libraries", "check": "import checks"}
+        reused = ", ".join(f"{n:,} {names.get(k, k)}" for k, n in sorted(counts.hits.items())) or "nothing"
+        done = ", ".join(f"{n:,} {names.get(k, k)}" for k, n in sorted(counts.misses.items())) or "nothing"
+        console.print(f"build cache: reused {reused}; made and stored {done}" + (f"; {len(counts.damaged)} damaged entries removed and redone" if counts.damaged else "")
+                      + " (`invoke cache` shows where and how big)")
     for w in result.warnings:
         console.print(f"[yellow]warning:[/] {w}")
     console.print(f"summary: {result.build_json}")

@@ -35,13 +35,14 @@ from pathlib import Path
 from pipeline.config import SlimConfig
 from pipeline.dists import owner_of, owners
 from pipeline.errors import BuildError
-from pipeline.files import is_elf
+from pipeline.files import is_elf, sha256_file
 from pipeline.globs import matches
 from pipeline.records import RuleCount
 
-from . import elfstrip
+from . import cache, elfstrip
 
 RULES_FILE = Path(__file__).with_name("slim_rules.toml")
+ELFSTRIP_DIGEST = hashlib.sha256(Path(elfstrip.__file__).read_bytes()).hexdigest()  # part of a stripped library's cache key
 
 
 @dataclass(frozen=True)
@@ -269,8 +270,11 @@ def guard_imports(tree: Path, files: list[str], picked: dict[str, str]) -> list[
 # ---------------------------------------------------------------- the step
 
 
-def slim(tree: Path, rules: Rules | None = None, on_line=None, aside: Path | None = None) -> SlimReport:
-    """Remove (or, with ``aside``, move there) what the rules pick; strip the allowed ELF files."""
+def slim(tree: Path, rules: Rules | None = None, on_line=None, aside: Path | None = None, store: cache.Store | None = None, version: str = "") -> SlimReport:
+    """Remove (or, with ``aside``, move there) what the rules pick; strip the allowed ELF files.
+
+    ``store``: the build cache (builder/cache.py) holds each library's stripped copy by its sha256
+    and elfstrip's, with ``version`` (the builder's): a library stripped before is copied, not cut again."""
     rules = rules or load_rules()
     files, dirs = _walk(tree)
     owner = owners(tree)
@@ -304,12 +308,23 @@ def slim(tree: Path, rules: Rules | None = None, on_line=None, aside: Path | Non
             continue
         if on_line:
             on_line(f"strip {rel}")
-        try:
-            saved = elfstrip.strip_file(p)
-        except (ValueError, OSError, struct.error) as exc:
-            reverted.append((rel, f"{exc}; original kept"))
-            continue
-        if saved:
+        entry = cache.key("strip", version, ELFSTRIP_DIGEST, sha256_file(p)) if store else ""
+        done = store.get_json("strip", entry) if store else None
+        if store and done is not None and (done["reverted"] or not done["saved"] or store.get_file("strip", entry, p)):
+            why, saved = done["reverted"], done["saved"]
+        else:
+            why = None
+            try:
+                saved = elfstrip.strip_file(p)
+            except (ValueError, OSError, struct.error) as exc:
+                why, saved = f"{exc}; original kept", 0
+            if store:
+                if saved:
+                    store.put_file("strip", entry, p)
+                store.put_json("strip", entry, {"saved": saved, "reverted": why})
+        if why:
+            reverted.append((rel, why))
+        elif saved:
             stripped += 1
             saved_total += saved
     removed = tuple(RuleCount(name, n, b) for name, (n, b) in per_rule.items())

@@ -287,6 +287,8 @@ class BuildConfig(Section):
     output: Path = Path("dist")  # relative to pipeline.toml's folder
     handler_dir: Path = Path("handler")
     base_image: Str | None = None  # Docker builder: the Lambda base image (default: the runtime's)
+    # false: the explicit opt-out where no runtime for the target can run the import check (no verified slimming, no hot set)
+    import_check: Bool = True
 
     @field_validator("output", "handler_dir")
     @classmethod

@@ -45,6 +45,12 @@ PACKAGES = ("python3", "python3-venv")
 # layer's /opt, the EFS mount's parent, and the base image's interpreter path
 LAMBDA_DIRS = ("var/task", "var/runtime", "var/lang/bin", "opt", "mnt", "tmp")
 BINFMT_DIR = Path("/proc/sys/fs/binfmt_misc")
+# The CPU QEMU emulates for a target (its QEMU_CPU variable, read by qemu-user in binfmt mode too).
+# Lambda's arm64 runs on AWS Graviton processors (docs/design.md, 3.14): Neoverse N1 (Graviton2,
+# Armv8.2) is the oldest of them, so code that needs a newer CPU fails here as it could there.
+# QEMU's default, "max", also emulates pointer authentication, which Debian's arm64 binaries use in
+# every function: the import check of the demo took 4-8x longer under it (README, Benchmarks).
+QEMU_CPU = {"aarch64": "neoverse-n1"}
 
 
 class EmulationUnavailable(PipelineError):
@@ -117,6 +123,57 @@ def binfmt_problem(machine: str, binfmt_dir: Path = BINFMT_DIR) -> str | None:
     if _enabled(entry):
         return None
     return f"could not register qemu-{machine} with binfmt_misc (is /proc/sys/fs/binfmt_misc writable here? a container needs --privileged): apt-get install binfmt-support and run `update-binfmts --enable qemu-{machine}`"
+
+
+def missing_packages(machine: str) -> list[str]:
+    """The Debian packages running ``machine`` code here needs and lacks (none on the target's own CPU):
+    qemu-user-static (the emulator), binfmt-support (its registration), debootstrap (the root)."""
+    if machine == platform.machine():
+        return []
+    wanted = {f"qemu-{machine}-static": "qemu-user-static", "update-binfmts": "binfmt-support", "debootstrap": "debootstrap"}
+    return sorted({pkg for cmd, pkg in wanted.items() if not (shutil.which(cmd) or Path("/usr/sbin", cmd).exists() or Path("/usr/bin", cmd).exists())})
+
+
+def install_missing(machine: str, on_line: Callable[[str], None] | None = None) -> list[str]:
+    """apt-get install ``missing_packages(machine)`` when this process can (root, apt-get), saying so
+    through ``on_line``; what it installed. Elsewhere nothing: the caller's message says what to install."""
+    missing = missing_packages(machine)
+    if not missing or os.geteuid() != 0 or not shutil.which("apt-get"):
+        return []
+    if on_line:
+        on_line(f"installing {' '.join(missing)} (apt-get, as root) to run {machine} code under QEMU: once per machine")
+    out = proc.capture(["sh", "-c", "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq " + " ".join(missing)])
+    if out.returncode != 0:
+        tail = "\n".join((out.stdout + out.stderr).strip().splitlines()[-6:])
+        raise EmulationUnavailable(f"apt-get install {' '.join(missing)} failed (exit {out.returncode}):\n{tail}", where="apt-get",
+                                   fix=f"install them yourself (apt-get install {' '.join(missing)}) and run again")
+    return missing
+
+
+def qemu_env(machine: str) -> dict[str, str]:
+    """The variables that choose what QEMU emulates for ``machine`` code: {} on the target's own CPU."""
+    if machine == platform.machine() or machine not in QEMU_CPU:
+        return {}
+    return {"QEMU_CPU": QEMU_CPU[machine]}
+
+
+def emulator_identity(machine: str, binfmt_dir: Path = BINFMT_DIR) -> str:
+    """The emulator that runs ``machine`` code here (its path, size and mtime), "" on the target's own CPU:
+    part of the import check's runtime identity (a new QEMU may import differently)."""
+    if machine == platform.machine():
+        return ""
+    try:
+        lines = (binfmt_dir / f"qemu-{machine}").read_text().splitlines()
+        path = next(line.split(None, 1)[1] for line in lines if line.startswith("interpreter "))
+        st = os.stat(path)
+    except (OSError, StopIteration, IndexError):
+        return "unregistered"
+    return f"{path}:{st.st_size}:{st.st_mtime_ns}:{qemu_env(machine).get('QEMU_CPU', 'max')}"
+
+
+def root_identity(root: Path) -> str:
+    """A prepared root's name and its completion stamp's digest: a rebuilt root is another runtime."""
+    return f"{root.name}:{hashlib.sha256((root / COMPLETE).read_bytes()).hexdigest()[:16]}"
 
 
 def _enabled(entry: Path) -> bool:

@@ -13,6 +13,10 @@ from tests.wheels import compile_extension, local_abi, make_wheel
 # builds in tests use an emulation root when one is prepared, and prepare none
 # themselves (the emulated_arm64 fixture does, once per machine)
 os.environ.setdefault("HOIST_EMULATION", "use")
+# the build cache (builder/cache.py) of this session, not the user's; removed when the session ends
+if "HOIST_BUILD_CACHE" not in os.environ:
+    os.environ["HOIST_BUILD_CACHE"] = __import__("tempfile").mkdtemp(prefix="hoist-test-build-cache-")
+    __import__("atexit").register(__import__("shutil").rmtree, os.environ["HOIST_BUILD_CACHE"], True)
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -113,7 +113,8 @@ def _slim_findings(slim_docs: dict[str, SlimRecord]) -> list[Finding]:
         if not check.verified:
             why = check.why if check.why is not None else "no runtime for the target"
             out.append(Finding("warning", "slim-unverified", name, None, f"slimming of set {name} was not import-verified: {why}",
-                               "install what the reason names, then `invoke build --force`; or turn slimming off with `enabled = false` under [slim]"))
+                               "let the build import-check it: where a runtime for the target runs (as root the build prepares QEMU's itself), without the "
+                               "opt-out (build.import_check = false, --no-import-check), run `invoke build`: the changed check rebuilds the set"))
         for r in check.restored:
             out.append(Finding("info", "slim-restored", name, r.package, f"rule {r.rule!r} removed files `import {r.module}` needs; the build restored {r.files} file(s)", r.line or None))
     return out

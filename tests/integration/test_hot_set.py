@@ -62,3 +62,40 @@ def test_the_hot_set_is_what_the_requirements_open_and_map_in_a_real_interpreter
     assert index["hot"]["files"] == 4 and index["touched_ranges"] == touched  # the two .pyc and their sources
     assert set(index["dirs"]) == {"", "hotpkg", "hotpkg/__pycache__"} and index["dirs"][""]["coldpkg"] == "p"
     json.dumps(index)
+
+
+def test_an_import_run_is_reused_only_while_nothing_it_depended_on_changed(tmp_path):
+    """Each run's record: the files it opened, the names it tried (a failed optional import too), the paths it probed."""
+    from builder import cache
+
+    tree = tmp_path / "site-packages"
+    files = {
+        "hotmod/__init__.py": "import importlib.util\nfrom . import data\nPLUGIN = importlib.util.find_spec('hotmod.plugin')\n",
+        "hotmod/data.py": "X = 1\n",
+        "opt/__init__.py": "try:\n    from . import extra\nexcept ImportError:\n    extra = None\n",
+        "probe/__init__.py": "import pathlib\nHAS = (pathlib.Path(__file__).parent / 'plugin.cfg').exists()\n",
+    }
+    for rel, text in files.items():
+        (tree / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tree / rel).write_text(text)
+    runner = importcheck.Runner("native", "CPython here", python=find_python("3.11").path, identity="native test")
+    store = cache.Store(tmp_path / "cache")
+
+    def reused():
+        before = store.counts.hits.get("unit", 0)
+        noted = importcheck._runs([tree], ["hotmod", "opt", "probe"], ["hotmod"], runner, store, "test", lambda line: None)
+        assert noted.failed == {} and noted.opened is not None and "hotmod/data.py" in noted.opened
+        return store.counts.hits.get("unit", 0) - before
+
+    assert reused() == 0 and store.counts.misses["unit"] == 2  # two runs: the hot modules, the others
+    assert reused() == 2  # nothing changed
+    (tree / "opt" / "extra.py").write_text("")  # what opt's optional import looked for: the run that tried it runs again
+    assert reused() == 1
+    (tree / "hotmod" / "data.py").write_text("X = 2\n")  # a file the hot run opened
+    assert reused() == 1
+    (tree / "hotmod" / "plugin.py").write_text("")  # what the hot run looked up with find_spec, without importing it
+    assert reused() == 1
+    (tree / "probe" / "plugin.cfg").write_text("")  # a path a run stat'ed
+    assert reused() == 1
+    (tree / "NOTES.txt").write_text("")  # nothing any run looked at
+    assert reused() == 2

@@ -292,3 +292,54 @@ def test_a_relock_keeps_the_pins_that_still_fit_and_force_takes_the_newest(proje
     write_pipeline(project, wheelhouse, {f'"{wheelhouse}"]': f'"{wheelhouse}", "{newer}"]'})
     forced = lock(config.load(project / "pipeline.toml"), force=True)
     assert {p.name: p.version for p in forced.locks["efs"].packages}["purepkg"] == "2.1"  # --force: the newest the inputs allow
+
+
+def test_up_to_date_covers_whether_the_import_check_ran_and_its_runtime(project, monkeypatch, tmp_path):
+    """An opted-out build, then the check possible again, or another runtime for it: the next plain build redoes the sets."""
+    from pipeline.interpreters import find_python
+
+    cfg = config.load(project / "pipeline.toml")
+    lock(cfg)
+    skipped = build(cfg, import_check=False)
+    assert skipped.sets["efs"].slim.import_check.verified is False
+    assert json.loads((project / "dist" / "local" / "efs" / "archives" / "index.json").read_text())["hot"]["recorded"] is False
+    checked = build(cfg)  # nothing changed but the check, which can run now: not "up to date"
+    assert checked.sets["efs"].rebuilt and checked.sets["layer"].rebuilt
+    assert checked.sets["efs"].slim.import_check.verified and checked.sets["efs"].slim.import_check.opened is not None
+    assert not build(cfg).sets["efs"].rebuilt
+    other = tmp_path / "bin" / "python{}.{}".format(*sys.version_info[:2])  # the same CPython by another path: another runtime
+    other.parent.mkdir()
+    other.symlink_to(find_python("{}.{}".format(*sys.version_info[:2])).path)
+    monkeypatch.setenv("HOIST_PYTHON{}_{}".format(*sys.version_info[:2]), str(other))
+    again = build(cfg)
+    assert again.sets["efs"].rebuilt and again.sets["layer"].rebuilt
+    assert again.sets["efs"].content_hash == checked.sets["efs"].content_hash  # the same output: only the key moved
+
+
+def test_a_build_from_the_cache_equals_a_fresh_build_with_the_cache_empty_and_a_damaged_entry_is_redone(project, tmp_path, monkeypatch):
+    from builder import cache
+    from tests.unit.test_tasks import invoke
+
+    monkeypatch.setenv("HOIST_BUILD_CACHE", str(tmp_path / "cache"))
+    cfg = config.load(project / "pipeline.toml")
+    lock(cfg)
+    fresh = build(cfg)  # the cache is empty: every step done, and stored
+    assert not fresh.cache.hits and fresh.cache.misses["pyc"] and fresh.cache.misses["check"] == 2
+    manifests = {name: s.manifest.read_bytes() for name, s in fresh.sets.items()}
+    index = (project / "dist" / "local" / "efs" / "archives" / "index.json").read_bytes()
+    cached = build(cfg, force=True)
+    assert not cached.cache.misses and cached.cache.hits["check"] == 2 and cached.cache.hits["pyc"] == fresh.cache.misses["pyc"]
+    # the same manifest (files, hot set, content hash) and the same archives
+    assert {name: s.manifest.read_bytes() for name, s in cached.sets.items()} == manifests
+    assert (project / "dist" / "local" / "efs" / "archives" / "index.json").read_bytes() == index
+    assert cached.sets["efs"].slim.import_check.opened == fresh.sets["efs"].slim.import_check.opened and cached.sets["efs"].content_hash == fresh.sets["efs"].content_hash
+
+    damaged = next(p for p in (tmp_path / "cache").rglob("*") if p.is_file() and p.parent.parent.name == "pyc" and not p.name.endswith(".sha256"))
+    damaged.write_bytes(damaged.read_bytes()[:-1] + bytes([damaged.read_bytes()[-1] ^ 0xFF]))  # one byte changed, the size the same
+    again = build(cfg, force=True)
+    assert len(again.cache.damaged) == 1 and again.cache.misses == {"pyc": 1}
+    assert {name: s.manifest.read_bytes() for name, s in again.sets.items()} == manifests
+
+    shown = invoke("cache")
+    assert shown.returncode == 0 and str(tmp_path / "cache") in shown.stdout and "invoke cache --clear" in shown.stdout
+    assert invoke("cache", "--clear").returncode == 0 and cache.usage().total == 0

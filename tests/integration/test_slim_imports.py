@@ -135,14 +135,23 @@ def test_an_unknown_rule_is_refused_with_the_rules_listed(slim_project, house):
     assert "stubs" in err.value.what and "type-stubs" in (err.value.fix or "")
 
 
-def test_without_a_runtime_the_build_and_validate_say_slimming_was_not_import_verified(slim_project, house, monkeypatch):
+def test_without_a_runtime_the_build_stops_unless_the_user_opts_out_and_then_says_what_it_costs(slim_project, house, monkeypatch):
     monkeypatch.setenv("HOIST_EMULATION", "off")
     (slim_project / "requirements" / "efs.in").write_text("purepkg\n")
     (slim_project / "requirements" / "layer.in").write_text("layerpkg\n")
-    cfg, result = _build(slim_project, house, target="arm")
+    with pytest.raises(BuildError) as err:
+        _build(slim_project, house, target="arm")
+    text = str(err.value)
+    assert "import-check" in err.value.what and "HOIST_EMULATION=off" in err.value.what
+    assert "--no-import-check" in text and "import_check = false" in text and "hot set" in text and "held" in text  # the opt-out and its cost
+    assert not (slim_project / "dist" / "arm" / "efs").exists()
+    cfg = config.load(slim_project / "pipeline.toml")
+    result = build(cfg, "arm", import_check=False)
     check = _manifest(result, "efs")["slim"]["import_check"]
-    assert check["verified"] is False and "HOIST_EMULATION=off" in check["why"]
-    assert any("not import-verified" in w for w in result.warnings)
+    assert check["verified"] is False and "opted out" in check["why"]
+    assert any("not import-checked" in w and "every file" in w for w in result.warnings)
+    monkeypatch.setenv("HOIST_IMPORT_CHECK", "off")  # the same opt-out from the environment (a CI runner's): the same build key
+    assert not build(cfg, "arm").sets["efs"].rebuilt
     report = from_build(cfg, "arm", smoke_level="none")
     warned = [f for f in report.findings if f.rule == "slim-unverified"]
     assert {f.file for f in warned} == {"efs", "layer"} and all(f.severity == "warning" for f in warned)

@@ -26,6 +26,9 @@ class FileRunner(importcheck.Runner):
                 failed[m] = f"FileNotFoundError: {missing[0]}"
         return failed
 
+    def imports_noting(self, paths, modules, hot):
+        return importcheck.Noted(self.imports(paths, modules), None, None)
+
 
 def _tree(root: Path) -> Path:
     files = {
@@ -77,9 +80,10 @@ def test_the_check_runs_in_the_configured_base_image_when_it_is_here(monkeypatch
     monkeypatch.setattr(importcheck.docker, "daemon_problem", lambda: None)
     monkeypatch.setattr(importcheck.emulation, "binfmt_problem", lambda machine: None)
     here = {"registry.example/lambda-python@sha256:" + "a" * 64}
-    monkeypatch.setattr(importcheck.docker, "image_exists", lambda ref: ref in here)
+    monkeypatch.setattr(importcheck.docker, "inspect", lambda ref, fmt="{{.Id}}": "sha256:" + "b" * 64 if ref in here else None)
     runner, why = importcheck.runner_for(target, base_image=next(iter(here)))
     assert runner is not None and runner.kind == "docker" and runner.image == next(iter(here)), why
+    assert "sha256:" + "b" * 64 in runner.identity  # the image's id: another image under the same tag is another runtime (build key)
     monkeypatch.setenv("HOIST_EMULATION", "off")
     runner, why = importcheck.runner_for(target)  # the runtime's default image is not here
     assert runner is None and f"the Lambda image {target.base_image()} is not here" in why

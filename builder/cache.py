@@ -1,0 +1,199 @@
+"""Hoist's build cache: a step whose inputs did not change is not done again.
+
+It lives in the user's cache folder (``$HOIST_BUILD_CACHE``, else
+``$HOIST_CACHE/build``, else ``$XDG_CACHE_HOME/hoist/build``, else
+``~/.cache/hoist/build``), beside the
+emulation roots, so a fresh clone or a new output folder reuses it; ``invoke
+cache`` shows where it is and how big, ``invoke cache --clear`` empties it.
+
+Three kinds of entries, each keyed by everything that could change it
+(docs/design.md, 3.15):
+
+- ``pyc``: one source's bytecode. Key: the source's sha256, its path in the
+  tree (the .pyc records it), the compiling CPython's full version,
+  ``BUILDER_VERSION``.
+- ``strip``: one shared library with its symbol tables cut, or why it was
+  left alone. Key: the library's sha256, builder/elfstrip.py's own sha256,
+  ``BUILDER_VERSION``.
+- ``check``: the import check of one set (builder/importcheck.py). Key: every
+  file of the checked tree and of the files slimming put aside (path, mode,
+  sha256), the other sets' content hashes (on the path after it), the modules
+  and the hot modules, the runtime's identity, the import script,
+  ``BUILDER_VERSION``. Any change to the set reruns it: a new package can turn
+  a failed optional import into a success, a changed file can change what an
+  import opens.
+
+Every file entry has a sidecar with its sha256, checked as it is copied out
+(copies, never links: nothing the build does to a tree reaches the cache); a
+JSON entry carries the sha256 of its body. A damaged entry is removed and the
+step done again, never used. Entries are written to a temporary name and
+renamed, so an interrupted build leaves none half-written.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import stat
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline.emulation import cache_dir
+
+FORMAT = "1"  # the cache's own layout: a new format starts a new folder
+KINDS = ("pyc", "strip", "check", "unit")
+
+
+def root() -> Path:
+    """$HOIST_BUILD_CACHE, else the build folder of Hoist's cache (pipeline/emulation.py's cache_dir)."""
+    base = Path(os.environ["HOIST_BUILD_CACHE"]) if os.environ.get("HOIST_BUILD_CACHE") else cache_dir() / "build"
+    return base / f"v{FORMAT}"
+
+
+def key(*parts: object) -> str:
+    return hashlib.sha256("\0".join(map(str, parts)).encode()).hexdigest()
+
+
+@dataclass
+class Counts:
+    """What a build found in the cache, per kind: hits, misses, damaged entries (removed and redone)."""
+
+    hits: dict[str, int] = field(default_factory=dict)
+    misses: dict[str, int] = field(default_factory=dict)
+    damaged: list[str] = field(default_factory=list)
+
+    def hit(self, kind: str) -> None:
+        self.hits[kind] = self.hits.get(kind, 0) + 1
+
+    def miss(self, kind: str) -> None:
+        self.misses[kind] = self.misses.get(kind, 0) + 1
+
+
+class Store:
+    """The cache folder: files and JSON documents by (kind, key)."""
+
+    def __init__(self, where: Path | None = None, on_line: Callable[[str], None] | None = None):
+        self.root = where or root()
+        self.counts = Counts()
+        self.say = on_line or (lambda line: None)
+
+    def _path(self, kind: str, k: str) -> Path:
+        return self.root / kind / k[:2] / k
+
+    def _damaged(self, kind: str, k: str, why: str) -> None:
+        self.counts.damaged.append(f"{kind}/{k[:16]}: {why}")
+        self.say(f"cache entry {kind}/{k[:16]} is damaged ({why}): removed, done again")
+        for suffix in ("", ".sha256", ".json"):
+            Path(str(self._path(kind, k)) + suffix).unlink(missing_ok=True)
+
+    def _write(self, path: Path, write: Callable[[Path], object]) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+        os.close(fd)
+        try:
+            write(Path(tmp))
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    # ---------------------------------------------------------------- files
+
+    def get_file(self, kind: str, k: str, dest: Path) -> bool:
+        """Copy the entry to ``dest`` (checked against its sha256 on the way); False when absent or damaged."""
+        src = self._path(kind, k)
+        try:
+            want = Path(str(src) + ".sha256").read_text().strip()
+        except OSError:
+            self.counts.miss(kind)
+            return False
+        digest = hashlib.sha256()
+        tmp = dest.with_name(f".{dest.name}.cache-{os.getpid()}")
+        try:
+            with open(src, "rb") as fin, open(tmp, "wb") as fout:
+                while block := fin.read(1 << 20):
+                    digest.update(block)
+                    fout.write(block)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            self._damaged(kind, k, f"unreadable: {exc}")
+            self.counts.miss(kind)
+            return False
+        if digest.hexdigest() != want:
+            tmp.unlink(missing_ok=True)
+            self._damaged(kind, k, "content differs from its recorded sha256")
+            self.counts.miss(kind)
+            return False
+        if dest.exists():  # a file replaced in place (a stripped library) keeps its mode
+            os.chmod(tmp, stat.S_IMODE(dest.stat().st_mode))
+        os.replace(tmp, dest)
+        self.counts.hit(kind)
+        return True
+
+    def put_file(self, kind: str, k: str, src: Path) -> None:
+        path = self._path(kind, k)
+        self._write(path, lambda tmp: shutil.copyfile(src, tmp))
+        self._write(Path(str(path) + ".sha256"), lambda tmp: tmp.write_text(hashlib.sha256(path.read_bytes()).hexdigest() + "\n"))
+
+    # ---------------------------------------------------------------- documents
+
+    def get_json(self, kind: str, k: str) -> Any | None:
+        path = Path(str(self._path(kind, k)) + ".json")
+        try:
+            doc = json.loads(path.read_text())
+        except FileNotFoundError:
+            self.counts.miss(kind)
+            return None
+        except (OSError, ValueError) as exc:
+            self._damaged(kind, k, f"not JSON: {exc}")
+            self.counts.miss(kind)
+            return None
+        body = json.dumps(doc.get("body") if isinstance(doc, dict) else None)  # in its own order: what it holds goes into manifests as it is
+        if not isinstance(doc, dict) or doc.get("sha256") != hashlib.sha256(body.encode()).hexdigest():
+            self._damaged(kind, k, "body differs from its recorded sha256")
+            self.counts.miss(kind)
+            return None
+        self.counts.hit(kind)
+        return doc["body"]
+
+    def put_json(self, kind: str, k: str, body: Any) -> None:
+        text = json.dumps(body)
+        doc = {"sha256": hashlib.sha256(text.encode()).hexdigest(), "body": body}
+        self._write(Path(str(self._path(kind, k)) + ".json"), lambda tmp: tmp.write_text(json.dumps(doc)))
+
+
+@dataclass(frozen=True)
+class Usage:
+    """What ``invoke cache`` shows: where the cache is, and per kind its entries and bytes."""
+
+    root: Path
+    entries: dict[str, int]
+    bytes: dict[str, int]
+
+    @property
+    def total(self) -> int:
+        return sum(self.bytes.values())
+
+
+def usage(where: Path | None = None) -> Usage:
+    base = where or root()
+    entries = {k: 0 for k in KINDS}
+    sizes = {k: 0 for k in KINDS}
+    for kind in KINDS:
+        for folder, _, files in os.walk(base / kind):
+            for name in files:
+                sizes[kind] += os.lstat(os.path.join(folder, name)).st_size
+                if not name.endswith(".sha256") and not name.startswith(".tmp-"):
+                    entries[kind] += 1
+    return Usage(base, entries, sizes)
+
+
+def clear(where: Path | None = None) -> Usage:
+    """Empty the cache; what it held."""
+    held = usage(where)
+    shutil.rmtree(where or root(), ignore_errors=True)
+    return held
