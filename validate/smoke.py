@@ -286,7 +286,9 @@ def _sandbox(inputs: SmokeInputs, target: Target) -> Iterator[_Sandbox]:
     with tempfile.TemporaryDirectory(prefix="hoist-smoke-") as tmp, RuntimeAPI() as api:
         task = _task_root(inputs, Path(tmp))
         layout = Layout(task_root="/var/task", layer="/opt/python" if layer else None, efs_tree=f"{inputs.mount_path}/{efs.name}" if efs else None, runtime_dir="/opt/hoist-runtime")
-        env = {**lambda_environment(spec, layout, api.address), **_env_extra(inputs)}
+        # under QEMU, the CPU the import check emulates too (a Neoverse N1, Graviton2's core: pipeline/emulation.py): QEMU's
+        # default emulates pointer authentication in every function, several times slower; {} on the target's own CPU
+        env = {**lambda_environment(spec, layout, api.address), **_env_extra(inputs), **emulation.qemu_env(target.machine)}
         mounts = [(task, "/var/task"), (ric, "/opt/hoist-runtime")]
         if layer:
             mounts.append((layer, "/opt/python"))
