@@ -20,7 +20,7 @@ A handler-only change rewrites layer 5 and the config; the heavy set's layer,
 and its digest, stay. The layout is written uncompressed (OCI's
 ``application/vnd.oci.image.layer.v1.tar``): ``docker push`` compresses what
 it sends anyway, and a layer already in the registry is not sent again. The
-layout also carries ``manifest.json`` in ``docker save``'s format, so
+layout also carries ``manifest.json`` in ``docker save``'s format (its index, records.DOCKER_ARCHIVE_INDEX), so
 ``docker load`` takes it (pipeline/docker.py).
 
 A set's layer is kept from the previous build when the set's content hash
@@ -45,7 +45,7 @@ from typing import IO, Any
 from pipeline import docker
 from pipeline.errors import BuildError
 from pipeline.files import atomic_write_json
-from pipeline.records import ImageRecord
+from pipeline.records import DOCKER_ARCHIVE_INDEX, ImageRecord
 from pipeline.shapes import IMAGE_LIMIT_BYTES, IMAGE_PATHS
 
 LAYER_EPOCH = 0  # every entry's mtime (SOURCE_DATE_EPOCH's idea): bytecode is unchecked-hash, nothing reads these times
@@ -237,7 +237,7 @@ def base_image(ref: str, platform: str, workdir: Path) -> BaseImage:
     with tarfile.open(saved) as tar:
         tar.extractall(out, filter="data")
     saved.unlink()
-    [doc] = json.loads((out / "manifest.json").read_text())
+    [doc] = json.loads((out / DOCKER_ARCHIVE_INDEX).read_text())
     config = json.loads((out / doc["Config"]).read_text())
     layers = tuple(out / name for name in doc["Layers"])
     return BaseImage(ref=ref, image_id=image_id, config=config, layers=layers)
@@ -291,7 +291,7 @@ def write_layout(layout: Path, config: dict[str, Any], layers: list[Layer], tag:
                             "annotations": {"io.containerd.image.name": tag, "org.opencontainers.image.ref.name": tag.rsplit(":", 1)[-1]}}]}
     (layout / "index.json").write_bytes(_json_bytes(index))
     # docker save's own format beside it: what `docker load` reads on a daemon without the containerd image store
-    (layout / "manifest.json").write_bytes(_json_bytes([{"Config": f"blobs/sha256/{config_digest[7:]}", "RepoTags": [tag],
+    (layout / DOCKER_ARCHIVE_INDEX).write_bytes(_json_bytes([{"Config": f"blobs/sha256/{config_digest[7:]}", "RepoTags": [tag],
                                                          "Layers": [f"blobs/sha256/{layer.diff_id[7:]}" for layer in layers]}]))
     return config_digest, manifest_digest
 

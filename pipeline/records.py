@@ -25,6 +25,9 @@ MANIFEST_NAME = "manifest.json"  # beside a set's site-packages/, and in each EF
 BUILD_RECORD_NAME = "build.json"  # dist/<target>/build.json
 MANIFEST_VERSION = 2  # 2: "identity" and "archive_index" (the published version's name covers the archives too)
 BUILD_RECORD_VERSION = 2  # 2: each set's "identity"
+# `docker save`'s index of an image archive (not a set's manifest): the image shape's layout in dist/ carries one beside
+# the OCI index so `docker load` takes it; builder/image.py writes it, base images' are read from `docker save`
+DOCKER_ARCHIVE_INDEX = "manifest.json"
 SYMLINK_MODE = 0o120777  # a symlink's entry: size and sha256 are of its target path
 
 

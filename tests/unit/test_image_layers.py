@@ -12,6 +12,7 @@ import pytest
 
 from builder import image
 from pipeline.errors import BuildError
+from pipeline.records import DOCKER_ARCHIVE_INDEX
 
 
 def _tree(root: Path, files: dict[str, str | bytes]) -> Path:
@@ -122,7 +123,7 @@ def test_the_order_puts_the_heavy_set_lowest_and_the_handler_on_top(inputs, tmp_
     assert "HOIST_HYDRATE=0" in env and "HOIST_HYDRATE=1" not in env and "HOIST_EFS_TREE=/opt/hoist/efs" in env and "PATH=/var/lang/bin:/usr/bin" in env
     assert config["config"]["Labels"] == {"com.amazonaws.lambda.feature.snapstart": "Allow"}
     assert "created" not in config and config["history"] == []  # no times: an equal config for equal inputs
-    docker_manifest = json.loads((made.layout / "manifest.json").read_text())
+    docker_manifest = json.loads((made.layout / DOCKER_ARCHIVE_INDEX).read_text())
     assert docker_manifest[0]["RepoTags"] == [made.tag] and len(docker_manifest[0]["Layers"]) == 5
 
 
