@@ -380,6 +380,7 @@ def build_for(*, base_ref: str, platform: str, target_dir: Path, sets: dict[str,
         raise BuildError(problem, where="build.base_image",
                          fix=f'set base_image = "{base_ref}@sha256:<digest>" under [build] (docker buildx imagetools inspect {base_ref} prints the digest)')
     say = on_step or (lambda _line: None)
+    target_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".image-base-", dir=target_dir) as work:
         say(f"saving the base image {base_ref} ({platform})")
         base = base_image(base_ref, platform, Path(work))
