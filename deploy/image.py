@@ -18,11 +18,8 @@ registry's address (Amazon ECR User Guide, "Private registry authentication");
 from __future__ import annotations
 
 import base64
-import tarfile
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from pipeline import aws, docker
@@ -41,25 +38,9 @@ class Pushed:
         return f"{self.repository}@{self.digest}"
 
 
-def load_layout(record: ImageRecord) -> None:
-    """The build's image into the daemon, unless it is there already (its id is the config digest)."""
-    if docker.inspect(record.config_digest) == record.config_digest:
-        return
-    with tempfile.NamedTemporaryFile(dir=record.layout.parent, prefix=".image-load-", suffix=".tar") as tmp:
-        with tarfile.open(fileobj=tmp, mode="w") as tar:
-            for path in sorted(record.layout.rglob("*")):
-                if path.is_file() and not path.name.startswith("."):
-                    tar.add(path, arcname=path.relative_to(record.layout).as_posix())
-        tmp.flush()
-        docker.load(Path(tmp.name))
-    if docker.inspect(record.config_digest) != record.config_digest:
-        raise DeployError(f"docker load of {record.layout} did not give the image {record.config_digest}", where=str(record.layout),
-                          fix="run `invoke build` again (the layout was changed or is incomplete)")
-
-
 def push(record: ImageRecord, repository: str, on_line: Callable[[str], None] | None = None) -> Pushed:
     """Push the build's image to ``repository`` (<registry>/<name>, logged in already); the registry's digest."""
-    load_layout(record)
+    docker.load_layout(record.layout, record.config_digest)
     tag = record.tag.rsplit(":", 1)[1]
     ref = f"{repository}:{tag}"
     docker.tag(record.config_digest, ref)

@@ -200,3 +200,23 @@ def login(registry: str, username: str, password: str) -> None:
     out = proc.capture([command(), "login", "--username", username, "--password-stdin", registry], input=password)
     if out.returncode != 0:
         raise CommandError(f"docker login {registry} failed", output_tail=out.stderr.strip()[-2000:], returncode=out.returncode)
+
+
+def load_layout(layout: Path, image_id: str) -> None:
+    """An image layout folder (builder/image.py's: the OCI blobs and docker save's index) into the daemon, unless the
+    daemon has ``image_id`` (sha256:<config digest>) already; unchanged layers are not stored twice."""
+    import tarfile
+    import tempfile
+
+    if inspect(image_id) == image_id:
+        return
+    with tempfile.NamedTemporaryFile(dir=layout.parent, prefix=".image-load-", suffix=".tar") as tmp:
+        with tarfile.open(fileobj=tmp, mode="w") as tar:
+            for path in sorted(layout.rglob("*")):
+                if path.is_file() and not path.name.startswith("."):
+                    tar.add(path, arcname=path.relative_to(layout).as_posix())
+        tmp.flush()
+        load(Path(tmp.name))
+    if inspect(image_id) != image_id:
+        raise CommandError(f"docker load of {layout} did not give the image {image_id}", where=str(layout),
+                           fix="run `invoke build` again (the layout was changed or is incomplete)")

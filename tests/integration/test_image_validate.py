@@ -1,0 +1,84 @@
+"""`invoke build` then `invoke validate` for an image target, end to end on x86_64: the image is built FROM a stand-in
+Lambda base (this machine's CPython 3.12 at /var/lang, awslambdaric 4.2.2 with snapshot_restore_py at /var/runtime,
+the client as ENTRYPOINT, the handler as CMD: the shape of AWS's python3.12 image, without its entrypoint script), and
+validate runs the image itself through that client with SnapStart: init, before-snapshot hooks, restore/next, the
+after-restore hooks, the first answer. Small sets; the stand-in is built once per machine."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from builder.build import build
+from builder.lock import lock
+from pipeline import config, docker
+from pipeline.interpreters import find_python
+from pipeline.targets import lambda_target
+from runtime.function import runtime_client
+from tests.conftest import write_pipeline
+from tests.schemas import assert_conforms
+
+pytestmark = [pytest.mark.docker, pytest.mark.network]  # awslambdaric from PyPI once per cache
+
+PY312 = '[targets.py312]\nkind = "lambda"\nruntime = "python3.12"\narch = "x86_64"\n\n[sets.efs]'
+DOCKERFILE = """FROM {base}
+COPY ric /var/runtime
+ENV PYTHONPATH=/var/runtime:/opt/python LAMBDA_TASK_ROOT=/var/task LAMBDA_RUNTIME_DIR=/var/runtime
+ENTRYPOINT ["/var/lang/bin/python3.12", "-m", "awslambdaric"]
+"""
+
+
+@pytest.fixture(scope="module")
+def lambda_standin(docker_daemon, tmp_path_factory) -> str:
+    from tests.docker_support import standin_image
+
+    cache = tmp_path_factory.mktemp("ric-cache")
+    ric = runtime_client(lambda_target("py312", "python3.12", "x86_64"), cache)
+    python = find_python("3.12")
+    prefix = Path(python.path).resolve().parent.parent
+    base = standin_image(prefix, "3.12", sorted(ric.rglob("*.so")), tmp_path_factory.mktemp("standin"))
+    tag = f"{base}-ric"
+    if not docker.image_exists(tag):
+        context = tmp_path_factory.mktemp("ric-image")
+        shutil.copytree(ric, context / "ric")
+        (context / "Dockerfile").write_text(DOCKERFILE.format(base=base))
+        code, output = docker.build(context, tag)
+        assert code == 0, output[-2000:]
+    return tag
+
+
+def test_an_image_target_builds_and_validates_through_the_client_in_the_image(project, wheelhouse, lambda_standin):
+    path = write_pipeline(project, wheelhouse, {"[sets.efs]": PY312, 'name = "test-fn"': 'name = "test-fn"\npackage = "image"',
+                                                 'handler_dir = "handler"': f'handler_dir = "handler"\nbase_image = "{lambda_standin}"'})
+    (project / "requirements" / "efs.in").write_text("purepkg\n")
+    cfg = config.load(path)
+    lock(cfg, "py312")
+    result = build(cfg, "py312")
+    made = result.record.image
+    assert made is not None and made.platform == "linux/amd64" and [n for n, _, _ in made.layers][-2:] == ["layer", "handler"]
+    assert made.base.startswith(lambda_standin + "@sha256:")  # FROM the stand-in, pinned by its id
+    doc = json.loads(result.build_json.read_text())
+    assert doc["image"]["config_digest"] == made.config_digest  # build.json names the image and its digest
+    assert_conforms("build-record", doc)
+
+    from validate.stage import from_build
+
+    lines: list[str] = []
+    report = from_build(cfg, "py312", smoke_level="2", on_line=lines.append)
+    smoke = report.smoke
+    assert report.ok, [f.as_json() for f in report.errors] + [smoke.log_tail if smoke else None]
+    assert smoke is not None and smoke.image == made.tag and smoke.emulated is False
+    snap = smoke.snapstart
+    assert snap["snapstart"] is True and snap["init_to_snapshot_ms"] > 0 and snap["restore_to_first_answer_ms"] > 0
+    hooks = snap["hooks"]
+    assert hooks["registered_with"] == "snapshot_restore_py" and hooks["restores"] == 1 and hooks["snapshotting"] is True
+    body = json.loads(smoke.handler_result["body"])
+    assert body["status"] == "ok" and body["efs_tree"] == "/opt/hoist/efs" and body["on_path"] is True  # the heavy set from the image's own disk
+    assert_conforms("validation-report", json.loads(json.dumps(report.as_json())))
+
+    # a handler-only change: the next build writes only the handler's layer
+    (project / "handler" / "app.py").write_text((project / "handler" / "app.py").read_text() + "\n# changed\n")
+    again = build(cfg, "py312").record.image
+    assert again is not None and again.written == ("handler",) and again.layers[:-1] == made.layers[:-1]
