@@ -68,6 +68,12 @@ def print_build(console: Console, result: BuildResult, top: int = 12) -> None:
     for label, art in (("layer zip", result.layer_zip), ("function zip", result.function_zip)):
         if art:
             console.print(f"{label}: {art.path} {human(art.bytes)} (unzipped {human(art.unzipped_bytes)}), sha256 {art.sha256[:16]}")
+    image = result.record.image
+    if image:  # the image shape (pipeline/shapes.py)
+        console.print(f"image: {image.tag} ({image.platform}, {human(image.bytes)} unpacked), config {image.config_digest[:19]}, FROM {image.base}")
+        for name, diff_id, size in image.layers:
+            state = "written" if name in image.written else "kept" if not name.startswith("base-") else "base"
+            console.print(f"  layer {name:<8} {human(size):>10}  {diff_id[:19]}  {state}")
     for w in result.warnings:
         console.print(f"[yellow]warning:[/] {w}")
     console.print(f"summary: {result.build_json}")
