@@ -28,6 +28,27 @@ from pipeline.records import ImageRecord
 
 
 @dataclass(frozen=True)
+class ImagePush:
+    """The plan's image step: the build's image, the repository, and the registry's digest when it holds the tag already."""
+
+    record: ImageRecord
+    repository: str  # <registry>/<name> ("" when the stack has no repository yet: a dry run)
+    digest: str | None  # the registry's manifest digest; None: to push (apply pushes, then pins what the registry says)
+
+    @property
+    def tag(self) -> str:
+        return self.record.tag.rsplit(":", 1)[1]
+
+
+def registry_digest(ecr, repository_name: str, tag: str) -> str | None:
+    """The digest ECR holds for ``tag`` (DescribeImages), or None when the tag is not there: the plan reads, never pushes."""
+    got = aws.call(ecr, "describe_images", error=DeployError, context="ecr", absent=("ImageNotFoundException",),
+                   repositoryName=repository_name, imageIds=[{"imageTag": tag}])
+    details = (got or {}).get("imageDetails") or []
+    return details[0]["imageDigest"] if details else None
+
+
+@dataclass(frozen=True)
 class Pushed:
     repository: str  # <registry>/<name>
     tag: str

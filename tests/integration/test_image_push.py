@@ -86,3 +86,56 @@ def test_push_pins_the_registrys_digest_equal_inputs_push_equal_and_a_handler_ch
     manifest2 = json.loads(registry.get(f"hoist/test/manifests/{pushed2.digest}"))
     assert [x["digest"] for x in manifest2["layers"][:-1]] == [x["digest"] for x in manifest["layers"][:-1]]  # torch's layer: the same blob
     assert manifest2["layers"][-1]["digest"] != manifest["layers"][-1]["digest"]
+
+
+def test_apply_logs_in_with_ecrs_token_pushes_then_pins_the_registrys_digest(tiny_base, registry, tmp_path, monkeypatch, wheelhouse):
+    """The deployer's apply: GetAuthorizationToken (Stubber: the response shape of ECR's API reference) -> docker login ->
+    docker push -> the change set made again with the registry's digest, which must change the same resources."""
+    import base64
+    import dataclasses
+
+    import boto3
+    from botocore.stub import Stubber
+
+    from deploy import stack
+    from deploy.stage import Clients, Deployer, DeployPlan
+    from deploy.template import Release
+    from tests.deploy_support import deploy_project, load
+
+    record = _build(tiny_base, tmp_path / "work", tmp_path / "a" / "image")
+    path = deploy_project(tmp_path / "proj", wheelhouse, replace={'name = "test-fn"': 'name = "test-fn"\npackage = "image"'})
+    cfg = load(path.parent)
+    ecr = boto3.client("ecr", region_name="eu-west-1", aws_access_key_id="t", aws_secret_access_key="t")
+    stub = Stubber(ecr)
+    stub.add_response("get_authorization_token", {"authorizationData": [{"authorizationToken": base64.b64encode(b"AWS:not-checked-here").decode(),
+                                                                         "proxyEndpoint": f"https://{registry.host}"}]}, {})
+    stub.activate()
+    made: list[str] = []
+    discarded: list[str] = []
+    changes = (stack.Change("Add", "Function", "AWS::Lambda::Function", ""), stack.Change("Add", "FunctionVersionabc", "AWS::Lambda::Version", ""))
+
+    def change_set(self, state, template, template_path, **kw):
+        made.append(template["Resources"]["Function"]["Properties"]["Code"]["ImageUri"])
+        renamed = tuple(dataclasses.replace(c, logical_id="FunctionVersionxyz") if c.logical_id.startswith("FunctionVersion") else c for c in changes)
+        return DeployPlan(target="arm", stack_name="hoist-test", storage_only=False, dry_run=False, release=kw["release"], artifacts=None, uploaded=(),
+                          sync=None, before=state, live_version=None, change_set=stack.ChangeSetPlan("hoist-test", "UPDATE", "cs-2", renamed),
+                          template_path=template_path)
+
+    monkeypatch.setattr(Deployer, "_change_set", change_set)
+    monkeypatch.setattr(stack, "discard", lambda cfn, cs: discarded.append(cs.change_set_id))
+    deployer = Deployer(cfg, "arm", Clients(s3=None, cloudformation=None, lambda_=None, efs=None, ecr=ecr), steps=None)  # type: ignore[arg-type]
+    repo = f"{registry.host}/hoist/test-fn"
+    planned_uri = f"{repo}@{record.config_digest}"
+    (tmp_path / "t.json").write_text("{}")
+    plan = DeployPlan(target="arm", stack_name="hoist-test", storage_only=False, dry_run=False,
+                      release=Release("python3.13", "arm64", "", None, "", "", image_uri=planned_uri), artifacts=None, uploaded=(), sync=None,
+                      before=stack.StackState("hoist-test", "UPDATE_COMPLETE", {"RepositoryUri": repo}), live_version=None,
+                      change_set=stack.ChangeSetPlan("hoist-test", "UPDATE", "cs-1", changes), template_path=tmp_path / "t.json",
+                      image=push_image.ImagePush(record=record, repository=repo, digest=None))
+    pushed = deployer._push(plan)
+    stub.assert_no_pending_responses()
+    digest = pushed.image.digest
+    assert digest and digest != record.config_digest  # docker push compressed: the registry's digest is another one
+    assert json.loads(registry.get(f"hoist/test-fn/manifests/{digest}"))["config"]["digest"] == record.config_digest
+    assert made == [f"{repo}@{digest}"] and discarded == ["cs-1"] and pushed.release.image_uri == f"{repo}@{digest}"
+    assert pushed.change_set.change_set_id == "cs-2"
