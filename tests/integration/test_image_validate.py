@@ -82,3 +82,40 @@ def test_an_image_target_builds_and_validates_through_the_client_in_the_image(pr
     (project / "handler" / "app.py").write_text((project / "handler" / "app.py").read_text() + "\n# changed\n")
     again = build(cfg, "py312").record.image
     assert again is not None and again.written == ("handler",) and again.layers[:-1] == made.layers[:-1]
+
+
+ARM_DOCKERFILE = """FROM {base}
+COPY ric /var/runtime
+ENV PYTHONPATH=/var/runtime:/opt/python LAMBDA_TASK_ROOT=/var/task LAMBDA_RUNTIME_DIR=/var/runtime
+ENTRYPOINT ["/var/lang/bin/python3.13", "-m", "awslambdaric"]
+"""
+
+
+def test_an_arm64_image_is_validated_on_its_own_cpu_under_qemu_and_says_so(project, wheelhouse, docker_daemon, emulated_arm64, tmp_path_factory):
+    """The same flow for an arm64 target (python3.13), FROM the Debian trixie arm64 stand-in with awslambdaric's aarch64
+    wheel: the image runs under QEMU, the hooks run in SnapStart's order, and the figures are marked emulated."""
+    from tests.emulation_support import arm64_lambda_standin
+
+    base = arm64_lambda_standin(emulated_arm64, tmp_path_factory.mktemp("arm-standin"))
+    tag = f"{base}-ric"
+    if not docker.image_exists(tag):
+        context = tmp_path_factory.mktemp("arm-ric")
+        shutil.copytree(runtime_client(lambda_target("arm", "python3.13", "arm64"), tmp_path_factory.mktemp("arm-ric-cache")), context / "ric")
+        (context / "Dockerfile").write_text(ARM_DOCKERFILE.format(base=base))
+        code, output = docker.build(context, tag, platform="linux/arm64")
+        assert code == 0, output[-2000:]
+    path = write_pipeline(project, wheelhouse, {'name = "test-fn"': 'name = "test-fn"\npackage = "image"',
+                                                 'handler_dir = "handler"': f'handler_dir = "handler"\nbase_image = "{tag}"'})
+    (project / "requirements" / "efs.in").write_text("purepkg\n")
+    cfg = config.load(path)
+    lock(cfg, "arm")
+    made = build(cfg, "arm").record.image
+    assert made is not None and made.platform == "linux/arm64"
+
+    from validate.stage import from_build
+
+    report = from_build(cfg, "arm", smoke_level="2")
+    smoke = report.smoke
+    assert report.ok, [f.as_json() for f in report.errors] + [smoke.log_tail if smoke else None]
+    assert smoke.machine == "aarch64" and smoke.emulated is True and smoke.snapstart["emulated"] is True
+    assert smoke.snapstart["hooks"]["registered_with"] == "snapshot_restore_py" and smoke.snapstart["hooks"]["restores"] == 1
