@@ -166,6 +166,11 @@ def sync_efs(c, config=None, target=None, method=None, dry_run=False):
     from sync import stage
 
     cfg = _load(config)
+    from pipeline.shapes import shape_of
+
+    if not shape_of(cfg).syncs:
+        raise Exit(f'error: {cfg.path.name}: [function] package = "image": the trees are in the image, there is nothing to sync to EFS; '
+                   "`invoke deploy` pushes the image (or set package = \"efs\")", code=1)
     job = stage.plan_job(cfg, target, method)
     plan: Any = job.plan  # a SyncPlan, or a DataSyncPlan when job.method is datasync
     if job.method == "datasync":

@@ -95,12 +95,13 @@ class _Container(FunctionProcess):
         super().stop()
 
 
-def _wait(event: Any, fn: FunctionProcess, limit_s: float) -> bool:
+def _wait(event: Any, fn: FunctionProcess, limit_s: float, instead: Any = None) -> bool:
+    """Wait for ``event``; False at the limit, when the process ended, or when ``instead`` happened first."""
     deadline = time.monotonic() + limit_s
     while time.monotonic() < deadline:
         if event.wait(0.05):
             return True
-        if fn.proc and fn.proc.poll() is not None:
+        if (fn.proc and fn.proc.poll() is not None) or (instead is not None and instead.is_set()):
             return event.is_set()
     return False
 
@@ -131,7 +132,7 @@ def smoke_image(image: ImageRecord, target: Target, inputs: ImageSmokeInputs, on
             snap: dict[str, Any] = {"snapstart": inputs.snapstart, "emulated": emulated}
             init_limit = max(PUBLISH_INIT_S, inputs.timeout_s) * stretch
             if inputs.snapstart:
-                if not _wait(api.snapshot_ready, fn, init_limit):
+                if not _wait(api.snapshot_ready, fn, init_limit, instead=api.first_next):  # a client without the hooks asks for a request
                     exited = fn.proc is not None and fn.proc.poll() is not None
                     state = "init-error" if api.init_error else ("crashed" if exited else "timeout")
                     if api.init_error:

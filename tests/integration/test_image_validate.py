@@ -22,6 +22,17 @@ from tests.schemas import assert_conforms
 
 pytestmark = [pytest.mark.docker, pytest.mark.network]  # awslambdaric from PyPI once per cache
 
+NO_HOOKS_CLIENT = """import importlib, json, os, sys, urllib.request
+api = os.environ["AWS_LAMBDA_RUNTIME_API"]
+module, name = sys.argv[1].rsplit(".", 1)
+sys.path.insert(0, "/var/task")
+handler = getattr(importlib.import_module(module), name)
+while True:  # a runtime loop that never asks /runtime/restore/next
+    with urllib.request.urlopen(f"http://{api}/2018-06-01/runtime/invocation/next") as got:
+        request_id, event = got.headers["Lambda-Runtime-Aws-Request-Id"], json.loads(got.read())
+    body = json.dumps(handler(event, None)).encode()
+    urllib.request.urlopen(urllib.request.Request(f"http://{api}/2018-06-01/runtime/invocation/{request_id}/response", data=body, method="POST")).close()
+"""
 PY312 = '[targets.py312]\nkind = "lambda"\nruntime = "python3.12"\narch = "x86_64"\n\n[sets.efs]'
 DOCKERFILE = """FROM {base}
 COPY ric /var/runtime
@@ -82,6 +93,21 @@ def test_an_image_target_builds_and_validates_through_the_client_in_the_image(pr
     (project / "handler" / "app.py").write_text((project / "handler" / "app.py").read_text() + "\n# changed\n")
     again = build(cfg, "py312").record.image
     assert again is not None and again.written == ("handler",) and again.layers[:-1] == made.layers[:-1]
+
+    # FROM a base whose runtime client knows nothing of SnapStart: validate says the hooks are not served, with the fix
+    context = project / "nohooks"
+    context.mkdir()
+    (context / "nohooks.py").write_text(NO_HOOKS_CLIENT)
+    (context / "Dockerfile").write_text(f'FROM {lambda_standin}\nCOPY nohooks.py /var/runtime/nohooks.py\n'
+                                        'ENTRYPOINT ["/var/lang/bin/python3.12", "/var/runtime/nohooks.py"]\n')
+    code, output = docker.build(context, f"{lambda_standin}-nohooks")
+    assert code == 0, output[-2000:]
+    path.write_text(path.read_text().replace(f'base_image = "{lambda_standin}"', f'base_image = "{lambda_standin}-nohooks"'))
+    cfg = config.load(path)
+    build(cfg, "py312")
+    report = from_build(cfg, "py312", smoke_level="2")
+    [finding] = [f for f in report.errors if f.rule == "smoke-init"]
+    assert "does not serve SnapStart's hooks" in finding.message and "awslambdaric" in (finding.fix or "")
 
 
 ARM_DOCKERFILE = """FROM {base}

@@ -2,6 +2,7 @@
 so a handler-only or model-only change leaves the heavy set's layer and its digest untouched; what it refuses."""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -150,3 +151,15 @@ def test_an_image_over_lambdas_10_gb_is_refused_with_the_fix(inputs, tmp_path, m
 ])
 def test_a_registrys_base_image_needs_its_digest(ref, pinned):
     assert (image.base_ref_problem(ref) is None) == pinned
+
+
+def test_validate_refuses_an_image_over_10_gb_with_the_fix(tmp_path):
+    from pipeline.records import ImageRecord
+    from pipeline.shapes import IMAGE_LIMIT_BYTES
+    from validate.image import size_findings
+
+    record = ImageRecord(layout=tmp_path, tag="hoist/fn:" + "a" * 12, config_digest="sha256:" + "a" * 64, manifest_digest="sha256:" + "b" * 64,
+                         base="b@sha256:" + "0" * 64, platform="linux/arm64", bytes=IMAGE_LIMIT_BYTES, layers=())
+    assert size_findings(record) == []  # exactly 10 GB: allowed
+    [finding] = size_findings(dataclasses.replace(record, bytes=IMAGE_LIMIT_BYTES + 1))
+    assert finding.severity == "error" and "10 GB" in finding.message and "slim" in (finding.fix or "")
