@@ -232,4 +232,4 @@ def test_the_deployer_pushes_into_the_stacks_repositories_only(bootstrap, action
     assert as_deployer(bootstrap, action, repo) == ALLOW
     assert as_deployer(bootstrap, action, f"arn:aws:ecr:eu-west-1:{ACCOUNT}:repository/someone-else") == IMPLICIT
     assert as_deployer(bootstrap, "ecr:GetAuthorizationToken") == ALLOW  # docker login's token
-    assert as_deployer(bootstrap, "ecr:DeleteRepository", repo) == IMPLICIT  # teardown is CloudFormation's, as the service role
+    assert as_deployer(bootstrap, "ecr:DeleteRepository", repo) == IMPLICIT  # teardown --delete-data is an administrator's, as the file system's deletion is
