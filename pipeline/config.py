@@ -528,7 +528,7 @@ class PipelineFile(Section):
     index: tuple[Index, ...] = ()  # indexes every target uses
     find_links: tuple[Str, ...] = ()
     no_index: Bool = False  # True: only find_links and [[index]], never PyPI
-    efs: EfsConfig
+    efs: EfsConfig | None = None  # required for package = "efs" (checked below); an image has no file system
     function: FunctionConfig
     api: ApiConfig
     build: BuildConfig = Field(default_factory=_table)
@@ -543,6 +543,9 @@ class PipelineFile(Section):
         """What Lambda refuses for a SnapStart function by configuration, said here and not at publish time
         (lambda-facts.md, SnapStart: mutually exclusive with EFS; ephemeral storage at most 512 MB)."""
         fn = self.function
+        if fn.package == "efs" and self.efs is None:
+            raise _problem('package = "efs" (the default) puts the heavy set on an EFS file system, and there is no [efs] table',
+                           'add [efs] with file_system_name = "..." and mount_path = "/mnt/hoist", or set package = "image" under [function]')
         if fn.snapstart and fn.package == "efs":
             raise _problem("SnapStart cannot snapshot a function that mounts EFS (Lambda refuses the pair), and package = \"efs\" mounts the heavy set",
                            'set package = "image" under [function] (every set in a container image, no EFS), or remove snapstart = true')
@@ -832,7 +835,7 @@ def _table_at(raw: dict | None, loc: tuple) -> dict:
 def _config_error(exc: PydanticValidationError, path: Path, raw: dict | None = None) -> ConfigError:
     problems = [_explain(e, raw) for e in exc.errors()]
     # a misspelt required key also shows up as a missing one: say the typo once
-    typos = {p.typo_of for p in problems}
+    typos = {p.typo_of for p in problems if p.typo_of}  # a problem of no key is never a typo's shadow
     problems = [p for p in problems if not (p.what.startswith("missing") and p.key in typos)]
     # a list whose every element failed is also "too short after validation": the elements' problems say it
     with_elements = {p.key.rsplit("[", 1)[0] for p in problems if p.key.endswith("]")}
@@ -999,7 +1002,8 @@ def load(path: str | Path = "pipeline.toml") -> Config:
         indexes=doc.index,
         find_links=doc.find_links,
         no_index=doc.no_index,
-        efs=doc.efs,
+        # an image never mounts EFS: without [efs] the stages that name a mount path (the tree smoke test) get Lambda's usual one
+        efs=doc.efs or EfsConfig(file_system_name=doc.function.name, mount_path="/mnt/hoist", root="/hoist"),
         function=doc.function,
         api_name=doc.api.name,
         build=doc.build,

@@ -67,3 +67,16 @@ def test_an_unknown_package_names_the_two_shapes(project, wheelhouse):
     with pytest.raises(ConfigError) as err:
         config.load(_with(project, wheelhouse, 'package = "zip"'))
     assert "function.package" in str(err.value) and '"efs"' in str(err.value) and '"image"' in str(err.value)
+
+
+def test_an_image_needs_no_efs_table_and_an_efs_function_does(project, wheelhouse):
+    path = _with(project, wheelhouse, 'package = "image"')
+    text = path.read_text()
+    start = text.index("[efs]")
+    end = text.index("[function]")
+    path.write_text(text[:start] + text[end:])
+    assert shapes.shape_of(config.load(path)).name == "image"  # no [efs]: fine for an image
+    path.write_text(path.read_text().replace('package = "image"\n', ""))
+    with pytest.raises(ConfigError) as err:
+        config.load(path)
+    assert "[efs]" in str(err.value) and 'package = "image"' in str(err.value)
