@@ -200,6 +200,11 @@ def sync_efs(c, config=None, target=None, method=None, dry_run=False, no_hot_set
     from sync import stage
 
     cfg = _load(config)
+    from pipeline.shapes import shape_of
+
+    if not shape_of(cfg).syncs:
+        raise Exit(f'error: {cfg.path.name}: [function] package = "image": the trees are in the image, there is nothing to sync to EFS; '
+                   "`invoke deploy` pushes the image (or set package = \"efs\")", code=1)
     job = stage.plan_job(cfg, target, method, no_hot_set=no_hot_set)
     plan: Any = job.plan  # a SyncPlan, or a DataSyncPlan when job.method is datasync
     if job.method == "datasync":
@@ -291,7 +296,8 @@ def _with_aws(config):
         "target": TARGET_HELP,
         "dry_run": "build, validate, render, lint and show the plan (uploads, EFS sync, stack changes); change nothing. Works without AWS credentials",
         "yes": "apply without asking (CI)",
-        "storage_only": "create or update only the security groups, file system, mount targets, access points, sync role and endpoints (first deploy)",
+        "storage_only": "create or update only the storage (first deploy): for EFS the security groups, file system, mount targets, access points, "
+                        "sync role and endpoints; for an image ([function] package = \"image\") the ECR repository",
         "no_smoke": "skip the smoke test of the deployed API",
         "sync_method": "local, bastion or datasync (default: sync.method); GitHub-hosted runners use datasync",
         "no_hot_set": "deploy a tree built without its hot set (build.import_check = false) anyway: every cold start then reads and holds all its archives",
@@ -324,7 +330,10 @@ def deploy(c, config=None, target=None, dry_run=False, yes=False, storage_only=F
     result = deployer.apply(plan, smoke_test=not (no_smoke or storage_only))
     print_result(console, result)
     if storage_only:
-        console.print("storage is in place: set up the writers (README, First deploy on AWS), then `invoke deploy`")
+        from pipeline.shapes import shape_of
+
+        console.print("storage is in place: " + ("set up the writers (README, First deploy on AWS), then `invoke deploy`" if shape_of(cfg).uses_efs else
+                                                  "the image repository exists; `invoke deploy` pushes the image, then creates the function"))
     if result.version_test is not None and not result.version_test.ok:
         raise Exit(f"error: version {result.state.outputs.get('FunctionVersion')} failed its test; alias live stays on version {result.live}", code=1)
     if not result.ok:

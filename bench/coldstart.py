@@ -51,7 +51,7 @@ from pipeline.errors import BenchError
 from pipeline.files import atomic_write_bytes, sha256_file
 from pipeline.interpreters import find_python
 
-from . import record
+from . import record, snapstart
 
 CHILD = r"""
 import json, os, sys, time
@@ -252,7 +252,8 @@ def _one(python: str, how: str, tree: Path, layer: Path | None, model: Path, lat
     return result
 
 
-def run(cfg: Config, *, target: str | None = None, runs: int = 3, console: Console | None = None, command: str = "invoke bench coldstart") -> dict:
+def run(cfg: Config, *, target: str | None = None, runs: int = 3, console: Console | None = None, command: str = "invoke bench coldstart",
+        shapes: bool = True) -> dict:
     console = console or Console()
     runs = max(1, runs)
     target = target or "local"
@@ -306,6 +307,14 @@ def run(cfg: Config, *, target: str | None = None, runs: int = 3, console: Conso
         console.print("[bold cyan]==>[/] memory: the hydrated init once more under tracemalloc (its seconds are not reported)")
         measured = _one(python, "handler", efs, layer, model, 0.0, 300.0, work, cfg.build.handler_dir, default, memory=True)
         _detach_all(work)
+        snap = pushed = None
+        if shapes:  # the image shape (bench/snapstart.py): SnapStart restored by CRIU behind the same instrument, and a handler-only push
+            console.print("[bold cyan]==>[/] image + SnapStart: init and hooks, CRIU dump, page cache dropped, restore through the latency mount, first answer")
+            snap = snapstart.measure(python=python, handler_dir=cfg.build.handler_dir, efs_tree=efs, layer=layer, model_dir=model.parent,
+                                     event=_sample_event(model.parent), work=work, latency_ms=1.0, mbps=300.0, mount=_mounted, unmount=_unmount, say=say)
+            _detach_all(work)
+            pushed = snapstart.handler_push(sets={name: (s.tree, s.content_hash) for name, s in built.sets.items()}, handler_dir=cfg.build.handler_dir,
+                                            model_dir=model.parent, work=work, say=say)
     unhydrated = {name: rows[-1]["activation"]["why"] for name, rows in samples.items() if "activation" in rows[-1] and not rows[-1]["activation"]["hydrated"]}
     if unhydrated or not measured["activation"]["hydrated"]:  # a figure of a case that imported from the tree would say nothing of hydration
         raise BenchError(f"these cases did not hydrate: {unhydrated or {'memory': measured['activation']['why']}}",
@@ -341,6 +350,7 @@ def run(cfg: Config, *, target: str | None = None, runs: int = 3, console: Conso
         "seed_latency_penalty": round(med["seed_1ms"] / med["seed_0ms"], 2),
         "hoist_1ms_vs_local_disk": round(med["hoist_1ms"] / med["limit_local_disk"], 2),
     }
+    shape_doc = _shapes(cfg, tcfg.target, figures, med, snap, pushed, built) if snap and pushed else None
     doc, written = record.write(
         "coldstart", command,
         instrument="bench/latencyfs.py: FUSE passthrough, fixed latency per metadata operation and read, 300 MB/s, NFS-like caching after a fresh mount",
@@ -354,7 +364,9 @@ def run(cfg: Config, *, target: str | None = None, runs: int = 3, console: Conso
         memory=memory,
         goals={"speedup_at_least_6x": ratios["speedup_vs_baseline"] >= GOALS["speedup"], "bytes_at_most_1.0x_seed": ratios["bytes_vs_baseline"] <= GOALS["bytes"],
                "held_after_init_at_most_5_mb": memory["held_after_init"] <= GOALS["held_after_init_bytes"],
-               "peak_at_most_1.1x_hot_set": memory["peak_over_hot_set"] <= GOALS["peak_over_hot_set"]},
+               "peak_at_most_1.1x_hot_set": memory["peak_over_hot_set"] <= GOALS["peak_over_hot_set"],
+               **(shape_doc["goals"] if shape_doc else {})},
+        **({"shapes": shape_doc} if shape_doc else {}),
     )
     table = Table(title=f"coldstart: init (path, import torch + PIL, load the model), median of {runs}; hoist_* read ahead with {default!r}", title_justify="left")
     for col in ("", "seconds", "vs seed 1 ms", "fs operations", "bytes read", "Elastic read $ / cold start"):
@@ -370,5 +382,72 @@ def run(cfg: Config, *, target: str | None = None, runs: int = 3, console: Conso
     console.print(f"memory (tracemalloc, the activation's own allocations): peak during activation {memory['peak_during_activation'] / 1e6:,.1f} MB, "
                   f"{memory['peak_over_hot_set']}x the hot set's {hot_bytes / 1e6:,.1f} MB (goal <= 1.1x: {verdict(doc['goals']['peak_at_most_1.1x_hot_set'])}); "
                   f"held after init {memory['held_after_init'] / 1e6:,.2f} MB (goal <= 5 MB: {verdict(doc['goals']['held_after_init_at_most_5_mb'])})")
+    if shape_doc:
+        _print_shapes(console, shape_doc)
     console.print(f"written: {written}")
     return doc
+
+
+def _sample_event(model_dir: Path) -> bytes:
+    """The model folder's sample as the API sends it (validate's smoke test sends the same)."""
+    from pipeline import modelfolder
+    from validate.stage import classify_event
+
+    found = modelfolder.sample(model_dir)
+    if found is None:
+        raise BenchError("the model folder has no sample.json: the SnapStart case answers a request with it", where=str(model_dir / "sample.json"),
+                         fix='add sample.json ({"image": "sample.png", "label": "<its label>"}) beside an image')
+    image, _ = found
+    return classify_event(image.read_bytes(), "image/jpeg" if image.suffix.lower() in (".jpg", ".jpeg") else "image/png")
+
+
+def _shapes(cfg: Config, target, figures: dict, med: dict, snap: dict, pushed: dict, built) -> dict:
+    """The three shapes side by side, the goals of issue 24, and the priced table."""
+    from deploy.template import rollback_images
+
+    first = snap["restore_to_first_answer_seconds"]
+    seconds = {"efs (hot set, 1 ms)": med["hoist_1ms"], "image, tree on local disk": med["limit_local_disk"],
+               "image + SnapStart (CRIU, 1 ms)": first}
+    tree_bytes = sum(s.bytes for s in built.sets.values())
+    table = snapstart.priced(memory_mb=cfg.function.memory_mb, arch="arm64", requests_per_month=1_000_000, cold_start_share=0.01, deploys_per_month=30,
+                             versions_cached=rollback_images(cfg),
+                             efs={"seconds": med["hoist_1ms"], "bytes_read": figures["hoist_1ms"]["bytes_read"] or 0},
+                             image_local={"seconds": med["limit_local_disk"]}, snap={"after_restore_seconds": snap["after_restore_and_answer_seconds"]},
+                             tree_bytes=tree_bytes, image_bytes=pushed["image_bytes"])
+    sent = pushed["handler_change"]["bytes_pushed"]
+    return {
+        "seconds": seconds,
+        "compared": "efs and local disk: init (path, import torch and PIL, load the model); image + SnapStart: from the start of the restore to the "
+                    "first answer (restore, after-restore hooks, one inference): the SnapStart figure includes an inference the others do not",
+        "snapstart": snap,
+        "handler_push": pushed,
+        "priced": table,
+        "goals": {"snapstart_first_answer_at_most_0.5x_efs": first <= 0.5 * med["hoist_1ms"], "handler_only_push_at_most_1_mb": sent <= 1 << 20},
+        "ratios": {"snapstart_first_answer_vs_efs": round(first / med["hoist_1ms"], 3), "snapstart_first_answer_vs_local_disk": round(first / med["limit_local_disk"], 3)},
+    }
+
+
+def _print_shapes(console: Console, doc: dict) -> None:
+    snap, push, priced = doc["snapstart"], doc["handler_push"], doc["priced"]
+    console.print("[bold]shapes[/]: time to a working function after a cold start (measured here; SnapStart restored by CRIU, not Lambda)")
+    for line in snapstart.bars(doc["seconds"], "s"):
+        console.print("  " + line, highlight=False)
+    console.print(f"  snapshot {snap['snapshot_bytes'] / 1e6:,.0f} MB ({snap['resident_bytes'] / 1e6:,.0f} MB resident); dumped in {snap['dump_seconds']} s; "
+                  f"restored here in {snap['restore_seconds_local']} s (measured, CRIU {snap['criu']}, through the 1 ms mount, {(snap['bytes_read'] or 0) / 1e6:,.0f} MB read); "
+                  f"on Lambda about {snap['lambda_restore_seconds_implied']} s ({snap['lambda_restore_basis']})")
+    table = Table(title=f"priced (us-east-1 list prices): {priced['assumed']['requests_per_month']:,} requests a month, "
+                        f"{priced['assumed']['cold_start_share']:.0%} cold, {priced['assumed']['deploys_per_month']} deploys a month, "
+                        f"{priced['assumed']['versions_cached']} versions kept (rollback), {priced['assumed']['memory_mb']} MB {priced['assumed']['arch']}",
+                  title_justify="left")
+    for col in ("shape", "$ per cold start", "fixed $ per month", "$ per million requests"):
+        table.add_column(col, justify="right" if col != "shape" else "left")
+    for name, row in priced["shapes"].items():
+        table.add_row(name, f"{row['per_cold_start_usd']:.6f}", f"{row['fixed_per_month_usd']:,.2f}", f"{row['per_million_requests_usd']:,.2f}")
+    console.print(table)
+    for line in snapstart.bars({k: v["per_million_requests_usd"] for k, v in priced["shapes"].items()}, "$ / million requests"):
+        console.print("  " + line, highlight=False)
+    verdict = lambda ok: "met" if ok else "MISSED"  # noqa: E731
+    console.print(f"image + SnapStart first answer {doc['ratios']['snapstart_first_answer_vs_efs']}x the EFS cold start "
+                  f"(goal <= 0.5x: {verdict(doc['goals']['snapstart_first_answer_at_most_0.5x_efs'])}); a handler-only change wrote "
+                  f"{', '.join(push['handler_change']['layers_written'])} and pushed {push['handler_change']['bytes_pushed']:,} bytes "
+                  f"(goal <= 1 MB: {verdict(doc['goals']['handler_only_push_at_most_1_mb'])})")

@@ -337,6 +337,24 @@ def choose_installer(config: Config, target: Target, builder: str, progress: Pro
     return NativeInstaller(interpreter, why_not), "native"
 
 
+def image_step(config: Config, target: Target, sets: dict[str, SetBuild], record: BuildRecord, progress: Progress) -> BuildRecord:
+    """The image of the image shape, named in the record; the record as it is for the EFS shape."""
+    from dataclasses import replace
+
+    from pipeline.shapes import shape_of
+
+    from .image import build_for, image_record
+
+    shape = shape_of(config)
+    if shape.artifact != "image":
+        return record
+    model = config.model_dir if config.model_dir and config.model_dir.is_dir() else None
+    made = build_for(base_ref=config.build.base_image or target.base_image(), platform=target.docker_platform, target_dir=config.build.output / target.name,
+                     sets={name: (s.tree, s.content_hash) for name, s in sets.items()}, handler_dir=config.build.handler_dir, model_dir=model,
+                     handler=config.function.handler, snapstart=shape.snapstart, repository=f"hoist/{config.function.name.lower()}", on_step=progress.step)
+    return replace(record, image=image_record(made, target.docker_platform))
+
+
 def build(config: Config, target_name: str | None = None, *, force: bool = False, progress: Progress | None = None, builder: str | None = None,
           import_check: bool | None = None, cache_dir: Path | None = None) -> BuildResult:
     """Build every set of the target. ``import_check``: False opts out of the import check (default:
@@ -409,6 +427,7 @@ def build(config: Config, target_name: str | None = None, *, force: bool = False
         artifacts={"function_zip": function_zip, **({"layer_zip": layer_zip} if layer_zip else {})},
         warnings=tuple(warnings),
     )
+    record = image_step(config, target, sets, record, progress)  # the image shape only (pipeline/shapes.py)
     record = write_build_record(record, build_json, config.root)
     return BuildResult(target=target, builder=installer.name, sets=sets, layer_zip=layer_zip, function_zip=function_zip, build_json=build_json,
                        warnings=tuple(warnings), record=record,

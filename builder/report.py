@@ -75,6 +75,12 @@ def print_build(console: Console, result: BuildResult, top: int = 12) -> None:
         done = ", ".join(f"{n:,} {names.get(k, k)}" for k, n in sorted(counts.misses.items())) or "nothing"
         console.print(f"build cache: reused {reused}; made and stored {done}" + (f"; {len(counts.damaged)} damaged entries removed and redone" if counts.damaged else "")
                       + " (`invoke cache` shows where and how big)")
+    image = result.record.image
+    if image:  # the image shape (pipeline/shapes.py)
+        console.print(f"image: {image.tag} ({image.platform}, {human(image.bytes)} unpacked), config {image.config_digest[:19]}, FROM {image.base}")
+        for name, diff_id, size in image.layers:
+            state = "written" if name in image.written else "kept" if not name.startswith("base-") else "base"
+            console.print(f"  layer {name:<8} {human(size):>10}  {diff_id[:19]}  {state}")
     for w in result.warnings:
         console.print(f"[yellow]warning:[/] {w}")
     console.print(f"summary: {result.build_json}")

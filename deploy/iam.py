@@ -35,6 +35,7 @@ BOOTSTRAP = Path(__file__).with_name("policies") / "bootstrap.json"
 RESOURCE_TYPES = (
     "AWS::ApiGatewayV2::Api", "AWS::ApiGatewayV2::Integration", "AWS::ApiGatewayV2::Route", "AWS::ApiGatewayV2::Stage",
     "AWS::EC2::SecurityGroup", "AWS::EC2::SecurityGroupEgress", "AWS::EC2::SecurityGroupIngress", "AWS::EC2::VPCEndpoint",
+    "AWS::ECR::Repository",  # the image shape (pipeline/shapes.py)
     "AWS::EFS::AccessPoint", "AWS::EFS::FileSystem", "AWS::EFS::MountTarget",
     "AWS::IAM::InstanceProfile", "AWS::IAM::Role",
     "AWS::Lambda::Alias", "AWS::Lambda::Function", "AWS::Lambda::LayerVersion", "AWS::Lambda::Permission", "AWS::Lambda::Version",
@@ -61,6 +62,9 @@ EXTRA = {
              "logs:DescribeResourcePolicies", "logs:GetLogDelivery", "logs:ListLogDeliveries", "logs:DescribeLogGroups"),
     # CloudFormation waits for a VPC function's network interfaces only with it (lambda-facts.md, "EFS for Lambda")
     "ec2": ("ec2:DescribeNetworkInterfaces",),
+    # creating a function from an image: whoever creates it needs these on the repository (Lambda developer guide,
+    # "Create a Lambda function using a container image", Amazon ECR permissions)
+    "ecr": ("ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"),
 }
 
 # what the stack's own roles do, at most: the boundary
@@ -180,6 +184,12 @@ def deployer_policy() -> dict:
         {"Sid": "DataSyncTasks", "Effect": "Allow", "Resource": [sub(f"{datasync}:task/*"), sub(f"{datasync}:task/*/execution/*"), sub(f"{datasync}:location/*")],
          "Action": ["datasync:DescribeTask", "datasync:StartTaskExecution", "datasync:DeleteTask", "datasync:DescribeTaskExecution",
                     "datasync:CancelTaskExecution", "datasync:DeleteLocation"]},
+        # the image shape: docker login (a registry-wide token) and docker push into the stack's repositories (hoist/<function>)
+        {"Sid": "EcrLogin", "Effect": "Allow", "Action": "ecr:GetAuthorizationToken", "Resource": "*"},
+        {"Sid": "PushTheImage", "Effect": "Allow",
+         "Action": ["ecr:BatchCheckLayerAvailability", "ecr:InitiateLayerUpload", "ecr:UploadLayerPart", "ecr:CompleteLayerUpload", "ecr:PutImage",
+                    "ecr:BatchGetImage", "ecr:DescribeImages"],
+         "Resource": sub("arn:${AWS::Partition}:ecr:${AWS::Region}:${AWS::AccountId}:repository/hoist/*")},
         {"Sid": "TheAlias", "Effect": "Allow", "Action": ["lambda:GetAlias", "lambda:UpdateAlias", "lambda:ListVersionsByFunction"],
          "Resource": [sub("arn:${AWS::Partition}:lambda:${AWS::Region}:${AWS::AccountId}:function:${FunctionName}"),
                       sub("arn:${AWS::Partition}:lambda:${AWS::Region}:${AWS::AccountId}:function:${FunctionName}:*")]},

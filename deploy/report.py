@@ -37,6 +37,11 @@ def print_plan(console: Console, plan: DeployPlan) -> None:
         s = plan.sync
         verb = "synced" if s.done else ("up to date" if s.action == "up-to-date" else f"to sync ({s.action})")
         console.print(f"  EFS version {s.version[:16]}  {s.files:,} files, {human(s.bytes)} via {s.method} -> {escape(s.where)}  [dim]{verb}[/]")
+    if plan.image:  # the image shape: pushed at apply, before the change set runs
+        i = plan.image
+        where = i.repository or "the stack's repository (not created yet)"
+        state = f"in the registry ({i.digest[:19]})" if i.digest else "to push at apply (the function is pinned by the digest the push reports)"
+        console.print(f"  image {i.tag}  {human(i.record.bytes)} unpacked, {len(i.record.layers)} layers -> {escape(where)}  [dim]{state}[/]")
     cs = plan.change_set
     if cs.change_set_type == "offline":
         import json

@@ -44,11 +44,13 @@ from pipeline.console import Progress
 from pipeline.errors import DeployError
 from pipeline.files import atomic_write_json, atomic_write_text
 from pipeline.records import BuildRecord, RecordError, load_build_record, load_manifest
+from pipeline.shapes import shape_of
 
 from . import alias, artifacts, lint, network, stack
+from . import image as image_step
 from .smoke import SmokeResult, check_version, smoke
 from .stack import StackState
-from .template import Release, dumps, promoted, render
+from .template import Release, dumps, promoted, render, repository_name
 from .template import mount_target_zone as template_zone
 
 DEPLOY_JSON_VERSION = 1
@@ -63,11 +65,12 @@ class Clients:
     lambda_: Any
     efs: Any
     ec2: Any = None
+    ecr: Any = None  # the image shape: the repository's images, the login token
 
 
 def clients(dcfg: DeployConfig) -> Clients:
     sess = aws.session(dcfg.region)
-    return Clients(*(aws.client(sess, s) for s in ("s3", "cloudformation", "lambda", "efs", "ec2")))
+    return Clients(*(aws.client(sess, s) for s in ("s3", "cloudformation", "lambda", "efs", "ec2", "ecr")))
 
 
 def has_credentials(region: str) -> bool:
@@ -126,6 +129,7 @@ class DeployPlan:
     warnings: tuple[str, ...] = ()
     unchecked: tuple[str, ...] = ()  # what a dry run without AWS could not check
     sync_job: Any = field(default=None, repr=False, compare=False)  # what Steps.plan_sync returned for Steps.apply_sync
+    image: image_step.ImagePush | None = None  # the image shape: what apply pushes before the change set runs
 
     @property
     def untested(self) -> str | None:
@@ -138,7 +142,7 @@ class DeployPlan:
     def has_work(self) -> bool:
         """Anything to do on apply: stack changes, missing uploads, an EFS version to sync, or a version to test and promote."""
         return (not self.change_set.empty or bool(self.artifacts and self.artifacts.missing)
-                or bool(self.sync and self.sync.action != "up-to-date") or self.untested is not None)
+                or bool(self.sync and self.sync.action != "up-to-date") or self.untested is not None or bool(self.image and self.image.digest is None))
 
 
 @dataclass(frozen=True)
@@ -181,6 +185,7 @@ class Deployer:
         self.poll_s = poll_s
         assert config.sync is not None
         self.sync_method = sync_method or config.sync.method
+        self.shape = shape_of(config)
 
     @property
     def offline(self) -> bool:
@@ -209,6 +214,8 @@ class Deployer:
             raise DeployError(
                 f"stack {self.dcfg.stack_name} holds the function and the API: a storage-only template would remove them",
                 where=f"stack {self.dcfg.stack_name}", fix="run `invoke deploy` (the full template keeps the storage as it is)")
+        if not self.shape.uses_efs:
+            return self._plan_image(state, template_path, storage_only=storage_only, dry_run=dry_run, unchecked=unchecked)
         zones = self._zones(unchecked)
         mounts = self._live_mount_targets(state, zones)
         self._check_gateway_endpoints(state, unchecked)
@@ -247,6 +254,63 @@ class Deployer:
         template = render(self.config, release, zones=zones, live_mount_targets=mounts, model_key_arn=key, live_version=live)
         return self._change_set(state, template, template_path, storage_only=False, dry_run=dry_run, release=release, plan_=plan_, sync=sync, live=live,
                                 warnings=record.warnings + self._local_sync_warning(), unchecked=tuple(unchecked), sync_job=job, zones=zones, mounts=mounts)
+
+    def _plan_image(self, state: StackState, template_path: Path, *, storage_only: bool, dry_run: bool, unchecked: list[str]) -> DeployPlan:
+        """The image shape: the repository first (``--storage-only``, as the file system for EFS), then the image the
+        registry holds or will hold, then the function pinned by its digest. Reads only: apply pushes."""
+        if storage_only:
+            template = render(self.config, None, storage_only=True)
+            return self._change_set(state, template, template_path, storage_only=True, dry_run=dry_run, release=None, plan_=None, sync=None,
+                                    live=None, unchecked=tuple(unchecked))
+        repository = state.outputs.get("RepositoryUri", "")
+        if not repository and not dry_run:
+            raise DeployError(f"stack {self.dcfg.stack_name} has no image repository yet: there is nowhere to push the image, and the function "
+                              "cannot be created before its image is in the repository", where=f"stack {self.dcfg.stack_name}",
+                              fix="run `invoke deploy --storage-only` first (it creates the repository), then `invoke deploy`")
+        self._smoke_sample()
+        record = self._build_and_validate()
+        if record.image is None:
+            raise DeployError(f"the build of target {self.tcfg.target.name} has no image", where=str(record.path),
+                              fix=f'run `invoke build --target {self.tcfg.target.name}` ([function] package = "image" builds one)')
+        tag = record.image.tag.rsplit(":", 1)[1]
+        digest = None
+        if self.aws is None or not repository:
+            unchecked.append(f"whether the repository holds image {tag} already (it is listed as to push; the function is pinned by the digest the push reports)")
+        else:
+            self.progress.step(f"reading whether {repository} holds image {tag}")
+            digest = image_step.registry_digest(self.aws.ecr, repository_name(self.config), tag)
+        push = image_step.ImagePush(record=record.image, repository=repository, digest=digest)
+        target = self.tcfg.target
+        # until the push says, the digest is the image's config digest: the change set is made again with the registry's (apply)
+        uri = f"{repository or '<RepositoryUri>'}@{digest or record.image.config_digest}"
+        release = Release(runtime=target.runtime or "", arch=target.arch or "", function_key="", layer_key=None, efs_version="", model_prefix="", image_uri=uri)
+        live = alias.current(self.aws.lambda_, self.config.function.name) if self.aws is not None and state.exists else None
+        template = render(self.config, release, live_version=live)
+        plan = self._change_set(state, template, template_path, storage_only=False, dry_run=dry_run, release=release, plan_=None, sync=None, live=live,
+                                warnings=record.warnings, unchecked=tuple(unchecked))
+        return dataclasses.replace(plan, image=push)
+
+    def _push(self, plan: DeployPlan) -> DeployPlan:
+        """Push the image, then pin what the registry reports: when its digest is not the one planned with, the change set
+        is made again with it and must touch the same resources as the one confirmed (the version's id aside)."""
+        assert plan.image is not None and plan.release is not None and self.aws is not None
+        self.progress.step(f"logging in to {plan.image.repository.split('/', 1)[0]} (ECR GetAuthorizationToken)")
+        image_step.ecr_login(self.aws.ecr)
+        self.progress.step(f"pushing image {plan.image.tag} to {plan.image.repository} (layers the registry holds are not sent)")
+        pushed = image_step.push(plan.image.record, plan.image.repository, on_line=self.progress.line)
+        pushed_image = dataclasses.replace(plan.image, digest=pushed.digest)
+        if plan.release.image_uri == pushed.uri:
+            return dataclasses.replace(plan, image=pushed_image)
+        release = dataclasses.replace(plan.release, image_uri=pushed.uri)
+        template = render(self.config, release, live_version=plan.live_version)
+        stack.discard(self.aws.cloudformation, plan.change_set)
+        again = self._change_set(plan.before, template, plan.template_path, storage_only=False, dry_run=False, release=release, plan_=None, sync=None,
+                                 live=plan.live_version, warnings=plan.warnings, unchecked=plan.unchecked)
+        if _change_shape(again.change_set) != _change_shape(plan.change_set):
+            stack.discard(self.aws.cloudformation, again.change_set)
+            raise DeployError("with the registry's digest the change set changes other resources than the one confirmed; it was deleted, nothing changed "
+                              "(the image stays pushed)", where=f"stack {self.dcfg.stack_name}", fix="run `invoke deploy` again: the plan then pins the pushed digest")
+        return dataclasses.replace(again, image=pushed_image)
 
     def _local_sync_warning(self) -> tuple[str, ...]:
         """sync method local writes a folder on this machine: right only where that folder is the stack's file system, mounted here."""
@@ -399,6 +463,8 @@ class Deployer:
             raise DeployError("a dry-run plan cannot be applied", where="deploy", fix="plan again without --dry-run")
         c = self._clients()
         cfn, lam = c.cloudformation, c.lambda_
+        if plan.image is not None and plan.image.digest is None:  # the image before the function that runs it
+            plan = self._push(plan)
         if plan.artifacts and plan.artifacts.missing:
             self.progress.step(f"uploading {len(plan.artifacts.missing)} of {len(plan.artifacts.uploads)} artifacts to s3://{plan.artifacts.bucket}")
             uploaded = tuple(u.name for u in artifacts.upload(c.s3, plan.artifacts, on_line=self.progress.line))
@@ -482,7 +548,8 @@ class Deployer:
         old_local = json.loads(path.read_text()) if path.is_file() else {}
         old_remote = read_remote_record(self.dcfg, self.aws.s3) or {}
         earlier = [*old_remote.get("efs_history", []), *old_local.get("efs_history", [])]
-        history = [plan.release.efs_version] + [v for i, v in enumerate(earlier) if v != plan.release.efs_version and v not in earlier[:i]]
+        own = [plan.release.efs_version] if plan.release.efs_version else []  # an image has no EFS version
+        history = own + [v for i, v in enumerate(earlier) if v != plan.release.efs_version and v not in earlier[:i]]
         doc = {
             "version": DEPLOY_JSON_VERSION,
             "stack": plan.stack_name,
@@ -493,6 +560,7 @@ class Deployer:
             "function_key": plan.release.function_key,
             "layer_key": plan.release.layer_key,
             "model_prefix": plan.release.model_prefix,
+            "image_uri": plan.release.image_uri,
             "smoke": None if result is None else {"ok": result.ok, "message": result.message, "label": result.label, "seconds": result.seconds},
             "rolled_back_to": rolled_back,
             "live_version": live,  # the alias's version afterwards (the stack's FunctionVersion is the release's, tested or not)
@@ -502,6 +570,11 @@ class Deployer:
         aws.call(self.aws.s3, "put_object", error=DeployError, context="artifact-bucket", Bucket=self.dcfg.artifact_bucket, Key=record_key(self.dcfg),
                  Body=body.encode(), ContentType="application/json")
         return path
+
+
+def _change_shape(cs: stack.ChangeSetPlan) -> set[tuple[str, str, str]]:
+    """What a change set does, with the published version's logical id (named by a hash of the release) made generic."""
+    return {(c.action, "FunctionVersion" if c.logical_id.startswith("FunctionVersion") else c.logical_id, c.resource_type) for c in cs.changes}
 
 
 def datasync_mismatch(config: Config, outputs: dict[str, str]) -> list[str]:
@@ -569,7 +642,7 @@ class TeardownPlan:
 
 
 # DeletionPolicy Retain in the template; function versions go with the function regardless
-RETAINED_TYPES = {"AWS::EFS::FileSystem", "AWS::Lambda::LayerVersion"}
+RETAINED_TYPES = {"AWS::EFS::FileSystem", "AWS::Lambda::LayerVersion", "AWS::ECR::Repository"}
 
 
 def plan_teardown(config: Config, clients_: Clients, delete_data: bool = False) -> TeardownPlan:
@@ -607,6 +680,10 @@ def apply_teardown(config: Config, clients_: Clients, plan: TeardownPlan, progre
         done.append(f"layer version {arn}")
     if plan.delete_data and plan.file_system_id:
         done += _delete_file_system(clients_.efs, plan.file_system_id, progress, poll_s)
+    repository = next((r[2] for r in plan.retained if r[1] == "AWS::ECR::Repository"), None)
+    if plan.delete_data and repository and clients_.ecr is not None:  # its images go with it (force)
+        aws.call(clients_.ecr, "delete_repository", error=DeployError, context="ecr", repositoryName=repository, force=True)
+        done.append(f"image repository {repository} (its images are gone)")
     return done
 
 

@@ -23,10 +23,12 @@ from dataclasses import dataclass
 from pipeline.config import Config, DeployConfig
 from pipeline.layout import version_dir
 from pipeline.routes import ROUTES
+from pipeline.shapes import Shape, shape_of
 
 ALIAS = "live"
 # Lambda: the managed policy for ENIs in the VPC and CloudWatch Logs (lambda-facts.md, "EFS for Lambda")
 VPC_ACCESS_POLICY = "arn:${AWS::Partition}:iam::aws:policy/service-role/AWSLambdaVPCAccessExecutionRole"
+BASIC_EXECUTION_POLICY = "arn:${AWS::Partition}:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"  # logs only: no VPC
 NFS_PORT = 2049
 # CloudFormation's DeletionPolicy: like Retain, except that the stack operation that created the resource deletes it
 # when it rolls back (CloudFormation user guide, "DeletionPolicy attribute"); UpdateReplacePolicy has no such value
@@ -41,8 +43,9 @@ class Release:
     arch: str  # arm64 | x86_64
     function_key: str  # S3 key of the handler zip
     layer_key: str | None  # S3 key of the layer zip (None: no layer set)
-    efs_version: str  # the EFS version's identity (envs/<identity> on the file system: the tree and its archives)
-    model_prefix: str  # S3 prefix of the model artifacts (<prefix>/models/<hash>/)
+    efs_version: str  # the EFS version's identity (envs/<identity> on the file system: the tree and its archives); "" for an image
+    model_prefix: str  # S3 prefix of the model artifacts (<prefix>/models/<hash>/); "" for an image (the model is in it)
+    image_uri: str | None = None  # the image shape: <repository uri>@sha256:<the registry's digest> (deploy/image.py)
 
     def fingerprint(self, resources: dict) -> str:
         """A hash of the release and of every property of the given resources (the function's and its layer's):
@@ -254,6 +257,59 @@ def _storage(config: Config, dcfg: DeployConfig, zones: dict[str, str] | None, l
     return res, fs_id, fs_arn, ap_arn
 
 
+def repository_name(config: Config) -> str:
+    """The ECR repository of the function's images (lower case: ECR's and Docker's names take no capitals)."""
+    return f"hoist/{config.function.name.lower()}"
+
+
+def rollback_images(config: Config) -> int:
+    """Images the lifecycle keeps: the live one and as many older ones as rollback reaches (sync.keep versions, as EFS
+    keeps for the EFS shape); a retained function version whose image is gone could not be rolled back to."""
+    return config.sync.keep + 1
+
+
+def lifecycle_policy(keep: int) -> str:
+    """ECR lifecycle: expire all but the newest ``keep`` images (ECR user guide, "Lifecycle policies")."""
+    return json.dumps({"rules": [{"rulePriority": 1, "description": f"keep the newest {keep} images (rollback)",
+                                  "selection": {"tagStatus": "any", "countType": "imageCountMoreThan", "countNumber": keep},
+                                  "action": {"type": "expire"}}]}, sort_keys=True)
+
+
+def _image_storage(config: Config, dcfg: DeployConfig, shape: Shape) -> dict:
+    """The image shape's storage: its repository (scan on push, immutable tags, the lifecycle); a security group only
+    when the user gave a VPC. No file system, mount target, access point, sync role or endpoint."""
+    res: dict = {
+        "Repository": {
+            "Type": "AWS::ECR::Repository",
+            # the images of retained versions outlive a failed update; a create that rolls back removes what it made
+            "DeletionPolicy": RETAIN_EXCEPT_ON_CREATE,
+            "UpdateReplacePolicy": "Retain",
+            "Properties": {
+                "RepositoryName": repository_name(config),
+                "ImageScanningConfiguration": {"ScanOnPush": True},
+                # a tag names one image for ever: Hoist's tags are the image config's digest, so a re-push is a no-op
+                "ImageTagMutability": "IMMUTABLE",
+                "EncryptionConfiguration": {"EncryptionType": "AES256"},
+                "LifecyclePolicy": {"LifecyclePolicyText": lifecycle_policy(rollback_images(config))},
+                # Lambda pulls the image with the function's creation, as this account's lambda.amazonaws.com
+                # (Lambda developer guide, "Amazon ECR permissions"); only from this account's functions
+                "RepositoryPolicyText": {"Version": "2012-10-17", "Statement": [{
+                    "Sid": "LambdaPullsForThisAccount", "Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"},
+                    "Action": ["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"],
+                    "Condition": {"StringLike": {"aws:sourceArn": sub("arn:${AWS::Partition}:lambda:${AWS::Region}:${AWS::AccountId}:function:*")}}}]},
+            },
+        },
+    }
+    if shape.needs_vpc:
+        res["FunctionSecurityGroup"] = {
+            "Type": "AWS::EC2::SecurityGroup",
+            "Properties": {"GroupDescription": f"{config.function.name} function ENIs", "VpcId": dcfg.vpc_id,
+                           "SecurityGroupEgress": [{"IpProtocol": "tcp", "FromPort": 443, "ToPort": 443, "CidrIp": "0.0.0.0/0", "Description": "HTTPS to AWS APIs"}],
+                           "Tags": [{"Key": "Name", "Value": f"{config.function.name}-function"}]},
+        }
+    return res
+
+
 # one JSON object per request, from the HTTP API's $context variables (API Gateway, "Customize HTTP API access logs")
 ACCESS_LOG_FORMAT = {"requestId": "$context.requestId", "ip": "$context.identity.sourceIp", "requestTime": "$context.requestTime",
                      "routeKey": "$context.routeKey", "status": "$context.status", "responseLength": "$context.responseLength",
@@ -273,19 +329,37 @@ def _model_key_statement(key_arn: str | None, region: str) -> list[dict]:
              "Condition": {"StringEquals": {"kms:ViaService": f"s3.{region}.amazonaws.com"}}}]
 
 
+def _image_props(zip_props: dict, release: Release, shape: Shape) -> dict:
+    """The function's properties for the image shape: PackageType Image pinned by the registry's digest, no runtime,
+    handler or layer (the image's CMD and ENTRYPOINT), no EFS; SnapStart on published versions; a VPC only if asked."""
+    if not release.image_uri or "@sha256:" not in release.image_uri:
+        raise ValueError("an image function needs the image pinned by digest (<repository>@sha256:...)")
+    drop = {"Runtime", "Handler", "Code", "Layers", "FileSystemConfigs", "Description"} | (set() if shape.needs_vpc else {"VpcConfig"})
+    props = {k: v for k, v in zip_props.items() if k not in drop}
+    props.update({"PackageType": "Image", "Code": {"ImageUri": release.image_uri}, "Description": f"hoist: image {release.image_uri.rsplit('@', 1)[-1][:23]}"})
+    if shape.snapstart:
+        props["SnapStart"] = {"ApplyOn": "PublishedVersions"}  # CloudFormation: AWS::Lambda::Function SnapStart
+    return props
+
+
 def _function(config: Config, dcfg: DeployConfig, release: Release, fs_arn, ap_arn, zones: dict[str, str] | None,
               live: dict[str, str] | None = None, model_key_arn: str | None = None, live_version: str | None = None) -> tuple[dict, str]:
     fn = config.function
-    # the function mounts its access point, whose root (efs.root) it sees as the mount path
-    efs_tree = version_dir(config.efs.mount_path, config.efs.root, release.efs_version, through_access_point=True) + "/site-packages"
-    env = {
-        **fn.environment,  # the user's own ([function] environment; names Hoist sets are refused there)
-        "HOIST_EFS_TREE": efs_tree,
-        "HOIST_EFS_VERSION": release.efs_version,
-        "HOIST_MODEL_S3": f"s3://{dcfg.artifact_bucket}/{release.model_prefix.strip('/')}/",
-        "HOIST_OUTPUT_S3": f"s3://{dcfg.artifact_bucket}/{dcfg.output_prefix}/",
-    }
-    targets = mount_target_ids(dcfg, zones, live)
+    shape = shape_of(config)
+    env = {**fn.environment, "HOIST_OUTPUT_S3": f"s3://{dcfg.artifact_bucket}/{dcfg.output_prefix}/"}  # the user's own, and where results go
+    if shape.uses_efs:
+        # the function mounts its access point, whose root (efs.root) it sees as the mount path
+        efs_tree = version_dir(config.efs.mount_path, config.efs.root, release.efs_version, through_access_point=True) + "/site-packages"
+        env.update({"HOIST_EFS_TREE": efs_tree, "HOIST_EFS_VERSION": release.efs_version,
+                    "HOIST_MODEL_S3": f"s3://{dcfg.artifact_bucket}/{release.model_prefix.strip('/')}/"})
+    # an image holds the tree and the model: its ENV names them (builder/image.py)
+    targets = mount_target_ids(dcfg, zones, live) if shape.uses_efs else []
+    efs_statements = [
+        # read-only mount through this access point only
+        {"Sid": "EfsMount", "Effect": "Allow", "Action": ["elasticfilesystem:ClientMount"], "Resource": fs_arn,
+         "Condition": {"StringEquals": {"elasticfilesystem:AccessPointArn": ap_arn}}},
+        {"Sid": "ReadModel", "Effect": "Allow", "Action": ["s3:GetObject"], "Resource": _s3_arn(dcfg.artifact_bucket, f"{dcfg.artifact_prefix}/models")},
+    ] if shape.uses_efs else []
     res: dict = {
         "FunctionRole": {
             "Type": "AWS::IAM::Role",
@@ -294,19 +368,16 @@ def _function(config: Config, dcfg: DeployConfig, release: Release, fs_arn, ap_a
                     "Version": "2012-10-17",
                     "Statement": [{"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}],
                 },
-                "ManagedPolicyArns": [sub(VPC_ACCESS_POLICY)],
+                "ManagedPolicyArns": [sub(VPC_ACCESS_POLICY if shape.needs_vpc else BASIC_EXECUTION_POLICY)],
                 **role_fence(dcfg),
                 "Policies": [{
                     "PolicyName": "hoist-function",
                     "PolicyDocument": {
                         "Version": "2012-10-17",
                         "Statement": [
-                            # read-only mount through this access point only
-                            {"Sid": "EfsMount", "Effect": "Allow", "Action": ["elasticfilesystem:ClientMount"], "Resource": fs_arn,
-                             "Condition": {"StringEquals": {"elasticfilesystem:AccessPointArn": ap_arn}}},
-                            {"Sid": "ReadModel", "Effect": "Allow", "Action": ["s3:GetObject"], "Resource": _s3_arn(dcfg.artifact_bucket, f"{dcfg.artifact_prefix}/models")},
+                            *efs_statements,
                             {"Sid": "WriteOutputs", "Effect": "Allow", "Action": ["s3:PutObject"], "Resource": _s3_arn(dcfg.artifact_bucket, dcfg.output_prefix)},
-                            *_model_key_statement(model_key_arn, dcfg.region),
+                            *(_model_key_statement(model_key_arn, dcfg.region) if shape.uses_efs else []),
                         ],
                     },
                 }],
@@ -348,17 +419,23 @@ def _function(config: Config, dcfg: DeployConfig, release: Release, fs_arn, ap_a
     }
     if layers:
         props["Layers"] = layers
+    if shape.artifact == "image":
+        props = _image_props(props, release, shape)
     if fn.reserved_concurrency != "unreserved":
         # a cap on environments is a cap on cold starts, each reading hundreds of MB from EFS (README, "Cost of a cold start")
         props["ReservedConcurrentExecutions"] = fn.reserved_concurrency
     # the function cannot mount EFS before a mount target exists in its subnets
-    res["Function"] = {"Type": "AWS::Lambda::Function", "DependsOn": [*targets, "FunctionNfsEgress"], "Properties": props}
+    res["Function"] = {"Type": "AWS::Lambda::Function", "Properties": props}
+    if shape.uses_efs:
+        res["Function"]["DependsOn"] = [*targets, "FunctionNfsEgress"]
     version_id = "FunctionVersion" + release.fingerprint({"Function": props, "Layer": res.get("Layer", {}).get("Properties")})
     res[version_id] = {
         "Type": "AWS::Lambda::Version",
         "DeletionPolicy": RETAIN_EXCEPT_ON_CREATE,  # rollback points the alias back at older versions; a failed deploy's own goes
         "UpdateReplacePolicy": "Retain",
-        "Properties": {"FunctionName": ref("Function"), "Description": f"efs {release.efs_version[:16]} code {release.function_key.rsplit('/', 1)[-1][:16]}"},
+        "Properties": {"FunctionName": ref("Function"),
+                       "Description": f"image {(release.image_uri or '').rsplit('@', 1)[-1][:23]}" if release.image_uri else
+                       f"efs {release.efs_version[:16]} code {release.function_key.rsplit('/', 1)[-1][:16]}"},
     }
     # the alias stays on the version that is live until the new one passed its test (deploy/stage.py invokes the new
     # version directly, then promotes it with a second change set, ``promoted``); the first deploy has nothing live
@@ -407,15 +484,23 @@ def render(config: Config, release: Release | None, *, storage_only: bool = Fals
     dcfg = config.deploy
     if dcfg is None:
         raise ValueError("render needs [deploy] in the config")
-    resources, fs_id, fs_arn, ap_arn = _storage(config, dcfg, zones, live_mount_targets)
-    outputs = {
-        "FileSystemId": {"Description": "EFS file system", "Value": fs_id},
-        "AccessPointArn": {"Description": "EFS access point the function mounts", "Value": ap_arn},
-        "SyncSecurityGroupId": {"Description": "security group of the writers (bastion, DataSync)", "Value": ref("SyncSecurityGroup")},
-        "SyncRoleArn": {"Description": "role that writes EFS versions (DataSync FileSystemAccessRoleArn)", "Value": att("SyncRole", "Arn")},
-        "SyncInstanceProfileArn": {"Description": "bastion instance profile (mount with -o tls,iam)", "Value": att("SyncInstanceProfile", "Arn")},
-    }
-    if dcfg.creates_file_system:
+    shape = shape_of(config)
+    fs_arn: dict | str
+    ap_arn: dict | str
+    if shape.uses_efs:
+        resources, fs_id, fs_arn, ap_arn = _storage(config, dcfg, zones, live_mount_targets)
+        outputs = {
+            "FileSystemId": {"Description": "EFS file system", "Value": fs_id},
+            "AccessPointArn": {"Description": "EFS access point the function mounts", "Value": ap_arn},
+            "SyncSecurityGroupId": {"Description": "security group of the writers (bastion, DataSync)", "Value": ref("SyncSecurityGroup")},
+            "SyncRoleArn": {"Description": "role that writes EFS versions (DataSync FileSystemAccessRoleArn)", "Value": att("SyncRole", "Arn")},
+            "SyncInstanceProfileArn": {"Description": "bastion instance profile (mount with -o tls,iam)", "Value": att("SyncInstanceProfile", "Arn")},
+        }
+    else:  # the image shape: the repository comes first, as the file system does for EFS (deploy/stage.py pushes between)
+        resources, fs_arn, ap_arn = _image_storage(config, dcfg, shape), "", ""
+        outputs = {"RepositoryUri": {"Description": "ECR repository the image is pushed to", "Value": att("Repository", "RepositoryUri")},
+                   "RepositoryName": {"Description": "ECR repository", "Value": ref("Repository")}}
+    if shape.uses_efs and dcfg.creates_file_system:
         outputs["WriterAccessPointArn"] = {"Description": "access point the writers mount (bastion, DataSync)", "Value": att("WriterAccessPoint", "Arn")}
         outputs["WriterAccessPointId"] = {"Description": "access point id for the bastion's mount (accesspoint=...)", "Value": ref("WriterAccessPoint")}
     if not storage_only:
@@ -428,11 +513,14 @@ def render(config: Config, release: Release | None, *, storage_only: bool = Fals
             "FunctionName": {"Description": "Lambda function", "Value": ref("Function")},
             "AliasArn": {"Description": "alias the API invokes", "Value": ref("LiveAlias")},
             "FunctionVersion": {"Description": "the release's published version (live once it passed its test)", "Value": att(version_id, "Version")},
-            "EfsVersion": {"Description": "EFS dependency version (envs/<hash>)", "Value": release.efs_version},
         })
+        if shape.uses_efs:
+            outputs["EfsVersion"] = {"Description": "EFS dependency version (envs/<hash>)", "Value": release.efs_version}
+        else:
+            outputs["ImageUri"] = {"Description": "the image the release runs (pinned by the registry's digest)", "Value": release.image_uri}
     return {
         "AWSTemplateFormatVersion": "2010-09-09",
-        "Description": f"hoist: {config.function.name} ({'storage' if storage_only else 'function, layer, EFS and HTTP API'})",
+        "Description": f"hoist: {config.function.name} ({('storage' if shape.uses_efs else 'image repository') if storage_only else 'function, layer, EFS and HTTP API' if shape.uses_efs else 'function image, SnapStart and HTTP API' if shape.snapstart else 'function image and HTTP API'})",
         "Resources": resources,
         "Outputs": outputs,
     }

@@ -16,7 +16,7 @@ import time
 import traceback
 from typing import Any
 
-from hoist_lambda import events, images
+from hoist_lambda import events, images, snapstart
 from hoist_lambda.activate import activate, release, report
 from hoist_lambda.events import BadRequest
 from hoist_lambda.log import log
@@ -45,6 +45,7 @@ def _init() -> tuple[Any, Model | None]:
 
 ENV, MODEL = _init()
 release()  # init is over: the hot set's memory goes back (hoist_lambda/activate.py)
+
 
 
 def classify(data: bytes, preview: bool = False) -> dict:
@@ -81,7 +82,7 @@ def handler(event: Any, context: Any) -> dict:
             raise BadRequest(400, "invalid_event", "the event must be a JSON object")
         if method == "GET" and (path or "").rstrip("/").endswith("/health"):
             return events.respond(event, 200, {"status": "ok", "efs_tree": ENV.tree, "hydrated": ENV.hydrated, "hot_files": ENV.hot_files, "on_path": bool(ENV.tree) and ENV.tree in sys.path,
-                                               "activation": report(), "model": MODEL.folder.meta if MODEL else None})
+                                               "activation": report(), "snapstart": snapstart.report(), "model": MODEL.folder.meta if MODEL else None})
         if MODEL is None:
             raise BadRequest(503, "model_not_configured", "no model: set HOIST_MODEL_DIR or HOIST_MODEL_S3")
         t0 = time.perf_counter()
@@ -97,3 +98,14 @@ def handler(event: Any, context: Any) -> dict:
         log("error", request_id=request_id, error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
         return events.respond(event, 500, {"error": "internal_error", "message": f"unexpected failure; the traceback is in the function's log under request id {request_id}",
                                            "request_id": request_id})
+
+
+def _warm() -> None:
+    """One inference on the model folder's sample, before a SnapStart snapshot: the lazy kernels are primed in it."""
+    sample = MODEL.folder.sample if MODEL else None
+    if sample is not None:
+        with open(sample.image, "rb") as fh:
+            classify(fh.read())
+
+
+snapstart.prepare(warm=_warm)  # runs only when SnapStart snapshots this init (hoist_lambda/snapstart.py)

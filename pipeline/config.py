@@ -232,6 +232,11 @@ class FunctionConfig(Section):
     # deploy puts them in the function's environment, serve in the local function's
     environment: dict[Str, Str] = Field(default_factory=dict, description="NAME = \"value\" pairs, names not set by Lambda or Hoist",
                                         examples=[{"HOIST_PREFETCH": "relocs"}])
+    # the shape (pipeline/shapes.py): "efs", the heavy set on EFS (the default); "image", every set, the handler and the
+    # model in one container image, snapshotted by SnapStart (no VPC, EFS or sync)
+    package: Literal["efs", "image"] = Field("efs", description='"efs" (the default) or "image"', examples=["image"])
+    # SnapStart on published versions; default: on for an image, off for EFS (SnapStart excludes EFS: lambda-facts.md, SnapStart)
+    snapstart: Bool | None = None
 
     @field_validator("handler")
     @classmethod
@@ -383,8 +388,8 @@ class DeployConfig(Section):
     artifact_bucket: Str = Field(pattern=BUCKET_RE, description="3-63 lowercase letters, digits, dots and hyphens", examples=["my-hoist-artifacts"])
     artifact_prefix: Str = "hoist"  # handler/layer zips and the model, under content-addressed keys
     output_prefix: Str = "hoist/outputs"  # the handler writes results under s3://<artifact_bucket>/<output_prefix>/
-    vpc_id: Str = _aws_id("vpc")
-    subnet_ids: tuple[Annotated[Str, _aws_id("subnet")], ...] = Field(min_length=1, description="at least one subnet-... id", examples=[["subnet-0123456789abcdef0"]])
+    vpc_id: Str = _aws_id("vpc", optional=True)  # required for package = "efs" (PipelineFile checks), optional for an image
+    subnet_ids: tuple[Annotated[Str, _aws_id("subnet")], ...] = Field((), description="subnet-... ids", examples=[["subnet-0123456789abcdef0"]])
     route_table_ids: tuple[Annotated[Str, _aws_id("rtb")], ...] = ()
     s3_endpoint: Bool = True  # Gateway endpoint on route_table_ids (off when the VPC already has one)
     dynamodb_endpoint: Bool = False
@@ -443,7 +448,7 @@ class DeployConfig(Section):
     def _consistent(self) -> DeployConfig:
         if (self.smoke_image is None) != (not self.smoke_expect):
             raise _problem("smoke_image and smoke_expect go together", "set both, or neither to use the model folder's sample.json (image and label)")
-        if (self.s3_endpoint or self.dynamodb_endpoint) and not self.route_table_ids:
+        if self.vpc_id and (self.s3_endpoint or self.dynamodb_endpoint) and not self.route_table_ids:  # no VPC (an image): no endpoint
             raise _problem("a gateway endpoint (s3_endpoint/dynamodb_endpoint) needs the subnets' route tables in route_table_ids",
                            'list them (route_table_ids = ["rtb-..."]), or set s3_endpoint = false when the VPC already has an S3 endpoint')
         if bool(self.file_system_id) != bool(self.access_point_id):
@@ -525,7 +530,7 @@ class PipelineFile(Section):
     index: tuple[Index, ...] = ()  # indexes every target uses
     find_links: tuple[Str, ...] = ()
     no_index: Bool = False  # True: only find_links and [[index]], never PyPI
-    efs: EfsConfig
+    efs: EfsConfig | None = None  # required for package = "efs" (checked below); an image has no file system
     function: FunctionConfig
     api: ApiConfig
     build: BuildConfig = Field(default_factory=_table)
@@ -534,6 +539,25 @@ class PipelineFile(Section):
     model: ModelConfig = Field(default_factory=_table)
     slim: SlimSpec = Field(default_factory=_table)
     validate_: ValidateSpec = Field(default_factory=_table, alias="validate")  # `validate` would shadow BaseModel.validate
+
+    @model_validator(mode="after")
+    def _what_snapstart_refuses(self) -> PipelineFile:
+        """What Lambda refuses for a SnapStart function by configuration, said here and not at publish time
+        (lambda-facts.md, SnapStart: mutually exclusive with EFS; ephemeral storage at most 512 MB)."""
+        fn = self.function
+        if fn.package == "efs" and self.efs is None:
+            raise _problem('package = "efs" (the default) puts the heavy set on an EFS file system, and there is no [efs] table',
+                           'add [efs] with file_system_name = "..." and mount_path = "/mnt/hoist", or set package = "image" under [function]')
+        if fn.snapstart and fn.package == "efs":
+            raise _problem("SnapStart cannot snapshot a function that mounts EFS (Lambda refuses the pair), and package = \"efs\" mounts the heavy set",
+                           'set package = "image" under [function] (every set in a container image, no EFS), or remove snapstart = true')
+        if self.deploy and fn.package == "image" and fn.snapstart is not False and self.deploy.ephemeral_storage_mb > 512:
+            raise _problem(f"SnapStart takes at most 512 MB of ephemeral storage, and [deploy] ephemeral_storage_mb is {self.deploy.ephemeral_storage_mb}",
+                           "set ephemeral_storage_mb = 512 under [deploy] (the image's model needs no /tmp), or snapstart = false under [function]")
+        if self.deploy and fn.package == "efs" and not (self.deploy.vpc_id and self.deploy.subnet_ids):
+            raise _problem("a function that mounts EFS runs in a VPC: [deploy] needs vpc_id and subnet_ids",
+                           'set vpc_id = "vpc-..." and subnet_ids = ["subnet-..."] under [deploy], or package = "image" under [function] (no VPC)')
+        return self
 
     @model_validator(mode="after")
     def _datasync_through_the_writer(self) -> PipelineFile:
@@ -813,7 +837,7 @@ def _table_at(raw: dict | None, loc: tuple) -> dict:
 def _config_error(exc: PydanticValidationError, path: Path, raw: dict | None = None) -> ConfigError:
     problems = [_explain(e, raw) for e in exc.errors()]
     # a misspelt required key also shows up as a missing one: say the typo once
-    typos = {p.typo_of for p in problems}
+    typos = {p.typo_of for p in problems if p.typo_of}  # a problem of no key is never a typo's shadow
     problems = [p for p in problems if not (p.what.startswith("missing") and p.key in typos)]
     # a list whose every element failed is also "too short after validation": the elements' problems say it
     with_elements = {p.key.rsplit("[", 1)[0] for p in problems if p.key.endswith("]")}
@@ -980,7 +1004,8 @@ def load(path: str | Path = "pipeline.toml") -> Config:
         indexes=doc.index,
         find_links=doc.find_links,
         no_index=doc.no_index,
-        efs=doc.efs,
+        # an image never mounts EFS: without [efs] the stages that name a mount path (the tree smoke test) get Lambda's usual one
+        efs=doc.efs or EfsConfig(file_system_name=doc.function.name, mount_path="/mnt/hoist", root="/hoist"),
         function=doc.function,
         api_name=doc.api.name,
         build=doc.build,

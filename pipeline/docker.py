@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from . import proc
+from .errors import CommandError
 
 NO_COMMAND = "no docker command: install Docker (apt-get install docker.io) and start its daemon"
 
@@ -155,3 +156,67 @@ def run(image: str, argv: Sequence[str], *, name: str, on_line: Callable[[str], 
         return proc.run(run_command(image, argv, name=name, remove=False, **kw), what=f"docker run {image}", on_line=on_line, check=False)
     finally:
         remove(name)
+
+
+# ---------------------------------------------------------------- images as files, and registries (the image shape)
+
+
+def save(ref: str, dest: Path) -> None:
+    """``docker save`` of ``ref`` to ``dest`` (a tar with manifest.json, the config and uncompressed layers)."""
+    proc.run([command(), "save", "--output", str(dest), ref], what=f"docker save {ref}")
+
+
+def load(tar: Path) -> str:
+    """``docker load`` of an image tar (docker save's format); the daemon's last line ("Loaded image: ...")."""
+    out = proc.capture([command(), "load", "--input", str(tar)])
+    if out.returncode != 0:
+        raise CommandError(f"docker load {tar.name} failed", output_tail=out.stderr.strip()[-2000:], returncode=out.returncode)
+    return (out.stdout.strip().splitlines() or [""])[-1]
+
+
+def tag(source: str, dest: str) -> None:
+    proc.run([command(), "tag", source, dest], what=f"docker tag {dest}")
+
+
+def push(ref: str, on_line: Callable[[str], None] | None = None) -> str:
+    """``docker push`` of ``ref``; the registry's manifest digest (sha256:...), read off push's last line."""
+    _, output = proc.run([command(), "push", ref], what=f"docker push {ref}", on_line=on_line)
+    return push_digest(output, ref)
+
+
+def push_digest(output: str, ref: str) -> str:
+    """The digest in ``docker push``'s summary line ("<tag>: digest: sha256:<hex> size: <n>")."""
+    for line in reversed(output.splitlines()):
+        words = line.replace(":", " ").split()
+        if "digest" in words:
+            at = words.index("digest")
+            if len(words) > at + 2 and words[at + 1] == "sha256":
+                return f"sha256:{words[at + 2]}"
+    raise CommandError(f"docker push {ref} printed no digest", output_tail=output[-2000:])
+
+
+def login(registry: str, username: str, password: str) -> None:
+    """``docker login`` with the password on stdin (never in the process list): ECR's token from GetAuthorizationToken."""
+    out = proc.capture([command(), "login", "--username", username, "--password-stdin", registry], input=password)
+    if out.returncode != 0:
+        raise CommandError(f"docker login {registry} failed", output_tail=out.stderr.strip()[-2000:], returncode=out.returncode)
+
+
+def load_layout(layout: Path, image_id: str) -> None:
+    """An image layout folder (builder/image.py's: the OCI blobs and docker save's index) into the daemon, unless the
+    daemon has ``image_id`` (sha256:<config digest>) already; unchanged layers are not stored twice."""
+    import tarfile
+    import tempfile
+
+    if inspect(image_id) == image_id:
+        return
+    with tempfile.NamedTemporaryFile(dir=layout.parent, prefix=".image-load-", suffix=".tar") as tmp:
+        with tarfile.open(fileobj=tmp, mode="w") as tar:
+            for path in sorted(layout.rglob("*")):
+                if path.is_file() and not path.name.startswith("."):
+                    tar.add(path, arcname=path.relative_to(layout).as_posix())
+        tmp.flush()
+        load(Path(tmp.name))
+    if inspect(image_id) != image_id:
+        raise CommandError(f"docker load of {layout} did not give the image {image_id}", where=str(layout),
+                           fix="run `invoke build` again (the layout was changed or is incomplete)")

@@ -25,6 +25,9 @@ MANIFEST_NAME = "manifest.json"  # beside a set's site-packages/, and in each EF
 BUILD_RECORD_NAME = "build.json"  # dist/<target>/build.json
 MANIFEST_VERSION = 2  # 2: "identity" and "archive_index" (the published version's name covers the archives too)
 BUILD_RECORD_VERSION = 2  # 2: each set's "identity"
+# `docker save`'s index of an image archive (not a set's manifest): the image shape's layout in dist/ carries one beside
+# the OCI index so `docker load` takes it; builder/image.py writes it, base images' are read from `docker save`
+DOCKER_ARCHIVE_INDEX = "manifest.json"
 SYMLINK_MODE = 0o120777  # a symlink's entry: size and sha256 are of its target path
 
 
@@ -354,6 +357,32 @@ class Artifact:
 
 
 @dataclass(frozen=True)
+class ImageRecord:
+    """The image shape's artifact (builder/image.py): an OCI layout, the local tag docker load gives it, its digests."""
+
+    layout: Path  # the OCI layout folder
+    tag: str  # the local name (<repository>:<first 12 of the config digest>)
+    config_digest: str  # sha256:...: the image id; equal inputs give an equal one
+    manifest_digest: str  # sha256:... of the layout's manifest (uncompressed layers; a registry's, after push, differs)
+    base: str  # the base image, as named, @ its id here
+    platform: str  # linux/arm64 | linux/amd64
+    bytes: int  # every layer uncompressed: what Lambda's 10 GB limit counts
+    layers: tuple[tuple[str, str, int], ...]  # (what it holds, diff_id, bytes), lowest first
+    written: tuple[str, ...] = ()  # the layers this build wrote; the others were the previous build's
+
+    def as_json(self, root: Path) -> dict[str, Any]:
+        return {"layout": _relative(self.layout, root), "tag": self.tag, "config_digest": self.config_digest, "manifest_digest": self.manifest_digest,
+                "base": self.base, "platform": self.platform, "bytes": self.bytes,
+                "layers": [{"name": n, "diff_id": d, "bytes": b} for n, d, b in self.layers], "written": list(self.written)}
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any], root: Path) -> ImageRecord:
+        return cls(layout=root / doc["layout"], tag=doc["tag"], config_digest=doc["config_digest"], manifest_digest=doc["manifest_digest"], base=doc["base"],
+                   platform=doc["platform"], bytes=doc["bytes"], layers=tuple((x["name"], x["diff_id"], x["bytes"]) for x in doc["layers"]),
+                   written=tuple(doc.get("written") or ()))
+
+
+@dataclass(frozen=True)
 class SetRecord:
     """One set of a build: its tree and manifest (absolute paths once loaded)."""
 
@@ -380,6 +409,7 @@ class BuildRecord:
     warnings: tuple[str, ...] = ()
     version: int = BUILD_RECORD_VERSION
     path: Path | None = field(default=None, compare=False)  # where it was read from or written to
+    image: ImageRecord | None = None  # the image shape's image (pipeline/shapes.py); None for the EFS shape
 
     @property
     def target_name(self) -> str:
@@ -407,6 +437,7 @@ class BuildRecord:
             },
             "artifacts": {name: a.as_json(root) for name, a in self.artifacts.items()},
             "warnings": list(self.warnings),
+            **({"image": self.image.as_json(root)} if self.image else {}),
         }
 
     @classmethod
@@ -418,7 +449,8 @@ class BuildRecord:
         }
         return cls(target=doc["target"], builder=doc.get("builder", ""), builder_detail=doc.get("builder_detail", ""), sets=sets,
                    artifacts={name: Artifact.from_json(a, root) for name, a in (doc.get("artifacts") or {}).items()},
-                   warnings=tuple(doc.get("warnings", ())), version=doc.get("version", BUILD_RECORD_VERSION), path=path)
+                   warnings=tuple(doc.get("warnings", ())), version=doc.get("version", BUILD_RECORD_VERSION), path=path,
+                   image=ImageRecord.from_json(doc["image"], root) if doc.get("image") else None)
 
 
 def build_record_path(output: Path, target_name: str) -> Path:

@@ -63,6 +63,15 @@ class RuntimeAPI:
         self.first_next_at: float | None = None
         self.init_error_event = threading.Event()
         self.first_next = threading.Event()
+        # SnapStart (lambda-facts.md): the runtime calls restore/next after its before-snapshot hooks; the answer means
+        # "restored". ``snapshot_ready`` is set when it asks; ``restore()`` (after a real checkpoint and restore, or at
+        # once) lets the answer go; a failing after-restore hook posts to restore/error.
+        self.snapshot_ready = threading.Event()
+        self.snapshot_ready_at: float | None = None
+        self.restored = threading.Event()
+        self.restored_at: float | None = None
+        self.restore_error: dict | None = None
+        self.restore_error_event = threading.Event()
         self.server = QuietHTTPServer(("127.0.0.1", 0), self._handler())
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, name="runtime-api", daemon=True)
@@ -79,6 +88,11 @@ class RuntimeAPI:
     def __exit__(self, *exc) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+    def restore(self) -> None:
+        """Answer the runtime's pending (or next) ``restore/next``: the environment counts as restored from now."""
+        self.restored_at = time.monotonic()
+        self.restored.set()
 
     def submit(self, event: bytes, timeout_s: float) -> Invocation:
         inv = Invocation(request_id=str(uuid.uuid4()), event=event, deadline_ms=int((time.time() + timeout_s) * 1000))
@@ -111,6 +125,11 @@ class RuntimeAPI:
                 return self.rfile.read(length) if length else b""
 
             def do_GET(self):
+                if self.path == f"{API}/runtime/restore/next":
+                    api.snapshot_ready_at = time.monotonic()
+                    api.snapshot_ready.set()
+                    api.restored.wait()
+                    return self._reply(200, b"", {"Content-Type": "application/json"})
                 if self.path != f"{API}/runtime/invocation/next":
                     return self._reply(404, b'{"errorMessage":"not found"}')
                 if api.first_next_at is None:
@@ -129,6 +148,10 @@ class RuntimeAPI:
             def do_POST(self):
                 body = self._body()
                 parts = self.path[len(API):].strip("/").split("/")
+                if parts == ["runtime", "restore", "error"]:
+                    api.restore_error = _error(body, self.headers)
+                    api.restore_error_event.set()
+                    return self._reply(202, b'{"status":"OK"}')
                 if parts == ["runtime", "init", "error"]:
                     api.init_error = _error(body, self.headers)
                     api.init_error_event.set()

@@ -156,6 +156,7 @@ class SmokeResult:
     skipped_levels: tuple[SmokeResult, ...] | None = None
     sample_label: str | None = None
     sample_expected: str | None = None  # set (with sample_label) when the model folder's sample was classified
+    snapstart: dict[str, Any] | None = None  # the image shape (validate/image.py): init to snapshot, restore to first answer, the hooks' times
 
     def as_json(self) -> dict[str, Any]:
         doc: dict[str, Any] = {"run": self.run}
@@ -179,6 +180,8 @@ class SmokeResult:
                 doc["log_tail"] = self.log_tail
             if self.events:
                 doc["events"] = [a.as_json() for a in self.events]
+            if self.snapstart is not None:
+                doc["snapstart"] = self.snapstart
             if self.runner is not None:
                 order: tuple[str, ...] = ("runner", "machine", "distance", "root", "python", "emulated")
             elif self.image is not None:
@@ -202,7 +205,7 @@ class SmokeResult:
             handler_result=doc.get("handler_result"), activation=doc.get("activation"), log_tail=doc.get("log_tail"), events=tuple(SmokeAnswer.from_json(a) for a in doc.get("events") or ()),
             python=doc.get("python"), machine=doc.get("machine"), emulated=doc.get("emulated"), distance=doc.get("distance"), root=doc.get("root"),
             runner=doc.get("runner"), skipped_levels=tuple(cls.from_json(a) for a in skipped) if skipped is not None else None,
-            sample_label=doc.get("sample_label"), sample_expected=doc.get("sample_expected"),
+            sample_label=doc.get("sample_label"), sample_expected=doc.get("sample_expected"), snapstart=doc.get("snapstart"),
         )
 
 

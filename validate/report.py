@@ -61,6 +61,13 @@ def print_report(console: Console, report: ValidationReport, show_info: bool = T
             console.print(f"    {escape(line)}")
         if smoke.report:
             console.print(f"    {escape(smoke.report)}")
+        if smoke.snapstart:  # the image shape (validate/image.py)
+            snap = smoke.snapstart
+            hooks = (snap.get("hooks") or {}).get("ms") or {}
+            kind = "emulated (QEMU): not Lambda's figures" if snap.get("emulated") else "measured here, not on Lambda"
+            console.print(f"    SnapStart {'on' if snap.get('snapstart') else 'off'}: init to snapshot {snap.get('init_to_snapshot_ms', '-')} ms, "
+                          f"restore to first answer {snap.get('restore_to_first_answer_ms', '-')} ms; hooks: "
+                          + (", ".join(f"{k} {v} ms" for k, v in hooks.items()) or "not reported by the handler") + f" ({kind})")
         if smoke.sample_expected is not None:
             console.print(f"    sample: {escape(str(smoke.sample_label))} (expected {escape(smoke.sample_expected)})")
         for skipped in smoke.skipped_levels or ():

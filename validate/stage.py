@@ -19,6 +19,7 @@ from pipeline.dists import owner_of, owners
 from pipeline.errors import ValidationError
 from pipeline.globs import matches
 from pipeline.records import BuildRecord, SlimRecord, load_build_record, load_manifest
+from pipeline.shapes import shape_of
 from pipeline.targets import facts, lambda_target
 
 from .checks import RULES, Finding, SmokeResult, ValidationReport, validate
@@ -180,8 +181,30 @@ def from_record(config: Config, record: BuildRecord, *, smoke_level: str = "auto
         inputs = dataclasses.replace(inputs, events=(classify_event(sample_image.read_bytes(), ctype), *events))
     else:
         inputs = dataclasses.replace(inputs, events=events)
+    if shape_of(config).validates == "image":  # the image itself, not the trees beside a base image
+        return _check_sample(_with_image_smoke(config, record, report, inputs, smoke_level, on_line), expect)
     report = _with_smoke(report, inputs, smoke_level, image, fix_for=_import_fix(trees, slim_docs), on_line=on_line)
     return _check_sample(report, expect)
+
+
+def _with_image_smoke(config: Config, record: BuildRecord, report: ValidationReport, inputs: SmokeInputs, level: str, on_line=None) -> ValidationReport:
+    """The image shape: the size Lambda allows, then the image run as Lambda publishes and restores it."""
+    from .image import ImageSmokeInputs, size_findings, smoke_image
+
+    if record.image is None:
+        path = record.path or config.build_json(record.target_name)
+        raise ValidationError(f"{path.name} names no image, and [function] package is \"image\"", where=str(path),
+                              fix=f"run `invoke build --target {record.target_name}` (it builds the image for this shape)")
+    findings = tuple(size_findings(record.image))
+    if level == "none":
+        return dataclasses.replace(report, findings=report.findings + findings)
+    if on_line:
+        on_line(f"smoke test of the image {record.image.tag} ({record.image.platform}), through its own runtime client")
+    result, more = smoke_image(record.image, report.target,
+                               ImageSmokeInputs(function_name=config.function.name, memory_mb=config.function.memory_mb, timeout_s=config.function.timeout_s,
+                                                snapstart=shape_of(config).snapstart, events=inputs.events, environment=dict(config.function.environment)),
+                               on_line=on_line)
+    return dataclasses.replace(report, findings=report.findings + findings + tuple(more), smoke=result)
 
 
 def classify_event(image: bytes, ctype: str = "image/png") -> bytes:

@@ -327,3 +327,41 @@ class MountTargetsFirst(CloudFormationLintRule):
             if missing:
                 matches.append(RuleMatch(["Resources", name], f"{name}: DependsOn lacks mount target(s) {', '.join(missing)}"))
         return matches
+
+
+# E9008: SnapStart's exclusions, and an image pinned by digest.
+
+DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
+
+
+class SnapStartAndImages(CloudFormationLintRule):
+    id = "E9008"
+    shortdesc = "SnapStart without EFS or large /tmp; images pinned by digest"
+    description = ("SnapStart excludes EFS (FileSystemConfigs) and ephemeral storage over 512 MB; a PackageType Image function names its image "
+                   "by digest (a tag can move, and an immutable repository's tag is still not what the version ran); its repository scans on push "
+                   "and has immutable tags.")
+    source_url = "https://docs.aws.amazon.com/lambda/latest/dg/snapstart.html"
+    tags: ClassVar[list[str]] = ["hoist", "lambda", "snapstart", "ecr"]
+
+    def match(self, cfn):
+        matches = []
+        for name, res in resources(cfn, "AWS::Lambda::Function").items():
+            p = props(res)
+            snap = (p.get("SnapStart") or {}).get("ApplyOn") == "PublishedVersions"
+            where = ["Resources", name, "Properties"]
+            if snap and p.get("FileSystemConfigs"):
+                matches.append(RuleMatch(where + ["FileSystemConfigs"], f"{name}: SnapStart cannot be used with EFS (FileSystemConfigs)"))
+            size = (p.get("EphemeralStorage") or {}).get("Size")
+            if snap and isinstance(size, int) and size > 512:
+                matches.append(RuleMatch(where + ["EphemeralStorage"], f"{name}: SnapStart takes at most 512 MB of ephemeral storage, found {size}"))
+            if p.get("PackageType") == "Image":
+                uri = (p.get("Code") or {}).get("ImageUri")
+                if not (isinstance(uri, str) and DIGEST.search(uri)):
+                    matches.append(RuleMatch(where + ["Code", "ImageUri"], f"{name}: ImageUri must end in @sha256:<digest>, found {uri!r}"))
+        for name, res in resources(cfn, "AWS::ECR::Repository").items():
+            p = props(res)
+            if p.get("ImageTagMutability") != "IMMUTABLE":
+                matches.append(RuleMatch(["Resources", name, "Properties"], f"{name}: ImageTagMutability must be IMMUTABLE"))
+            if (p.get("ImageScanningConfiguration") or {}).get("ScanOnPush") is not True:
+                matches.append(RuleMatch(["Resources", name, "Properties"], f"{name}: ImageScanningConfiguration ScanOnPush must be true"))
+        return matches

@@ -17,6 +17,9 @@ One job per module:
   in, proxy responses out, the 4xx contract (``BadRequest``);
 - ``images``: decode PNG/JPEG safely and preprocess into a tensor;
 - ``aws``: one S3 client per execution environment;
+- ``snapstart``: SnapStart's hooks, one call (``snapstart.prepare(warm=...)``):
+  a warm-up inference and release before the snapshot; reseeded generators
+  and fresh clients after each restore;
 - ``log``: one JSON line per event.
 
 ``app.py`` beside this package is the demo handler built from these parts; a

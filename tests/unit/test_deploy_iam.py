@@ -16,6 +16,7 @@ Pages the model and these cases follow (besides tests/iam_model.py's):
 """
 from __future__ import annotations
 
+import dataclasses
 import re
 
 import pytest
@@ -65,6 +66,13 @@ def templates(tmp_path_factory, wheelhouse):
         deploy_project(root, wheelhouse, extra)
         cfg = load(root)
         out += [render(cfg, release()), render(cfg, None, storage_only=True)]
+    # the image shape (pipeline/shapes.py), here with the VPC the user gave: the repository, no EFS
+    root = tmp_path_factory.mktemp("image")
+    deploy_project(root, wheelhouse, replace={'name = "test-fn"': 'name = "test-fn"\npackage = "image"'})
+    image_release = dataclasses.replace(release(), function_key="", layer_key=None, efs_version="", model_prefix="",
+                                        image_uri="123456789012.dkr.ecr.eu-west-1.amazonaws.com/hoist/test-fn@sha256:" + "e" * 64)
+    out += [render(load(root), image_release), render(load(root), None, storage_only=True)]
+    assert "AWS::ECR::Repository" in {r["Type"] for r in out[-1]["Resources"].values()}
     return out
 
 
@@ -215,3 +223,13 @@ def test_the_subject_parameter_takes_one_environment_and_no_wildcard(subject, ok
     pattern = iam.bootstrap()["Parameters"]["GitHubSubject"]["AllowedPattern"]
     assert bool(re.fullmatch(pattern, subject)) is ok
     assert "StringLike" not in str(iam.deployer_trust())
+
+
+@pytest.mark.parametrize("action", ["ecr:InitiateLayerUpload", "ecr:UploadLayerPart", "ecr:CompleteLayerUpload", "ecr:PutImage", "ecr:BatchCheckLayerAvailability"])
+def test_the_deployer_pushes_into_the_stacks_repositories_only(bootstrap, action):
+    """docker push's calls (ECR user guide, "Pushing an image": the layer upload API and PutImage), on hoist/<function> only."""
+    repo = f"arn:aws:ecr:eu-west-1:{ACCOUNT}:repository/hoist/test-fn"
+    assert as_deployer(bootstrap, action, repo) == ALLOW
+    assert as_deployer(bootstrap, action, f"arn:aws:ecr:eu-west-1:{ACCOUNT}:repository/someone-else") == IMPLICIT
+    assert as_deployer(bootstrap, "ecr:GetAuthorizationToken") == ALLOW  # docker login's token
+    assert as_deployer(bootstrap, "ecr:DeleteRepository", repo) == IMPLICIT  # teardown --delete-data is an administrator's, as the file system's deletion is

@@ -244,3 +244,11 @@ def test_every_question_refuses_cleanly_without_a_terminal_and_says_what_was_not
     with pytest.raises(Exit) as err:
         tasks._confirm("remove 2 version(s)?", yes=False, refused="nothing removed")
     assert err.value.code == 1 and err.value.message == "nothing removed"
+
+
+def test_sync_efs_of_an_image_target_says_there_is_nothing_to_sync(project):
+    path = project / "pipeline.toml"
+    path.write_text(path.read_text().replace('name = "test-fn"', 'name = "test-fn"\npackage = "image"'))
+    with pytest.raises(Exit) as err:
+        tasks.sync_efs(MockContext(), config=str(path))
+    assert err.value.code == 1 and "nothing to sync" in str(err.value.message) and "invoke deploy" in str(err.value.message)

@@ -103,7 +103,7 @@ def test_release_runs_on_tags_or_by_hand_with_least_permissions_and_never_overla
     assert "inputs.environment" in job["environment"]
     steps = job["steps"]
     runs = [s.get("run", "") for s in steps]
-    order = [next(i for i, r in enumerate(runs) if r.startswith(cmd)) for cmd in ("invoke build", "invoke validate", "invoke deploy --yes")]
+    order = [next(i for i, r in enumerate(runs) if cmd in r) for cmd in ("invoke build", "invoke validate", "invoke deploy --yes")]  # deploy: in the shape's branch
     assert order == sorted(order)
     creds = next(i for i, s in enumerate(steps) if s.get("uses", "").startswith("aws-actions/configure-aws-credentials@"))
     assert order[1] < creds < order[2], "credentials are assumed only after build and validate, right before deploy"
@@ -196,7 +196,29 @@ def test_an_arm64_target_releases_on_github_s_arm64_runner_natively_and_emulates
     """Issue 23, 20. GitHub's ubuntu-24.04-arm runner (changelog 2025-01-16) runs arm64 code natively: no QEMU there.
     The repository's pipeline.toml targets arm64; an x86_64 target stays on ubuntu-24.04; a runner forced by
     HOIST_RUNNER to another CPU (a private repository without arm64 runners) emulates."""
-    assert _pick(tmp_path, (REPO / "pipeline.toml").read_text()) == {"label": "ubuntu-24.04-arm", "emulate": "false"}
+    assert _pick(tmp_path, (REPO / "pipeline.toml").read_text()) == {"label": "ubuntu-24.04-arm", "emulate": "false", "shape": "efs"}
     x86 = 'default_target = "fn"\n[targets.fn]\nkind = "lambda"\narch = "x86_64"\n'
-    assert _pick(tmp_path, x86) == {"label": "ubuntu-24.04", "emulate": "false"}
-    assert _pick(tmp_path, (REPO / "pipeline.toml").read_text(), override="ubuntu-24.04") == {"label": "ubuntu-24.04", "emulate": "true"}
+    assert _pick(tmp_path, x86) == {"label": "ubuntu-24.04", "emulate": "false", "shape": "efs"}
+    assert _pick(tmp_path, (REPO / "pipeline.toml").read_text(), override="ubuntu-24.04") == {"label": "ubuntu-24.04", "emulate": "true", "shape": "efs"}
+
+
+def _deploy_command(tmp_path, shape: str) -> str:
+    """What the release's deploy step runs for a shape: its script, with invoke replaced by an echo."""
+    step = next(s for s in load("release.yml")["jobs"]["release"]["steps"] if str(s.get("name", "")).startswith("Deploy"))
+    fake = tmp_path / "bin"
+    fake.mkdir(exist_ok=True)
+    (fake / "invoke").write_text('#!/bin/sh\necho "invoke $*"\n')
+    (fake / "invoke").chmod(0o755)
+    env = {"PATH": f"{fake}:{os.environ['PATH']}", "SHAPE": shape}
+    assert step["env"]["SHAPE"] == "${{ needs.runner.outputs.shape }}"  # from the pick step, never interpolated into the script
+    return subprocess.run(["bash", "-e", "-c", step["run"]], env=env, check=True, capture_output=True, text=True, timeout=60).stdout.strip()
+
+
+def test_an_image_target_releases_by_pushing_its_image_and_an_efs_target_syncs_through_datasync(tmp_path):
+    """Issue 24: `invoke build` builds the image, `invoke deploy` pushes it (apply) and pins the registry's digest; no DataSync."""
+    image = 'default_target = "fn"\n[targets.fn]\nkind = "lambda"\narch = "x86_64"\n[function]\npackage = "image"\n'
+    assert _pick(tmp_path, image)["shape"] == "image"
+    assert _deploy_command(tmp_path, "image") == "invoke deploy --yes"
+    assert _deploy_command(tmp_path, "efs") == "invoke deploy --yes --sync-method datasync"
+    names = [str(s.get("name", "")) for s in load("release.yml")["jobs"]["release"]["steps"]]
+    assert names.index("Build") < next(i for i, n in enumerate(names) if n.startswith("Deploy"))  # the image is built before the push
