@@ -301,7 +301,7 @@ def deploy(c, config=None, target=None, dry_run=False, yes=False, storage_only=F
     result = deployer.apply(plan, smoke_test=not (no_smoke or storage_only))
     print_result(console, result)
     if storage_only:
-        console.print("storage is in place: set up the writers (README, First deploy on AWS), then `invoke deploy`")
+        console.print("storage is in place: set up the writers (docs/deploy.md, First deploy on AWS), then `invoke deploy`")
     if result.version_test is not None and not result.version_test.ok:
         raise Exit(f"error: version {result.state.outputs.get('FunctionVersion')} failed its test; alias live stays on version {result.live}", code=1)
     if not result.ok:
