@@ -332,7 +332,7 @@ def deploy(c, config=None, target=None, dry_run=False, yes=False, storage_only=F
     if storage_only:
         from pipeline.shapes import shape_of
 
-        console.print("storage is in place: " + ("set up the writers (README, First deploy on AWS), then `invoke deploy`" if shape_of(cfg).uses_efs else
+        console.print("storage is in place: " + ("set up the writers (docs/deploy.md, First deploy on AWS), then `invoke deploy`" if shape_of(cfg).uses_efs else
                                                   "the image repository exists; `invoke deploy` pushes the image, then creates the function"))
     if result.version_test is not None and not result.version_test.ok:
         raise Exit(f"error: version {result.state.outputs.get('FunctionVersion')} failed its test; alias live stays on version {result.live}", code=1)

@@ -301,7 +301,7 @@ def _check_runtime(config: Config, target: Target, rules: dict[str, Rules], prog
     if runner is None:
         raise BuildError(
             f"no runtime for {target.describe()} can run here to import-check the trees: {why}",
-            where=f"target {target.name}, the import check (README, Slimming)",
+            where=f"target {target.name}, the import check (docs/build.md, Slimming)",
             fix="install what the runtime named above needs and run again (as root the build installs qemu-user-static, binfmt-support and "
                 "debootstrap itself and prepares the Debian root, ~8 minutes once); or opt out, knowing what it costs, with "
                 f"`invoke build --no-import-check` or `import_check = false` under [build] in {config.path.name}: {importcheck.OPT_OUT_COST}",

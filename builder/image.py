@@ -346,7 +346,7 @@ def build_image(*, layout: Path, base: BaseImage, platform: str, sets: dict[str,
     atomic_write_json(record, {"format": LAYER_FORMAT, "layers": [layer.as_json() for layer in layers]})
     if total > IMAGE_LIMIT_BYTES:
         raise BuildError(f"the image is {total:,} bytes unpacked, over Lambda's 10 GB container image limit ({IMAGE_LIMIT_BYTES:,})",
-                         where=str(layout), fix="slim the heavy set (README, Slimming), or move the model to S3 (HOIST_MODEL_S3) out of the image")
+                         where=str(layout), fix="slim the heavy set (docs/build.md, Slimming), or move the model to S3 (HOIST_MODEL_S3) out of the image")
     return ImageBuild(layout=layout, tag=tag, config_digest=config_digest, manifest_digest=manifest_digest, base=f"{base.ref}@{base.image_id}",
                       layers=tuple(layers), bytes=total, written=tuple(written))
 

@@ -49,7 +49,7 @@ UNOWNED = "(not in any RECORD)"  # builder/slim.py's name for files no RECORD li
 # the build key's import check of a set whose user opted out (build.import_check = false, --no-import-check)
 OPTED_OUT = "opted out"
 OPTED_OUT_WHY = "opted out (build.import_check = false in pipeline.toml, `invoke build --no-import-check` or HOIST_IMPORT_CHECK=off)"
-# what opting out costs, in the figures of the demo (README, Cold start; issue 22)
+# what opting out costs, in the figures of the demo (docs/cold-start.md)
 OPT_OUT_COST = ("slimming is then not import-verified (an import it breaks shows on Lambda, not here), and the efs tree has no hot set: "
                 "its archives hold every file and each cold start reads and keeps them all in memory (the demo: 54.8 MB of archives, "
                 "160 MB held for the environment's life and 232 MB at peak; 4.21 s against 2.31 s with its hot set)")

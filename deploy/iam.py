@@ -207,7 +207,7 @@ SUBJECT_PATTERN = r"^repo:[^*?:]+/[^*?:]+:environment:[^*?:]+$"
 
 def deployer_trust() -> dict:
     """GitHub's OIDC provider, for exactly one subject: the release's environment, in the format the repository sends
-    (README, "Releasing from GitHub Actions": how to tell which)."""
+    (docs/deploy.md, "Releasing from GitHub Actions": how to tell which)."""
     return {"Version": "2012-10-17", "Statement": [{
         "Sid": "TheReleaseEnvironmentOfOneRepository", "Effect": "Allow", "Action": "sts:AssumeRoleWithWebIdentity",
         "Principal": {"Federated": sub(f"arn:${{AWS::Partition}}:iam::${{AWS::AccountId}}:oidc-provider/{OIDC}")},

@@ -78,7 +78,7 @@ def hydration_problem(health: dict, archives: bool) -> str | None:
         if health.get("hydrated") is True:
             return None
         return ("GET /health does not say what activation did (no 'activation': hoist_lambda.activate.report()), and the version has archives: "
-                "add it to the handler's health answer (README, Your own handler)")
+                "add it to the handler's health answer (docs/handler.md, Your own handler)")
     if activation.get("hydrated"):
         return None
     return f"the version has archives, but the init imported from the tree instead of hydrating: {activation.get('why') or 'not said'} (the function's log has the details)"

@@ -164,7 +164,7 @@ class DeployResult:
 def deploy_config(config: Config) -> DeployConfig:
     if config.deploy is None:
         raise DeployError("pipeline.toml has no [deploy] section", where=f"{config.path.name}: deploy",
-                          fix="add [deploy] with stack_name, region, artifact_bucket, vpc_id and subnet_ids (README, Deploy)")
+                          fix="add [deploy] with stack_name, region, artifact_bucket, vpc_id and subnet_ids (docs/deploy.md)")
     return config.deploy
 
 
@@ -227,7 +227,7 @@ class Deployer:
         if fs_missing and not dry_run:
             raise DeployError(f"stack {self.dcfg.stack_name} creates the EFS file system, and it does not exist yet: there is nowhere to sync the tree",
                               where=f"stack {self.dcfg.stack_name}",
-                              fix="run `invoke deploy --storage-only` first, set up the writers (README, First deploy on AWS), then `invoke deploy`; "
+                              fix="run `invoke deploy --storage-only` first, set up the writers (docs/deploy.md, First deploy on AWS), then `invoke deploy`; "
                                   "or set deploy.file_system_id/access_point_id")
         if fs_missing:
             unchecked.append("the EFS side: the stack's file system does not exist yet" + (" (or could not be read offline)" if self.offline else "")
@@ -318,7 +318,7 @@ class Deployer:
             return ()
         return (f"sync method local writes the EFS version into {self.config.sync.local_path} on this machine: that must be the stack's file "
                 "system mounted here through the writer access point, or the function finds nothing; otherwise set [sync] method = "
-                '"bastion" or "datasync" (README, First deploy on AWS), or pass --sync-method',)
+                '"bastion" or "datasync" (docs/deploy.md, First deploy on AWS), or pass --sync-method',)
 
     def _zones(self, unchecked: list[str]) -> dict[str, str] | None:
         if not self.dcfg.creates_file_system:
@@ -377,7 +377,7 @@ class Deployer:
             self._refuse_mount_target_replacement(cs, zones, mounts)
         if not self.dcfg.cloudformation_role_arn:
             warnings += ("no deploy.cloudformation_role_arn: CloudFormation acts with your own credentials, which then need the right to "
-                         "create roles (README, The deployer's permissions); set it to the bootstrap stack's CloudFormationRoleArn",)
+                         "create roles (docs/permissions.md, The deployer's permissions); set it to the bootstrap stack's CloudFormationRoleArn",)
         return DeployPlan(target=self.tcfg.target.name, stack_name=self.dcfg.stack_name, storage_only=storage_only, dry_run=dry_run, release=release,
                           artifacts=plan_, uploaded=(), sync=sync, before=state, live_version=live, change_set=cs, template_path=template_path,
                           warnings=warnings, unchecked=tuple(unchecked), sync_job=sync_job)

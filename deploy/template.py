@@ -124,7 +124,7 @@ CLIENT_MOUNT, CLIENT_WRITE, CLIENT_ROOT = "elasticfilesystem:ClientMount", "elas
 
 
 def file_system_policy() -> dict:
-    """Who may mount and write, as EFS evaluates it (docs/design.md, "Deploy"; README, "What the file system policy holds").
+    """Who may mount and write, as EFS evaluates it (docs/design.md, "Deploy"; docs/permissions.md, "What the file system policy holds").
 
     EFS allows a client action that *either* the caller's identity policy *or* this policy allows, and only an
     explicit deny in either beats an allow (EFS user guide, "Using IAM to control access to file systems"). So the
@@ -422,7 +422,7 @@ def _function(config: Config, dcfg: DeployConfig, release: Release, fs_arn, ap_a
     if shape.artifact == "image":
         props = _image_props(props, release, shape)
     if fn.reserved_concurrency != "unreserved":
-        # a cap on environments is a cap on cold starts, each reading hundreds of MB from EFS (README, "Cost of a cold start")
+        # a cap on environments is a cap on cold starts, each reading hundreds of MB from EFS (docs/cold-start.md, "Cost of a cold start")
         props["ReservedConcurrentExecutions"] = fn.reserved_concurrency
     # the function cannot mount EFS before a mount target exists in its subnets
     res["Function"] = {"Type": "AWS::Lambda::Function", "Properties": props}
@@ -454,7 +454,7 @@ def _function(config: Config, dcfg: DeployConfig, release: Release, fs_arn, ap_a
         res[f"{logical}Route"] = {"Type": "AWS::ApiGatewayV2::Route",
                                   "Properties": {"ApiId": ref("HttpApi"), "RouteKey": f"{method} {path}", "Target": sub("integrations/${Integration}")}}
         # one permission per route: the API may call the alias on these routes only (its one stage, $default, is "*" here:
-        # the stage segment's form for $default is not verified, README "What is not verified")
+        # the stage segment's form for $default is not verified, docs/untested.md, "What is not verified")
         res[f"{logical}Permission"] = {
             "Type": "AWS::Lambda::Permission",
             "Properties": {"Action": "lambda:InvokeFunction", "FunctionName": ref("LiveAlias"), "Principal": "apigateway.amazonaws.com",

@@ -20,7 +20,7 @@ MAX_ATTEMPTS = 8
 # stage meets it (the staging bucket, the artifact bucket...), over ERRORS. A stage names its context.
 _EXPIRED = ("the AWS credentials have expired", "refresh them (aws sso login, or new session credentials) and run again")
 _INVALID = ("the AWS credentials are not valid", "check AWS_PROFILE / AWS_ACCESS_KEY_ID")
-_DENIED = ("AWS refused the request (missing permission)", "grant the caller this action on this resource (see README, Deploy: the deployer's permissions)")
+_DENIED = ("AWS refused the request (missing permission)", "grant the caller this action on this resource (see docs/permissions.md, The deployer's permissions)")
 _THROTTLED = ("AWS kept throttling the request after retries", "run again later, or raise AWS_MAX_ATTEMPTS")
 _OTHER_REGION = ("the bucket is in another region", "set the region of the bucket in pipeline.toml, or use a bucket in this region")
 ERRORS: dict[str, tuple[str, str]] = {

@@ -49,7 +49,7 @@ BINFMT_DIR = Path("/proc/sys/fs/binfmt_misc")
 # Lambda's arm64 runs on AWS Graviton processors (docs/design.md, 3.14): Neoverse N1 (Graviton2,
 # Armv8.2) is the oldest of them, so code that needs a newer CPU fails here as it could there.
 # QEMU's default, "max", also emulates pointer authentication, which Debian's arm64 binaries use in
-# every function: the import check of the demo took 4-8x longer under it (README, Benchmarks).
+# every function: the import check of the demo took 4-8x longer under it (docs/benchmarks.md).
 QEMU_CPU = {"aarch64": "neoverse-n1"}
 
 

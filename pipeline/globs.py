@@ -17,7 +17,7 @@ name). By default ("segment" semantics):
 ``crossing=True`` is what [validate] waive patterns have always meant (they were
 matched by ``fnmatch``, and users' waivers rely on ``efs:torch/*`` covering the
 whole folder): ``*``, ``?`` and classes match "/" too, so ``**`` is the same as
-``*`` and ``**/`` needs at least one folder. README ("invoke validate") and
+``*`` and ``**/`` needs at least one folder. docs/validate.md ("invoke validate") and
 tests/unit/test_globs.py pin both.
 """
 from __future__ import annotations

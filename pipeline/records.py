@@ -303,7 +303,7 @@ class Manifest:
         why = check.why if check is not None and check.why else "build.import_check = false"
         return (f"this EFS tree was built without its hot set (no import check ran: {why}), so its archives hold every file: each cold start "
                 f"reads {read / 1e6:,.1f} MB of them and holds {held / 1e6:,.1f} MB in memory during init, and its init takes about 1.5x "
-                "as long as with the hot set (README, Cold start: 'every file')")
+                "as long as with the hot set (docs/cold-start.md: 'every file')")
 
     def with_files(self, files: list[FileEntry] | tuple[FileEntry, ...], content_hash: str) -> Manifest:
         """The same manifest over other files (their totals follow)."""

@@ -200,7 +200,7 @@ echo "held $age $(cat {_q(lock)}/owner 2>/dev/null)"
             f"{who} cannot create {plan.base}: {ran.stderr.strip() or 'permission denied'}",
             where=plan.where,
             fix="a new file system's root belongs to root (mode 755): mount it through the writer access point and set "
-                "sync.bastion.through_access_point = true (README, First deploy on AWS), or create the folder once: "
+                "sync.bastion.through_access_point = true (docs/deploy.md, First deploy on AWS), or create the folder once: "
                 "sudo install -d -o <writer uid> -g <writer gid> <efs_path>/<efs.root>",
         )
     if ran.returncode != 0:

@@ -67,7 +67,7 @@ def size_findings(image: ImageRecord) -> list[Finding]:
     if image.bytes <= IMAGE_LIMIT_BYTES:
         return []
     return [Finding("error", "size", image.tag, None, f"the image is {image.bytes:,} bytes unpacked, over Lambda's 10 GB container image limit ({IMAGE_LIMIT_BYTES:,})",
-                    "slim the heavy set (README, Slimming), or move the model to S3 (HOIST_MODEL_S3), then `invoke build`")]
+                    "slim the heavy set (docs/build.md, Slimming), or move the model to S3 (HOIST_MODEL_S3), then `invoke build`")]
 
 
 def _environment(inputs: ImageSmokeInputs, api: RuntimeAPI, target: Target) -> dict[str, str]:

@@ -210,7 +210,7 @@ def hydration_findings(inputs: SmokeInputs, activation: dict | None, where: str)
     if activation is None:
         return [Finding("error", "smoke-hydrate", where, None,
                         "the handler did not activate the EFS tree through hoist_lambda.activate, so the archives beside it are never read: every cold start imports from EFS",
-                        "call hoist_lambda.activate.activate() at the top of the handler module, before importing from the tree (README, Your own handler)")]
+                        "call hoist_lambda.activate.activate() at the top of the handler module, before importing from the tree (docs/handler.md, Your own handler)")]
     if not activation.get("hydrated"):
         why = activation.get("why") or "not said"
         fix = {"HOIST_HYDRATE=0": "remove HOIST_HYDRATE from [function] environment in pipeline.toml"}.get(why,
@@ -350,7 +350,7 @@ def init_findings(result: SmokeResult) -> list[Finding]:
     """A warning when the measured init passes Lambda's 10 s on the target's own CPU (none for an emulated CPU)."""
     _, warning = init_report(result.init_ms, emulated=bool(result.emulated))
     return [Finding("warning", "smoke-init-over-10s", None, None, warning,
-                    "make the init lighter: fewer imports at init, HOIST_PREFETCH (README, Cold start); the figure is this machine's CPU, not Lambda's")] if warning else []
+                    "make the init lighter: fewer imports at init, HOIST_PREFETCH (docs/cold-start.md); the figure is this machine's CPU, not Lambda's")] if warning else []
 
 
 LEVELS = {"1": "a CPython of the target's version on this machine", "2": "the Lambda base image in Docker", "3": "an emulated Debian CPython"}

@@ -23,5 +23,5 @@ One job per module:
 - ``log``: one JSON line per event.
 
 ``app.py`` beside this package is the demo handler built from these parts; a
-handler of your own imports them the same way (README, "Your own handler").
+handler of your own imports them the same way (docs/handler.md, "Your own handler").
 """

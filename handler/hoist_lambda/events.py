@@ -124,7 +124,7 @@ def write_output(request_id: str, doc: dict) -> bool:
     On the response path on purpose: Lambda freezes the environment once the
     handler returns, so a write left to a background thread may wait frozen
     until the next request, or be lost with the environment. Its cost is in
-    `invoke bench serve` (README)."""
+    `invoke bench serve` (docs/benchmarks.md)."""
     target = os.environ.get("HOIST_OUTPUT_S3", "")
     if not target:
         return False

@@ -356,12 +356,12 @@ def test_an_own_rgb_torchscript_model_with_torchvision_preprocessing_classifies_
     assert "labels.json" in str(err.value) and "4 labels" in str(err.value) and "5 outputs" in str(err.value)
 
 
-def test_the_readmes_own_handler_example_passes_the_deploys_smoke_test(server, root):
-    """README "Your own handler", verbatim, behind serve: deploy's own smoke test (health, on_path, the sample's label) passes."""
+def test_the_docs_own_handler_example_passes_the_deploys_smoke_test(server, root):
+    """docs/handler.md "Your own handler", verbatim, behind serve: deploy's own smoke test (health, on_path, the sample's label) passes."""
     from compose.serve import start
     from deploy.smoke import smoke
 
-    code = (REPO / "README.md").read_text().split("```python\n# handler/my_handler.py", 1)[1].split("```", 1)[0]
+    code = (REPO / "docs" / "handler.md").read_text().split("```python\n# handler/my_handler.py", 1)[1].split("```", 1)[0]
     (root / "handler" / "my_handler.py").write_text("# handler/my_handler.py" + code)
     toml = (root / "pipeline.toml").read_text().replace('handler = "app.handler"', 'handler = "my_handler.handler"')
     assert 'handler = "my_handler.handler"' in toml

@@ -217,3 +217,27 @@ def test_the_permissions_page_lists_every_statement_of_every_role_with_its_actio
                                           ({"Ref": "Boundary"}, "<Boundary>"), ("*", "*")])
 def test_cloudformation_values_are_shown_as_written(value, shown):
     assert reference._value(value) == shown
+
+
+# ---------------------------------------------------------------- the README
+
+
+def test_the_readme_is_a_front_door_whose_links_reach_pages_of_the_site():
+    """The README fits on a few screens, gives the path to a served prediction in its first screenful, and every
+    link of it names a page of the site that exists, with its anchor (strict mode checks docs/, not the README)."""
+    readme = (REPO / "README.md").read_text()
+    lines = readme.splitlines()
+    assert len(lines) <= 150
+    first_screen = "\n".join(lines[:50])
+    for step in ("python3 -m pip install -r requirements/tooling.txt && invoke build", "invoke validate", "invoke serve", "http://127.0.0.1:8000"):
+        assert step in first_screen, step
+    assert "python3 -m pip install -r requirements/tooling.txt && invoke test" in readme
+    nav = json.dumps(_site_config()["nav"])
+    links = re.findall(r"\]\((docs/[^)#]+)(?:#([^)]+))?\)", readme)
+    assert len(links) > 10
+    for path, anchor in links:
+        page = REPO / path
+        assert page.is_file() and f'"{path.removeprefix("docs/")}"' in nav, path
+        if anchor:  # the heading's id as MkDocs makes it (toc's slugify: lower case, punctuation dropped, spaces to -)
+            ids = {re.sub(r"[\s]+", "-", re.sub(r"[^\w\s-]", "", h.strip().lower())) for h in re.findall(r"^#+ (.+)$", page.read_text(), re.M)}
+            assert anchor in ids, (path, anchor)

@@ -445,7 +445,7 @@ def test_a_failed_first_create_leaks_nothing_and_a_teardown_keeps_the_data(cfg):
 def test_the_docs_say_throttling_is_per_route_and_a_target(cfg):
     """API Gateway developer guide, "Throttle requests to your HTTP APIs" (http-api-throttling.html): the stage's default
     route settings apply to each route, and throttling is best effort, a target rather than a ceiling. With Hoist's
-    routes the API as a whole can pass len(ROUTES) times the rate; the help and the README must say so."""
+    routes the API as a whole can pass len(ROUTES) times the rate; the help and the docs ("Cost of a cold start") must say so."""
     from pipeline.config import ApiConfig
     from pipeline.routes import ROUTES
 
@@ -454,6 +454,6 @@ def test_the_docs_say_throttling_is_per_route_and_a_target(cfg):
     assert len(routes) == len(ROUTES) == 2 and "RouteSettings" not in res["ApiStage"]["Properties"]  # every route takes the default
     help_text = ApiConfig.model_fields["throttle_rate"].description or ""
     assert "each route" in help_text and "not a ceiling" in help_text
-    readme = " ".join((Path(__file__).parents[2] / "README.md").read_text().split())
-    assert "apply to **each route** on its own (Hoist has two, so up to twice `throttle_rate` across the API)" in readme
-    assert "**a target, not a guaranteed ceiling**" in readme
+    docs = " ".join((Path(__file__).parents[2] / "docs" / "cold-start.md").read_text().split())
+    assert "apply to **each route** on its own (Hoist has two, so up to twice `throttle_rate` across the API)" in docs
+    assert "**a target, not a guaranteed ceiling**" in docs
