@@ -59,7 +59,7 @@ def test_the_hot_set_is_what_the_requirements_open_and_map_in_a_real_interpreter
     assert runner.imports([tree], ["hotpkg"]) == {}
 
     index = write_archives(tree, tmp_path / "archives", opened=noted.opened, touched=noted.touched)
-    assert index["hot"]["files"] == 4 and index["touched_ranges"] == touched  # the two .pyc and their sources
+    assert (index["hot"]["files"], index["hot"]["sized"]) == (2, 2) and index["touched_ranges"] == touched  # the two .pyc; their sources as sizes
     assert set(index["dirs"]) == {"", "hotpkg", "hotpkg/__pycache__"} and index["dirs"][""]["coldpkg"] == "p"
     json.dumps(index)
 

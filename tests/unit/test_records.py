@@ -144,6 +144,9 @@ class _Runner(importcheck.Runner):
             raise RuntimeError("the interpreter died")
         return {m: e for m, e in self.broken.items() if m in modules}
 
+    def imports_noting(self, paths, modules, hot):
+        return importcheck.Noted(self.imports(paths, modules), None, None)
+
 
 def _slim_records(tmp_path) -> dict[str, SlimRecord]:
     """The manifest's "slim" of every kind the builder writes, each made by builder/slim.py and builder/importcheck.py."""
