@@ -138,7 +138,8 @@ def test_the_pipeline_toml_reference_says_types_defaults_limits_and_allowed_valu
     memory = rows["function"]["memory_mb"]
     assert "| integer | `3008` |" in memory and "at least 128; at most 10240" in memory and "`memory_mb = 3008`" in memory
     assert '`"native"`, `"docker"`, `"auto"`' in rows["build"]["builder"]
-    assert "**required**" in rows["function"]["name"] and "**required**" in rows["deploy"]["vpc_id"]
+    assert "**required**" in rows["function"]["name"] and "**required**" in rows["deploy"]["stack_name"]
+    assert "required for package = \"efs\"" in rows["deploy"]["vpc_id"]  # the EFS shape needs a VPC; an image does not (pipeline/shapes.py)
     runtimes = json.loads((REPO / "pipeline" / "runtimes.json").read_text())["runtimes"]
     assert all(f"`{r}`" for r in runtimes) and all(f"`{r}`" in rows["targets.<name>"]["runtime"] for r in runtimes)
     assert "3653" in rows["deploy"]["log_retention_days"] and "`ca-west-1`" in rows["deploy"]["region"]
