@@ -148,7 +148,7 @@ def test_interrupted_docker_build_leaves_no_tree_and_no_container(docker_project
     cfg = config.load(docker_project / "pipeline.toml")
     lock(cfg, "py312")
 
-    def interrupted(self, tree, on_line=None):
+    def interrupted(self, tree, on_line=None, **_):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(docker_mod.DockerInstaller, "bytecode", interrupted)
