@@ -28,7 +28,7 @@ from builder.lock import lock
 from compose.deploy import Deployer
 from deploy import stage
 from deploy.report import print_plan, print_result
-from pipeline import aws
+from pipeline import aws, emulation
 from pipeline.errors import DeployError
 from tests.conftest import REPO
 from tests.deploy_support import EXISTING_FS, deploy_project, load
@@ -469,7 +469,8 @@ def test_dry_run_without_any_aws_credentials_builds_validates_renders_lints_and_
     lock(load(tmp_path), "arm")
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     env.update({"AWS_CONFIG_FILE": str(tmp_path / "no-config"), "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "no-credentials"),
-                "AWS_EC2_METADATA_DISABLED": "true", "HOME": str(tmp_path)})
+                "AWS_EC2_METADATA_DISABLED": "true", "HOME": str(tmp_path),
+                "HOIST_CACHE": str(emulation.cache_dir())})  # a fresh HOME for AWS, this machine's prepared aarch64 root for the import check
     run = subprocess.run([sys.executable, "-m", "invoke", "-r", str(REPO), "deploy", "--dry-run", "--target", "arm", "--config", str(tmp_path / "pipeline.toml")],
                          capture_output=True, text=True, env=env, timeout=600, check=False)
     out = " ".join((run.stdout + run.stderr).split())  # rich wraps long lines
