@@ -237,20 +237,16 @@ def hydrate(tree: str, chunk: int = CHUNK_BYTES) -> tuple[hotimport.HotSet | Non
     compression = index.get("compression", archive.COMPRESSION)
     names = sorted(index["archives"], key=lambda a: -a["bytes"])  # largest first: the long ones start early
     files: dict[str, memoryview] = {}
-    arrived = threading.Semaphore(0)
 
     def load(entry: dict, chunks: ThreadPoolExecutor) -> list:
-        try:
-            return list(archive.records(unpack_file(os.path.join(archives, entry["name"]), entry, compression, chunks, chunk)))
-        finally:
-            arrived.release()  # arrived or failed: the read-ahead waits for neither any longer
+        return list(archive.records(unpack_file(os.path.join(archives, entry["name"]), entry, compression, chunks, chunk)))
 
+    # the libraries' read-ahead starts first, beside the archives (a few MB): started once `import torch` runs, its
+    # threads wait for the GIL behind the import's own work while the import faults the same pages in one by one
+    prefetch.start(tree, {"elf": index["elf"], "touched_ranges": index.get("touched_ranges") or {}}, how)  # not the listings
     with ThreadPoolExecutor(CHUNK_WORKERS, thread_name_prefix="hoist-chunk") as chunks, \
             ThreadPoolExecutor(ARCHIVE_WORKERS, thread_name_prefix="hoist-archive") as whole:
         done = [whole.submit(load, a, chunks) for a in names]
-        for _ in names:  # the archives have the bandwidth first; the libraries take it while they unpack
-            arrived.acquire()
-        prefetch.start(tree, {"elf": index["elf"], "touched_ranges": index.get("touched_ranges") or {}}, how)  # not the listings
         for f in done:
             files.update((f"{tree}/{rel}", data) for rel, data in f.result())
             del f
