@@ -42,7 +42,7 @@ from builder.lock import current_locks, lock
 from pipeline import proc
 from pipeline.config import Config, load
 from pipeline.console import human
-from pipeline.dists import top_level_modules
+from pipeline.dists import owner_of, owners, top_level_modules
 from pipeline.interpreters import find_python
 from pipeline.records import load_build_record
 
@@ -61,6 +61,19 @@ def tree_size(*trees: Path) -> tuple[int, int]:
                 total += os.lstat(os.path.join(root, f)).st_size
                 count += 1
     return total, count
+
+
+def package_bytes(*trees: Path) -> dict[str, int]:
+    """Bytes of each distribution in ``trees`` (by its RECORD; bytecode counts for its source's), for the chart."""
+    totals: dict[str, int] = {}
+    for tree in trees:
+        owner = owners(tree)
+        for root, _, files in os.walk(tree):
+            for f in files:
+                path = os.path.join(root, f)
+                name = owner_of(owner, os.path.relpath(path, tree).replace(os.sep, "/")) or "(not in any RECORD)"
+                totals[name] = totals.get(name, 0) + os.lstat(path).st_size
+    return dict(sorted(totals.items(), key=lambda kv: -kv[1]))
 
 
 def _invoke(cfg: Config, *args: str) -> float:
@@ -114,11 +127,14 @@ def breakdown(result: BuildResult) -> dict[str, float]:
 
 
 def _project_copy(cfg: Config, dest: Path) -> Config:
-    """The project's pipeline.toml, requirements and handler in ``dest``: the changes are made there, never in the project."""
+    """The project's pipeline.toml, requirements, handler and model folder in ``dest``: the changes are made there, never in
+    the project (a [model] dir that pipeline.toml names must exist where it points)."""
     dest.mkdir()
     shutil.copy(cfg.path, dest / cfg.path.name)
     shutil.copytree(cfg.root / "requirements", dest / "requirements")
     shutil.copytree(cfg.build.handler_dir, dest / cfg.build.handler_dir.relative_to(cfg.root), ignore=shutil.ignore_patterns("__pycache__"))
+    if cfg.model_dir and cfg.model_dir.is_dir() and cfg.model_dir.is_relative_to(cfg.root):
+        shutil.copytree(cfg.model_dir, dest / cfg.model_dir.relative_to(cfg.root))
     return load(dest / cfg.path.name)
 
 
@@ -191,6 +207,7 @@ def run(cfg: Config, *, target: str | None = None, runs: int = 1, console: Conso
             for w in (*cold.warnings, *cached.warnings):
                 console.print(f"[yellow]build warning:[/] {w}")
             sizes = {"naive": tree_size(naive_dir), "hoist": tree_size(*trees)}
+            by_package = {"naive": package_bytes(naive_dir), "hoist": package_bytes(*trees)}
             modules = {"naive": top_level_modules(naive_dir), "hoist": top_level_modules(*trees)}
             if i < runs - 1:
                 shutil.rmtree(naive_dir)
@@ -205,7 +222,8 @@ def run(cfg: Config, *, target: str | None = None, runs: int = 1, console: Conso
     listing, building, rebuilt = noop(cfg, target, noop_runs)
 
     figures: dict[str, dict[str, Any]] = {
-        side: {"bytes": sizes[side][0], "files": sizes[side][1], "seconds": round(statistics.median(samples[side]), 2), "seconds_all": [round(s, 2) for s in samples[side]]}
+        side: {"bytes": sizes[side][0], "files": sizes[side][1], "seconds": round(statistics.median(samples[side]), 2), "seconds_all": [round(s, 2) for s in samples[side]],
+               "packages": by_package[side]}
         for side in ("naive", "hoist")
     }
     figures["cached"] = {"seconds": round(statistics.median(samples["cached"]), 2), "seconds_all": [round(s, 2) for s in samples["cached"]]}
