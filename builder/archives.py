@@ -49,9 +49,7 @@ from pipeline.files import is_elf
 
 from .manifest import content_mtime
 
-# 3: sources of hot bytecode as sizes only ("sizes"), no "elf_ranges" (the handler finds the loader's ranges itself);
-# 2: only the hot set is archived, with its folders' listings ("dirs")
-INDEX_VERSION = 3
+INDEX_VERSION = handlerlib.load("archive").INDEX_VERSION  # the handler's (hoist_lambda/archive.py), defined once
 # a large distribution is cut into archives of about this many uncompressed bytes: the handler unpacks
 # several at once on all CPUs, and the fewer compressed bytes wait in memory beside the unpacked ones
 CHUNK_BYTES = 4 << 20

@@ -54,7 +54,6 @@ READS_AHEAD = 2  # reads in flight per archive
 CHUNK_WORKERS = 32  # reads in flight in all
 ARCHIVE_WORKERS = 2  # archives being read and unpacked at once (zlib releases the GIL: one per vCPU)
 STAT_WORKERS = 16  # lookups in flight for the stat read-ahead
-INDEX_VERSION = 3  # builder/archives.py's: the hot set, the sizes of sources only stat'ed, its folders' listings
 
 
 @dataclass(frozen=True)
@@ -224,8 +223,8 @@ def hydrate(tree: str, chunk: int = CHUNK_BYTES) -> tuple[hotimport.HotSet | Non
     version_dir = os.path.dirname(tree)
     with open(os.path.join(version_dir, "archives", "index.json"), "rb") as fh:
         index = json.loads(fh.read())
-    if index.get("version") != INDEX_VERSION:  # another build's format: import from EFS, slower but right
-        why = f"archive index version {index.get('version')}, this handler reads {INDEX_VERSION} (rebuild and sync the version)"
+    if index.get("version") != archive.INDEX_VERSION:  # another build's format: import from EFS, slower but right
+        why = f"archive index version {index.get('version')}, this handler reads {archive.INDEX_VERSION} (rebuild and sync the version)"
         log("hydrate_skipped", reason=why)
         return None, why
     _start_stat_ahead(tree, index["dirs"])

@@ -13,6 +13,9 @@ import struct
 import zlib
 from collections.abc import Iterable, Iterator
 
+# the archive index's format (archives/index.json): 3: sources of hot bytecode as sizes only ("sizes"), no "elf_ranges"
+# (the handler finds the loader's ranges itself); 2: only the hot set is archived, with its folders' listings ("dirs")
+INDEX_VERSION = 3
 COMPRESSION = "zlib"  # what the build writes and the handler reads; the benchmark injects others (bench/coldstart.py)
 LEVEL = 1  # zlib's fastest: unpacking speed is what matters at init
 NAME = struct.Struct("<I")  # the path's length
