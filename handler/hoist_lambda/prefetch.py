@@ -22,15 +22,15 @@ from __future__ import annotations
 import os
 import struct
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 
 from .log import log
-from .spans import merge_spans
 
 DEFAULT = "touched"
 WORKERS = 16
 PIECE_BYTES = 1 << 20  # one read-ahead task of a library
+MERGE_GAP = 64 << 10  # a library's ranges closer than this are read as one
 READ_BYTES = 128 << 10  # one read: into one scratch buffer all threads share (what is read is never looked at)
 # sections the loader reads while it maps, relocates and binds a library
 LOADER_SECTIONS = {".dynsym", ".dynstr", ".gnu.hash", ".hash", ".gnu.version", ".gnu.version_r", ".gnu.version_d", ".rela.dyn", ".rela.plt",
@@ -42,6 +42,17 @@ def is_library(rel: str) -> bool:
     """A shared library the loader maps at import (libx.so, libx.so.1, _C.cpython-311-x86_64-linux-gnu.so), not an executable."""
     name = rel.rsplit("/", 1)[-1]
     return name.endswith(".so") or ".so." in name
+
+
+def merge_spans(spans: Iterable[tuple[int, int]], gap: int = MERGE_GAP) -> list[list[int]]:
+    """[offset, length] of the (start, end) ``spans``, sorted, with those less than ``gap`` apart read as one."""
+    merged: list[list[int]] = []
+    for start, end in sorted(spans):
+        if merged and start <= merged[-1][1] + gap:
+            merged[-1][1] = max(merged[-1][1], end)
+        else:
+            merged.append([start, end])
+    return [[start, end - start] for start, end in merged]
 
 
 def relocation_ranges(path: str) -> list[list[int]] | None:

@@ -1,4 +1,4 @@
-"""handler/hoist_lambda/spans.py and prefetch.py: what the handler reads ahead of a library, merged by the gap."""
+"""handler/hoist_lambda/prefetch.py: what the handler reads ahead of a library, merged by the gap."""
 from __future__ import annotations
 
 import importlib
@@ -17,8 +17,8 @@ def prefetch(monkeypatch):
     return importlib.import_module("hoist_lambda.prefetch")
 
 
-def test_spans_closer_than_the_gap_are_read_as_one() -> None:
-    spans = handlerlib.load("spans")
+def test_spans_closer_than_the_gap_are_read_as_one(prefetch) -> None:
+    spans = prefetch
     gap = spans.MERGE_GAP
     # GIVEN the ELF header, two sections just apart and one far away, unsorted
     got = spans.merge_spans([(10 * gap, 10 * gap + 100), (0, 4096), (4096 + gap, 4096 + gap + 10), (50, 200)])
@@ -45,7 +45,7 @@ def test_the_handler_reads_ahead_what_the_loader_reads_merged_by_the_gap(tmp_pat
     # GIVEN a real shared library whose machine code is several times the merge gap
     lib = compile_library(tmp_path / "lib", source=BIG_CODE)
     sections = _sections(lib)
-    gap = handlerlib.load("spans").MERGE_GAP
+    gap = prefetch.MERGE_GAP
     text_start, text_end = sections[".text"]
     assert text_end - text_start > 3 * gap, "the library's code must be larger than the gap for this test to mean anything"
     # WHEN the handler finds the loader's ranges in its section headers (the `relocs` read-ahead)
