@@ -76,7 +76,7 @@ class Activation:
 _lock = threading.Lock()
 _done: Activation | None = None
 _held = 0  # bytes the hot set held in memory during init
-_released_at_ms: float | None = None
+_released = False
 
 
 class ActivationError(RuntimeError):
@@ -124,11 +124,11 @@ def activate(tree: str | None = None) -> Activation:
 def release() -> int:
     """Init is over: give the hot set's memory back (modules imported from it keep working). Returns the bytes freed;
     0 when there was nothing to give back or it was given already."""
-    global _released_at_ms  # noqa: PLW0603
+    global _released  # noqa: PLW0603
     with _lock:
         freed = hotimport.release()
-        if freed and _released_at_ms is None:
-            _released_at_ms = round(time.time() * 1000)
+        if freed and not _released:
+            _released = True
             log("release", freed_bytes=freed)
         return freed
 
@@ -138,8 +138,7 @@ def report() -> dict | None:
     None before activate()."""
     if _done is None:
         return None
-    released = _released_at_ms is not None
-    return {**asdict(_done), "held_bytes": _held, "released": released, "held_now": 0 if released else _held}
+    return {**asdict(_done), "held_bytes": _held, "released": _released, "held_now": 0 if _released else _held}
 
 
 def unpack_file(path: str, entry: dict, compression: str, chunks: ThreadPoolExecutor, chunk: int = CHUNK_BYTES) -> bytearray:
