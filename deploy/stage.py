@@ -482,12 +482,14 @@ class Deployer:
         live = alias.current(lam, function)
         notes: list[str] = []
         tested = None
+        if smoke_test:  # one sample and one read of the build's manifest for both tests
+            image, expect = self._smoke_sample()
+            archives = self._has_archives()
         if candidate and live and candidate != live:
             # the release's version is published, the alias still on the live one: test the version itself first
             if smoke_test:
-                image, expect = self._smoke_sample()
                 self.progress.step(f"testing version {candidate} directly (Invoke, Qualifier {candidate}, the API's events) before {alias.ALIAS} moves from {live}")
-                tested = check_version(lam, function, candidate, image, expect, on_line=self.progress.line, archives=self._has_archives())
+                tested = check_version(lam, function, candidate, image, expect, on_line=self.progress.line, archives=archives)
                 if not tested.ok:
                     notes.append(f"version {candidate} failed its test: alias {alias.ALIAS} stays on version {live}; the next deploy tests it again "
                                  "(or publishes a fixed release)")
@@ -499,8 +501,7 @@ class Deployer:
         rolled_back = None
         if smoke_test:
             self.progress.step(f"smoke test: {state.outputs.get('ApiUrl')}")
-            image, expect = self._smoke_sample()
-            result = smoke(state.outputs["ApiUrl"], image, expect, on_line=self.progress.line, archives=self._has_archives())
+            result = smoke(state.outputs["ApiUrl"], image, expect, on_line=self.progress.line, archives=archives)
             if not result.ok and live and live != candidate:
                 self.progress.step(f"smoke test failed: pointing {alias.ALIAS} back to version {live}")
                 alias.point(lam, function, live)

@@ -25,6 +25,8 @@ from pipeline.layout import version_dir
 from pipeline.routes import ROUTES
 from pipeline.shapes import Shape, shape_of
 
+from . import iam
+
 ALIAS = "live"
 # Lambda: the managed policy for ENIs in the VPC and CloudWatch Logs (lambda-facts.md, "EFS for Lambda")
 VPC_ACCESS_POLICY = "arn:${AWS::Partition}:iam::aws:policy/service-role/AWSLambdaVPCAccessExecutionRole"
@@ -167,8 +169,7 @@ def role_fence(dcfg: DeployConfig) -> dict:
     role may create roles with, under the IAM path its rights are scoped to; without one, nothing."""
     if not dcfg.cloudformation_role_arn:
         return {}
-    return {"Path": f"/hoist/{dcfg.stack_name}/",
-            "PermissionsBoundary": sub(f"arn:${{AWS::Partition}}:iam::${{AWS::AccountId}}:policy/{dcfg.stack_name}-boundary")}
+    return {"Path": iam.stack_path(dcfg.stack_name), "PermissionsBoundary": iam.boundary_arn(dcfg.stack_name)}
 
 
 def _storage(config: Config, dcfg: DeployConfig, zones: dict[str, str] | None, live: dict[str, str] | None = None) -> tuple[dict, dict | str, dict, dict]:
