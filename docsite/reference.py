@@ -109,21 +109,23 @@ def _default(info: FieldInfo) -> str:
     return f"`{_toml(info.default)}`"
 
 
+# Each annotated_types bound the schema uses: its attribute and how the reference says it.
+_BOUNDS: tuple[tuple[type, str, str], ...] = (
+    (annotated_types.Ge, "ge", "at least {}"),
+    (annotated_types.Gt, "gt", "more than {}"),
+    (annotated_types.Le, "le", "at most {}"),
+    (annotated_types.Lt, "lt", "less than {}"),
+    (annotated_types.MinLen, "min_length", "at least {} long"),
+    (annotated_types.MaxLen, "max_length", "at most {} long"),
+)
+
+
 def _limits(info: FieldInfo) -> list[str]:
     said = []
     for meta in info.metadata:
-        if isinstance(meta, annotated_types.Ge):
-            said.append(f"at least {meta.ge}")
-        elif isinstance(meta, annotated_types.Gt):
-            said.append(f"more than {meta.gt}")
-        elif isinstance(meta, annotated_types.Le):
-            said.append(f"at most {meta.le}")
-        elif isinstance(meta, annotated_types.Lt):
-            said.append(f"less than {meta.lt}")
-        elif isinstance(meta, annotated_types.MinLen):
-            said.append(f"at least {meta.min_length} long")
-        elif isinstance(meta, annotated_types.MaxLen):
-            said.append(f"at most {meta.max_length} long")
+        bound = next(((attr, words) for kind, attr, words in _BOUNDS if isinstance(meta, kind)), None)
+        if bound:
+            said.append(bound[1].format(getattr(meta, bound[0])))
         elif getattr(meta, "pattern", None) and not info.description:
             said.append(f"matches `{meta.pattern}`")
     return said

@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+import atexit
 import os
 import re
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -15,8 +18,8 @@ from tests.wheels import compile_extension, local_abi, make_wheel
 os.environ.setdefault("HOIST_EMULATION", "use")
 # the build cache (builder/cache.py) of this session, not the user's; removed when the session ends
 if "HOIST_BUILD_CACHE" not in os.environ:
-    os.environ["HOIST_BUILD_CACHE"] = __import__("tempfile").mkdtemp(prefix="hoist-test-build-cache-")
-    __import__("atexit").register(__import__("shutil").rmtree, os.environ["HOIST_BUILD_CACHE"], True)
+    os.environ["HOIST_BUILD_CACHE"] = tempfile.mkdtemp(prefix="hoist-test-build-cache-")
+    atexit.register(shutil.rmtree, os.environ["HOIST_BUILD_CACHE"], True)
 
 REPO = Path(__file__).resolve().parent.parent
 

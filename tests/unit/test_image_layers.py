@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import json
 import os
 import tarfile
@@ -14,14 +15,7 @@ import pytest
 from builder import image
 from pipeline.errors import BuildError
 from pipeline.records import DOCKER_ARCHIVE_INDEX
-
-
-def _tree(root: Path, files: dict[str, str | bytes]) -> Path:
-    for name, data in files.items():
-        path = root / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data.encode() if isinstance(data, str) else data)
-    return root
+from tests.trees import write_tree
 
 
 def _base(tmp: Path, arch: str = "amd64") -> image.BaseImage:
@@ -31,8 +25,6 @@ def _base(tmp: Path, arch: str = "amd64") -> image.BaseImage:
         info = tarfile.TarInfo("etc/os-release")
         data = b"ID=standin\n"
         info.size = len(data)
-        import io
-
         tar.addfile(info, io.BytesIO(data))
     diff_id = "sha256:" + hashlib.sha256(layer.read_bytes()).hexdigest()
     config = {"architecture": arch, "os": "linux", "config": {"Env": ["PATH=/var/lang/bin:/usr/bin", "HOIST_HYDRATE=1"], "Entrypoint": ["/lambda-entrypoint.sh"]},
@@ -42,12 +34,12 @@ def _base(tmp: Path, arch: str = "amd64") -> image.BaseImage:
 
 @pytest.fixture
 def inputs(tmp_path):
-    efs = _tree(tmp_path / "efs", {"torch/__init__.py": "import torch._C\n", "torch/_C.so": os.urandom(200_000), "torch/lib/libtorch.so": os.urandom(100_000)})
+    efs = write_tree(tmp_path / "efs", {"torch/__init__.py": "import torch._C\n", "torch/_C.so": os.urandom(200_000), "torch/lib/libtorch.so": os.urandom(100_000)})
     (efs / "torch" / "libtorch_link.so").symlink_to("lib/libtorch.so")
-    layer = _tree(tmp_path / "layer", {"PIL/__init__.py": "pass\n"})
-    handler = _tree(tmp_path / "handler", {"app.py": "def handler(event, context):\n    return 1\n", "hoist_lambda/__init__.py": ""})
-    _tree(handler, {"__pycache__/app.cpython-313.pyc": b"stale"})  # never in the image: the handler's bytecode is the runtime's business
-    model = _tree(tmp_path / "model", {"model.pt": os.urandom(50_000), "labels.json": '["a","b"]'})
+    layer = write_tree(tmp_path / "layer", {"PIL/__init__.py": "pass\n"})
+    handler = write_tree(tmp_path / "handler", {"app.py": "def handler(event, context):\n    return 1\n", "hoist_lambda/__init__.py": ""})
+    write_tree(handler, {"__pycache__/app.cpython-313.pyc": b"stale"})  # never in the image: the handler's bytecode is the runtime's business
+    model = write_tree(tmp_path / "model", {"model.pt": os.urandom(50_000), "labels.json": '["a","b"]'})
     return {"base": _base(tmp_path), "efs": efs, "layer": layer, "handler": handler, "model": model}
 
 

@@ -6,18 +6,11 @@ import zipfile
 
 from builder import manifest as mf
 from builder.package import make_zip
-
-
-def _tree(root, files):
-    for rel, data in files.items():
-        p = root / rel
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text(data)
-    return root
+from tests.trees import write_tree
 
 
 def test_content_hash_covers_path_mode_and_bytes(tmp_path):
-    tree = _tree(tmp_path / "t", {"a/x.py": "x = 1\n", "b.py": "y = 2\n"})
+    tree = write_tree(tmp_path / "t", {"a/x.py": "x = 1\n", "b.py": "y = 2\n"})
     base = mf.content_hash(mf.scan(tree))
     os.utime(tree / "b.py", (1, 1))
     assert mf.content_hash(mf.scan(tree)) == base  # times are not content
@@ -33,7 +26,7 @@ def test_content_hash_covers_path_mode_and_bytes(tmp_path):
 
 
 def test_normalize_modes_ignores_the_umask(tmp_path):
-    tree = _tree(tmp_path / "t", {"run.sh": "#!/bin/sh\n", "data.txt": "x"})
+    tree = write_tree(tmp_path / "t", {"run.sh": "#!/bin/sh\n", "data.txt": "x"})
     (tree / "run.sh").chmod(0o700)
     (tree / "data.txt").chmod(0o600)
     mf.normalize_modes(tree)
@@ -42,7 +35,7 @@ def test_normalize_modes_ignores_the_umask(tmp_path):
 
 
 def test_zips_are_reproducible_and_carry_modes(tmp_path):
-    tree = _tree(tmp_path / "t", {"pkg/__init__.py": "", "pkg/tool": "#!/bin/sh\n", "pkg/__pycache__/x.pyc": "junk"})
+    tree = write_tree(tmp_path / "t", {"pkg/__init__.py": "", "pkg/tool": "#!/bin/sh\n", "pkg/__pycache__/x.pyc": "junk"})
     (tree / "pkg/tool").chmod(0o755)
     one = make_zip(tree, tmp_path / "one.zip", prefix="python/")
     for p in tree.rglob("*"):
@@ -58,7 +51,7 @@ def test_zips_are_reproducible_and_carry_modes(tmp_path):
 
 
 def test_package_sizes_count_bytecode_with_its_source(tmp_path):
-    tree = _tree(tmp_path / "t", {
+    tree = write_tree(tmp_path / "t", {
         "pkg/__init__.py": "x" * 10,
         "pkg/__pycache__/__init__.cpython-313.pyc": "y" * 5,
         "pkg-1.0.dist-info/METADATA": "Metadata-Version: 2.1\nName: Pkg\nVersion: 1.0\n",

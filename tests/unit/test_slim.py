@@ -4,15 +4,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from builder import slim
+from tests.trees import write_tree
 from tests.wheels import compile_library
-
-
-def _tree(root: Path, files: dict[str, str | bytes]) -> Path:
-    for rel, data in files.items():
-        p = root / rel
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_bytes(data.encode() if isinstance(data, str) else data)
-    return root
 
 
 def _left(root: Path) -> set[str]:
@@ -20,7 +13,7 @@ def _left(root: Path) -> set[str]:
 
 
 def test_rules_remove_tests_headers_archives_and_report_per_rule(tmp_path):
-    tree = _tree(tmp_path, {
+    tree = write_tree(tmp_path, {
         "pkg/__init__.py": "from . import core\n",
         "pkg/core.py": "X = 1\n",
         "pkg/tests/__init__.py": "",
@@ -45,7 +38,7 @@ def test_rules_remove_tests_headers_archives_and_report_per_rule(tmp_path):
 
 
 def test_import_guard_keeps_what_a_kept_module_imports(tmp_path):
-    tree = _tree(tmp_path, {
+    tree = write_tree(tmp_path, {
         "mp/__init__.py": "from .tests import runtests\n",
         "mp/tests/__init__.py": "from .runner import runtests\n",
         "mp/tests/runner.py": "def runtests(): pass\n",
@@ -69,7 +62,7 @@ def test_import_guard_keeps_what_a_kept_module_imports(tmp_path):
 def test_strip_follows_the_allow_list_and_never_touches_pillow(tmp_path):
     lib = compile_library(tmp_path / "build")
     data = lib.read_bytes()
-    tree = _tree(tmp_path / "tree", {
+    tree = write_tree(tmp_path / "tree", {
         "torch/lib/libc10.so": data,
         "PIL/_imaging.cpython-313-x86_64-linux-gnu.so": data,
         "pillow.libs/libjpeg-abc.so.62": data,
@@ -108,7 +101,7 @@ def test_glob_semantics():
 
 
 def test_a_stub_beside_a_lazy_loader_module_and_a_file_named_at_import_are_kept(tmp_path):
-    tree = _tree(tmp_path, {
+    tree = write_tree(tmp_path, {
         "skimage/__init__.py": "import lazy_loader as lazy\n__getattr__, __dir__, __all__ = lazy.attach_stub(__name__, __file__)\n",
         "skimage/__init__.pyi": "from . import filters\n",
         "skimage/filters.pyi": "def sobel(): ...\n",  # its module is not lazy: removed
@@ -158,7 +151,7 @@ def test_an_unknown_rule_name_is_a_build_error_listing_the_rules():
 
 
 def test_removed_files_go_aside_and_come_back(tmp_path):
-    tree = _tree(tmp_path / "t", {"pkg/__init__.py": "", "pkg/tests/test_a.py": "x = 1\n", "pkg/a.pyi": "x: int\n"})
+    tree = write_tree(tmp_path / "t", {"pkg/__init__.py": "", "pkg/tests/test_a.py": "x = 1\n", "pkg/a.pyi": "x: int\n"})
     aside = tmp_path / "aside"
     report = slim.slim(tree, aside=aside)
     assert _left(tree) == {"pkg/__init__.py"} and _left(aside) == {"pkg/tests/test_a.py", "pkg/a.pyi"}
