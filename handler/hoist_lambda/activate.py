@@ -192,6 +192,14 @@ def _put(piece: bytes, out: bytearray, at: int, path: str) -> int:
     return at + len(piece)
 
 
+def interleaved(groups: list[list[str]]) -> list[str]:
+    """One path of each folder in turn, the largest folders first: lookups in one folder may be served one at a
+    time (a FUSE mount without parallel directory operations serializes them on the folder), so the lookups in
+    flight are spread over as many folders as there are workers, and the longest folders start first."""
+    order = sorted((g for g in groups if g), key=len, reverse=True)
+    return [group[i] for i in range(len(order[0]) if order else 0) for group in order if i < len(group)]
+
+
 def _start_stat_ahead(tree: str, dirs: dict[str, dict[str, str]]) -> None:
     """Look up every source file of the hot folders, in parallel, in the background.
 
@@ -202,8 +210,9 @@ def _start_stat_ahead(tree: str, dirs: dict[str, dict[str, str]]) -> None:
     NFS client's attribute cache answers them, as the page cache answers the
     libraries' reads after their read-ahead.
     """
-    paths = [f"{tree}/{folder}/{name}" if folder else f"{tree}/{name}" for folder, listing in dirs.items() for name, kind in listing.items()
-             if kind == hotimport.FILE and name.endswith(".py")]
+    by_folder = [[f"{tree}/{folder}/{name}" if folder else f"{tree}/{name}" for name, kind in listing.items() if kind == hotimport.FILE and name.endswith(".py")]
+                 for folder, listing in dirs.items()]
+    paths = interleaved(by_folder)
 
     def look(path: str) -> None:
         with contextlib.suppress(OSError):

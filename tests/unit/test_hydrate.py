@@ -428,6 +428,17 @@ def test_the_source_files_of_hot_folders_are_looked_up_ahead(app, tmp_path, monk
     assert sorted(seen) == ["/t/a.py", "/t/pkg/__init__.py"]
 
 
+def test_lookups_ahead_go_to_as_many_folders_at_once_as_there_are_workers_the_largest_first(app):
+    """A FUSE mount without parallel directory operations serves one lookup per folder at a time: folder by folder,
+    16 workers would wait on one folder; one path of each folder in turn keeps them on different folders."""
+    groups = [[f"small/{i}" for i in range(2)], [f"big/{i}" for i in range(5)], [], [f"mid/{i}" for i in range(3)]]
+    order = app.interleaved(groups)
+    assert sorted(order) == sorted(p for g in groups for p in g)  # each path once, none lost
+    assert [p.split("/")[0] for p in order[:3]] == ["big", "mid", "small"]  # the first round: every folder, the largest first
+    assert order[-2:] == ["big/3", "big/4"]  # the largest folder's tail is all that is left at the end
+    assert app.interleaved([]) == []
+
+
 def test_relocation_ranges_are_what_the_loader_reads_found_in_the_section_headers(app, tmp_path):
     """The fallback read-ahead: symbols, hash tables, relocations and the data they patch; not code, not .rodata."""
     from elftools.elf.elffile import ELFFile
