@@ -166,10 +166,11 @@ def measure(*, python: str, handler_dir: Path, efs_tree: Path, layer: Path | Non
     """One snapshot and one restore behind the latency instrument; what it took and how large it was."""
     criu = ensure_criu(say)
     snap = work / "snapstart"
-    shutil.rmtree(snap, ignore_errors=True)
     images, scratch = snap / "images", work / "snapstart-logs"
+    for folder in (snap, scratch):  # a run before this one left its snapshot and its ready/go/answer files: none may be read as this run's
+        shutil.rmtree(folder, ignore_errors=True)
     images.mkdir(parents=True)
-    scratch.mkdir(exist_ok=True)
+    scratch.mkdir()
     ready, go, out, event_path, log = scratch / "ready.json", scratch / "go", scratch / "answer.json", scratch / "event.json", scratch / "child.log"
     event_path.write_bytes(event)
     env = {"PATH": os.environ.get("PATH", ""), "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "3008", "HOIST_EFS_TREE": str(efs_tree), "HOIST_HYDRATE": "0",
@@ -179,6 +180,8 @@ def measure(*, python: str, handler_dir: Path, efs_tree: Path, layer: Path | Non
                                  stdin=subprocess.DEVNULL, stdout=out_fh, stderr=subprocess.STDOUT, env=env, cwd=scratch, start_new_session=True)
     try:
         before = _wait_for(ready, child, 600, "init and the before-snapshot hooks", log)
+        if before["pid"] != child.pid:
+            raise BenchError(f"{ready} names pid {before['pid']}, not the child's {child.pid}: a file of another run", where="bench snapstart")
         rss = int(next(line.split()[1] for line in Path(f"/proc/{child.pid}/status").read_text().splitlines() if line.startswith("VmRSS:"))) * 1024
         say(f"CRIU {criu.version()}: dumping pid {child.pid} ({rss / 1e6:,.0f} MB resident)")
         t = time.monotonic()
@@ -205,6 +208,8 @@ def measure(*, python: str, handler_dir: Path, efs_tree: Path, layer: Path | Non
         restore_s = time.monotonic() - t
         go.write_text("")
         answer = _wait_for(out, None, 300, "the first answer after the restore", log)
+        if answer["woke"] < started:
+            raise BenchError(f"{out} was written before this restore started: a file of another run", where="bench snapstart")
     finally:
         unmount(mnt, fs_proc)
     read = json.loads(stats.read_text()) if stats.exists() else {}
@@ -230,6 +235,15 @@ def measure(*, python: str, handler_dir: Path, efs_tree: Path, layer: Path | Non
         "lambda_restore_basis": f"scaled from AWS's published figure ({PUBLISHED_RESTORE[0] / 1e6:.0f} MB resident, about {PUBLISHED_RESTORE[1]} s) "
                                 f"by this process's {rss / 1e6:,.0f} MB resident: an estimate, not a measurement",
     }
+
+
+def median_run(runs: list[dict]) -> dict:
+    """The run whose time to the first answer is the median (its other figures with it), and every run's time."""
+    if not runs:
+        raise BenchError("no SnapStart run to report", where="bench snapstart")
+    ordered = sorted(runs, key=lambda r: r["restore_to_first_answer_seconds"])
+    return {**ordered[(len(ordered) - 1) // 2], "runs": len(runs),
+            "restore_to_first_answer_seconds_all": [r["restore_to_first_answer_seconds"] for r in runs]}
 
 
 # ---------------------------------------------------------------- what a handler-only change pushes

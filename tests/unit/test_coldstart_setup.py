@@ -87,3 +87,14 @@ def test_a_project_never_locked_is_locked_and_built_before_the_runs(project, mon
     assert set(current_locks(cfg, cfg.target("local"))) == set(cfg.sets)
     assert (project / "dist" / "local" / "efs" / "manifest.json").is_file()
     assert any("running `invoke lock --target local`" in line for line in said), said
+
+
+def test_the_snapstart_figure_is_the_median_restore_and_keeps_every_run():
+    from bench import snapstart
+
+    runs = [{"restore_to_first_answer_seconds": t, "snapshot_bytes": b} for t, b in ((0.9, 1), (0.7, 2), (0.8, 3))]
+    doc = snapstart.median_run(runs)
+    assert (doc["restore_to_first_answer_seconds"], doc["snapshot_bytes"]) == (0.8, 3)  # the middle run, its own figures with it
+    assert doc["runs"] == 3 and doc["restore_to_first_answer_seconds_all"] == [0.9, 0.7, 0.8]
+    with pytest.raises(BenchError):
+        snapstart.median_run([])
