@@ -41,8 +41,9 @@ ALLOWED: dict[tuple[type, str], Callable[[], str]] = {
     (config.TargetSpec, "runtime"): lambda: ", ".join(f"`{r}`" for r in config.facts()["runtimes"]),
     (config.TargetSpec, "arch"): lambda: ", ".join(f"`{a}`" for a in config.facts()["architectures"]),
     (config.DeployConfig, "log_retention_days"): lambda: ", ".join(map(str, config.LOG_RETENTION_DAYS)),
-    (config.DeployConfig, "region"): lambda: f"an AWS region botocore knows ({len(config.aws_regions())}), except where Lambda cannot mount EFS: "
-    + ", ".join(f"`{r}`" for r in config.NO_EFS_FOR_LAMBDA),
+    (config.DeployConfig, "region"): lambda: f"an AWS region botocore knows ({len(config.aws_regions())}); for `package = \"efs\"` not where Lambda "
+    "cannot mount EFS: " + ", ".join(f"`{r}`" for r in config.NO_EFS_FOR_LAMBDA) + "; for an image with SnapStart not where SnapStart is not: "
+    + ", ".join(f"`{r}`" for r in config.NO_SNAPSTART),
     (config.DataSyncConfig, "region"): lambda: f"an AWS region botocore knows ({len(config.aws_regions())})",
 }
 # fields of a model that are not written in pipeline.toml (load sets them)

@@ -89,11 +89,21 @@ NO_EFS_FOR_LAMBDA = {"ap-southeast-6": "Asia Pacific (New Zealand)", "ap-east-2"
                      "mx-central-1": "Mexico (Central)", "ap-southeast-7": "Asia Pacific (Thailand)", "ca-west-1": "Canada West (Calgary)"}
 
 
-def _check_lambda_efs_region(value: str) -> str:
-    if value in NO_EFS_FOR_LAMBDA:
-        raise _problem(f"Lambda cannot mount EFS in {value} ({NO_EFS_FOR_LAMBDA[value]}): the function would have no tree",
-                       "deploy to a region where Lambda supports EFS (every other commercial region, e.g. the nearest one), with the artifact bucket there too")
-    return value
+# and SnapStart is not there: "Lambda SnapStart is available in all commercial Regions except Asia Pacific (New Zealand)
+# and Asia Pacific (Taipei)" (Lambda Developer Guide, "Improving startup performance with Lambda SnapStart", Supported Regions)
+NO_SNAPSTART = {"ap-southeast-6": "Asia Pacific (New Zealand)", "ap-east-2": "Asia Pacific (Taipei)"}
+
+
+def _check_shape_region(region: str, package: str, snapstart: bool) -> None:
+    """What the shape needs of [deploy] region: EFS for Lambda (the efs shape), SnapStart (an image with SnapStart)."""
+    if package == "efs" and region in NO_EFS_FOR_LAMBDA:
+        raise _problem(f"deploy.region: Lambda cannot mount EFS in {region} ({NO_EFS_FOR_LAMBDA[region]}), and package = \"efs\" puts the heavy set there: "
+                       "the function would have no tree",
+                       "deploy to a region where Lambda supports EFS (every other commercial region, e.g. the nearest one), with the artifact bucket "
+                       'there too; or set package = "image" under [function] (no EFS)')
+    if package == "image" and snapstart and region in NO_SNAPSTART:
+        raise _problem(f"deploy.region: Lambda SnapStart is not available in {region} ({NO_SNAPSTART[region]}), and this image function uses it",
+                       "set snapstart = false under [function] (the image then initializes at each cold start), or deploy to another commercial region")
 
 
 def _check_region(value: str) -> str:
@@ -424,7 +434,7 @@ class DeployConfig(Section):
     @field_validator("region")
     @classmethod
     def _region(cls, value: str) -> str:
-        return _check_lambda_efs_region(_check_region(value))
+        return _check_region(value)  # what the shape needs of the region: PipelineFile._what_snapstart_refuses
 
     @field_validator("artifact_prefix", "output_prefix")
     @classmethod
@@ -554,6 +564,8 @@ class PipelineFile(Section):
         if self.deploy and fn.package == "image" and fn.snapstart is not False and self.deploy.ephemeral_storage_mb > 512:
             raise _problem(f"SnapStart takes at most 512 MB of ephemeral storage, and [deploy] ephemeral_storage_mb is {self.deploy.ephemeral_storage_mb}",
                            "set ephemeral_storage_mb = 512 under [deploy] (the image's model needs no /tmp), or snapstart = false under [function]")
+        if self.deploy:
+            _check_shape_region(self.deploy.region, fn.package, fn.package == "image" and fn.snapstart is not False)
         if self.deploy and fn.package == "efs" and not (self.deploy.vpc_id and self.deploy.subnet_ids):
             raise _problem("a function that mounts EFS runs in a VPC: [deploy] needs vpc_id and subnet_ids",
                            'set vpc_id = "vpc-..." and subnet_ids = ["subnet-..."] under [deploy], or package = "image" under [function] (no VPC)')

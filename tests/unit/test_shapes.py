@@ -80,3 +80,25 @@ def test_an_image_needs_no_efs_table_and_an_efs_function_does(project, wheelhous
     with pytest.raises(ConfigError) as err:
         config.load(path)
     assert "[efs]" in str(err.value) and 'package = "image"' in str(err.value)
+
+
+@pytest.mark.parametrize("region", ["ap-southeast-6", "ap-east-2", "ca-west-1"])
+def test_the_region_is_checked_for_what_the_shape_needs(project, wheelhouse, region):
+    """An image mounts no EFS: a region without EFS for Lambda is refused for the efs shape only (Lambda Developer Guide,
+    "Configuring file system access", Supported Regions). An image with SnapStart needs SnapStart there: every commercial
+    region except Asia Pacific (New Zealand) and (Taipei) ("Improving startup performance with Lambda SnapStart", Supported Regions)."""
+    deploy = DEPLOY.replace('region = "eu-west-1"', f'region = "{region}"')
+    efs = write_pipeline(project, wheelhouse)
+    efs.write_text(efs.read_text() + deploy + VPC)
+    with pytest.raises(ConfigError) as err:
+        config.load(efs)
+    assert f"Lambda cannot mount EFS in {region}" in str(err.value) and 'package = "image"' in str(err.value)
+    image = _with(project, wheelhouse, 'package = "image"')
+    image.write_text(image.read_text() + deploy)
+    if region in ("ap-southeast-6", "ap-east-2"):  # New Zealand, Taipei: no SnapStart either
+        with pytest.raises(ConfigError) as err:
+            config.load(image)
+        assert f"SnapStart is not available in {region}" in str(err.value) and "snapstart = false" in str(err.value)
+        image.write_text(image.read_text().replace('package = "image"', 'package = "image"\nsnapstart = false'))  # the fix, applied, loads
+    loaded = config.load(image)
+    assert loaded.deploy is not None and loaded.deploy.region == region
