@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import tarfile
 
 import pytest
@@ -18,6 +19,21 @@ from tests import registry_support
 pytestmark = pytest.mark.docker
 
 MB = 1 << 20
+
+
+def _tags() -> set[str]:
+    listed = subprocess.run([docker.command(), "images", "--format", "{{.Repository}}:{{.Tag}}"], capture_output=True, text=True, check=True).stdout
+    return {line for line in listed.splitlines() if line and not line.endswith(":<none>")}
+
+
+@pytest.fixture(autouse=True)
+def _no_tags_left(docker_daemon):
+    """What a test tags (the built image, its registry names) is untagged after it: runs do not pile images up."""
+    before = _tags()
+    yield
+    made = sorted(_tags() - before)
+    if made:
+        subprocess.run([docker.command(), "rmi", "--no-prune", *made], capture_output=True, check=False)
 
 
 @pytest.fixture(scope="module")
