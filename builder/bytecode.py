@@ -13,6 +13,7 @@ import contextlib
 import os
 import re
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,14 +76,21 @@ def compile_tree(tree: Path, interpreter: Interpreter | None, reason: str | None
             if not store.get_file("pyc", entry, pyc):
                 missing.append((rel, entry))
     out = ""
-    if store is None or missing:
-        with tempfile.NamedTemporaryFile("w", prefix="hoist-compile-", suffix=".txt") as listing:
-            if store is not None:
-                listing.write("".join(f"{tree / rel}\n" for rel, _ in missing))
+    if store is None:
+        _, out = _compileall(cmd, on_line)
+    elif missing:
+        # compileall compiles the files of a listing (-i) one after the other (-j parallelizes folders only):
+        # one listing per CPU, compiled side by side
+        parts = [missing[i::os.cpu_count() or 1] for i in range(min(os.cpu_count() or 1, len(missing)))]
+        with contextlib.ExitStack() as stack:
+            listings = []
+            for part in parts:
+                listing = stack.enter_context(tempfile.NamedTemporaryFile("w", prefix="hoist-compile-", suffix=".txt"))
+                listing.write("".join(f"{tree / rel}\n" for rel, _ in part))
                 listing.flush()
-                cmd += ["-i", listing.name]
-            # PYTHONHASHSEED fixes the order of frozenset constants: byte-identical .pyc
-            _, out = proc.run(cmd, what="compileall", env={"PYTHONHASHSEED": "0"}, on_line=on_line, check=False)
+                listings.append(listing.name)
+            with ThreadPoolExecutor(len(listings)) as pool:
+                out = "\n".join(text for _, text in pool.map(lambda name: _compileall([*cmd, "-i", name], on_line), listings))
     if store is not None:
         for rel, entry in missing:
             pyc = tree / pyc_path(rel, tag)
@@ -93,6 +101,11 @@ def compile_tree(tree: Path, interpreter: Interpreter | None, reason: str | None
                 folder.rmdir()
     written = sum(1 for _ in tree.rglob(f"*.{tag}.pyc"))
     return BytecodeResult(compiled=True, python=interpreter.version, files=written, failed=parse_failures(out, str(tree)))
+
+
+def _compileall(cmd: list[str], on_line) -> tuple[int, str]:
+    # PYTHONHASHSEED fixes the order of frozenset constants: byte-identical .pyc
+    return proc.run(cmd, what="compileall", env={"PYTHONHASHSEED": "0"}, on_line=on_line, check=False)
 
 
 def _sources(tree: Path) -> list[str]:
