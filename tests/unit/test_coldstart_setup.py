@@ -98,3 +98,12 @@ def test_the_snapstart_figure_is_the_median_restore_and_keeps_every_run():
     assert doc["runs"] == 3 and doc["restore_to_first_answer_seconds_all"] == [0.9, 0.7, 0.8]
     with pytest.raises(BenchError):
         snapstart.median_run([])
+
+
+def test_sam_gets_the_same_pins_once_each_and_a_python_uv_function_of_the_target():
+    from bench import sam
+
+    pins = [("torch", "2.9.1"), ("numpy", "2.5.5"), ("numpy", "2.5.5"), ("pillow", "13.0.0")]  # numpy in two sets
+    assert sam.requirements(pins) == ["numpy==2.5.5", "pillow==13.0.0", "torch==2.9.1"]
+    text = sam.TEMPLATE.format(runtime="python3.13", arch="arm64")
+    assert "BuildMethod: python-uv" in text and "Runtime: python3.13" in text and "Architectures: [arm64]" in text
