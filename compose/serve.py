@@ -48,7 +48,8 @@ def sync_local(config: Config, target_name: str) -> str:
 
 def start(config: Config, target_name: str | None = None, port: int = 0, on_line: Callable[[str], None] | None = None,
           extra_env: dict[str, str] | None = None, build_if_needed: bool = True) -> Server:
-    """`invoke serve`: the port and the model folder first, then lock/build, sync, and the function."""
+    """`invoke serve`: the port and the model folder first, then lock/build, sync, and the function; for the image
+    shape, Docker first, then lock (when needed) and build, and the image's container (start_image)."""
     say = on_line or (lambda line: None)
     serve.port_free(port)  # before any build or init: a busy port is said at once
     if shape_of(config).serves == "image":
@@ -97,7 +98,7 @@ def built_image(config: Config, target_name: str, say: Callable[[str], None], bu
         raise ServeError(f'the build of target {target_name} names no image, and [function] package is "image"', where=str(config.build_json(target_name)),
                          fix=f"run `invoke build --target {target_name}` (it builds the image for this shape)")
     image = record.image
-    say(f"image {image.tag} ({image.platform}): " + (f"rebuilt its {', '.join(image.written)} layer(s)" if image.written else "up to date"))
+    say(f"image {image.tag} ({image.platform}): " + (f"this build wrote its layers {', '.join(image.written)}" if image.written else "up to date, nothing written"))
     return image
 
 
