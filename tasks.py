@@ -371,7 +371,8 @@ def teardown(c, config=None, yes=False, delete_data=False):
     console.print("deleted: " + "; ".join(done))
 
 
-@task(help={"config": CONFIG_HELP, "target": "target whose tree to serve (default: the default target if it runs here, else `local`); locked and built first when needed",
+@task(help={"config": CONFIG_HELP, "target": "target to serve: its tree (default: the default target if it runs here, else `local`), or with "
+            "[function] package = \"image\" its image, in Docker (default: the default target; another CPU's under QEMU); locked and built first when needed",
             "port": "port on 127.0.0.1 (default 8000; 0 picks a free one)"})
 @_stage
 def serve(c, config=None, target=None, port=8000):
@@ -383,6 +384,9 @@ def serve(c, config=None, target=None, port=8000):
     from compose.serve import start
 
     server = start(_load(config), target, int(port), on_line=lambda line: console.print(Text("    " + line.replace("\n", "\n    "), style="dim"), highlight=False))
+    if server.image is not None:
+        image = server.image
+        console.print(f"serving the image {image.tag} ({image.config_digest}, {image.platform}): run in Docker through its own runtime client")
     console.print(f"serving on [bold]{server.url}[/]: POST /classify (image/png, image/jpeg or JSON), GET /health, and a page at /")
     proc = server.function.proc
     assert proc is not None  # start() returns once the function answered its init

@@ -38,6 +38,7 @@ class Shape:
     snapstart: bool  # SnapStart on published versions
     storage_first: str  # what deploy creates before the function can be: "file system" | "image repository"
     validates: str  # what validate's smoke test runs: "trees" (mounted beside a base image) | "image" (the image itself)
+    serves: str  # what `invoke serve` runs: "tree" (the synced EFS tree on this machine's CPython) | "image" (the image, in Docker)
 
     def flow(self) -> tuple[str, ...]:
         """The steps from a lock to a live alias, in order (docs/design.md draws them)."""
@@ -56,11 +57,11 @@ def shape(package: str, snapstart: bool | None = None, vpc: bool = False) -> Sha
     """The shape of ``package`` ("efs" | "image"); ``snapstart`` None takes the shape's default; ``vpc``: the user gave a VPC."""
     if package == "image":
         return Shape(name="image", artifact="image", uses_efs=False, needs_vpc=vpc, syncs=False, snapstart=snapstart is not False,
-                     storage_first="image repository", validates="image")
+                     storage_first="image repository", validates="image", serves="image")
     if package == "efs":
         # config.py refuses snapstart = true with EFS before this is ever asked
         return Shape(name="efs", artifact="zips", uses_efs=True, needs_vpc=True, syncs=True, snapstart=False,
-                     storage_first="file system", validates="trees")
+                     storage_first="file system", validates="trees", serves="tree")
     raise ValueError(f"unknown package {package!r}: efs or image")
 
 

@@ -1,8 +1,10 @@
 """One Lambda execution environment, locally: the real ``awslambdaric`` client
 running the handler, fed by the Runtime API emulator.
 
-Two ways to run it: a local interpreter of the target Python (level 1), or a
-container of the Lambda base image (level 2, see ``docker_command``). Either
+Three ways to run it: a local interpreter of the target Python (level 1), a
+container of the Lambda base image with the trees mounted (level 2), or the
+image shape's built image itself (``ContainerProcess``: its own ENTRYPOINT and
+runtime client, given Lambda's variables by ``container_environment``). Either
 way the function sees Lambda's layout: the handler folder as the task root
 first on sys.path, the layer where /opt/python is, the EFS tree where the
 handler is told it is, and the reserved environment variables.
@@ -15,11 +17,11 @@ import shutil
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline import proc
+from pipeline import docker, proc
 from pipeline.targets import Target
 
 from .emulator import RuntimeAPI
@@ -29,6 +31,7 @@ RIC_VERSION = "4.2.2"  # awslambdaric, the client Lambda's own Python images run
 # runtime folder holds it beside the client, so a function run here finds boto3 where Lambda has one
 # and nothing else of this machine's site-packages
 BOTO3_VERSION = "1.43.11"
+EMULATED_FACTOR = 20.0  # a foreign CPU under QEMU: the limits a run waits for are stretched this much, its figures are not Lambda's
 
 
 @dataclass(frozen=True)
@@ -210,6 +213,36 @@ class FunctionProcess:
 
     def log_tail(self, lines: int = 30) -> str:
         return "\n".join(list(self.output)[-lines:])
+
+
+def container_environment(spec: FunctionSpec, api_address: str, environment: Mapping[str, str] | None = None, *,
+                          version: str = "$LATEST", init_type: str = "on-demand", log_stream: str = "hoist") -> dict[str, str]:
+    """What Lambda sets in an image function's container (lambda-facts.md, reserved variables), over the function's own
+    ``environment`` ([function] environment); the image's own ENV (task root, paths, Hoist's tree and model) stays.
+    ``init_type``: "snap-start" when a version is published with SnapStart, else "on-demand"."""
+    return {**(environment or {}),
+            "AWS_LAMBDA_RUNTIME_API": api_address, "AWS_LAMBDA_FUNCTION_NAME": spec.name, "AWS_LAMBDA_FUNCTION_VERSION": version,
+            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(spec.memory_mb), "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{spec.name}",
+            "AWS_LAMBDA_LOG_STREAM_NAME": log_stream, "AWS_LAMBDA_INITIALIZATION_TYPE": init_type,
+            "AWS_REGION": "us-east-1", "AWS_DEFAULT_REGION": "us-east-1", "AWS_EXECUTION_ENV": f"AWS_Lambda_{spec.runtime}"}
+
+
+class ContainerProcess(FunctionProcess):
+    """The function as a container (``command``: a ``docker run`` of the image, named ``container``, with the function's
+    variables given by -e): its output is the docker CLI's, and stopping it removes the container by name, whatever
+    became of the CLI."""
+
+    def __init__(self, command: list[str], api: RuntimeAPI, spec: FunctionSpec, container: str, on_line: Callable[[str], None] | None = None):
+        super().__init__(command, {}, api, spec, pid_for_memory=False, on_line=on_line)
+        self.container = container
+
+    def start(self) -> None:
+        self.env = dict(os.environ)  # the docker CLI's own environment; the function's goes in with -e
+        super().start()
+
+    def stop(self) -> None:
+        docker.remove(self.container)
+        super().stop()
 
 
 def local_command(python: str, handler: str) -> list[str]:

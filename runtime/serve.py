@@ -10,8 +10,14 @@ are stale), serve locks and builds it first, and says so. Everything the
 function prints (init phases, log lines, tracebacks) streams to ``on_line``
 as it happens; a 500 points to the traceback printed above it.
 
-This module runs the function and the gateway over a tree it is given;
-locking, building and syncing first is compose/serve.py's part.
+The image shape (``run_image``) serves the built image instead: it runs in
+Docker on the host network with its own ENTRYPOINT, the runtime client inside
+it, against the same Runtime API and behind the same gateway (``_gateway``),
+as an on-demand function (no snapshot is taken here), under QEMU when its CPU
+is not this machine's.
+
+This module runs the function and the gateway over a tree or an image it is
+given; locking, building and syncing first is compose/serve.py's part.
 """
 from __future__ import annotations
 
@@ -24,15 +30,27 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from pipeline import modelfolder
+from pipeline import docker, modelfolder
 from pipeline.config import Config, TargetConfig
 from pipeline.errors import ServeError
 from pipeline.interpreters import find_python
+from pipeline.records import ImageRecord
 from pipeline.routes import route_key
+from pipeline.shapes import IMAGE_PATHS
 from pipeline.targets import init_report
 
 from .emulator import QuietHTTPServer, RuntimeAPI
-from .function import FunctionProcess, FunctionSpec, Layout, lambda_environment, local_command, runtime_client
+from .function import (
+    EMULATED_FACTOR,
+    ContainerProcess,
+    FunctionProcess,
+    FunctionSpec,
+    Layout,
+    container_environment,
+    lambda_environment,
+    local_command,
+    runtime_client,
+)
 from .gateway import http_api_event, http_response
 from .logview import render_line
 
@@ -63,8 +81,9 @@ class Server:
     httpd: ThreadingHTTPServer
     function: FunctionProcess
     api: RuntimeAPI
-    efs_tree: str
+    efs_tree: str  # the tree on the function's sys.path: a synced version's site-packages, or its place in the image
     model_dir: Path
+    image: ImageRecord | None = None  # the image served (the image shape), else None: the tree on this machine's CPython
 
     def stop(self) -> None:
         self.httpd.shutdown()
@@ -113,8 +132,7 @@ def run(config: Config, tcfg: TargetConfig, efs_tree: str, model_dir: Path, port
 
     python = find_python(target.python)
     ric = runtime_client(target, config.root / ".hoist-cache")
-    spec = FunctionSpec(name=config.function.name, runtime=target.runtime or f"python{target.python}", handler=config.function.handler,
-                        memory_mb=config.function.memory_mb, timeout_s=config.function.timeout_s)
+    spec = _spec(config, tcfg)
     api = RuntimeAPI().__enter__()
     layout = Layout(task_root=str(config.build.handler_dir.resolve()), layer=str(layer) if layer.is_dir() else None, efs_tree=efs_tree, runtime_dir=str(ric))
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **lambda_environment(spec, layout, api.address), "HOIST_MODEL_DIR": str(model_dir.resolve()),
@@ -122,19 +140,63 @@ def run(config: Config, tcfg: TargetConfig, efs_tree: str, model_dir: Path, port
     say(f"starting the function: {spec.handler} on CPython {python.version}, EFS tree {efs_tree}")
     function = FunctionProcess(local_command(python.path, spec.handler), env, api, spec, on_line=lambda line: say(render_line(line)), cwd=env["LAMBDA_TASK_ROOT"])
     function.start()
-    state, init_ms = function.wait_ready(spec.timeout_s + 120)
+    _wait_ready(config, tcfg, function, api, say, emulated=False, checks="the tree")  # serve runs the tree natively (pick_target)
+    httpd, url = _gateway(function, port, say)
+    return Server(url=url, httpd=httpd, function=function, api=api, efs_tree=efs_tree, model_dir=model_dir)
+
+
+def run_image(config: Config, tcfg: TargetConfig, image: ImageRecord, model_dir: Path, port: int = 0, on_line: Callable[[str], None] | None = None,
+              extra_env: dict[str, str] | None = None) -> Server:
+    """Start the image shape's built ``image`` in Docker (its own ENTRYPOINT: the runtime client inside it, on the host
+    network, against the Runtime API here), on-demand as Lambda starts it without SnapStart, and the gateway in front."""
+    say = on_line or (lambda line: None)
+    target = tcfg.target
+    docker.load_layout(image.layout, image.config_digest)  # a no-op when the daemon has this image already
+    emulated = target.machine != platform.machine()
+    stretch = EMULATED_FACTOR if emulated else 1.0
+    spec = _spec(config, tcfg, stretch)
+    api = RuntimeAPI().__enter__()
+    # no snapshot here: the container starts as an on-demand function, so the before-snapshot hooks do not run
+    env = {**container_environment(spec, api.address, config.function.environment, log_stream="hoist-serve"), "PYTHONUNBUFFERED": "1", **(extra_env or {})}
+    name = docker.container_name("hoist-serve")
+    command = docker.run_command(image.config_digest, [], name=name, network="host", platform=image.platform, memory_mb=spec.memory_mb, env=env)
+    say(f"starting the image {image.tag} ({image.platform}, {image.config_digest[:19]}) in Docker: its runtime client runs {spec.handler}"
+        + (f"; {target.machine} under QEMU: init is slow, and the function's timeout is stretched {EMULATED_FACTOR:.0f} times" if emulated else ""))
+    function = ContainerProcess(command, api, spec, name, on_line=lambda line: say(render_line(line)))
+    function.start()
+    _wait_ready(config, tcfg, function, api, say, emulated=emulated, checks="the image", stretch=stretch)
+    httpd, url = _gateway(function, port, say)
+    return Server(url=url, httpd=httpd, function=function, api=api, efs_tree=IMAGE_PATHS["efs"], model_dir=model_dir, image=image)
+
+
+def _spec(config: Config, tcfg: TargetConfig, stretch: float = 1.0) -> FunctionSpec:
+    target = tcfg.target
+    return FunctionSpec(name=config.function.name, runtime=target.runtime or f"python{target.python}", handler=config.function.handler,
+                        memory_mb=config.function.memory_mb, timeout_s=int(config.function.timeout_s * stretch))
+
+
+def _wait_ready(config: Config, tcfg: TargetConfig, function: FunctionProcess, api: RuntimeAPI, say: Callable[[str], None], *, emulated: bool,
+                checks: str, stretch: float = 1.0) -> None:
+    """Wait for the function's init; a failed one stops it and is a ServeError pointing to its output."""
+    target = tcfg.target
+    state, init_ms = function.wait_ready((config.function.timeout_s + 120) * stretch)
     if state != "ready":
         function.stop()
         api.__exit__(None, None, None)
         error = api.init_error or {}
         message = error.get("errorMessage") or f"the process {state}"
         fix = ("fix the model folder as the message says (its output is above)" if error.get("errorType") == "ModelFolderError"
-               else f"read the function's output above; `invoke validate --target {target.name}` checks the tree")
+               else f"read the function's output above; `invoke validate --target {target.name}` checks {checks}")
         raise ServeError(f"the handler did not start ({state}): {error.get('errorType', '')}: {message}", where=config.function.handler, fix=fix)
-    init, warning = init_report(init_ms, emulated=False, lambda_target=target.kind == "lambda")  # serve runs the tree natively (pick_target)
+    init, warning = init_report(init_ms, emulated=emulated, lambda_target=target.kind == "lambda")
     say(f"handler ready: {init}")
     if warning:
         say(f"warning: {warning}")
+
+
+def _gateway(function: FunctionProcess, port: int, say: Callable[[str], None]) -> tuple[ThreadingHTTPServer, str]:
+    """The API Gateway emulator on 127.0.0.1:``port`` in front of ``function``, serving; the server and its URL.
+    The same for a tree and an image: only the function process differs."""
     lock = threading.Lock()
 
     class Gateway(BaseHTTPRequestHandler):
@@ -186,4 +248,4 @@ def run(config: Config, tcfg: TargetConfig, efs_tree: str, model_dir: Path, port
     httpd.daemon_threads = True
     threading.Thread(target=httpd.serve_forever, daemon=True, name="gateway").start()
     host, bound = httpd.server_address[:2]
-    return Server(url=f"http://{host!s}:{bound}", httpd=httpd, function=function, api=api, efs_tree=efs_tree, model_dir=model_dir)
+    return httpd, f"http://{host!s}:{bound}"

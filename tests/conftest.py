@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.docker_support import lambda_standin  # noqa: F401 - a session fixture
 from tests.emulation_support import emulated_arm64  # noqa: F401 - a session fixture
 from tests.wheels import compile_extension, local_abi, make_wheel
 

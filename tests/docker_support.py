@@ -16,6 +16,8 @@ import tarfile
 import time
 from pathlib import Path
 
+import pytest
+
 DOCKERD = ["dockerd", "--bridge=none", "--iptables=false", "--ip-forward=false"]
 
 
@@ -151,4 +153,38 @@ def standin_image(python_prefix: Path, version: str, extra_elves: list[Path], wo
         check=True, capture_output=True,
     )
     os.remove(tar_path)
+    return tag
+
+
+# a python3.12 x86_64 Lambda target: what replaces "[sets.efs]" in tests/conftest.py's PIPELINE for lambda_standin's tests
+PY312 = '[targets.py312]\nkind = "lambda"\nruntime = "python3.12"\narch = "x86_64"\n\n[sets.efs]'
+RIC_DOCKERFILE = """FROM {base}
+COPY ric /var/runtime
+ENV PYTHONPATH=/var/runtime:/opt/python LAMBDA_TASK_ROOT=/var/task LAMBDA_RUNTIME_DIR=/var/runtime
+ENTRYPOINT ["/var/lang/bin/python3.12", "-m", "awslambdaric"]
+"""
+
+
+@pytest.fixture(scope="session")
+def lambda_standin(docker_daemon, tmp_path_factory) -> str:
+    """A stand-in for AWS's python3.12 x86_64 base image: this machine's CPython 3.12 at /var/lang, awslambdaric 4.2.2
+    (with snapshot_restore_py) at /var/runtime, the client as ENTRYPOINT; its tag. One per session, shared by the image
+    shape's tests (validate, serve)."""
+    from pipeline import docker
+    from pipeline.interpreters import find_python
+    from pipeline.targets import lambda_target
+    from runtime.function import runtime_client
+
+    cache = tmp_path_factory.mktemp("ric-cache")
+    ric = runtime_client(lambda_target("py312", "python3.12", "x86_64"), cache)
+    python = find_python("3.12")
+    prefix = Path(python.path).resolve().parent.parent
+    base = standin_image(prefix, "3.12", sorted(ric.rglob("*.so")), tmp_path_factory.mktemp("standin"))
+    tag = f"{base}-ric"
+    if not docker.image_exists(tag):
+        context = tmp_path_factory.mktemp("ric-image")
+        shutil.copytree(ric, context / "ric")
+        (context / "Dockerfile").write_text(RIC_DOCKERFILE.format(base=base))
+        code, output = docker.build(context, tag)
+        assert code == 0, output[-2000:]
     return tag

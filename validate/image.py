@@ -41,7 +41,7 @@ from pipeline.records import ImageRecord
 from pipeline.shapes import IMAGE_LIMIT_BYTES
 from pipeline.targets import Target
 from runtime.emulator import RuntimeAPI
-from runtime.function import FunctionProcess, FunctionSpec
+from runtime.function import EMULATED_FACTOR, ContainerProcess, FunctionProcess, FunctionSpec, container_environment
 
 from .checks import Finding, SmokeAnswer, SmokeResult
 
@@ -49,7 +49,6 @@ HEALTH = json.dumps({"version": "2.0", "routeKey": "GET /health", "rawPath": "/h
                      "requestContext": {"http": {"method": "GET", "path": "/health"}}, "isBase64Encoded": False}).encode()
 RESTORE_LIMIT_S = 10.0  # restore plus the after-restore hooks (lambda-facts.md, SnapStart)
 PUBLISH_INIT_S = 130.0  # init at publish may run max(130 s, the timeout)
-EMULATED_FACTOR = 20.0  # QEMU: limits stretched, figures not Lambda's
 
 
 @dataclass(frozen=True)
@@ -68,31 +67,6 @@ def size_findings(image: ImageRecord) -> list[Finding]:
         return []
     return [Finding("error", "size", image.tag, None, f"the image is {image.bytes:,} bytes unpacked, over Lambda's 10 GB container image limit ({IMAGE_LIMIT_BYTES:,})",
                     "slim the heavy set (docs/build.md, Slimming), or move the model to S3 (HOIST_MODEL_S3), then `invoke build`")]
-
-
-def _environment(inputs: ImageSmokeInputs, api: RuntimeAPI, target: Target) -> dict[str, str]:
-    """What Lambda sets in the container (lambda-facts.md, reserved variables); the image's own ENV stays."""
-    return {**(inputs.environment or {}),
-            "AWS_LAMBDA_RUNTIME_API": api.address, "AWS_LAMBDA_FUNCTION_NAME": inputs.function_name, "AWS_LAMBDA_FUNCTION_VERSION": "1",
-            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(inputs.memory_mb), "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{inputs.function_name}",
-            "AWS_LAMBDA_LOG_STREAM_NAME": "hoist-validate", "AWS_LAMBDA_INITIALIZATION_TYPE": "snap-start" if inputs.snapstart else "on-demand",
-            "AWS_REGION": "us-east-1", "AWS_DEFAULT_REGION": "us-east-1", "AWS_EXECUTION_ENV": f"AWS_Lambda_{target.runtime or 'python' + target.python}"}
-
-
-class _Container(FunctionProcess):
-    def __init__(self, command: list[str], api: RuntimeAPI, spec: FunctionSpec, container: str):
-        super().__init__(command, {}, api, spec, pid_for_memory=False)
-        self.container = container
-
-    def start(self) -> None:
-        import os
-
-        self.env = dict(os.environ)  # the docker CLI's own environment; the function's goes in with -e
-        super().start()
-
-    def stop(self) -> None:
-        docker.remove(self.container)
-        super().stop()
 
 
 def _wait(event: Any, fn: FunctionProcess, limit_s: float, instead: Any = None) -> bool:
@@ -123,9 +97,9 @@ def smoke_image(image: ImageRecord, target: Target, inputs: ImageSmokeInputs, on
     with RuntimeAPI() as api:
         name = docker.container_name("hoist-image-smoke")
         cmd = docker.run_command(image.config_digest, [], name=name, network="host", platform=image.platform, memory_mb=inputs.memory_mb,
-                                 env=_environment(inputs, api, target))
-        fn = _Container(cmd, api, spec, name)
-        fn.on_line = on_line
+                                 env=container_environment(spec, api.address, inputs.environment, version="1", log_stream="hoist-validate",
+                                                           init_type="snap-start" if inputs.snapstart else "on-demand"))
+        fn = ContainerProcess(cmd, api, spec, name, on_line=on_line)
         fn.start()
         try:
             result = SmokeResult(run=True, level=2, image=image.tag, machine=target.machine, emulated=emulated)

@@ -7,17 +7,16 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import pytest
 
 from builder.build import build
 from builder.lock import lock
 from pipeline import config, docker
-from pipeline.interpreters import find_python
 from pipeline.targets import lambda_target
 from runtime.function import runtime_client
 from tests.conftest import write_pipeline
+from tests.docker_support import PY312
 from tests.schemas import assert_conforms
 
 pytestmark = [pytest.mark.docker, pytest.mark.network]  # awslambdaric from PyPI once per cache
@@ -33,33 +32,6 @@ while True:  # a runtime loop that never asks /runtime/restore/next
     body = json.dumps(handler(event, None)).encode()
     urllib.request.urlopen(urllib.request.Request(f"http://{api}/2018-06-01/runtime/invocation/{request_id}/response", data=body, method="POST")).close()
 """
-PY312 = '[targets.py312]\nkind = "lambda"\nruntime = "python3.12"\narch = "x86_64"\n\n[sets.efs]'
-DOCKERFILE = """FROM {base}
-COPY ric /var/runtime
-ENV PYTHONPATH=/var/runtime:/opt/python LAMBDA_TASK_ROOT=/var/task LAMBDA_RUNTIME_DIR=/var/runtime
-ENTRYPOINT ["/var/lang/bin/python3.12", "-m", "awslambdaric"]
-"""
-
-
-@pytest.fixture(scope="module")
-def lambda_standin(docker_daemon, tmp_path_factory) -> str:
-    from tests.docker_support import standin_image
-
-    cache = tmp_path_factory.mktemp("ric-cache")
-    ric = runtime_client(lambda_target("py312", "python3.12", "x86_64"), cache)
-    python = find_python("3.12")
-    prefix = Path(python.path).resolve().parent.parent
-    base = standin_image(prefix, "3.12", sorted(ric.rglob("*.so")), tmp_path_factory.mktemp("standin"))
-    tag = f"{base}-ric"
-    if not docker.image_exists(tag):
-        context = tmp_path_factory.mktemp("ric-image")
-        shutil.copytree(ric, context / "ric")
-        (context / "Dockerfile").write_text(DOCKERFILE.format(base=base))
-        code, output = docker.build(context, tag)
-        assert code == 0, output[-2000:]
-    return tag
-
-
 def test_an_image_target_builds_and_validates_through_the_client_in_the_image(project, wheelhouse, lambda_standin):
     path = write_pipeline(project, wheelhouse, {"[sets.efs]": PY312, 'name = "test-fn"': 'name = "test-fn"\npackage = "image"',
                                                  'handler_dir = "handler"': f'handler_dir = "handler"\nbase_image = "{lambda_standin}"'})
