@@ -117,7 +117,10 @@ def _copy_packages(root: Path, packages: set[str]) -> None:
 def standin_image(python_prefix: Path, version: str, extra_elves: list[Path], workdir: Path, toolchain: bool = False) -> str:
     """Build (once) and return the tag of an image with CPython ``version`` at
     /var/lang; with ``toolchain``, also /bin/sh and gcc (for building sdists)."""
-    key = hashlib.sha256(f"{python_prefix}|{version}|{sorted(map(str, extra_elves))}|{toolchain}".encode()).hexdigest()[:12]
+    # the extra ELF files by name and content, not by path: they come from a fresh temporary folder in each session,
+    # and a key with their paths had built (and left behind) a new image every session
+    elves_key = sorted((p.name, hashlib.sha256(p.read_bytes()).hexdigest()) for p in extra_elves)
+    key = hashlib.sha256(f"{python_prefix}|{version}|{elves_key}|{toolchain}".encode()).hexdigest()[:12]
     tag = f"hoist-test/lambda-python:{version}-x86_64-{key}"
     if subprocess.run(["docker", "image", "inspect", tag], capture_output=True).returncode == 0:
         return tag
