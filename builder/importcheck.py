@@ -14,10 +14,9 @@ it puts back are compiled after it.
 
 Each import run is kept in the build cache with what it depended on (``_runs``,
 ``signature``; docs/design.md, 3.15): importlib.metadata's searches as queries
-whose answer the signature keeps, not as the listings they make; and the
-others' run is reused for a set with modules added, which are then imported
-in a run of their own (why that gives what one run gives, and where it may
-not: ``_runs``).
+whose answer the signature keeps, not as the listings they make; and a run is
+reused for a set with modules added, which are then imported in a run of
+their own (why that gives what one run gives, and where it may not: ``_runs``).
 """
 from __future__ import annotations
 
@@ -252,7 +251,7 @@ def mapped():
                 out[-1][1] = max(out[-1][1], start + length - out[-1][0])
             else:
                 out.append([start, length])
-    return merged
+    return dict(sorted(merged.items()))  # by name, not by where it was mapped: as the union of two runs' (_spans_union)
 failed, touched = {{}}, None
 tracing[0] = True
 for name in hot + [m for m in modules if m not in hot]:
@@ -619,15 +618,17 @@ def _runs(paths: list[Path], modules: list[str], first: list[str], runner: Runne
     """The import runs of a check: the hot modules, and every other module; each one reused from ``store``
     while its signature holds, else run (both at once) and stored with what it depended on.
 
-    The other modules' run is also kept under a key without its modules (``_rest_key``): when modules
-    were only added (a leaf package), that run is reused while its signature holds and the new modules
-    are imported in a run of their own. Whether that gives what one run of them all gives: a module's
-    import can depend on what was imported before it in the same process; one that fails alone but
-    imports after the others (it needs another imported first without importing it) fails its own run,
-    and then the whole run is made, as with the cache empty. Left: a module that imports alone but not
-    after another of the set (two packages registering one name in a registry of the process), or whose
-    import changes how a later one imports; the runs already leave such a pair unseen between the hot
-    modules and the others, and Lambda imports what the handler imports, in its order (docs/design.md, 3.15).
+    Each run is also kept under a key without its modules (``_family_key``): when modules were only
+    added (a leaf package; one named in the set's requirements is a hot module), that run is reused
+    while its signature holds and the new modules are imported in a run of their own, the hot ones
+    noting what they open and map (the hot set is then the union of both runs'). Whether that gives
+    what one run of them all gives: a module's import can depend on what was imported before it in
+    the same process; one that fails alone but imports after the others (it needs another imported
+    first without importing it) fails its own run, and then the whole run is made, as with the cache
+    empty. Left: a module that imports alone but not after another of the set (two packages
+    registering one name in a registry of the process), or whose import changes how a later one
+    imports or what it opens; the runs already leave such a pair unseen between the hot modules and
+    the others, and Lambda imports what the handler imports, in its order (docs/design.md, 3.15).
     """
     rest = [m for m in modules if m not in first]
     # two runs, side by side: QEMU translates the interpreter again in every process, so a process per
@@ -637,8 +638,7 @@ def _runs(paths: list[Path], modules: list[str], first: list[str], runner: Runne
     script = hashlib.sha256(SCRIPT.encode()).hexdigest()
     results: dict[int, Noted] = {}
     todo: list[tuple[int, list[str], list[str], str, dict | None]] = []
-    partly: list[str] = []  # the new modules of a reused run of the others
-    family = _rest_key(version, runner, script, first)
+    partly: list[str] = []  # what a reused run's modules became
 
     def put(entry: str, unit: list[str], hot: list[str], noted: Noted) -> None:
         if store is None or state is None:
@@ -646,8 +646,7 @@ def _runs(paths: list[Path], modules: list[str], first: list[str], runner: Runne
         doc = {"failed": noted.failed, "opened": noted.opened, "touched": noted.touched, "deps": noted.deps,
                "signature": signature(noted.deps, state), "modules": unit}
         store.put_json("unit", entry, doc)
-        if not hot:
-            store.put_json("unit", family, doc)
+        store.put_json("unit", _family_key(version, runner, script, first, bool(hot)), doc)
 
     for n, unit in enumerate(units):
         hot = unit if unit is first else []
@@ -655,34 +654,40 @@ def _runs(paths: list[Path], modules: list[str], first: list[str], runner: Runne
         found = store.get_json("unit", entry) if store is not None else None
         if found is not None and state is not None and found["signature"] == signature(found["deps"], state):
             results[n] = Noted(found["failed"], found["opened"], found["touched"], found["deps"])
+            if store is not None and isinstance(found.get("modules"), list):  # the latest of its kind again
+                store.put_json("unit", _family_key(version, runner, script, first, bool(hot)), found)
             continue
         if found is not None and store is not None:  # there, but what it depended on changed
             store.counts.hits["unit"] -= 1
             store.counts.miss("unit")
-        older = _older_rest(store, family, unit, state) if not hot else None
+        older = _older(store, _family_key(version, runner, script, first, bool(hot)), unit, bool(hot), state)
         if older is not None and not (new := [m for m in unit if m not in older["modules"]]):
-            results[n] = Noted(older["failed"], None, None, older["deps"])
+            results[n] = Noted(older["failed"], older["opened"], older["touched"], older["deps"])
             put(entry, unit, hot, results[n])
             continue
         if older is not None:
-            partly.extend(new)
+            partly.append(f"the {'hot modules' if hot else 'other modules'}' run reused for the {len(older['modules'])} modules it imported "
+                          f"(nothing they depended on changed), the {len(new)} new ({', '.join(new[:5])}{', ...' if len(new) > 5 else ''}) "
+                          f"imported in a run of their own")
         todo.append((n, unit, hot, entry, older))
     if results or partly:
-        also = (f"; and the other modules' run for the {len(rest) - len(partly)} modules it imported: the {len(partly)} new "
-                f"({', '.join(partly[:5])}{', ...' if len(partly) > 5 else ''}) imported in a run of their own") if partly else ""
-        say(f"{len(results)} of {len(units)} import runs reused from the build cache: nothing they depended on changed{also}")
+        said = [f"{len(results)} of {len(units)} import runs reused from the build cache: nothing they depended on changed"] if results else []
+        say("; ".join(said + partly))
 
     def run(job: tuple[int, list[str], list[str], str, dict | None]) -> tuple[int, Noted]:
         n, unit, hot, entry, older = job
         if older is not None:
             new = [m for m in unit if m not in older["modules"]]
-            alone = runner.imports_noting(paths, new, [])
-            if not alone.failed:
+            alone = runner.imports_noting(paths, new, new if hot else [])
+            if not alone.failed and (older["touched"] is None) == (alone.touched is None):
                 deps = {k: sorted(set(older["deps"].get(k, [])) | set(alone.deps.get(k, []))) for k in {*older["deps"], *alone.deps}}
-                noted = Noted(older["failed"], None, None, deps)
+                opened = sorted(set(older["opened"]) | set(alone.opened or ())) if hot else None
+                touched = _spans_union(older["touched"], alone.touched) if hot and older["touched"] is not None and alone.touched is not None else None
+                noted = Noted(older["failed"], opened, touched, deps)
                 put(entry, unit, hot, noted)
                 return n, noted
-            say(f"{', '.join(sorted(alone.failed))} failed alone: importing every other module again with them, as with the cache empty")
+            why = f"{', '.join(sorted(alone.failed))} failed alone" if alone.failed else "pages recorded in one run and not the other"
+            say(f"{why}: importing every module of the run again with them, as with the cache empty")
             if store is not None:
                 store.counts.hits["unit"] -= 1
         noted = runner.imports_noting(paths, unit, hot)
@@ -695,25 +700,56 @@ def _runs(paths: list[Path], modules: list[str], first: list[str], runner: Runne
     for noted in results.values():
         failed.update(noted.failed)
     hot_run = results.get(0) if first else None
-    return Noted(failed, hot_run.opened if hot_run else None, hot_run.touched if hot_run else None)
+    return Noted(failed, _hot_set(hot_run.opened, hot_run.deps, paths[0]) if hot_run else None, hot_run.touched if hot_run else None)
 
 
-def _rest_key(version: str, runner: Runner, script: str, first: list[str]) -> str:
-    """The cache key of the latest run of the modules other than ``first``: the exact key's parts but the modules."""
-    return cache.key("unit", "the others", version, runner.identity, script, json.dumps(first))
+def _hot_set(opened: list[str] | None, deps: dict[str, list[str]], tree: Path) -> list[str] | None:
+    """The files of ``tree`` the hot run opened, as the hot set; when it called entry_points() on the tree, its
+    metadata entries' entry_points.txt are those of the tree, whichever the run read: a run reused while an
+    entry without entry points that count was added (``signature``) did not read the new one's, and a new run
+    would have (or, had it none, tried to)."""
+    if opened is None or not any(mode.partition(":")[0] == "ep" and at == "0:" for mode, at in map(json.loads, deps.get("metadata", []))):
+        return opened
+    def read_by_entry_points(rel: str) -> bool:
+        folder, _, name = rel.partition("/")
+        return name == "entry_points.txt" and (folder.lower().endswith(_INFO) or folder.lower() == "egg-info")
+    tree_has = {f"{n}/entry_points.txt" for n in os.listdir(tree) if (n.lower().endswith(_INFO) or n.lower() == "egg-info") and (tree / n / "entry_points.txt").is_file()}
+    return sorted({rel for rel in opened if not read_by_entry_points(rel)} | tree_has)
 
 
-def _older_rest(store: cache.Store | None, family: str, unit: list[str], state: _State | None) -> dict | None:
-    """The latest run of the other modules, when it imported none but modules of ``unit`` and what it depended on is unchanged."""
+def _family_key(version: str, runner: Runner, script: str, first: list[str], hot: bool) -> str:
+    """The cache key of the latest hot run, or of the latest run of the modules other than ``first``: the exact key's parts but the modules."""
+    return cache.key("unit", "the hot modules", version, runner.identity, script) if hot else \
+        cache.key("unit", "the others", version, runner.identity, script, json.dumps(first))
+
+
+def _older(store: cache.Store | None, family: str, unit: list[str], hot: bool, state: _State | None) -> dict | None:
+    """The latest run of its kind, when it imported none but modules of ``unit`` and what it depended on is unchanged."""
     if store is None or state is None:
         return None
     found = store.get_json("unit", family, count=False)
     if not isinstance(found, dict) or not isinstance(found.get("modules"), list) or not set(found["modules"]) <= set(unit):
         return None  # a module it imported is gone: what its import did to the others' is not known
+    if hot and found.get("opened") is None:
+        return None
     if found["signature"] != signature(found["deps"], state):
         return None
     store.counts.hit("unit")
     return found
+
+
+def _spans_union(a: dict[str, list[list[int]]], b: dict[str, list[list[int]]]) -> dict[str, list[list[int]]]:
+    """Two runs' touched pages (library -> [offset, length]) as one: the ranges of either, merged."""
+    out: dict[str, list[list[int]]] = {}
+    for lib in sorted({*a, *b}):
+        merged: list[list[int]] = []
+        for start, length in sorted([*a.get(lib, []), *b.get(lib, [])]):
+            if merged and start <= merged[-1][0] + merged[-1][1]:
+                merged[-1][1] = max(merged[-1][1], start + length - merged[-1][0])
+            else:
+                merged.append([start, length])
+        out[lib] = merged
+    return out
 
 
 def _package_of(tree: Path, module: str, removed: dict[str, dict[str, list[str]]]) -> str | None:

@@ -193,3 +193,15 @@ def test_importlib_metadata_queries_rerun_a_run_only_for_what_they_can_see_and_n
     (tree / "needy").rmdir()
     add({"leafb/__init__.py": ""})
     assert runs(["torchy"], ["leafa", "leafb", "plain"]) == (1, [["leafa", "leafb", "plain"]])
+
+    # a package named in the set's requirements: a hot module. The hot run is reused and the new one imported alone,
+    # noting what it opens; the hot set is what one run of them all notes
+    add({"hotter/__init__.py": "from . import data\n", "hotter/data.py": "X = 1\n"})
+    calls.clear()
+    modules = ["hotter", "leafa", "leafb", "plain", "torchy"]
+    noted = importcheck._runs([tree], modules, ["hotter", "torchy"], runner, store, "test", lambda line: None)
+    assert sorted(calls) == [["hotter"]] and noted.failed == {}  # the others' run: the same modules, nothing it saw changed
+    fresh = importcheck._runs([tree], modules, ["hotter", "torchy"], runner, None, "test", lambda line: None)  # no cache
+    assert noted == fresh and "hotter/data.py" in (noted.opened or ()) and "torchy/__init__.py" in (noted.opened or ())
+    # entry_points() read every distribution's entry_points.txt: those of the tree, not those the reused run saw
+    assert {"plug-1.0.dist-info/entry_points.txt", "cli-1.0.dist-info/entry_points.txt"} <= set(noted.opened or ())
