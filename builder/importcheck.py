@@ -145,7 +145,7 @@ def patch_metadata(md):
                 if (at := where(path)) is not None:
                     meta["at"].add(at)
                     meta["queries"].add(json.dumps([mode, at]))
-                elif mode == "ep" and isinstance(path, (str, os.PathLike)):
+                elif mode.partition(":")[0] == "ep" and isinstance(path, (str, os.PathLike)):
                     meta["outside"].add(os.fsdecode(path))
         return real_search(cls, name, paths)
     for attr in ("__name__", "__qualname__", "__doc__", "__module__"):

@@ -106,6 +106,7 @@ def test_an_import_run_is_reused_only_while_nothing_it_depended_on_changed(tmp_p
 TORCHY = """\
 import sys
 import importlib.metadata
+sys.path.append(OUTSIDE)  # a folder outside the checked paths
 if sys.version_info >= (3, 10):
     FOUND = importlib.metadata.entry_points(group="x.plugins")
 else:  # 3.9's takes no selection: a dict of groups
@@ -135,7 +136,10 @@ def test_importlib_metadata_queries_rerun_a_run_only_for_what_they_can_see_and_n
             (tree / rel).parent.mkdir(parents=True, exist_ok=True)
             (tree / rel).write_text(text)
 
-    add({"torchy/__init__.py": TORCHY, "vers/__init__.py": VERS, "lister/__init__.py": "import os\nL = os.listdir(os.path.dirname(os.path.dirname(__file__)))\n",
+    outside = tmp_path / "outside"  # a distribution with entry points in torchy's group, seen through a path outside the checked ones
+    (outside / "shadow-1.0.dist-info").mkdir(parents=True)
+    (outside / "shadow-1.0.dist-info" / "entry_points.txt").write_text("[x.plugins]\ns = leafa\n")
+    add({"torchy/__init__.py": TORCHY.replace("OUTSIDE", repr(str(outside))), "vers/__init__.py": VERS, "lister/__init__.py": "import os\nL = os.listdir(os.path.dirname(os.path.dirname(__file__)))\n",
          "leafa/__init__.py": "", "torchy-2.0.dist-info/METADATA": "Name: torchy\nVersion: 2.0\n"})
     calls: list[list[str]] = []
 
@@ -183,6 +187,12 @@ def test_importlib_metadata_queries_rerun_a_run_only_for_what_they_can_see_and_n
     if python == "3.9":  # every distribution's entry points, duplicates too: one without adds none
         assert runs(["torchy"], ["leafa", "plain"]) == (2, [])
     else:  # entry_points() keeps the first distribution of a name: this one can hide plug's
+        assert runs(["torchy"], ["leafa", "plain"]) == (1, [["torchy"]])
+
+    add({"shadow-0.1.dist-info/METADATA": "Name: shadow\nVersion: 0.1\n"})  # no entry points, on the path before the outside one
+    if python == "3.9":
+        assert runs(["torchy"], ["leafa", "plain"]) == (2, [])
+    else:  # it hides the outside one's
         assert runs(["torchy"], ["leafa", "plain"]) == (1, [["torchy"]])
 
     # a module that fails alone, not after leafa: the others are imported again with it, as with the cache empty
