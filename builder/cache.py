@@ -6,7 +6,7 @@ It lives in the user's cache folder (``$HOIST_BUILD_CACHE``, else
 emulation roots, so a fresh clone or a new output folder reuses it; ``invoke
 cache`` shows where it is and how big, ``invoke cache --clear`` empties it.
 
-Three kinds of entries, each keyed by everything that could change it
+Four kinds of entries, each keyed by everything that could change it
 (docs/design.md, 3.15):
 
 - ``pyc``: one source's bytecode. Key: the source's sha256, its path in the
@@ -22,6 +22,18 @@ Three kinds of entries, each keyed by everything that could change it
   ``BUILDER_VERSION``. Any change to the set reruns it: a new package can turn
   a failed optional import into a success, a changed file can change what an
   import opens.
+- ``unit``: one import run of a check (the hot modules, or the others). Key:
+  its modules and hot modules, the runtime's identity, the import script,
+  ``BUILDER_VERSION``; the entry holds what the run depended on and is used
+  only while that is unchanged (its signature). The latest run of each kind
+  is also kept under the same key without its modules (the others': with
+  the hot modules' names), the modules in the entry: when modules were only
+  added, it is reused and the new ones imported in a run of their own (hot
+  ones noting their hot set). A module's import can depend on what was
+  imported before it in the process; a new module that fails alone reruns
+  the whole run (as with the cache empty), and a pair that fails only
+  together is left unseen, as between the two runs (builder/importcheck.py,
+  ``_runs``).
 
 Every file entry has a sidecar with its sha256, checked as it is copied out
 (copies, never links: nothing the build does to a tree reaches the cache); a
@@ -153,23 +165,26 @@ class Store:
 
     # ---------------------------------------------------------------- documents
 
-    def get_json(self, kind: str, k: str) -> Any | None:
+    def get_json(self, kind: str, k: str, count: bool = True) -> Any | None:
+        """The document, or None when absent or damaged; ``count``: a hit or miss in ``counts`` (else the caller counts)."""
         path = Path(str(self._path(kind, k)) + ".json")
+        tally = self.counts.miss if count else (lambda kind: None)
         try:
             doc = json.loads(path.read_text())
         except FileNotFoundError:
-            self.counts.miss(kind)
+            tally(kind)
             return None
         except (OSError, ValueError) as exc:
             self._damaged(kind, k, f"not JSON: {exc}")
-            self.counts.miss(kind)
+            tally(kind)
             return None
         body = json.dumps(doc.get("body") if isinstance(doc, dict) else None)  # in its own order: what it holds goes into manifests as it is
         if not isinstance(doc, dict) or doc.get("sha256") != hashlib.sha256(body.encode()).hexdigest():
             self._damaged(kind, k, "body differs from its recorded sha256")
-            self.counts.miss(kind)
+            tally(kind)
             return None
-        self.counts.hit(kind)
+        if count:
+            self.counts.hit(kind)
         return doc["body"]
 
     def put_json(self, kind: str, k: str, body: Any) -> None:

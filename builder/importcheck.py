@@ -11,6 +11,12 @@ slimming was not import-verified. builder/build.py compiles the bytecode
 before the check, so the check loads the .pyc that Lambda loads (under QEMU,
 compiling every module from source had been most of its time) and the files
 it puts back are compiled after it.
+
+Each import run is kept in the build cache with what it depended on (``_runs``,
+``signature``; docs/design.md, 3.15): importlib.metadata's searches as queries
+whose answer the signature keeps, not as the listings they make; and a run is
+reused for a set with modules added, which are then imported in a run of
+their own (why that gives what one run gives, and where it may not: ``_runs``).
 """
 from __future__ import annotations
 
@@ -19,6 +25,7 @@ import hashlib
 import json
 import os
 import platform
+import re
 import tempfile
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -92,9 +99,80 @@ def note(event, args):
         deps["names"].add(args[0])
     elif event == "open" and args and (at := where(args[0])):
         deps["open"].add(at)
-    elif event in ("os.listdir", "os.scandir") and sys._getframe(1).f_code.co_name != "_fill_cache" and (at := where(args[0] if args and args[0] is not None else ".")):
+    elif event in ("os.listdir", "os.scandir") and (caller := sys._getframe(1).f_code).co_name != "_fill_cache" and (at := where(args[0] if args and args[0] is not None else ".")):
+        if caller is meta["children"] and at in meta["at"] and sys._getframe(2).f_code in meta["callers"]:
+            return  # importlib.metadata's own listing of a path it was queried on: the queries stand for it
         deps["lists"].add(at)
 sys.addaudithook(note)
+# importlib.metadata's queries: per path of the checked paths searched, the kind (a distribution's name,
+# every distribution for entry_points(), or every distribution); the script's host side keeps of a path's
+# listing only what the kind can see (signature()). Hooked when the module is imported, not before.
+meta = {{"children": None, "callers": (), "at": set(), "queries": set(), "outside": set(), "rules": set()}}
+def patch_metadata(md):
+    try:
+        finder, fast, real_ep = md.MetadataPathFinder, md.FastPath, md.entry_points
+        real_search = finder.__dict__["_search_paths"].__func__
+        children = fast.children.__code__
+        callers = {{fast.search.__code__}} | ({{md.Lookup.__init__.__code__}} if hasattr(md, "Lookup") else set())
+        stdlib = {{real_ep.__code__.co_filename, getattr(pf := importlib.machinery.PathFinder.find_distributions, "__func__", pf).__code__.co_filename}}
+        if hasattr(md, "unique_everseen"):
+            stdlib.add(md.unique_everseen.__code__.co_filename)
+    except (AttributeError, KeyError, TypeError):
+        return  # not the importlib.metadata this script knows: its listings stay raw listings
+    def entry_points(*args, **kwargs):
+        return real_ep(*args, **kwargs)
+    def from_entry_points(frame):  # entry_points()'s call, when only the standard library is between it and this search
+        while frame is not None:
+            if frame.f_code is entry_points.__code__:
+                return frame
+            if frame.f_code.co_filename not in stdlib:
+                return None
+            frame = frame.f_back
+        return None
+    def query(name):
+        if name:
+            return f"name:{{name}}"
+        called = from_entry_points(sys._getframe(2))
+        if called is None:
+            return "all"
+        group = called.f_locals["kwargs"].get("group") if sys.version_info >= (3, 10) else None  # 3.9's takes none
+        return f"ep:{{group}}" if isinstance(group, str) else "ep"
+    def search(cls, name, paths):
+        paths = list(paths)
+        if tracing[0]:
+            mode = query(name)
+            for path in paths:
+                if (at := where(path)) is not None:
+                    meta["at"].add(at)
+                    meta["queries"].add(json.dumps([mode, at]))
+                elif mode.partition(":")[0] == "ep" and isinstance(path, (str, os.PathLike)):
+                    meta["outside"].add(os.fsdecode(path))
+        return real_search(cls, name, paths)
+    for attr in ("__name__", "__qualname__", "__doc__", "__module__"):
+        setattr(entry_points, attr, getattr(real_ep, attr))
+    finder._search_paths = classmethod(search)
+    md.entry_points = entry_points
+    meta.update(children=children, callers=callers, rules={{"3.9" if sys.version_info < (3, 10) else "3.10"}})
+class MetadataHook:
+    @staticmethod
+    def find_spec(fullname, path=None, target=None):
+        if fullname != "importlib.metadata":
+            return None
+        for finder in sys.meta_path:
+            if finder is not MetadataHook and hasattr(finder, "find_spec") and (spec := finder.find_spec(fullname, path, target)) is not None:
+                break
+        else:
+            return None
+        real = getattr(spec.loader, "exec_module", None)
+        if real is None or isinstance(spec.loader, type):  # a loader shared by every module (frozen): left alone
+            return spec
+        def exec_module(module):
+            real(module)
+            if MetadataHook in sys.meta_path:
+                sys.meta_path.remove(MetadataHook)
+            patch_metadata(module)
+        spec.loader.exec_module = exec_module
+        return spec
 def probing(real):
     def probe(path, *args, **kwargs):
         if tracing[0] and (at := where(path)):
@@ -111,6 +189,10 @@ def finding(real):
     return classmethod(find_spec)
 # importlib.util.find_spec (an optional dependency looked up, not imported) raises no "import" event
 importlib.machinery.PathFinder.find_spec = finding(importlib.machinery.PathFinder.find_spec.__func__)
+if "importlib.metadata" in sys.modules:
+    patch_metadata(sys.modules["importlib.metadata"])
+else:
+    sys.meta_path.insert(0, MetadataHook)
 def is_library(name):
     return name.endswith(".so") or ".so." in name
 def pagemap_tells():
@@ -169,7 +251,7 @@ def mapped():
                 out[-1][1] = max(out[-1][1], start + length - out[-1][0])
             else:
                 out.append([start, length])
-    return merged
+    return dict(sorted(merged.items()))  # by name, not by where it was mapped: as the union of two runs' (_spans_union)
 failed, touched = {{}}, None
 tracing[0] = True
 for name in hot + [m for m in modules if m not in hot]:
@@ -192,6 +274,41 @@ if recording[0] and pages:
 tracing[0] = False
 with open("/proc/self/maps") as maps:
     deps["maps"] = sorted({{at for line in maps if len(fields := line.split(None, 5)) == 6 and (at := where(fields[5].strip()))}})
+def ep_groups(text):  # the groups of an entry_points.txt as importlib.metadata (3.10 on) reads it; None: it cannot
+    groups, section = set(), None
+    for line in filter(lambda line: line and not line.startswith("#"), map(str.strip, text.splitlines())):
+        if line.startswith("[") and line.endswith("]"):
+            section = line.strip("[]")
+        elif section is not None:
+            if "=" not in line:
+                return None
+            groups.add(section)
+    return groups
+def outside_entry_points(root):  # [name, group] of the distributions with entry points in a path outside the checked ones; "?": unknown
+    try:
+        kids = os.listdir(root or ".")
+    except OSError:
+        return {{json.dumps(["?", "?"])}} if os.path.exists(root or ".") else set()  # a zip file, say
+    found = set()
+    for kid in kids:
+        stem, ext = os.path.splitext(kid)
+        if not (kid.lower().endswith((".dist-info", ".egg-info")) or kid.lower() == "egg-info"):
+            continue
+        name = stem.partition("-")[0] if ext in (".dist-info", ".egg-info") else ""
+        name = re.sub(r"[-_.]+", "-", name).lower().replace("-", "_") if name else "?"
+        try:
+            with open(os.path.join(root or ".", kid, "entry_points.txt"), encoding="utf-8") as f:
+                groups = ep_groups(f.read())
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError):
+            continue
+        except (OSError, ValueError):
+            groups = None
+        found.update(json.dumps([name, group]) for group in (groups if groups is not None else ["?"]))
+    return found
+if meta["queries"]:
+    import re
+    deps["metadata"], deps["metadata_rules"] = meta["queries"], meta["rules"]
+    deps["metadata_outside"] = set().union(*map(outside_entry_points, meta["outside"]))
 print({MARK!r} + json.dumps({{"failed": failed, "opened": sorted(opened) if hot else None, "touched": touched,
                               "deps": {{k: sorted(v) for k, v in deps.items()}}}}), flush=True)
 """
@@ -320,8 +437,9 @@ def runner_for(target: Target, on_line: Callable[[str], None] | None = None, bas
 class _State:
     """The files an import check sees: per path (the checked tree first, then the sets before it), relative path -> sha256."""
 
-    def __init__(self, files: list[dict[str, str]]):
+    def __init__(self, files: list[dict[str, str]], roots: list[Path] | None = None):
         self.files = files
+        self.roots = roots  # where the files are, to read one (an entry_points.txt); None: none is read
         self.children: list[dict[str, set[str]]] = []  # folder -> the names in it
         for listed in files:
             kids: dict[str, set[str]] = {"": set()}
@@ -342,6 +460,16 @@ class _State:
         if i >= len(self.files):
             return None
         return self.files[i].get(rel) or ("dir" if rel in self.children[i] else None)
+
+    def read(self, at: str) -> bytes | None:
+        """A file's content; None when it is not there or cannot be read."""
+        i, rel = self._at(at)
+        if self.roots is None or i >= len(self.roots) or rel not in self.files[i]:
+            return None
+        try:
+            return (self.roots[i] / rel).read_bytes()
+        except OSError:
+            return None
 
     def listing(self, at: str) -> list[str]:
         i, rel = self._at(at)
@@ -364,7 +492,7 @@ def _state(paths: list[Path]) -> _State:
             with contextlib.suppress(OSError, RecordError):
                 listed = {e.path: e.sha256 for e in load_manifest(manifest).files}
         files.append(listed if listed is not None else {e.path: e.sha256 for e in mf.scan(folder)})
-    return _State(files)
+    return _State(files, paths)
 
 
 def signature(deps: dict[str, list[str]], state: _State) -> dict[str, Any]:
@@ -379,13 +507,129 @@ def signature(deps: dict[str, list[str]], state: _State) -> dict[str, Any]:
     for at in deps.get("maps", []):  # the loader looks for a library's needed libraries beside it
         folder = at.rpartition("/")[0] if "/" in at else at.partition(":")[0] + ":"
         sig[f"L {folder}"] = [n for n in state.listing(folder) if ".so" in n]
+    sig.update(_metadata_signature(deps, state))
+    return sig
+
+
+_INFO = (".dist-info", ".egg-info")
+
+
+def _infos(state: _State, at: str) -> list[str]:
+    """The entries of a folder importlib.metadata takes for distributions' metadata (its ``Lookup``; an
+    ``EGG-INFO`` counts only in a folder named ``*.egg``, here in any: more, never fewer)."""
+    return [n for n in state.listing(at) if n.lower().endswith(_INFO) or n.lower() == "egg-info"]
+
+
+def _normalize(name: str) -> str:
+    """importlib.metadata's ``Prepared.normalize`` (3.10 on): PEP 503's, with underscores."""
+    return re.sub(r"[-_.]+", "-", name).lower().replace("-", "_")
+
+
+def _named(entry: str, name: str, rules: str) -> bool:
+    """Whether importlib.metadata's search for the distribution ``name`` finds ``entry`` (an ``EGG-INFO`` always)."""
+    low = entry.lower()
+    if low == "egg-info":
+        return True
+    if rules == "3.9":  # FastPath.search with its Prepared: the name lowered, dashes as underscores
+        wanted = name.lower().replace("-", "_")
+        return low in (wanted + ".dist-info", wanted + ".egg-info") or (low.startswith(wanted + "-") and low.endswith(_INFO))
+    return low.endswith(_INFO) and _normalize(low.rpartition(".")[0].partition("-")[0]) == _normalize(name)
+
+
+def _dist_name(entry: str) -> str | None:
+    """The name entry_points() keeps one distribution of (``PathDistribution._normalized_name``) when the folder's
+    name tells it; None when it comes from the metadata inside (an extension in other case, no name before the dash)."""
+    stem, ext = os.path.splitext(entry)
+    name = stem.partition("-")[0]
+    return _normalize(name) if ext in _INFO and name else None
+
+
+def _join(at: str, name: str) -> str:
+    return f"{at}/{name}" if not at.endswith(":") else f"{at}{name}"
+
+
+def _ep_groups(data: bytes | None) -> set[str] | None:
+    """The groups an entry_points.txt defines entry points in, read as importlib.metadata reads it from 3.10 on
+    (``Sectioned.section_pairs``, ``Pair.parse``); None when that read fails (not UTF-8, a line without "=")."""
+    if data is None:
+        return None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    groups: set[str] = set()
+    section = None
+    for line in filter(lambda line: line and not line.startswith("#"), map(str.strip, text.splitlines())):
+        if line.startswith("[") and line.endswith("]"):
+            section = line.strip("[]")
+        elif section is not None:
+            if "=" not in line:
+                return None
+            groups.add(section)
+    return groups
+
+
+def _metadata_signature(deps: dict[str, list[str]], state: _State) -> dict[str, Any]:
+    """What importlib.metadata's queries saw of the paths they searched (the script records them instead of the
+    listings they made), kept to what each kind of query can tell apart:
+
+    - a distribution's name (``version()``, ``distribution()``, ``metadata()``...): the entries of the path it finds;
+    - every distribution (``distributions()``, ``packages_distributions()``...): every metadata entry's name;
+    - every distribution for ``entry_points()`` (``ep``), or for ``entry_points(group=G)`` (``ep:G``): the metadata
+      entries with an ``entry_points.txt`` that can add to the result (any; for a group, those that define entry
+      points in it or that importlib.metadata fails to read: a file it cannot read fails every call) and its content;
+      and, from 3.10 on, where entry_points() keeps the first distribution of a name (``_unique``), the entries whose
+      name is that of a distribution whose entry points count (here or, as the script saw them, in a path outside
+      the checked ones) or known only from their metadata: any other entry adds nothing and hides nothing that
+      counts. On 3.9 every distribution's entry points count, duplicates too: an entry without adds none.
+    """
+    sig: dict[str, Any] = {}
+    queries = [json.loads(q) for q in deps.get("metadata", [])]
+    rules = (deps.get("metadata_rules") or ["3.10"])[0]
+    infos = {at: _infos(state, at) for _, at in queries}
+    ep_at = {at for mode, at in queries if mode == "ep" or mode.startswith("ep:")}
+    with_file = {at: [(n, what) for n in infos[at] if (what := state.what(_join(_join(at, n), "entry_points.txt"))) is not None] for at in ep_at}
+    groups = {(at, n): _ep_groups(state.read(_join(_join(at, n), "entry_points.txt"))) for at in ep_at for n, _ in with_file[at]}
+    outside = [json.loads(o) for o in deps.get("metadata_outside", [])]  # [name, group] ("?": unknown)
+    for mode, at in queries:
+        if mode == "all":
+            sig[f"m all {at}"] = infos[at]
+        elif mode.startswith("name:"):
+            sig[f"m {mode} {at}"] = [n for n in infos[at] if _named(n, mode[len("name:"):], rules)]
+        elif mode == "ep" or mode.startswith("ep:"):
+            group = mode[len("ep:"):] if mode.startswith("ep:") and rules != "3.9" else None
+            def counts(at: str, n: str, group: str | None = group) -> bool:
+                found = groups[(at, n)]
+                return group is None or found is None or group in found
+            hiding: list[str] = []
+            if rules != "3.9":
+                names = {_dist_name(n) for where in ep_at for n, _ in with_file[where] if counts(where, n)}
+                names |= {name for name, g in outside if group is None or g in (group, "?")}
+                unknown = None in names or "?" in names  # a distribution that counts, named by its metadata: any entry may hide it
+                hiding = [n for n in infos[at] if unknown or (name := _dist_name(n)) is None or name in names]
+            sig[f"m {mode} {at}"] = {"entry_points": [[n, what] for n, what in with_file[at] if counts(at, n)], "hiding": hiding}
+        else:  # a kind this builder does not know: the listing, as before
+            sig[f"m {mode} {at}"] = state.listing(at)
     return sig
 
 
 def _runs(paths: list[Path], modules: list[str], first: list[str], runner: Runner, store: cache.Store | None, version: str,
           say: Callable[[str], None]) -> Noted:
     """The import runs of a check: the hot modules, and every other module; each one reused from ``store``
-    while its signature holds, else run (both at once) and stored with what it depended on."""
+    while its signature holds, else run (both at once) and stored with what it depended on.
+
+    Each run is also kept under a key without its modules (``_family_key``): when modules were only
+    added (a leaf package; one named in the set's requirements is a hot module), that run is reused
+    while its signature holds and the new modules are imported in a run of their own, the hot ones
+    noting what they open and map (the hot set is then the union of both runs'). Whether that gives
+    what one run of them all gives: a module's import can depend on what was imported before it in
+    the same process; one that fails alone but imports after the others (it needs another imported
+    first without importing it) fails its own run, and then the whole run is made, as with the cache
+    empty. Left: a module that imports alone but not after another of the set (two packages
+    registering one name in a registry of the process), or whose import changes how a later one
+    imports or what it opens; the runs already leave such a pair unseen between the hot modules and
+    the others, and Lambda imports what the handler imports, in its order (docs/design.md, 3.15).
+    """
     rest = [m for m in modules if m not in first]
     # two runs, side by side: QEMU translates the interpreter again in every process, so a process per
     # module cost the demo twice the time of one for all (49 s against 23 s on 2 CPUs)
@@ -393,27 +637,61 @@ def _runs(paths: list[Path], modules: list[str], first: list[str], runner: Runne
     state = _state(paths) if store is not None else None
     script = hashlib.sha256(SCRIPT.encode()).hexdigest()
     results: dict[int, Noted] = {}
-    todo = []
+    todo: list[tuple[int, list[str], list[str], str, dict | None]] = []
+    partly: list[str] = []  # what a reused run's modules became
+
+    def put(entry: str, unit: list[str], hot: list[str], noted: Noted) -> None:
+        if store is None or state is None:
+            return
+        doc = {"failed": noted.failed, "opened": noted.opened, "touched": noted.touched, "deps": noted.deps,
+               "signature": signature(noted.deps, state), "modules": unit}
+        store.put_json("unit", entry, doc)
+        store.put_json("unit", _family_key(version, runner, script, first, bool(hot)), doc)
+
     for n, unit in enumerate(units):
         hot = unit if unit is first else []
         entry = cache.key("unit", version, runner.identity, script, json.dumps(unit), json.dumps(hot))
         found = store.get_json("unit", entry) if store is not None else None
         if found is not None and state is not None and found["signature"] == signature(found["deps"], state):
             results[n] = Noted(found["failed"], found["opened"], found["touched"], found["deps"])
+            if store is not None and isinstance(found.get("modules"), list):  # the latest of its kind again
+                store.put_json("unit", _family_key(version, runner, script, first, bool(hot)), found)
             continue
         if found is not None and store is not None:  # there, but what it depended on changed
             store.counts.hits["unit"] -= 1
             store.counts.miss("unit")
-        todo.append((n, unit, hot, entry))
-    if results:
-        say(f"{len(results)} of {len(units)} import runs reused from the build cache: nothing they depended on changed")
+        older = _older(store, _family_key(version, runner, script, first, bool(hot)), unit, bool(hot), state)
+        if older is not None and not (new := [m for m in unit if m not in older["modules"]]):
+            results[n] = Noted(older["failed"], older["opened"], older["touched"], older["deps"])
+            put(entry, unit, hot, results[n])
+            continue
+        if older is not None:
+            partly.append(f"the {'hot modules' if hot else 'other modules'}' run reused for the {len(older['modules'])} modules it imported "
+                          f"(nothing they depended on changed), the {len(new)} new ({', '.join(new[:5])}{', ...' if len(new) > 5 else ''}) "
+                          f"imported in a run of their own")
+        todo.append((n, unit, hot, entry, older))
+    if results or partly:
+        said = [f"{len(results)} of {len(units)} import runs reused from the build cache: nothing they depended on changed"] if results else []
+        say("; ".join(said + partly))
 
-    def run(job: tuple[int, list[str], list[str], str]) -> tuple[int, Noted]:
-        n, unit, hot, entry = job
+    def run(job: tuple[int, list[str], list[str], str, dict | None]) -> tuple[int, Noted]:
+        n, unit, hot, entry, older = job
+        if older is not None:
+            new = [m for m in unit if m not in older["modules"]]
+            alone = runner.imports_noting(paths, new, new if hot else [])
+            if not alone.failed and (older["touched"] is None) == (alone.touched is None):
+                deps = {k: sorted(set(older["deps"].get(k, [])) | set(alone.deps.get(k, []))) for k in {*older["deps"], *alone.deps}}
+                opened = sorted(set(older["opened"]) | set(alone.opened or ())) if hot else None
+                touched = _spans_union(older["touched"], alone.touched) if hot and older["touched"] is not None and alone.touched is not None else None
+                noted = Noted(older["failed"], opened, touched, deps)
+                put(entry, unit, hot, noted)
+                return n, noted
+            why = f"{', '.join(sorted(alone.failed))} failed alone" if alone.failed else "pages recorded in one run and not the other"
+            say(f"{why}: importing every module of the run again with them, as with the cache empty")
+            if store is not None:
+                store.counts.hits["unit"] -= 1
         noted = runner.imports_noting(paths, unit, hot)
-        if store is not None and state is not None:
-            store.put_json("unit", entry, {"failed": noted.failed, "opened": noted.opened, "touched": noted.touched, "deps": noted.deps,
-                                           "signature": signature(noted.deps, state)})
+        put(entry, unit, hot, noted)
         return n, noted
 
     with ThreadPoolExecutor(max_workers=2) as pool:  # the hot run is the longest: it starts first
@@ -422,7 +700,56 @@ def _runs(paths: list[Path], modules: list[str], first: list[str], runner: Runne
     for noted in results.values():
         failed.update(noted.failed)
     hot_run = results.get(0) if first else None
-    return Noted(failed, hot_run.opened if hot_run else None, hot_run.touched if hot_run else None)
+    return Noted(failed, _hot_set(hot_run.opened, hot_run.deps, paths[0]) if hot_run else None, hot_run.touched if hot_run else None)
+
+
+def _hot_set(opened: list[str] | None, deps: dict[str, list[str]], tree: Path) -> list[str] | None:
+    """The files of ``tree`` the hot run opened, as the hot set; when it called entry_points() on the tree, its
+    metadata entries' entry_points.txt are those of the tree, whichever the run read: a run reused while an
+    entry without entry points that count was added (``signature``) did not read the new one's, and a new run
+    would have (or, had it none, tried to)."""
+    if opened is None or not any(mode.partition(":")[0] == "ep" and at == "0:" for mode, at in map(json.loads, deps.get("metadata", []))):
+        return opened
+    def read_by_entry_points(rel: str) -> bool:
+        folder, _, name = rel.partition("/")
+        return name == "entry_points.txt" and (folder.lower().endswith(_INFO) or folder.lower() == "egg-info")
+    tree_has = {f"{n}/entry_points.txt" for n in os.listdir(tree) if (n.lower().endswith(_INFO) or n.lower() == "egg-info") and (tree / n / "entry_points.txt").is_file()}
+    return sorted({rel for rel in opened if not read_by_entry_points(rel)} | tree_has)
+
+
+def _family_key(version: str, runner: Runner, script: str, first: list[str], hot: bool) -> str:
+    """The cache key of the latest hot run, or of the latest run of the modules other than ``first``: the exact key's parts but the modules."""
+    return cache.key("unit", "the hot modules", version, runner.identity, script) if hot else \
+        cache.key("unit", "the others", version, runner.identity, script, json.dumps(first))
+
+
+def _older(store: cache.Store | None, family: str, unit: list[str], hot: bool, state: _State | None) -> dict | None:
+    """The latest run of its kind, when it imported none but modules of ``unit`` and what it depended on is unchanged."""
+    if store is None or state is None:
+        return None
+    found = store.get_json("unit", family, count=False)
+    if not isinstance(found, dict) or not isinstance(found.get("modules"), list) or not set(found["modules"]) <= set(unit):
+        return None  # a module it imported is gone: what its import did to the others' is not known
+    if hot and found.get("opened") is None:
+        return None
+    if found["signature"] != signature(found["deps"], state):
+        return None
+    store.counts.hit("unit")
+    return found
+
+
+def _spans_union(a: dict[str, list[list[int]]], b: dict[str, list[list[int]]]) -> dict[str, list[list[int]]]:
+    """Two runs' touched pages (library -> [offset, length]) as one: the ranges of either, merged."""
+    out: dict[str, list[list[int]]] = {}
+    for lib in sorted({*a, *b}):
+        merged: list[list[int]] = []
+        for start, length in sorted([*a.get(lib, []), *b.get(lib, [])]):
+            if merged and start <= merged[-1][0] + merged[-1][1]:
+                merged[-1][1] = max(merged[-1][1], start + length - merged[-1][0])
+            else:
+                merged.append([start, length])
+        out[lib] = merged
+    return out
 
 
 def _package_of(tree: Path, module: str, removed: dict[str, dict[str, list[str]]]) -> str | None:

@@ -9,6 +9,8 @@ import os
 import py_compile
 from pathlib import Path
 
+import pytest
+
 from builder import importcheck
 from builder.archives import write_archives
 from pipeline.interpreters import find_python
@@ -99,3 +101,117 @@ def test_an_import_run_is_reused_only_while_nothing_it_depended_on_changed(tmp_p
     assert reused() == 1
     (tree / "NOTES.txt").write_text("")  # nothing any run looked at
     assert reused() == 2
+
+
+TORCHY = """\
+import sys
+import importlib.metadata
+sys.path.append(OUTSIDE)  # a folder outside the checked paths
+if sys.version_info >= (3, 10):
+    FOUND = importlib.metadata.entry_points(group="x.plugins")
+else:  # 3.9's takes no selection: a dict of groups
+    FOUND = importlib.metadata.entry_points().get("x.plugins", ())
+PLUGINS = {ep.name: ep.load() for ep in FOUND}
+"""
+VERS = """\
+from importlib.metadata import PackageNotFoundError, version
+try:
+    V = version("foo")
+except PackageNotFoundError:
+    V = None
+"""
+
+
+@pytest.mark.parametrize("python", ["3.9", "3.11", "3.13"])  # importlib.metadata's search and entry_points() differ from 3.9 to 3.10
+def test_importlib_metadata_queries_rerun_a_run_only_for_what_they_can_see_and_new_modules_run_alone(tmp_path, python):
+    """torch's import calls entry_points(group=...): a distribution added without entry points in that group does
+    not rerun it; one with some, or one that can hide another's of its name, does. version("foo") reruns when foo appears;
+    a module listing the folder itself, on any addition. A module added to the others' run: only it is imported."""
+    from builder import cache
+
+    tree = tmp_path / "site-packages"
+
+    def add(files: dict[str, str]) -> None:
+        for rel, text in files.items():
+            (tree / rel).parent.mkdir(parents=True, exist_ok=True)
+            (tree / rel).write_text(text)
+
+    outside = tmp_path / "outside"  # a distribution with entry points in torchy's group, seen through a path outside the checked ones
+    (outside / "shadow-1.0.dist-info").mkdir(parents=True)
+    (outside / "shadow-1.0.dist-info" / "entry_points.txt").write_text("[x.plugins]\ns = leafa\n")
+    add({"torchy/__init__.py": TORCHY.replace("OUTSIDE", repr(str(outside))), "vers/__init__.py": VERS, "lister/__init__.py": "import os\nL = os.listdir(os.path.dirname(os.path.dirname(__file__)))\n",
+         "leafa/__init__.py": "", "torchy-2.0.dist-info/METADATA": "Name: torchy\nVersion: 2.0\n"})
+    calls: list[list[str]] = []
+
+    class Counting(importcheck.Runner):
+        def imports_noting(self, paths, modules, hot):
+            calls.append(list(modules))
+            return super().imports_noting(paths, modules, hot)
+
+    runner = Counting("native", f"CPython {python} here", python=find_python(python).path, identity=f"native test {python}")
+    store = cache.Store(tmp_path / "cache")
+
+    def runs(hot: list[str], others: list[str]) -> tuple[int, list[list[str]]]:
+        """The runs reused from the cache, and the modules of each run made."""
+        calls.clear()
+        before = store.counts.hits.get("unit", 0)
+        noted = importcheck._runs([tree], sorted(hot + others), hot, runner, store, "test", lambda line: None)
+        assert noted.failed == {}
+        return store.counts.hits.get("unit", 0) - before, sorted(calls)
+
+    assert runs(["torchy"], ["leafa"]) == (0, [["leafa"], ["torchy"]])
+    assert runs(["vers"], []) == (0, [["vers"]]) and runs(["lister"], []) == (0, [["lister"]])
+    assert runs(["torchy"], ["leafa"]) == (2, [])
+
+    add({"plain-1.0.dist-info/METADATA": "Name: plain\nVersion: 1.0\n", "plain/__init__.py": ""})  # a leaf package, no entry points
+    assert runs(["torchy"], ["leafa", "plain"]) == (2, [["plain"]])  # the hot run as it was; the others' too, and plain alone
+    assert runs(["torchy"], ["leafa", "plain"]) == (2, [])
+    assert runs(["vers"], []) == (1, [])  # version("foo") finds no plain
+    assert runs(["lister"], []) == (0, [["lister"]])  # a listing of its own: anything added reruns it
+    add({"cli-1.0.dist-info/METADATA": "Name: cli\nVersion: 1.0\n", "cli-1.0.dist-info/entry_points.txt": "[console_scripts]\ncli = leafa:main\n"})
+    if python == "3.9":  # entry_points() takes no group: every group counts
+        assert runs(["torchy"], ["leafa", "plain"]) == (1, [["torchy"]])
+    else:  # entry points in another group than the one torchy asked for
+        assert runs(["torchy"], ["leafa", "plain"]) == (2, [])
+
+    add({"foo-1.0.dist-info/METADATA": "Name: foo\nVersion: 1.0\n"})
+    assert runs(["vers"], []) == (0, [["vers"]])
+    assert runs(["torchy"], ["leafa", "plain"]) == (2, [])
+
+    add({"plug-1.0.dist-info/METADATA": "Name: plug\nVersion: 1.0\n", "plug-1.0.dist-info/entry_points.txt": "[x.plugins]\np = leafa\n"})
+    assert runs(["torchy"], ["leafa", "plain"]) == (1, [["torchy"]])  # entry points in torchy's group
+    (tree / "plug-1.0.dist-info" / "entry_points.txt").write_text("[x.plugins]\np = plain\n")
+    assert runs(["torchy"], ["leafa", "plain"]) == (1, [["torchy"]])  # a file the hot run read
+
+    add({"Plug-0.5.dist-info/METADATA": "Name: Plug\nVersion: 0.5\n"})  # no entry points, plug's name
+    if python == "3.9":  # every distribution's entry points, duplicates too: one without adds none
+        assert runs(["torchy"], ["leafa", "plain"]) == (2, [])
+    else:  # entry_points() keeps the first distribution of a name: this one can hide plug's
+        assert runs(["torchy"], ["leafa", "plain"]) == (1, [["torchy"]])
+
+    add({"shadow-0.1.dist-info/METADATA": "Name: shadow\nVersion: 0.1\n"})  # no entry points, on the path before the outside one
+    if python == "3.9":
+        assert runs(["torchy"], ["leafa", "plain"]) == (2, [])
+    else:  # it hides the outside one's
+        assert runs(["torchy"], ["leafa", "plain"]) == (1, [["torchy"]])
+
+    # a module that fails alone, not after leafa: the others are imported again with it, as with the cache empty
+    add({"needy/__init__.py": "import sys\nassert 'leafa' in sys.modules, 'leafa first'\n"})
+    assert runs(["torchy"], ["leafa", "needy", "plain"]) == (1, [["leafa", "needy", "plain"], ["needy"]])
+    # a module gone: the others' run that imported it tells nothing of the rest's imports without it
+    (tree / "needy" / "__init__.py").unlink()
+    (tree / "needy").rmdir()
+    add({"leafb/__init__.py": ""})
+    assert runs(["torchy"], ["leafa", "leafb", "plain"]) == (1, [["leafa", "leafb", "plain"]])
+
+    # a package named in the set's requirements: a hot module. The hot run is reused and the new one imported alone,
+    # noting what it opens; the hot set is what one run of them all notes
+    add({"hotter/__init__.py": "from . import data\n", "hotter/data.py": "X = 1\n"})
+    calls.clear()
+    modules = ["hotter", "leafa", "leafb", "plain", "torchy"]
+    noted = importcheck._runs([tree], modules, ["hotter", "torchy"], runner, store, "test", lambda line: None)
+    assert sorted(calls) == [["hotter"]] and noted.failed == {}  # the others' run: the same modules, nothing it saw changed
+    fresh = importcheck._runs([tree], modules, ["hotter", "torchy"], runner, None, "test", lambda line: None)  # no cache
+    assert noted == fresh and "hotter/data.py" in (noted.opened or ()) and "torchy/__init__.py" in (noted.opened or ())
+    # entry_points() read every distribution's entry_points.txt: those of the tree, not those the reused run saw
+    assert {"plug-1.0.dist-info/entry_points.txt", "cli-1.0.dist-info/entry_points.txt"} <= set(noted.opened or ())

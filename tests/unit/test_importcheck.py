@@ -1,6 +1,7 @@
 """The import check's bookkeeping with a scripted runtime: which rule broke an import, what goes back, what stays removed."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from builder import importcheck, slim
@@ -87,3 +88,32 @@ def test_the_check_runs_in_the_configured_base_image_when_it_is_here(monkeypatch
     monkeypatch.setenv("HOIST_EMULATION", "off")
     runner, why = importcheck.runner_for(target)  # the runtime's default image is not here
     assert runner is None and f"the Lambda image {target.base_image()} is not here" in why
+
+
+def test_the_metadata_rules_are_the_standard_librarys(tmp_path):
+    """What the signature keeps of importlib.metadata's queries mirrors how this CPython's importlib.metadata finds a
+    distribution by name, names one for entry_points()'s _unique, and reads an entry_points.txt."""
+    import importlib.metadata as md
+
+    entries = ["foo-1.0.dist-info", "Foo_Bar-2.0.dist-info", "foo.bar-3.0.egg-info", "FOO-4.0.DIST-INFO", "foobar-1.0.dist-info",
+               "foo", "foo.py", "-1.0.dist-info", "Baz.egg-info", "zap-1.0.data"]
+    for name in entries:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "METADATA").write_text("Name: Told-By-Metadata\n")
+    state = importcheck._State([{f"{e}/METADATA": "0" for e in entries}])
+    infos = importcheck._infos(state, "0:")
+    for name in ["foo", "Foo", "foo-bar", "foo_bar", "Foo.Bar", "baz", "foobar", "nothing"]:
+        found = sorted(os.path.basename(p) for p in md.MetadataPathFinder._search_paths(name, [str(tmp_path)]))
+        assert found == sorted(n for n in infos if importcheck._named(n, name, "3.10")), name
+    for path in md.MetadataPathFinder._search_paths(None, [str(tmp_path)]):
+        told = importcheck._dist_name(os.path.basename(path))
+        assert md.PathDistribution(path)._normalized_name == (told or "told_by_metadata"), path
+
+    for text in ["[g]\na = b:c\n", "# c\n[g]\n\n  a=b  \n[h]\n", "a = b\n[g]\nx = y\n", "\ufeff[g]\na = b\n", "[g]\nno equals\n",
+                 "[g] \n a = b \r\n[h]\r\nc = d\r\n", "[[g]]\na = b\n", "[]\na = b\n", "[g]\n#x\n;y\n"]:
+        try:
+            groups: set[str] | None = {ep.group for ep in md.EntryPoints._from_text(text)}
+        except (ValueError, TypeError):
+            groups = None
+        assert importcheck._ep_groups(text.encode()) == groups, text
+    assert importcheck._ep_groups(b"[g]\na = \xff\n") is None  # not UTF-8: read_text fails
