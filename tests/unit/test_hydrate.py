@@ -421,7 +421,7 @@ def test_the_source_files_of_hot_folders_are_looked_up_ahead(app, tmp_path, monk
     seen, lock = [], threading.Lock()
     real = os.stat
     monkeypatch.setattr(os, "stat", lambda p, *a, **k: (lock.acquire(), seen.append(p), lock.release(), real(p, *a, **k))[-1])
-    app._start_stat_ahead("/t", {"": {"a.py": "f", "pkg": "p", "b.txt": "f"}, "pkg": {"__init__.py": "f", "m.pyc": "f"}})
+    app._start_stat_ahead({"/t": {"a.py": "f", "pkg": "p", "b.txt": "f"}, "/t/pkg": {"__init__.py": "f", "m.pyc": "f"}})
     deadline = time.time() + 10
     while len(seen) < 2 and time.time() < deadline:
         time.sleep(0.01)
