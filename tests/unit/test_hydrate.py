@@ -395,6 +395,40 @@ def test_the_read_ahead_takes_touched_pages_and_shared_libraries_only(app, tmp_p
         assert set(reads) == expected, how
 
 
+def test_the_read_ahead_reads_every_piece_of_a_library_planned_last_and_slowly(app, tmp_path, monkeypatch):
+    """The threads share one list of work: one that finds it empty while another still plans a library (reading its
+    headers on EFS) waits for that plan's reads instead of leaving them to the planner alone, or to nobody."""
+    import threading
+    import time
+
+    pf = app.prefetch
+    for rel in ("lib/liba.so", "lib/libslow.so"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"\0" * 8192)
+    reads = _reads(monkeypatch)
+    readers: set = set()
+
+    def slow(path, rel, index):
+        if rel.endswith("libslow.so"):
+            time.sleep(0.3)  # the other threads have run out of work by now
+        return [[0, 8192]]
+
+    monkeypatch.setattr(pf, "WORKERS", 3)
+    monkeypatch.setitem(pf.RANGES, "slow", slow)
+    real_read = pf._Reader.read
+    def read(self, at, length):
+        if self.path.endswith("libslow.so"):
+            readers.add(threading.current_thread().name)
+            time.sleep(0.02)  # a round trip
+        real_read(self, at, length)
+
+    monkeypatch.setattr(pf._Reader, "read", read)
+    pf.start(str(tmp_path), {"elf": ["lib/liba.so", "lib/libslow.so"]}, "slow", piece=1024)
+    _settle(reads, 16)
+    assert sorted(reads) == sorted([(name, at, 1024) for name in ("liba.so", "libslow.so") for at in range(0, 8192, 1024)])
+    assert len(readers) > 1  # the slow library's eight pieces were not all left to the thread that planned it
+
+
 def test_a_read_ahead_failure_of_any_kind_is_logged_once_and_never_fails_the_init(app, tmp_path, monkeypatch):
     pf = app.prefetch
     for rel in ("lib/liba.so", "lib/libb.so"):
