@@ -46,11 +46,13 @@ from . import archive, hotimport, prefetch
 from .log import log
 
 # Memory: an archive is read in pieces, each unpacked at once into a buffer of exactly the records' size (the
-# index's "raw"), whose views the hot set keeps. So no more than ARCHIVE_WORKERS * READS_AHEAD pieces of
-# compressed bytes wait beside the hot set, never whole archives (`invoke bench coldstart` measures the peak).
+# index's "raw"), whose views the hot set keeps. So beside the hot set wait no more than ARCHIVE_WORKERS *
+# (READS_AHEAD pieces of compressed bytes, one FEED_BYTES tail, one PIECE_BYTES output and zlib's 32 kB window),
+# never whole archives; the background lookups and read-ahead hold no future per task (`invoke bench coldstart`
+# measures the peak).
 CHUNK_BYTES = 64 << 10  # one read of an archive: on EFS the round trips of several overlap
-FEED_BYTES = 16 << 10  # what one unpacking step is given of a read piece
-PIECE_BYTES = 16 << 10  # the most one unpacking step gives at a time (zlib's max_length)
+FEED_BYTES = 32 << 10  # what one unpacking step is given of a read piece
+PIECE_BYTES = 32 << 10  # the most one unpacking step gives at a time (zlib's max_length)
 READS_AHEAD = 2  # reads in flight per archive
 CHUNK_WORKERS = 32  # reads in flight in all
 ARCHIVE_WORKERS = 2  # archives being read and unpacked at once (zlib releases the GIL: one per vCPU)
