@@ -39,6 +39,7 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 
@@ -46,10 +47,13 @@ from . import archive, hotimport, prefetch
 from .log import log
 
 # Memory: an archive is read in pieces, each unpacked at once into a buffer of exactly the records' size (the
-# index's "raw"), whose views the hot set keeps. So no more than ARCHIVE_WORKERS * READS_AHEAD pieces of
-# compressed bytes wait beside the hot set, never whole archives (`invoke bench coldstart` measures the peak).
+# index's "raw"), whose views the hot set keeps. So beside the hot set wait no more than ARCHIVE_WORKERS *
+# (READS_AHEAD pieces of compressed bytes, one FEED_BYTES tail, one PIECE_BYTES output and zlib's 32 kB window),
+# never whole archives; the background lookups and read-ahead hold no future per task (`invoke bench coldstart`
+# measures the peak).
 CHUNK_BYTES = 64 << 10  # one read of an archive: on EFS the round trips of several overlap
-PIECE_BYTES = 64 << 10  # the most one unpacking step gives at a time (zlib's max_length)
+FEED_BYTES = 32 << 10  # what one unpacking step is given of a read piece
+PIECE_BYTES = 32 << 10  # the most one unpacking step gives at a time (zlib's max_length)
 READS_AHEAD = 2  # reads in flight per archive
 CHUNK_WORKERS = 32  # reads in flight in all
 ARCHIVE_WORKERS = 2  # archives being read and unpacked at once (zlib releases the GIL: one per vCPU)
@@ -179,9 +183,13 @@ def _take(data: bytes, d, digest, out: bytearray, at: int, path: str) -> int:
     digest.update(data)
     if not hasattr(d, "unconsumed_tail"):  # a decompressor the benchmark injected: its whole output at once
         return _put(d.decompress(data), out, at, path)
-    at = _put(d.decompress(data, PIECE_BYTES), out, at, path)  # zlib: in pieces, so no large output waits beside the buffer
-    while d.unconsumed_tail:
-        at = _put(d.decompress(d.unconsumed_tail, PIECE_BYTES), out, at, path)
+    # zlib: fed FEED_BYTES of the piece at a time (views, not copies), each giving at most PIECE_BYTES at a time, so
+    # what waits beside the buffer is one small output and a tail of at most FEED_BYTES (zlib copies what it leaves)
+    view = memoryview(data)
+    for start in range(0, len(view), FEED_BYTES):
+        at = _put(d.decompress(view[start : start + FEED_BYTES], PIECE_BYTES), out, at, path)
+        while d.unconsumed_tail:
+            at = _put(d.decompress(d.unconsumed_tail, PIECE_BYTES), out, at, path)
     return at
 
 
@@ -192,16 +200,20 @@ def _put(piece: bytes, out: bytearray, at: int, path: str) -> int:
     return at + len(piece)
 
 
-def interleaved(groups: list[list[str]]) -> list[str]:
-    """One path of each folder in turn, the largest folders first: lookups in one folder may be served one at a
-    time (a FUSE mount without parallel directory operations serializes them on the folder), so the lookups in
-    flight are spread over as many folders as there are workers, and the longest folders start first."""
-    order = sorted((g for g in groups if g), key=len, reverse=True)
-    return [group[i] for i in range(len(order[0]) if order else 0) for group in order if i < len(group)]
+def interleaved(groups: Iterable[tuple[str, list[str]]]) -> Iterator[str]:
+    """``folder/name`` of each (folder, names), one of each folder in turn, the largest folders first: lookups in one
+    folder may be served one at a time (a FUSE mount without parallel directory operations serializes them on the
+    folder), so the lookups in flight spread over as many folders as there are workers, and the longest start first.
+    Lazily: no list of the paths (the names are the listings' own strings)."""
+    order = sorted((g for g in groups if g[1]), key=lambda g: len(g[1]), reverse=True)
+    for i in range(len(order[0][1]) if order else 0):
+        for folder, names in order:
+            if i < len(names):
+                yield f"{folder}/{names[i]}"
 
 
-def _start_stat_ahead(tree: str, dirs: dict[str, dict[str, str]]) -> None:
-    """Look up every source file of the hot folders, in parallel, in the background.
+def _start_stat_ahead(dirs: dict[str, dict[str, str]]) -> None:
+    """Look up every source file of the hot folders (``dirs``: absolute folder -> listing), in parallel, in the background.
 
     The modules imported from memory keep their EFS paths, and ``inspect``
     (torch calls ``inspect.getmodule``, which checks every loaded module's
@@ -209,19 +221,26 @@ def _start_stat_ahead(tree: str, dirs: dict[str, dict[str, str]]) -> None:
     trip each, one after the other, about 700 for torch. Looked up ahead, the
     NFS client's attribute cache answers them, as the page cache answers the
     libraries' reads after their read-ahead.
+
+    STAT_WORKERS threads take the paths from one shared generator, one folder
+    after another in turn (``interleaved``): no list of paths and no future per lookup (a thousand queued futures were 1.8 MB,
+    beside the hot set while the archives unpack).
     """
-    by_folder = [[f"{tree}/{folder}/{name}" if folder else f"{tree}/{name}" for name, kind in listing.items() if kind == hotimport.FILE and name.endswith(".py")]
-                 for folder, listing in dirs.items()]
-    paths = interleaved(by_folder)
+    paths = interleaved((folder, [name for name, kind in listing.items() if kind == hotimport.FILE and name.endswith(".py")])
+                        for folder, listing in dirs.items())
+    lock = threading.Lock()
 
-    def look(path: str) -> None:
-        with contextlib.suppress(OSError):
-            os.stat(path)
+    def walk() -> None:
+        while True:
+            with lock:  # a generator runs in one thread at a time
+                path = next(paths, None)
+            if path is None:
+                return
+            with contextlib.suppress(OSError):
+                os.stat(path)
 
-    pool = ThreadPoolExecutor(STAT_WORKERS, thread_name_prefix="hoist-stat")
-    for path in paths:
-        pool.submit(look, path)
-    pool.shutdown(wait=False)
+    for i in range(STAT_WORKERS):
+        threading.Thread(target=walk, name=f"hoist-stat-{i}", daemon=True).start()
 
 
 def hydrate(tree: str, chunk: int = CHUNK_BYTES) -> tuple[hotimport.HotSet | None, str | None]:
@@ -235,7 +254,10 @@ def hydrate(tree: str, chunk: int = CHUNK_BYTES) -> tuple[hotimport.HotSet | Non
         why = f"archive index version {index.get('version')}, this handler reads {archive.INDEX_VERSION} (rebuild and sync the version)"
         log("hydrate_skipped", reason=why)
         return None, why
-    _start_stat_ahead(tree, index["dirs"])
+    # the listings and sizes by absolute path at once, before the buffers exist: the index's own copies are not kept
+    dirs = {(f"{tree}/{rel}" if rel else tree): listing for rel, listing in index.pop("dirs").items()}
+    sizes = {f"{tree}/{rel}": size for rel, size in (index.pop("sizes", None) or {}).items()}
+    _start_stat_ahead(dirs)
     how = os.environ.get("HOIST_PREFETCH", prefetch.DEFAULT)
     if how not in prefetch.RANGES:
         log("prefetch_unknown", mode=how, using=prefetch.DEFAULT, choices=sorted(prefetch.RANGES))
@@ -245,19 +267,18 @@ def hydrate(tree: str, chunk: int = CHUNK_BYTES) -> tuple[hotimport.HotSet | Non
     names = sorted(index["archives"], key=lambda a: -a["bytes"])  # largest first: the long ones start early
     files: dict[str, memoryview] = {}
 
-    def load(entry: dict, chunks: ThreadPoolExecutor) -> list:
-        return list(archive.records(unpack_file(os.path.join(archives, entry["name"]), entry, compression, chunks, chunk)))
+    def load(entry: dict, chunks: ThreadPoolExecutor) -> None:
+        stream = unpack_file(os.path.join(archives, entry["name"]), entry, compression, chunks, chunk)
+        for rel, data in archive.records(stream):  # straight into the hot set (one dict item at a time, under the GIL)
+            files[f"{tree}/{rel}"] = data
 
     # the libraries' read-ahead starts first, beside the archives (a few MB): started once `import torch` runs, its
     # threads wait for the GIL behind the import's own work while the import faults the same pages in one by one
     prefetch.start(tree, {"elf": index["elf"], "touched_ranges": index.get("touched_ranges") or {}}, how)  # not the listings
+    del index
     with ThreadPoolExecutor(CHUNK_WORKERS, thread_name_prefix="hoist-chunk") as chunks, \
             ThreadPoolExecutor(ARCHIVE_WORKERS, thread_name_prefix="hoist-archive") as whole:
         done = [whole.submit(load, a, chunks) for a in names]
         for f in done:
-            files.update((f"{tree}/{rel}", data) for rel, data in f.result())
-            del f
-        done.clear()
-    dirs = {(f"{tree}/{rel}" if rel else tree): listing for rel, listing in index["dirs"].items()}
-    sizes = {f"{tree}/{rel}": size for rel, size in (index.get("sizes") or {}).items()}
+            f.result()
     return hotimport.HotSet(tree, files, dirs, sizes=sizes, prefetch=how), None

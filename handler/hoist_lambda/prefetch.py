@@ -22,8 +22,8 @@ from __future__ import annotations
 import os
 import struct
 import threading
+from collections import deque
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 
 from .log import log
 
@@ -151,26 +151,52 @@ class _Reader:
 
 
 def start(tree: str, index: dict, how: str, piece: int = PIECE_BYTES) -> _Failures:
-    """Read the libraries' pages ahead in the background, in ``piece``-sized reads on WORKERS threads."""
+    """Read the libraries' pages ahead in the background, in ``piece``-sized reads on WORKERS threads.
+
+    The threads share one list of work: a library not planned yet (finding its ranges can read its headers) comes
+    first, then its reads, each a small tuple; no future per read (a future is about 1.8 kB, and the reads of
+    ``touched`` are a few hundred, queued while the archives unpack beside them)."""
     failed = _Failures()
     scratch = bytearray(READ_BYTES)
     ranges_of = RANGES[how]
-    libraries = [rel for rel in index["elf"] if is_library(rel)]  # executables (torch/bin/test_*) are never loaded by an import
-    pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="hoist-prefetch")
+    libraries = iter([rel for rel in index["elf"] if is_library(rel)])  # executables (torch/bin/test_*) are never loaded by an import
+    reads: deque[tuple[_Reader, int, int]] = deque()
+    work = threading.Condition()
+    planning = [0]  # libraries being planned: their reads may still come
 
-    def plan(path: str, rel: str) -> None:  # a task: finding the ranges can read the library's headers
+    def plan(path: str, rel: str) -> None:  # finding the ranges can read the library's headers
         try:
             ranges = pieces(ranges_of(path, rel, index), piece)
-            if not ranges:
-                return
-            reader = _Reader(path, len(ranges), failed, scratch)
-            for at, length in ranges:
-                pool.submit(reader.read, at, length)
-        except RuntimeError:  # the interpreter shutting down: nothing to read ahead
-            return
+            if ranges:
+                reader = _Reader(path, len(ranges), failed, scratch)
+                with work:
+                    reads.extend((reader, at, length) for at, length in ranges)
         except Exception as exc:
             failed(path, exc)
+        finally:
+            with work:
+                planning[0] -= 1
+                work.notify_all()
 
-    for rel in libraries:
-        pool.submit(plan, os.path.join(tree, rel), rel)
+    def worker() -> None:
+        while True:
+            with work:
+                while True:
+                    rel = next(libraries, None)
+                    if rel is not None:
+                        planning[0] += 1
+                        break
+                    if reads:
+                        reader, at, length = reads.popleft()
+                        break
+                    if not planning[0]:
+                        return  # every library planned and read
+                    work.wait()
+            if rel is not None:
+                plan(os.path.join(tree, rel), rel)
+            else:
+                reader.read(at, length)
+
+    for i in range(WORKERS):
+        threading.Thread(target=worker, name=f"hoist-prefetch-{i}", daemon=True).start()
     return failed

@@ -395,6 +395,40 @@ def test_the_read_ahead_takes_touched_pages_and_shared_libraries_only(app, tmp_p
         assert set(reads) == expected, how
 
 
+def test_the_read_ahead_reads_every_piece_of_a_library_planned_last_and_slowly(app, tmp_path, monkeypatch):
+    """The threads share one list of work: one that finds it empty while another still plans a library (reading its
+    headers on EFS) waits for that plan's reads instead of leaving them to the planner alone, or to nobody."""
+    import threading
+    import time
+
+    pf = app.prefetch
+    for rel in ("lib/liba.so", "lib/libslow.so"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"\0" * 8192)
+    reads = _reads(monkeypatch)
+    readers: set = set()
+
+    def slow(path, rel, index):
+        if rel.endswith("libslow.so"):
+            time.sleep(0.3)  # the other threads have run out of work by now
+        return [[0, 8192]]
+
+    monkeypatch.setattr(pf, "WORKERS", 3)
+    monkeypatch.setitem(pf.RANGES, "slow", slow)
+    real_read = pf._Reader.read
+    def read(self, at, length):
+        if self.path.endswith("libslow.so"):
+            readers.add(threading.current_thread().name)
+            time.sleep(0.02)  # a round trip
+        real_read(self, at, length)
+
+    monkeypatch.setattr(pf._Reader, "read", read)
+    pf.start(str(tmp_path), {"elf": ["lib/liba.so", "lib/libslow.so"]}, "slow", piece=1024)
+    _settle(reads, 16)
+    assert sorted(reads) == sorted([(name, at, 1024) for name in ("liba.so", "libslow.so") for at in range(0, 8192, 1024)])
+    assert len(readers) > 1  # the slow library's eight pieces were not all left to the thread that planned it
+
+
 def test_a_read_ahead_failure_of_any_kind_is_logged_once_and_never_fails_the_init(app, tmp_path, monkeypatch):
     pf = app.prefetch
     for rel in ("lib/liba.so", "lib/libb.so"):
@@ -421,7 +455,7 @@ def test_the_source_files_of_hot_folders_are_looked_up_ahead(app, tmp_path, monk
     seen, lock = [], threading.Lock()
     real = os.stat
     monkeypatch.setattr(os, "stat", lambda p, *a, **k: (lock.acquire(), seen.append(p), lock.release(), real(p, *a, **k))[-1])
-    app._start_stat_ahead("/t", {"": {"a.py": "f", "pkg": "p", "b.txt": "f"}, "pkg": {"__init__.py": "f", "m.pyc": "f"}})
+    app._start_stat_ahead({"/t": {"a.py": "f", "pkg": "p", "b.txt": "f"}, "/t/pkg": {"__init__.py": "f", "m.pyc": "f"}})
     deadline = time.time() + 10
     while len(seen) < 2 and time.time() < deadline:
         time.sleep(0.01)
@@ -431,12 +465,12 @@ def test_the_source_files_of_hot_folders_are_looked_up_ahead(app, tmp_path, monk
 def test_lookups_ahead_go_to_as_many_folders_at_once_as_there_are_workers_the_largest_first(app):
     """A FUSE mount without parallel directory operations serves one lookup per folder at a time: folder by folder,
     16 workers would wait on one folder; one path of each folder in turn keeps them on different folders."""
-    groups = [[f"small/{i}" for i in range(2)], [f"big/{i}" for i in range(5)], [], [f"mid/{i}" for i in range(3)]]
-    order = app.interleaved(groups)
-    assert sorted(order) == sorted(p for g in groups for p in g)  # each path once, none lost
+    groups = [("small", ["0", "1"]), ("big", [str(i) for i in range(5)]), ("none", []), ("mid", ["0", "1", "2"])]
+    order = list(app.interleaved(iter(groups)))  # folders given lazily, as _start_stat_ahead gives them
+    assert sorted(order) == sorted(f"{folder}/{name}" for folder, names in groups for name in names)  # each path once, none lost
     assert [p.split("/")[0] for p in order[:3]] == ["big", "mid", "small"]  # the first round: every folder, the largest first
     assert order[-2:] == ["big/3", "big/4"]  # the largest folder's tail is all that is left at the end
-    assert app.interleaved([]) == []
+    assert list(app.interleaved([])) == []
 
 
 def test_relocation_ranges_are_what_the_loader_reads_found_in_the_section_headers(app, tmp_path):
