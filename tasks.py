@@ -161,8 +161,9 @@ def cache(c, clear=False):
 @_stage
 def validate(c, config=None, target=None, tree=None, runtime=None, arch=None, layer=False, json=None, smoke=None, image=None):
     """Check trees for Lambda (ELF, glibc, libraries, ABI, sizes, CUDA), then smoke-test them."""
+    from compose.validate import validate_build
     from validate.report import print_report
-    from validate.stage import from_build, from_tree
+    from validate.stage import from_tree
 
     if tree:
         if not (runtime and arch):
@@ -174,7 +175,7 @@ def validate(c, config=None, target=None, tree=None, runtime=None, arch=None, la
             from pipeline import modelfolder
 
             modelfolder.check(cfg.model_dir)  # a broken model folder is said before the (long) smoke test
-        report = from_build(cfg, target, smoke_level=smoke or "auto", image=image, on_line=lambda line: console.print(f"    [dim]{line}[/]", highlight=False))
+        report = validate_build(cfg, target, smoke_level=smoke or "auto", image=image, on_line=lambda line: console.print(f"    [dim]{line}[/]", highlight=False))
         _check_model(cfg, target, with_model=True)
     print_report(console, report)
     if json:

@@ -421,7 +421,8 @@ def build(config: Config, target_name: str | None = None, *, force: bool = False
         builder_detail=chosen,
         sets={
             name: SetRecord(content_hash=s.content_hash, identity=s.identity, tree=s.tree, manifest=s.manifest, bytes=s.bytes, files=s.files,
-                            bytecode=s.bytecode.compiled, bytecode_python=s.bytecode.python, rebuilt=s.rebuilt)
+                            bytecode=s.bytecode.compiled, bytecode_python=s.bytecode.python, rebuilt=s.rebuilt,
+                            lock_sha256=hashlib.sha256(locks[name].path.read_bytes()).hexdigest())
             for name, s in sets.items()
         },
         artifacts={"function_zip": function_zip, **({"layer_zip": layer_zip} if layer_zip else {})},

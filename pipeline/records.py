@@ -395,6 +395,7 @@ class SetRecord:
     bytecode: bool
     bytecode_python: str | None
     rebuilt: bool
+    lock_sha256: str | None = None  # the lock file the set was built from (None: a record of an older Hoist)
 
 
 @dataclass(frozen=True)
@@ -432,6 +433,7 @@ class BuildRecord:
                     "bytecode": s.bytecode,
                     "bytecode_python": s.bytecode_python,
                     "rebuilt": s.rebuilt,
+                    **({"lock_sha256": s.lock_sha256} if s.lock_sha256 else {}),
                 }
                 for name, s in self.sets.items()
             },
@@ -444,7 +446,8 @@ class BuildRecord:
     def from_json(cls, doc: dict[str, Any], root: Path, path: Path | None = None) -> BuildRecord:
         sets = {
             name: SetRecord(content_hash=s["content_hash"], identity=s["identity"], tree=root / s["tree"], manifest=root / s["manifest"], bytes=s["bytes"], files=s["files"],
-                            bytecode=s["bytecode"], bytecode_python=s.get("bytecode_python"), rebuilt=s.get("rebuilt", False))
+                            bytecode=s["bytecode"], bytecode_python=s.get("bytecode_python"), rebuilt=s.get("rebuilt", False),
+                            lock_sha256=s.get("lock_sha256"))
             for name, s in doc["sets"].items()
         }
         return cls(target=doc["target"], builder=doc.get("builder", ""), builder_detail=doc.get("builder_detail", ""), sets=sets,

@@ -10,6 +10,7 @@ in pipeline.toml ([validate] waive) become warnings that print their reason.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from pathlib import Path
 
@@ -149,6 +150,12 @@ def from_record(config: Config, record: BuildRecord, *, smoke_level: str = "auto
     image = image or config.build.base_image
     path = record.path or config.build_json(record.target_name)
     tcfg = config.target(record.target_name)
+    for name, s in record.sets.items():  # a build older than its lock is not what the lock says: validating it would pass the wrong trees
+        lock = config.lock_path(name, record.target_name)
+        if s.lock_sha256 and (not lock.is_file() or hashlib.sha256(lock.read_bytes()).hexdigest() != s.lock_sha256):
+            raise ValidationError(f"set {name} of target {record.target_name} was built from another {lock.name} than the one there now: "
+                                  "the trees are not what the lock pins", where=str(lock),
+                                  fix=f"run `invoke build --target {record.target_name}`, then validate")
     trees = {name: s.tree for name, s in record.sets.items()}
     for name, tree in trees.items():
         if not tree.is_dir():

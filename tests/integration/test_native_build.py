@@ -343,3 +343,30 @@ def test_a_build_from_the_cache_equals_a_fresh_build_with_the_cache_empty_and_a_
     shown = invoke("cache")
     assert shown.returncode == 0 and str(tmp_path / "cache") in shown.stdout and "invoke cache --clear" in shown.stdout
     assert invoke("cache", "--clear").returncode == 0 and cache.usage().total == 0
+
+
+def test_validate_refuses_a_build_its_lock_or_requirements_have_outrun_with_fixes_that_work(project):
+    """A requirement added after the build: validate says the lock is stale (as build and deploy do); relocked but not
+    rebuilt: the trees are not what the lock pins. Each fix, run, makes validate pass again."""
+    from compose.validate import validate_build
+    from pipeline.errors import LockError, ValidationError
+
+    efs_in = project / "requirements" / "efs.in"
+    efs_in.write_text("purepkg\n")
+    cfg = config.load(project / "pipeline.toml")
+    lock(cfg, "local")
+    build(cfg, "local")
+    assert validate_build(cfg, "local", smoke_level="none").ok
+    assert json.loads((project / "dist" / "local" / "build.json").read_text())["sets"]["efs"]["lock_sha256"]
+
+    efs_in.write_text("purepkg\nnativepkg\n")  # the requirements move on; the next command loads them
+    cfg = config.load(project / "pipeline.toml")
+    with pytest.raises(LockError) as stale:
+        validate_build(cfg, "local", smoke_level="none")
+    assert "stale" in stale.value.what and "invoke lock --target local" in (stale.value.fix or "")
+    lock(cfg, "local")  # the fix it names; the build is now older than the lock
+    with pytest.raises(ValidationError) as older:
+        validate_build(cfg, "local", smoke_level="none")
+    assert "efs.local.lock" in older.value.what and "invoke build --target local" in (older.value.fix or "")
+    build(cfg, "local")  # that fix
+    assert validate_build(cfg, "local", smoke_level="none").ok
