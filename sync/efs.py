@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import shlex
 import time
 from dataclasses import dataclass
@@ -283,7 +284,31 @@ def _stats_bytes(output: str) -> int:
     return 0
 
 
+_PROGRESS = re.compile(r"^\s*[\d,]+\s+\d+%\s")  # a line of rsync's --info=progress2: "  409,854,084  94%  375.82MB/s  0:00:01 (xfr#6276, ...)"
+PROGRESS_EVERY_S = 2.0
+
+
+def progress_every(on_line, seconds: float = PROGRESS_EVERY_S):
+    """``on_line`` with rsync's progress lines thinned to one per ``seconds`` (its --stats follow at the end): rsync
+    rewrites its progress line in place many times a second, and each rewrite had become a line of its own
+    (7,460 lines for one demo sync). Every other line passes as it is."""
+    if on_line is None:
+        return None
+    last = [-seconds]
+
+    def line(text: str) -> None:
+        if _PROGRESS.match(text):
+            now = time.monotonic()
+            if now - last[0] < seconds:
+                return
+            last[0] = now
+        on_line(text)
+
+    return line
+
+
 def _rsync_tree(remote: Remote, plan: SyncPlan, on_line, checksum: bool = False) -> int:
+    on_line = progress_every(on_line)
     remote.run(f"mkdir -p {_q(plan.dest)}/site-packages")  # not --mkpath: AL2 bastions have rsync 3.1
     # files arrive owned by the writer (its access point's user); never writable by group or others, so the function reads only
     args = ["-a", "--no-owner", "--no-group", "--chmod=go-w", "--delete", "--partial", "--partial-dir=.rsync-partial", "--omit-dir-times",

@@ -81,3 +81,21 @@ def test_an_up_to_date_plan_gives_the_same_result_by_datasync(tmp_path):
     assert isinstance(by_datasync, SyncResult)
     assert (by_datasync.method, by_datasync.where, by_datasync.bytes_sent, by_datasync.uploaded, by_datasync.copied) == ("datasync", "DataSync", 0, 0, 0)
     assert (by_datasync.version, by_datasync.action, by_datasync.files) == (version, "up-to-date", 2)
+
+
+def test_rsync_progress_is_thinned_to_one_line_per_interval_and_other_lines_pass(monkeypatch):
+    """rsync rewrites its --info=progress2 line many times a second; a fresh-clone trial saw 7,460 lines for one sync."""
+    from sync import efs
+
+    now = [100.0]
+    monkeypatch.setattr(efs.time, "monotonic", lambda: now[0])
+    seen: list[str] = []
+    line = efs.progress_every(seen.append, seconds=2.0)
+    for i in range(100):  # 100 updates within one second
+        now[0] += 0.01
+        line(f"    {i * 1000:,}  {i}%  375.82MB/s    0:00:01 (xfr#{i}, to-chk=0/9533)")
+    line("Number of files: 9,533 (reg: 8,601, dir: 932)")
+    now[0] += 2.5
+    line("    99,000  100%  375.82MB/s    0:00:03 (xfr#99, to-chk=0/9533)")
+    assert len(seen) == 3 and seen[0].startswith("    0  0%") and seen[1].startswith("Number of files") and "100%" in seen[2]
+    assert efs.progress_every(None) is None
