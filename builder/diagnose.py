@@ -30,10 +30,11 @@ from packaging.version import Version
 
 from pipeline import proc
 from pipeline.errors import PipelineError
-from pipeline.targets import Target
+from pipeline.targets import Target, facts, lambda_target
 
 PYPI = "https://pypi.org/simple"
-DOCKER_HINT = "build it in the Lambda base image with the Docker builder (`invoke build --builder docker`), or pin a version that ships a wheel for this target"
+DOCKER_HINT = ('set builder = "docker" under [build] in pipeline.toml and lock again (the Docker builder compiles a source in the Lambda base '
+               "image), or pin a version that ships a wheel for this target")
 LOOKUP_TIMEOUT_S = 10
 
 
@@ -210,15 +211,42 @@ def _no_version(m: re.Match[str], text: str, target: Target, sources: list[Sourc
     return Diagnosis("no-matching-version", what, fix)
 
 
+def _runtimes_with_a_wheel(files: list[str], target: Target) -> list[str]:
+    """The other Lambda runtimes of ``target``'s architecture that some version of the files has a wheel for."""
+    if target.kind != "lambda" or not target.arch:
+        return []
+    found = []
+    for runtime in facts()["runtimes"]:
+        if runtime == target.runtime:
+            continue
+        try:
+            other = lambda_target(target.name, runtime, target.arch)
+        except (KeyError, ValueError):
+            continue
+        if any(versions(files, other).values()):
+            found.append(runtime)
+    return found
+
+
 def _no_wheel(m: re.Match[str], text: str, target: Target, sources: list[Source], where_pins: str) -> Diagnosis:
     name = canonicalize_name(m.group("name"))
-    offered = versions(distribution_files(name, sources), target)
+    files = distribution_files(name, sources)
+    offered = versions(files, target)
     fits = [v for v, ok in offered.items() if ok]
     what = f"{name}: no wheel for {target.describe()} [platform {target.uv_python_platform or 'this machine'}, CPython {target.python}]"
     if fits:
         what += f"; versions with one: {_list(fits)}"
-    fix = "build it in the Lambda base image with the Docker builder (`invoke build --builder docker`, build.builder = \"docker\")"
-    fix += f", or pin {name}=={fits[-1]} in {where_pins}" if fits else " (no version of it ships a wheel for this target)"
+    fixes = [f"pin {name}=={fits[-1]} in {where_pins}"] if fits else []
+    runtimes = _runtimes_with_a_wheel(files, target) if not fits else []
+    if runtimes:
+        what += f"; runtimes it has wheels for on {target.arch}: {', '.join(runtimes)}"
+        fixes.append(f'set runtime = "{runtimes[-1]}" under [targets.{target.name}] in pipeline.toml, then `invoke lock --target {target.name}`')
+    if any(not f.endswith(".whl") for f in files):  # something to compile
+        fixes.append(f'set builder = "docker" under [build] in pipeline.toml, then `invoke lock --target {target.name}` '
+                     "(the Docker builder compiles its source in the Lambda base image)")
+    elif not fixes:
+        what += " (it publishes no source to compile either)"
+    fix = "; or ".join(fixes) if fixes else f"remove {name} from {where_pins}, or find an index that ships a wheel of it for this target"
     return Diagnosis("no-wheel", what, fix)
 
 

@@ -62,6 +62,8 @@ def indexes(tmp_path_factory) -> tuple[Path, Path]:
     # a package with a wheel for the target in 1.0 only; 2.0 is built for CPython 3.12
     make_wheel(gpu, "imagekit", "1.0", "cp313-cp313-manylinux_2_28_x86_64.manylinux_2_28_aarch64", {"imagekit/__init__.py": ""})
     make_wheel(gpu, "imagekit", "2.0", "cp312-cp312-manylinux_2_28_x86_64", {"imagekit/__init__.py": ""})
+    # a package with wheels for CPython 3.12 only (no source): a runtime of the target's architecture that has one
+    make_wheel(gpu, "oldkit", "1.0", "cp312-cp312-manylinux_2_28_x86_64", {"oldkit/__init__.py": ""})
     return gpu, simple_index(cpu, root / "cpu-index")
 
 
@@ -150,7 +152,20 @@ def test_no_wheel_for_the_target_offers_the_docker_builder_or_another_version(tm
         lock(config.load(path), "x86")
     text = str(err.value)
     assert "imagekit: no wheel for x86 (python3.13 on x86_64" in text and "versions with one: 1.0" in text
-    assert "--builder docker" in text and "or pin imagekit==1.0 in efs.in" in text
+    assert "fix: pin imagekit==1.0 in efs.in" in text and "docker" not in text  # no source to compile: no Docker builder offered
+
+
+def test_no_wheel_of_any_version_names_the_runtimes_that_have_one_and_that_fix_works(tmp_path, indexes):
+    """A fresh-clone trial: python3.9 and torch had sent the user from `invoke build --builder docker` back to `invoke lock`."""
+    path = project(tmp_path, indexes[0], efs_in="oldkit\n")
+    with pytest.raises(LockError) as err:
+        lock(config.load(path), "x86")
+    text = str(err.value)
+    assert "oldkit: no wheel for x86" in text and "runtimes it has wheels for on x86_64: python3.12" in text
+    assert 'set runtime = "python3.12" under [targets.x86] in pipeline.toml, then `invoke lock --target x86`' in text and "docker" not in text
+    text = path.read_text()  # the fix, as written
+    path.write_text(text.replace('[targets.x86]\nruntime = "python3.13"', '[targets.x86]\nruntime = "python3.12"'))
+    assert [(p.name, p.version) for p in lock(config.load(path), "x86").locks["efs"].packages] == [("oldkit", "1.0")]
 
 
 def test_uv_takes_torch_backend_in_the_way_hoist_locks(tmp_path, indexes):

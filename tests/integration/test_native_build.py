@@ -138,16 +138,16 @@ def test_stale_lock_is_refused_with_the_command_to_fix_it(project):
     assert "efs.in" in str(err.value) and "layer.in" in str(err.value)  # one fingerprint: the message names every input it covers
 
 
-def test_no_wheel_for_the_target_names_package_target_and_docker(project, wheelhouse):
+def test_no_wheel_for_the_target_names_package_and_target_and_the_docker_builder_only_for_a_source(project, wheelhouse):
     (project / "requirements" / "efs.in").write_text("armonly==1.0\n")
     with pytest.raises(LockError) as err:
         lock(config.load(project / "pipeline.toml"))
     text = str(err.value)
-    assert "armonly" in text and "local" in text and "--builder docker" in text
+    assert "armonly" in text and "local" in text and "publishes no source to compile" in text and "docker" not in text
     (project / "requirements" / "efs.in").write_text("sdistonly==1.0\n")
     with pytest.raises(LockError) as err:
         lock(config.load(project / "pipeline.toml"))
-    assert "sdistonly" in str(err.value) and "--builder docker" in str(err.value)
+    assert "sdistonly" in str(err.value) and 'set builder = "docker" under [build] in pipeline.toml, then `invoke lock --target local`' in str(err.value)
 
 
 def test_cross_target_arm64_lock_and_build_on_this_machine(project):
