@@ -60,9 +60,10 @@ BUCKET_RE = r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
 LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653)
 
 
-def _problem(what: str, fix: str) -> PydanticCustomError:
-    """A check's failure: the message and its fix travel to the error report."""
-    return PydanticCustomError("hoist", "{what}", {"what": what, "fix": fix})
+def _problem(what: str, fix: str, key: str = "") -> PydanticCustomError:
+    """A check's failure: the message and its fix travel to the error report. ``key``: the dotted key it is about,
+    for a check of the whole file (a field's own check is located by pydantic)."""
+    return PydanticCustomError("hoist", "{what}", {"what": what, "fix": fix, **({"key": key} if key else {})})
 
 
 def _aws_id(kind: str, optional: bool = False) -> Any:
@@ -97,13 +98,14 @@ NO_SNAPSTART = {"ap-southeast-6": "Asia Pacific (New Zealand)", "ap-east-2": "As
 def _check_shape_region(region: str, package: str, snapstart: bool) -> None:
     """What the shape needs of [deploy] region: EFS for Lambda (the efs shape), SnapStart (an image with SnapStart)."""
     if package == "efs" and region in NO_EFS_FOR_LAMBDA:
-        raise _problem(f"deploy.region: Lambda cannot mount EFS in {region} ({NO_EFS_FOR_LAMBDA[region]}), and package = \"efs\" puts the heavy set there: "
+        raise _problem(f"Lambda cannot mount EFS in {region} ({NO_EFS_FOR_LAMBDA[region]}), and package = \"efs\" puts the heavy set there: "
                        "the function would have no tree",
                        "deploy to a region where Lambda supports EFS (every other commercial region, e.g. the nearest one), with the artifact bucket "
-                       'there too; or set package = "image" under [function] (no EFS)')
+                       'there too; or set package = "image" under [function] (no EFS)', key="deploy.region")
     if package == "image" and snapstart and region in NO_SNAPSTART:
-        raise _problem(f"deploy.region: Lambda SnapStart is not available in {region} ({NO_SNAPSTART[region]}), and this image function uses it",
-                       "set snapstart = false under [function] (the image then initializes at each cold start), or deploy to another commercial region")
+        raise _problem(f"Lambda SnapStart is not available in {region} ({NO_SNAPSTART[region]}), and this image function uses it",
+                       "set snapstart = false under [function] (the image then initializes at each cold start), or deploy to another commercial region",
+                       key="deploy.region")
 
 
 def _check_region(value: str) -> str:
@@ -557,18 +559,19 @@ class PipelineFile(Section):
         fn = self.function
         if fn.package == "efs" and self.efs is None:
             raise _problem('package = "efs" (the default) puts the heavy set on an EFS file system, and there is no [efs] table',
-                           'add [efs] with file_system_name = "..." and mount_path = "/mnt/hoist", or set package = "image" under [function]')
+                           'add [efs] with file_system_name = "..." and mount_path = "/mnt/hoist", or set package = "image" under [function]', key="efs")
         if fn.snapstart and fn.package == "efs":
             raise _problem("SnapStart cannot snapshot a function that mounts EFS (Lambda refuses the pair), and package = \"efs\" mounts the heavy set",
-                           'set package = "image" under [function] (every set in a container image, no EFS), or remove snapstart = true')
+                           'set package = "image" under [function] (every set in a container image, no EFS), or remove snapstart = true', key="function.snapstart")
         if self.deploy and fn.package == "image" and fn.snapstart is not False and self.deploy.ephemeral_storage_mb > 512:
             raise _problem(f"SnapStart takes at most 512 MB of ephemeral storage, and [deploy] ephemeral_storage_mb is {self.deploy.ephemeral_storage_mb}",
-                           "set ephemeral_storage_mb = 512 under [deploy] (the image's model needs no /tmp), or snapstart = false under [function]")
+                           "set ephemeral_storage_mb = 512 under [deploy] (the image's model needs no /tmp), or snapstart = false under [function]",
+                           key="deploy.ephemeral_storage_mb")
         if self.deploy:
             _check_shape_region(self.deploy.region, fn.package, fn.package == "image" and fn.snapstart is not False)
         if self.deploy and fn.package == "efs" and not (self.deploy.vpc_id and self.deploy.subnet_ids):
             raise _problem("a function that mounts EFS runs in a VPC: [deploy] needs vpc_id and subnet_ids",
-                           'set vpc_id = "vpc-..." and subnet_ids = ["subnet-..."] under [deploy], or package = "image" under [function] (no VPC)')
+                           'set vpc_id = "vpc-..." and subnet_ids = ["subnet-..."] under [deploy], or package = "image" under [function] (no VPC)', key="deploy.vpc_id")
         return self
 
     @model_validator(mode="after")
@@ -733,7 +736,7 @@ def _explain(error: Any, raw: dict | None = None) -> Problem:
     key = _key(loc)
     kind = error["type"]
     if kind == "hoist":
-        return Problem(key, error["ctx"]["what"], error["ctx"]["fix"])
+        return Problem(error["ctx"].get("key") or key, error["ctx"]["what"], error["ctx"]["fix"])
     parent = loc[:-1]
     if kind == "extra_forbidden":
         name = str(loc[-1])
@@ -855,7 +858,7 @@ def _config_error(exc: PydanticValidationError, path: Path, raw: dict | None = N
     with_elements = {p.key.rsplit("[", 1)[0] for p in problems if p.key.endswith("]")}
     problems = [p for p in problems if not (p.key in with_elements and p.kind == "too_short")]
     if len(problems) == 1:
-        return ConfigError(problems[0].what, where=f"{path.name}: {problems[0].key}", fix=problems[0].fix)
+        return ConfigError(problems[0].what, where=f"{path.name}: {problems[0].key}" if problems[0].key else path.name, fix=problems[0].fix)
     lines = "\n".join(f"  - {p.key}: {p.what}\n      fix: {p.fix}" for p in problems)
     return ConfigError(f"{len(problems)} problems:\n{lines}", where=path.name, fix="correct each key as its fix says")
 

@@ -93,6 +93,7 @@ def test_the_region_is_checked_for_what_the_shape_needs(project, wheelhouse, reg
     with pytest.raises(ConfigError) as err:
         config.load(efs)
     assert f"Lambda cannot mount EFS in {region}" in str(err.value) and 'package = "image"' in str(err.value)
+    assert err.value.where == "pipeline.toml: deploy.region"  # the key, though the check is of the whole file
     image = _with(project, wheelhouse, 'package = "image"')
     image.write_text(image.read_text() + deploy)
     if region in ("ap-southeast-6", "ap-east-2"):  # New Zealand, Taipei: no SnapStart either
