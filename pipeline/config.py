@@ -317,7 +317,9 @@ class BuildConfig(Section):
     @classmethod
     def _pinned(cls, value: str | None) -> str | None:
         if value is not None and (problem := image_ref_problem(value)):
-            raise _problem(problem, "use a versioned tag such as public.ecr.aws/lambda/python:3.13-arm64, or its @sha256 digest")
+            raise _problem(problem, "use a versioned tag such as public.ecr.aws/lambda/python:3.13-arm64, or that tag with its digest as "
+                                    "`docker inspect --format '{{index .RepoDigests 0}}' <image>` prints it after a pull; where no registry is "
+                                    "reachable, an image that is here (a stand-in: docs/tests.md)")
         return value
 
 

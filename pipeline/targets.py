@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import platform
+import re
 import sys
 from dataclasses import dataclass
 from functools import cache
@@ -170,7 +171,12 @@ def local_target(name: str, python: str | None = None) -> Target:
 
 
 def image_ref_problem(ref: str) -> str | None:
-    """Why a container image reference is not pinned (no tag, or `latest`), or None."""
+    """Why a container image reference is not pinned (no tag, or `latest`) or not a reference (a digest that is not
+    one, a placeholder left in), or None."""
+    if "<" in ref or ">" in ref:
+        return f"image {ref!r} still holds a placeholder (<...>)"
+    if "@" in ref and not re.fullmatch(r"sha256:[0-9a-f]{64}", ref.split("@", 1)[1]):
+        return f"image {ref!r}: {ref.split('@', 1)[1]!r} is not a digest (sha256: and 64 hexadecimal digits)"
     name = ref.split("@", 1)[0]
     last = name.rsplit("/", 1)[-1]
     tag = last.rsplit(":", 1)[1] if ":" in last else None

@@ -224,8 +224,10 @@ def _gateway(function: FunctionProcess, port: int, say: Callable[[str], None]) -
                 report = function.invoke(json.dumps(event).encode())
             if report.status != "ok":
                 say(f"request {report.request_id}: the function {report.status}: {report.error}; its output is above")
+                # as API Gateway: a function error is a 502 whose body says nothing of it (Lambda Developer Guide, "Handling Lambda
+                # errors with an API Gateway API"; an HTTP API spells it "Internal Server Error"): the error is on this console only
                 return self._send(502 if report.status != "timeout" else 504, {"content-type": "application/json"},
-                                  json.dumps({"message": "Internal Server Error", "status": report.status, "error": report.error}).encode())
+                                  json.dumps({"message": "Internal Server Error"}).encode())
             code, headers, data = http_response(report.payload)
             if code >= 500:
                 printed = function.wait_for_output(report.request_id)  # its log line first, then this one

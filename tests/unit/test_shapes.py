@@ -103,3 +103,18 @@ def test_the_region_is_checked_for_what_the_shape_needs(project, wheelhouse, reg
         image.write_text(image.read_text().replace('package = "image"', 'package = "image"\nsnapstart = false'))  # the fix, applied, loads
     loaded = config.load(image)
     assert loaded.deploy is not None and loaded.deploy.region == region
+
+
+@pytest.mark.parametrize("ref, says", [
+    ("public.ecr.aws/lambda/python:3.13-arm64@sha256:<digest>", "placeholder"),  # docs/image.md's example, as a fresh-clone trial pasted it
+    ("public.ecr.aws/lambda/python:3.13-arm64@sha256:abc", "is not a digest"),
+    ("public.ecr.aws/lambda/python:latest", "not pinned"),
+])
+def test_a_base_image_that_is_not_a_pinned_reference_is_refused_at_load(project, wheelhouse, ref, says):
+    path = write_pipeline(project, wheelhouse, {'handler_dir = "handler"': f'handler_dir = "handler"\nbase_image = "{ref}"'})
+    with pytest.raises(ConfigError) as err:
+        config.load(path)
+    assert says in str(err.value) and "build.base_image" in str(err.value) and "RepoDigests" in str(err.value)
+    good = "public.ecr.aws/lambda/python:3.13-arm64@sha256:" + "0" * 64
+    path.write_text(path.read_text().replace(ref, good))
+    assert config.load(path).build.base_image == good
