@@ -13,12 +13,13 @@ STYLE = {"error": "bold red", "warning": "yellow", "info": "dim"}
 
 def init_breakdown(smoke: SmokeResult) -> list[str]:
     """Where the smoke test's init went: the handler's module (activation within it), the other modules, what stayed held."""
-    if smoke.init_ms is None or smoke.status != "ok":
+    if smoke.init_ms is None or smoke.status != "ok" or smoke.snapstart is not None:  # an image's smoke test imports no module by module
         return []
     a = smoke.activation
     others = sum((smoke.import_ms or {}).values())
-    lines = ["where the init went: " + (f"the handler module {a['handler_ms'] / 1000:.2f} s (activation within it), " if a and a.get("handler_ms") is not None else "")
-             + f"then the other top-level modules {others / 1000:.2f} s"]
+    parts = [f"the handler module {a['handler_ms'] / 1000:.2f} s (activation within it)"] if a and a.get("handler_ms") is not None else []
+    parts.append(f"{'then ' if parts else ''}the other top-level modules {others / 1000:.2f} s")
+    lines = ["where the init went: " + ", ".join(parts)]
     if a is None:
         lines.append("activation: not through hoist_lambda.activate (nothing reported)")
     elif a.get("hydrated"):
@@ -54,7 +55,8 @@ def print_report(console: Console, report: ValidationReport, show_info: bool = T
         verdict = "[green]passed[/]" if smoke.ok else "[bold red]failed[/]"
         on = f" on {smoke.machine}" + (" (emulated)" if smoke.emulated else "") if smoke.machine else ""
         init, _ = init_report(smoke.init_ms, emulated=bool(smoke.emulated))
-        console.print(f"  smoke test level {smoke.level}{escape(on)} ({escape(where)}): {verdict}, imported {len(smoke.modules)} modules, {escape(init)}")
+        imported = f"imported {len(smoke.modules)} modules, " if smoke.snapstart is None else ""  # the image's own smoke test runs its handler only
+        console.print(f"  smoke test level {smoke.level}{escape(on)} ({escape(where)}): {verdict}, {imported}{escape(init)}")
         if smoke.distance:
             console.print(f"    distance from Lambda: {escape(smoke.distance)}")
         for line in init_breakdown(smoke):
@@ -79,4 +81,5 @@ def print_report(console: Console, report: ValidationReport, show_info: bool = T
         verdict = f"[bold green]passed (static checks and smoke test level {smoke.level}{escape(' on ' + smoke.machine if smoke.machine else '')})[/]"
     else:
         verdict = "[bold green]static checks passed; smoke test not run[/]"
-    console.print(f"{verdict}: {counts['error']} errors, {counts['warning']} warnings, {counts['info']} notes")
+    console.print(f"{verdict}: " + ", ".join(f"{n} {word}{'' if n == 1 else 's'}" for n, word in
+                                            ((counts["error"], "error"), (counts["warning"], "warning"), (counts["info"], "note"))))

@@ -165,6 +165,9 @@ def from_record(config: Config, record: BuildRecord, *, smoke_level: str = "auto
     if on_line:
         on_line(f"static checks of {', '.join(sorted(trees))}: ELF, glibc, libraries, ABI, sizes")
     report = validate(trees, tcfg.target, layer_set=layer_set, zips=zips, built_on_target=record.builder == "docker")
+    if record.image is not None:  # the image shape: its trees travel in the image, not on EFS, so no EFS price is theirs
+        report = dataclasses.replace(report, findings=tuple(f for f in report.findings if not (f.rule == "size" and f.message.startswith("EFS tree "))),
+                                     sizes=dataclasses.replace(report.sizes, efs=()))
     report = _apply_waivers(report, config.waivers, config.path.name)
     slim_docs: dict[str, SlimRecord] = {}
     for name, s in record.sets.items():

@@ -271,7 +271,7 @@ def test_a_passed_smoke_test_under_a_failed_verdict_says_the_static_checks_faile
     print_report(Console(file=out, width=200), dataclasses.replace(_report(finding), smoke=smoke))
     text = out.getvalue()
     assert "smoke test level 1 on x86_64 (CPython 3.13.1): passed" in text and "distance from Lambda" not in text  # no distance to tell
-    assert text.rstrip().splitlines()[-1] == "FAILED (the static checks above; the smoke test passed): 1 errors, 0 warnings, 0 notes"
+    assert text.rstrip().splitlines()[-1] == "FAILED (the static checks above; the smoke test passed): 1 error, 0 warnings, 0 notes"
 
 
 def test_the_smoke_test_reports_its_init_and_warns_past_lambda_s_10_s_only_on_the_target_s_own_cpu():
