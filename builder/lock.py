@@ -352,7 +352,7 @@ def pick_wheel(entry: dict, target: Target, allow_sdist: bool = False) -> Locked
         raise LockError(
             f"{name}=={entry.get('version')}: no wheel the target loads ({offered}); the native builder installs wheels only",
             where=f"target {target.name} ({target.abi}, {target.platform_tags()[0]})",
-            fix=DOCKER_HINT if sdist else f"pin a version of {name} that ships a wheel for this target, or remove it (it publishes no source to compile)",
+            fix=DOCKER_HINT if sdist is not None else f"pin a version of {name} that ships a wheel for this target, or remove it (it publishes no source to compile)",
         )
     _, wheel, filename = best
     return LockedPackage(name=name, version=str(entry["version"]), url=wheel["url"], sha256=wheel["hashes"]["sha256"], filename=filename)
