@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import inspect
 import json
 import os
 import platform
@@ -60,6 +61,21 @@ OPTED_OUT_WHY = "opted out (build.import_check = false in pipeline.toml, `invoke
 OPT_OUT_COST = ("slimming is then not import-verified (an import it breaks shows on Lambda, not here), and the efs tree has no hot set: "
                 "its archives hold every file and each cold start reads and keeps them all in memory (the demo: 54.8 MB of archives, "
                 "160 MB held for the environment's life and 232 MB at peak; 4.21 s against 2.31 s with its hot set)")
+def ep_groups(text: str) -> set[str] | None:
+    """The groups an entry_points.txt defines entry points in, read as importlib.metadata reads it from 3.10 on
+    (``Sectioned.section_pairs``, ``Pair.parse``); None when that read fails (a line without "="). Defined once:
+    the import script below carries this function's own source."""
+    groups, section = set(), None
+    for line in filter(lambda line: line and not line.startswith("#"), map(str.strip, text.splitlines())):
+        if line.startswith("[") and line.endswith("]"):
+            section = line.strip("[]")
+        elif section is not None:
+            if "=" not in line:
+                return None
+            groups.add(section)
+    return groups
+
+
 # argv: the paths (the checked tree first), the modules, the hot modules, and whether to
 # record pages. The hot modules are imported first, with an audit hook noting every file
 # of the tree they open (the hot set). With pages, the tree's libraries are dropped from
@@ -69,6 +85,7 @@ OPT_OUT_COST = ("slimming is then not import-verified (an import it breaks shows
 # guest's memory only when the guest's addresses are the host's (guest_base 0); if not, or
 # if a library cannot be dropped from the cache, no pages are recorded.
 SCRIPT = f"""\
+from __future__ import annotations  # ep_groups's annotations on CPython 3.9
 import importlib, json, os, struct, sys
 paths = [os.path.abspath(p) for p in sys.argv[1].split(":")]
 modules, hot, pages = json.loads(sys.argv[2]), json.loads(sys.argv[3]), sys.argv[4] == "1"
@@ -274,17 +291,7 @@ if recording[0] and pages:
 tracing[0] = False
 with open("/proc/self/maps") as maps:
     deps["maps"] = sorted({{at for line in maps if len(fields := line.split(None, 5)) == 6 and (at := where(fields[5].strip()))}})
-def ep_groups(text):  # the groups of an entry_points.txt as importlib.metadata (3.10 on) reads it; None: it cannot
-    groups, section = set(), None
-    for line in filter(lambda line: line and not line.startswith("#"), map(str.strip, text.splitlines())):
-        if line.startswith("[") and line.endswith("]"):
-            section = line.strip("[]")
-        elif section is not None:
-            if "=" not in line:
-                return None
-            groups.add(section)
-    return groups
-def outside_entry_points(root):  # [name, group] of the distributions with entry points in a path outside the checked ones; "?": unknown
+{inspect.getsource(ep_groups)}def outside_entry_points(root):  # [name, group] of the distributions with entry points in a path outside the checked ones; "?": unknown
     try:
         kids = os.listdir(root or ".")
     except OSError:
@@ -549,24 +556,13 @@ def _join(at: str, name: str) -> str:
 
 
 def _ep_groups(data: bytes | None) -> set[str] | None:
-    """The groups an entry_points.txt defines entry points in, read as importlib.metadata reads it from 3.10 on
-    (``Sectioned.section_pairs``, ``Pair.parse``); None when that read fails (not UTF-8, a line without "=")."""
+    """``ep_groups`` of an entry_points.txt's bytes; None when it is absent or not UTF-8."""
     if data is None:
         return None
     try:
-        text = data.decode("utf-8")
+        return ep_groups(data.decode("utf-8"))
     except UnicodeDecodeError:
         return None
-    groups: set[str] = set()
-    section = None
-    for line in filter(lambda line: line and not line.startswith("#"), map(str.strip, text.splitlines())):
-        if line.startswith("[") and line.endswith("]"):
-            section = line.strip("[]")
-        elif section is not None:
-            if "=" not in line:
-                return None
-            groups.add(section)
-    return groups
 
 
 def _metadata_signature(deps: dict[str, list[str]], state: _State) -> dict[str, Any]:
