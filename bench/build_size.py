@@ -3,8 +3,9 @@
 Naive is what `pip install --target` on a machine of the target platform
 gives: every file of every wheel, bytecode compiled by the target Python in
 its default (timestamp) mode, nothing removed. For a foreign target (the arm64
-demo on x86_64) uv's ``--python-platform`` install plus ``compileall`` stands
-in for it. Both sides install the same hash-pinned wheels from a warm uv cache,
+demo on x86_64) uv's ``--python-platform`` install, copying every file as pip
+does, plus ``compileall`` stands in for it (Hoist's build links uv's cached
+files instead: builder/install.py). Both sides install the same hash-pinned wheels from a warm uv cache,
 in the same run, on the same machine.
 
 Goals (the foundation issue): Hoist's tree at most 70% of the naive bytes and
@@ -108,7 +109,7 @@ def naive(cfg: Config, target_name: str | None, dest: Path) -> float:
     python = find_python(tcfg.target.python)  # finding it is not part of an install (nor, cached, of a build)
     started = time.perf_counter()
     for lf in current_locks(cfg, tcfg).values():
-        install_native(lf, tcfg.target, dest)
+        install_native(lf, tcfg.target, dest, link_mode="copy")  # pip --target copies every file
     proc.run([python.path, "-m", "compileall", "-q", "-j", "0", str(dest)], what="compileall (naive)", check=False)
     return time.perf_counter() - started
 
@@ -264,7 +265,7 @@ def run(cfg: Config, *, target: str | None = None, runs: int = 1, console: Conso
         "build", command,
         target=tcfg.target.as_json(),
         runs=runs,
-        baseline="naive: uv install --target of the same locks (+ --python-platform for a foreign target), then compileall by the target Python; nothing removed. "
+        baseline="naive: uv install --target of the same locks, copying every file as pip does (+ --python-platform for a foreign target), then compileall by the target Python; nothing removed. "
         "seconds: invoke build --force with the build cache empty; cached: the same build into a fresh output folder, the build cache warm; "
         "one_package: the slower of a leaf package added and a numpy pin bump, each built over the previous build (cache warm) against the naive install of its locks. "
         "noop: `python -m invoke --list` (start-up) against `python -m invoke build` with nothing changed, alternating, medians",

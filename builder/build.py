@@ -24,7 +24,7 @@ from typing import Any
 from pipeline.config import Config, TargetConfig
 from pipeline.console import Progress
 from pipeline.errors import BuildError, InterpreterNotFound
-from pipeline.files import sha256_file
+from pipeline.files import Digests, sha256_file
 from pipeline.interpreters import Interpreter, find_python
 from pipeline.records import (
     BuildRecord,
@@ -44,7 +44,7 @@ from . import cache, importcheck, metadata
 from . import manifest as mf
 from .archives import write_archives
 from .bytecode import BytecodeResult, compile_tree
-from .install import check_wheel_tags, install_native
+from .install import check_records, check_wheel_tags, install_native
 from .lock import LockFile, current_locks, set_requirements
 from .package import Artifact, make_zip
 from .slim import Rules, SlimReport, configure, forget, load_rules, slim
@@ -120,10 +120,11 @@ class NativeInstaller:
                 where=str(lock.path),
                 fix="build with the Docker builder (`invoke build --builder docker`), which compiles them in the Lambda base image",
             )
-        install_native(lock, target, dest, on_line=on_line)
+        # hard links into uv's cache: no step writes into a tree's files (pipeline/files.py, Digests)
+        install_native(lock, target, dest, on_line=on_line, link_mode="hardlink")
 
-    def bytecode(self, tree: Path, on_line=None, store: cache.Store | None = None) -> BytecodeResult:
-        return compile_tree(tree, self.interpreter, self.why_not, on_line=on_line, store=store, version=BUILDER_VERSION)
+    def bytecode(self, tree: Path, on_line=None, store: cache.Store | None = None, digests: Digests | None = None) -> BytecodeResult:
+        return compile_tree(tree, self.interpreter, self.why_not, on_line=on_line, store=store, version=BUILDER_VERSION, digests=digests)
 
 
 def build_key(lock: LockFile, target: Target, rules: Rules, installer, check: str | None = None) -> str:
@@ -205,7 +206,8 @@ def _set_result(name: str, set_dir: Path, found: Manifest, rebuilt: bool) -> Set
 
 
 def build_set(name: str, lock: LockFile, target: Target, target_dir: Path, rules: Rules, installer, progress: Progress, force: bool = False, verify=None,
-              check: str | None = None, store: cache.Store | None = None) -> SetBuild:
+              check: str | None = None, store: cache.Store | None = None, digests: Digests | None = None) -> SetBuild:
+    """``digests``: the build's remembered sha256s (one read of each file for the cache keys, RECORD and the manifest)."""
     set_dir = target_dir / name
     key = build_key(lock, target, rules, installer, check)
     if not force and (found := _existing(set_dir, key)):
@@ -217,33 +219,35 @@ def build_set(name: str, lock: LockFile, target: Target, target_dir: Path, rules
     try:
         tree = staging / "site-packages"
         progress.step(f"[{name}] installing {len(lock.packages)} packages for {target.describe()} ({installer.name} builder)")
+        digests = digests if digests is not None else Digests()
         installer.install(lock, target, tree, on_line=progress.line)
         check_wheel_tags(tree, target, installer.built_on_target)
+        check_records(tree, digests)
         laps.lap("install")
 
         progress.step(f"[{name}] slimming")
-        report: SlimReport = slim(tree, rules, on_line=progress.line, aside=staging / "slimmed", store=store, version=BUILDER_VERSION)
+        report: SlimReport = slim(tree, rules, on_line=progress.line, aside=staging / "slimmed", store=store, version=BUILDER_VERSION, digests=digests)
         mf.normalize_modes(tree)
         laps.lap("slim")
 
         # bytecode before the import check: under QEMU, compiling every imported
         # module from source was most of the check's time; the .pyc are the ones Lambda loads
         progress.step(f"[{name}] compiling bytecode (unchecked-hash)")
-        bytecode: BytecodeResult = installer.bytecode(tree, on_line=progress.line, store=store)
+        bytecode: BytecodeResult = installer.bytecode(tree, on_line=progress.line, store=store, digests=digests)
         laps.lap("bytecode")
         slim_record = verify(name, tree, staging / "slimmed", report) if verify else SlimRecord.from_json(report.as_json())  # builder/importcheck.py
         forget(staging / "slimmed")
         laps.lap("import check")
         if slim_record.import_check and slim_record.import_check.restored:  # the files put back need their .pyc too
             progress.step(f"[{name}] compiling bytecode again for the files the import check put back")
-            bytecode = installer.bytecode(tree, on_line=progress.line, store=store)
+            bytecode = installer.bytecode(tree, on_line=progress.line, store=store, digests=digests)
             laps.lap("bytecode")
-        metadata.canonicalize(tree)
+        metadata.canonicalize(tree, digests)
         mf.normalize_modes(tree)
         laps.lap("metadata")
 
         progress.step(f"[{name}] hashing files for the manifest")
-        files = mf.scan(tree)
+        files = mf.scan(tree, digests)
         mf.stamp_mtimes(tree, files)
         laps.lap("hash")
         index: dict[str, Any] = {"archives": []}
@@ -384,15 +388,16 @@ def build(config: Config, target_name: str | None = None, *, force: bool = False
         laps = _Laps()
         runner, why = _check_runtime(config, target, rules, progress, _check_enabled(config, import_check))
         store = cache.Store(cache_dir, on_line=progress.step)
+        digests = Digests()
         order = sorted(locks, key=lambda name: name != "layer")  # the layer first: EFS packages import from it
         verify = importcheck.hook(target, target_dir, order, progress, runner=runner, why=why, requirements=set_requirements(config, tcfg),
-                                  store=store, version=BUILDER_VERSION)
+                                  store=store, version=BUILDER_VERSION, digests=digests)
         laps.lap("check runtime")
         for name in order:
             lock = locks[name]
             check = (runner.identity if runner else importcheck.OPTED_OUT) if importcheck.wanted(name, rules[name]) else None
             try:
-                sets[name] = build_set(name, lock, target, target_dir, rules[name], installer, progress, force=force, verify=verify, check=check, store=store)
+                sets[name] = build_set(name, lock, target, target_dir, rules[name], installer, progress, force=force, verify=verify, check=check, store=store, digests=digests)
             except OSError as exc:
                 raise BuildError(f"{exc}", where=f"set {name}, {target_dir}", fix="check free disk space and permissions of the output folder") from exc
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline import proc
-from pipeline.files import bytecode_tag, sha256_file
+from pipeline.files import Digests, bytecode_tag, sha256_file
 from pipeline.interpreters import Interpreter
 from pipeline.records import BytecodeReport
 
@@ -51,7 +51,7 @@ class BytecodeResult:
 
 
 def compile_tree(tree: Path, interpreter: Interpreter | None, reason: str | None = None, on_line=None, store: cache.Store | None = None,
-                 version: str = "") -> BytecodeResult:
+                 version: str = "", digests: Digests | None = None) -> BytecodeResult:
     """Compile every source of ``tree``. ``store``: the build cache (builder/cache.py) holds each .pyc by
     its source's sha256 and path, the interpreter's version and ``version`` (the builder's): only the
     sources it does not hold are compiled."""
@@ -70,7 +70,7 @@ def compile_tree(tree: Path, interpreter: Interpreter | None, reason: str | None
         cmd.append(str(tree))
     else:
         for rel in _sources(tree):
-            entry = cache.key("pyc", version, interpreter.version, rel, sha256_file(tree / rel))
+            entry = cache.key("pyc", version, interpreter.version, rel, digests.sha256(tree / rel) if digests is not None else sha256_file(tree / rel))
             pyc = tree / pyc_path(rel, tag)
             pyc.parent.mkdir(exist_ok=True)
             if not store.get_file("pyc", entry, pyc):

@@ -163,7 +163,7 @@ class DockerInstaller:
                    "--target", "/out", "-r", f"/lock/{lock.path.name}"]
         self._run(command, volumes, f"pip install -r {lock.path.name}", on_line)
 
-    def bytecode(self, tree: Path, on_line=None, store=None) -> BytecodeResult:
+    def bytecode(self, tree: Path, on_line=None, store=None, digests=None) -> BytecodeResult:
         """compileall by the image's own CPython, unchecked-hash, as the native builder does (every source: ``store``, the
         native builder's bytecode cache, is not used)."""
         out = self._run(["/var/lang/bin/python3", "-c", "import platform; print('HOIST_PYTHON', platform.python_version())"], [], "reading the image's Python version")

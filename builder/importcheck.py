@@ -41,6 +41,7 @@ from pipeline import docker, emulation, proc
 from pipeline.config import keep_line
 from pipeline.dists import owners, top_level_modules
 from pipeline.errors import InterpreterNotFound
+from pipeline.files import Digests
 from pipeline.interpreters import find_python
 from pipeline.records import MANIFEST_NAME, RecordError, SlimRecord, load_manifest
 from pipeline.targets import Target
@@ -856,14 +857,15 @@ def wanted(set_name: str, rules: slim_mod.Rules) -> bool:
 
 def hook(target: Target, target_dir: Path, set_names: list[str], progress, runner: Runner | None = None, why: str = "",
          requirements: dict[str, list[str]] | None = None, store: cache.Store | None = None,
-         version: str = "") -> Callable[[str, Path, Path, slim_mod.SlimReport], SlimRecord]:
+         version: str = "", digests: Digests | None = None) -> Callable[[str, Path, Path, slim_mod.SlimReport], SlimRecord]:
     """What builder/build.py calls after slimming a set: verify, and the manifest's slim section.
 
     ``runner``: the runtime builder/build.py chose before the sets' build keys (their key holds
     its identity); None and ``why`` when the user opted out. ``requirements``: each set's
     requirement lines; the modules they name are imported first and the files they open
     recorded (the hot set the efs archives hold). ``store``: the build cache, which holds a
-    set's check under the key ``check_key`` gives (``version``: the builder's).
+    set's check under the key ``check_key`` gives (``version``: the builder's). ``digests``: the
+    build's remembered sha256s (the key hashes every file of the set).
     """
 
     def run(name: str, tree: Path, aside: Path, report: slim_mod.SlimReport) -> SlimRecord:
@@ -874,7 +876,7 @@ def hook(target: Target, target_dir: Path, set_names: list[str], progress, runne
         before = set_names[: set_names.index(name)] if name in set_names else []
         others = [target_dir / other / "site-packages" for other in before if (target_dir / other / "site-packages").is_dir()]
         hot = hot_modules(tree, (requirements or {}).get(name, [])) if name == "efs" else None  # the layer is on local disk in Lambda: no hot set
-        entry = check_key(tree, aside, report, others, use, hot, version) if store is not None and use is not None else None
+        entry = check_key(tree, aside, report, others, use, hot, version, digests) if store is not None and use is not None else None
         check = store.get_json("check", entry) if store is not None and entry else None
         if check is not None:
             progress.step(f"[{name}] import check: the same tree, other sets and runtime as a check in the cache; its result reused")
@@ -894,14 +896,15 @@ def hook(target: Target, target_dir: Path, set_names: list[str], progress, runne
     return run
 
 
-def check_key(tree: Path, aside: Path, report: slim_mod.SlimReport, others: list[Path], runner: Runner, hot: list[str] | None, version: str) -> str:
+def check_key(tree: Path, aside: Path, report: slim_mod.SlimReport, others: list[Path], runner: Runner, hot: list[str] | None, version: str,
+              digests: Digests | None = None) -> str:
     """Everything a set's import check can depend on (builder/cache.py): any change to the set reruns it."""
     def tree_hash(folder: Path) -> str:
         manifest = folder.parent / MANIFEST_NAME  # another set, built before: its manifest names its content
         if folder not in (tree, aside) and manifest.is_file():
             with contextlib.suppress(OSError, RecordError):
                 return load_manifest(manifest).content_hash
-        return mf.content_hash(mf.scan(folder)) if folder.is_dir() else ""
+        return mf.content_hash(mf.scan(folder, digests)) if folder.is_dir() else ""
 
     return cache.key("check", version, runner.identity, hashlib.sha256(SCRIPT.encode()).hexdigest(), json.dumps(hot), tree_hash(tree), tree_hash(aside),
                      json.dumps(report.removed_files, sort_keys=True), json.dumps([tree_hash(o) for o in others]))

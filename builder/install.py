@@ -3,28 +3,41 @@
 uv installs binary-only, hash-checked, with ``--python-platform`` so a tree for
 arm64 is built on x86_64. Every wheel's WHEEL tags are then checked against the
 tags the target loads: the tree never holds a wheel the target cannot load.
+
+The build installs by hard links into uv's cache (uv's own default on Linux):
+a tree of 660 MB is linked in under a second where copying it took three. So
+nothing may write into a tree's files: every step replaces a file it changes
+(pipeline/files.py, ``Digests``). What uv's cache holds is checked on every
+install against each wheel's RECORD (``check_records``): a file changed in
+place, in the cache or in a tree, stops the build with the command that
+clears it from uv's cache.
 """
 from __future__ import annotations
 
+import base64
+import csv
+import io
+import os
 from pathlib import Path
 
 from pipeline import proc
-from pipeline.dists import unloadable
+from pipeline.dists import dists, unloadable
 from pipeline.errors import BuildError, CommandError
+from pipeline.files import Digests
 from pipeline.targets import Target
 
 from .lock import DOCKER_HINT, LockFile
 
 
-def install_native(lock: LockFile, target: Target, dest: Path, on_line=None) -> None:
+def install_native(lock: LockFile, target: Target, dest: Path, on_line=None, link_mode: str = "copy") -> None:
+    """``link_mode``: uv's --link-mode; "hardlink" only for a tree whose files are replaced, never written into."""
     dest.mkdir(parents=True, exist_ok=True)
     if not lock.packages:
         return
     cmd = [
         proc.uv_bin(), "pip", "install", "--no-config", "--no-python-downloads",
         "--target", str(dest), "--no-deps", "--require-hashes", "--only-binary", ":all:", "--no-index",
-        # copies, not hard links into uv's cache: slimming strips files in place
-        "--link-mode", "copy", "--no-compile",
+        "--link-mode", link_mode, "--no-compile",
         "--python-version", target.python,
     ]
     if target.uv_python_platform:
@@ -51,3 +64,40 @@ def check_wheel_tags(tree: Path, target: Target, built_on_target: bool = False) 
             where=f"target {target.describe()}",
             fix="re-lock for this target (`invoke lock --force`); " + DOCKER_HINT,
         )
+
+
+def check_records(tree: Path, digests: Digests) -> int:
+    """Every installed file against the sha256 its wheel's RECORD gives (PEP 376/627); how many were checked.
+
+    The tree's files are hard links into uv's cache: a file changed in place there (or in an earlier tree,
+    which is the same file) would otherwise reach the build unseen, while the wheel's own hash still matched.
+    """
+    rows: list[tuple[str, str, Path]] = []  # (distribution, path in the tree, RECORD's sha256 as hex)
+    for dist in dists(tree):
+        record = dist.dist_info / "RECORD"
+        if not record.is_file():
+            continue
+        for row in csv.reader(io.StringIO(record.read_text(errors="replace"))):
+            if len(row) < 2 or not row[1].startswith("sha256="):
+                continue
+            rel = os.path.normpath(row[0]).replace(os.sep, "/")
+            if rel.startswith("..") or not (tree / rel).is_file():
+                continue
+            want = base64.urlsafe_b64decode(row[1][len("sha256="):] + "==").hex()
+            rows.append((f"{dist.name} {dist.version}", want, tree / rel))
+    got = digests.many(path for _, _, path in rows)
+    bad: dict[str, list[str]] = {}
+    for (dist_name, want, path), digest in zip(rows, got, strict=True):
+        if digest != want:
+            bad.setdefault(dist_name, []).append(path.relative_to(tree).as_posix())
+    if bad:
+        names = " ".join(name.split(" ")[0] for name in bad)
+        raise BuildError(
+            "installed files differ from their wheel's RECORD: "
+            + "; ".join(f"{name}: {', '.join(files[:3])}{f' and {len(files) - 3} more' if len(files) > 3 else ''}" for name, files in bad.items())
+            + "\n  uv's cache holds these files changed after the wheel was unpacked (a tree's files are hard links into it: "
+            "something wrote into a built tree or into the cache)",
+            where="uv's cache (`python3 -m uv cache dir`)",
+            fix=f"remove them from uv's cache with `python3 -m uv cache clean {names}` and run the build again; treat built trees as read-only",
+        )
+    return len(rows)

@@ -17,24 +17,30 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.dists import dists, owner_of, owners
-from pipeline.files import sha256_file
+from pipeline.files import Digests, sha256_file
 from pipeline.records import SYMLINK_MODE, ArchiveEntry, BytecodeReport, FileEntry, Manifest, PackageEntry, SlimRecord
 
 
 def normalize_modes(tree: Path) -> None:
-    """0755 for anything executable, 0644 otherwise, whatever the umask was."""
+    """0755 for anything executable, 0644 otherwise, whatever the umask was. A mode already right is left
+    alone: a chmod changes the file's ctime, and Digests would read it again."""
     for root, dirs, files in os.walk(tree):
         for d in dirs:
-            os.chmod(os.path.join(root, d), 0o755)
+            p = os.path.join(root, d)
+            if stat.S_IMODE(os.lstat(p).st_mode) != 0o755 and not os.path.islink(p):
+                os.chmod(p, 0o755)
         for f in files:
             p = os.path.join(root, f)
-            if os.path.islink(p):
+            st = os.lstat(p)
+            if stat.S_ISLNK(st.st_mode):
                 continue
-            mode = os.stat(p).st_mode
-            os.chmod(p, 0o755 if mode & 0o111 else 0o644)
+            want = 0o755 if st.st_mode & 0o111 else 0o644
+            if stat.S_IMODE(st.st_mode) != want:
+                os.chmod(p, want)
 
 
-def scan(tree: Path) -> list[FileEntry]:
+def scan(tree: Path, digests: Digests | None = None) -> list[FileEntry]:
+    """Every file of ``tree`` (path, size, mode, sha256), sorted by path; ``digests`` remembers sha256s across a build's steps."""
     entries = []
     regular: list[tuple[str, str, os.stat_result]] = []
     for root, dirs, files in os.walk(tree):
@@ -48,10 +54,12 @@ def scan(tree: Path) -> list[FileEntry]:
                 entries.append(FileEntry(rel, len(target), SYMLINK_MODE, hashlib.sha256(target.encode()).hexdigest()))
             else:
                 regular.append((p, rel, st))
-    # hashlib releases the GIL on large buffers: hash on every CPU
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        digests = pool.map(sha256_file, [p for p, _, _ in regular], chunksize=64)
-        entries += [FileEntry(rel, st.st_size, stat.S_IMODE(st.st_mode), d) for (_, rel, st), d in zip(regular, digests, strict=True)]
+    if digests is not None:
+        found = digests.many(p for p, _, _ in regular)
+    else:  # hashlib releases the GIL on large buffers: hash on every CPU
+        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+            found = list(pool.map(sha256_file, [p for p, _, _ in regular], chunksize=64))
+    entries += [FileEntry(rel, st.st_size, stat.S_IMODE(st.st_mode), d) for (_, rel, st), d in zip(regular, found, strict=True)]
     entries.sort(key=lambda e: e.path)
     return entries
 

@@ -17,19 +17,31 @@ import os
 from pathlib import Path
 
 from pipeline.dists import dists
-from pipeline.files import sha256_file
+from pipeline.files import Digests, atomic_write_text, sha256_file
 
 INSTALLER_TRACES = ("INSTALLER", "REQUESTED", "direct_url.json", "uv_cache.json")
 
 
-def _record_hash(path: Path) -> str:
-    digest = bytes.fromhex(sha256_file(path))
+def _record_hash(path: Path, digests: Digests | None = None) -> str:
+    digest = bytes.fromhex(digests.sha256(path) if digests is not None else sha256_file(path))
     return "sha256=" + base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
 
-def canonicalize(tree: Path) -> int:
-    """Rewrite every distribution's metadata; returns how many were rewritten."""
+def _pycs(tree: Path, cache: str, listed: dict[str, list[str]]) -> list[str]:
+    """The .pyc names in ``tree``/``cache``, listed once per call of canonicalize (``listed``)."""
+    if cache not in listed:
+        try:
+            listed[cache] = sorted(n for n in os.listdir(tree / cache) if n.endswith(".pyc"))
+        except OSError:
+            listed[cache] = []
+    return listed[cache]
+
+
+def canonicalize(tree: Path, digests: Digests | None = None) -> int:
+    """Rewrite every distribution's metadata; returns how many were rewritten. RECORD is replaced, never
+    written into: the one uv installed is a hard link into its cache (builder/install.py)."""
     count = 0
+    pycaches: dict[str, list[str]] = {}  # __pycache__ folder -> its .pyc
     for dist in dists(tree):
         info = dist.dist_info
         for name in INSTALLER_TRACES:
@@ -44,17 +56,17 @@ def canonicalize(tree: Path) -> int:
         for p in list(kept):  # bytecode compiled for a listed source belongs to it too
             if p.endswith(".py"):
                 folder, _, name = p.rpartition("/")
-                cache = tree / folder / "__pycache__" if folder else tree / "__pycache__"
-                for pyc in cache.glob(name[:-3] + ".*.pyc") if cache.is_dir() else ():
-                    kept.add(pyc.relative_to(tree).as_posix())
+                cache = f"{folder}/__pycache__" if folder else "__pycache__"
+                stem = name[:-3] + "."  # glob's "<stem>.*.pyc"
+                kept.update(f"{cache}/{pyc}" for pyc in _pycs(tree, cache, pycaches) if pyc.startswith(stem) and len(pyc) >= len(stem) + 4)
         rel_record = record.relative_to(tree).as_posix()
         kept.discard(rel_record)
         kept |= {f.relative_to(tree).as_posix() for f in info.iterdir() if f.is_file() and f.name != "RECORD"}
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")
         for p in sorted(kept):
-            writer.writerow([p, _record_hash(tree / p), (tree / p).stat().st_size])
+            writer.writerow([p, _record_hash(tree / p, digests), (tree / p).stat().st_size])
         writer.writerow([rel_record, "", ""])
-        record.write_text(out.getvalue())
+        atomic_write_text(record, out.getvalue())
         count += 1
     return count

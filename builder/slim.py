@@ -35,7 +35,7 @@ from pathlib import Path
 from pipeline.config import SlimConfig
 from pipeline.dists import owner_of, owners
 from pipeline.errors import BuildError
-from pipeline.files import is_elf, sha256_file
+from pipeline.files import Digests, is_elf, sha256_file
 from pipeline.globs import matches
 from pipeline.records import RuleCount
 
@@ -270,7 +270,8 @@ def guard_imports(tree: Path, files: list[str], picked: dict[str, str]) -> list[
 # ---------------------------------------------------------------- the step
 
 
-def slim(tree: Path, rules: Rules | None = None, on_line=None, aside: Path | None = None, store: cache.Store | None = None, version: str = "") -> SlimReport:
+def slim(tree: Path, rules: Rules | None = None, on_line=None, aside: Path | None = None, store: cache.Store | None = None, version: str = "",
+         digests: Digests | None = None) -> SlimReport:
     """Remove (or, with ``aside``, move there) what the rules pick; strip the allowed ELF files.
 
     ``store``: the build cache (builder/cache.py) holds each library's stripped copy by its sha256
@@ -308,7 +309,7 @@ def slim(tree: Path, rules: Rules | None = None, on_line=None, aside: Path | Non
             continue
         if on_line:
             on_line(f"strip {rel}")
-        entry = cache.key("strip", version, ELFSTRIP_DIGEST, sha256_file(p)) if store else ""
+        entry = cache.key("strip", version, ELFSTRIP_DIGEST, digests.sha256(p) if digests is not None else sha256_file(p)) if store else ""
         done = store.get_json("strip", entry) if store else None
         if store and done is not None and (done["reverted"] or not done["saved"] or store.get_file("strip", entry, p)):
             why, saved = done["reverted"], done["saved"]

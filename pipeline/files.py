@@ -4,6 +4,8 @@
   the same folder and a rename, so a reader sees the old file or the new one,
   never a half-written one (the guide's "write to a temp path and rename").
 - ``sha256_file``: the hex sha256 of a file's bytes, read in blocks.
+- ``Digests``: sha256_file remembered for one build, so the steps that each
+  need every file's sha256 (the cache keys, RECORD, the manifest) read it once.
 - ``is_elf``: whether a file starts with the ELF magic.
 - ``bytecode_tag``: the ``cache_tag`` CPython ``X.Y`` gives its .pyc files.
 """
@@ -12,6 +14,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +56,38 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
     """The hex sha256 of the file's bytes."""
     with open(path, "rb") as fh:
         return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
+class Digests:
+    """``sha256_file`` remembered for one build, per file (device and inode: a file moved aside and back is
+    the same file), while its size and mtime are the ones it had when hashed.
+
+    A file replaced (a new inode) or written into (mtime) is hashed again. The steps that change a tree's
+    files replace them (atomic writes, renames, the build cache's copies), never write into them: a tree's
+    unchanged files are hard links to uv's cache (builder/install.py).
+    """
+
+    def __init__(self) -> None:
+        self._known: dict[tuple[int, int], tuple[tuple[int, int], str]] = {}
+        self.hashed = 0  # files read and hashed (the rest were remembered)
+
+    def sha256(self, path: str | os.PathLike[str]) -> str:
+        st = os.stat(path)
+        known = self._known.get((st.st_dev, st.st_ino))
+        if known is not None and known[0] == (st.st_size, st.st_mtime_ns):
+            return known[1]
+        digest = sha256_file(path)
+        after = os.stat(path)
+        if (after.st_dev, after.st_ino, after.st_size, after.st_mtime_ns) == (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns):  # not changed while read
+            self._known[(st.st_dev, st.st_ino)] = ((st.st_size, st.st_mtime_ns), digest)
+        self.hashed += 1
+        return digest
+
+    def many(self, paths: Iterable[str | os.PathLike[str]]) -> list[str]:
+        """The sha256 of each path, in order, hashed on every CPU (hashlib releases the GIL on large buffers)."""
+        todo = list(paths)
+        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+            return list(pool.map(self.sha256, todo, chunksize=64))
 
 
 def is_elf(path: str | os.PathLike[str]) -> bool:

@@ -370,3 +370,28 @@ def test_validate_refuses_a_build_its_lock_or_requirements_have_outrun_with_fixe
     assert "efs.local.lock" in older.value.what and "invoke build --target local" in (older.value.fix or "")
     build(cfg, "local")  # that fix
     assert validate_build(cfg, "local", smoke_level="none").ok
+
+
+def test_trees_are_hard_links_into_uvs_cache_and_a_file_changed_there_stops_the_build_with_a_fix_that_works(project, tmp_path, monkeypatch):
+    # GIVEN a build whose uv cache is its own (what is changed below must not reach other tests' wheels)
+    monkeypatch.setenv("UV_CACHE_DIR", str(tmp_path / "uv-cache"))
+    cfg, first = _build(project)
+    helpers = first.sets["efs"].tree / "nativepkg" / "helpers.py"
+    # THEN the installed files are uv's cached copies, linked (a rebuild installs in a fraction of a copy's time) ...
+    assert helpers.stat().st_nlink >= 2
+    # ... and no step wrote into them: a forced rebuild checks every installed file against its wheel's RECORD
+    assert build(cfg, force=True).sets["efs"].content_hash == first.sets["efs"].content_hash
+    # WHEN a built tree's file is edited in place (which edits uv's cached copy: the same file)
+    with open(helpers, "r+") as fh:
+        fh.write("# edited in place\n")
+    # THEN the next build stops, naming the package, the file and the command that clears it from uv's cache
+    with pytest.raises(BuildError) as caught:
+        build(cfg, force=True)
+    err = caught.value.render()
+    assert "nativepkg 1.0: nativepkg/helpers.py" in err and "python3 -m uv cache clean nativepkg" in err
+    # WHEN the fix is run THEN the build gives the first build's tree again
+    done = subprocess.run([sys.executable, "-m", "uv", "cache", "clean", "nativepkg"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    again = build(cfg, force=True)
+    assert again.sets["efs"].content_hash == first.sets["efs"].content_hash
+    assert (again.sets["efs"].tree / "nativepkg" / "helpers.py").read_text() == "def double(x):\n    return 2 * x\n"

@@ -75,3 +75,30 @@ def test_bytecode_tag(version: str | tuple[int, ...], tag: str) -> None:
 
 def test_bytecode_tag_is_cpythons_cache_tag() -> None:
     assert files.bytecode_tag(sys.version_info[:2]) == sys.implementation.cache_tag
+
+
+def test_digests_remember_a_file_until_it_is_replaced_or_written_into(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # GIVEN a file hashed once through a build's Digests
+    path = tmp_path / "mod.py"
+    path.write_text("x = 1\n")
+    digests = files.Digests()
+    assert digests.sha256(path) == hashlib.sha256(b"x = 1\n").hexdigest() and digests.hashed == 1
+    # WHEN it is asked again, moved aside and back (slimming, the import check), or hard-linked: THEN it is not read again
+    monkeypatch.setattr(files, "sha256_file", lambda p: pytest.fail(f"{p} was read again"))
+    assert digests.sha256(path) == hashlib.sha256(b"x = 1\n").hexdigest()
+    os.rename(path, tmp_path / "aside.py")
+    os.link(tmp_path / "aside.py", path)
+    assert digests.sha256(path) == digests.sha256(tmp_path / "aside.py") == hashlib.sha256(b"x = 1\n").hexdigest()
+    monkeypatch.undo()
+    # WHEN it is replaced by another file (an atomic write: a new inode) THEN the new bytes are read
+    files.atomic_write_text(path, "x = 2\n")
+    assert digests.sha256(path) == hashlib.sha256(b"x = 2\n").hexdigest()
+    # WHEN it is written into (same inode; a later mtime, as a write gives) THEN it is read again too
+    with open(path, "r+") as fh:
+        fh.write("y")
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 1_000_000))
+    assert digests.sha256(path) == hashlib.sha256(b"y = 2\n").hexdigest()
+    # AND many() answers in order, each as sha256 would
+    other = tmp_path / "other.bin"
+    other.write_bytes(b"\0" * 300_000)
+    assert digests.many([other, path]) == [hashlib.sha256(b"\0" * 300_000).hexdigest(), hashlib.sha256(b"y = 2\n").hexdigest()]
