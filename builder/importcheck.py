@@ -125,7 +125,7 @@ sys.addaudithook(note)
 # importlib.metadata's queries: per path of the checked paths searched, the kind (a distribution's name,
 # every distribution for entry_points(), or every distribution); the script's host side keeps of a path's
 # listing only what the kind can see (signature()). Hooked when the module is imported, not before.
-meta = {{"children": None, "callers": (), "at": set(), "queries": set(), "outside": set(), "rules": set()}}
+meta = {{"children": None, "callers": (), "at": set(), "queries": set(), "watched": [], "outside": set(), "rules": set()}}
 def patch_metadata(md):
     try:
         finder, fast, real_ep = md.MetadataPathFinder, md.FastPath, md.entry_points
@@ -137,8 +137,53 @@ def patch_metadata(md):
             stdlib.add(md.unique_everseen.__code__.co_filename)
     except (AttributeError, KeyError, TypeError):
         return  # not the importlib.metadata this script knows: its listings stay raw listings
+    base = getattr(md, "EntryPoints", None)
+    watched = None
+    if sys.version_info >= (3, 12) and isinstance(base, type) and issubclass(base, tuple):
+        # entry_points() without a group, then select(group=G) on its result (fsspec's): it saw what
+        # entry_points(group=G) sees (3.12+: the same unique distributions, then the same selection).
+        # The result is watched: select(group=...) only narrows the query to those groups; any other use
+        # of it (iterated, indexed, counted, compared, names, groups) or none keeps the whole query
+        class Watch:
+            def __init__(self):
+                self.groups, self.other = set(), False
+            def modes(self):
+                return ["ep"] if self.other or not self.groups else [f"ep:{{g}}" for g in sorted(self.groups)]
+        class Watched(base):
+            def select(self, **params):
+                watch = self.__dict__["hoist_watch"]
+                if set(params) == {{"group"}} and isinstance(params["group"], str):
+                    watch.groups.add(params["group"])
+                else:
+                    watch.other = True
+                return base(tuple.__iter__(self)).select(**params)
+        def used(name, real):
+            def method(self, *args, **kwargs):
+                self.__dict__["hoist_watch"].other = True
+                return real(self, *args, **kwargs)
+            method.__name__ = name
+            return method
+        for name in ("__iter__", "__len__", "__getitem__", "__contains__", "__eq__", "__ne__", "__lt__", "__le__", "__gt__", "__ge__", "__hash__",
+                     "__repr__", "__str__", "__format__", "__reversed__", "__add__", "__mul__", "__rmul__", "__reduce__", "__reduce_ex__",
+                     "__getnewargs__", "__getstate__", "__sizeof__", "count", "index"):
+            if hasattr(base, name):
+                setattr(Watched, name, used(name, getattr(base, name)))
+        for name in ("names", "groups"):
+            if isinstance(prop := getattr(base, name, None), property):
+                setattr(Watched, name, property(used(name, prop.fget)))
+        Watched.__name__, Watched.__qualname__, Watched.__module__ = base.__name__, base.__qualname__, base.__module__
+        watched = (Watch, Watched)
     def entry_points(*args, **kwargs):
-        return real_ep(*args, **kwargs)
+        watch = watched[0]() if watched is not None and not args and not kwargs else None
+        result = real_ep(*args, **kwargs)
+        if watch is None:
+            return result
+        if type(result) is not base:
+            watch.other = True
+            return result
+        found = watched[1](tuple.__iter__(result))
+        found.__dict__["hoist_watch"] = watch
+        return found
     def from_entry_points(frame):  # entry_points()'s call, when only the standard library is between it and this search
         while frame is not None:
             if frame.f_code is entry_points.__code__:
@@ -153,6 +198,8 @@ def patch_metadata(md):
         called = from_entry_points(sys._getframe(2))
         if called is None:
             return "all"
+        if called.f_locals.get("watch") is not None:
+            return called.f_locals["watch"]  # modes() once its result's use is known
         group = called.f_locals["kwargs"].get("group") if sys.version_info >= (3, 10) else None  # 3.9's takes none
         return f"ep:{{group}}" if isinstance(group, str) else "ep"
     def search(cls, name, paths):
@@ -162,8 +209,11 @@ def patch_metadata(md):
             for path in paths:
                 if (at := where(path)) is not None:
                     meta["at"].add(at)
-                    meta["queries"].add(json.dumps([mode, at]))
-                elif mode.partition(":")[0] == "ep" and isinstance(path, (str, os.PathLike)):
+                    if isinstance(mode, str):
+                        meta["queries"].add(json.dumps([mode, at]))
+                    else:
+                        meta["watched"].append((mode, at))
+                elif (not isinstance(mode, str) or mode.partition(":")[0] == "ep") and isinstance(path, (str, os.PathLike)):
                     meta["outside"].add(os.fsdecode(path))
         return real_search(cls, name, paths)
     for attr in ("__name__", "__qualname__", "__doc__", "__module__"):
@@ -313,6 +363,7 @@ with open("/proc/self/maps") as maps:
             groups = None
         found.update(json.dumps([name, group]) for group in (groups if groups is not None else ["?"]))
     return found
+meta["queries"].update(json.dumps([mode, at]) for watch, at in meta["watched"] for mode in watch.modes())
 if meta["queries"]:
     import re
     deps["metadata"], deps["metadata_rules"] = meta["queries"], meta["rules"]

@@ -215,3 +215,63 @@ def test_importlib_metadata_queries_rerun_a_run_only_for_what_they_can_see_and_n
     assert noted == fresh and "hotter/data.py" in (noted.opened or ()) and "torchy/__init__.py" in (noted.opened or ())
     # entry_points() read every distribution's entry_points.txt: those of the tree, not those the reused run saw
     assert {"plug-1.0.dist-info/entry_points.txt", "cli-1.0.dist-info/entry_points.txt"} <= set(noted.opened or ())
+
+
+SELECTS = """\
+import importlib.metadata
+EPS = importlib.metadata.entry_points()
+FOUND = EPS.select(group="x.plugins")
+PLUGINS = sorted(ep.name for ep in FOUND)
+assert PLUGINS == sorted(ep.name for ep in importlib.metadata.entry_points(group="x.plugins"))
+"""
+ITERATES = """\
+import importlib.metadata, sys
+EPS = importlib.metadata.entry_points()
+ALL = sorted(ep.name for ep in (EPS if sys.version_info >= (3, 12) else (ep for group in EPS.values() for ep in group)))
+"""
+# what the check's watched result must answer as entry_points()'s own does (a plain EntryPoints of the same entry points)
+AGREES = """\
+import importlib.metadata as md, sys
+if sys.version_info >= (3, 12):
+    E, P = md.entry_points(), md.EntryPoints(tuple(md.entry_points()))
+    assert type(E).__name__ == "EntryPoints" and repr(E) == repr(P) and str(E) == str(P) and E == P and hash(E) == hash(P)
+    assert len(E) == len(P) and list(E) == list(P) and E.names == P.names and E.groups == P.groups and E["h"] == P["h"]
+    assert list(E.select(name="h")) == list(P.select(name="h")) and isinstance(E, tuple) and tuple(E)[0] in E
+"""
+
+
+@pytest.mark.parametrize("python", ["3.11", "3.13"])
+def test_entry_points_without_a_group_then_select_reruns_only_for_the_group_it_selected(tmp_path, python):
+    """fsspec calls entry_points() and then select(group=...) on the result. From 3.12 on that sees what
+    entry_points(group=...) sees: a distribution added with entry points in another group reruns nothing. A result
+    used otherwise (iterated) still counts every group, and on 3.10-3.11 (a dict of groups) every group counts."""
+    from builder import cache
+
+    tree = tmp_path / "site-packages"
+
+    def add(files: dict[str, str]) -> None:
+        for rel, text in files.items():
+            (tree / rel).parent.mkdir(parents=True, exist_ok=True)
+            (tree / rel).write_text(text)
+
+    add({"selects/__init__.py": SELECTS, "iterates/__init__.py": ITERATES, "agrees/__init__.py": AGREES, "host-1.0.dist-info/METADATA": "Name: host\nVersion: 1.0\n",
+         "host-1.0.dist-info/entry_points.txt": "[x.plugins]\nh = selects\n"})
+    runner = importcheck.Runner("native", f"CPython {python} here", python=find_python(python).path, identity=f"native test {python}")
+    store = cache.Store(tmp_path / "cache")
+
+    def reused(hot: list[str]) -> int:
+        before = store.counts.hits.get("unit", 0)
+        noted = importcheck._runs([tree], hot, hot, runner, store, "test", lambda line: None)
+        assert noted.failed == {}
+        return store.counts.hits.get("unit", 0) - before
+
+    assert reused(["selects"]) == 0 and reused(["iterates"]) == 0 and reused(["agrees"]) == 0
+    assert reused(["selects"]) == 1 and reused(["iterates"]) == 1  # nothing changed
+    # a leaf package with console scripts: entry points in another group
+    add({"cli-1.0.dist-info/METADATA": "Name: cli\nVersion: 1.0\n", "cli-1.0.dist-info/entry_points.txt": "[console_scripts]\ncli = selects:main\n"})
+    assert reused(["selects"]) == (1 if python == "3.13" else 0)
+    assert reused(["iterates"]) == 0  # it saw every group
+    assert reused(["selects"]) == 1 and reused(["iterates"]) == 1
+    # entry points in the group it selected: it runs again on every Python
+    add({"plug-1.0.dist-info/METADATA": "Name: plug\nVersion: 1.0\n", "plug-1.0.dist-info/entry_points.txt": "[x.plugins]\np = iterates\n"})
+    assert reused(["selects"]) == 0
