@@ -147,12 +147,14 @@ def _walk(tree: Path) -> tuple[list[str], list[str]]:
 def select(files: list[str], dirs: list[str], rules: Rules, owner: dict[str, str] | None = None) -> dict[str, str]:
     """file -> name of the first rule that removes it (never a file the user keeps)."""
     picked: dict[str, str] = {}
+    # each file's folders, innermost last: "a/b/c.py" -> ["a", "a/b"]
+    folders = {f: [f[:i] for i, ch in enumerate(f) if ch == "/"] for f in files}
     for rule in rules.rules:
-        hit_dirs = [d + "/" for d in dirs if rule.dirs and matches(d, rule.dirs) and not matches(d, rule.keep)]
+        hit_dirs = {d for d in dirs if rule.dirs and matches(d, rule.dirs) and not matches(d, rule.keep)}
         for f in files:
             if f in picked or matches(f, rule.keep):
                 continue
-            if (rule.files and matches(f, rule.files)) or any(f.startswith(d) for d in hit_dirs):
+            if (rule.files and matches(f, rule.files)) or (hit_dirs and any(d in hit_dirs for d in folders[f])):
                 picked[f] = rule.name
     for f in [f for f in picked if matches(f, rules.keep)]:
         del picked[f]
