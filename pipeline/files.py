@@ -86,8 +86,17 @@ class Digests:
     def many(self, paths: Iterable[str | os.PathLike[str]]) -> list[str]:
         """The sha256 of each path, in order, hashed on every CPU (hashlib releases the GIL on large buffers)."""
         todo = list(paths)
-        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-            return list(pool.map(self.sha256, todo, chunksize=64))
+        workers = max(1, min(os.cpu_count() or 1, len(todo)))
+        found: list[str] = [""] * len(todo)
+
+        def work(start: int) -> None:  # every workers-th path: one loop per thread, no future per file (a thread pool ignores chunksize)
+            for i in range(start, len(todo), workers):
+                found[i] = self.sha256(todo[i])
+
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            for done in [pool.submit(work, start) for start in range(workers)]:
+                done.result()
+        return found
 
 
 def is_elf(path: str | os.PathLike[str]) -> bool:
