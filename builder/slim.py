@@ -287,14 +287,22 @@ def slim(tree: Path, rules: Rules | None = None, on_line=None, aside: Path | Non
     kept_beside += guard_data(tree, files, picked, rules)
     per_rule: dict[str, list[int]] = {r.name: [0, 0] for r in rules.rules}
     removed_files: dict[str, dict[str, list[str]]] = {}
+    whole = _whole_folders(tree, files, dirs, picked) if aside is not None else []
+    for folder in whole:  # torch's 9,000 headers: one rename, not one each
+        (aside / folder).parent.mkdir(parents=True, exist_ok=True)
+        os.rename(tree / folder, aside / folder)
+    moved = tuple(folder + "/" for folder in whole)
     for rel, rule in sorted(picked.items()):
         p = tree / rel
         per_rule[rule][0] += 1
-        per_rule[rule][1] += p.lstat().st_size
         removed_files.setdefault(owner_of(owner, rel) or "(not in any RECORD)", {}).setdefault(rule, []).append(rel)
         if aside is None:
+            per_rule[rule][1] += p.lstat().st_size
             p.unlink()
+        elif rel.startswith(moved):
+            per_rule[rule][1] += (aside / rel).lstat().st_size
         else:
+            per_rule[rule][1] += p.lstat().st_size
             (aside / rel).parent.mkdir(parents=True, exist_ok=True)
             os.rename(p, aside / rel)
     for d in sorted(dirs, key=lambda x: x.count("/"), reverse=True):
@@ -333,6 +341,28 @@ def slim(tree: Path, rules: Rules | None = None, on_line=None, aside: Path | Non
     removed = tuple(RuleCount(name, n, b) for name, (n, b) in per_rule.items())
     return SlimReport(removed=removed, guarded=tuple(guarded), stripped=stripped, strip_bytes=saved_total, strip_reverted=tuple(reverted),
                       removed_files=removed_files, kept_beside=tuple(kept_beside), enabled=bool(rules.rules) or rules.strip_enabled)
+
+
+def _ancestors(rel: str) -> list[str]:
+    """The folders above ``rel``, outermost first: "a/b/c.py" -> ["a", "a/b"]."""
+    return [rel[:i] for i, ch in enumerate(rel) if ch == "/"]
+
+
+def _whole_folders(tree: Path, files: list[str], dirs: list[str], picked: dict[str, str]) -> list[str]:
+    """The outermost folders every file under which is picked, holding no symlinked folder: each is moved aside
+    in one rename, and the files under it are where a move of each would have put them."""
+    total: dict[str, int] = {}
+    hit: dict[str, int] = {}
+    for f in files:
+        for d in _ancestors(f):
+            total[d] = total.get(d, 0) + 1
+            if f in picked:
+                hit[d] = hit.get(d, 0) + 1
+    whole = {d for d, n in total.items() if hit.get(d) == n}
+    for d in dirs:  # a symlinked folder is not a file os.walk lists: the folders above it are not whole
+        if (d in whole or any(a in whole for a in _ancestors(d))) and os.path.islink(tree / d):
+            whole -= {d, *_ancestors(d)}
+    return sorted(d for d in whole if not any(a in whole for a in _ancestors(d)))
 
 
 def restore(tree: Path, aside: Path, files: Iterable[str]) -> int:

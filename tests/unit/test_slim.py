@@ -159,3 +159,21 @@ def test_removed_files_go_aside_and_come_back(tmp_path):
     assert slim.restore(tree, aside, ["pkg/tests/test_a.py"]) == 1 and (tree / "pkg/tests/test_a.py").read_text() == "x = 1\n"
     slim.remove_again(tree, aside, ["pkg/tests/test_a.py"])
     assert _left(tree) == {"pkg/__init__.py"} and not (tree / "pkg" / "tests").exists()
+
+
+def test_moved_aside_whole_folders_give_what_moving_each_file_gives(tmp_path):
+    # GIVEN the same tree twice: a folder every file of which a rule picks (headers, nested), one with a kept file
+    # among picked ones, and one that holds a symlinked folder beside its picked files
+    files = {"pkg/__init__.py": "", "pkg/include/a.h": "int a;\n", "pkg/include/sub/b.h": "int bb;\n", "pkg/mixed/c.h": "int c;\n",
+             "pkg/mixed/keep.py": "", "pkg/linked/d.h": "int d;\n", "elsewhere/e.py": ""}
+    one, two = write_tree(tmp_path / "one", files), write_tree(tmp_path / "two", files)
+    for tree in (one, two):
+        (tree / "pkg" / "linked" / "shortcut").symlink_to(tree / "elsewhere", target_is_directory=True)
+    # WHEN one is slimmed with its files moved aside and the other with them deleted
+    moved, deleted = slim.slim(one, aside=tmp_path / "aside"), slim.slim(two)
+    # THEN both trees and reports agree, the aside folder holds every removed file where a move of each puts it,
+    # and the symlinked folder stayed in the tree
+    assert _left(one) == _left(two) and moved.removed == deleted.removed and moved.removed_files == deleted.removed_files
+    assert _left(tmp_path / "aside") == {"pkg/include/a.h", "pkg/include/sub/b.h", "pkg/mixed/c.h", "pkg/linked/d.h"}
+    assert (one / "pkg" / "linked" / "shortcut").is_symlink() and not (one / "pkg" / "include").exists()
+    assert slim.restore(one, tmp_path / "aside", ["pkg/include/sub/b.h"]) == 1 and (one / "pkg/include/sub/b.h").read_text() == "int bb;\n"
