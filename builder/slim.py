@@ -289,6 +289,7 @@ def slim(tree: Path, rules: Rules | None = None, on_line=None, aside: Path | Non
     removed_files: dict[str, dict[str, list[str]]] = {}
     whole = _whole_folders(tree, files, dirs, picked) if aside is not None else []
     for folder in whole:  # torch's 9,000 headers: one rename, not one each
+        assert aside is not None
         (aside / folder).parent.mkdir(parents=True, exist_ok=True)
         os.rename(tree / folder, aside / folder)
     moved = tuple(folder + "/" for folder in whole)
