@@ -542,7 +542,7 @@ class _State:
                       for entry in kids.get(folder, ()) if entry == tail or entry.startswith(tail + "."))
 
 
-def _state(paths: list[Path]) -> _State:
+def _state(paths: list[Path], digests: Digests | None = None) -> _State:
     files = []
     for i, folder in enumerate(paths):
         manifest = folder.parent / MANIFEST_NAME  # a set built before: its manifest lists its files
@@ -550,7 +550,7 @@ def _state(paths: list[Path]) -> _State:
         if i and manifest.is_file():
             with contextlib.suppress(OSError, RecordError):
                 listed = {e.path: e.sha256 for e in load_manifest(manifest).files}
-        files.append(listed if listed is not None else {e.path: e.sha256 for e in mf.scan(folder)})
+        files.append(listed if listed is not None else {e.path: e.sha256 for e in mf.scan(folder, digests)})
     return _State(files, paths)
 
 
@@ -662,7 +662,7 @@ def _metadata_signature(deps: dict[str, list[str]], state: _State) -> dict[str, 
 
 
 def _runs(paths: list[Path], modules: list[str], first: list[str], runner: Runner, store: cache.Store | None, version: str,
-          say: Callable[[str], None]) -> Noted:
+          say: Callable[[str], None], digests: Digests | None = None) -> Noted:
     """The import runs of a check: the hot modules, and every other module; each one reused from ``store``
     while its signature holds, else run (both at once) and stored with what it depended on.
 
@@ -682,7 +682,7 @@ def _runs(paths: list[Path], modules: list[str], first: list[str], runner: Runne
     # two runs, side by side: QEMU translates the interpreter again in every process, so a process per
     # module cost the demo twice the time of one for all (49 s against 23 s on 2 CPUs)
     units = [u for u in (first, rest) if u]
-    state = _state(paths) if store is not None else None
+    state = _state(paths, digests) if store is not None else None
     script = hashlib.sha256(SCRIPT.encode()).hexdigest()
     results: dict[int, Noted] = {}
     todo: list[tuple[int, list[str], list[str], str, dict | None]] = []
@@ -811,7 +811,7 @@ def _package_of(tree: Path, module: str, removed: dict[str, dict[str, list[str]]
 
 def verify(tree: Path, aside: Path, report: slim_mod.SlimReport, target: Target, others: list[Path], *,
            runner: Runner | None = None, why_none: str = "", on_line: Callable[[str], None] | None = None, hot: list[str] | None = None,
-           store: cache.Store | None = None, version: str = "") -> dict:
+           store: cache.Store | None = None, version: str = "", digests: Digests | None = None) -> dict:
     """Import every top-level module of ``tree`` (``others`` on the path after it); put back what slimming broke.
 
     ``hot``: the modules the handler imports at init (the set's own requirements'), imported
@@ -834,7 +834,7 @@ def verify(tree: Path, aside: Path, report: slim_mod.SlimReport, target: Target,
     first = sorted(set(hot or ()) & set(modules))
     say(f"importing {len(modules)} modules in {runner.describe}" + (f", first {', '.join(first)}, noting the files they open" if first else ""))
     try:
-        noted = _runs(paths, modules, first, runner, store, version, say)
+        noted = _runs(paths, modules, first, runner, store, version, say, digests)
     except (RuntimeError, proc.TimeoutExpired, OSError) as exc:
         return {"verified": False, "runtime": runner.describe, "why": f"the import check could not run: {exc}", "modules": len(modules), "restored": [], "failing": {}}
     restored: list[dict] = []
@@ -939,7 +939,7 @@ def hook(target: Target, target_dir: Path, set_names: list[str], progress, runne
                 progress.step(f"[{name}] importing every top-level module in {use.describe}{slow}")
             with progress.waiting(f"importing the {name} set's modules in {use.describe}") if use else contextlib.nullcontext():
                 check = verify(tree, aside, report, target, others, runner=use, why_none=why if want else "", on_line=progress.line, hot=hot,
-                               store=store, version=version)
+                               store=store, version=version, digests=digests)
             if store is not None and entry and check.get("verified"):  # a check that could not run is tried again, never kept
                 store.put_json("check", entry, check)
         return SlimRecord.from_json(record(report.as_json(), check, tree))
