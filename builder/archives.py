@@ -45,14 +45,17 @@ from pathlib import Path
 
 from pipeline import handlerlib
 from pipeline.dists import owner_of, owners
-from pipeline.files import is_elf
+from pipeline.files import Digests, is_elf, sha256_file
 
+from . import cache
 from .manifest import content_mtime
 
 INDEX_VERSION = handlerlib.load("archive").INDEX_VERSION  # the handler's (hoist_lambda/archive.py), defined once
 # a large distribution is cut into archives of about this many uncompressed bytes: the handler unpacks
 # several at once on all CPUs, and the fewer compressed bytes wait in memory beside the unpacked ones
 CHUNK_BYTES = 4 << 20
+# what an archive's bytes depend on besides its files: the format (the handler's archive.py) and the packing here
+CODE_DIGEST = hashlib.sha256((handlerlib.LIBRARY / "hoist_lambda" / "archive.py").read_bytes() + Path(__file__).read_bytes()).hexdigest()
 
 
 def _format():
@@ -134,11 +137,15 @@ def listings(tree: Path, hot: set[str]) -> dict[str, dict[str, str]]:
 
 
 def write_archives(tree: Path, dest: Path, chunk_bytes: int = CHUNK_BYTES, opened: Iterable[str] | None = None,
-                   touched: dict[str, list[list[int]]] | None = None) -> dict:
+                   touched: dict[str, list[list[int]]] | None = None, store: cache.Store | None = None, version: str = "",
+                   digests: Digests | None = None) -> dict:
     """Write ``dest/`` (index.json and the archives) for ``tree``; returns the index.
 
     ``opened``: the files the import check saw opened (the hot set); None archives every non-ELF file.
     ``touched``: the libraries' pages it saw mapped, which the handler reads ahead ("touched_ranges").
+    ``store``: the build cache (builder/cache.py), which holds each archive by its files' paths, modes and
+    sha256 (``digests``), the format's and packer's code and ``version`` (the builder's): an unchanged
+    package's archives are copied, not compressed again.
     """
     owner = owners(tree)
     regular: list[str] = []
@@ -165,16 +172,32 @@ def write_archives(tree: Path, dest: Path, chunk_bytes: int = CHUNK_BYTES, opene
     tmp.mkdir(parents=True)
     archives = []
     jobs = [(name, part) for name in sorted(groups) for part in chunks(tree, sorted(groups[name]), chunk_bytes)]
+    sha = digests.sha256 if digests is not None else sha256_file
+
+    def made(job: tuple[str, list[str]]) -> tuple[str, int, bytes | None, str]:
+        """(cache key, raw size, the archive or None when the cache put it in place, its sha256)."""
+        name, part = job
+        entry = ""
+        if store is not None:
+            entry = cache.key("archive", version, CODE_DIGEST, *(f"{rel}\0{(tree / rel).stat().st_mode & 0o777:o}\0{sha(tree / rel)}" for rel in part))
+            doc = store.get_json("archive", entry, count=False)
+            if doc is not None and store.get_file("archive", entry, tmp / f"{name}-{doc['sha256'][:16]}.hz"):
+                return entry, doc["raw"], None, doc["sha256"]
+        raw_bytes, data = _packed(tree, part)
+        return entry, raw_bytes, data, hashlib.sha256(data).hexdigest()
+
     # zlib and file reads release the GIL: the archives compress on every CPU at once, in the same order
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        packed = pool.map(lambda job: _packed(tree, job[1]), jobs)
-        for (name, part), (raw_bytes, data) in zip(jobs, packed, strict=True):
-            digest = hashlib.sha256(data).hexdigest()
+        for (name, part), (entry, raw_bytes, data, digest) in zip(jobs, pool.map(made, jobs), strict=True):
             filename = f"{name}-{digest[:16]}.hz"
-            (tmp / filename).write_bytes(data)
+            if data is not None:
+                (tmp / filename).write_bytes(data)
+                if store is not None:
+                    store.put_file("archive", entry, tmp / filename)
+                    store.put_json("archive", entry, {"raw": raw_bytes, "sha256": digest})
             t = content_mtime(digest)  # same content, same time: sync's rsync links it to the previous version's copy
             os.utime(tmp / filename, (t, t))
-            archives.append({"name": filename, "dist": name, "bytes": len(data), "raw": raw_bytes, "sha256": digest, "files": len(part)})
+            archives.append({"name": filename, "dist": name, "bytes": (tmp / filename).stat().st_size, "raw": raw_bytes, "sha256": digest, "files": len(part)})
     index = {"version": INDEX_VERSION, "compression": _format().COMPRESSION, "archives": archives, "dirs": listings(tree, hot),
              "sizes": {rel: (tree / rel).stat().st_size for rel in sorted(sized)},
              "hot": {"recorded": opened is not None, "files": len(held), "of": len(regular), "bytes": sum((tree / rel).stat().st_size for rel in held),

@@ -255,7 +255,8 @@ def build_set(name: str, lock: LockFile, target: Target, target_dir: Path, rules
         if name == "efs":  # the layer is unzipped by Lambda onto local disk: nothing to hydrate
             progress.step(f"[{name}] writing per-package archives for a fast cold start")
             done = slim_record.import_check
-            index = write_archives(tree, staging / "archives", opened=done.opened if done else None, touched=done.touched if done else None)
+            index = write_archives(tree, staging / "archives", opened=done.opened if done else None, touched=done.touched if done else None,
+                                   store=store, version=BUILDER_VERSION, digests=digests)
             index_sha = sha256_file(str(staging / "archives" / "index.json"))
             laps.lap("archives")
         made = mf.manifest(

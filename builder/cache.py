@@ -6,7 +6,7 @@ It lives in the user's cache folder (``$HOIST_BUILD_CACHE``, else
 emulation roots, so a fresh clone or a new output folder reuses it; ``invoke
 cache`` shows where it is and how big, ``invoke cache --clear`` empties it.
 
-Four kinds of entries, each keyed by everything that could change it
+Five kinds of entries, each keyed by everything that could change it
 (docs/design.md, 3.15):
 
 - ``pyc``: one source's bytecode. Key: the source's sha256, its path in the
@@ -35,6 +35,11 @@ Four kinds of entries, each keyed by everything that could change it
   together is left unseen, as between the two runs (builder/importcheck.py,
   ``_runs``).
 
+- ``archive``: one archive of an efs tree's hot files (builder/archives.py).
+  Key: each file's path, mode and sha256, in order, the sha256 of the
+  format's code (the handler's archive.py) and of the packer's,
+  ``BUILDER_VERSION``.
+
 Every file entry has a sidecar with its sha256, checked as it is copied out
 (copies, never links: nothing the build does to a tree reaches the cache); a
 JSON entry carries the sha256 of its body. A damaged entry is removed and the
@@ -58,7 +63,7 @@ from typing import Any
 from pipeline.emulation import cache_dir
 
 FORMAT = "1"  # the cache's own layout: a new format starts a new folder
-KINDS = ("pyc", "strip", "check", "unit")
+KINDS = ("pyc", "strip", "check", "unit", "archive")
 _names = itertools.count()  # temporary names of entries being written
 
 

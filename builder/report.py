@@ -70,7 +70,7 @@ def print_build(console: Console, result: BuildResult, top: int = 12) -> None:
             console.print(f"{label}: {art.path} {human(art.bytes)} (unzipped {human(art.unzipped_bytes)}), sha256 {art.sha256[:16]}")
     counts = result.cache
     if counts.hits or counts.misses:
-        names = {"pyc": "bytecode files", "strip": "stripped libraries", "check": "import checks", "unit": "import runs"}
+        names = {"pyc": "bytecode files", "strip": "stripped libraries", "check": "import checks", "unit": "import runs", "archive": "archives"}
         reused = ", ".join(f"{n:,} {names.get(k, k)}" for k, n in sorted(counts.hits.items())) or "nothing"
         done = ", ".join(f"{n:,} {names.get(k, k)}" for k, n in sorted(counts.misses.items())) or "nothing"
         console.print(f"build cache: reused {reused}; made and stored {done}" + (f"; {len(counts.damaged)} damaged entries removed and redone" if counts.damaged else "")

@@ -67,6 +67,6 @@ def test_usage_counts_entries_and_bytes_and_clear_empties_it(tmp_path):
     store.put_file("pyc", "1" * 64, src)
     store.put_json("check", "2" * 64, {"a": 1})
     used = cache.usage(tmp_path / "cache")
-    assert used.entries == {"pyc": 1, "strip": 0, "check": 1, "unit": 0} and used.bytes["pyc"] > 5 and used.total == sum(used.bytes.values())
+    assert used.entries == {"pyc": 1, "strip": 0, "check": 1, "unit": 0, "archive": 0} and used.bytes["pyc"] > 5 and used.total == sum(used.bytes.values())
     cache.clear(tmp_path / "cache")
     assert cache.usage(tmp_path / "cache").total == 0 and not (tmp_path / "cache").exists()
