@@ -67,6 +67,9 @@ def canonicalize(tree: Path, digests: Digests | None = None) -> int:
         for p in sorted(kept):
             writer.writerow([p, _record_hash(tree / p, digests), (tree / p).stat().st_size])
         writer.writerow([rel_record, "", ""])
+        owner = record.stat() if record.is_file() else None
         atomic_write_text(record, out.getvalue())
+        if owner is not None and os.geteuid() == 0:  # the new file keeps the old one's owner (the Docker builder's files are the sudo caller's)
+            os.chown(record, owner.st_uid, owner.st_gid)
         count += 1
     return count
