@@ -56,6 +56,7 @@ INDEX_VERSION = handlerlib.load("archive").INDEX_VERSION  # the handler's (hoist
 CHUNK_BYTES = 4 << 20
 # what an archive's bytes depend on besides its files: the format (the handler's archive.py) and the packing here
 CODE_DIGEST = hashlib.sha256((handlerlib.LIBRARY / "hoist_lambda" / "archive.py").read_bytes() + Path(__file__).read_bytes()).hexdigest()
+METADATA_FOLDERS = (".dist-info", ".egg-info")  # what importlib.metadata takes for a distribution's metadata folder
 
 
 def _format():
@@ -116,10 +117,14 @@ def hot_files(candidates: Iterable[str], opened: Iterable[str] | None) -> tuple[
 
 
 def listings(tree: Path, hot: set[str]) -> dict[str, dict[str, str]]:
-    """Each folder a hot file lives in (and the tree itself), with its entries: "f" a file, "d" a
-    folder, "p" a folder with an __init__.py. The handler answers imports for these folders from
-    them and reads no folder of EFS (handler/hoist_lambda/hotimport.py)."""
+    """Each folder a hot file lives in, the tree itself and its distributions' metadata folders, with
+    their entries: "f" a file, "d" a folder, "p" a folder with an __init__.py. The handler answers
+    imports for these folders from them and reads no folder of EFS (handler/hoist_lambda/hotimport.py),
+    and tells importlib.metadata that a distribution has no entry_points.txt without asking EFS
+    (entry_points() tries every distribution's; handler/hoist_lambda/hotmeta.py)."""
     folders = {""}
+    with os.scandir(tree) as it:
+        folders.update(e.name for e in it if e.name.lower().endswith(METADATA_FOLDERS) and e.is_dir())
     for rel in hot:
         parts = rel.split("/")[:-1]
         folders.update("/".join(parts[: i + 1]) for i in range(len(parts)))

@@ -49,7 +49,7 @@ from .lock import LockFile, current_locks, set_requirements
 from .package import Artifact, make_zip
 from .slim import Rules, SlimReport, configure, forget, load_rules, slim
 
-BUILDER_VERSION = "10"  # bump when a change to the steps changes trees
+BUILDER_VERSION = "11"  # bump when a change to the steps changes trees
 # Lambda: function + layers unzipped (lambda-facts.md, "Limits")
 LAMBDA_UNZIPPED_LIMIT = 262_144_000
 

@@ -8,6 +8,10 @@ One job per module:
   ``activate.release()`` once its init is over;
 - ``archive``: the archives' format, which the build writes with it too;
 - ``hotimport``: the path hook that imports the hot set from memory;
+- ``hotmeta``: importlib.metadata's reads of the tree's distributions,
+  answered from the hot set during init;
+- ``hotlines``: linecache's reads of the hot sources (tracebacks,
+  inspect), answered from the hot set during init;
 - ``prefetch``: the libraries' pages read ahead in the background;
 - ``contract``: the model folder's files and the schema of preprocess.json,
   checked without torch;

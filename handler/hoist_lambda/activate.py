@@ -14,7 +14,9 @@ wrote archives beside the tree (``<version>/archives/index.json``), they are
 read with large parallel reads into memory: they hold the hot set, what
 importing the set's requirements opened at build time, and the listing of
 every folder it lives in. hotimport.py then answers imports of those folders
-from memory; everything else (shared libraries, modules not imported at init,
+from memory, hotmeta.py importlib.metadata's reads of their distributions'
+files (entry_points.txt, METADATA) and hotlines.py linecache's of the sources
+(tracebacks, inspect); everything else (shared libraries, modules not imported at init,
 data files) is read from EFS where it is, and prefetch.py reads the libraries'
 pages ahead. Nothing is written to /tmp (docs/design.md, 7).
 
@@ -43,7 +45,7 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 
-from . import archive, hotimport, prefetch
+from . import archive, hotimport, hotlines, hotmeta, prefetch
 from .log import log
 
 # Memory: an archive is read in pieces, each unpacked at once into a buffer of exactly the records' size (the
@@ -114,6 +116,8 @@ def activate(tree: str | None = None) -> Activation:
                     log("hydrate_failed", error=why)
         if hot is not None:
             hotimport.install(hot)
+            hotmeta.install(hot)  # importlib.metadata's reads of the tree's distributions, from the same memory
+            hotlines.install(hot)  # and linecache's of its sources (tracebacks, inspect)
             _held = hot.held
         if wanted and wanted not in sys.path:
             sys.path.append(wanted)
@@ -130,6 +134,8 @@ def release() -> int:
     0 when there was nothing to give back or it was given already."""
     global _released  # noqa: PLW0603
     with _lock:
+        hotmeta.release()
+        hotlines.release()
         freed = hotimport.release()
         if freed and not _released:
             _released = True

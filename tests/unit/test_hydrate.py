@@ -88,6 +88,21 @@ def test_the_archives_hold_what_was_opened_the_sizes_of_its_sources_and_list_its
     assert source_of(f"a/__pycache__/m.{TAG}.opt-1.pyc") == "a/m.py" and source_of("a/m.py") is None
 
 
+def test_every_distributions_metadata_folder_is_listed_hot_files_or_not(tmp_path):
+    """importlib.metadata's entry_points() tries every distribution's entry_points.txt: the listing says which have none."""
+    tree = tmp_path / "site-packages"
+    meta = "Metadata-Version: 2.1\nName: {}\nVersion: 1\n"
+    for rel, text in (("a/__init__.py", ""), ("a-1.0.dist-info/METADATA", meta.format("a")), ("a-1.0.dist-info/entry_points.txt", "[g]\nx = a\n"),
+                      ("B_c-2.dist-info/METADATA", meta.format("B_c")), ("old-1.egg-info/PKG-INFO", meta.format("old")),
+                      ("lone.egg-info", meta.format("lone")), ("notes.dist-info.txt", "")):
+        (tree / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tree / rel).write_text(text)
+    index = write_archives(tree, tmp_path / "archives", opened=["a/__init__.py", "a-1.0.dist-info/entry_points.txt"])
+    assert set(index["dirs"]) == {"", "a", "a-1.0.dist-info", "B_c-2.dist-info", "old-1.egg-info"}  # not a file named like one
+    assert index["dirs"]["B_c-2.dist-info"] == {"METADATA": "f"} and index["dirs"]["old-1.egg-info"] == {"PKG-INFO": "f"}
+    assert _archived(tmp_path, index) == {"a/__init__.py", "a-1.0.dist-info/entry_points.txt"}  # listed, not archived
+
+
 def test_without_a_recorded_hot_set_every_file_but_the_libraries_is_archived(tmp_path):
     version, tree, index = _version(tmp_path, opened=None)
     files = {str(p.relative_to(tree)) for p in tree.rglob("*") if p.is_file() and p.name != "_native.so"}
