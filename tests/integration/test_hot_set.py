@@ -62,7 +62,8 @@ def test_the_hot_set_is_what_the_requirements_open_and_map_in_a_real_interpreter
 
     index = write_archives(tree, tmp_path / "archives", opened=noted.opened, touched=noted.touched)
     assert (index["hot"]["files"], index["hot"]["sized"]) == (2, 2) and index["touched_ranges"] == touched  # the two .pyc; their sources as sizes
-    assert set(index["dirs"]) == {"", "hotpkg", "hotpkg/__pycache__"} and index["dirs"][""]["coldpkg"] == "p"
+    # the folders of the hot files, and every metadata folder (entry_points() tries each one's entry_points.txt)
+    assert set(index["dirs"]) == {"", "hotpkg", "hotpkg/__pycache__", "hotpkg-1.0.dist-info", "coldpkg-1.0.dist-info"} and index["dirs"][""]["coldpkg"] == "p"
     json.dumps(index)
 
 
