@@ -222,7 +222,7 @@ def build_set(name: str, lock: LockFile, target: Target, target_dir: Path, rules
         digests = digests if digests is not None else Digests()
         installer.install(lock, target, tree, on_line=progress.line)
         check_wheel_tags(tree, target, installer.built_on_target)
-        check_records(tree, digests)
+        check_records(tree, digests, rebuild=f"invoke build --target {target.name} --force")
         laps.lap("install")
 
         progress.step(f"[{name}] slimming")

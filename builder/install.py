@@ -66,7 +66,7 @@ def check_wheel_tags(tree: Path, target: Target, built_on_target: bool = False) 
         )
 
 
-def check_records(tree: Path, digests: Digests) -> int:
+def check_records(tree: Path, digests: Digests, rebuild: str = "invoke build --force") -> int:
     """Every installed file against the sha256 its wheel's RECORD gives (PEP 376/627); how many were checked.
 
     The tree's files are hard links into uv's cache: a file changed in place there (or in an earlier tree,
@@ -98,7 +98,7 @@ def check_records(tree: Path, digests: Digests) -> int:
             + "\n  uv's cache holds these files changed after the wheel was unpacked (a tree's files are hard links into it: "
             "something wrote into a built tree or into the cache)",
             where="uv's cache (`python3 -m uv cache dir`)",
-            fix=f"remove them from uv's cache with `python3 -m uv cache clean {names}` and run the build again; treat built trees as read-only "
+            fix=f"remove them from uv's cache with `python3 -m uv cache clean {names}`, then `{rebuild}`; treat built trees as read-only "
                 "(if the same files differ again after that, the wheel's own RECORD is wrong: pin another version of it)",
         )
     return len(rows)

@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import stat
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from .files import atomic_write_json
+from .files import Digests, atomic_write_json
 
 MANIFEST_NAME = "manifest.json"  # beside a set's site-packages/, and in each EFS version
 BUILD_RECORD_NAME = "build.json"  # dist/<target>/build.json
@@ -327,6 +329,46 @@ def load_manifest(path: Path) -> Manifest:
 
 def write_manifest(manifest: Manifest, path: Path) -> None:
     atomic_write_json(path, manifest.as_json())
+
+
+def tree_differences(tree: Path, manifest: Manifest) -> list[str]:
+    """What ``tree`` holds that its manifest does not say, file by file (missing, not listed, another size, mode or
+    content), sorted; [] when it is what was built. Reads every file (the stages that send or judge a tree call it)."""
+    listed = {e.path: e for e in manifest.files}
+    found: dict[str, os.stat_result] = {}
+    for root, dirs, files in os.walk(tree):
+        dirs.sort()
+        for name in files:
+            p = os.path.join(root, name)
+            found[os.path.relpath(p, tree).replace(os.sep, "/")] = os.lstat(p)
+    problems = [f"missing: {rel}" for rel in sorted(listed.keys() - found.keys())]
+    problems += [f"not in the manifest: {rel}" for rel in sorted(found.keys() - listed.keys())]
+    regular: list[str] = []
+    for rel in sorted(found.keys() & listed.keys()):
+        st, want = found[rel], listed[rel]
+        if stat.S_ISLNK(st.st_mode):
+            target = os.readlink(tree / rel)
+            if want.mode != SYMLINK_MODE or hashlib.sha256(target.encode()).hexdigest() != want.sha256:
+                problems.append(f"another symlink: {rel}")
+        elif want.mode == SYMLINK_MODE or st.st_size != want.size or stat.S_IMODE(st.st_mode) != want.mode:
+            problems.append(f"{'size' if st.st_size != want.size else 'mode'} differs: {rel}")
+        else:
+            regular.append(rel)
+    digests = Digests().many(tree / rel for rel in regular)
+    problems += [f"content differs: {rel}" for rel, digest in zip(regular, digests, strict=True) if digest != listed[rel].sha256]
+    return sorted(problems, key=lambda p: p.split(": ", 1)[1])
+
+
+def changed_after_build(set_name: str, problems: list[str]) -> str:
+    """The error text for a tree ``tree_differences`` found changed (validate and sync say the same)."""
+    shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
+    return (f"the built tree of set {set_name} is not what its manifest lists ({len(problems)} "
+            f"{'difference' if len(problems) == 1 else 'differences'}: {shown}): it was changed after the build")
+
+
+def rebuild_fix(target: str) -> str:
+    return (f"build it again with `invoke build --target {target} --force` (if the change reached uv's cache, whose files the tree's are, "
+            "that build stops and names the `python3 -m uv cache clean` command to run first)")
 
 
 # ---------------------------------------------------------------- build record

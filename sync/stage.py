@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from pipeline.config import Config, SyncConfig
 from pipeline.errors import SyncError
 from pipeline.layout import root_dir
-from pipeline.records import load_build_record, load_manifest
+from pipeline.records import changed_after_build, load_build_record, load_manifest, rebuild_fix, tree_differences
 
 from . import record
 from .efs import GcPlan, SyncPlan, SyncResult, apply_gc, apply_sync, list_versions, plan_gc, plan_sync, read_marker
@@ -50,6 +50,8 @@ def built_tree(config: Config, target_name: str | None) -> tuple[Path, Path]:
     if record.target_name != tcfg.target.name or "efs" not in record.sets:
         raise SyncError(f"the last build is for target {record.target_name!r}, not {tcfg.target.name!r}", where=str(summary), fix=f"run `invoke build --target {tcfg.target.name}`")
     s = record.sets["efs"]
+    if s.tree.is_dir() and s.manifest.is_file() and (changed := tree_differences(s.tree, load_manifest(s.manifest))):
+        raise SyncError(changed_after_build("efs", changed), where=str(s.tree), fix=rebuild_fix(tcfg.target.name))  # what is published is what was built
     return s.tree, s.manifest
 
 

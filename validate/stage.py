@@ -19,7 +19,7 @@ from pipeline.config import Config, Waiver, keep_line
 from pipeline.dists import owner_of, owners
 from pipeline.errors import ValidationError
 from pipeline.globs import matches
-from pipeline.records import BuildRecord, SlimRecord, load_build_record, load_manifest
+from pipeline.records import BuildRecord, SlimRecord, changed_after_build, load_build_record, load_manifest, rebuild_fix, tree_differences
 from pipeline.shapes import shape_of
 from pipeline.targets import facts, lambda_target
 
@@ -160,6 +160,9 @@ def from_record(config: Config, record: BuildRecord, *, smoke_level: str = "auto
     for name, tree in trees.items():
         if not tree.is_dir():
             raise ValidationError(f"tree of set {name} is missing: {tree}", where=str(path), fix=f"run `invoke build --target {tcfg.target.name}` again")
+        manifest = record.sets[name].manifest
+        if manifest.is_file() and (changed := tree_differences(tree, load_manifest(manifest))):
+            raise ValidationError(changed_after_build(name, changed), where=str(tree), fix=rebuild_fix(tcfg.target.name))
     zips = {name.replace("_", " "): a.as_json(config.root) for name, a in record.artifacts.items()}
     layer_set = "layer" if "layer" in trees else None
     if on_line:

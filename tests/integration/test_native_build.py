@@ -384,14 +384,26 @@ def test_trees_are_hard_links_into_uvs_cache_and_a_file_changed_there_stops_the_
     # WHEN a built tree's file is edited in place (which edits uv's cached copy: the same file)
     with open(helpers, "r+") as fh:
         fh.write("# edited in place\n")
-    # THEN the next build stops, naming the package, the file and the command that clears it from uv's cache
+    # THEN validate and sync refuse the tree (what they would judge or publish is not what was built), naming the file
+    # and the rebuild; a plain build has nothing to redo (its inputs are the same) and says the tree is up to date
+    from pipeline.errors import SyncError, ValidationError
+    from sync.stage import built_tree
+    from validate.stage import from_build
+
+    for refused, check in ((ValidationError, lambda: from_build(cfg, smoke_level="none")), (SyncError, lambda: built_tree(cfg, None))):
+        with pytest.raises(refused) as stopped:
+            check()
+        assert "content differs: nativepkg/helpers.py" in stopped.value.render() and "`invoke build --target local --force`" in stopped.value.render()
+    assert not build(cfg).sets["efs"].rebuilt
+    # AND that rebuild stops, naming the package, the file and the command that clears it from uv's cache
     with pytest.raises(BuildError) as caught:
         build(cfg, force=True)
     err = caught.value.render()
-    assert "nativepkg 1.0: nativepkg/helpers.py" in err and "python3 -m uv cache clean nativepkg" in err
-    # WHEN the fix is run THEN the build gives the first build's tree again
+    assert "nativepkg 1.0: nativepkg/helpers.py" in err and "`python3 -m uv cache clean nativepkg`, then `invoke build --target local --force`" in err
+    # WHEN the fix is run (the clean, then the build it names) THEN the build gives the first build's tree again
     done = subprocess.run([sys.executable, "-m", "uv", "cache", "clean", "nativepkg"], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     again = build(cfg, force=True)
     assert again.sets["efs"].content_hash == first.sets["efs"].content_hash
     assert (again.sets["efs"].tree / "nativepkg" / "helpers.py").read_text() == "def double(x):\n    return 2 * x\n"
+    assert built_tree(cfg, None)[0] == again.sets["efs"].tree

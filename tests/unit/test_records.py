@@ -261,3 +261,30 @@ def test_every_schema_in_docs_is_a_valid_json_schema_with_its_own_id():
         schema = json.loads(path.read_text())
         jsonschema.Draft202012Validator.check_schema(schema)
         assert schema["$id"].endswith("/" + path.name), path
+
+
+def test_tree_differences_name_every_file_changed_since_the_manifest_and_nothing_else(tmp_path):
+    import os
+
+    from pipeline.records import tree_differences
+
+    # GIVEN a tree and its manifest (a module, data, a symlink)
+    tree = tmp_path / "site-packages"
+    (tree / "pkg").mkdir(parents=True)
+    for name, text in (("__init__.py", "x = 1\n"), ("a.py", "a = 1\n"), ("b.py", "b = 1\n"), ("c.py", "c = 1\n"), ("data.txt", "d")):
+        (tree / "pkg" / name).write_text(text)
+        (tree / "pkg" / name).chmod(0o644)
+    (tree / "pkg" / "link.py").symlink_to("__init__.py")
+    made = _manifest(tree)
+    assert tree_differences(tree, made) == []  # as built: nothing, however often asked
+    # WHEN files are written into (same size), grown, re-moded, removed, added and a symlink re-pointed
+    (tree / "pkg" / "a.py").write_text("a = 2\n")
+    (tree / "pkg" / "b.py").write_text("b = 12\n")
+    os.chmod(tree / "pkg" / "c.py", 0o755)
+    (tree / "pkg" / "data.txt").unlink()
+    (tree / "pkg" / "new.py").write_text("")
+    (tree / "pkg" / "link.py").unlink()
+    (tree / "pkg" / "link.py").symlink_to("a.py")
+    # THEN each is named once, by what differs, in path order
+    assert tree_differences(tree, made) == ["content differs: pkg/a.py", "size differs: pkg/b.py", "mode differs: pkg/c.py", "missing: pkg/data.txt",
+                                            "another symlink: pkg/link.py", "not in the manifest: pkg/new.py"]
