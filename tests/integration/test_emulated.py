@@ -42,11 +42,22 @@ def test_auto_takes_level3_on_aarch64_and_says_how_far_it_is_from_lambda(project
     assert check["verified"] and "Debian trixie" in check["runtime"] and "aarch64" in check["runtime"]
 
 
+def _as_built(set_dir) -> None:
+    """The set's manifest lists the files its tree holds now, as if the build had made them (validate refuses a tree
+    changed after its build: these tests stand in for a wheel that shipped the file)."""
+    from builder import manifest as mf
+    from pipeline.records import load_manifest, manifest_path, write_manifest
+
+    files = mf.scan(set_dir / "site-packages")
+    write_manifest(load_manifest(manifest_path(set_dir)).with_files(files, mf.content_hash(files)), manifest_path(set_dir))
+
+
 def test_an_x86_64_extension_in_an_arm64_tree_fails_both_checks_with_the_cause(project, emulated_arm64, tmp_path):
     cfg = _arm(project, "purepkg\n")
     # the layer is mounted as built (the EFS tree is hydrated from the archives the build wrote)
     layer = project / "dist" / "arm" / "layer" / "site-packages"
     (layer / "smuggled.cpython-313-aarch64-linux-gnu.so").write_bytes(compile_extension(tmp_path))  # named for the target, built for x86_64
+    _as_built(layer.parent)
     assert "smuggled" in top_level_modules(layer)
     report = from_build(cfg, "arm", smoke_level="3")
     static = [f for f in report.errors if f.rule == "elf-machine"]
@@ -64,6 +75,7 @@ def test_a_waiver_turns_the_error_into_a_warning_that_prints_its_reason(project,
     _arm(project, "purepkg\n")
     layer = project / "dist" / "arm" / "layer" / "site-packages"
     (layer / "layerpkg" / "_optional.so").write_bytes(compile_extension(tmp_path))  # an optional x86_64 helper nothing imports
+    _as_built(layer.parent)
     report = from_build(config.load(project / "pipeline.toml"), "arm", smoke_level="3")
     [err] = report.errors
     assert err.rule == "elf-machine" and "no import loaded this file" in err.message
