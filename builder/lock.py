@@ -25,7 +25,7 @@ from pathlib import Path
 from urllib.parse import unquote
 
 from packaging.markers import Marker
-from packaging.requirements import Requirement
+from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name, parse_sdist_filename, parse_wheel_filename
 
 from pipeline import proc
@@ -78,6 +78,10 @@ class LockResult:
     target: Target
     locks: dict[str, LockFile]
     resolved: bool  # False when the existing locks were already current
+    # what a resolution changed against the previous locks: "numpy 2.5.5 -> 2.5.4", "idna 3.21 added", "six 1.17.0 removed"
+    changes: tuple[str, ...] = ()
+    # why previous pins were let go: the requirements excluded them, or they did not fit the new inputs together
+    released: tuple[str, ...] = ()
 
 
 # ---------------------------------------------------------------- inputs
@@ -393,7 +397,12 @@ def lock(config: Config, target_name: str | None = None, *, force: bool = False,
 
     reqs = set_requirements(config, tcfg)
     everything = [line for lines in reqs.values() for line in lines]
-    kept = [] if force else _previous_pins(paths)
+    before = {} if force else _previous_versions(paths)
+    released: list[str] = []
+    excluded = _excluded(before, everything)  # a pin the requirements now rule out (numpy!=2.5.5, torch==2.10): let go of it alone
+    if excluded:
+        released.append(f"{', '.join(f'{n} {before[n]}' for n in excluded)}: excluded by the requirements now")
+    kept = [f"{n}=={v}" for n, v in before.items() if n not in excluded]
     with tempfile.TemporaryDirectory(prefix="hoist-lock-") as tmp:
         sdists = config.build.builder != "native"  # the Docker builder compiles them in the Lambda image
         try:  # the previous locks' versions where they still fit: a new requirement moves no unrelated pin
@@ -401,8 +410,9 @@ def lock(config: Config, target_name: str | None = None, *, force: bool = False,
         except LockError:
             if not kept:
                 raise
+            released.append("the other previous versions do not fit the new inputs together: resolved without them, so unrelated pins may move")
             if on_line:
-                on_line("the previous locks' versions do not fit the new inputs together: resolving without them")
+                on_line(released[-1])
             resolved = _compile(Path(tmp) / "all", everything, target, config, tcfg, links, [], on_line)
         union = _packages_for_target(resolved, target, sdists)
         layer_names: set[str] = set()
@@ -419,18 +429,36 @@ def lock(config: Config, target_name: str | None = None, *, force: bool = False,
     for name, path in paths.items():
         path.parent.mkdir(parents=True, exist_ok=True)
         locks[name] = write_lock(path, name, target, fingerprint, assigned[name])
-    return LockResult(target=target, locks=locks, resolved=True)
+    after = {p.name: p.version for p in union}
+    changes = [f"{n} {before[n]} -> {after[n]}" for n in sorted(before.keys() & after.keys()) if before[n] != after[n]]
+    changes += [f"{n} {after[n]} added" for n in sorted(after.keys() - before.keys())] if before else []
+    changes += [f"{n} {before[n]} removed" for n in sorted(before.keys() - after.keys())]
+    return LockResult(target=target, locks=locks, resolved=True, changes=tuple(changes), released=tuple(released))
 
 
-def _previous_pins(paths: dict[str, Path]) -> list[str]:
-    """``name==version`` of every package in the target's existing locks (none when unreadable)."""
-    pins = []
+def _previous_versions(paths: dict[str, Path]) -> dict[str, str]:
+    """Package -> version of every package in the target's existing locks (none when unreadable)."""
+    found: dict[str, str] = {}
     for path in paths.values():
         try:
-            pins += [f"{p.name}=={p.version}" for p in read_lock(path).packages] if path.is_file() else []
+            found.update({p.name: p.version for p in read_lock(path).packages} if path.is_file() else {})
         except LockError:
             continue
-    return pins
+    return found
+
+
+def _excluded(pins: dict[str, str], requirements: list[str]) -> list[str]:
+    """The pinned packages whose pinned version a requirement line without a marker rules out (its specifier), sorted."""
+    out = set()
+    for line in requirements:
+        try:
+            req = Requirement(line)
+        except InvalidRequirement:
+            continue
+        name = canonicalize_name(req.name)
+        if req.marker is None and name in pins and req.specifier and not req.specifier.contains(pins[name], prereleases=True):
+            out.add(name)
+    return sorted(out)
 
 
 def _any_of(names: list[str]) -> str:

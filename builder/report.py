@@ -15,6 +15,12 @@ __all__ = ["ConsoleProgress", "human", "print_build", "print_lock"]
 def print_lock(console: Console, result: LockResult) -> None:
     verb = "resolved" if result.resolved else "already current (use --force to resolve again)"
     console.print(f"[bold]lock[/] for {result.target.describe()}: {verb}")
+    for why in result.released:
+        console.print(f"  [yellow]previous pins let go:[/] {why}")
+    if result.resolved and result.changes:
+        console.print(f"  changed: {'; '.join(result.changes)}")
+    elif result.resolved:
+        console.print("  changed: nothing (the same versions as before)")
     table = Table("set", "package", "version", "wheel")
     for name, lf in result.locks.items():
         for p in lf.packages:

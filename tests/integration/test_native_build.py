@@ -276,14 +276,35 @@ def test_a_relock_keeps_the_pins_that_still_fit_and_force_takes_the_newest(proje
     newer = tmp_path / "newer"
     newer.mkdir()
     make_wheel(newer, "purepkg", "2.1", "py3-none-any", {"purepkg/__init__.py": "DATA = 8\n"})
+    make_wheel(newer, "layerpkg", "0.6", "py3-none-any", {"layerpkg/__init__.py": "VALUE = 'newer'\n"})  # an unrelated package's newer version
+    make_wheel(newer, "needsnew", "1.0", "py3-none-any", {"needsnew/__init__.py": ""}, requires=["purepkg>=2.1"])
     write_pipeline(project, wheelhouse, {f'"{wheelhouse}"]': f'"{wheelhouse}", "{newer}"]'})  # a new source: the inputs changed
     kept = lock(config.load(project / "pipeline.toml"))
     assert kept.resolved and {p.name: p.version for p in kept.locks["efs"].packages}["purepkg"] == "2.0"  # 2.1 is there, 2.0 still fits
-    (project / "requirements" / "efs.in").write_text("nativepkg\npurepkg>=2.1\n")  # now it does not: resolved without the old pins
-    lines: list[str] = []
-    moved = lock(config.load(project / "pipeline.toml"), on_line=lines.append)
+    assert kept.changes == () and kept.released == ()
+    # a requirement that rules out the pinned version: that pin alone is let go, and the lock says what moved
+    (project / "requirements" / "efs.in").write_text("nativepkg\npurepkg>=2.1\n")
+    moved = lock(config.load(project / "pipeline.toml"))
     assert {p.name: p.version for p in moved.locks["efs"].packages}["purepkg"] == "2.1"
-    assert any("resolving without them" in line for line in lines)
+    assert {p.name: p.version for p in moved.locks["layer"].packages}["layerpkg"] == "0.5"  # the unrelated pin did not move
+    assert moved.changes == ("purepkg 2.0 -> 2.1",) and moved.released == ("purepkg 2.0: excluded by the requirements now",)
+    # a new package that needs a newer version of a pinned one: no requirement line names it, so the previous pins
+    # cannot all stay; they are let go, and the lock says so and what moved
+    (project / "requirements" / "efs.in").write_text("nativepkg\n")
+    lock(config.load(project / "pipeline.toml"))
+    lf = project / "requirements" / "efs.local.lock"
+    (project / "requirements" / "layer.in").write_text("layerpkg==0.5\n")
+    write_pipeline(project, wheelhouse)
+    lock(config.load(project / "pipeline.toml"), force=True)  # back to purepkg 2.0, layerpkg 0.5 (no newer source)
+    assert "purepkg==2.0" in lf.read_text()
+    (project / "requirements" / "layer.in").write_text("layerpkg\n")
+    write_pipeline(project, wheelhouse, {f'"{wheelhouse}"]': f'"{wheelhouse}", "{newer}"]'})
+    (project / "requirements" / "efs.in").write_text("nativepkg\nneedsnew\n")
+    lines: list[str] = []
+    together = lock(config.load(project / "pipeline.toml"), on_line=lines.append)
+    assert {p.name: p.version for p in together.locks["efs"].packages}["purepkg"] == "2.1"
+    assert any("do not fit the new inputs together" in line for line in lines) and "unrelated pins may move" in together.released[-1]
+    assert "purepkg 2.0 -> 2.1" in together.changes and "needsnew 1.0 added" in together.changes
     (project / "requirements" / "efs.in").write_text("nativepkg\n")
     again = lock(config.load(project / "pipeline.toml"))
     assert {p.name: p.version for p in again.locks["efs"].packages}["purepkg"] == "2.1"  # the pin stays where it moved
