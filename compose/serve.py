@@ -55,6 +55,10 @@ def start(config: Config, target_name: str | None = None, port: int = 0, on_line
     if shape_of(config).serves == "image":
         return start_image(config, target_name, port, say, extra_env, build_if_needed)
     tcfg = serve.pick_target(config, target_name)
+    if not target_name and tcfg.target.name != config.target().target.name:
+        default = config.target().target
+        say(f"serving target {tcfg.target.name} ({tcfg.target.describe()}): the default target {default.name} runs on {default.machine}, "
+            f"this machine is {tcfg.target.machine} (`--target` picks another)")
     model_dir = serve.check_model(config, say)
     if build_if_needed:
         ensure_built(config, tcfg.target.name, say)

@@ -280,6 +280,7 @@ def test_training_is_reproducible_on_one_machine_and_reaches_the_accuracy_on_any
 
 def test_serve_locked_and_built_the_local_target_itself_and_streamed_the_init(server):
     said = "\n".join(server.lines)
+    assert "serving target local (" in said and "the default target lambda runs on aarch64, this machine is x86_64" in said  # the swap, said
     assert "running `invoke lock --target local` and `invoke build --target local` first" in said
     assert "built local:" in said
     assert "init: sys.path" in said and "import torch" in said and "model load" in said  # the function's init, as it happened
