@@ -186,7 +186,9 @@ def write_archives(tree: Path, dest: Path, chunk_bytes: int = CHUNK_BYTES, opene
         if store is not None:
             entry = cache.key("archive", version, CODE_DIGEST, *(f"{rel}\0{(tree / rel).stat().st_mode & 0o777:o}\0{sha(tree / rel)}" for rel in part))
             doc = store.get_json("archive", entry, count=False)
-            if doc is not None and store.get_file("archive", entry, tmp / f"{name}-{doc['sha256'][:16]}.hz"):
+            if doc is None:
+                store.counts.miss("archive")  # a hit or a miss of the file is counted by get_file
+            elif store.get_file("archive", entry, tmp / f"{name}-{doc['sha256'][:16]}.hz"):
                 return entry, doc["raw"], None, doc["sha256"]
         raw_bytes, data = _packed(tree, part)
         return entry, raw_bytes, data, hashlib.sha256(data).hexdigest()

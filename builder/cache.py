@@ -216,11 +216,13 @@ def usage(where: Path | None = None) -> Usage:
     entries = {k: 0 for k in KINDS}
     sizes = {k: 0 for k in KINDS}
     for kind in KINDS:
+        keys = set()
         for folder, _, files in os.walk(base / kind):
             for name in files:
                 sizes[kind] += os.lstat(os.path.join(folder, name)).st_size
-                if not name.endswith(".sha256") and not name.startswith(".tmp-"):
-                    entries[kind] += 1
+                if not name.startswith(".tmp-"):  # an entry is its key's file, its sha256 sidecar and its JSON document
+                    keys.add(name.split(".", 1)[0])
+        entries[kind] = len(keys)
     return Usage(base, entries, sizes)
 
 
