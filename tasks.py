@@ -143,7 +143,7 @@ def cache(c, clear=False):
              "archive": "efs archives of hot files, by their files' paths, modes and sha256"}
     for kind in cache_mod.KINDS:
         console.print(f"  {kind:7} {usage.entries[kind]:>8,} entries {human(usage.bytes[kind]):>10}  {names[kind]}")
-    console.print(f"  total   {human(usage.total)}; empty it with `invoke cache --clear` (builds then do every step again)")
+    console.print(f"  total   {human(usage.total)}; nothing trims it by itself: empty it with `invoke cache --clear` (builds then do every step again)")
 
 
 @task(

@@ -39,6 +39,7 @@ from packaging.utils import canonicalize_name
 
 from pipeline import docker, emulation, proc
 from pipeline.config import keep_line
+from pipeline.console import counted
 from pipeline.dists import owners, top_level_modules
 from pipeline.errors import InterpreterNotFound
 from pipeline.files import Digests
@@ -832,7 +833,7 @@ def verify(tree: Path, aside: Path, report: slim_mod.SlimReport, target: Target,
     paths = [tree, *others]
     say = on_line or (lambda line: None)
     first = sorted(set(hot or ()) & set(modules))
-    say(f"importing {len(modules)} modules in {runner.describe}" + (f", first {', '.join(first)}, noting the files they open" if first else ""))
+    say(f"importing {counted(len(modules), 'module')} in {runner.describe}" + (f", first {', '.join(first)}, noting the files they open" if first else ""))
     try:
         noted = _runs(paths, modules, first, runner, store, version, say, digests)
     except (RuntimeError, proc.TimeoutExpired, OSError) as exc:

@@ -4,7 +4,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from pipeline.console import ConsoleProgress, human
+from pipeline.console import ConsoleProgress, counted, human
 
 from .build import BuildResult
 from .lock import LockResult
@@ -27,7 +27,7 @@ def print_lock(console: Console, result: LockResult) -> None:
             table.add_row(name, p.name, p.version, p.filename)
     console.print(table)
     for name, lf in result.locks.items():
-        console.print(f"  {name}: {lf.path} ({len(lf.packages)} packages)")
+        console.print(f"  {name}: {lf.path} ({counted(len(lf.packages), 'package')})")
 
 
 def print_build(console: Console, result: BuildResult, top: int = 12) -> None:
@@ -54,7 +54,7 @@ def print_build(console: Console, result: BuildResult, top: int = 12) -> None:
             console.print(f"  kept {kept}: read by {needer}")
         check = slim.import_check
         if check and check.verified and check.runtime:
-            console.print(f"  import-checked: {check.modules} modules in {check.runtime}, {len(check.restored)} restored")
+            console.print(f"  import-checked: {counted(check.modules, 'module')} in {check.runtime}, {len(check.restored)} restored")
         elif check and not check.verified:
             console.print("  [yellow]slimming not import-verified[/] (see warning below)")
         if name == "efs" and check is not None:  # the set the handler hydrates (builder/archives.py)
@@ -76,9 +76,10 @@ def print_build(console: Console, result: BuildResult, top: int = 12) -> None:
             console.print(f"{label}: {art.path} {human(art.bytes)} (unzipped {human(art.unzipped_bytes)}), sha256 {art.sha256[:16]}")
     counts = result.cache
     if counts.hits or counts.misses:
-        names = {"pyc": "bytecode files", "strip": "stripped libraries", "check": "import checks", "unit": "import runs", "archive": "archives"}
-        reused = ", ".join(f"{n:,} {names.get(k, k)}" for k, n in sorted(counts.hits.items())) or "nothing"
-        done = ", ".join(f"{n:,} {names.get(k, k)}" for k, n in sorted(counts.misses.items())) or "nothing"
+        names = {"pyc": ("bytecode file", None), "strip": ("stripped library", "stripped libraries"), "check": ("import check", None),
+                 "unit": ("import run", None), "archive": ("archive", None)}
+        reused = ", ".join(counted(n, *names.get(k, (k, k))) for k, n in sorted(counts.hits.items())) or "nothing"
+        done = ", ".join(counted(n, *names.get(k, (k, k))) for k, n in sorted(counts.misses.items())) or "nothing"
         console.print(f"build cache: reused {reused}; made and stored {done}" + (f"; {len(counts.damaged)} damaged entries removed and redone" if counts.damaged else "")
                       + " (`invoke cache` shows where and how big)")
     image = result.record.image

@@ -23,6 +23,11 @@ def clock(seconds: float) -> str:
     return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
 
 
+def counted(n: int, one: str, many: str | None = None) -> str:
+    """``n`` and the word for that many: "1 package", "2 packages", "3 stripped libraries" (``many``)."""
+    return f"{n:,} {one if n == 1 else many or one + 's'}"
+
+
 def human(n: float) -> str:
     for unit in ("B", "KB", "MB", "GB"):
         if abs(n) < 1000 or unit == "GB":

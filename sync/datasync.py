@@ -69,6 +69,7 @@ from typing import Any
 
 from pipeline import aws
 from pipeline.config import DataSyncConfig
+from pipeline.console import counted
 from pipeline.errors import SyncError
 from pipeline.layout import version_dir
 from pipeline.records import MANIFEST_NAME, Manifest, load_manifest
@@ -559,7 +560,7 @@ def _apply(plan: DataSyncPlan, c: Clients, cfg: DataSyncConfig, poll_s: float, o
         put_all([item for item, _ in problems if item.path in source_of], "uploaded again")
         problems = verify_staged(c, cfg, plan, source_of)
     if problems:
-        raise SyncError(f"the staged version {plan.version[:12]} is incomplete ({len(problems)} problems): " + "; ".join(f"{why}: {item.path}" for item, why in problems[:5]),
+        raise SyncError(f"the staged version {plan.version[:12]} is incomplete ({counted(len(problems), 'problem')}): " + "; ".join(f"{why}: {item.path}" for item, why in problems[:5]),
                         where=f"s3://{cfg.bucket}/{plan.prefix}", fix="run sync-efs again (what is staged is kept); nothing was copied to EFS")
     if on_line:
         on_line(f"staged and checked {len(plan.expected):,} files (site-packages, archives) and the manifest by SHA-256")

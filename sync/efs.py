@@ -26,6 +26,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.console import counted
 from pipeline.errors import SyncError
 from pipeline.records import MANIFEST_NAME, load_manifest
 
@@ -353,12 +354,12 @@ def _locked_sync(plan: SyncPlan, remote: Remote, stale_lock_s: int, on_line, sta
         if problems:  # same size and time but other bytes, or a damaged file: compare contents
             repaired = len(problems)
             if on_line:
-                on_line(f"{len(problems)} files differ from the manifest; transferring them by checksum")
+                on_line(f"{counted(len(problems), 'file differs', 'files differ')} from the manifest; transferring {'it' if len(problems) == 1 else 'them'} by checksum")
             sent += _rsync_tree(remote, plan, on_line, checksum=True)
             problems = verify(remote, plan)
         if problems:
             raise SyncError(
-                f"version {plan.version[:12]} on EFS does not match its manifest ({len(problems)} problems): " + "; ".join(problems[:5]),
+                f"version {plan.version[:12]} on EFS does not match its manifest ({counted(len(problems), 'problem')}): " + "; ".join(problems[:5]),
                 where=f"{plan.where}:{plan.dest}",
                 fix="run sync-efs again; if it persists, check the EFS side (disk full, permissions)",
             )

@@ -4,6 +4,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.markup import escape
 
+from pipeline.console import counted
 from pipeline.targets import init_report
 
 from .checks import SmokeResult, ValidationReport
@@ -55,7 +56,7 @@ def print_report(console: Console, report: ValidationReport, show_info: bool = T
         verdict = "[green]passed[/]" if smoke.ok else "[bold red]failed[/]"
         on = f" on {smoke.machine}" + (" (emulated)" if smoke.emulated else "") if smoke.machine else ""
         init, _ = init_report(smoke.init_ms, emulated=bool(smoke.emulated))
-        imported = f"imported {len(smoke.modules)} modules, " if smoke.snapstart is None else ""  # the image's own smoke test runs its handler only
+        imported = f"imported {counted(len(smoke.modules), 'module')}, " if smoke.snapstart is None else ""  # the image's own smoke test runs its handler only
         console.print(f"  smoke test level {smoke.level}{escape(on)} ({escape(where)}): {verdict}, {imported}{escape(init)}")
         if smoke.distance:
             console.print(f"    distance from Lambda: {escape(smoke.distance)}")
