@@ -32,7 +32,7 @@ def print_lock(console: Console, result: LockResult) -> None:
 
 def print_build(console: Console, result: BuildResult, top: int = 12) -> None:
     for name, s in result.sets.items():
-        table = Table(title=f"{name}: {human(s.bytes)} in {s.files:,} files, content hash {s.content_hash[:16]}", title_justify="left")
+        table = Table(title=f"{name}: {human(s.bytes)} in {s.files:,} files", title_justify="left")  # the hash below: a title wraps at the table's width
         table.add_column("package")
         table.add_column("bytes", justify="right")
         table.add_column("files", justify="right")
@@ -42,6 +42,7 @@ def print_build(console: Console, result: BuildResult, top: int = 12) -> None:
             rest = s.packages[top:]
             table.add_row(f"({len(rest)} more)", human(sum(x[1] for x in rest)), f"{sum(x[2] for x in rest):,}")
         console.print(table)
+        console.print(f"  content hash {s.content_hash[:16]}" + ("" if s.rebuilt else " (up to date, not rebuilt)"))
         slim = s.slim
         removed = ", ".join(f"{r.name} {r.files:,} files/{human(r.bytes)}" for r in slim.rules if r.files)
         strip = slim.strip
