@@ -13,7 +13,7 @@ import pytest
 
 from builder.archives import write_archives
 from tests.conftest import REPO
-from tests.trees import write_tree
+from tests.trees import ACTIVATE_OR_PLAIN, write_tree
 from tests.unit.test_hotmeta import _runtimes
 
 SOURCES: dict[str, str | bytes] = {
@@ -38,15 +38,7 @@ def note(event, args):
         opened.append(os.path.relpath(args[0], tree))
 sys.addaudithook(note)
 sys.dont_write_bytecode = True
-if mode == "plain":
-    sys.path.append(tree)
-else:
-    sys.path.insert(0, handler)
-    from hoist_lambda import activate as a
-    env = a.activate(tree)
-    sys.path.remove(handler)
-    assert env.hydrated, env.why
-def attempt(f, *args):
+""" + ACTIVATE_OR_PLAIN + r"""def attempt(f, *args):
     try:
         return ["ok", f(*args)]
     except Exception as exc:

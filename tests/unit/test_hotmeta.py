@@ -15,7 +15,7 @@ import pytest
 
 from builder.archives import write_archives
 from tests.conftest import REPO
-from tests.trees import write_tree
+from tests.trees import ACTIVATE_OR_PLAIN, write_tree
 
 # distributions of this machine's test tools (requirements/tooling.txt), their metadata folders copied as they are
 REAL = ("pytest", "invoke", "pytest-timeout", "packaging", "pluggy", "coverage")
@@ -55,15 +55,7 @@ def note(event, args):
 sys.addaudithook(note)
 if mode == "early":  # imported before activation: patched at once
     import importlib.metadata
-if mode == "plain":  # no Hoist: the tree on sys.path, as activate() leaves it
-    sys.path.append(tree)
-else:
-    sys.path.insert(0, handler)
-    from hoist_lambda import activate as a
-    env = a.activate(tree)
-    sys.path.remove(handler)
-    assert env.hydrated, env.why
-    assert ("importlib.metadata" in sys.modules) == (mode == "early")  # activation itself does not import it
+""" + ACTIVATE_OR_PLAIN + r"""    assert ("importlib.metadata" in sys.modules) == (mode == "early")  # activation itself does not import it
 import importlib.metadata as md
 def attempt(f, *args):
     try:
