@@ -405,11 +405,10 @@ def build(config: Config, target_name: str | None = None, *, force: bool = False
         laps.lap("sets")  # each set's steps are in its own SetBuild.seconds
         layer_zip = None
         if "layer" in sets:
-            progress.step("packaging the layer zip (python/...)")
             # the layer set's content hash covers every file, mode and byte: an unchanged set keeps its zip
-            layer_zip = make_zip(sets["layer"].tree, target_dir / "layer.zip", prefix="python/", skip_dirs=set(), key=sets["layer"].content_hash)
-        progress.step("packaging the function zip")
-        function_zip = make_zip(config.build.handler_dir, target_dir / "function.zip")
+            layer_zip = make_zip(sets["layer"].tree, target_dir / "layer.zip", prefix="python/", skip_dirs=set(), key=sets["layer"].content_hash,
+                                 on_made=lambda: progress.step("packaging the layer zip (python/...)"))
+        function_zip = make_zip(config.build.handler_dir, target_dir / "function.zip", on_made=lambda: progress.step("packaging the function zip"))
         laps.lap("zips")
         sets = {name: sets[name] for name in locks}
         warnings += importcheck.warnings(sets)

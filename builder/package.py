@@ -12,6 +12,7 @@ import json
 import os
 import stat
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 from pipeline.files import atomic_write_json, sha256_file
@@ -60,12 +61,16 @@ def _reusable(dest: Path, key: str) -> Artifact | None:
     return Artifact(path=dest, sha256=a["sha256"], bytes=a["bytes"], unzipped_bytes=a["unzipped_bytes"], entries=a["entries"])
 
 
-def make_zip(source: Path, dest: Path, prefix: str = "", skip_dirs: set[str] | None = None, key: str | None = None) -> Artifact:
-    """Zip ``source`` into ``dest``; an unchanged input (``key``, by default the files' contents) reuses the zip there."""
+def make_zip(source: Path, dest: Path, prefix: str = "", skip_dirs: set[str] | None = None, key: str | None = None,
+             on_made: Callable[[], None] | None = None) -> Artifact:
+    """Zip ``source`` into ``dest``; an unchanged input (``key``, by default the files' contents) reuses the zip there.
+    ``on_made``: called when the zip is written, not when it is reused (what a progress line says)."""
     skip = SKIP_DIRS if skip_dirs is None else skip_dirs
     key = f"{prefix}\0{key or source_key(source, skip)}"
     if reused := _reusable(dest, key):
         return reused
+    if on_made:
+        on_made()
     tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
     unzipped = 0
     names = _files(source, skip)

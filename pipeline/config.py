@@ -660,10 +660,12 @@ class Config:
     def target(self, name: str | None = None) -> TargetConfig:
         name = name or self.default_target
         if name not in self.targets:
+            close = difflib.get_close_matches(name, sorted(self.targets), n=1)
             raise ConfigError(
                 f"no target named {name!r}; defined: {', '.join(sorted(self.targets))}",
                 where=f"{self.path.name}: --target",
-                fix=f"pass --target with one of those names, or add [targets.{name}] to {self.path.name}",
+                fix=(f"did you mean --target {close[0]}? " if close else "")
+                + f"pass --target with one of those names, or add [targets.{name}] to {self.path.name}",
             )
         return self.targets[name]
 

@@ -83,7 +83,11 @@ def test_unknown_target_on_the_command_line(project):
     cfg = config.load(project / "pipeline.toml")
     with pytest.raises(ConfigError, match="no target named 'x86'") as err:
         cfg.target("x86")
-    assert "arm, local" in str(err.value)
+    assert "arm, local" in str(err.value) and "did you mean" not in err.value.render()
+    with pytest.raises(ConfigError) as typo:
+        cfg.target("locl")
+    assert "did you mean --target local?" in typo.value.render()
+    assert cfg.target("local").target.name == "local"  # that fix, taken
 
 
 def test_index_packages_and_find_links_are_read(project, wheelhouse):
