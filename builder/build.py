@@ -130,10 +130,13 @@ class NativeInstaller:
 def build_key(lock: LockFile, target: Target, rules: Rules, installer, check: str | None = None) -> str:
     """What a set's tree depends on. ``check``: the import check's runtime identity
     (importcheck.Runner.identity), importcheck.OPTED_OUT, or None when the set wants no check."""
+    # the lock's packages (each URL and sha256), not its header: a requirement added to another set rewrites every
+    # lock's input fingerprint, and that set's tree stays what it was
+    pins = "\n".join(line for line in lock.path.read_text().splitlines() if line.strip() and not line.lstrip().startswith("#"))
     doc = {
         "builder_version": BUILDER_VERSION,
         "installer": installer.identity,
-        "lock": hashlib.sha256(lock.path.read_bytes()).hexdigest(),
+        "lock": hashlib.sha256(pins.encode()).hexdigest(),
         "target": target.identity(),
         "slim_rules": rules.digest,
         "import_check": check,

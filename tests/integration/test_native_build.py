@@ -428,3 +428,23 @@ def test_trees_are_hard_links_into_uvs_cache_and_a_file_changed_there_stops_the_
     assert again.sets["efs"].content_hash == first.sets["efs"].content_hash
     assert (again.sets["efs"].tree / "nativepkg" / "helpers.py").read_text() == "def double(x):\n    return 2 * x\n"
     assert built_tree(cfg, None)[0] == again.sets["efs"].tree
+
+
+def test_a_package_added_to_one_set_rebuilds_that_set_only(project, wheelhouse, tmp_path):
+    """A relock rewrites every set's lock (the inputs' fingerprint in its header); a set whose pins did not move keeps its tree."""
+    from tests.conftest import write_pipeline
+    from tests.wheels import make_wheel
+
+    _, first = _build(project)
+    more = tmp_path / "more"
+    more.mkdir()
+    make_wheel(more, "leafpkg", "1.0", "py3-none-any", {"leafpkg/__init__.py": ""})
+    write_pipeline(project, wheelhouse, {f'"{wheelhouse}"]': f'"{wheelhouse}", "{more}"]'})
+    (project / "requirements" / "efs.in").write_text("nativepkg\nleafpkg\n")
+    layer_lock = project / "requirements" / "layer.local.lock"
+    before = layer_lock.read_text()
+    _, again = _build(project)
+    assert layer_lock.read_text() != before  # its header changed, its pins did not
+    assert again.sets["efs"].rebuilt and not again.sets["layer"].rebuilt
+    assert again.sets["layer"].content_hash == first.sets["layer"].content_hash
+    assert (again.sets["efs"].tree / "leafpkg" / "__init__.py").is_file()
