@@ -132,7 +132,7 @@ def build_key(lock: LockFile, target: Target, rules: Rules, installer, check: st
     (importcheck.Runner.identity), importcheck.OPTED_OUT, or None when the set wants no check."""
     # the lock's packages (each URL and sha256), not its header: a requirement added to another set rewrites every
     # lock's input fingerprint, and that set's tree stays what it was
-    pins = "\n".join(line for line in lock.path.read_text().splitlines() if line.strip() and not line.lstrip().startswith("#"))
+    pins = "\n".join(f"{p.name}=={p.version} {p.url} {p.sha256}" for p in lock.packages)
     doc = {
         "builder_version": BUILDER_VERSION,
         "installer": installer.identity,

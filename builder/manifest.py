@@ -12,13 +12,11 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from pipeline.dists import dists, owner_of, owners
-from pipeline.files import Digests, sha256_file
-from pipeline.records import SYMLINK_MODE, ArchiveEntry, BytecodeReport, FileEntry, Manifest, PackageEntry, SlimRecord
+from pipeline.records import SYMLINK_MODE, ArchiveEntry, BytecodeReport, FileEntry, Manifest, PackageEntry, SlimRecord, scan_tree
 
 
 def normalize_modes(tree: Path) -> None:
@@ -39,29 +37,7 @@ def normalize_modes(tree: Path) -> None:
                 os.chmod(p, want)
 
 
-def scan(tree: Path, digests: Digests | None = None) -> list[FileEntry]:
-    """Every file of ``tree`` (path, size, mode, sha256), sorted by path; ``digests`` remembers sha256s across a build's steps."""
-    entries = []
-    regular: list[tuple[str, str, os.stat_result]] = []
-    for root, dirs, files in os.walk(tree):
-        dirs.sort()
-        for f in files:
-            p = os.path.join(root, f)
-            rel = os.path.relpath(p, tree).replace(os.sep, "/")
-            st = os.lstat(p)
-            if stat.S_ISLNK(st.st_mode):
-                target = os.readlink(p)
-                entries.append(FileEntry(rel, len(target), SYMLINK_MODE, hashlib.sha256(target.encode()).hexdigest()))
-            else:
-                regular.append((p, rel, st))
-    if digests is not None:
-        found = digests.many(p for p, _, _ in regular)
-    else:  # hashlib releases the GIL on large buffers: hash on every CPU
-        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-            found = list(pool.map(sha256_file, [p for p, _, _ in regular], chunksize=64))
-    entries += [FileEntry(rel, st.st_size, stat.S_IMODE(st.st_mode), d) for (_, rel, st), d in zip(regular, found, strict=True)]
-    entries.sort(key=lambda e: e.path)
-    return entries
+scan = scan_tree  # every file of a tree as its manifest lists it (pipeline/records.py: validate and sync compare trees with it too)
 
 
 # 2000-01-01: content-derived times start here (any fixed base would do)

@@ -331,31 +331,45 @@ def write_manifest(manifest: Manifest, path: Path) -> None:
     atomic_write_json(path, manifest.as_json())
 
 
+def scan_tree(tree: Path, digests: Digests | None = None) -> list[FileEntry]:
+    """Every file of ``tree`` as a manifest lists it (path, size, mode, sha256; a symlink by its target path), sorted
+    by path; ``digests`` remembers sha256s across a build's steps."""
+    entries = []
+    regular: list[tuple[str, str, os.stat_result]] = []
+    for root, dirs, files in os.walk(tree):
+        dirs.sort()
+        for f in files:
+            p = os.path.join(root, f)
+            rel = os.path.relpath(p, tree).replace(os.sep, "/")
+            st = os.lstat(p)
+            if stat.S_ISLNK(st.st_mode):
+                target = os.readlink(p)
+                entries.append(FileEntry(rel, len(target), SYMLINK_MODE, hashlib.sha256(target.encode()).hexdigest()))
+            else:
+                regular.append((p, rel, st))
+    found = (digests or Digests()).many(p for p, _, _ in regular)
+    entries += [FileEntry(rel, st.st_size, stat.S_IMODE(st.st_mode), d) for (_, rel, st), d in zip(regular, found, strict=True)]
+    entries.sort(key=lambda e: e.path)
+    return entries
+
+
 def tree_differences(tree: Path, manifest: Manifest) -> list[str]:
     """What ``tree`` holds that its manifest does not say, file by file (missing, not listed, another size, mode or
     content), sorted; [] when it is what was built. Reads every file (the stages that send or judge a tree call it)."""
     listed = {e.path: e for e in manifest.files}
-    found: dict[str, os.stat_result] = {}
-    for root, dirs, files in os.walk(tree):
-        dirs.sort()
-        for name in files:
-            p = os.path.join(root, name)
-            found[os.path.relpath(p, tree).replace(os.sep, "/")] = os.lstat(p)
+    found = {e.path: e for e in scan_tree(tree)}
     problems = [f"missing: {rel}" for rel in sorted(listed.keys() - found.keys())]
     problems += [f"not in the manifest: {rel}" for rel in sorted(found.keys() - listed.keys())]
-    regular: list[str] = []
     for rel in sorted(found.keys() & listed.keys()):
-        st, want = found[rel], listed[rel]
-        if stat.S_ISLNK(st.st_mode):
-            target = os.readlink(tree / rel)
-            if want.mode != SYMLINK_MODE or hashlib.sha256(target.encode()).hexdigest() != want.sha256:
-                problems.append(f"another symlink: {rel}")
-        elif want.mode == SYMLINK_MODE or st.st_size != want.size or stat.S_IMODE(st.st_mode) != want.mode:
-            problems.append(f"{'size' if st.st_size != want.size else 'mode'} differs: {rel}")
+        got, want = found[rel], listed[rel]
+        if got == want:
+            continue
+        if got.mode == SYMLINK_MODE:
+            problems.append(f"another symlink: {rel}")
+        elif want.mode == SYMLINK_MODE or got.size != want.size or got.mode != want.mode:
+            problems.append(f"{'size' if got.size != want.size else 'mode'} differs: {rel}")
         else:
-            regular.append(rel)
-    digests = Digests().many(tree / rel for rel in regular)
-    problems += [f"content differs: {rel}" for rel, digest in zip(regular, digests, strict=True) if digest != listed[rel].sha256]
+            problems.append(f"content differs: {rel}")
     return sorted(problems, key=lambda p: p.split(": ", 1)[1])
 
 

@@ -83,11 +83,16 @@ def project(root: Path, gpu: Path, efs_in: str = "torch\n", arm_extra: str = "",
     return path
 
 
+def lock_error(path: Path, target: str = "x86") -> str:
+    """The LockError that locking ``path``'s project for ``target`` raises, as the user reads it."""
+    with pytest.raises(LockError) as err:
+        lock(config.load(path), target)
+    return str(err.value)
+
+
 def test_x86_lock_without_a_cpu_index_is_refused_with_the_configuration_that_fixes_it(tmp_path, indexes):
     path = project(tmp_path, indexes[0])
-    with pytest.raises(LockError) as err:
-        lock(config.load(path), "x86")
-    text = str(err.value)
+    text = lock_error(path)
     assert "GPU packages: nvidia-cublas-cu12==12.8.4.1, triton==3.5.0" in text and "Lambda has no GPU" in text and "torch==2.10.0" in text
     assert '[[targets.x86.index]]\n      name = "pytorch-cpu"\n      url = "https://download.pytorch.org/whl/cpu"\n      packages = ["torch"]' in text
     assert 'torch_backend = "cpu"' in text and "allow_gpu = true under [targets.x86]" in text
@@ -121,36 +126,28 @@ def test_an_unreachable_index_names_its_url_and_the_network_error(tmp_path, inde
     monkeypatch.setenv("UV_HTTP_RETRIES", "0")
     url = f"http://127.0.0.1:{closed_port()}/simple"
     path = project(tmp_path, indexes[0], x86_extra=cpu_index_table("x86", url))
-    with pytest.raises(LockError) as err:
-        lock(config.load(path), "x86")
-    text = str(err.value)
+    text = lock_error(path)
     assert f'could not reach [[targets.x86.index]] "pytorch-cpu" at {url}/torch/' in text and "Connection refused" in text
     assert "fix: check that this machine reaches 127.0.0.1:" in text and "find_links" in text
 
 
 def test_an_unknown_package_names_the_closest_ones(tmp_path, indexes):
     path = project(tmp_path, indexes[0], efs_in="imagekitt\n")
-    with pytest.raises(LockError) as err:
-        lock(config.load(path), "x86")
-    text = str(err.value)
+    text = lock_error(path)
     assert "no package named 'imagekitt'" in text and "closest names: imagekit" in text
     assert "fix: correct the name in efs.in (did you mean 'imagekit'?)" in text
 
 
 def test_no_matching_version_lists_the_versions_the_target_can_use(tmp_path, indexes):
     path = project(tmp_path, indexes[0], efs_in="imagekit==3.0\n")
-    with pytest.raises(LockError) as err:
-        lock(config.load(path), "x86")
-    text = str(err.value)
+    text = lock_error(path)
     assert "no version of imagekit matches ==3.0" in text and "versions with a wheel for it: 1.0 (without one: 2.0)" in text
     assert "fix: pin one of those in efs.in, e.g. imagekit==1.0" in text
 
 
 def test_no_wheel_for_the_target_offers_the_docker_builder_or_another_version(tmp_path, indexes):
     path = project(tmp_path, indexes[0], efs_in="imagekit==2.0\n")
-    with pytest.raises(LockError) as err:
-        lock(config.load(path), "x86")
-    text = str(err.value)
+    text = lock_error(path)
     assert "imagekit: no wheel for x86 (python3.13 on x86_64" in text and "versions with one: 1.0" in text
     assert "fix: pin imagekit==1.0 in efs.in" in text and "docker" not in text  # no source to compile: no Docker builder offered
 
@@ -158,9 +155,7 @@ def test_no_wheel_for_the_target_offers_the_docker_builder_or_another_version(tm
 def test_no_wheel_of_any_version_names_the_runtimes_that_have_one_and_that_fix_works(tmp_path, indexes):
     """A fresh-clone trial: python3.9 and torch had sent the user from `invoke build --builder docker` back to `invoke lock`."""
     path = project(tmp_path, indexes[0], efs_in="oldkit\n")
-    with pytest.raises(LockError) as err:
-        lock(config.load(path), "x86")
-    text = str(err.value)
+    text = lock_error(path)
     assert "oldkit: no wheel for x86" in text and "runtimes it has wheels for on x86_64: python3.12" in text
     assert 'set runtime = "python3.12" under [targets.x86] in pipeline.toml, then `invoke lock --target x86`' in text and "docker" not in text
     text = path.read_text()  # the fix, as written
