@@ -45,7 +45,7 @@ from pathlib import Path
 
 from pipeline import handlerlib
 from pipeline.dists import owner_of, owners
-from pipeline.files import Digests, is_elf, sha256_file
+from pipeline.files import Digests, is_elf
 
 from . import cache
 from .manifest import content_mtime
@@ -177,7 +177,7 @@ def write_archives(tree: Path, dest: Path, chunk_bytes: int = CHUNK_BYTES, opene
     tmp.mkdir(parents=True)
     archives = []
     jobs = [(name, part) for name in sorted(groups) for part in chunks(tree, sorted(groups[name]), chunk_bytes)]
-    sha = digests.sha256 if digests is not None else sha256_file
+    sha = (digests or Digests()).sha256
 
     def made(job: tuple[str, list[str]]) -> tuple[str, int, bytes | None, str]:
         """(cache key, raw size, the archive or None when the cache put it in place, its sha256)."""

@@ -222,7 +222,7 @@ def build_set(name: str, lock: LockFile, target: Target, target_dir: Path, rules
     try:
         tree = staging / "site-packages"
         progress.step(f"[{name}] installing {len(lock.packages)} packages for {target.describe()} ({installer.name} builder)")
-        digests = digests if digests is not None else Digests()
+        digests = digests or Digests()
         installer.install(lock, target, tree, on_line=progress.line)
         check_wheel_tags(tree, target, installer.built_on_target)
         check_records(tree, digests, rebuild=f"invoke build --target {target.name} --force")

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline import proc
-from pipeline.files import Digests, bytecode_tag, sha256_file
+from pipeline.files import Digests, bytecode_tag
 from pipeline.interpreters import Interpreter
 from pipeline.records import BytecodeReport
 
@@ -66,11 +66,12 @@ def compile_tree(tree: Path, interpreter: Interpreter | None, reason: str | None
         "-s", str(tree),
     ]
     missing: list[tuple[str, str]] = []  # (source, cache key) compiled here
+    sha = (digests or Digests()).sha256
     if store is None:
         cmd.append(str(tree))
     else:
         for rel in _sources(tree):
-            entry = cache.key("pyc", version, interpreter.version, rel, digests.sha256(tree / rel) if digests is not None else sha256_file(tree / rel))
+            entry = cache.key("pyc", version, interpreter.version, rel, sha(tree / rel))
             pyc = tree / pyc_path(rel, tag)
             pyc.parent.mkdir(exist_ok=True)
             if not store.get_file("pyc", entry, pyc):

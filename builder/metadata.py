@@ -17,13 +17,13 @@ import os
 from pathlib import Path
 
 from pipeline.dists import dists
-from pipeline.files import Digests, atomic_write_text, sha256_file
+from pipeline.files import Digests, atomic_write_text
 
 INSTALLER_TRACES = ("INSTALLER", "REQUESTED", "direct_url.json", "uv_cache.json")
 
 
-def _record_hash(path: Path, digests: Digests | None = None) -> str:
-    digest = bytes.fromhex(digests.sha256(path) if digests is not None else sha256_file(path))
+def _record_hash(path: Path, digests: Digests) -> str:
+    digest = bytes.fromhex(digests.sha256(path))
     return "sha256=" + base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
 
@@ -40,6 +40,7 @@ def _pycs(tree: Path, cache: str, listed: dict[str, list[str]]) -> list[str]:
 def canonicalize(tree: Path, digests: Digests | None = None) -> int:
     """Rewrite every distribution's metadata; returns how many were rewritten. RECORD is replaced, never
     written into: the one uv installed is a hard link into its cache (builder/install.py)."""
+    digests = digests or Digests()
     count = 0
     pycaches: dict[str, list[str]] = {}  # __pycache__ folder -> its .pyc
     for dist in dists(tree):

@@ -35,7 +35,7 @@ from pathlib import Path
 from pipeline.config import SlimConfig
 from pipeline.dists import owner_of, owners
 from pipeline.errors import BuildError
-from pipeline.files import Digests, is_elf, sha256_file
+from pipeline.files import Digests, is_elf
 from pipeline.globs import matches
 from pipeline.records import RuleCount
 
@@ -312,6 +312,7 @@ def slim(tree: Path, rules: Rules | None = None, on_line=None, aside: Path | Non
 
     stripped = saved_total = 0
     reverted: list[tuple[str, str]] = []
+    digests = digests or Digests()
     for rel in files if rules.strip_enabled else ():
         if rel in picked or not rules.strip.wants(rel):
             continue
@@ -320,7 +321,7 @@ def slim(tree: Path, rules: Rules | None = None, on_line=None, aside: Path | Non
             continue
         if on_line:
             on_line(f"strip {rel}")
-        entry = cache.key("strip", version, ELFSTRIP_DIGEST, digests.sha256(p) if digests is not None else sha256_file(p)) if store else ""
+        entry = cache.key("strip", version, ELFSTRIP_DIGEST, digests.sha256(p)) if store else ""
         done = store.get_json("strip", entry) if store else None
         if store and done is not None and (done["reverted"] or not done["saved"] or store.get_file("strip", entry, p)):
             why, saved = done["reverted"], done["saved"]
