@@ -28,6 +28,7 @@ import threading
 import tokenize
 from typing import Any
 
+from . import wrapping
 from .hotimport import HotSet
 
 _lock = threading.Lock()
@@ -69,29 +70,13 @@ def _open(real: Any) -> Any:
     return open
 
 
-def _wrap(module: Any, name: str, make: Any) -> None:
-    real = getattr(module, name)
-    if hasattr(real, "__hoist_real__"):
-        return
-    ours = make(real)
-    ours.__name__, ours.__qualname__, ours.__doc__, ours.__module__ = real.__name__, real.__qualname__, real.__doc__, real.__module__
-    ours.__wrapped__ = ours.__hoist_real__ = real
-    setattr(module, name, ours)
-
-
-def _unwrap(module: Any, name: str) -> None:
-    ours = getattr(module, name)
-    if hasattr(ours, "__hoist_real__"):
-        setattr(module, name, ours.__hoist_real__)
-
-
 def install(hot: HotSet) -> None:
     """Answer linecache's reads of the files ``hot`` holds from it, from now until ``release``."""
     global _hot  # noqa: PLW0603 - one hot set per execution environment
     with _lock:
         _hot = hot
-        _wrap(tokenize, "open", _open)
-        _wrap(linecache, "updatecache", _updatecache)
+        wrapping.wrap(tokenize, "open", _open)
+        wrapping.wrap(linecache, "updatecache", _updatecache)
 
 
 def release() -> None:
@@ -99,5 +84,5 @@ def release() -> None:
     global _hot  # noqa: PLW0603
     with _lock:
         _hot = None
-        _unwrap(linecache, "updatecache")
-        _unwrap(tokenize, "open")
+        wrapping.unwrap(linecache, "updatecache")
+        wrapping.unwrap(tokenize, "open")

@@ -31,7 +31,6 @@ and ours then falls through to the real method).
 from __future__ import annotations
 
 import contextlib
-import functools
 import io
 import sys
 import threading
@@ -39,6 +38,7 @@ from pathlib import PurePath
 from types import ModuleType
 from typing import Any
 
+from . import wrapping
 from .hotimport import FILE, HotSet
 
 MODULE = "importlib.metadata"
@@ -66,12 +66,7 @@ def answer(hot: HotSet, folder: str, filename: Any) -> tuple[bool, str | None]:
     return True, None  # not in the folder (FileNotFoundError), or a folder (IsADirectoryError): read_text says None
 
 
-def _patch(md: ModuleType) -> None:
-    cls = getattr(md, "PathDistribution", None)
-    real = vars(cls).get("read_text") if isinstance(cls, type) else None
-    if real is None or hasattr(real, "__hoist_real__"):
-        return  # not the importlib.metadata this knows, or patched already
-
+def _read_text(real: Any) -> Any:
     def read_text(self, filename):
         hot, path = _hot, getattr(self, "_path", None)
         if hot is not None and isinstance(path, PurePath):  # zipfile.Path (a zipped sys.path entry): the real method
@@ -80,16 +75,19 @@ def _patch(md: ModuleType) -> None:
                 return got
         return real(self, filename)
 
-    functools.update_wrapper(read_text, real)
-    read_text.__hoist_real__ = real  # type: ignore[attr-defined]
-    cls.read_text = read_text  # type: ignore[union-attr]
+    return read_text
+
+
+def _patch(md: ModuleType) -> None:
+    cls = getattr(md, "PathDistribution", None)
+    if isinstance(cls, type):  # else not the importlib.metadata this knows
+        wrapping.wrap(cls, "read_text", _read_text)
 
 
 def _unpatch(md: ModuleType) -> None:
     cls = getattr(md, "PathDistribution", None)
-    ours = vars(cls).get("read_text") if isinstance(cls, type) else None
-    if ours is not None and hasattr(ours, "__hoist_real__"):
-        cls.read_text = ours.__hoist_real__  # type: ignore[union-attr]
+    if isinstance(cls, type):
+        wrapping.unwrap(cls, "read_text")
 
 
 class _Watch:
