@@ -15,13 +15,10 @@ clears it from uv's cache.
 from __future__ import annotations
 
 import base64
-import csv
-import io
-import os
 from pathlib import Path
 
 from pipeline import proc
-from pipeline.dists import dists, unloadable
+from pipeline.dists import dists, record_rows, unloadable
 from pipeline.errors import BuildError, CommandError
 from pipeline.files import Digests
 from pipeline.targets import Target
@@ -74,17 +71,9 @@ def check_records(tree: Path, digests: Digests, rebuild: str = "invoke build --f
     """
     rows: list[tuple[str, str, Path]] = []  # (distribution, path in the tree, RECORD's sha256 as hex)
     for dist in dists(tree):
-        record = dist.dist_info / "RECORD"
-        if not record.is_file():
-            continue
-        for row in csv.reader(io.StringIO(record.read_text(errors="replace"))):
-            if len(row) < 2 or not row[1].startswith("sha256="):
-                continue
-            rel = os.path.normpath(row[0]).replace(os.sep, "/")
-            if rel.startswith("..") or not (tree / rel).is_file():
-                continue
-            want = base64.urlsafe_b64decode(row[1][len("sha256="):] + "==").hex()
-            rows.append((f"{dist.name} {dist.version}", want, tree / rel))
+        for rel, digest in record_rows(dist):
+            if digest.startswith("sha256=") and not rel.startswith("..") and (tree / rel).is_file():
+                rows.append((f"{dist.name} {dist.version}", base64.urlsafe_b64decode(digest[len("sha256="):] + "==").hex(), tree / rel))
     got = digests.many(path for _, _, path in rows)
     bad: dict[str, list[str]] = {}
     for (dist_name, want, path), digest in zip(rows, got, strict=True):

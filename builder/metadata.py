@@ -16,7 +16,7 @@ import io
 import os
 from pathlib import Path
 
-from pipeline.dists import dists
+from pipeline.dists import dists, record_rows
 from pipeline.files import Digests, atomic_write_text
 
 INSTALLER_TRACES = ("INSTALLER", "REQUESTED", "direct_url.json", "uv_cache.json")
@@ -48,11 +48,7 @@ def canonicalize(tree: Path, digests: Digests | None = None) -> int:
         for name in INSTALLER_TRACES:
             (info / name).unlink(missing_ok=True)
         record = info / "RECORD"
-        listed: set[str] = set()
-        if record.is_file():
-            for row in csv.reader(io.StringIO(record.read_text(errors="replace"))):
-                if row:
-                    listed.add(os.path.normpath(row[0]).replace(os.sep, "/"))
+        listed = {rel for rel, _ in record_rows(dist)}
         kept = {p for p in listed if (tree / p).is_file() and not p.startswith("..")}
         for p in list(kept):  # bytecode compiled for a listed source belongs to it too
             if p.endswith(".py"):

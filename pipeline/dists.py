@@ -39,16 +39,19 @@ def dists(tree: Path) -> list[Dist]:
     return out
 
 
+def record_rows(dist: Dist) -> list[tuple[str, str]]:
+    """Each row of the distribution's RECORD: (its path relative to the tree, normalized, '/'; its hash field, "" when
+    none); [] without a RECORD."""
+    record = dist.dist_info / "RECORD"
+    if not record.is_file():
+        return []
+    rows = csv.reader(io.StringIO(record.read_text(errors="replace")))
+    return [(os.path.normpath(row[0]).replace(os.sep, "/"), row[1] if len(row) > 1 else "") for row in rows if row]
+
+
 def owners(tree: Path) -> dict[str, str]:
     """path (relative, '/') -> distribution name, from each RECORD."""
-    owner = {}
-    for dist in dists(tree):
-        record = dist.dist_info / "RECORD"
-        if record.is_file():
-            for row in csv.reader(io.StringIO(record.read_text(errors="replace"))):
-                if row:
-                    owner[os.path.normpath(row[0]).replace(os.sep, "/")] = dist.name
-    return owner
+    return {rel: dist.name for dist in dists(tree) for rel, _ in record_rows(dist)}
 
 
 def owner_of(owner: dict[str, str], path: str) -> str | None:
