@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline import docker, proc
+from pipeline import docker, emulation, proc
 from pipeline.targets import Target
 
 from .emulator import RuntimeAPI
@@ -216,11 +216,13 @@ class FunctionProcess:
 
 
 def container_environment(spec: FunctionSpec, api_address: str, environment: Mapping[str, str] | None = None, *,
-                          version: str = "$LATEST", init_type: str = "on-demand", log_stream: str = "hoist") -> dict[str, str]:
+                          version: str = "$LATEST", init_type: str = "on-demand", log_stream: str = "hoist", machine: str | None = None) -> dict[str, str]:
     """What Lambda sets in an image function's container (lambda-facts.md, reserved variables), over the function's own
     ``environment`` ([function] environment); the image's own ENV (task root, paths, Hoist's tree and model) stays.
-    ``init_type``: "snap-start" when a version is published with SnapStart, else "on-demand"."""
-    return {**(environment or {}),
+    ``init_type``: "snap-start" when a version is published with SnapStart, else "on-demand". ``machine``: the image's
+    CPU; when it is foreign, the variables that make QEMU (binfmt, read from the container's environment) emulate the
+    CPU the import check and the EFS smoke test emulate too (pipeline/emulation.py), not QEMU's default "max"."""
+    return {**(environment or {}), **(emulation.qemu_env(machine) if machine else {}),
             "AWS_LAMBDA_RUNTIME_API": api_address, "AWS_LAMBDA_FUNCTION_NAME": spec.name, "AWS_LAMBDA_FUNCTION_VERSION": version,
             "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(spec.memory_mb), "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{spec.name}",
             "AWS_LAMBDA_LOG_STREAM_NAME": log_stream, "AWS_LAMBDA_INITIALIZATION_TYPE": init_type,

@@ -157,7 +157,7 @@ def run_image(config: Config, tcfg: TargetConfig, image: ImageRecord, model_dir:
     spec = _spec(config, tcfg, stretch)
     api = RuntimeAPI().__enter__()
     # no snapshot here: the container starts as an on-demand function, so the before-snapshot hooks do not run
-    env = {**container_environment(spec, api.address, config.function.environment, log_stream="hoist-serve"), "PYTHONUNBUFFERED": "1", **(extra_env or {})}
+    env = {**container_environment(spec, api.address, config.function.environment, log_stream="hoist-serve", machine=target.machine), "PYTHONUNBUFFERED": "1", **(extra_env or {})}
     name = docker.container_name("hoist-serve")
     command = docker.run_command(image.config_digest, [], name=name, network="host", platform=image.platform, memory_mb=spec.memory_mb, env=env)
     say(f"starting the image {image.tag} ({image.platform}, {image.config_digest[:19]}) in Docker: its runtime client runs {spec.handler}"

@@ -98,7 +98,7 @@ def smoke_image(image: ImageRecord, target: Target, inputs: ImageSmokeInputs, on
         name = docker.container_name("hoist-image-smoke")
         cmd = docker.run_command(image.config_digest, [], name=name, network="host", platform=image.platform, memory_mb=inputs.memory_mb,
                                  env=container_environment(spec, api.address, inputs.environment, version="1", log_stream="hoist-validate",
-                                                           init_type="snap-start" if inputs.snapstart else "on-demand"))
+                                                           init_type="snap-start" if inputs.snapstart else "on-demand", machine=target.machine))
         fn = ContainerProcess(cmd, api, spec, name, on_line=on_line)
         fn.start()
         try:

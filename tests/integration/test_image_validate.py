@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 
 import pytest
 
@@ -117,3 +118,28 @@ def test_an_arm64_image_is_validated_on_its_own_cpu_under_qemu_and_says_so(proje
     assert report.ok, [f.as_json() for f in report.errors] + [smoke.log_tail if smoke else None]
     assert smoke.machine == "aarch64" and smoke.emulated is True and smoke.snapstart["emulated"] is True
     assert smoke.snapstart["hooks"]["registered_with"] == "snapshot_restore_py" and smoke.snapstart["hooks"]["restores"] == 1
+
+
+HWCAP = """import struct
+auxv = open('/proc/self/auxv', 'rb').read()
+caps = dict(struct.unpack('QQ', auxv[i:i + 16]) for i in range(0, len(auxv), 16))
+print('sve' if caps[16] & (1 << 22) else 'no-sve', 'paca' if caps[16] & (1 << 30) else 'no-paca')
+"""
+
+
+def test_an_arm64_container_emulates_the_cpu_the_import_check_does(docker_daemon, emulated_arm64, tmp_path_factory):
+    """The environment validate and serve give an image's container makes binfmt's QEMU emulate a Neoverse N1 (no SVE, no
+    pointer authentication: AT_HWCAP as QEMU reports it in the container), as the import check and the EFS smoke test
+    do; without it QEMU's default "max" has both."""
+    from runtime.function import FunctionSpec, container_environment
+    from tests.emulation_support import arm64_lambda_standin
+
+    base = arm64_lambda_standin(emulated_arm64, tmp_path_factory.mktemp("arm-standin"))
+    spec = FunctionSpec(name="fn", runtime="python3.13", handler="app.handler", memory_mb=512, timeout_s=30)
+    seen = {}
+    for case, env in (("plain", {}), ("function", container_environment(spec, "127.0.0.1:9001", machine="aarch64"))):
+        cmd = docker.run_command(base, ["-c", HWCAP], entrypoint="/var/lang/bin/python3.13", platform="linux/arm64", network="none", env=env)
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        seen[case] = done.stdout.split()
+    assert seen == {"plain": ["sve", "paca"], "function": ["no-sve", "no-paca"]}

@@ -96,3 +96,20 @@ def test_debootstrap_shows_a_line_per_stage_with_the_time_so_far_and_one_per_hal
         "installing core packages", "unpacking required packages", "configuring required packages", "unpacking the base system",
         "configuring the base system", "configuring the base system, at: Configuring python3.13", "base system installed successfully"]
     # the per-package lines (Retrieving adduser, Extracting apt, ...) are not said: only the one at the half minute
+
+
+def test_an_image_on_a_foreign_cpu_is_told_which_cpu_qemu_emulates_as_the_efs_runs_are():
+    """binfmt's QEMU reads QEMU_CPU from the emulated process's environment: the image's container gets the same CPU
+    model as the import check and the EFS smoke test (neoverse-n1, Lambda's arm64), not QEMU's default "max"."""
+    import platform
+
+    from runtime.function import FunctionSpec, container_environment
+
+    spec = FunctionSpec(name="fn", runtime="python3.13", handler="app.handler", memory_mb=1024, timeout_s=30)
+    foreign = "aarch64" if platform.machine() != "aarch64" else "x86_64"
+    emulated = container_environment(spec, "127.0.0.1:9001", {"MODEL": "m"}, machine=foreign)
+    native = container_environment(spec, "127.0.0.1:9001", {"MODEL": "m"}, machine=platform.machine())
+    if foreign == "aarch64":
+        assert emulated["QEMU_CPU"] == "neoverse-n1"
+    assert "QEMU_CPU" not in native
+    assert {k: v for k, v in emulated.items() if k != "QEMU_CPU"} == native  # nothing else differs
