@@ -127,13 +127,13 @@ class NativeInstaller:
         return compile_tree(tree, self.interpreter, self.why_not, on_line=on_line, store=store, version=BUILDER_VERSION, digests=digests)
 
 
-def build_key(lock: LockFile, target: Target, rules: Rules, installer, check: str | None = None) -> str:
-    """What a set's tree depends on. ``check``: the import check's runtime identity
-    (importcheck.Runner.identity), importcheck.OPTED_OUT, or None when the set wants no check."""
+def build_inputs(lock: LockFile, target: Target, rules: Rules, installer, check: str | None = None) -> dict[str, Any]:
+    """What a set's tree depends on, by name (kept in its manifest, so a rebuild can say what changed). ``check``: the
+    import check's runtime identity (importcheck.Runner.identity), importcheck.OPTED_OUT, or None when the set wants no check."""
     # the lock's packages (each URL and sha256), not its header: a requirement added to another set rewrites every
     # lock's input fingerprint, and that set's tree stays what it was
     pins = "\n".join(f"{p.name}=={p.version} {p.url} {p.sha256}" for p in lock.packages)
-    doc = {
+    return {
         "builder_version": BUILDER_VERSION,
         "installer": installer.identity,
         "lock": hashlib.sha256(pins.encode()).hexdigest(),
@@ -141,7 +141,42 @@ def build_key(lock: LockFile, target: Target, rules: Rules, installer, check: st
         "slim_rules": rules.digest,
         "import_check": check,
     }
-    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+
+
+def build_key(inputs: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
+
+
+# what each build input is, for the reason a set is rebuilt
+_INPUT_NAMES = {"builder_version": "Hoist's builder version", "installer": "the installer (builder or interpreter)", "target": "the target",
+                "slim_rules": "the slim rules", "import_check": "the import check's runtime"}
+
+
+def rebuild_reason(set_dir: Path, lock: LockFile, inputs: dict[str, Any], force: bool) -> str:
+    """Why the set in ``set_dir`` is built now, in a few words: what differs from the build there."""
+    if force:
+        return "--force"
+    try:
+        before = load_manifest(manifest_path(set_dir))
+    except (OSError, RecordError):
+        return "no earlier build" if not manifest_path(set_dir).exists() else "the earlier build's manifest cannot be read"
+    if before.build_key == build_key(inputs):
+        check = before.slim.import_check
+        if check is not None and not check.verified and check.runtime is not None:
+            return "its import check could not run last time"
+        return "the earlier tree is incomplete"
+    was = {p.name: p.version for p in before.packages}
+    now = {p.name: p.version for p in lock.packages}
+    changes = [f"{n} {was[n]} -> {now[n]}" for n in sorted(was.keys() & now.keys()) if was[n] != now[n]]
+    changes += [f"{n} {now[n]} added" for n in sorted(now.keys() - was.keys())] + [f"{n} {was[n]} removed" for n in sorted(was.keys() - now.keys())]
+    if not before.build_inputs:  # a manifest of a builder that did not keep its inputs
+        return ", ".join(changes) if changes else "built by an earlier Hoist"
+    if before.build_inputs.get("lock") != inputs["lock"] and not changes:
+        changes.append("a wheel's URL or hash changed in the lock")
+    for name, what in _INPUT_NAMES.items():
+        if before.build_inputs.get(name) != inputs[name]:
+            changes.append(f"{what} changed" + (f" ({before.build_inputs.get(name)} -> {inputs[name]})" if name == "builder_version" else ""))
+    return ", ".join(changes[:6]) + (f" and {len(changes) - 6} more" if len(changes) > 6 else "")
 
 
 def _existing(set_dir: Path, key: str) -> Manifest | None:
@@ -212,10 +247,12 @@ def build_set(name: str, lock: LockFile, target: Target, target_dir: Path, rules
               check: str | None = None, store: cache.Store | None = None, digests: Digests | None = None) -> SetBuild:
     """``digests``: the build's remembered sha256s (one read of each file for the cache keys, RECORD and the manifest)."""
     set_dir = target_dir / name
-    key = build_key(lock, target, rules, installer, check)
+    inputs = build_inputs(lock, target, rules, installer, check)
+    key = build_key(inputs)
     if not force and (found := _existing(set_dir, key)):
         progress.step(f"[{name}] up to date ({found.content_hash[:12]}), not rebuilt")
         return _set_result(name, set_dir, found, rebuilt=False)
+    progress.step(f"[{name}] building: {rebuild_reason(set_dir, lock, inputs, force)}")
 
     laps = _Laps()
     staging = Path(tempfile.mkdtemp(prefix=f".{name}.partial-", dir=target_dir))
@@ -266,6 +303,7 @@ def build_set(name: str, lock: LockFile, target: Target, target_dir: Path, rules
             set_name=name,
             target=target.as_json(),
             build_key=key,
+            build_inputs=inputs,
             files=files,
             packages=mf.read_packages(tree, name),
             bytecode=bytecode.as_report(),

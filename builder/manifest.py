@@ -85,13 +85,14 @@ def package_sizes(tree: Path, files: list[FileEntry]) -> list[tuple[str, int, in
     return sorted(((n, b, c) for n, (b, c) in totals.items()), key=lambda x: (-x[1], x[0]))
 
 
-def manifest(*, set_name: str, target: dict[str, Any], build_key: str, files: list[FileEntry], packages: list[PackageEntry], bytecode: BytecodeReport,
+def manifest(*, set_name: str, target: dict[str, Any], build_key: str, build_inputs: dict[str, Any] | None = None, files: list[FileEntry], packages: list[PackageEntry], bytecode: BytecodeReport,
              slim: SlimRecord, builder: str, archives: list[dict[str, Any]], archive_index: str = "") -> Manifest:
     return Manifest(
         set=set_name,
         target=target,
         builder=builder,
         build_key=build_key,
+        build_inputs=build_inputs or {},
         content_hash=content_hash(files),
         bytes=sum(e.size for e in files),
         files_count=len(files),

@@ -250,6 +250,7 @@ class Manifest:
     files: tuple[FileEntry, ...]
     archives: tuple[ArchiveEntry, ...] = ()
     archive_index: str = ""  # sha256 of archives/index.json ("": no archives)
+    build_inputs: dict[str, Any] = field(default_factory=dict)  # what build_key hashes, by name ({}: an older manifest)
     version: int = MANIFEST_VERSION
 
     @property
@@ -273,6 +274,7 @@ class Manifest:
             "packages": [{"name": p.name, "version": p.version, "tags": list(p.tags), "set": p.set} for p in self.packages],
             "files": [{"path": e.path, "size": e.size, "mode": f"{e.mode:o}", "sha256": e.sha256} for e in self.files],
             "archives": [{"name": a.name, "sha256": a.sha256, "bytes": a.bytes, "raw": a.raw} for a in self.archives],
+            "build_inputs": self.build_inputs,
         }
 
     @classmethod
@@ -283,6 +285,7 @@ class Manifest:
             target=doc["target"],
             builder=doc.get("builder", ""),
             build_key=doc.get("build_key", ""),
+            build_inputs=doc.get("build_inputs") or {},
             content_hash=doc["content_hash"],
             bytes=doc["totals"]["bytes"],
             files_count=doc["totals"]["files"],

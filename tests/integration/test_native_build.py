@@ -432,10 +432,20 @@ def test_trees_are_hard_links_into_uvs_cache_and_a_file_changed_there_stops_the_
 
 def test_a_package_added_to_one_set_rebuilds_that_set_only(project, wheelhouse, tmp_path):
     """A relock rewrites every set's lock (the inputs' fingerprint in its header); a set whose pins did not move keeps its tree."""
+    from pipeline.console import Progress
     from tests.conftest import write_pipeline
     from tests.wheels import make_wheel
 
-    _, first = _build(project)
+    class Steps(Progress):
+        def __init__(self):
+            self.steps = []
+
+        def step(self, text):
+            self.steps.append(text)
+
+    said = Steps()
+    _, first = _build(project, progress=said)
+    assert "[efs] building: no earlier build" in said.steps
     more = tmp_path / "more"
     more.mkdir()
     make_wheel(more, "leafpkg", "1.0", "py3-none-any", {"leafpkg/__init__.py": ""})
@@ -443,8 +453,15 @@ def test_a_package_added_to_one_set_rebuilds_that_set_only(project, wheelhouse, 
     (project / "requirements" / "efs.in").write_text("nativepkg\nleafpkg\n")
     layer_lock = project / "requirements" / "layer.local.lock"
     before = layer_lock.read_text()
-    _, again = _build(project)
+    said = Steps()
+    _, again = _build(project, progress=said)
     assert layer_lock.read_text() != before  # its header changed, its pins did not
     assert again.sets["efs"].rebuilt and not again.sets["layer"].rebuilt
+    # the build says why the one set is built again, and that the other is not
+    assert "[efs] building: leafpkg 1.0 added" in said.steps
+    assert not any(s.startswith("[layer] building") for s in said.steps) and any(s.startswith("[layer] up to date") for s in said.steps)
+    said = Steps()
+    build(config.load(project / "pipeline.toml"), force=True, progress=said)
+    assert "[efs] building: --force" in said.steps
     assert again.sets["layer"].content_hash == first.sets["layer"].content_hash
     assert (again.sets["efs"].tree / "leafpkg" / "__init__.py").is_file()

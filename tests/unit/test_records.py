@@ -50,7 +50,7 @@ def test_a_manifest_comes_back_as_written_in_the_format_dist_holds(tmp_path):
     # THEN the record is the same, and the file keeps the keys (and their order) every reader knew
     assert load_manifest(path) == made
     assert list(doc) == ["version", "set", "target", "builder", "build_key", "content_hash", "identity", "archive_index", "totals", "bytecode", "slim", "packages",
-                         "files", "archives"]
+                         "files", "archives", "build_inputs"]
     assert doc["totals"] == {"bytes": made.bytes, "files": 2} and doc["content_hash"] == mf.content_hash(mf.scan(tree))
     assert {f["path"]: f["mode"] for f in doc["files"]} == {"pkg/__init__.py": "644", "pkg/link.py": "120777"}
     assert doc["archives"] == [{"name": "a.zip", "sha256": "5" * 64, "bytes": 3, "raw": 9}]
