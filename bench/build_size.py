@@ -19,6 +19,11 @@ added to efs.in, and a numpy pin bump; each locked, and its wheels put in uv's
 cache, untimed), at most 1.0x. Each build's steps are timed (the breakdown
 table). The moonshot: the slower one-package change within twice SAM CLI's
 full warm build (``python-uv``) of the same pins, in the same run (bench/sam.py).
+For a target this machine runs under QEMU (the arm64 demo here), the same two
+changes are also built for a target of this machine's own CPU when the config
+has one (``one_package_native``): it shows what the rebuild costs where the
+import check runs natively, as on an arm64 CI runner; the goal is judged on the
+benchmarked target's figure, not this one.
 Issue 16: a no-op `invoke build` (nothing changed) at most twice the
 start-up of `invoke --list`, both launched the same way (``python -m invoke``)
 in the same run.
@@ -27,6 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import platform
 import shutil
 import statistics
 import subprocess
@@ -157,7 +163,11 @@ def one_package(cfg: Config, target_name: str | None, work: Path, cache: Path, c
         project = load(project.path)
         lock(project, target_name)
         after = {p.name: p.version for p in current_locks(project, project.target(target_name))["efs"].packages}
-        what = f"{LEAF} {after.get(LEAF)} added" if change == "leaf" else f"numpy {pinned.get('numpy')} -> {after.get('numpy')}"
+        package = LEAF if change == "leaf" else "numpy"
+        if package in pinned:
+            what = f"{package} {pinned[package]} -> {after.get(package)}"
+        else:
+            what = f"{package} {after.get(package)} added" + (" (torch imports it)" if package == "numpy" else "")
         console.print(f"[bold cyan]==>[/] one package: {what}; naive install of the changed locks, then `invoke build`")
         naive(project, target_name, work / f"warm-{change}")  # its wheels into uv's cache (untimed)
         shutil.rmtree(work / f"warm-{change}")
@@ -169,6 +179,13 @@ def one_package(cfg: Config, target_name: str | None, work: Path, cache: Path, c
         figures[change] = {"change": what, "naive_seconds": round(naive_seconds, 2), "seconds": round(seconds, 2), "ratio": round(seconds / naive_seconds, 4),
                            "steps": breakdown(result), "cache": {"hits": result.cache.hits, "misses": result.cache.misses}, "target": tname}
     return figures
+
+
+def native_target(cfg: Config, target_name: str | None) -> str | None:
+    """A local target of this machine's own CPU to rebuild the same changes for, when ``target_name`` runs under QEMU."""
+    if cfg.target(target_name).target.machine == platform.machine():
+        return None
+    return next((name for name, t in sorted(cfg.targets.items()) if t.target.kind == "local" and t.target.machine == platform.machine()), None)
 
 
 def moonshot(cfg: Config, target_name: str | None, work: Path, runs: int, console: Console) -> dict[str, Any]:
@@ -202,6 +219,7 @@ def run(cfg: Config, *, target: str | None = None, runs: int = 1, console: Conso
     tcfg = cfg.target(target)
     samples: dict[str, list[float]] = {"naive": [], "hoist": [], "cached": []}
     steps: dict[str, dict[str, float]] = {}
+    native: dict[str, dict[str, Any]] = {}
     sizes = {}
     with tempfile.TemporaryDirectory(prefix="hoist-bench-", dir=cfg.root) as tmp:
         work = Path(tmp)
@@ -234,6 +252,13 @@ def run(cfg: Config, *, target: str | None = None, runs: int = 1, console: Conso
         changes = one_package(cfg, target, work, cache, console)
         for change, fig in changes.items():
             steps[change] = fig["steps"]
+        native_name = native_target(cfg, target)
+        if native_name:
+            console.print(f"[bold cyan]==>[/] the same two changes for target {native_name!r}, whose import check runs on this machine's own CPU")
+            (work / "native").mkdir()
+            native = one_package(cfg, native_name, work / "native", work / "cache-native", console)
+            for change, fig in native.items():
+                steps[f"{change} ({native_name})"] = fig["steps"]
         console.print("[bold cyan]==>[/] moonshot: SAM CLI's python-uv build of the same requirements, uv's cache warm")
         moon = moonshot(cfg, target, work, runs, console)
 
@@ -248,6 +273,8 @@ def run(cfg: Config, *, target: str | None = None, runs: int = 1, console: Conso
     }
     figures["cached"] = {"seconds": round(statistics.median(samples["cached"]), 2), "seconds_all": [round(s, 2) for s in samples["cached"]]}
     figures["one_package"] = changes
+    if native_name:
+        figures["one_package_native"] = native
     figures["sam"] = moon
     figures["steps"] = steps
     figures["noop"] = {"list_seconds": round(statistics.median(listing), 3), "build_seconds": round(statistics.median(building), 3),
@@ -256,6 +283,8 @@ def run(cfg: Config, *, target: str | None = None, runs: int = 1, console: Conso
     ratios["cached"] = round(figures["cached"]["seconds"] / figures["naive"]["seconds"], 4)
     slower = max(changes, key=lambda c: changes[c]["ratio"])
     ratios["one_package"] = changes[slower]["ratio"]
+    if native_name:
+        ratios["one_package_native"] = max(c["ratio"] for c in native.values())
     ratios["noop"] = round(figures["noop"]["build_seconds"] / figures["noop"]["list_seconds"], 4)
     met = {k: ratios[k] <= GOALS[k] for k in GOALS} | {"imports": not missing and not imports.startswith("import failures"), "noop_did_no_work": not rebuilt}
     if "seconds" in moon:  # the moonshot: the slower one-package change within MOONSHOT x SAM's full warm build
@@ -268,6 +297,7 @@ def run(cfg: Config, *, target: str | None = None, runs: int = 1, console: Conso
         baseline="naive: uv install --target of the same locks, copying every file as pip does (+ --python-platform for a foreign target), then compileall by the target Python; nothing removed. "
         "seconds: invoke build --force with the build cache empty; cached: the same build into a fresh output folder, the build cache warm; "
         "one_package: the slower of a leaf package added and a numpy pin bump, each built over the previous build (cache warm) against the naive install of its locks. "
+        "one_package_native (a foreign target only): the same two changes for a local target of this machine's CPU, the import check native; not a goal. "
         "noop: `python -m invoke --list` (start-up) against `python -m invoke build` with nothing changed, alternating, medians",
         figures=figures,
         ratios=ratios,
@@ -288,8 +318,13 @@ def run(cfg: Config, *, target: str | None = None, runs: int = 1, console: Conso
     table.add_row("cold full build (--force, build cache empty)", f"{figures['naive']['seconds']:.1f} s", f"{figures['hoist']['seconds']:.1f} s", f"{ratios['seconds']:.2f}x", goal("seconds"))
     table.add_row("the same, build cache warm", f"{figures['naive']['seconds']:.1f} s", f"{figures['cached']['seconds']:.1f} s", f"{ratios['cached']:.2f}x", goal("cached"))
     for change, fig in changes.items():
+        ok = fig["ratio"] <= GOALS["one_package"]
         table.add_row(f"one package: {fig['change']}", f"{fig['naive_seconds']:.1f} s", f"{fig['seconds']:.1f} s", f"{fig['ratio']:.2f}x",
-                      goal("one_package") + (" (the slower)" if change == slower else ""))
+                      f"<= {GOALS['one_package']:g}x {'ok' if ok else 'MISSED'}" + (" (the slower: the goal's figure)" if change == slower else ""))
+    if native_name:
+        for fig in native.values():
+            table.add_row(f"the same on this CPU (target {fig['target']}): {fig['change']}", f"{fig['naive_seconds']:.1f} s", f"{fig['seconds']:.1f} s",
+                          f"{fig['ratio']:.2f}x", "(the check native; not the goal's figure)")
     console.print(table)
     parts = Table(title="where the seconds go (each build's steps, summed over its sets)", title_justify="left")
     parts.add_column("step")

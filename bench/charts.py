@@ -141,6 +141,12 @@ def build(doc: dict) -> Figure:
         labels.append("one package\nchanged")
         values.append(slower["seconds"])
         colours.append("tab:purple")
+    native = doc["figures"].get("one_package_native") or {}
+    if native:  # the same changes where the import check runs on this machine's own CPU (a foreign target's reference)
+        slower_native = max(native.values(), key=lambda c: c["ratio"])
+        labels.append(f"the same,\n{slower_native['target']} (native)")
+        values.append(slower_native["seconds"])
+        colours.append("thistle")
     if "seconds" in sam:
         labels.append("SAM CLI\n(python-uv)")
         values.append(sam["seconds"])

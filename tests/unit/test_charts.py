@@ -129,6 +129,24 @@ def test_the_build_chart_shows_the_largest_packages_and_the_rest_in_one_bar(tmp_
     _looks_drawn(charts.redraw(_written(tmp_path, doc)))
 
 
+def test_the_build_chart_adds_the_native_rebuild_beside_the_benchmarked_one_when_the_json_has_it(tmp_path):
+    # GIVEN a build document of a foreign target with its one-package changes, and the same changes for the native target
+    doc = build_doc()
+    doc["figures"]["one_package"] = {"leaf": {"seconds": 8.3, "ratio": 0.79, "target": "lambda"}, "numpy": {"seconds": 20.8, "ratio": 1.82, "target": "lambda"}}
+    without = [t.get_text() for t in charts.build(doc).axes[2].get_xticklabels()]
+    doc["figures"]["one_package_native"] = {"leaf": {"seconds": 8.9, "ratio": 0.76, "target": "local"}, "numpy": {"seconds": 11.1, "ratio": 0.78, "target": "local"}}
+    # WHEN the chart is drawn
+    panel = charts.build(doc).axes[2]
+    # THEN the wall-time panel has one more bar, the slower native change's seconds, right after the benchmarked change
+    labels = [t.get_text() for t in panel.get_xticklabels()]
+    assert len(labels) == len(without) + 1
+    at = labels.index("one package\nchanged")
+    assert labels[at + 1] == "the same,\nlocal (native)"
+    heights = [round(p.get_height(), 1) for p in panel.patches]
+    assert heights[at] == 20.8 and heights[at + 1] == 11.1
+    _looks_drawn(charts.redraw(_written(tmp_path, doc)))
+
+
 def test_a_document_the_chart_cannot_read_names_the_file_and_the_fix(tmp_path):
     doc = serve_doc()
     del doc["figures"]["direct_model_ms"]
