@@ -972,14 +972,26 @@ def _check_model_dir(folder: Path, root: Path, path: Path) -> None:
     raise ConfigError(f"the model folder {shown} {'is a file, not a folder' if folder.exists() else 'does not exist'}", where=f"{path.name}: model.dir", fix=fix)
 
 
+def _toml_excerpt(text: str, message: str) -> str:
+    """The line tomllib's ``message`` points at ("(at line N, column M)"), with a caret under the column; "" when it names none."""
+    found = re.search(r"\(at line (\d+), column (\d+)\)", message)
+    lines = text.splitlines()
+    if not found or not 1 <= int(found[1]) <= len(lines):
+        return ""
+    number, column = int(found[1]), int(found[2])
+    prefix = f"    {number} | "
+    return f"\n{prefix}{lines[number - 1]}\n{' ' * (len(prefix) + column - 1)}^"
+
+
 def load(path: str | Path = "pipeline.toml") -> Config:
     path = Path(path).resolve()
     if not path.is_file():
         raise ConfigError(f"{path} does not exist", where=str(path), fix="run from the project folder, or pass --config PATH")
+    text = path.read_text()
     try:
-        raw = tomllib.loads(path.read_text())
+        raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"not valid TOML: {exc}", where=path.name, fix="fix the syntax at the line shown") from None
+        raise ConfigError(f"not valid TOML: {exc}{_toml_excerpt(text, str(exc))}", where=path.name, fix=f"fix the syntax in {path.name} at the line shown") from None
     root = path.parent
     try:
         doc = PipelineFile.model_validate(raw, context={"root": root})
@@ -1004,7 +1016,7 @@ def load(path: str | Path = "pipeline.toml") -> Config:
         both = sets["efs"].names() & sets["layer"].names()
         if both:
             raise ConfigError(
-                f"{', '.join(sorted(both))} pinned in both sets ({sets['efs'].requirements.name} and {sets['layer'].requirements.name}); each package lands in exactly one set",
+                f"{', '.join(sorted(both))} listed in both sets ({sets['efs'].requirements.name} and {sets['layer'].requirements.name}); each package lands in exactly one set",
                 where=f"{path.name}: sets",
                 fix="remove the line from one of the two .in files (a package the other set needs is found there on sys.path)",
             )

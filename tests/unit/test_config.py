@@ -58,9 +58,29 @@ def test_bad_values_name_the_key_and_the_fix(project, wheelhouse, old, new, key,
     assert key in text and "fix:" in text and fix in text
 
 
+def test_a_toml_syntax_error_shows_its_line_with_a_caret_and_the_fix_loads(project, wheelhouse):
+    # GIVEN a pipeline.toml with a string left open
+    good = write_pipeline(project, wheelhouse).read_text()
+    path = write_pipeline(project, wheelhouse, {'arch = "arm64"': 'arch = "arm64'})
+    lines = path.read_text().splitlines()
+    number = lines.index('arch = "arm64') + 1
+    # WHEN it is loaded
+    with pytest.raises(ConfigError) as err:
+        config.load(path)
+    text = str(err.value)
+    # THEN the error quotes that line with a caret at the column tomllib names, and says where to fix it
+    shown = text.splitlines()
+    at = shown.index(f'    {number} | arch = "arm64')
+    assert shown[at + 1] == " " * len(f"    {number} | ") + " " * len('arch = "arm64') + "^"
+    assert "fix: fix the syntax in pipeline.toml at the line shown" in text
+    # and with the quote closed it loads
+    path.write_text(good)
+    assert config.load(path).targets["arm"].target.arch == "arm64"
+
+
 def test_a_package_in_both_sets_is_refused(project):
     (project / "requirements" / "layer.in").write_text("layerpkg\nNativePkg>=0.5  # same package, other spelling\n")
-    with pytest.raises(ConfigError, match="nativepkg pinned in both sets") as err:
+    with pytest.raises(ConfigError, match="nativepkg listed in both sets") as err:
         config.load(project / "pipeline.toml")
     assert "remove the line from one of the two .in files" in str(err.value)
 
