@@ -176,6 +176,7 @@ def validate(c, config=None, target=None, tree=None, runtime=None, arch=None, la
             from pipeline import modelfolder
 
             modelfolder.check(cfg.model_dir)  # a broken model folder is said before the (long) smoke test
+        console.print(f"[bold cyan]==>[/] validating the last build of target {cfg.target(target).target.name}: static checks, then the smoke test", highlight=False)
         report = validate_build(cfg, target, smoke_level=smoke or "auto", image=image, on_line=lambda line: console.print(f"    [dim]{line}[/]", highlight=False))
         _check_model(cfg, target, with_model=True)
     print_report(console, report)
