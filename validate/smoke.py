@@ -24,7 +24,7 @@ from pathlib import Path
 
 from pipeline import docker, emulation
 from pipeline.dists import top_level_modules
-from pipeline.errors import CommandError, InterpreterNotFound
+from pipeline.errors import CommandError, InterpreterNotFound, ValidationError
 from pipeline.interpreters import find_python
 from pipeline.targets import Target, init_report
 from runtime.emulator import RuntimeAPI
@@ -354,6 +354,14 @@ def init_findings(result: SmokeResult) -> list[Finding]:
 
 
 LEVELS = {"1": "a CPython of the target's version on this machine", "2": "the Lambda base image in Docker", "3": "an emulated Debian CPython"}
+CHOICES = ("auto", *LEVELS, "none")
+
+
+def check_level(level: str) -> None:
+    """ValidationError for a --smoke value that is no level, before any check runs."""
+    if level not in CHOICES:
+        raise ValidationError(f"--smoke {level!r} is not a smoke test level", where="--smoke",
+                              fix="use one of " + ", ".join(CHOICES) + " (auto: the first of 1, 2, 3 that can run)")
 
 
 def smoke(inputs: SmokeInputs, target: Target, level: str = "auto", image: str | None = None, fix_for=None, on_line=None) -> tuple[SmokeResult, list[Finding]]:

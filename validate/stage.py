@@ -24,7 +24,7 @@ from pipeline.shapes import shape_of
 from pipeline.targets import facts, lambda_target
 
 from .checks import RULES, Finding, SmokeResult, ValidationReport, validate
-from .smoke import SmokeInputs, smoke
+from .smoke import SmokeInputs, check_level, smoke
 
 DEFAULT_CACHE = Path(".hoist-cache")
 
@@ -128,6 +128,7 @@ def from_build(config: Config, target_name: str | None = None, *, smoke_level: s
 
     ``events``: more events for the handler after the model folder's sample (their answers are in smoke.events).
     """
+    check_level(smoke_level)
     tcfg = config.target(target_name)
     path = config.build_json(tcfg.target.name)
     if not path.is_file():
@@ -247,6 +248,7 @@ def _check_sample(report: ValidationReport, expect: str) -> ValidationReport:
 
 def from_tree(tree: Path, runtime: str, arch: str, *, layer: bool = False, smoke_level: str = "none", image: str | None = None) -> ValidationReport:
     """Validate any site-packages folder, built by Hoist or not."""
+    check_level(smoke_level)
     if runtime not in facts()["runtimes"]:
         raise ValidationError(f"unknown runtime {runtime!r}; known: {', '.join(facts()['runtimes'])}", where="--runtime", fix="pass e.g. --runtime python3.13")
     if arch not in facts()["architectures"]:

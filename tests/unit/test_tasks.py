@@ -97,6 +97,20 @@ def test_validate_exit_codes_and_json(tmp_path, capsys):
     assert missing.value.code == 1 and "--tree needs --runtime and --arch" in str(missing.value.message)
 
 
+def test_an_unknown_smoke_level_is_refused_before_any_check_and_a_level_from_the_fix_runs(tmp_path, capsys):
+    tree = tmp_path / "tree"
+    (tree / "pkg").mkdir(parents=True)
+    (tree / "pkg" / "__init__.py").write_text("")
+    with pytest.raises(Exit) as err:
+        tasks.validate(MockContext(), tree=str(tree), runtime="python3.13", arch="arm64", smoke="4")
+    out = capsys.readouterr()
+    text = str(err.value.message) + out.out + out.err
+    assert err.value.code == 1 and "--smoke '4' is not a smoke test level" in text and "use one of auto, 1, 2, 3, none" in text
+    assert "static checks" not in text and "Traceback" not in text
+    tasks.validate(MockContext(), tree=str(tree), runtime="python3.13", arch="arm64", smoke="none")  # a level the fix names
+    assert "static checks passed" in capsys.readouterr().out
+
+
 def test_validate_without_a_build_says_to_build(project):
     with pytest.raises(Exit) as err:
         tasks.validate(MockContext(), config=str(project / "pipeline.toml"))
