@@ -82,6 +82,7 @@ class LockResult:
     changes: tuple[str, ...] = ()
     # why previous pins were let go: the requirements excluded them, or they did not fit the new inputs together
     released: tuple[str, ...] = ()
+    first: bool = False  # no earlier lock of this target to compare with
 
 
 # ---------------------------------------------------------------- inputs
@@ -397,7 +398,8 @@ def lock(config: Config, target_name: str | None = None, *, force: bool = False,
 
     reqs = set_requirements(config, tcfg)
     everything = [line for lines in reqs.values() for line in lines]
-    before = {} if force else _previous_versions(paths)
+    previous = _previous_versions(paths)  # what the report compares with
+    before = {} if force else previous  # the pins kept where they still fit (--force: none)
     released: list[str] = []
     excluded = _excluded(before, everything)  # a pin the requirements now rule out (numpy!=2.5.5, torch==2.10): let go of it alone
     if excluded:
@@ -430,10 +432,10 @@ def lock(config: Config, target_name: str | None = None, *, force: bool = False,
         path.parent.mkdir(parents=True, exist_ok=True)
         locks[name] = write_lock(path, name, target, fingerprint, assigned[name])
     after = {p.name: p.version for p in union}
-    changes = [f"{n} {before[n]} -> {after[n]}" for n in sorted(before.keys() & after.keys()) if before[n] != after[n]]
-    changes += [f"{n} {after[n]} added" for n in sorted(after.keys() - before.keys())] if before else []
-    changes += [f"{n} {before[n]} removed" for n in sorted(before.keys() - after.keys())]
-    return LockResult(target=target, locks=locks, resolved=True, changes=tuple(changes), released=tuple(released))
+    changes = [f"{n} {previous[n]} -> {after[n]}" for n in sorted(previous.keys() & after.keys()) if previous[n] != after[n]]
+    changes += [f"{n} {after[n]} added" for n in sorted(after.keys() - previous.keys())] if previous else []
+    changes += [f"{n} {previous[n]} removed" for n in sorted(previous.keys() - after.keys())]
+    return LockResult(target=target, locks=locks, resolved=True, changes=tuple(changes), released=tuple(released), first=not previous)
 
 
 def _previous_versions(paths: dict[str, Path]) -> dict[str, str]:

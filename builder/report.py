@@ -17,7 +17,9 @@ def print_lock(console: Console, result: LockResult) -> None:
     console.print(f"[bold]lock[/] for {result.target.describe()}: {verb}")
     for why in result.released:
         console.print(f"  [yellow]previous pins let go:[/] {why}")
-    if result.resolved and result.changes:
+    if result.resolved and result.first:
+        console.print(f"  new lock: {counted(sum(len(lf.packages) for lf in result.locks.values()), 'package')} (no earlier lock of this target)")
+    elif result.resolved and result.changes:
         console.print(f"  changed: {'; '.join(result.changes)}")
     elif result.resolved:
         console.print("  changed: nothing (the same versions as before)")

@@ -273,6 +273,15 @@ def test_a_relock_keeps_the_pins_that_still_fit_and_force_takes_the_newest(proje
 
     first = lock(config.load(project / "pipeline.toml"))
     assert {p.name: p.version for p in first.locks["efs"].packages}["purepkg"] == "2.0"
+    # the first lock of a target is new, not "unchanged"
+    from rich.console import Console
+
+    from builder.report import print_lock
+
+    shown = Console(record=True, width=200)
+    print_lock(shown, first)
+    total = sum(len(lf.packages) for lf in first.locks.values())
+    assert first.first and f"new lock: {total} packages (no earlier lock of this target)" in shown.export_text() and "changed: nothing" not in shown.export_text()
     newer = tmp_path / "newer"
     newer.mkdir()
     make_wheel(newer, "purepkg", "2.1", "py3-none-any", {"purepkg/__init__.py": "DATA = 8\n"})
@@ -281,7 +290,7 @@ def test_a_relock_keeps_the_pins_that_still_fit_and_force_takes_the_newest(proje
     write_pipeline(project, wheelhouse, {f'"{wheelhouse}"]': f'"{wheelhouse}", "{newer}"]'})  # a new source: the inputs changed
     kept = lock(config.load(project / "pipeline.toml"))
     assert kept.resolved and {p.name: p.version for p in kept.locks["efs"].packages}["purepkg"] == "2.0"  # 2.1 is there, 2.0 still fits
-    assert kept.changes == () and kept.released == ()
+    assert kept.changes == () and kept.released == () and not kept.first
     # a requirement that rules out the pinned version: that pin alone is let go, and the lock says what moved
     (project / "requirements" / "efs.in").write_text("nativepkg\npurepkg>=2.1\n")
     moved = lock(config.load(project / "pipeline.toml"))
