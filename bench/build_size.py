@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from builder.build import BuildResult, build
@@ -175,7 +176,7 @@ def one_package(cfg: Config, target_name: str | None, work: Path, cache: Path, c
         shutil.rmtree(work / f"naive-{change}")
         seconds, _, result = hoist(project, target_name, out, cache, force=False)
         for w in result.warnings:
-            console.print(f"[yellow]build warning:[/] {w}")
+            console.print(f"[yellow]build warning:[/] {escape(w)}")
         figures[change] = {"change": what, "naive_seconds": round(naive_seconds, 2), "seconds": round(seconds, 2), "ratio": round(seconds / naive_seconds, 4),
                            "steps": breakdown(result), "cache": {"hits": result.cache.hits, "misses": result.cache.misses}, "target": tname}
     return figures
@@ -241,7 +242,7 @@ def run(cfg: Config, *, target: str | None = None, runs: int = 1, console: Conso
                 raise RuntimeError("the build from the cache differs from the cold build")
             steps = {"cold": breakdown(cold), "cached": breakdown(cached)}
             for w in (*cold.warnings, *cached.warnings):
-                console.print(f"[yellow]build warning:[/] {w}")
+                console.print(f"[yellow]build warning:[/] {escape(w)}")
             sizes = {"naive": tree_size(naive_dir), "hoist": tree_size(*trees)}
             by_package = {"naive": package_bytes(naive_dir), "hoist": package_bytes(*trees)}
             modules = {"naive": top_level_modules(naive_dir), "hoist": top_level_modules(*trees)}

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import Config, TargetConfig
-from pipeline.console import Progress
+from pipeline.console import Progress, counted
 from pipeline.errors import BuildError, InterpreterNotFound
 from pipeline.files import Digests, sha256_file
 from pipeline.interpreters import Interpreter, find_python
@@ -174,8 +174,13 @@ def rebuild_reason(set_dir: Path, lock: LockFile, inputs: dict[str, Any], force:
     if before.build_inputs.get("lock") != inputs["lock"] and not changes:
         changes.append("a wheel's URL or hash changed in the lock")
     for name, what in _INPUT_NAMES.items():
-        if before.build_inputs.get(name) != inputs[name]:
-            changes.append(f"{what} changed" + (f" ({before.build_inputs.get(name)} -> {inputs[name]})" if name == "builder_version" else ""))
+        was_input, now_input = before.build_inputs.get(name), inputs[name]
+        if was_input == now_input:
+            continue
+        if name == "import_check" and importcheck.OPTED_OUT in (was_input, now_input):
+            changes.append("the import check is opted out now" if now_input == importcheck.OPTED_OUT else "the import check is back on (it was opted out)")
+        else:
+            changes.append(f"{what} changed" + (f" ({was_input} -> {now_input})" if name == "builder_version" else ""))
     return ", ".join(changes[:6]) + (f" and {len(changes) - 6} more" if len(changes) > 6 else "")
 
 
@@ -258,7 +263,7 @@ def build_set(name: str, lock: LockFile, target: Target, target_dir: Path, rules
     staging = Path(tempfile.mkdtemp(prefix=f".{name}.partial-", dir=target_dir))
     try:
         tree = staging / "site-packages"
-        progress.step(f"[{name}] installing {len(lock.packages)} packages for {target.describe()} ({installer.name} builder)")
+        progress.step(f"[{name}] installing {counted(len(lock.packages), 'package')} for {target.describe()} ({installer.name} builder)")
         digests = digests or Digests()
         installer.install(lock, target, tree, on_line=progress.line)
         check_wheel_tags(tree, target, installer.built_on_target)

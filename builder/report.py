@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from pipeline.console import ConsoleProgress, counted, human
@@ -92,5 +93,5 @@ def print_build(console: Console, result: BuildResult, top: int = 12) -> None:
             state = "written" if name in image.written else "kept" if not name.startswith("base-") else "base"
             console.print(f"  layer {name:<8} {human(size):>10}  {diff_id[:19]}  {state}")
     for w in result.warnings:
-        console.print(f"[yellow]warning:[/] {w}")
+        console.print(f"[yellow]warning:[/] {escape(w)}")
     console.print(f"summary: {result.build_json}")

@@ -328,13 +328,31 @@ def test_up_to_date_covers_whether_the_import_check_ran_and_its_runtime(project,
     """An opted-out build, then the check possible again, or another runtime for it: the next plain build redoes the sets."""
     from pipeline.interpreters import find_python
 
+    from rich.console import Console
+
+    from builder.report import print_build
+    from pipeline.console import Progress
+
+    class Steps(Progress):
+        def __init__(self):
+            self.steps = []
+
+        def step(self, text):
+            self.steps.append(text)
+
     cfg = config.load(project / "pipeline.toml")
     lock(cfg)
     skipped = build(cfg, import_check=False)
     assert skipped.sets["efs"].slim.import_check.verified is False
     assert json.loads((project / "dist" / "local" / "efs" / "archives" / "index.json").read_text())["hot"]["recorded"] is False
-    checked = build(cfg)  # nothing changed but the check, which can run now: not "up to date"
+    shown = Console(record=True, width=400)
+    print_build(shown, skipped)
+    warned = [line for line in shown.export_text().splitlines() if line.startswith("warning:")]
+    assert [w.split(" not import-checked")[0] for w in warned] == ["warning: [efs]", "warning: [layer]"]  # each names its set
+    said = Steps()
+    checked = build(cfg, progress=said)  # nothing changed but the check, which can run now: not "up to date"
     assert checked.sets["efs"].rebuilt and checked.sets["layer"].rebuilt
+    assert "[efs] building: the import check is back on (it was opted out)" in said.steps
     assert checked.sets["efs"].slim.import_check.verified and checked.sets["efs"].slim.import_check.opened is not None
     assert not build(cfg).sets["efs"].rebuilt
     other = tmp_path / "bin" / "python{}.{}".format(*sys.version_info[:2])  # the same CPython by another path: another runtime
