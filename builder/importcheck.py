@@ -543,6 +543,12 @@ class _State:
                       for entry in kids.get(folder, ()) if entry == tail or entry.startswith(tail + "."))
 
 
+def path_name(folder: Path) -> str:
+    """A checked path's name in messages: its set's ("efs", "layer"; a set being built is in ``.<set>.partial-*``)."""
+    name = folder.parent.name
+    return name[1:].split(".partial-")[0] if name.startswith(".") and ".partial-" in name else name
+
+
 def _state(paths: list[Path], digests: Digests | None = None) -> _State:
     files = []
     for i, folder in enumerate(paths):
@@ -569,6 +575,38 @@ def signature(deps: dict[str, list[str]], state: _State) -> dict[str, Any]:
         sig[f"L {folder}"] = [n for n in state.listing(folder) if ".so" in n]
     sig.update(_metadata_signature(deps, state))
     return sig
+
+
+def signature_changes(old: dict[str, Any], new: dict[str, Any], names: list[str], most: int = 3) -> str:
+    """What differs between a run's stored signature and the one the trees give now, in words: the first ``most``
+    items ("requests now found", "numpy/__init__.py changed"...). ``names``: each path's name (the set's, "layer")."""
+    def where(at: str) -> str:
+        index, _, rel = at.partition(":")
+        if not (index.isdigit() and int(index) < len(names)):
+            return at
+        return f"{names[int(index)]}/{rel}" if rel else names[int(index)]
+
+    said = []
+    for key in sorted(old.keys() | new.keys()):
+        if old.get(key) == new.get(key):
+            continue
+        kind, _, at = key.partition(" ")
+        if kind == "f":
+            said.append(f"{where(at)} {'added' if old.get(key) is None else 'removed' if new.get(key) is None else 'changed'}")
+        elif kind == "n":
+            was, now = old.get(key) or [], new.get(key) or []
+            said.append(f"`import {at}` now finds {', '.join(where(c) for c in now)}" if now and not was else
+                        f"`import {at}` no longer finds anything" if was and not now else f"what `import {at}` finds changed")
+        elif kind == "l":
+            said.append(f"the listing of {where(at)} changed")
+        elif kind == "L":
+            said.append(f"the libraries beside {where(at)} changed")
+        elif kind == "m":
+            mode, _, at = at.partition(" ")
+            said.append(f"importlib.metadata's {mode} query of {where(at)}")
+        else:
+            said.append(key)
+    return ", ".join(said[:most]) + (f" and {len(said) - most} more" if len(said) > most else "")
 
 
 _INFO = (".dist-info", ".egg-info")
@@ -684,6 +722,7 @@ def _runs(paths: list[Path], modules: list[str], first: list[str], runner: Runne
     # module cost the demo twice the time of one for all (49 s against 23 s on 2 CPUs)
     units = [u for u in (first, rest) if u]
     state = _state(paths, digests) if store is not None else None
+    names = [path_name(p) for p in paths]
     script = hashlib.sha256(SCRIPT.encode()).hexdigest()
     results: dict[int, Noted] = {}
     todo: list[tuple[int, list[str], list[str], str, dict | None]] = []
@@ -709,7 +748,12 @@ def _runs(paths: list[Path], modules: list[str], first: list[str], runner: Runne
         if found is not None and store is not None:  # there, but what it depended on changed
             store.counts.hits["unit"] -= 1
             store.counts.miss("unit")
-        older = _older(store, _family_key(version, runner, script, first, bool(hot)), unit, bool(hot), state)
+            if state is not None:
+                changed = signature_changes(found["signature"], signature(found["deps"], state), names)
+                partly.append(f"the {'hot modules' if hot else 'other modules'}' run again: {changed}")
+        older, why_not = _older(store, _family_key(version, runner, script, first, bool(hot)), unit, bool(hot), state, names)
+        if why_not and found is None:
+            partly.append(f"the {'hot modules' if hot else 'other modules'}' run again: {why_not}")
         if older is not None and not (new := [m for m in unit if m not in older["modules"]]):
             results[n] = Noted(older["failed"], older["opened"], older["touched"], older["deps"])
             put(entry, unit, hot, results[n])
@@ -772,19 +816,23 @@ def _family_key(version: str, runner: Runner, script: str, first: list[str], hot
         cache.key("unit", "the others", version, runner.identity, script, json.dumps(first))
 
 
-def _older(store: cache.Store | None, family: str, unit: list[str], hot: bool, state: _State | None) -> dict | None:
-    """The latest run of its kind, when it imported none but modules of ``unit`` and what it depended on is unchanged."""
+def _older(store: cache.Store | None, family: str, unit: list[str], hot: bool, state: _State | None, names: list[str]) -> tuple[dict | None, str]:
+    """The latest run of its kind, when it imported none but modules of ``unit`` and what it depended on is unchanged;
+    else None and why not ("" when there is none)."""
     if store is None or state is None:
-        return None
+        return None, ""
     found = store.get_json("unit", family, count=False)
-    if not isinstance(found, dict) or not isinstance(found.get("modules"), list) or not set(found["modules"]) <= set(unit):
-        return None  # a module it imported is gone: what its import did to the others' is not known
+    if not isinstance(found, dict) or not isinstance(found.get("modules"), list):
+        return None, ""
+    if not set(found["modules"]) <= set(unit):
+        return None, "a module it imported is gone"  # what its import did to the others' is not known
     if hot and found.get("opened") is None:
-        return None
-    if found["signature"] != signature(found["deps"], state):
-        return None
+        return None, ""
+    now = signature(found["deps"], state)
+    if found["signature"] != now:
+        return None, signature_changes(found["signature"], now, names)
     store.counts.hit("unit")
-    return found
+    return found, ""
 
 
 def _spans_union(a: dict[str, list[list[int]]], b: dict[str, list[list[int]]]) -> dict[str, list[list[int]]]:
@@ -936,7 +984,8 @@ def hook(target: Target, target_dir: Path, set_names: list[str], progress, runne
                 slim_mod.restore(tree, aside, item["paths"])
         else:
             if use:
-                slow = " (under QEMU: the demo's torch and torchvision take about 20 s on 2 CPUs)" if "QEMU" in use.describe else ""
+                heavy = "QEMU" in use.describe and (tree / "torch").is_dir()  # the layer's check takes seconds
+                slow = " (under QEMU: the demo's torch and torchvision take about 15 s on 2 CPUs)" if heavy else ""
                 progress.step(f"[{name}] importing every top-level module in {use.describe}{slow}")
             with progress.waiting(f"importing the {name} set's modules in {use.describe}") if use else contextlib.nullcontext():
                 check = verify(tree, aside, report, target, others, runner=use, why_none=why if want else "", on_line=progress.line, hot=hot,

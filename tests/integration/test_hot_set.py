@@ -152,11 +152,14 @@ def test_importlib_metadata_queries_rerun_a_run_only_for_what_they_can_see_and_n
     runner = Counting("native", f"CPython {python} here", python=find_python(python).path, identity=f"native test {python}")
     store = cache.Store(tmp_path / "cache")
 
+    said: list[str] = []
+
     def runs(hot: list[str], others: list[str]) -> tuple[int, list[list[str]]]:
         """The runs reused from the cache, and the modules of each run made."""
         calls.clear()
+        said.clear()
         before = store.counts.hits.get("unit", 0)
-        noted = importcheck._runs([tree], sorted(hot + others), hot, runner, store, "test", lambda line: None)
+        noted = importcheck._runs([tree], sorted(hot + others), hot, runner, store, "test", said.append)
         assert noted.failed == {}
         return store.counts.hits.get("unit", 0) - before, sorted(calls)
 
@@ -169,6 +172,7 @@ def test_importlib_metadata_queries_rerun_a_run_only_for_what_they_can_see_and_n
     assert runs(["torchy"], ["leafa", "plain"]) == (2, [])
     assert runs(["vers"], []) == (1, [])  # version("foo") finds no plain
     assert runs(["lister"], []) == (0, [["lister"]])  # a listing of its own: anything added reruns it
+    assert said == [f"the hot modules' run again: the listing of {tmp_path.name} changed"]  # and the build says so
     add({"cli-1.0.dist-info/METADATA": "Name: cli\nVersion: 1.0\n", "cli-1.0.dist-info/entry_points.txt": "[console_scripts]\ncli = leafa:main\n"})
     if python == "3.9":  # entry_points() takes no group: every group counts
         assert runs(["torchy"], ["leafa", "plain"]) == (1, [["torchy"]])
@@ -181,6 +185,8 @@ def test_importlib_metadata_queries_rerun_a_run_only_for_what_they_can_see_and_n
 
     add({"plug-1.0.dist-info/METADATA": "Name: plug\nVersion: 1.0\n", "plug-1.0.dist-info/entry_points.txt": "[x.plugins]\np = leafa\n"})
     assert runs(["torchy"], ["leafa", "plain"]) == (1, [["torchy"]])  # entry points in torchy's group
+    group = "ep" if python == "3.9" else "ep:x.plugins"
+    assert f"the hot modules' run again: importlib.metadata's {group} query of {tmp_path.name}" in said[-1]
     (tree / "plug-1.0.dist-info" / "entry_points.txt").write_text("[x.plugins]\np = plain\n")
     assert runs(["torchy"], ["leafa", "plain"]) == (1, [["torchy"]])  # a file the hot run read
 

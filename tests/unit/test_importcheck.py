@@ -117,3 +117,15 @@ def test_the_metadata_rules_are_the_standard_librarys(tmp_path):
             groups = None
         assert importcheck._ep_groups(text.encode()) == groups, text
     assert importcheck._ep_groups(b"[g]\na = \xff\n") is None  # not UTF-8: read_text fails
+
+
+def test_what_changed_in_a_runs_signature_is_said_in_words_with_each_sets_name():
+    from builder.importcheck import signature_changes
+
+    old = {"f 0:numpy/__init__.py": "a" * 64, "n requests": [], "n yaml": ["1:yaml"], "l 0:": ["numpy", "torch"], "f 0:gone.py": "b" * 64}
+    new = {"f 0:numpy/__init__.py": "c" * 64, "n requests": ["1:requests"], "n yaml": [], "l 0:": ["attrs", "numpy", "torch"], "f 0:new.py": "d" * 64}
+    said = signature_changes(old, new, ["efs", "layer"], most=10)
+    assert said.split(", ") == ["efs/gone.py removed", "efs/new.py added", "efs/numpy/__init__.py changed", "the listing of efs changed",
+                                "`import requests` now finds layer/requests", "`import yaml` no longer finds anything"]
+    assert signature_changes(old, new, ["efs", "layer"], most=2) == "efs/gone.py removed, efs/new.py added and 4 more"
+    assert signature_changes(old, old, ["efs"]) == ""
