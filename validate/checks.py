@@ -43,6 +43,9 @@ CPU_INDEX_FIX = (
 )
 
 
+# the fix of a smoke test finding whose cause is in the function's own output (validate/report.py prints its tail)
+LOG_BELOW = "see the function's log printed below the findings (`--json FILE` keeps it as smoke.log_tail)"
+
 @dataclass(frozen=True)
 class Finding:
     severity: str  # "error" | "warning" | "info"

@@ -43,7 +43,7 @@ from pipeline.targets import Target
 from runtime.emulator import RuntimeAPI
 from runtime.function import EMULATED_FACTOR, ContainerProcess, FunctionProcess, FunctionSpec, container_environment
 
-from .checks import Finding, SmokeAnswer, SmokeResult
+from .checks import LOG_BELOW, Finding, SmokeAnswer, SmokeResult
 
 HEALTH = json.dumps({"version": "2.0", "routeKey": "GET /health", "rawPath": "/health", "rawQueryString": "", "headers": {},
                      "requestContext": {"http": {"method": "GET", "path": "/health"}}, "isBase64Encoded": False}).encode()
@@ -119,7 +119,7 @@ def smoke_image(image: ImageRecord, target: Target, inputs: ImageSmokeInputs, on
                         what = f"init and the before-snapshot hooks did not finish in {init_limit:.0f} s"
                     findings.append(Finding("error", "smoke-init", where, None, what,
                                             "build FROM AWS's base image for python3.12+ (its client runs the hooks), or install awslambdaric with "
-                                            "snapshot-restore-py in the base; see the log tail in the JSON report"))
+                                            "snapshot-restore-py in the base; " + LOG_BELOW))
                     return replace(result, ok=False, state=state, error=api.init_error, failed_imports={}, log_tail=fn.log_tail()), findings
                 assert api.snapshot_ready_at is not None
                 snap["init_to_snapshot_ms"] = round((api.snapshot_ready_at - fn.started_at) * 1000, 1)
@@ -128,7 +128,7 @@ def smoke_image(image: ImageRecord, target: Target, inputs: ImageSmokeInputs, on
                 state, init_ms = fn.wait_ready(init_limit)
                 if state != "ready":
                     findings.append(Finding("error", "smoke-init", where, None, f"init did not finish ({state}): {(api.init_error or {}).get('errorMessage', '')}",
-                                            "see the log tail in the JSON report"))
+                                            LOG_BELOW))
                     return replace(result, ok=False, state=state, error=api.init_error, failed_imports={}, log_tail=fn.log_tail()), findings
                 result = replace(result, init_ms=round(init_ms or 0, 1))
             health = fn.invoke(HEALTH)
@@ -143,7 +143,7 @@ def smoke_image(image: ImageRecord, target: Target, inputs: ImageSmokeInputs, on
                              status=health.status, error=health.error)
             if health.status != "ok":
                 findings.append(Finding("error", "smoke-invoke", where, None, f"the first request after the {'restore' if inputs.snapstart else 'init'} failed: {health.error}",
-                                        "see the log tail in the JSON report"))
+                                        LOG_BELOW))
                 return replace(result, log_tail=fn.log_tail(), snapstart=snap), findings
             payload = json.loads(health.payload or b"null")
             body = json.loads(payload["body"]) if isinstance(payload, dict) and isinstance(payload.get("body"), str) else payload
@@ -164,7 +164,7 @@ def smoke_image(image: ImageRecord, target: Target, inputs: ImageSmokeInputs, on
                 doc = json.loads(more.payload or b"null") if more.status == "ok" else None
                 answers.append(SmokeAnswer(status=more.status, error=more.error, report=more.report_line(), result=doc))
                 if more.status != "ok":
-                    findings.append(Finding("error", "smoke-invoke", where, None, f"event {len(answers)} failed: {more.error}", "see the log tail in the JSON report"))
+                    findings.append(Finding("error", "smoke-invoke", where, None, f"event {len(answers)} failed: {more.error}", LOG_BELOW))
                     result = replace(result, ok=False, log_tail=fn.log_tail())
             return replace(result, events=tuple(answers), snapstart=snap), findings
         finally:

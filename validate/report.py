@@ -10,6 +10,7 @@ from pipeline.targets import init_report
 from .checks import SmokeResult, ValidationReport
 
 STYLE = {"error": "bold red", "warning": "yellow", "info": "dim"}
+LOG_LINES = 25  # of a failed smoke test's function log
 
 
 def init_breakdown(smoke: SmokeResult) -> list[str]:
@@ -75,6 +76,11 @@ def print_report(console: Console, report: ValidationReport, show_info: bool = T
             console.print(f"    sample: {escape(str(smoke.sample_label))} (expected {escape(smoke.sample_expected)})")
         for skipped in smoke.skipped_levels or ():
             console.print(f"    level {skipped.level} not run: {escape(skipped.why or '')}")
+        if not smoke.ok and smoke.log_tail:
+            lines = smoke.log_tail.rstrip("\n").splitlines()[-LOG_LINES:]
+            console.print(f"    the function's log, its last {counted(len(lines), 'line')}:")
+            for line in lines:
+                console.print(f"      [dim]{escape(line)}[/]", highlight=False)
     counts = {s: sum(1 for f in report.findings if f.severity == s) for s in ("error", "warning", "info")}
     if not report.ok:
         verdict = "[bold red]FAILED[/]" + (" (the static checks above; the smoke test passed)" if smoke and smoke.run and smoke.ok else "")

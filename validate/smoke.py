@@ -30,7 +30,7 @@ from pipeline.targets import Target, init_report
 from runtime.emulator import RuntimeAPI
 from runtime.function import FunctionProcess, FunctionSpec, Layout, lambda_environment, local_command, runtime_client
 
-from .checks import Finding, SmokeAnswer, SmokeResult
+from .checks import LOG_BELOW, Finding, SmokeAnswer, SmokeResult
 
 EVENT = Path(__file__).resolve().parent.parent / "runtime" / "events" / "http_api_health.json"
 # not meant to be imported: setuptools' import hook and a console script module
@@ -136,6 +136,13 @@ EMULATED_INIT_LIMIT_S = 1800
 MODEL_MOUNT = "/mnt/hoist-smoke-model"
 
 
+def _on_host(said: object, inputs: SmokeInputs) -> str:
+    """The handler's words (an error's text or document) about its model folder, with the folder as the user knows it,
+    not where the smoke test mounts it."""
+    text = str(said)
+    return text.replace(MODEL_MOUNT, str(inputs.model_dir)) if inputs.model_dir is not None else text
+
+
 def _import_findings(failed: dict[str, str], where: str, fix_for) -> list[Finding]:
     return [Finding("error", "smoke-import", where, module, f"`import {module}` failed in the runtime: {why}", fix_for(module, why)) for module, why in failed.items()]
 
@@ -157,9 +164,9 @@ def _exercise(fn: FunctionProcess, inputs: SmokeInputs, level: int, init_limit_s
                 failed = json.loads(message.split("HOIST_IMPORT_FAILURES ", 1)[1])
             findings += _import_findings(failed, where, fix_for)
             if not failed:
-                what = {"init-error": f"init failed: {err.get('errorType', '')}: {message}", "crashed": f"the runtime exited during init (code {fn.proc.returncode if fn.proc else '?'})",
+                what = {"init-error": f"init failed: {err.get('errorType', '')}: {_on_host(message, inputs)}", "crashed": f"the runtime exited during init (code {fn.proc.returncode if fn.proc else '?'})",
                         "timeout": f"init did not finish in {init_limit_s:.0f} s"}[state]
-                findings.append(Finding("error", "smoke-init", where, None, what, "see the log tail in the JSON report; check the handler setting and the static findings"))
+                findings.append(Finding("error", "smoke-init", where, None, what, f"{LOG_BELOW}; check the handler setting and the static findings"))
             result = replace(result, ok=False, state=state, error=err or None, failed_imports=failed, log_tail=fn.log_tail())
             return result, findings
         report = fn.invoke(EVENT.read_bytes(), init_ms=init_ms)
@@ -177,7 +184,7 @@ def _exercise(fn: FunctionProcess, inputs: SmokeInputs, level: int, init_limit_s
                 result = replace(result, ok=False)
             findings += hydration
         else:
-            findings.append(Finding("error", "smoke-invoke", where, None, f"the handler {inputs.handler} failed on a GET /health event: {report.error}", "see the log tail in the JSON report"))
+            findings.append(Finding("error", "smoke-invoke", where, None, f"the handler {inputs.handler} failed on a GET /health event: {_on_host(report.error, inputs)}", LOG_BELOW))
             result = replace(result, log_tail=fn.log_tail())
             return result, findings
         answers: list[SmokeAnswer] = []
@@ -186,7 +193,7 @@ def _exercise(fn: FunctionProcess, inputs: SmokeInputs, level: int, init_limit_s
             doc = json.loads(more.payload or b"null") if more.status == "ok" else None
             answers.append(SmokeAnswer(status=more.status, error=more.error, report=more.report_line(), result=(doc or {}).get("handler_result")))
             if more.status != "ok":
-                findings.append(Finding("error", "smoke-invoke", where, None, f"the handler {inputs.handler} failed on event {len(answers)}: {more.error}", "see the log tail in the JSON report"))
+                findings.append(Finding("error", "smoke-invoke", where, None, f"the handler {inputs.handler} failed on event {len(answers)}: {_on_host(more.error, inputs)}", LOG_BELOW))
                 result = replace(result, ok=False, log_tail=fn.log_tail())
         if inputs.events:
             result = replace(result, events=tuple(answers))

@@ -326,12 +326,11 @@ def test_a_relock_keeps_the_pins_that_still_fit_and_force_takes_the_newest(proje
 
 def test_up_to_date_covers_whether_the_import_check_ran_and_its_runtime(project, monkeypatch, tmp_path):
     """An opted-out build, then the check possible again, or another runtime for it: the next plain build redoes the sets."""
-    from pipeline.interpreters import find_python
-
     from rich.console import Console
 
     from builder.report import print_build
     from pipeline.console import Progress
+    from pipeline.interpreters import find_python
 
     class Steps(Progress):
         def __init__(self):

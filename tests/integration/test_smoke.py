@@ -78,6 +78,17 @@ def test_handler_errors_and_timeouts_are_reported(project, wheelhouse):
     report = from_build(cfg, smoke_level="1")
     assert [f.rule for f in report.errors] == ["smoke-invoke"] and "bad event" in report.errors[0].message
     assert_conforms("validation-report", json.loads(json.dumps(report.as_json())))
+    # what `invoke validate` prints: the fix points below, where the function's own log (the traceback) is
+    from rich.console import Console
+
+    from validate.report import print_report
+
+    shown = Console(record=True, width=300)
+    print_report(shown, report)
+    text = shown.export_text()
+    assert "fix: see the function's log printed below the findings" in text
+    log = text[text.index("the function's log, its last"):]
+    assert "ValueError" in log and "bad event" in log
 
     app.write_text(setup + "\n\ndef handler(event, context):\n    time.sleep(30)\n")
     write_pipeline(project, wheelhouse, {'name = "test-fn"': 'name = "test-fn"\ntimeout_s = 2'})

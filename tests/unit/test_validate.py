@@ -288,3 +288,13 @@ def test_the_smoke_test_reports_its_init_and_warns_past_lambda_s_10_s_only_on_th
     assert init_findings(checks.SmokeResult(run=True, level=2, init_ms=9_900.0, machine="x86_64", emulated=False)) == []
     assert "emulated CPU" in init_report(95_000.0, emulated=True)[0] and "target's own CPU" in init_report(900.0, emulated=False)[0]
     assert init_report(12_000.0, emulated=False, lambda_target=False)[1] is None  # a local target is not bound by Lambda's init
+
+
+def test_the_handlers_words_about_its_model_folder_name_the_users_folder_not_the_smoke_tests_mount(tmp_path):
+    from types import SimpleNamespace
+
+    from validate.smoke import MODEL_MOUNT, _on_host
+
+    said = f"model folder {MODEL_MOUNT} breaks its contract: labels.json has 5 labels, the model 4 outputs"
+    assert _on_host(said, SimpleNamespace(model_dir=tmp_path / "mymodel")) == f"model folder {tmp_path / 'mymodel'} breaks its contract: labels.json has 5 labels, the model 4 outputs"
+    assert _on_host({"errorMessage": said}, SimpleNamespace(model_dir=None)) == str({"errorMessage": said})  # no model: as said
