@@ -181,8 +181,10 @@ def _unreachable(m: re.Match[str], text: str, target: Target, sources: list[Sour
     )
 
 
-def _unknown(m: re.Match[str], text: str, target: Target, sources: list[Source], where_pins: str, extra_names: list[str] | None = None) -> Diagnosis:
+def _unknown(m: re.Match[str], text: str, target: Target, sources: list[Source], where_pins: str, extra_names: list[str] | None = None,
+             files_of: dict[str, str] | None = None) -> Diagnosis:
     name = canonicalize_name(m.group("name"))
+    where_pins = (files_of or {}).get(name, where_pins)  # the file whose line names it
     close = difflib.get_close_matches(name, sorted(known_names(sources, extra_names or []) - {name}), n=3, cutoff=0.6)
     where = ", ".join(s.label for s in sources) or "no source"
     return Diagnosis(
@@ -193,6 +195,11 @@ def _unknown(m: re.Match[str], text: str, target: Target, sources: list[Source],
     )
 
 
+def _final(vs: list[Version]) -> list[Version]:
+    """The versions to suggest: the final releases, or every version when there are only pre-releases."""
+    return [v for v in vs if not v.is_prerelease and not v.is_devrelease] or vs
+
+
 def _list(vs: list[Version], limit: int = 12) -> str:
     shown = [str(v) for v in vs[-limit:]]
     return ("..., " if len(vs) > limit else "") + ", ".join(shown)
@@ -201,7 +208,7 @@ def _list(vs: list[Version], limit: int = 12) -> str:
 def _no_version(m: re.Match[str], text: str, target: Target, sources: list[Source], where_pins: str) -> Diagnosis:
     name, spec = canonicalize_name(m.group("name")), m.group("spec")
     offered = versions(distribution_files(name, sources), target)
-    fits = [v for v, ok in offered.items() if ok]
+    fits = _final([v for v, ok in offered.items() if ok])
     others = [v for v, ok in offered.items() if not ok]
     what = f"no version of {name} matches {spec} for {target.describe()}"
     what += f"; versions with a wheel for it: {_list(fits)}" if fits else "; no version has a wheel for it"
@@ -232,7 +239,7 @@ def _no_wheel(m: re.Match[str], text: str, target: Target, sources: list[Source]
     name = canonicalize_name(m.group("name"))
     files = distribution_files(name, sources)
     offered = versions(files, target)
-    fits = [v for v, ok in offered.items() if ok]
+    fits = _final([v for v, ok in offered.items() if ok])
     what = f"{name}: no wheel for {target.describe()} [platform {target.uv_python_platform or 'this machine'}, CPython {target.python}]"
     if fits:
         what += f"; versions with one: {_list(fits)}"
@@ -241,7 +248,7 @@ def _no_wheel(m: re.Match[str], text: str, target: Target, sources: list[Source]
     if runtimes:
         what += f"; runtimes it has wheels for on {target.arch}: {', '.join(runtimes)}"
         fixes.append(f'set runtime = "{runtimes[-1]}" under [targets.{target.name}] in pipeline.toml, then `invoke lock --target {target.name}`')
-    if any(not f.endswith(".whl") for f in files):  # something to compile
+    if any(not f.endswith(".whl") for f in files) and target.kind == "lambda":  # something to compile, in the Lambda image
         fixes.append(f'set builder = "docker" under [build] in pipeline.toml, then `invoke lock --target {target.name}` '
                      "(the Docker builder compiles its source in the Lambda base image)")
     elif not fixes:
@@ -262,13 +269,14 @@ CAUSES: list[tuple[str, re.Pattern[str], Rule]] = [
 ]
 
 
-def diagnose(text: str, target: Target, sources: list[Source], where_pins: str, extra_names: list[str] | None = None) -> Diagnosis:
-    """The cause of a failed resolution, from uv's output."""
+def diagnose(text: str, target: Target, sources: list[Source], where_pins: str, extra_names: list[str] | None = None,
+             files_of: dict[str, str] | None = None) -> Diagnosis:
+    """The cause of a failed resolution, from uv's output. ``files_of``: each requirement's name -> the file that lists it."""
     for _cause, pattern, explain in CAUSES:
         m = pattern.search(text)
         if m:
             if explain is _unknown:
-                return _unknown(m, text, target, sources, where_pins, extra_names)
+                return _unknown(m, text, target, sources, where_pins, extra_names, files_of)
             return explain(m, text, target, sources, where_pins)
     return Diagnosis(
         "other",

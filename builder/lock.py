@@ -285,9 +285,14 @@ def _lock_failure(exc: CommandError, config: Config, tcfg: TargetConfig, find_li
     """uv's failure with its cause named and the fix for that cause (builder/diagnose.py)."""
     text = exc.output_tail
     target = tcfg.target
-    pins = ", ".join(d.requirements.name for d in config.sets.values()) + (f" or override of [targets.{target.name}]" if tcfg.override else "")
+    files = " or ".join(d.requirements.name for d in config.sets.values())
+    if len(config.targets) > 1:  # a pin for this target alone leaves the others' locks as they are
+        pins = f"the override list of [targets.{target.name}] in {config.path.name} (this target only; a pin in {files} holds for every target)"
+    else:
+        pins = files + (f" or override of [targets.{target.name}]" if tcfg.override else "")
     known = [Requirement(line).name for d in config.sets.values() for line in d.lines]
-    found = diagnose(text, target, sources_for(config, tcfg, find_links), pins, extra_names=known)
+    files_of = {str(canonicalize_name(Requirement(line).name)): d.requirements.name for d in config.sets.values() for line in d.lines}
+    found = diagnose(text, target, sources_for(config, tcfg, find_links), pins, extra_names=known, files_of=files_of)
     return LockError(f"{found.what}\n  uv said:\n" + "\n".join("    " + line for line in text.splitlines()), where=f"target {target.name}", fix=found.fix)
 
 
@@ -308,7 +313,7 @@ def refuse_gpu(packages: list[LockedPackage], tcfg: TargetConfig) -> None:
     raise LockError(
         f"the resolution for {target.describe()} holds GPU packages: {', '.join(f'{p.name}=={p.version}' for p in gpu)}; "
         f"Lambda has no GPU, so these CUDA builds and libraries (gigabytes) would only weigh"
-        + (f". They come with {pulled}: PyPI's Linux torch is a CUDA build (x86_64, and aarch64 since 2.10)" if pulled else ""),
+        + (f". They come with {pulled}: PyPI's Linux torch is a CUDA build (x86_64, and aarch64 since 2.11)" if pulled else ""),
         where=f"target {name}",
         fix=f"take {', '.join(family)} from the PyTorch CPU index for this target: add to pipeline.toml\n"
         f"      [[targets.{name}.index]]\n"

@@ -142,14 +142,18 @@ def test_no_matching_version_lists_the_versions_the_target_can_use(tmp_path, ind
     path = project(tmp_path, indexes[0], efs_in="imagekit==3.0\n")
     text = lock_error(path)
     assert "no version of imagekit matches ==3.0" in text and "versions with a wheel for it: 1.0 (without one: 2.0)" in text
-    assert "fix: pin one of those in efs.in, e.g. imagekit==1.0" in text
+    assert "fix: pin one of those in the override list of [targets.x86] in pipeline.toml (this target only; a pin in efs.in holds for every target), e.g. imagekit==1.0" in text
 
 
 def test_no_wheel_for_the_target_offers_the_docker_builder_or_another_version(tmp_path, indexes):
     path = project(tmp_path, indexes[0], efs_in="imagekit==2.0\n")
     text = lock_error(path)
     assert "imagekit: no wheel for x86 (python3.13 on x86_64" in text and "versions with one: 1.0" in text
-    assert "fix: pin imagekit==1.0 in efs.in" in text and "docker" not in text  # no source to compile: no Docker builder offered
+    assert "fix: pin imagekit==1.0 in the override list of [targets.x86] in pipeline.toml (this target only; a pin in efs.in holds for every target)" in text and "docker" not in text  # no source to compile: no Docker builder offered
+    # the fix, run: the pin for this target alone; the other target keeps what efs.in says
+    path = project(tmp_path, indexes[0], efs_in="imagekit==2.0\n", x86_extra='override = ["imagekit==1.0"]')
+    fixed = lock(config.load(path), "x86")
+    assert [(p.name, p.version) for p in fixed.locks["efs"].packages] == [("imagekit", "1.0")]
 
 
 def test_no_wheel_of_any_version_names_the_runtimes_that_have_one_and_that_fix_works(tmp_path, indexes):

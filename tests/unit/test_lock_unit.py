@@ -116,3 +116,18 @@ def test_a_target_s_own_settings_change_only_its_own_fingerprint(project, wheelh
     after = _cfg(project, wheelhouse, 'override = ["purepkg==2.0"]\ntorch_backend = "cpu"\n[[targets.arm.index]]\nname = "cpu"\nurl = "https://download.pytorch.org/whl/cpu"')
     fp = {name: [lk.input_fingerprint(c, c.target(name), lk.find_links_for(c, c.target(name))) for c in (before, after)] for name in ("arm", "local")}
     assert fp["local"][0] == fp["local"][1] and fp["arm"][0] != fp["arm"][1]
+
+
+def test_the_versions_offered_to_pin_are_final_releases_when_there_are_any(tmp_path):
+    from builder.diagnose import Source, diagnose
+
+    for name in ("kit-1.0-py3-none-any.whl", "kit-1.1-py3-none-any.whl", "kit-2.0.dev1-py3-none-any.whl", "kit-2.0rc1-py3-none-any.whl"):
+        (tmp_path / name).write_bytes(b"")
+    found = diagnose("  x No solution found\n  Because there is no version of kit==9.0 and you require kit==9.0, we can conclude", ARM,
+                     [Source("find-links", str(tmp_path), "find_links")], "efs.in")
+    assert found.cause == "no-matching-version"
+    assert "versions with a wheel for it: 1.0, 1.1" in found.what and "dev1" not in found.what and "rc1" not in found.what
+    assert found.fix == "pin one of those in efs.in, e.g. kit==1.1"
+    (tmp_path / "kit-1.0-py3-none-any.whl").unlink()
+    (tmp_path / "kit-1.1-py3-none-any.whl").unlink()  # only pre-releases: those are offered
+    assert diagnose("there is no version of kit==9.0 and", ARM, [Source("find-links", str(tmp_path), "find_links")], "efs.in").fix == "pin one of those in efs.in, e.g. kit==2.0rc1"
