@@ -27,6 +27,7 @@ from pipeline.errors import BuildError, InterpreterNotFound
 from pipeline.files import Digests, sha256_file
 from pipeline.interpreters import Interpreter, find_python
 from pipeline.records import (
+    SYMLINK_MODE,
     BuildRecord,
     BytecodeReport,
     Manifest,
@@ -164,6 +165,8 @@ def rebuild_reason(set_dir: Path, lock: LockFile, inputs: dict[str, Any], force:
         check = before.slim.import_check
         if check is not None and not check.verified and check.runtime is not None:
             return "its import check could not run last time"
+        if edited := touched(set_dir / "site-packages", before):
+            return f"its tree in dist/ was changed after the build ({', '.join(edited[:3])}{', ...' if len(edited) > 3 else ''})"
         return "the earlier tree is incomplete"
     was = {p.name: p.version for p in before.packages}
     now = {p.name: p.version for p in lock.packages}
@@ -195,7 +198,25 @@ def _existing(set_dir: Path, key: str) -> Manifest | None:
     check = found.slim.import_check
     if check is not None and not check.verified and check.runtime is not None:  # it had a runtime and could not run: try again
         return None
-    return found if found.build_key == key else None
+    if found.build_key != key or touched(set_dir / "site-packages", found):
+        return None
+    return found
+
+
+def touched(tree: Path, manifest: Manifest) -> list[str]:
+    """The files of ``tree`` whose size or mtime is not what the build left (each file's mtime comes from its content,
+    builder/manifest.py) or that are gone: a file edited in dist/ after its build. One stat per listed file, so an
+    unchanged build stays quick; validate and sync-efs compare every byte (records.tree_differences)."""
+    changed = []
+    for e in manifest.files:
+        try:
+            st = os.lstat(os.path.join(tree, e.path))
+        except OSError:
+            changed.append(e.path)
+            continue
+        if e.mode != SYMLINK_MODE and (st.st_size != e.size or int(st.st_mtime) != mf.content_mtime(e.sha256)):
+            changed.append(e.path)
+    return changed
 
 
 def _swap_into_place(staging: Path, final: Path) -> None:

@@ -248,7 +248,7 @@ def _no_wheel(m: re.Match[str], text: str, target: Target, sources: list[Source]
     if runtimes:
         what += f"; runtimes it has wheels for on {target.arch}: {', '.join(runtimes)}"
         fixes.append(f'set runtime = "{runtimes[-1]}" under [targets.{target.name}] in pipeline.toml, then `invoke lock --target {target.name}`')
-    if any(not f.endswith(".whl") for f in files) and target.kind == "lambda":  # something to compile, in the Lambda image
+    if any(not f.endswith(".whl") for f in files):  # something to compile (in the Lambda image: its build runs on a local target too)
         fixes.append(f'set builder = "docker" under [build] in pipeline.toml, then `invoke lock --target {target.name}` '
                      "(the Docker builder compiles its source in the Lambda base image)")
     elif not fixes:

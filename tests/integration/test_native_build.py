@@ -432,7 +432,8 @@ def test_trees_are_hard_links_into_uvs_cache_and_a_file_changed_there_stops_the_
     with open(helpers, "r+") as fh:
         fh.write("# edited in place\n")
     # THEN validate and sync refuse the tree (what they would judge or publish is not what was built), naming the file
-    # and the rebuild; a plain build has nothing to redo (its inputs are the same) and says the tree is up to date
+    # and the rebuild
+    from pipeline.console import Progress
     from pipeline.errors import SyncError, ValidationError
     from sync.stage import built_tree
     from validate.stage import from_build
@@ -441,12 +442,23 @@ def test_trees_are_hard_links_into_uvs_cache_and_a_file_changed_there_stops_the_
         with pytest.raises(refused) as stopped:
             check()
         assert "content differs: nativepkg/helpers.py" in stopped.value.render() and "`invoke build --target local --force`" in stopped.value.render()
-    assert not build(cfg).sets["efs"].rebuilt
-    # AND that rebuild stops, naming the package, the file and the command that clears it from uv's cache
-    with pytest.raises(BuildError) as caught:
-        build(cfg, force=True)
-    err = caught.value.render()
-    assert "nativepkg 1.0: nativepkg/helpers.py" in err and "`python3 -m uv cache clean nativepkg`, then `invoke build --target local --force`" in err
+
+    class Steps(Progress):
+        def __init__(self):
+            self.steps = []
+
+        def step(self, text):
+            self.steps.append(text)
+
+    # AND a plain build sees the edited file (not the size and time the build left) and builds the set again; as the
+    # forced one, that rebuild stops, naming the package, the file and the command that clears it from uv's cache
+    for force in (False, True):
+        said = Steps()
+        with pytest.raises(BuildError) as caught:
+            build(cfg, force=force, progress=said)
+        err = caught.value.render()
+        assert "nativepkg 1.0: nativepkg/helpers.py" in err and "`python3 -m uv cache clean nativepkg`, then `invoke build --target local --force`" in err
+        assert ("[efs] building: --force" if force else "[efs] building: its tree in dist/ was changed after the build (nativepkg/helpers.py)") in said.steps
     # WHEN the fix is run (the clean, then the build it names) THEN the build gives the first build's tree again
     done = subprocess.run([sys.executable, "-m", "uv", "cache", "clean", "nativepkg"], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
