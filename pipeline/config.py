@@ -769,8 +769,9 @@ def _explain(error: Any, raw: dict | None = None) -> Problem:
             return Problem(key, f"missing table [{key}]", f"add [{key}]" + (f" ({hint})" if hint else ""))
         return Problem(key, f"missing key {key!r}", f"add {name} = {_toml(example) if example is not None else '...'} under [{_key(parent)}]")
     found = error.get("input")
-    what = f"{key} = {'a table' if isinstance(found, dict) else _toml(found)}: {_in_our_words(kind, error, hint)}"
     aws = next((k for k, rx in AWS_ID_RE.items() if (error.get("ctx") or {}).get("pattern") in (f"^{rx}$", f"^({rx})?$")), None)
+    said_hint = f"an AWS {aws}-... id" if aws and not hint else hint  # a list's element: its own field has no description
+    what = f"{key} = {'a table' if isinstance(found, dict) else _toml(found)}: {_in_our_words(kind, error, said_hint)}"
     if kind == "string_pattern_mismatch" and aws:  # a placeholder such as "subnet-..." or a mistyped id
         digits = AWS_ID_RE[aws].rsplit("{", 1)[1].rstrip("}").replace(",", " to ")
         return Problem(key, what, f"set {key} to the id of an existing {AWS_ID_NAMES[aws]} of your account ({aws}- and {digits} hex digits),"
