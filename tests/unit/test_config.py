@@ -157,8 +157,11 @@ def test_placeholder_ids_are_named_per_element_with_the_id_form(project, wheelho
     assert "2 problems" in text and "deploy.subnet_ids[0]" in text and "deploy.subnet_ids[1]" in text
     assert "id of an existing subnet of your account (subnet- and 8 to 17 hex digits)" in text
     assert "after validation" not in text
-    # each element's problem says what was expected, as a single id's does
-    assert 'deploy.subnet_ids[0] = "subnet-...": expected an AWS subnet-... id' in text and "not of the form this key takes" not in text
+    # an element of a list without a description of its own says what was expected too (a trial met "not of the form this key takes")
+    path.write_text(path.read_text().replace('subnet_ids = ["subnet-...", "subnet-..."]', 'route_table_ids = ["rtb-..."]'))
+    with pytest.raises(ConfigError) as err:
+        config.load(path)
+    assert 'deploy.route_table_ids[0] = "rtb-...": expected an AWS rtb-... id' in str(err.value) and "not of the form this key takes" not in str(err.value)
 
 
 def test_a_misspelt_key_whose_right_name_is_already_set_is_removed_not_renamed(project, wheelhouse):
