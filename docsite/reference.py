@@ -1,5 +1,6 @@
-"""The reference pages of the documentation site, generated from what they describe at every build (docsite/hooks.py),
-so they cannot drift and are not committed:
+"""The reference pages of the documentation site, generated from what they describe and committed in docs/reference/
+(readable in a clone and on GitHub, not only on the built site); `python3 -m docsite.reference` writes them again, and
+a test fails while a committed page differs from what this module generates, so they cannot drift:
 
 - ``pipeline_toml()``: every table and key of pipeline.toml, from the pydantic models of pipeline/config.py (type,
   default, limits, the allowed values, description and example; a key's comment in the source when it has no
@@ -306,5 +307,25 @@ def permissions(path: Path | None = None) -> str:
 
 
 def pages() -> dict[str, str]:
-    """The generated pages, by their path in the site."""
+    """The generated pages, by their path under docs/."""
     return {"reference/pipeline-toml.md": pipeline_toml(), "reference/tasks.md": task_reference(), "reference/permissions.md": permissions()}
+
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+
+
+def write(docs: Path = DOCS) -> list[Path]:
+    """Write the pages under ``docs``; the paths whose text changed."""
+    changed = []
+    for rel, text in pages().items():
+        path = docs / rel
+        if not path.is_file() or path.read_text() != text:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+            changed.append(path)
+    return changed
+
+
+if __name__ == "__main__":
+    written = write()
+    print("\n".join(f"wrote {p}" for p in written) or "the reference pages in docs/reference/ are current")

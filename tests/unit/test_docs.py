@@ -72,19 +72,29 @@ def test_strict_mode_fails_a_broken_link_a_missing_page_and_a_page_left_out_of_t
     assert omitted.returncode != 0 and "stray.md" in omitted.stderr, omitted.stderr
 
 
-def test_the_hook_adds_the_generated_pages_and_the_charts(tmp_path):
-    # GIVEN a tiny site with the repository's hook, whose nav and links name the generated pages and a chart
-    generated = ["reference/pipeline-toml.md", "reference/tasks.md", "reference/permissions.md"]
-    assert all(page in json.dumps(_site_config()["nav"]) for page in generated)
+def test_the_hook_adds_the_charts(tmp_path):
+    # GIVEN a tiny site with the repository's hook, whose page shows every chart
     charts = sorted(p.stem for p in (REPO / "bench" / "results").glob("*.json"))
-    index = "# Home\n\n" + "".join(f"![{name}](bench/{name}.png)\n" for name in charts) + "[deploy's options](reference/tasks.md#invoke-deploy)\n"
+    index = "# Home\n\n" + "".join(f"![{name}](bench/{name}.png)\n" for name in charts)
     # WHEN it is built strictly, from another folder
-    built = build_tiny(tmp_path, {"index.md": index}, [{"Home": "index.md"}, *({p: p} for p in generated)], hooks=("docsite/hooks.py",))
-    # THEN the pages and the charts are there (strict mode would fail a link to a missing one)
+    built = build_tiny(tmp_path, {"index.md": index}, [{"Home": "index.md"}], hooks=("docsite/hooks.py",))
+    # THEN the charts are there (strict mode would fail a link to a missing one), and nothing was written into docs/
     assert built.returncode == 0, built.stderr
-    assert all((tmp_path / "site" / p.removesuffix(".md") / "index.html").is_file() for p in generated)
     assert all((tmp_path / "site" / "bench" / f"{name}.png").read_bytes() == (REPO / "bench" / "results" / f"{name}.png").read_bytes() for name in charts)
-    assert not (tmp_path / "docs" / "reference").exists()  # nothing generated is written into the docs folder
+    assert sorted(p.name for p in (tmp_path / "docs").iterdir()) == ["index.md"]
+
+
+def test_the_committed_reference_pages_are_what_the_code_generates_now(tmp_path):
+    """docs/reference/ is committed (a clone and GitHub show it); a page that differs from its generator fails here,
+    with the command that writes it again."""
+    generated = reference.pages()
+    assert all(page in json.dumps(_site_config()["nav"]) for page in generated)
+    for rel, text in generated.items():
+        committed = REPO / "docs" / rel
+        assert committed.is_file() and committed.read_text() == text, f"docs/{rel} is stale: python3 -m docsite.reference"
+    # and the command writes exactly those pages (here into another folder)
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in reference.write(tmp_path)) == sorted(generated)
+    assert reference.write(tmp_path) == []  # current: nothing written
 
 
 # ---------------------------------------------------------------- pipeline.toml
