@@ -125,16 +125,29 @@ def build(c, config=None, target=None, force=False, verbose=False, builder=None,
     print_build(console, result)
 
 
-@task(help={"clear": "empty it: the next build installs, strips, compiles and import-checks every set again"})
+@task(help={"clear": "empty it: the next build installs, strips, compiles and import-checks every set again",
+            "prune": "remove the entries no build has used for this many days (e.g. --prune 30); the rest stays"})
 @_stage
-def cache(c, clear=False):
-    """Show where the build cache is and how big it is (--clear empties it)."""
+def cache(c, clear=False, prune=None):
+    """Show where the build cache is and how big it is (--clear empties it, --prune DAYS trims it)."""
     from builder import cache as cache_mod
-    from pipeline.console import human
+    from pipeline.console import counted, human
 
     if clear:
         held = cache_mod.clear()
         console.print(f"emptied the build cache {held.root}: {human(held.total)} in {sum(held.entries.values()):,} entries")
+        return
+    if prune is not None:
+        try:
+            days = float(prune)
+        except ValueError:
+            raise Exit(f"error: --prune {prune!r} is not a number of days\n  fix: e.g. `invoke cache --prune 30`", code=1) from None
+        if days < 0:
+            raise Exit(f"error: --prune {prune}: a number of days is 0 or more\n  fix: e.g. `invoke cache --prune 30`", code=1)
+        gone = cache_mod.prune(days)
+        left = cache_mod.usage()
+        console.print(f"pruned the build cache {gone.root}: {counted(sum(gone.entries.values()), 'entry', 'entries')} unused for {days:g} days, "
+                      f"{human(gone.total)}; {human(left.total)} left in {counted(sum(left.entries.values()), 'entry', 'entries')}")
         return
     usage = cache_mod.usage()
     console.print(f"build cache: {usage.root} ({'HOIST_BUILD_CACHE' if os.environ.get('HOIST_BUILD_CACHE') else 'HOIST_BUILD_CACHE moves it'})")
@@ -143,7 +156,8 @@ def cache(c, clear=False):
              "archive": "efs archives of hot files, by their files' paths, modes and sha256"}
     for kind in cache_mod.KINDS:
         console.print(f"  {kind:7} {usage.entries[kind]:>8,} entries {human(usage.bytes[kind]):>10}  {names[kind]}")
-    console.print(f"  total   {human(usage.total)}; nothing trims it by itself: empty it with `invoke cache --clear` (builds then do every step again)")
+    console.print(f"  total   {human(usage.total)}; nothing trims it by itself: `invoke cache --prune 30` removes what no build used for 30 days, "
+                  "`invoke cache --clear` empties it (builds then do every step again)")
 
 
 @task(

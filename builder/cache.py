@@ -44,10 +44,13 @@ Every file entry has a sidecar with its sha256, checked as it is copied out
 (copies, never links: nothing the build does to a tree reaches the cache); a
 JSON entry carries the sha256 of its body. A damaged entry is removed and the
 step done again, never used. Entries are written to a temporary name and
-renamed, so an interrupted build leaves none half-written.
+renamed, so an interrupted build leaves none half-written. An entry a build
+uses gets its mtime set to now: ``invoke cache --prune DAYS`` removes those no
+build has used for that long (nothing trims the cache by itself).
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import json
@@ -55,6 +58,7 @@ import os
 import shutil
 import stat
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -152,6 +156,7 @@ class Store:
         if dest.exists():  # a file replaced in place (a stripped library) keeps its mode
             os.chmod(tmp, stat.S_IMODE(dest.stat().st_mode))
         os.replace(tmp, dest)
+        _used(src)
         self.counts.hit(kind)
         return True
 
@@ -188,6 +193,7 @@ class Store:
             self._damaged(kind, k, "body differs from its recorded sha256")
             tally(kind)
             return None
+        _used(path)
         if count:
             self.counts.hit(kind)
         return doc["body"]
@@ -223,6 +229,36 @@ def usage(where: Path | None = None) -> Usage:
                 if not name.startswith(".tmp-"):  # an entry is its key's file, its sha256 sidecar and its JSON document
                     keys.add(name.split(".", 1)[0])
         entries[kind] = len(keys)
+    return Usage(base, entries, sizes)
+
+
+def _used(path: Path) -> None:
+    """Mark an entry used now (its mtime): what ``prune`` keeps. A cache on a read-only medium is used as it is."""
+    with contextlib.suppress(OSError):
+        os.utime(path)
+
+
+def prune(days: float, where: Path | None = None, now: float | None = None) -> Usage:
+    """Remove the entries no build has used (or made) in the last ``days``; what was removed. An entry is its key's
+    files (the file, its sha256 sidecar, its JSON document); a build that then misses one does that step again."""
+    base = where or root()
+    cutoff = (time.time() if now is None else now) - days * 86400
+    entries = {k: 0 for k in KINDS}
+    sizes = {k: 0 for k in KINDS}
+    for kind in KINDS:
+        for folder, _, files in os.walk(base / kind):
+            groups: dict[str, list[tuple[str, os.stat_result]]] = {}
+            for name in files:
+                if not name.startswith(".tmp-"):
+                    groups.setdefault(name.split(".", 1)[0], []).append((name, os.lstat(os.path.join(folder, name))))
+            for members in groups.values():
+                if max(st.st_mtime for _, st in members) >= cutoff:
+                    continue
+                for name, st in members:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(os.path.join(folder, name))
+                        sizes[kind] += st.st_size
+                entries[kind] += 1
     return Usage(base, entries, sizes)
 
 

@@ -70,3 +70,32 @@ def test_usage_counts_entries_and_bytes_and_clear_empties_it(tmp_path):
     assert used.entries == {"pyc": 1, "strip": 0, "check": 1, "unit": 0, "archive": 0} and used.bytes["pyc"] > 5 and used.total == sum(used.bytes.values())
     cache.clear(tmp_path / "cache")
     assert cache.usage(tmp_path / "cache").total == 0 and not (tmp_path / "cache").exists()
+
+
+def test_prune_removes_what_no_build_used_for_so_many_days_and_keeps_what_one_used(tmp_path):
+    import os
+    import time
+
+    # GIVEN four entries, all written 40 days ago; then a build uses one file entry and one document
+    store = cache.Store(tmp_path / "cache")
+    src = tmp_path / "x"
+    src.write_bytes(b"bytecode")
+    for k in ("1", "2"):
+        store.put_file("pyc", k * 64, src)
+        store.put_json("unit", k * 64, {"run": k})
+    old = time.time() - 40 * 86400
+    for folder, _, files in os.walk(tmp_path / "cache"):
+        for name in files:
+            os.utime(os.path.join(folder, name), (old, old))
+    assert store.get_file("pyc", "1" * 64, tmp_path / "out.pyc") and store.get_json("unit", "1" * 64) == {"run": "1"}
+    # WHEN the cache is pruned of what was unused for 30 days
+    gone = cache.prune(30, tmp_path / "cache")
+    # THEN the unused file entry (with its sidecar) and document are gone, the used ones stay and still come back whole
+    assert gone.entries == {"pyc": 1, "strip": 0, "check": 0, "unit": 1, "archive": 0} and gone.total > 0
+    assert cache.usage(tmp_path / "cache").entries == {"pyc": 1, "strip": 0, "check": 0, "unit": 1, "archive": 0}
+    fresh = cache.Store(tmp_path / "cache")
+    assert fresh.get_file("pyc", "1" * 64, tmp_path / "again.pyc") and (tmp_path / "again.pyc").read_bytes() == b"bytecode"
+    assert not fresh.get_file("pyc", "2" * 64, tmp_path / "gone.pyc") and fresh.get_json("unit", "2" * 64) is None
+    assert fresh.counts.damaged == []  # a pruned entry is a plain miss, not a damaged one
+    # and a prune of 0 days removes everything not used this very moment
+    assert cache.prune(0, tmp_path / "cache", now=time.time() + 1).entries["pyc"] == 1

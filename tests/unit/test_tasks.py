@@ -266,3 +266,20 @@ def test_sync_efs_of_an_image_target_says_there_is_nothing_to_sync(project):
     with pytest.raises(Exit) as err:
         tasks.sync_efs(MockContext(), config=str(path))
     assert err.value.code == 1 and "nothing to sync" in str(err.value.message) and "invoke deploy" in str(err.value.message)
+
+
+def test_cache_prune_takes_a_number_of_days_and_says_what_it_removed(tmp_path, monkeypatch, capsys):
+    from builder import cache
+
+    monkeypatch.setenv("HOIST_BUILD_CACHE", str(tmp_path / "c"))
+    store = cache.Store()
+    store.put_json("check", "1" * 64, {"a": 1})
+    for bad in ("abc", "-1"):
+        with pytest.raises(Exit) as err:
+            tasks.cache(MockContext(), prune=bad)
+        assert err.value.code == 1 and "--prune" in str(err.value.message) and "invoke cache --prune 30" in str(err.value.message)
+    tasks.cache(MockContext(), prune="30")  # the fix's command: the entry was made now, so it stays
+    out = " ".join(capsys.readouterr().out.split())
+    assert "pruned the build cache" in out and "0 entries unused for 30 days" in out and "left in 1 entry" in out
+    tasks.cache(MockContext())
+    assert "`invoke cache --prune 30` removes what no build used for 30 days" in " ".join(capsys.readouterr().out.split())
