@@ -116,7 +116,7 @@ def build(doc: dict) -> Figure:
         top, rest = names[:12], names[12:]
         rows = [(n, naive["packages"].get(n, 0), hoist["packages"].get(n, 0)) for n in top]
         if rest:
-            rows.append((f"{len(rest)} others", sum(naive["packages"].get(n, 0) for n in rest), sum(hoist["packages"].get(n, 0) for n in rest)))
+            rows.append((f"{len(rest)} other{'s' if len(rest) > 1 else ''}", sum(naive["packages"].get(n, 0) for n in rest), sum(hoist["packages"].get(n, 0) for n in rest)))
         rows.reverse()  # the largest on top
         ys = range(len(rows))
         ax.barh([y + 0.2 for y in ys], [r[1] / MB for r in rows], height=0.4, color=NAIVE, label="naive")
@@ -138,13 +138,13 @@ def build(doc: dict) -> Figure:
         colours.append("tab:green")
     if changes:  # the slower one-package change (the figure the goal is on)
         slower = max(changes.values(), key=lambda c: c["ratio"])
-        labels.append("one package\nchanged")
+        labels.append("1 package\nchanged")
         values.append(slower["seconds"])
         colours.append("tab:purple")
     native = doc["figures"].get("one_package_native") or {}
     if native:  # the same changes where the import check runs on this machine's own CPU (a foreign target's reference)
         slower_native = max(native.values(), key=lambda c: c["ratio"])
-        labels.append(f"the same,\n{slower_native['target']} (native)")
+        labels.append(f"same on\n{slower_native['target']}")
         values.append(slower_native["seconds"])
         colours.append("thistle")
     if "seconds" in sam:

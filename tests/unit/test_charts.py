@@ -140,8 +140,8 @@ def test_the_build_chart_adds_the_native_rebuild_beside_the_benchmarked_one_when
     # THEN the wall-time panel has one more bar, the slower native change's seconds, right after the benchmarked change
     labels = [t.get_text() for t in panel.get_xticklabels()]
     assert len(labels) == len(without) + 1
-    at = labels.index("one package\nchanged")
-    assert labels[at + 1] == "the same,\nlocal (native)"
+    at = labels.index("1 package\nchanged")
+    assert labels[at + 1] == "same on\nlocal"
     heights = [round(p.get_height(), 1) for p in panel.patches]
     assert heights[at] == 20.8 and heights[at + 1] == 11.1
     _looks_drawn(charts.redraw(_written(tmp_path, doc)))
