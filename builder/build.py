@@ -128,9 +128,11 @@ class NativeInstaller:
         return compile_tree(tree, self.interpreter, self.why_not, on_line=on_line, store=store, version=BUILDER_VERSION, digests=digests)
 
 
-def build_inputs(lock: LockFile, target: Target, rules: Rules, installer, check: str | None = None) -> dict[str, Any]:
+def build_inputs(lock: LockFile, target: Target, rules: Rules, installer, check: str | None = None, earlier: dict[str, str] | None = None) -> dict[str, Any]:
     """What a set's tree depends on, by name (kept in its manifest, so a rebuild can say what changed). ``check``: the
-    import check's runtime identity (importcheck.Runner.identity), importcheck.OPTED_OUT, or None when the set wants no check."""
+    import check's runtime identity (importcheck.Runner.identity), importcheck.OPTED_OUT, or None when the set wants no check.
+    ``earlier``: the content hashes of the sets on the path before it (the layer for the efs set), when its import
+    check runs: what it imports from them decides what it opens (its hot set) and whether slimming held."""
     # the lock's packages (each URL and sha256), not its header: a requirement added to another set rewrites every
     # lock's input fingerprint, and that set's tree stays what it was
     pins = "\n".join(f"{p.name}=={p.version} {p.url} {p.sha256}" for p in lock.packages)
@@ -141,7 +143,7 @@ def build_inputs(lock: LockFile, target: Target, rules: Rules, installer, check:
         "target": target.identity(),
         "slim_rules": rules.digest,
         "import_check": check,
-    }
+    } | ({"earlier_sets": dict(sorted(earlier.items()))} if earlier else {})
 
 
 def build_key(inputs: dict[str, Any]) -> str:
@@ -150,7 +152,7 @@ def build_key(inputs: dict[str, Any]) -> str:
 
 # what each build input is, for the reason a set is rebuilt
 _INPUT_NAMES = {"builder_version": "Hoist's builder version", "installer": "the installer (builder or interpreter)", "target": "the target",
-                "slim_rules": "the slim rules", "import_check": "the import check's runtime"}
+                "slim_rules": "the slim rules", "import_check": "the import check's runtime", "earlier_sets": "the sets before it"}
 
 
 def rebuild_reason(set_dir: Path, lock: LockFile, inputs: dict[str, Any], force: bool) -> str:
@@ -177,13 +179,19 @@ def rebuild_reason(set_dir: Path, lock: LockFile, inputs: dict[str, Any], force:
     if before.build_inputs.get("lock") != inputs["lock"] and not changes:
         changes.append("a wheel's URL or hash changed in the lock")
     for name, what in _INPUT_NAMES.items():
-        was_input, now_input = before.build_inputs.get(name), inputs[name]
+        was_input, now_input = before.build_inputs.get(name), inputs.get(name)
         if was_input == now_input:
             continue
         if name == "import_check" and importcheck.OPTED_OUT in (was_input, now_input):
             changes.append("the import check is opted out now" if now_input == importcheck.OPTED_OUT else "the import check is back on (it was opted out)")
+        elif name == "earlier_sets":
+            was_sets, now_sets = was_input or {}, now_input or {}
+            if was_sets:  # (none before: its check did not run then, which the check's own input says)
+                changes += [f"the {other} set it imports with changed" for other in sorted(was_sets.keys() | now_sets.keys()) if was_sets.get(other) != now_sets.get(other)]
         else:
             changes.append(f"{what} changed" + (f" ({was_input} -> {now_input})" if name == "builder_version" else ""))
+    if not changes:
+        return "what it is built from changed"
     return ", ".join(changes[:6]) + (f" and {len(changes) - 6} more" if len(changes) > 6 else "")
 
 
@@ -270,10 +278,11 @@ def _set_result(name: str, set_dir: Path, found: Manifest, rebuilt: bool) -> Set
 
 
 def build_set(name: str, lock: LockFile, target: Target, target_dir: Path, rules: Rules, installer, progress: Progress, force: bool = False, verify=None,
-              check: str | None = None, store: cache.Store | None = None, digests: Digests | None = None) -> SetBuild:
-    """``digests``: the build's remembered sha256s (one read of each file for the cache keys, RECORD and the manifest)."""
+              check: str | None = None, store: cache.Store | None = None, digests: Digests | None = None, earlier: dict[str, str] | None = None) -> SetBuild:
+    """``digests``: the build's remembered sha256s (one read of each file for the cache keys, RECORD and the manifest).
+    ``earlier``: the content hashes of the sets built before it, on its import check's path (build_inputs)."""
     set_dir = target_dir / name
-    inputs = build_inputs(lock, target, rules, installer, check)
+    inputs = build_inputs(lock, target, rules, installer, check, earlier)
     key = build_key(inputs)
     if not force and (found := _existing(set_dir, key)):
         progress.step(f"[{name}] up to date ({found.content_hash[:12]}), not rebuilt")
@@ -452,7 +461,7 @@ def build(config: Config, target_name: str | None = None, *, force: bool = False
     target_dir.mkdir(parents=True, exist_ok=True)
     with _exclusive(target_dir, target):
         _clean_leftovers(target_dir)
-        sets = {}
+        sets: dict[str, SetBuild] = {}
         laps = _Laps()
         runner, why = _check_runtime(config, target, rules, progress, _check_enabled(config, import_check))
         store = cache.Store(cache_dir, on_line=progress.step)
@@ -464,8 +473,11 @@ def build(config: Config, target_name: str | None = None, *, force: bool = False
         for name in order:
             lock = locks[name]
             check = (runner.identity if runner else importcheck.OPTED_OUT) if importcheck.wanted(name, rules[name]) else None
+            # a set whose check runs imports from the sets before it (importcheck.hook): they are its inputs too
+            earlier = {n: sets[n].content_hash for n in sets} if check not in (None, importcheck.OPTED_OUT) else {}
             try:
-                sets[name] = build_set(name, lock, target, target_dir, rules[name], installer, progress, force=force, verify=verify, check=check, store=store, digests=digests)
+                sets[name] = build_set(name, lock, target, target_dir, rules[name], installer, progress, force=force, verify=verify, check=check, store=store,
+                                       digests=digests, earlier=earlier)
             except OSError as exc:
                 raise BuildError(f"{exc}", where=f"set {name}, {target_dir}", fix="check free disk space and permissions of the output folder") from exc
 

@@ -48,3 +48,9 @@ def test_no_earlier_build_a_forced_one_and_an_older_manifest(tmp_path):
     assert rebuild_reason(tmp_path, _lock(pins), INPUTS, force=True) == "--force"
     manifest_path(tmp_path).write_text("{not json")
     assert rebuild_reason(tmp_path, _lock(pins), INPUTS, force=False) == "the earlier build's manifest cannot be read"
+
+
+def test_a_changed_set_before_it_on_the_path_is_named(tmp_path):
+    pins = {"torch": "2.9.1"}
+    _built(tmp_path, pins, INPUTS | {"earlier_sets": {"layer": "a" * 64}})
+    assert rebuild_reason(tmp_path, _lock(pins), INPUTS | {"earlier_sets": {"layer": "b" * 64}}, force=False) == "the layer set it imports with changed"
