@@ -20,11 +20,12 @@ import difflib
 import json
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.utils import InvalidSdistFilename, InvalidWheelFilename, canonicalize_name, parse_sdist_filename, parse_wheel_filename
 from packaging.version import Version
 
@@ -45,6 +46,50 @@ class Source:
     kind: str  # "index" | "find-links"
     url: str
     label: str  # how pipeline.toml names it: 'PyPI', '[[targets.x86.index]] "pytorch-cpu"', 'find_links'
+
+
+@dataclass(frozen=True)
+class Pins:
+    """Where a fix puts a pin, and what tells a version that fits from one that does not."""
+
+    files: str  # where a pin holds for every target: "efs.in or layer.in"
+    files_of: dict[str, str] = field(default_factory=dict)  # a requirement's name -> the .in file that lists it
+    target_only: str = ""  # where a pin for this target alone goes ("the override list of [targets.x] ..."), when there are others
+    fits: Callable[[str, str], bool] | None = None  # whether name==version resolves with the other requirements
+    docker: bool = True  # whether to offer the Docker builder (False: it is the builder already)
+
+    def where(self, name: str) -> str:
+        return self.files_of.get(name, self.files)
+
+
+FIT_TRIES = 6  # versions tried against the other requirements, newest first, before a fix names one
+
+
+def _fitting(name: str, candidates: list[Version], pins: Pins) -> tuple[Version | None, list[Version]]:
+    """The newest of ``candidates`` that resolves with the other requirements (each tried, newest first, at most
+    FIT_TRIES), and those tried; without a way to try, the newest."""
+    if not candidates:
+        return None, []
+    if pins.fits is None:
+        return candidates[-1], []
+    tried = []
+    for v in reversed(candidates[-FIT_TRIES:]):
+        tried.append(v)
+        if pins.fits(name, str(v)):
+            return v, tried
+    return None, tried
+
+
+def _pin_fix(name: str, fits: list[Version], pins: Pins, elsewhere: bool, example: str = "pin {pin} in {where}") -> str:
+    """The fix that pins a version of ``name`` with a wheel for the target: one tried against the other requirements,
+    put where it belongs (this target's override list when the version wanted exists for other platforms and the
+    config has other targets; else the .in file that lists it)."""
+    chosen, tried = _fitting(name, fits, pins)
+    where = pins.target_only if (elsewhere and pins.target_only) else pins.where(name)
+    if chosen is None:
+        return (f"none of the {len(tried)} newest versions with a wheel for it ({', '.join(map(str, tried))}) resolves with the other requirements: "
+                f"pin an older one in {where}, or loosen the requirement that holds it back (uv's reason above)")
+    return example.format(pin=f"{name}=={chosen}", where=where) + (" (it resolves with the other requirements)" if tried else "")
 
 
 @dataclass(frozen=True)
@@ -164,7 +209,7 @@ def known_names(sources: list[Source], extra: list[str]) -> set[str]:
 # ---------------------------------------------------------------- the causes
 
 
-def _unreachable(m: re.Match[str], text: str, target: Target, sources: list[Source], where_pins: str) -> Diagnosis:
+def _unreachable(m: re.Match[str], text: str, target: Target, sources: list[Source], pins: Pins) -> Diagnosis:
     url = m.group("url").strip("`'")
     causes = [line.split("cause:", 1)[1].strip() for line in text.splitlines() if "cause:" in line]
     network = causes[-1] if causes else "no answer"
@@ -181,10 +226,9 @@ def _unreachable(m: re.Match[str], text: str, target: Target, sources: list[Sour
     )
 
 
-def _unknown(m: re.Match[str], text: str, target: Target, sources: list[Source], where_pins: str, extra_names: list[str] | None = None,
-             files_of: dict[str, str] | None = None) -> Diagnosis:
+def _unknown(m: re.Match[str], text: str, target: Target, sources: list[Source], pins: Pins, extra_names: list[str] | None = None) -> Diagnosis:
     name = canonicalize_name(m.group("name"))
-    where_pins = (files_of or {}).get(name, where_pins)  # the file whose line names it
+    where_pins = pins.where(name)  # the file whose line names it
     close = difflib.get_close_matches(name, sorted(known_names(sources, extra_names or []) - {name}), n=3, cutoff=0.6)
     where = ", ".join(s.label for s in sources) or "no source"
     return Diagnosis(
@@ -205,7 +249,7 @@ def _list(vs: list[Version], limit: int = 12) -> str:
     return ("..., " if len(vs) > limit else "") + ", ".join(shown)
 
 
-def _no_version(m: re.Match[str], text: str, target: Target, sources: list[Source], where_pins: str) -> Diagnosis:
+def _no_version(m: re.Match[str], text: str, target: Target, sources: list[Source], pins: Pins) -> Diagnosis:
     name, spec = canonicalize_name(m.group("name")), m.group("spec")
     offered = versions(distribution_files(name, sources), target)
     fits = _final([v for v, ok in offered.items() if ok])
@@ -214,7 +258,14 @@ def _no_version(m: re.Match[str], text: str, target: Target, sources: list[Sourc
     what += f"; versions with a wheel for it: {_list(fits)}" if fits else "; no version has a wheel for it"
     if others:
         what += f" (without one: {_list(others)})"
-    fix = f"pin one of those in {where_pins}, e.g. {name}=={fits[-1]}" if fits else f"pin an existing version in {where_pins}; " + DOCKER_HINT
+    try:  # versions the requirement asks for that exist, for other platforms: a pin for this target alone
+        elsewhere = any(v in SpecifierSet(spec) for v in others)
+    except InvalidSpecifier:
+        elsewhere = False
+    if fits:
+        fix = _pin_fix(name, fits, pins, elsewhere, "pin one of those in {where}, e.g. {pin}")
+    else:
+        fix = f"pin an existing version in {pins.where(name)}" + ("; " + DOCKER_HINT if pins.docker else "")
     return Diagnosis("no-matching-version", what, fix)
 
 
@@ -235,7 +286,7 @@ def _runtimes_with_a_wheel(files: list[str], target: Target) -> list[str]:
     return found
 
 
-def _no_wheel(m: re.Match[str], text: str, target: Target, sources: list[Source], where_pins: str) -> Diagnosis:
+def _no_wheel(m: re.Match[str], text: str, target: Target, sources: list[Source], pins: Pins) -> Diagnosis:
     name = canonicalize_name(m.group("name"))
     files = distribution_files(name, sources)
     offered = versions(files, target)
@@ -243,17 +294,17 @@ def _no_wheel(m: re.Match[str], text: str, target: Target, sources: list[Source]
     what = f"{name}: no wheel for {target.describe()} [platform {target.uv_python_platform or 'this machine'}, CPython {target.python}]"
     if fits:
         what += f"; versions with one: {_list(fits)}"
-    fixes = [f"pin {name}=={fits[-1]} in {where_pins}"] if fits else []
+    fixes = [_pin_fix(name, fits, pins, elsewhere=True)] if fits else []  # the version asked for exists, without a wheel for this target
     runtimes = _runtimes_with_a_wheel(files, target) if not fits else []
     if runtimes:
         what += f"; runtimes it has wheels for on {target.arch}: {', '.join(runtimes)}"
         fixes.append(f'set runtime = "{runtimes[-1]}" under [targets.{target.name}] in pipeline.toml, then `invoke lock --target {target.name}`')
-    if any(not f.endswith(".whl") for f in files):  # something to compile (in the Lambda image: its build runs on a local target too)
+    if any(not f.endswith(".whl") for f in files) and pins.docker:  # something to compile (in the Lambda image: its build runs on a local target too)
         fixes.append(f'set builder = "docker" under [build] in pipeline.toml, then `invoke lock --target {target.name}` '
                      "(the Docker builder compiles its source in the Lambda base image)")
     elif not fixes:
         what += " (it publishes no source to compile either)"
-    fix = "; or ".join(fixes) if fixes else f"remove {name} from {where_pins}, or find an index that ships a wheel of it for this target"
+    fix = "; or ".join(fixes) if fixes else f"remove {name} from {pins.where(name)}, or find an index that ships a wheel of it for this target"
     return Diagnosis("no-wheel", what, fix)
 
 
@@ -269,17 +320,18 @@ CAUSES: list[tuple[str, re.Pattern[str], Rule]] = [
 ]
 
 
-def diagnose(text: str, target: Target, sources: list[Source], where_pins: str, extra_names: list[str] | None = None,
-             files_of: dict[str, str] | None = None) -> Diagnosis:
-    """The cause of a failed resolution, from uv's output. ``files_of``: each requirement's name -> the file that lists it."""
+def diagnose(text: str, target: Target, sources: list[Source], where_pins: str | Pins, extra_names: list[str] | None = None) -> Diagnosis:
+    """The cause of a failed resolution, from uv's output. ``where_pins``: the .in files (a string), or Pins."""
+    pins = where_pins if isinstance(where_pins, Pins) else Pins(files=where_pins)
     for _cause, pattern, explain in CAUSES:
         m = pattern.search(text)
         if m:
             if explain is _unknown:
-                return _unknown(m, text, target, sources, where_pins, extra_names, files_of)
-            return explain(m, text, target, sources, where_pins)
+                return _unknown(m, text, target, sources, pins, extra_names)
+            return explain(m, text, target, sources, pins)
     return Diagnosis(
         "other",
         f"could not resolve the dependency sets for {target.describe()}",
-        f"read uv's reason above and adjust the pins in {where_pins}; a package without a wheel for the target: " + DOCKER_HINT,
+        f"read uv's reason above and adjust the pins in {pins.files}" + (f", or, for this target only, {pins.target_only}" if pins.target_only else "")
+        + ("; a package without a wheel for the target: " + DOCKER_HINT if pins.docker and "wheel" in text else ""),
     )

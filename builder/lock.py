@@ -15,12 +15,13 @@ index and cannot pick another file.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import re
 import sys
 import tempfile
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -34,7 +35,7 @@ from pipeline.errors import CommandError, LockError
 from pipeline.files import atomic_write_text
 from pipeline.targets import Target
 
-from .diagnose import DOCKER_HINT, PYPI, Source, diagnose
+from .diagnose import DOCKER_HINT, PYPI, Pins, Source, diagnose
 
 LOCK_FORMAT = 1
 # Lambda has no GPU: CUDA libraries, triton and CUDA builds (a +cu/+rocm local version) only weigh
@@ -259,7 +260,10 @@ def compile_command(workdir: Path, target: Target, config: Config, tcfg: TargetC
     return cmd
 
 
-def _compile(workdir: Path, deps: list[str], target: Target, config: Config, tcfg: TargetConfig, find_links: list[str], constraints: list[str], on_line) -> dict:
+def _compile(workdir: Path, deps: list[str], target: Target, config: Config, tcfg: TargetConfig, find_links: list[str], constraints: list[str], on_line,
+             explain: bool = True) -> dict:
+    """uv's resolution of ``deps`` for the target; a failure is a LockError with its cause and fix (``explain``), or
+    uv's CommandError as it is (a trial resolution of the fix's own)."""
     workdir.mkdir(parents=True, exist_ok=True)
     # a pin of a direct requirement replaces it in place, so the package keeps its index
     # (uv's --overrides drop [tool.uv.sources]); pins of indirect ones are overrides
@@ -277,22 +281,43 @@ def _compile(workdir: Path, deps: list[str], target: Target, config: Config, tcf
     try:
         proc.run(cmd, what="uv pip compile", cwd=workdir, on_line=on_line)
     except CommandError as exc:
-        raise _lock_failure(exc, config, tcfg, find_links) from None
+        if not explain:
+            raise
+        raise _lock_failure(exc, config, tcfg, find_links, workdir, deps, on_line) from None
     return tomllib.loads((workdir / "pylock.toml").read_text())
 
 
-def _lock_failure(exc: CommandError, config: Config, tcfg: TargetConfig, find_links: list[str]) -> LockError:
-    """uv's failure with its cause named and the fix for that cause (builder/diagnose.py)."""
+def _lock_failure(exc: CommandError, config: Config, tcfg: TargetConfig, find_links: list[str], workdir: Path, deps: list[str], on_line) -> LockError:
+    """uv's failure with its cause named and the fix for that cause (builder/diagnose.py); a version the fix names
+    is one that resolves with the other requirements, tried here (``deps``: the failed resolution's requirements)."""
     text = exc.output_tail
     target = tcfg.target
     files = " or ".join(d.requirements.name for d in config.sets.values())
-    if len(config.targets) > 1:  # a pin for this target alone leaves the others' locks as they are
-        pins = f"the override list of [targets.{target.name}] in {config.path.name} (this target only; a pin in {files} holds for every target)"
-    else:
-        pins = files + (f" or override of [targets.{target.name}]" if tcfg.override else "")
+    trials = itertools.count()
+
+    def fits(name: str, version: str) -> bool:
+        """Whether ``deps`` resolve with ``name`` pinned to ``version`` (for this target: the override of it set aside)."""
+        if on_line:
+            on_line(f"trying {name}=={version} with the other requirements")
+        tried = [d for d in deps if canonicalize_name(Requirement(d).name) != name] + [f"{name}=={version}"]
+        alone = replace(tcfg, override=tuple(o for o in tcfg.override if canonicalize_name(Requirement(o).name) != name))
+        try:
+            _compile(workdir.parent / f"{workdir.name}-fit-{next(trials)}", tried, target, config, alone, find_links, [], None, explain=False)
+        except CommandError:
+            return False
+        return True
+
+    pins = Pins(
+        files=files + (f" or override of [targets.{target.name}]" if tcfg.override and len(config.targets) == 1 else ""),
+        files_of={str(canonicalize_name(Requirement(line).name)): d.requirements.name for d in config.sets.values() for line in d.lines},
+        # a pin for this target alone leaves the others' locks as they are
+        target_only=(f"the override list of [targets.{target.name}] in {config.path.name} (this target only; a pin in {files} holds for every target)"
+                     if len(config.targets) > 1 else ""),
+        fits=fits,
+        docker=config.build.builder != "docker",
+    )
     known = [Requirement(line).name for d in config.sets.values() for line in d.lines]
-    files_of = {str(canonicalize_name(Requirement(line).name)): d.requirements.name for d in config.sets.values() for line in d.lines}
-    found = diagnose(text, target, sources_for(config, tcfg, find_links), pins, extra_names=known, files_of=files_of)
+    found = diagnose(text, target, sources_for(config, tcfg, find_links), pins, extra_names=known)
     return LockError(f"{found.what}\n  uv said:\n" + "\n".join("    " + line for line in text.splitlines()), where=f"target {target.name}", fix=found.fix)
 
 
@@ -413,8 +438,9 @@ def lock(config: Config, target_name: str | None = None, *, force: bool = False,
     with tempfile.TemporaryDirectory(prefix="hoist-lock-") as tmp:
         sdists = config.build.builder != "native"  # the Docker builder compiles them in the Lambda image
         try:  # the previous locks' versions where they still fit: a new requirement moves no unrelated pin
-            resolved = _compile(Path(tmp) / "kept", everything, target, config, tcfg, links, kept, on_line)
-        except LockError:
+            # (with pins kept, a failure is not explained: the resolution without them below is the one that counts)
+            resolved = _compile(Path(tmp) / "kept", everything, target, config, tcfg, links, kept, on_line, explain=not kept)
+        except (LockError, CommandError):
             if not kept:
                 raise
             released.append("the other previous versions do not fit the new inputs together: resolved without them, so unrelated pins may move")

@@ -142,7 +142,26 @@ def test_no_matching_version_lists_the_versions_the_target_can_use(tmp_path, ind
     path = project(tmp_path, indexes[0], efs_in="imagekit==3.0\n")
     text = lock_error(path)
     assert "no version of imagekit matches ==3.0" in text and "versions with a wheel for it: 1.0 (without one: 2.0)" in text
-    assert "fix: pin one of those in the override list of [targets.x86] in pipeline.toml (this target only; a pin in efs.in holds for every target), e.g. imagekit==1.0" in text
+    # no 3.0 anywhere: the .in line is what is wrong, for every target
+    assert "fix: pin one of those in efs.in, e.g. imagekit==1.0 (it resolves with the other requirements)" in text
+
+
+def test_the_version_a_fix_names_resolves_with_the_other_pins_and_the_fix_works(tmp_path):
+    """A trial: the fix named torchvision's newest version with a wheel, which needs a newer torch than the one pinned."""
+    from tests.wheels import make_wheel
+
+    house = tmp_path / "house"
+    house.mkdir()
+    for v in ("1.0", "2.0"):
+        make_wheel(house, "base", v, "py3-none-any", {"base/__init__.py": ""})
+    make_wheel(house, "kit", "1.0", "py3-none-any", {"kit/__init__.py": ""}, requires=["base>=1"])
+    make_wheel(house, "kit", "2.0", "py3-none-any", {"kit/__init__.py": ""}, requires=["base>=2"])
+    path = project(tmp_path, house, efs_in="base==1.0\nkit==9.0\n")
+    text = lock_error(path)
+    # kit 2.0 has a wheel but needs base 2: the fix names 1.0, the newest that resolves with base==1.0
+    assert "versions with a wheel for it: 1.0, 2.0" in text and "fix: pin one of those in efs.in, e.g. kit==1.0 (it resolves with the other requirements)" in text
+    (tmp_path / "requirements" / "efs.in").write_text("base==1.0\nkit==1.0\n")  # the fix, run
+    assert {p.name: p.version for p in lock(config.load(path), "x86").locks["efs"].packages} == {"base": "1.0", "kit": "1.0"}
 
 
 def test_no_wheel_for_the_target_offers_the_docker_builder_or_another_version(tmp_path, indexes):

@@ -131,3 +131,18 @@ def test_the_versions_offered_to_pin_are_final_releases_when_there_are_any(tmp_p
     (tmp_path / "kit-1.0-py3-none-any.whl").unlink()
     (tmp_path / "kit-1.1-py3-none-any.whl").unlink()  # only pre-releases: those are offered
     assert diagnose("there is no version of kit==9.0 and", ARM, [Source("find-links", str(tmp_path), "find_links")], "efs.in").fix == "pin one of those in efs.in, e.g. kit==2.0rc1"
+
+
+def test_a_fix_offers_the_docker_builder_only_when_it_is_not_the_builder_already(tmp_path):
+    from builder.diagnose import Pins, Source, diagnose
+
+    (tmp_path / "srconly-1.0.tar.gz").write_bytes(b"")
+    sources = [Source("find-links", str(tmp_path), "find_links")]
+    text = "  x No solution found\n  Because srconly==1.0 has no usable wheels and you require srconly==1.0, we can conclude"
+    native = diagnose(text, ARM, sources, Pins(files="efs.in"))
+    docker = diagnose(text, ARM, sources, Pins(files="efs.in", docker=False))
+    assert native.cause == docker.cause == "no-wheel"
+    assert 'builder = "docker"' in native.fix and "docker" not in docker.fix
+    # a cause it cannot name: the .in files first, this target's own override list for a pin of this target alone
+    other = diagnose("  x No solution found: something else", ARM, sources, Pins(files="efs.in or layer.in", target_only="the override list of [targets.arm]"))
+    assert other.fix.startswith("read uv's reason above and adjust the pins in efs.in or layer.in, or, for this target only, the override list of [targets.arm]")
