@@ -214,6 +214,7 @@ def validate(c, config=None, target=None, tree=None, runtime=None, arch=None, la
 @_stage
 def sync_efs(c, config=None, target=None, method=None, dry_run=False, no_hot_set=False):
     """Put the built EFS tree on EFS as a new immutable, verified version."""
+    from pipeline.console import counted
     from sync import stage
 
     cfg = _load(config)
@@ -233,7 +234,7 @@ def sync_efs(c, config=None, target=None, method=None, dry_run=False, no_hot_set
         console.print(f"published {plan.efs_dir}: {done.bytes_sent / 1e6:,.2f} MB uploaded, verified by DataSync, marker written")
         return
     console.print(f"[bold]sync-efs[/] {plan.version[:16]} ({plan.files:,} files, {plan.bytes / 1e6:,.1f} MB) -> {plan.where}:{plan.dest}")
-    console.print(f"  action: {plan.action}" + (f"; unchanged files become hard links into {len(plan.link_dests)} earlier version(s)" if plan.link_dests and plan.action != "up-to-date" else ""))
+    console.print(f"  action: {plan.action}" + (f"; unchanged files become hard links into {counted(len(plan.link_dests), 'earlier version')}" if plan.link_dests and plan.action != "up-to-date" else ""))
     if dry_run or plan.action == "up-to-date":
         return
     result = stage.apply_job(job, cfg, on_line=_progress_line)

@@ -164,7 +164,8 @@ class DeployResult:
 def deploy_config(config: Config) -> DeployConfig:
     if config.deploy is None:
         raise DeployError("pipeline.toml has no [deploy] section", where=f"{config.path.name}: deploy",
-                          fix="add [deploy] with stack_name, region, artifact_bucket, vpc_id and subnet_ids (docs/deploy.md)")
+                          fix="add [deploy] with stack_name, region, artifact_bucket, vpc_id, subnet_ids and route_table_ids (the subnets' route tables, "
+                              "for the S3 gateway endpoint; or s3_endpoint = false): docs/deploy.md, First deploy on AWS")
     return config.deploy
 
 

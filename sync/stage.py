@@ -1,6 +1,7 @@
 """What the sync tasks call: which tree, which transport, which folder on EFS."""
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,9 @@ from .shell import Remote
 
 if TYPE_CHECKING:
     from .datasync import Clients, DataSyncPlan
+
+
+METHODS = ("local", "bastion", "datasync")
 
 
 def remote_for(config: Config, method: str | None = None) -> tuple[Remote, str]:
@@ -155,6 +159,10 @@ class SyncJob:
 def plan_job(config: Config, target_name: str | None = None, method: str | None = None, *, no_hot_set: bool = False) -> SyncJob:
     """Plan the sync of the target's built EFS tree by ``method`` (default sync.method): reads, writes nothing.
     A tree without its hot set is refused, with its cost, unless ``no_hot_set`` (the user said so)."""
+    if method is not None and method not in METHODS:
+        close = difflib.get_close_matches(method, METHODS, n=1)
+        raise SyncError(f"unknown sync method {method!r}", where="--method",
+                        fix=(f"did you mean --method {close[0]}? " if close else "") + f"use one of {', '.join(METHODS)} (sync.method in pipeline.toml sets the default)")
     if not no_hot_set:
         problem = load_manifest(built_tree(config, target_name)[1]).hot_set_cost()
         if problem:

@@ -383,7 +383,7 @@ def smoke(inputs: SmokeInputs, target: Target, level: str = "auto", image: str |
     try:
         for lvl in (["1", "2", "3"] if level == "auto" else [level]):
             if on_line:  # an emulated init takes minutes: say what runs
-                slow = " (under QEMU: the init takes minutes)" if lvl in "23" and target.machine != platform.machine() else ""
+                slow = " (under QEMU: the init can take minutes)" if lvl in "23" and target.machine != platform.machine() else ""
                 on_line(f"smoke test: trying level {lvl}, {LEVELS[lvl]}{slow}")
             if lvl == "1":
                 result, findings = level1(inputs, target, fix_for)

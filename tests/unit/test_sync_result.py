@@ -100,3 +100,17 @@ def test_rsync_progress_is_thinned_to_one_line_per_interval_and_other_lines_pass
     # the updates of the first seconds (0%...) are not shown: a short transfer shows no progress line at all
     assert len(seen) == 2 and seen[0].startswith("Number of files") and "100%" in seen[1]
     assert efs.progress_every(None) is None
+
+
+def test_an_unknown_sync_method_is_named_with_the_closest_one_before_anything_is_read(project):
+    import pytest
+
+    from pipeline import config
+    from pipeline.errors import SyncError
+    from sync import stage
+
+    cfg = config.load(project / "pipeline.toml")  # nothing built: the method is refused first
+    with pytest.raises(SyncError) as err:
+        stage.plan_job(cfg, method="lcoal")
+    text = err.value.render()
+    assert "unknown sync method 'lcoal'" in text and "did you mean --method local?" in text and "use one of local, bastion, datasync" in text
