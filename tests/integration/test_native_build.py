@@ -346,8 +346,11 @@ def test_up_to_date_covers_whether_the_import_check_ran_and_its_runtime(project,
     assert json.loads((project / "dist" / "local" / "efs" / "archives" / "index.json").read_text())["hot"]["recorded"] is False
     shown = Console(record=True, width=400)
     print_build(shown, skipped)
-    warned = [line for line in shown.export_text().splitlines() if line.startswith("warning:")]
+    lines = shown.export_text().splitlines()
+    warned = [line for line in lines if line.startswith("warning:")]
     assert [w.split(" not import-checked")[0] for w in warned] == ["warning: [efs]", "warning: [layer]"]  # each names its set
+    costs = [line for line in lines if "what it costs" in line]
+    assert "hot set" in costs[0] and "hot set" not in costs[1]  # the layer has no hot set to lose (it is on local disk in Lambda)
     said = Steps()
     checked = build(cfg, progress=said)  # nothing changed but the check, which can run now: not "up to date"
     assert checked.sets["efs"].rebuilt and checked.sets["layer"].rebuilt
