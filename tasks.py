@@ -133,6 +133,8 @@ def cache(c, clear=False, prune=None):
     from builder import cache as cache_mod
     from pipeline.console import counted, human
 
+    if clear and prune is not None:
+        raise Exit("error: --clear empties the cache and --prune trims it: give one of them\n  fix: `invoke cache --prune 30` or `invoke cache --clear`", code=1)
     if clear:
         held = cache_mod.clear()
         console.print(f"emptied the build cache {held.root}: {human(held.total)} in {sum(held.entries.values()):,} entries")

@@ -278,6 +278,10 @@ def test_cache_prune_takes_a_number_of_days_and_says_what_it_removed(tmp_path, m
         with pytest.raises(Exit) as err:
             tasks.cache(MockContext(), prune=bad)
         assert err.value.code == 1 and "--prune" in str(err.value.message) and "invoke cache --prune 30" in str(err.value.message)
+    with pytest.raises(Exit) as both:
+        tasks.cache(MockContext(), prune="30", clear=True)
+    assert both.value.code == 1 and "give one of them" in str(both.value.message)
+    assert cache.usage().entries["check"] == 1  # nothing removed
     tasks.cache(MockContext(), prune="30")  # the fix's command: the entry was made now, so it stays
     out = " ".join(capsys.readouterr().out.split())
     assert "pruned the build cache" in out and "0 entries unused for 30 days" in out and "left in 1 entry" in out
