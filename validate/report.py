@@ -77,8 +77,14 @@ def print_report(console: Console, report: ValidationReport, show_info: bool = T
         for skipped in smoke.skipped_levels or ():
             console.print(f"    level {skipped.level} not run: {escape(skipped.why or '')}")
         if not smoke.ok and smoke.log_tail:
-            lines = smoke.log_tail.rstrip("\n").splitlines()[-LOG_LINES:]
-            console.print(f"    the function's log, its last {counted(len(lines), 'line')}:")
+            lines = smoke.log_tail.rstrip("\n").splitlines()
+            error = max((i for i, line in enumerate(lines) if "[ERROR]" in line), default=None)  # the runtime client's error line, then its traceback
+            if error is not None:
+                lines = lines[error:error + LOG_LINES]
+                console.print(f"    the function's log, from its error ({counted(len(lines), 'line')}):")
+            else:
+                lines = lines[-LOG_LINES:]
+                console.print(f"    the function's log, its last {counted(len(lines), 'line')}:")
             for line in lines:
                 console.print(f"      [dim]{escape(line)}[/]", highlight=False)
     counts = {s: sum(1 for f in report.findings if f.severity == s) for s in ("error", "warning", "info")}

@@ -87,8 +87,8 @@ def test_handler_errors_and_timeouts_are_reported(project, wheelhouse):
     print_report(shown, report)
     text = shown.export_text()
     assert "fix: see the function's log printed below the findings" in text
-    log = text[text.index("the function's log, its last"):]
-    assert "ValueError" in log and "bad event" in log
+    log = text[text.index("the function's log, from its error"):].splitlines()
+    assert "[ERROR] ValueError: bad event" in log[1] and any("Traceback" in line for line in log[2:]), log  # the error first, then where
 
     app.write_text(setup + "\n\ndef handler(event, context):\n    time.sleep(30)\n")
     write_pipeline(project, wheelhouse, {'name = "test-fn"': 'name = "test-fn"\ntimeout_s = 2'})
