@@ -188,6 +188,8 @@ def rebuild_reason(set_dir: Path, lock: LockFile, inputs: dict[str, Any], force:
             was_sets, now_sets = was_input or {}, now_input or {}
             if was_sets:  # (none before: its check did not run then, which the check's own input says)
                 changes += [f"the {other} set it imports with changed" for other in sorted(was_sets.keys() | now_sets.keys()) if was_sets.get(other) != now_sets.get(other)]
+            elif name not in before.build_inputs and before.build_inputs.get("import_check") == inputs.get("import_check"):
+                changes.append("built by an earlier Hoist, whose key did not hold the sets before it")
         else:
             changes.append(f"{what} changed" + (f" ({was_input} -> {now_input})" if name == "builder_version" else ""))
     if not changes:

@@ -54,3 +54,10 @@ def test_a_changed_set_before_it_on_the_path_is_named(tmp_path):
     pins = {"torch": "2.9.1"}
     _built(tmp_path, pins, INPUTS | {"earlier_sets": {"layer": "a" * 64}})
     assert rebuild_reason(tmp_path, _lock(pins), INPUTS | {"earlier_sets": {"layer": "b" * 64}}, force=False) == "the layer set it imports with changed"
+
+
+def test_a_manifest_from_before_the_earlier_sets_were_an_input_says_so(tmp_path):
+    pins = {"torch": "2.9.1"}
+    _built(tmp_path, pins, INPUTS)  # no earlier_sets: written by the Hoist before
+    assert rebuild_reason(tmp_path, _lock(pins), INPUTS | {"earlier_sets": {"layer": "b" * 64}}, force=False) == (
+        "built by an earlier Hoist, whose key did not hold the sets before it")
