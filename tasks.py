@@ -154,7 +154,7 @@ def cache(c, clear=False, prune=None):
     usage = cache_mod.usage()
     console.print(f"build cache: {usage.root} ({'HOIST_BUILD_CACHE' if os.environ.get('HOIST_BUILD_CACHE') else 'HOIST_BUILD_CACHE moves it'})")
     names = {"pyc": "bytecode files, by source sha256 and path", "strip": "stripped libraries, by their sha256", "check": "import checks, by everything a set's check depends on",
-             "unit": "import runs (the hot modules, or the others), with what they depended on; each kept twice: by its modules, and as the latest of its kind",
+             "unit": "import runs (the hot modules, or the others), with what they depended on; by their modules, the latest four of each kind also listed",
              "archive": "efs archives of hot files, by their files' paths, modes and sha256"}
     for kind in cache_mod.KINDS:
         console.print(f"  {kind:7} {usage.entries[kind]:>8,} entries {human(usage.bytes[kind]):>10}  {names[kind]}")

@@ -25,11 +25,11 @@ Five kinds of entries, each keyed by everything that could change it
 - ``unit``: one import run of a check (the hot modules, or the others). Key:
   its modules and hot modules, the runtime's identity, the import script,
   ``BUILDER_VERSION``; the entry holds what the run depended on and is used
-  only while that is unchanged (its signature). The latest run of each kind
-  is also kept under the same key without its modules (the others': with
-  the hot modules' names), the modules in the entry: when modules were only
-  added, it is reused and the new ones imported in a run of their own (hot
-  ones noting their hot set). A module's import can depend on what was
+  only while that is unchanged (its signature). The latest four runs of each
+  kind are also remembered, newest first, under the same key without the
+  modules (the others': with the hot modules' names): when modules were only
+  added, the newest usable one is reused and the new ones imported in a run
+  of their own (hot ones noting their hot set). A module's import can depend on what was
   imported before it in the process; a new module that fails alone reruns
   the whole run (as with the cache empty), and a pair that fails only
   together is left unseen, as between the two runs (builder/importcheck.py,

@@ -706,8 +706,9 @@ def _runs(paths: list[Path], modules: list[str], first: list[str], runner: Runne
     """The import runs of a check: the hot modules, and every other module; each one reused from ``store``
     while its signature holds, else run (both at once) and stored with what it depended on.
 
-    Each run is also kept under a key without its modules (``_family_key``): when modules were only
-    added (a leaf package; one named in the set's requirements is a hot module), that run is reused
+    The latest runs of each kind (FAMILY_KEEP) are also remembered under a key without their modules
+    (``_family_key``): when modules were only added (a leaf package; one named in the set's requirements
+    is a hot module), the newest of them that imported none but wanted modules is reused
     while its signature holds and the new modules are imported in a run of their own, the hot ones
     noting what they open and map (the hot set is then the union of both runs'). Whether that gives
     what one run of them all gives: a module's import can depend on what was imported before it in
@@ -735,7 +736,7 @@ def _runs(paths: list[Path], modules: list[str], first: list[str], runner: Runne
         doc = {"failed": noted.failed, "opened": noted.opened, "touched": noted.touched, "deps": noted.deps,
                "signature": signature(noted.deps, state), "modules": unit}
         store.put_json("unit", entry, doc)
-        store.put_json("unit", _family_key(version, runner, script, first, bool(hot)), doc)
+        _remember(store, _family_key(version, runner, script, first, bool(hot)), entry)
 
     for n, unit in enumerate(units):
         hot = unit if unit is first else []
@@ -744,7 +745,7 @@ def _runs(paths: list[Path], modules: list[str], first: list[str], runner: Runne
         if found is not None and state is not None and found["signature"] == signature(found["deps"], state):
             results[n] = Noted(found["failed"], found["opened"], found["touched"], found["deps"])
             if store is not None and isinstance(found.get("modules"), list):  # the latest of its kind again
-                store.put_json("unit", _family_key(version, runner, script, first, bool(hot)), found)
+                _remember(store, _family_key(version, runner, script, first, bool(hot)), entry)
             continue
         if found is not None and store is not None:  # there, but what it depended on changed
             store.counts.hits["unit"] -= 1
@@ -817,23 +818,44 @@ def _family_key(version: str, runner: Runner, script: str, first: list[str], hot
         cache.key("unit", "the others", version, runner.identity, script, json.dumps(first))
 
 
+FAMILY_KEEP = 4  # the latest runs of a kind a build may start from: another project's or experiment's runs do not push a set's own out
+
+
+def _remember(store: cache.Store, family: str, entry: str) -> None:
+    """Put the run stored under ``entry`` first among the latest of its kind (``family``), keeping FAMILY_KEEP."""
+    found = store.get_json("unit", family, count=False)
+    recent = [k for k in found.get("recent", []) if isinstance(k, str)] if isinstance(found, dict) else []
+    store.put_json("unit", family, {"recent": [entry, *(k for k in recent if k != entry)][:FAMILY_KEEP]})
+
+
 def _older(store: cache.Store | None, family: str, unit: list[str], hot: bool, state: _State | None, names: list[str]) -> tuple[dict | None, str]:
-    """The latest run of its kind, when it imported none but modules of ``unit`` and what it depended on is unchanged;
-    else None and why not ("" when there is none)."""
+    """The newest of the latest runs of its kind that imported none but modules of ``unit`` and whose dependencies are
+    unchanged; else None and why the newest was not ("" when there is none)."""
     if store is None or state is None:
         return None, ""
     found = store.get_json("unit", family, count=False)
-    if not isinstance(found, dict) or not isinstance(found.get("modules"), list):
+    if not isinstance(found, dict):
         return None, ""
-    if not set(found["modules"]) <= set(unit):
-        return None, "a module it imported is gone"  # what its import did to the others' is not known
-    if hot and found.get("opened") is None:
-        return None, ""
-    now = signature(found["deps"], state)
-    if found["signature"] != now:
-        return None, signature_changes(found["signature"], now, names)
-    store.counts.hit("unit")
-    return found, ""
+    if isinstance(found.get("modules"), list):  # a family entry of the builder before: the run itself
+        runs: list[Any] = [found]
+    else:
+        runs = [store.get_json("unit", k, count=False) for k in found.get("recent", []) if isinstance(k, str)]
+    why = ""
+    for run in runs:
+        if not isinstance(run, dict) or not isinstance(run.get("modules"), list):
+            continue  # pruned, or damaged (then removed)
+        if not set(run["modules"]) <= set(unit):
+            why = why or "a module it imported is gone"  # what its import did to the others' is not known
+            continue
+        if hot and run.get("opened") is None:
+            continue
+        now = signature(run["deps"], state)
+        if run["signature"] != now:
+            why = why or signature_changes(run["signature"], now, names)
+            continue
+        store.counts.hit("unit")
+        return run, ""
+    return None, why
 
 
 def _spans_union(a: dict[str, list[list[int]]], b: dict[str, list[list[int]]]) -> dict[str, list[list[int]]]:

@@ -4,6 +4,7 @@ they open and the pages of its libraries they map (builder/importcheck.py);
 the archives then hold those files (builder/archives.py)."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import py_compile
@@ -205,17 +206,30 @@ def test_importlib_metadata_queries_rerun_a_run_only_for_what_they_can_see_and_n
     # a module that fails alone, not after leafa: the others are imported again with it, as with the cache empty
     add({"needy/__init__.py": "import sys\nassert 'leafa' in sys.modules, 'leafa first'\n"})
     assert runs(["torchy"], ["leafa", "needy", "plain"]) == (1, [["leafa", "needy", "plain"], ["needy"]])
-    # a module gone: the others' run that imported it tells nothing of the rest's imports without it
+    # a module gone: the others' run that imported it tells nothing of the rest's imports without it, so it is not
+    # used; an older run of its kind that never imported it is (the latest few are kept), and leafb runs alone
     (tree / "needy" / "__init__.py").unlink()
     (tree / "needy").rmdir()
     add({"leafb/__init__.py": ""})
-    assert runs(["torchy"], ["leafa", "leafb", "plain"]) == (1, [["leafa", "leafb", "plain"]])
+    assert runs(["torchy"], ["leafa", "leafb", "plain"]) == (2, [["leafb"]])
+    # with no such older run (the family holds only the run that imported a module now gone), all are imported again
+    from builder.importcheck import _family_key
+
+    family = _family_key("test", runner, hashlib.sha256(importcheck.SCRIPT.encode()).hexdigest(), ["torchy"], False)
+    add({"needy/__init__.py": "import sys\nassert 'leafa' in sys.modules, 'leafa first'\n"})
+    assert runs(["torchy"], ["leafa", "leafb", "needy", "plain"])[1] == [["leafa", "leafb", "needy", "plain"], ["needy"]]
+    store.put_json("unit", family, {"recent": store.get_json("unit", family, count=False)["recent"][:1]})  # only that run left
+    (tree / "needy" / "__init__.py").unlink()
+    (tree / "needy").rmdir()
+    add({"leafc/__init__.py": ""})
+    assert runs(["torchy"], ["leafa", "leafb", "leafc", "plain"]) == (1, [["leafa", "leafb", "leafc", "plain"]])
+    assert "the other modules' run again: a module it imported is gone" in said[-1]
 
     # a package named in the set's requirements: a hot module. The hot run is reused and the new one imported alone,
     # noting what it opens; the hot set is what one run of them all notes
     add({"hotter/__init__.py": "from . import data\n", "hotter/data.py": "X = 1\n"})
     calls.clear()
-    modules = ["hotter", "leafa", "leafb", "plain", "torchy"]
+    modules = ["hotter", "leafa", "leafb", "leafc", "plain", "torchy"]
     noted = importcheck._runs([tree], modules, ["hotter", "torchy"], runner, store, "test", lambda line: None)
     assert sorted(calls) == [["hotter"]] and noted.failed == {}  # the others' run: the same modules, nothing it saw changed
     fresh = importcheck._runs([tree], modules, ["hotter", "torchy"], runner, None, "test", lambda line: None)  # no cache

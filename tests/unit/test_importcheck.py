@@ -129,3 +129,15 @@ def test_what_changed_in_a_runs_signature_is_said_in_words_with_each_sets_name()
                                 "`import requests` now finds layer/requests", "`import yaml` no longer finds anything"]
     assert signature_changes(old, new, ["efs", "layer"], most=2) == "efs/gone.py removed, efs/new.py added and 4 more"
     assert signature_changes(old, old, ["efs"]) == ""
+
+
+def test_the_latest_runs_of_a_kind_are_kept_newest_first_and_a_reused_one_moves_to_the_front(tmp_path):
+    from builder import cache
+    from builder.importcheck import FAMILY_KEEP, _remember
+
+    store = cache.Store(tmp_path / "cache")
+    for k in "abcdef":
+        _remember(store, "f" * 64, k * 64)
+    assert store.get_json("unit", "f" * 64, count=False) == {"recent": [k * 64 for k in "fedc"][:FAMILY_KEEP]}
+    _remember(store, "f" * 64, "d" * 64)  # a run used again
+    assert store.get_json("unit", "f" * 64, count=False)["recent"][:2] == ["d" * 64, "f" * 64]
