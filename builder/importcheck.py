@@ -702,7 +702,7 @@ def _metadata_signature(deps: dict[str, list[str]], state: _State) -> dict[str, 
 
 
 def _runs(paths: list[Path], modules: list[str], first: list[str], runner: Runner, store: cache.Store | None, version: str,
-          say: Callable[[str], None], digests: Digests | None = None) -> Noted:
+          say: Callable[[str], None], digests: Digests | None = None, used: list[list[str]] | None = None) -> Noted:
     """The import runs of a check: the hot modules, and every other module; each one reused from ``store``
     while its signature holds, else run (both at once) and stored with what it depended on.
 
@@ -791,6 +791,9 @@ def _runs(paths: list[Path], modules: list[str], first: list[str], runner: Runne
 
     with ThreadPoolExecutor(max_workers=2) as pool:  # the hot run is the longest: it starts first
         results.update(pool.map(run, todo))
+    if used is not None:  # each run's entry and its kind: a check reused whole remembers them again (hook)
+        used += [[_family_key(version, runner, script, first, unit is first), cache.key("unit", version, runner.identity, script, json.dumps(unit),
+                                                                                       json.dumps(unit if unit is first else []))] for unit in units]
     failed: dict[str, str] = {}
     for noted in results.values():
         failed.update(noted.failed)
@@ -818,6 +821,7 @@ def _family_key(version: str, runner: Runner, script: str, first: list[str], hot
         cache.key("unit", "the others", version, runner.identity, script, json.dumps(first))
 
 
+UNITS = "_units"  # in a check's cache entry (never in the manifest): [kind's key, run's key] of each of its import runs
 FAMILY_KEEP = 4  # the latest runs of a kind a build may start from: another project's or experiment's runs do not push a set's own out
 
 
@@ -905,8 +909,9 @@ def verify(tree: Path, aside: Path, report: slim_mod.SlimReport, target: Target,
     say = on_line or (lambda line: None)
     first = sorted(set(hot or ()) & set(modules))
     say(f"importing {counted(len(modules), 'module')} in {runner.describe}" + (f", first {', '.join(first)}, noting the files they open" if first else ""))
+    used: list[list[str]] = []
     try:
-        noted = _runs(paths, modules, first, runner, store, version, say, digests)
+        noted = _runs(paths, modules, first, runner, store, version, say, digests, used)
     except (RuntimeError, proc.TimeoutExpired, OSError) as exc:
         return {"verified": False, "runtime": runner.describe, "why": f"the import check could not run: {exc}", "modules": len(modules), "restored": [], "failing": {}}
     restored: list[dict] = []
@@ -933,7 +938,7 @@ def verify(tree: Path, aside: Path, report: slim_mod.SlimReport, target: Target,
             line = f"[slim] {keep_line(files)}" if package == UNOWNED else f"[slim.packages.{package}] {keep_line(files)}"
             restored.append({"module": module, "package": package, "rule": rule, "files": len(files), "error": error, "line": line, "paths": files})
             say(f"slimming rule {rule!r} removed files `import {module}` needs ({error}); put back {len(files)} file(s) of {package}; to say so in pipeline.toml: {line}")
-    done: dict = {"verified": True, "runtime": runner.describe, "modules": len(modules), "restored": restored, "failing": failing}
+    done: dict = {"verified": True, "runtime": runner.describe, "modules": len(modules), "restored": restored, "failing": failing, UNITS: used}
     if noted.opened is not None:
         done.update(hot_modules=first, opened=noted.opened)
     if noted.touched is not None:
@@ -1001,7 +1006,9 @@ def hook(target: Target, target_dir: Path, set_names: list[str], progress, runne
         hot = hot_modules(tree, (requirements or {}).get(name, [])) if name == "efs" else None  # the layer is on local disk in Lambda: no hot set
         entry = check_key(tree, aside, report, others, use, hot, version, digests) if store is not None and use is not None else None
         check = store.get_json("check", entry) if store is not None and entry else None
-        if check is not None:
+        if check is not None and store is not None:
+            for family, unit_entry in check.pop(UNITS, []):  # its runs are the latest of their kind again: a later change starts from them
+                _remember(store, family, unit_entry)
             progress.step(f"[{name}] import check: the same tree, other sets and runtime as a check in the cache; its result reused")
             for item in check.get("restored", []):
                 slim_mod.restore(tree, aside, item["paths"])
@@ -1013,8 +1020,9 @@ def hook(target: Target, target_dir: Path, set_names: list[str], progress, runne
             with progress.waiting(f"importing the {name} set's modules in {use.describe}") if use else contextlib.nullcontext():
                 check = verify(tree, aside, report, target, others, runner=use, why_none=why if want else "", on_line=progress.line, hot=hot,
                                store=store, version=version, digests=digests)
+            units = check.pop(UNITS, [])
             if store is not None and entry and check.get("verified"):  # a check that could not run is tried again, never kept
-                store.put_json("check", entry, check)
+                store.put_json("check", entry, {**check, UNITS: units})
         return SlimRecord.from_json(record(report.as_json(), check, tree))
 
     return run

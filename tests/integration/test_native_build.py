@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -393,6 +394,54 @@ def test_a_build_from_the_cache_equals_a_fresh_build_with_the_cache_empty_and_a_
     shown = invoke("cache")
     assert shown.returncode == 0 and str(tmp_path / "cache") in shown.stdout and "invoke cache --clear" in " ".join(shown.stdout.split())
     assert invoke("cache", "--clear").returncode == 0 and cache.usage().total == 0
+
+
+def test_a_check_reused_whole_makes_its_runs_the_start_of_the_next_change(project, wheelhouse, tmp_path, monkeypatch):
+    """The latest runs of a kind are few; other builds sharing the cache push a set's own out. A check reused whole
+    from the cache remembers its runs again, so the next change to that set (a leaf package) reruns only the new
+    module, not every one (the second trial: 22 s after its own experiments had filled the list)."""
+    from builder import cache
+    from tests.conftest import write_pipeline
+    from tests.wheels import make_wheel
+
+    monkeypatch.setenv("HOIST_BUILD_CACHE", str(tmp_path / "cache"))
+    (project / "requirements" / "efs.in").write_text("nativepkg\n")
+    _build(project)
+    store = cache.Store()
+
+    def forget_the_latest() -> None:  # as if other builds had filled every list of the latest runs
+        for doc in (tmp_path / "cache").rglob("*.json"):
+            if doc.parent.parent.name == "unit" and isinstance(body := store.get_json("unit", doc.name[:-5], count=False), dict) and "recent" in body:
+                store.put_json("unit", doc.name[:-5], {"recent": []})
+
+    forget_the_latest()
+    shutil.rmtree(project / "dist")
+    _, again = _build(project)  # the same set into a fresh output folder: its check comes whole from the cache
+    assert again.cache.hits.get("check") == 2
+    more = tmp_path / "more"
+    more.mkdir()
+    make_wheel(more, "leafpkg", "1.0", "py3-none-any", {"leafpkg/__init__.py": ""})
+    write_pipeline(project, wheelhouse, {f'"{wheelhouse}"]': f'"{wheelhouse}", "{more}"]'})
+    (project / "requirements" / "efs.in").write_text("nativepkg\nleafpkg\n")
+    from pipeline.console import Progress
+
+    class Lines(Progress):
+        def __init__(self):
+            self.lines = []
+
+        def line(self, text):
+            self.lines.append(text)
+
+    said = Lines()
+    _build(project, progress=said)  # leafpkg is named in efs.in: a hot module, imported alone beside the hot run kept
+    assert any("the hot modules' run reused for the 1 modules it imported" in line and "(leafpkg)" in line for line in said.lines), said.lines
+    forget_the_latest()  # and without a list to start from, the hot run is made again whole
+    shutil.rmtree(project / "dist")
+    make_wheel(more, "leafpkg2", "1.0", "py3-none-any", {"leafpkg2/__init__.py": ""})
+    (project / "requirements" / "efs.in").write_text("nativepkg\nleafpkg\nleafpkg2\n")
+    said = Lines()
+    _build(project, progress=said)
+    assert not any("the hot modules' run reused" in line for line in said.lines), said.lines
 
 
 def test_validate_refuses_a_build_its_lock_or_requirements_have_outrun_with_fixes_that_work(project):
