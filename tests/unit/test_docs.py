@@ -75,13 +75,16 @@ def test_strict_mode_fails_a_broken_link_a_missing_page_and_a_page_left_out_of_t
 def test_the_hook_adds_the_charts(tmp_path):
     # GIVEN a tiny site with the repository's hook, whose page shows every chart
     charts = sorted(p.stem for p in (REPO / "bench" / "results").glob("*.json"))
-    index = "# Home\n\n" + "".join(f"![{name}](bench/{name}.png)\n" for name in charts)
+    # linked as the repository holds them (what a clone and GitHub resolve from docs/), the first also as the site does
+    index = "# Home\n\n" + "".join(f"![{name}](../bench/results/{name}.png)\n" for name in charts) + f"![again](bench/{charts[0]}.png)\n"
     # WHEN it is built strictly, from another folder
     built = build_tiny(tmp_path, {"index.md": index}, [{"Home": "index.md"}], hooks=("docsite/hooks.py",))
     # THEN the charts are there (strict mode would fail a link to a missing one), and nothing was written into docs/
     assert built.returncode == 0, built.stderr
     assert all((tmp_path / "site" / "bench" / f"{name}.png").read_bytes() == (REPO / "bench" / "results" / f"{name}.png").read_bytes() for name in charts)
     assert sorted(p.name for p in (tmp_path / "docs").iterdir()) == ["index.md"]
+    html = (tmp_path / "site" / "index.html").read_text()
+    assert all(f'src="bench/{name}.png"' in html for name in charts) and "../bench/results" not in html
 
 
 def test_the_committed_reference_pages_are_what_the_code_generates_now(tmp_path):
