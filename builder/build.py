@@ -359,17 +359,17 @@ def build_set(name: str, lock: LockFile, target: Target, target_dir: Path, rules
     return replace(result, seconds=laps.seconds)
 
 
-def _check_enabled(config: Config, flag: bool | None) -> bool:
-    """Whether the user asked for the import check: --no-import-check, else HOIST_IMPORT_CHECK=off (a CI runner
-    that cannot run the target's runtime), else build.import_check."""
+def _check_enabled(config: Config, flag: bool | None) -> tuple[bool, str]:
+    """Whether the user asked for the import check, and where an opt-out came from: --no-import-check, else
+    HOIST_IMPORT_CHECK=off (a CI runner that cannot run the target's runtime), else build.import_check."""
     if flag is not None:
-        return flag
-    if os.environ.get("HOIST_IMPORT_CHECK", "").lower() in ("off", "0", "false", "no"):
-        return False
-    return config.build.import_check
+        return flag, "" if flag else "`invoke build --no-import-check`"
+    if (value := os.environ.get("HOIST_IMPORT_CHECK", "")).lower() in ("off", "0", "false", "no"):
+        return False, f"HOIST_IMPORT_CHECK={value} in the environment"
+    return config.build.import_check, "" if config.build.import_check else f"build.import_check = false in {config.path.name}"
 
 
-def _check_runtime(config: Config, target: Target, rules: dict[str, Rules], progress: Progress, enabled: bool) -> tuple[importcheck.Runner | None, str]:
+def _check_runtime(config: Config, target: Target, rules: dict[str, Rules], progress: Progress, enabled: tuple[bool, str]) -> tuple[importcheck.Runner | None, str]:
     """The import check's runtime, chosen before any set's build key (the key holds its identity).
 
     None with why when no set wants the check, or the user opted out; a BuildError when it is
@@ -377,8 +377,8 @@ def _check_runtime(config: Config, target: Target, rules: dict[str, Rules], prog
     """
     if not any(importcheck.wanted(name, r) for name, r in rules.items()):
         return None, "no set wants it"
-    if not enabled:
-        return None, importcheck.OPTED_OUT_WHY
+    if not enabled[0]:
+        return None, importcheck.opted_out_why(enabled[1])
     runner, why = importcheck.runner_for(target, on_line=progress.step, base_image=config.build.base_image,
                                          cache=config.root / ".hoist-cache" / "interpreters.json")
     if runner is None:

@@ -59,6 +59,11 @@ UNOWNED = "(not in any RECORD)"  # builder/slim.py's name for files no RECORD li
 # the build key's import check of a set whose user opted out (build.import_check = false, --no-import-check)
 OPTED_OUT = "opted out"
 OPTED_OUT_WHY = "opted out (build.import_check = false in pipeline.toml, `invoke build --no-import-check` or HOIST_IMPORT_CHECK=off)"
+
+
+def opted_out_why(how: str) -> str:
+    """A set's check's ``why`` when the user opted out, naming how (``_check_enabled``); OPTED_OUT_WHY without one."""
+    return f"opted out ({how})" if how else OPTED_OUT_WHY
 # what opting out costs, in the figures of the demo (docs/cold-start.md)
 OPT_OUT_SLIM_COST = "slimming is then not import-verified (an import it breaks shows on Lambda, not here)"
 OPT_OUT_COST = (OPT_OUT_SLIM_COST + ", and the efs tree has no hot set: "
@@ -1049,7 +1054,7 @@ def warnings(sets: dict) -> list[str]:
         check = s.slim.import_check
         if check is None:
             continue
-        if not check.verified and check.why == OPTED_OUT_WHY:
+        if not check.verified and (check.why or "").startswith("opted out ("):
             out.append(f"[{name}] not import-checked: {check.why}\n  what it costs: {OPT_OUT_COST if name == 'efs' else OPT_OUT_SLIM_COST}")
         elif not check.verified:
             out.append(f"[{name}] slimming was not import-verified: {check.why}\n  the manifest records it; the next `invoke build` tries the check again")

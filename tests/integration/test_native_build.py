@@ -350,6 +350,7 @@ def test_up_to_date_covers_whether_the_import_check_ran_and_its_runtime(project,
     lines = shown.export_text().splitlines()
     warned = [line for line in lines if line.startswith("warning:")]
     assert [w.split(" not import-checked")[0] for w in warned] == ["warning: [efs]", "warning: [layer]"]  # each names its set
+    assert all(w.endswith("not import-checked: opted out (`invoke build --no-import-check`)") for w in warned)  # and how it was opted out
     costs = [line for line in lines if "what it costs" in line]
     assert "hot set" in costs[0] and "hot set" not in costs[1]  # the layer has no hot set to lose (it is on local disk in Lambda)
     said = Steps()
