@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.console import Progress
 from tests.docker_support import lambda_standin  # noqa: F401 - a session fixture
 from tests.emulation_support import emulated_arm64  # noqa: F401 - a session fixture
 from tests.wheels import compile_extension, local_abi, make_wheel
@@ -216,6 +217,20 @@ def project(tmp_path, wheelhouse) -> Path:
     __import__("shutil").copytree(REPO / "handler", tmp_path / "handler", ignore=__import__("shutil").ignore_patterns("__pycache__"))  # app.py and hoist_lambda/
     write_pipeline(tmp_path, wheelhouse)
     return tmp_path
+
+
+class Recorded(Progress):
+    """A build's Progress that keeps what it was told: ``steps`` (the step lines) and ``lines`` (a tool's own output)."""
+
+    def __init__(self) -> None:
+        self.steps: list[str] = []
+        self.lines: list[str] = []
+
+    def step(self, text: str) -> None:
+        self.steps.append(text)
+
+    def line(self, text: str) -> None:
+        self.lines.append(text)
 
 
 def without_model(path: Path) -> str:

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from builder.build import Progress, build
+from builder.build import build
 from builder.lock import lock
 from pipeline import config
 from pipeline.errors import BuildError, LockError
 from pipeline.interpreters import find_python
-from tests.conftest import write_pipeline
+from tests.conftest import Recorded, write_pipeline
 from tests.wheels import CEXT_SETUP, CEXT_SOURCE, make_sdist
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.network]
@@ -28,13 +28,6 @@ def _files(manifest):
 
     return {f["path"]: (f["mode"], f["sha256"]) for f in json.loads(manifest.read_text())["files"]}
 
-
-class Lines(Progress):
-    def __init__(self):
-        self.lines = []
-
-    def line(self, text):
-        self.lines.append(text)
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +77,7 @@ def test_sdist_the_native_builder_refuses_is_compiled_in_the_image(docker_projec
     cfg = config.load(native)
     locked = lock(cfg, "py312")
     assert [p.filename for p in locked.locks["efs"].packages if p.is_sdist] == [f"{CEXT.replace('-', '_')}-1.0.tar.gz"]
-    first = Lines()
+    first = Recorded()
     result = build(cfg, "py312", progress=first)
     assert result.builder == "docker"
     tree = result.sets["efs"].tree
@@ -99,7 +92,7 @@ def test_sdist_the_native_builder_refuses_is_compiled_in_the_image(docker_projec
     checked = from_build(cfg, "py312", smoke_level="none")  # linux_x86_64 tag of the compiled wheel: built in the image, fine
     assert checked.ok, [f.as_json() for f in checked.errors]
 
-    again = Lines()
+    again = Recorded()
     build(cfg, "py312", force=True, progress=again)
     assert not [line for line in again.lines if "Downloading" in line or "Building wheel" in line]  # the cache had it all
 

@@ -18,20 +18,13 @@ import shutil
 import pytest
 from elftools.elf.elffile import ELFFile
 
-from builder.build import Progress, build
+from builder.build import build
 from builder.lock import lock
 from pipeline import config
-from tests.conftest import REPO, without_model
+from tests.conftest import REPO, Recorded, without_model
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.network]
 
-
-class Lines(Progress):
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-
-    def line(self, text: str) -> None:
-        self.lines.append(text)
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +45,7 @@ def test_the_docker_builder_builds_the_arm64_target_in_an_arm64_image(tmp_path, 
     cfg = config.load(tmp_path / "pipeline.toml")
     assert cfg.target().target.machine == "aarch64"
     lock(cfg)
-    progress = Lines()
+    progress = Recorded()
     result = build(cfg, progress=progress)
 
     assert result.builder == "docker"

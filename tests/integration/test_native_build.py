@@ -14,6 +14,7 @@ from builder.build import build
 from builder.lock import lock, read_lock
 from pipeline import config
 from pipeline.errors import BuildError, LockError
+from tests.conftest import Recorded
 from tests.schemas import assert_conforms
 
 
@@ -330,15 +331,8 @@ def test_up_to_date_covers_whether_the_import_check_ran_and_its_runtime(project,
     from rich.console import Console
 
     from builder.report import print_build
-    from pipeline.console import Progress
     from pipeline.interpreters import find_python
 
-    class Steps(Progress):
-        def __init__(self):
-            self.steps = []
-
-        def step(self, text):
-            self.steps.append(text)
 
     cfg = config.load(project / "pipeline.toml")
     lock(cfg)
@@ -353,7 +347,7 @@ def test_up_to_date_covers_whether_the_import_check_ran_and_its_runtime(project,
     assert all(w.endswith("not import-checked: opted out (`invoke build --no-import-check`)") for w in warned)  # and how it was opted out
     costs = [line for line in lines if "what it costs" in line]
     assert "hot set" in costs[0] and "hot set" not in costs[1]  # the layer has no hot set to lose (it is on local disk in Lambda)
-    said = Steps()
+    said = Recorded()
     checked = build(cfg, progress=said)  # nothing changed but the check, which can run now: not "up to date"
     assert checked.sets["efs"].rebuilt and checked.sets["layer"].rebuilt
     assert "[efs] building: the import check is back on (it was opted out)" in said.steps
@@ -424,23 +418,16 @@ def test_a_check_reused_whole_makes_its_runs_the_start_of_the_next_change(projec
     make_wheel(more, "leafpkg", "1.0", "py3-none-any", {"leafpkg/__init__.py": ""})
     write_pipeline(project, wheelhouse, {f'"{wheelhouse}"]': f'"{wheelhouse}", "{more}"]'})
     (project / "requirements" / "efs.in").write_text("nativepkg\nleafpkg\n")
-    from pipeline.console import Progress
 
-    class Lines(Progress):
-        def __init__(self):
-            self.lines = []
 
-        def line(self, text):
-            self.lines.append(text)
-
-    said = Lines()
+    said = Recorded()
     _build(project, progress=said)  # leafpkg is named in efs.in: a hot module, imported alone beside the hot run kept
     assert any("the hot modules' run reused for the 1 modules it imported" in line and "(leafpkg)" in line for line in said.lines), said.lines
     forget_the_latest()  # and without a list to start from, the hot run is made again whole
     shutil.rmtree(project / "dist")
     make_wheel(more, "leafpkg2", "1.0", "py3-none-any", {"leafpkg2/__init__.py": ""})
     (project / "requirements" / "efs.in").write_text("nativepkg\nleafpkg\nleafpkg2\n")
-    said = Lines()
+    said = Recorded()
     _build(project, progress=said)
     assert not any("the hot modules' run reused" in line for line in said.lines), said.lines
 
@@ -486,7 +473,6 @@ def test_trees_are_hard_links_into_uvs_cache_and_a_file_changed_there_stops_the_
         fh.write("# edited in place\n")
     # THEN validate and sync refuse the tree (what they would judge or publish is not what was built), naming the file
     # and the rebuild
-    from pipeline.console import Progress
     from pipeline.errors import SyncError, ValidationError
     from sync.stage import built_tree
     from validate.stage import from_build
@@ -496,17 +482,11 @@ def test_trees_are_hard_links_into_uvs_cache_and_a_file_changed_there_stops_the_
             check()
         assert "content differs: nativepkg/helpers.py" in stopped.value.render() and "`invoke build --target local --force`" in stopped.value.render()
 
-    class Steps(Progress):
-        def __init__(self):
-            self.steps = []
-
-        def step(self, text):
-            self.steps.append(text)
 
     # AND a plain build sees the edited file (not the size and time the build left) and builds the set again; as the
     # forced one, that rebuild stops, naming the package, the file and the command that clears it from uv's cache
     for force in (False, True):
-        said = Steps()
+        said = Recorded()
         with pytest.raises(BuildError) as caught:
             build(cfg, force=force, progress=said)
         err = caught.value.render()
@@ -524,16 +504,9 @@ def test_trees_are_hard_links_into_uvs_cache_and_a_file_changed_there_stops_the_
 def test_a_change_to_the_layer_rebuilds_the_efs_set_whose_check_imports_from_it(project, wheelhouse, tmp_path):
     """The efs set's import check runs with the layer on its path (what torchvision opens of Pillow, whether slimming
     held): a layer that changed is an input of the efs set, which is not "up to date" against the old one."""
-    from pipeline.console import Progress
     from tests.conftest import write_pipeline
     from tests.wheels import make_wheel
 
-    class Steps(Progress):
-        def __init__(self):
-            self.steps = []
-
-        def step(self, text):
-            self.steps.append(text)
 
     (project / "requirements" / "layer.in").write_text("layerpkg==0.5\n")
     _, first = _build(project)
@@ -542,29 +515,22 @@ def test_a_change_to_the_layer_rebuilds_the_efs_set_whose_check_imports_from_it(
     make_wheel(more, "layerpkg", "0.6", "py3-none-any", {"layerpkg/__init__.py": "VALUE = 'newer'\n"})
     write_pipeline(project, wheelhouse, {f'"{wheelhouse}"]': f'"{wheelhouse}", "{more}"]'})
     (project / "requirements" / "layer.in").write_text("layerpkg==0.6\n")
-    said = Steps()
+    said = Recorded()
     _, again = _build(project, progress=said)
     assert "[layer] building: layerpkg 0.5 -> 0.6" in said.steps and "[efs] building: the layer set it imports with changed" in said.steps
     assert again.sets["efs"].rebuilt and again.sets["efs"].content_hash == first.sets["efs"].content_hash  # the same efs files, checked again
-    said = Steps()
+    said = Recorded()
     build(config.load(project / "pipeline.toml"), progress=said)  # and then nothing to do
     assert not any("building" in s for s in said.steps)
 
 
 def test_a_package_added_to_one_set_rebuilds_that_set_only(project, wheelhouse, tmp_path):
     """A relock rewrites every set's lock (the inputs' fingerprint in its header); a set whose pins did not move keeps its tree."""
-    from pipeline.console import Progress
     from tests.conftest import write_pipeline
     from tests.wheels import make_wheel
 
-    class Steps(Progress):
-        def __init__(self):
-            self.steps = []
 
-        def step(self, text):
-            self.steps.append(text)
-
-    said = Steps()
+    said = Recorded()
     _, first = _build(project, progress=said)
     assert "[efs] building: no earlier build" in said.steps
     more = tmp_path / "more"
@@ -574,14 +540,14 @@ def test_a_package_added_to_one_set_rebuilds_that_set_only(project, wheelhouse, 
     (project / "requirements" / "efs.in").write_text("nativepkg\nleafpkg\n")
     layer_lock = project / "requirements" / "layer.local.lock"
     before = layer_lock.read_text()
-    said = Steps()
+    said = Recorded()
     _, again = _build(project, progress=said)
     assert layer_lock.read_text() != before  # its header changed, its pins did not
     assert again.sets["efs"].rebuilt and not again.sets["layer"].rebuilt
     # the build says why the one set is built again, and that the other is not
     assert "[efs] building: leafpkg 1.0 added" in said.steps
     assert not any(s.startswith("[layer] building") for s in said.steps) and any(s.startswith("[layer] up to date") for s in said.steps)
-    said = Steps()
+    said = Recorded()
     build(config.load(project / "pipeline.toml"), force=True, progress=said)
     assert "[efs] building: --force" in said.steps
     assert again.sets["layer"].content_hash == first.sets["layer"].content_hash
