@@ -155,21 +155,36 @@ _INPUT_NAMES = {"builder_version": "Hoist's builder version", "installer": "the 
                 "slim_rules": "the slim rules", "import_check": "the import check's runtime", "earlier_sets": "the sets before it"}
 
 
-def rebuild_reason(set_dir: Path, lock: LockFile, inputs: dict[str, Any], force: bool) -> str:
-    """Why the set in ``set_dir`` is built now, in a few words: what differs from the build there."""
+def previous_build(set_dir: Path, lock: LockFile, inputs: dict[str, Any], force: bool) -> tuple[Manifest | None, str | None]:
+    """The build in ``set_dir`` and why the set is built now, in a few words: (its manifest, None) when it is up to
+    date for ``inputs``. Its manifest is read once, its files stat'ed once (``touched``)."""
     if force:
-        return "--force"
+        return None, "--force"
+    path = manifest_path(set_dir)
     try:
-        before = load_manifest(manifest_path(set_dir))
+        before = load_manifest(path)
     except (OSError, RecordError):
-        return "no earlier build" if not manifest_path(set_dir).exists() else "the earlier build's manifest cannot be read"
-    if before.build_key == build_key(inputs):
-        check = before.slim.import_check
-        if check is not None and not check.verified and check.runtime is not None:
-            return "its import check could not run last time"
-        if edited := touched(set_dir / "site-packages", before):
-            return f"its tree in dist/ was changed after the build ({', '.join(edited[:3])}{', ...' if len(edited) > 3 else ''})"
-        return "the earlier tree is incomplete"
+        return None, "no earlier build" if not path.exists() else "the earlier build's manifest cannot be read"
+    if before.build_key != build_key(inputs):
+        return None, _changes(before, lock, inputs)
+    if not (set_dir / "site-packages").is_dir() or (set_dir.name == "efs" and not (set_dir / "archives" / "index.json").is_file()):
+        return None, "the earlier tree is incomplete"
+    check = before.slim.import_check
+    if check is not None and not check.verified and check.runtime is not None:  # it had a runtime and could not run: try again
+        return None, "its import check could not run last time"
+    if edited := touched(set_dir / "site-packages", before):
+        return None, f"its tree in dist/ was changed after the build ({', '.join(edited[:3])}{', ...' if len(edited) > 3 else ''})"
+    return before, None
+
+
+def rebuild_reason(set_dir: Path, lock: LockFile, inputs: dict[str, Any], force: bool) -> str | None:
+    """Why the set in ``set_dir`` is built now; None when it is up to date (previous_build)."""
+    return previous_build(set_dir, lock, inputs, force)[1]
+
+
+def _changes(before: Manifest, lock: LockFile, inputs: dict[str, Any]) -> str:
+    """What differs between the inputs a build was made from (its manifest) and ``inputs``: the packages that
+    moved first, then each other input by name."""
     was = {p.name: p.version for p in before.packages}
     now = {p.name: p.version for p in lock.packages}
     changes = [f"{n} {was[n]} -> {now[n]}" for n in sorted(was.keys() & now.keys()) if was[n] != now[n]]
@@ -195,22 +210,6 @@ def rebuild_reason(set_dir: Path, lock: LockFile, inputs: dict[str, Any], force:
     if not changes:
         return "what it is built from changed"
     return ", ".join(changes[:6]) + (f" and {len(changes) - 6} more" if len(changes) > 6 else "")
-
-
-def _existing(set_dir: Path, key: str) -> Manifest | None:
-    path = manifest_path(set_dir)
-    if not (path.is_file() and (set_dir / "site-packages").is_dir() and (set_dir.name != "efs" or (set_dir / "archives" / "index.json").is_file())):
-        return None
-    try:
-        found = load_manifest(path)
-    except (OSError, RecordError):
-        return None
-    check = found.slim.import_check
-    if check is not None and not check.verified and check.runtime is not None:  # it had a runtime and could not run: try again
-        return None
-    if found.build_key != key or touched(set_dir / "site-packages", found):
-        return None
-    return found
 
 
 def touched(tree: Path, manifest: Manifest) -> list[str]:
@@ -286,10 +285,11 @@ def build_set(name: str, lock: LockFile, target: Target, target_dir: Path, rules
     set_dir = target_dir / name
     inputs = build_inputs(lock, target, rules, installer, check, earlier)
     key = build_key(inputs)
-    if not force and (found := _existing(set_dir, key)):
+    found, why = previous_build(set_dir, lock, inputs, force)
+    if found is not None:
         progress.step(f"[{name}] up to date ({found.content_hash[:12]}), not rebuilt")
         return _set_result(name, set_dir, found, rebuilt=False)
-    progress.step(f"[{name}] building: {rebuild_reason(set_dir, lock, inputs, force)}")
+    progress.step(f"[{name}] building: {why}")
 
     laps = _Laps()
     staging = Path(tempfile.mkdtemp(prefix=f".{name}.partial-", dir=target_dir))
