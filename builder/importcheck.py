@@ -58,17 +58,18 @@ MARK = "HOIST_IMPORTS "
 UNOWNED = "(not in any RECORD)"  # builder/slim.py's name for files no RECORD lists
 # the build key's import check of a set whose user opted out (build.import_check = false, --no-import-check)
 OPTED_OUT = "opted out"
-OPTED_OUT_WHY = "opted out (build.import_check = false in pipeline.toml, `invoke build --no-import-check` or HOIST_IMPORT_CHECK=off)"
-
-
-def opted_out_why(how: str) -> str:
-    """A set's check's ``why`` when the user opted out, naming how (``_check_enabled``); OPTED_OUT_WHY without one."""
-    return f"opted out ({how})" if how else OPTED_OUT_WHY
 # what opting out costs, in the figures of the demo (docs/cold-start.md)
 OPT_OUT_SLIM_COST = "slimming is then not import-verified (an import it breaks shows on Lambda, not here)"
 OPT_OUT_COST = (OPT_OUT_SLIM_COST + ", and the efs tree has no hot set: "
                 "its archives hold every file and each cold start reads and keeps them all in memory (the demo: 54.8 MB of archives, "
                 "160 MB held for the environment's life and 232 MB at peak; 4.21 s against 2.31 s with its hot set)")
+
+
+def opted_out_why(how: str) -> str:
+    """A set's check's ``why`` when the user opted out, naming how (builder/build.py, ``_check_enabled``)."""
+    return f"{OPTED_OUT} ({how})"
+
+
 def ep_groups(text: str) -> set[str] | None:
     """The groups an entry_points.txt defines entry points in, read as importlib.metadata reads it from 3.10 on
     (``Sectioned.section_pairs``, ``Pair.parse``); None when that read fails (a line without "="). Defined once:
@@ -732,25 +733,31 @@ def _runs(paths: list[Path], modules: list[str], first: list[str], runner: Runne
     names = [path_name(p) for p in paths]
     script = hashlib.sha256(SCRIPT.encode()).hexdigest()
     results: dict[int, Noted] = {}
-    todo: list[tuple[int, list[str], list[str], str, dict | None]] = []
+    todo: list[tuple[int, list[str], list[str], dict | None]] = []
     partly: list[str] = []  # what a reused run's modules became
 
-    def put(entry: str, unit: list[str], hot: list[str], noted: Noted) -> None:
+    # each run's key (its modules) and its kind's (the latest runs of the hot modules, or of the others)
+    keys = [(cache.key("unit", version, runner.identity, script, json.dumps(unit), json.dumps(unit if unit is first else [])),
+             _family_key(version, runner, script, first, unit is first)) for unit in units]
+    if used is not None:  # a check reused whole remembers them again (hook)
+        used += [[family, entry] for entry, family in keys]
+
+    def put(n: int, unit: list[str], hot: list[str], noted: Noted) -> None:
         if store is None or state is None:
             return
         doc = {"failed": noted.failed, "opened": noted.opened, "touched": noted.touched, "deps": noted.deps,
                "signature": signature(noted.deps, state), "modules": unit}
-        store.put_json("unit", entry, doc)
-        _remember(store, _family_key(version, runner, script, first, bool(hot)), entry)
+        store.put_json("unit", keys[n][0], doc)
+        _remember(store, keys[n][1], keys[n][0])
 
     for n, unit in enumerate(units):
         hot = unit if unit is first else []
-        entry = cache.key("unit", version, runner.identity, script, json.dumps(unit), json.dumps(hot))
+        entry, family = keys[n]
         found = store.get_json("unit", entry) if store is not None else None
         if found is not None and state is not None and found["signature"] == signature(found["deps"], state):
             results[n] = Noted(found["failed"], found["opened"], found["touched"], found["deps"])
             if store is not None and isinstance(found.get("modules"), list):  # the latest of its kind again
-                _remember(store, _family_key(version, runner, script, first, bool(hot)), entry)
+                _remember(store, family, entry)
             continue
         if found is not None and store is not None:  # there, but what it depended on changed
             store.counts.hits["unit"] -= 1
@@ -758,24 +765,24 @@ def _runs(paths: list[Path], modules: list[str], first: list[str], runner: Runne
             if state is not None:
                 changed = signature_changes(found["signature"], signature(found["deps"], state), names)
                 partly.append(f"the {'hot modules' if hot else 'other modules'}' run again: {changed}")
-        older, why_not = _older(store, _family_key(version, runner, script, first, bool(hot)), unit, bool(hot), state, names)
+        older, why_not = _older(store, family, unit, bool(hot), state, names)
         if why_not and found is None:
             partly.append(f"the {'hot modules' if hot else 'other modules'}' run again: {why_not}")
         if older is not None and not (new := [m for m in unit if m not in older["modules"]]):
             results[n] = Noted(older["failed"], older["opened"], older["touched"], older["deps"])
-            put(entry, unit, hot, results[n])
+            put(n, unit, hot, results[n])
             continue
         if older is not None:
             partly.append(f"the {'hot modules' if hot else 'other modules'}' run reused for the {len(older['modules'])} modules it imported "
                           f"(nothing they depended on changed), the {len(new)} new ({', '.join(new[:5])}{', ...' if len(new) > 5 else ''}) "
                           f"imported in a run of their own")
-        todo.append((n, unit, hot, entry, older))
+        todo.append((n, unit, hot, older))
     if results or partly:
         said = [f"{len(results)} of {len(units)} import runs reused from the build cache: nothing they depended on changed"] if results else []
         say("; ".join(said + partly))
 
-    def run(job: tuple[int, list[str], list[str], str, dict | None]) -> tuple[int, Noted]:
-        n, unit, hot, entry, older = job
+    def run(job: tuple[int, list[str], list[str], dict | None]) -> tuple[int, Noted]:
+        n, unit, hot, older = job
         if older is not None:
             new = [m for m in unit if m not in older["modules"]]
             alone = runner.imports_noting(paths, new, new if hot else [])
@@ -784,21 +791,18 @@ def _runs(paths: list[Path], modules: list[str], first: list[str], runner: Runne
                 opened = sorted(set(older["opened"]) | set(alone.opened or ())) if hot else None
                 touched = _spans_union(older["touched"], alone.touched) if hot and older["touched"] is not None and alone.touched is not None else None
                 noted = Noted(older["failed"], opened, touched, deps)
-                put(entry, unit, hot, noted)
+                put(n, unit, hot, noted)
                 return n, noted
             why = f"{', '.join(sorted(alone.failed))} failed alone" if alone.failed else "pages recorded in one run and not the other"
             say(f"{why}: importing every module of the run again with them, as with the cache empty")
             if store is not None:
                 store.counts.hits["unit"] -= 1
         noted = runner.imports_noting(paths, unit, hot)
-        put(entry, unit, hot, noted)
+        put(n, unit, hot, noted)
         return n, noted
 
     with ThreadPoolExecutor(max_workers=2) as pool:  # the hot run is the longest: it starts first
         results.update(pool.map(run, todo))
-    if used is not None:  # each run's entry and its kind: a check reused whole remembers them again (hook)
-        used += [[_family_key(version, runner, script, first, unit is first), cache.key("unit", version, runner.identity, script, json.dumps(unit),
-                                                                                       json.dumps(unit if unit is first else []))] for unit in units]
     failed: dict[str, str] = {}
     for noted in results.values():
         failed.update(noted.failed)
@@ -1054,7 +1058,7 @@ def warnings(sets: dict) -> list[str]:
         check = s.slim.import_check
         if check is None:
             continue
-        if not check.verified and (check.why or "").startswith("opted out ("):
+        if not check.verified and (check.why or "").startswith(f"{OPTED_OUT} ("):
             out.append(f"[{name}] not import-checked: {check.why}\n  what it costs: {OPT_OUT_COST if name == 'efs' else OPT_OUT_SLIM_COST}")
         elif not check.verified:
             out.append(f"[{name}] slimming was not import-verified: {check.why}\n  the manifest records it; the next `invoke build` tries the check again")
