@@ -46,7 +46,7 @@ from . import manifest as mf
 from .archives import write_archives
 from .bytecode import BytecodeResult, compile_tree
 from .install import check_records, check_wheel_tags, install_native
-from .lock import LockFile, current_locks, set_requirements
+from .lock import LockFile, current_locks, set_requirements, version_changes
 from .package import Artifact, make_zip
 from .slim import Rules, SlimReport, configure, forget, load_rules, slim
 
@@ -185,10 +185,7 @@ def rebuild_reason(set_dir: Path, lock: LockFile, inputs: dict[str, Any], force:
 def _changes(before: Manifest, lock: LockFile, inputs: dict[str, Any]) -> str:
     """What differs between the inputs a build was made from (its manifest) and ``inputs``: the packages that
     moved first, then each other input by name."""
-    was = {p.name: p.version for p in before.packages}
-    now = {p.name: p.version for p in lock.packages}
-    changes = [f"{n} {was[n]} -> {now[n]}" for n in sorted(was.keys() & now.keys()) if was[n] != now[n]]
-    changes += [f"{n} {now[n]} added" for n in sorted(now.keys() - was.keys())] + [f"{n} {was[n]} removed" for n in sorted(was.keys() - now.keys())]
+    changes = version_changes({p.name: p.version for p in before.packages}, {p.name: p.version for p in lock.packages})
     if not before.build_inputs:  # a manifest of a builder that did not keep its inputs
         return ", ".join(changes) if changes else "built by an earlier Hoist"
     if before.build_inputs.get("lock") != inputs["lock"] and not changes:

@@ -463,10 +463,14 @@ def lock(config: Config, target_name: str | None = None, *, force: bool = False,
         path.parent.mkdir(parents=True, exist_ok=True)
         locks[name] = write_lock(path, name, target, fingerprint, assigned[name])
     after = {p.name: p.version for p in union}
-    changes = [f"{n} {previous[n]} -> {after[n]}" for n in sorted(previous.keys() & after.keys()) if previous[n] != after[n]]
-    changes += [f"{n} {after[n]} added" for n in sorted(after.keys() - previous.keys())] if previous else []
-    changes += [f"{n} {previous[n]} removed" for n in sorted(previous.keys() - after.keys())]
+    changes = version_changes(previous, after) if previous else []
     return LockResult(target=target, locks=locks, resolved=True, changes=tuple(changes), released=tuple(released), first=not previous)
+
+
+def version_changes(was: dict[str, str], now: dict[str, str]) -> list[str]:
+    """Package -> version before and after, in words: "numpy 2.5.5 -> 2.5.4", then "idna 3.21 added", "six 1.17.0 removed"."""
+    changes = [f"{n} {was[n]} -> {now[n]}" for n in sorted(was.keys() & now.keys()) if was[n] != now[n]]
+    return changes + [f"{n} {now[n]} added" for n in sorted(now.keys() - was.keys())] + [f"{n} {was[n]} removed" for n in sorted(was.keys() - now.keys())]
 
 
 def _previous_versions(paths: dict[str, Path]) -> dict[str, str]:
