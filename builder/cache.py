@@ -59,7 +59,7 @@ import shutil
 import stat
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -217,18 +217,27 @@ class Usage:
         return sum(self.bytes.values())
 
 
+def _entries(base: Path) -> Iterator[tuple[str, list[tuple[Path, os.stat_result]]]]:
+    """Each entry of the cache at ``base``: its kind and its files (its key's file, sha256 sidecar, JSON document);
+    files being written (``.tmp-*``) belong to none."""
+    for kind in KINDS:
+        for folder, _, files in os.walk(base / kind):
+            groups: dict[str, list[tuple[Path, os.stat_result]]] = {}
+            for name in files:
+                if not name.startswith(".tmp-"):
+                    path = Path(folder, name)
+                    groups.setdefault(name.split(".", 1)[0], []).append((path, path.lstat()))
+            for members in groups.values():
+                yield kind, members
+
+
 def usage(where: Path | None = None) -> Usage:
     base = where or root()
     entries = {k: 0 for k in KINDS}
     sizes = {k: 0 for k in KINDS}
-    for kind in KINDS:
-        keys = set()
-        for folder, _, files in os.walk(base / kind):
-            for name in files:
-                sizes[kind] += os.lstat(os.path.join(folder, name)).st_size
-                if not name.startswith(".tmp-"):  # an entry is its key's file, its sha256 sidecar and its JSON document
-                    keys.add(name.split(".", 1)[0])
-        entries[kind] = len(keys)
+    for kind, members in _entries(base):
+        entries[kind] += 1
+        sizes[kind] += sum(st.st_size for _, st in members)
     return Usage(base, entries, sizes)
 
 
@@ -239,26 +248,20 @@ def _used(path: Path) -> None:
 
 
 def prune(days: float, where: Path | None = None, now: float | None = None) -> Usage:
-    """Remove the entries no build has used (or made) in the last ``days``; what was removed. An entry is its key's
-    files (the file, its sha256 sidecar, its JSON document); a build that then misses one does that step again."""
+    """Remove the entries no build has used (or made) in the last ``days``; what was removed. A build that then
+    misses one does that step again."""
     base = where or root()
     cutoff = (time.time() if now is None else now) - days * 86400
     entries = {k: 0 for k in KINDS}
     sizes = {k: 0 for k in KINDS}
-    for kind in KINDS:
-        for folder, _, files in os.walk(base / kind):
-            groups: dict[str, list[tuple[str, os.stat_result]]] = {}
-            for name in files:
-                if not name.startswith(".tmp-"):
-                    groups.setdefault(name.split(".", 1)[0], []).append((name, os.lstat(os.path.join(folder, name))))
-            for members in groups.values():
-                if max(st.st_mtime for _, st in members) >= cutoff:
-                    continue
-                for name, st in members:
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(os.path.join(folder, name))
-                        sizes[kind] += st.st_size
-                entries[kind] += 1
+    for kind, members in _entries(base):
+        if max(st.st_mtime for _, st in members) >= cutoff:
+            continue
+        for path, st in members:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+                sizes[kind] += st.st_size
+        entries[kind] += 1
     return Usage(base, entries, sizes)
 
 
