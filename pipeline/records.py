@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from .console import counted
 from .files import Digests, atomic_write_json
 
 MANIFEST_NAME = "manifest.json"  # beside a set's site-packages/, and in each EFS version
@@ -379,8 +380,7 @@ def tree_differences(tree: Path, manifest: Manifest) -> list[str]:
 def changed_after_build(set_name: str, problems: list[str]) -> str:
     """The error text for a tree ``tree_differences`` found changed (validate and sync say the same)."""
     shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
-    return (f"the built tree of set {set_name} is not what its manifest lists ({len(problems)} "
-            f"{'difference' if len(problems) == 1 else 'differences'}: {shown}): it was changed after the build")
+    return f"the built tree of set {set_name} is not what its manifest lists ({counted(len(problems), 'difference')}: {shown}): it was changed after the build"
 
 
 def rebuild_fix(target: str) -> str:
